@@ -1,0 +1,32 @@
+# Two commands are all the set-up a user needs: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Refreshed whenever pyproject.toml changes. torch is pinned to the CPU build on this machine's
+# wheel path first: a bare `torch` requirement would pull gigabytes of CUDA packages.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	$(PY) -m compileall -q cnnspec
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/cnnspec summary specs/cifar10.cnn
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/check_speed.py
+
+clean:
+	rm -rf $(VENV) build runs .pytest_cache .ruff_cache

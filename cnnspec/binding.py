@@ -1,0 +1,256 @@
+"""Binding a call from the syntax tree (`conv2d(32, kernel=3)`) to a validated pydantic model.
+
+Layers, optimizers, callbacks, augmentations and data sources are all calls with a pydantic
+argument model; they share this one binder, so every one of them reports unknown, missing,
+duplicated and out-of-range arguments the same way, at the argument's own span.
+"""
+
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
+
+from cnnspec import syntax as ast
+from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.source import Span
+
+
+@dataclass(frozen=True, slots=True)
+class CallValue:
+    """A call used as a value, such as `activation=leaky_relu(alpha=0.1)`, before it is bound."""
+
+    name: str
+    args: tuple[tuple[str | None, Any], ...]
+    node: ast.Call
+
+
+_CONSTANTS: dict[str, Any] = {"true": True, "false": False, "none": None}
+
+
+def to_python(value: ast.Value) -> Any:
+    """The plain Python value of a syntax-tree value: what pydantic validates."""
+    match value:
+        case ast.Number(value=number):
+            return number
+        case ast.Fraction():
+            return value.value
+        case ast.Dims(values=values):
+            return values
+        case ast.String(value=text):
+            return text
+        case ast.Name(text=text):
+            return _CONSTANTS.get(text, text)
+        case ast.ListValue(items=items) | ast.TupleValue(items=items):
+            return tuple(to_python(item) for item in items)
+        case ast.Call(name=name, args=args):
+            return CallValue(
+                name.text,
+                tuple((a.key.text if a.key else None, to_python(a.value)) for a in args),
+                value,
+            )
+    raise AssertionError(f"unexpected value {value!r}")
+
+
+def value_span(value: ast.Value) -> Span:
+    return value.span
+
+
+class Bound(BaseModel):
+    """A model bound from spec text: it remembers where it and each of its arguments came from."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
+
+    # Positional arguments, in order. Everything else is keyword-only.
+    positional: ClassVar[tuple[str, ...]] = ()
+    # A field that collects any further positional arguments, as in `metrics(accuracy, auc)`.
+    varargs: ClassVar[str | None] = None
+    # Names shown in completion and did-you-mean; by default all fields.
+    _span: Span | None = PrivateAttr(default=None)
+    _arg_spans: dict[str, Span] = PrivateAttr(default_factory=dict)
+
+    @property
+    def span(self) -> Span | None:
+        return self._span
+
+    def span_of(self, field: str) -> Span | None:
+        """The span of an argument as written, or of the whole call when it was not written."""
+        return self._arg_spans.get(field, self._span)
+
+    def located(self, span: Span | None, arg_spans: dict[str, Span]) -> "Bound":
+        self._span = span
+        self._arg_spans = dict(arg_spans)
+        return self
+
+    def explicit(self) -> dict[str, Any]:
+        """The arguments that differ from their defaults: what a summary or a formatter shows."""
+        return {k: v for k, v in self if v != type(self).model_fields[k].default}
+
+
+M = TypeVar("M", bound="Bound")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundArg:
+    """One argument before validation: its Python value and where it was written."""
+
+    value: Any
+    span: Span
+    key_span: Span
+
+
+def error_text(error: dict[str, Any]) -> tuple[str, str | None]:
+    """A pydantic error as a short message and an optional hint."""
+    ctx = error.get("ctx") or {}
+    message = str(error.get("msg", "invalid value"))
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    elif message.startswith("Input should be"):
+        message = "must be" + message[len("Input should be") :]
+    hint = ctx.get("hint") if isinstance(ctx, dict) else None
+    return message, hint if isinstance(hint, str) else None
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, CallValue):
+        return f"{value.name}(...)"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(describe(v) for v in value) + ")"
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "none"}[value]
+    return repr(value) if isinstance(value, str) and not value.isidentifier() else str(value)
+
+
+def collect_args(
+    call: ast.Call,
+    model: type[Bound],
+    what: str,
+    diagnostics: Diagnostics,
+    reserved: frozenset[str] = frozenset(),
+) -> dict[str, BoundArg] | None:
+    """Map a call's positional and keyword arguments onto the model's field names.
+
+    `reserved` names (such as a layer's `name=`) are accepted and returned although the model does
+    not declare them. Returns None when any argument could not be placed.
+    """
+    fields = model.model_fields
+    args: dict[str, BoundArg] = {}
+    ok = True
+    positional_seen = 0
+    for arg in call.args:
+        if arg.key is None and model.varargs is not None and positional_seen >= len(
+            model.positional
+        ):
+            rest = args.setdefault(model.varargs, BoundArg((), arg.span, arg.span))
+            args[model.varargs] = BoundArg(
+                (*rest.value, to_python(arg.value)), rest.span.to(arg.span), rest.key_span
+            )
+            continue
+        if arg.key is None:
+            if positional_seen >= len(model.positional):
+                ok = False
+                allowed = len(model.positional)
+                diagnostics.error(
+                    "E114",
+                    f"{what} takes {allowed} positional argument{'s' if allowed != 1 else ''}",
+                    arg.span,
+                    f"name the argument, e.g. {sorted(fields)[0]}=..." if fields else None,
+                )
+                continue
+            key = model.positional[positional_seen]
+            positional_seen += 1
+            key_span = arg.span
+        else:
+            key = arg.key.text
+            key_span = arg.key.span
+            if key not in fields and key not in reserved:
+                ok = False
+                names = [*fields, *reserved]
+                hint = did_you_mean(key, names) or (
+                    f"{what} takes: {', '.join(names)}" if names else f"{what} takes no arguments"
+                )
+                diagnostics.error("E111", f"{what} has no argument '{key}'", arg.key.span, hint)
+                continue
+        if key in args:
+            ok = False
+            diagnostics.error("E115", f"argument '{key}' of {what} given twice", arg.span)
+            continue
+        args[key] = BoundArg(to_python(arg.value), arg.value.span, key_span)
+    return args if ok else None
+
+
+def validate(
+    model: type[M],
+    args: dict[str, BoundArg],
+    what: str,
+    call_span: Span,
+    diagnostics: Diagnostics,
+    name_span: Span | None = None,
+) -> M | None:
+    """Validate collected arguments; report each pydantic error at its argument's span."""
+    try:
+        bound = model.model_validate({k: a.value for k, a in args.items()})
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = error.get("loc") or ()
+            field = str(loc[0]) if loc else None
+            message, hint = error_text(error)
+            if error.get("type") == "missing" and field is not None:
+                diagnostics.error(
+                    "E112",
+                    f"{what} needs argument '{field}'",
+                    name_span or call_span,
+                    _missing_hint(model, field),
+                )
+                continue
+            arg = args.get(field) if field else None
+            span = arg.span if arg else call_span
+            shown = f" (got {describe(arg.value)})" if arg is not None else ""
+            label = f"argument '{field}' of {what}" if field else what
+            diagnostics.error("E113", f"{label} {message}{shown}", span, hint)
+        return None
+    return bound.located(call_span, {k: a.span for k, a in args.items()})  # type: ignore[return-value]
+
+
+def _missing_hint(model: type[Bound], field: str) -> str | None:
+    if field in model.positional:
+        position = model.positional.index(field) + 1
+        ordinal = {1: "first", 2: "second", 3: "third"}.get(position, f"#{position}")
+        return f"pass it as the {ordinal} argument or as {field}=..."
+    return f"add {field}=..."
+
+
+def bind_call(
+    call: ast.Call, model: type[M], what: str, diagnostics: Diagnostics
+) -> M | None:
+    """Collect and validate in one step, for calls without defaults or reserved arguments."""
+    args = collect_args(call, model, what, diagnostics)
+    if args is None:
+        return None
+    return validate(model, args, what, call.span, diagnostics, call.name.span)
+
+
+def bind_value(
+    value: CallValue | str, model: type[M], what: str
+) -> M:
+    """Bind a call or bare name that arrived as a value inside another call's arguments
+    (for example `activation=leaky_relu(alpha=0.1)`). Raises ValueError, which pydantic turns
+    into an error located at the enclosing argument."""
+    if isinstance(value, str):
+        return model.model_validate({})
+    args: dict[str, Any] = {}
+    for position, (key, item) in enumerate(value.args):
+        if key is None:
+            if position >= len(model.positional):
+                raise ValueError(f"{what} takes {len(model.positional)} positional arguments")
+            key = model.positional[position]
+        if key not in model.model_fields:
+            raise ValueError(f"{what} has no argument '{key}'")
+        args[key] = item
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        message, _ = error_text(first)
+        field = ".".join(str(p) for p in first.get("loc", ()))
+        raise ValueError(f"argument '{field}' of {what} {message}") from None

@@ -1,0 +1,291 @@
+"""Whole-spec checks that need more than one section: the output against the loss, labels and
+classes; monitored metrics; the data against the input; training phases and their freeze sets;
+and warnings about layers that are legal but probably not what was meant."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.ir import Graph, Node, PhasePlan
+from cnnspec.layers import format_shape
+from cnnspec.lower import Lowered
+from cnnspec.registry import LayerArgs, activation_name
+from cnnspec.sections import LOSS_FOR_LABELS, METRIC_NAMES, Loss, Phase
+
+
+def output_activation(node: Node) -> LayerArgs | None:
+    """The activation that produces the model's output: an activation layer itself, or the
+    `activation=` of the dense or convolution that ends the model."""
+    if node.layer.is_activation:
+        return node.layer
+    return getattr(node.layer, "activation", None)
+
+
+def effective_loss(lowered: Lowered) -> Loss | None:
+    if lowered.train is None or lowered.data is None:
+        return None
+    return lowered.train.loss or LOSS_FOR_LABELS[lowered.data.labels]()
+
+
+def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
+    graph = lowered.graph
+    if graph is None:
+        return []
+    _layer_warnings(graph, diagnostics)
+    _output(lowered, graph, diagnostics)
+    _data_fits_input(lowered, graph, diagnostics)
+    if lowered.train is None:
+        return []
+    _monitors(lowered, diagnostics)
+    return plan_phases(graph, lowered.train.effective_phases(), diagnostics)
+
+
+def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
+    producers = {n.name: n for n in graph.nodes}
+    for node in graph.nodes:
+        source = producers.get(node.inputs[0]) if node.inputs else None
+        in_shape = source.output_shape if source else graph.input_shape
+        if node.kind == "dense" and in_shape is not None and len(in_shape) == 3:
+            diagnostics.warning(
+                "W201",
+                f"dense is applied to the {format_shape(in_shape)} tensor at every position",
+                node.span,
+                "add flatten() or global_avg_pool() before it to classify the whole image",
+            )
+        activation = output_activation(node)
+        if (
+            activation is not None
+            and activation.kind == "softmax"
+            and node.output_shape is not None
+            and node.output_shape[-1] == 1
+        ):
+            diagnostics.warning(
+                "W202",
+                "softmax over a single unit always outputs 1.0",
+                node.span,
+                "use sigmoid for a single-unit binary output",
+            )
+        if node.layer.is_activation and source is not None and node.role == "layer":
+            before = getattr(source.layer, "activation", None)
+            if before is not None and before.kind == node.kind and node.kind != "softmax":
+                diagnostics.warning(
+                    "W203",
+                    f"{node.kind} follows a layer that already applies {node.kind}",
+                    node.span,
+                    "remove one of the two",
+                )
+
+
+def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    node = graph.output_node
+    shape = graph.output_shape
+    if node is None or shape is None:
+        return
+    if len(shape) != 1:
+        diagnostics.error(
+            "E204",
+            f"the model's output is {format_shape(shape)}, not a vector of class scores",
+            node.span,
+            "end the model with flatten() or global_avg_pool() and a dense layer",
+        )
+        return
+    units = shape[0]
+    activation = output_activation(node)
+    act_name = activation_name(activation)
+    data, train, evaluate = lowered.data, lowered.train, lowered.evaluate
+    if data is not None and train is not None:
+        loss = effective_loss(lowered)
+        assert loss is not None
+        loss_span = train.span_of("loss") if train.loss is not None else None
+        if train.loss is not None and loss.labels != data.labels:
+            right = LOSS_FOR_LABELS[data.labels].kind
+            diagnostics.error(
+                "E302",
+                f"{loss.kind} expects {loss.labels} labels, but the data has labels {data.labels}",
+                loss_span or node.span,
+                f"use loss {right}, or labels {loss.labels} in data",
+            )
+        elif act_name != loss.activation:
+            diagnostics.error(
+                "E302",
+                f"{loss.kind} needs a {loss.activation} output, "
+                f"but the last layer's activation is {act_name}",
+                node.span,
+                f"give the last layer activation={loss.activation}",
+            )
+        classes = data.class_names()
+        if data.labels == "binary":
+            if units != 1:
+                diagnostics.error(
+                    "E303",
+                    f"binary labels need one output unit, but the model ends with {units}",
+                    node.span,
+                    "end with dense(1, activation=sigmoid), or use labels onehot",
+                )
+            elif classes is not None and len(classes) != 2:
+                diagnostics.error(
+                    "E303",
+                    f"binary labels need 2 classes, but the data has {len(classes)}",
+                    data.span_of("labels") or node.span,
+                    "use labels onehot or sparse for more than two classes",
+                )
+        elif classes is not None and units != len(classes):
+            diagnostics.error(
+                "E303",
+                f"the data has {len(classes)} classes, but the last layer has {units} units",
+                node.span,
+                f"the last dense layer needs {len(classes)} units",
+            )
+    if evaluate is not None and evaluate.threshold is not None and (
+        units != 1 or act_name != "sigmoid"
+    ):
+        diagnostics.error(
+            "E304",
+            f"a decision threshold needs a single sigmoid output, "
+            f"but the model ends with {units} {act_name} unit{'s' if units != 1 else ''}",
+            evaluate.span_of("threshold") or node.span,
+            "thresholds apply to binary classifiers; multi-class predictions take the argmax",
+        )
+
+
+def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    data = lowered.data
+    if data is None or data.source is None or graph.input_shape is None:
+        return
+    native = data.source.native_shape()
+    if native is not None and native != graph.input_shape:
+        h, w, c = native
+        diagnostics.error(
+            "E305",
+            f"{data.source.kind} images are {h}x{w}x{c}, but the model's input is "
+            f"{'x'.join(map(str, graph.input_shape))}",
+            graph.input_span or graph.span,
+            f"declare `input {h}x{w}x{c}`",
+        )
+    augment = lowered.augment
+    if augment is not None and data.source.kind == "digits":
+        flip = augment.get("flip")
+        if flip is not None:
+            diagnostics.warning(
+                "W303",
+                "flipping digits turns them into other shapes (a mirrored 2 is no 2)",
+                flip.span or graph.span,
+                "drop flip() for digits and text",
+            )
+
+
+def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
+    train, data = lowered.train, lowered.data
+    assert train is not None
+    metrics = set(train.metrics.names)
+    available = ["loss", *sorted(metrics)]
+    choices = [*available, *(f"val_{m}" for m in available)]
+    for phase in train.effective_phases():
+        for callback in phase.callbacks:
+            monitor = callback.monitor
+            base = monitor.removeprefix("val_")
+            span = callback.span_of("monitor") or callback.span or phase.span
+            assert span is not None
+            if base not in available:
+                if base in METRIC_NAMES:
+                    hint = f"add {base} to metrics(...) in train"
+                else:
+                    hint = did_you_mean(monitor, choices) or f"available: {', '.join(choices)}"
+                diagnostics.error(
+                    "E301",
+                    f"{callback.kind} monitors '{monitor}', which is not computed",
+                    span,
+                    hint,
+                )
+                continue
+            if monitor.startswith("val_") and data is not None and not data.has_validation:
+                diagnostics.error(
+                    "E306",
+                    f"{callback.kind} monitors '{monitor}', but there is no validation data",
+                    span,
+                    "add `validation test`, `validation val` or `validation 0.1` to data",
+                )
+            natural = "min" if base == "loss" else "max"
+            if callback.mode not in ("auto", natural):
+                diagnostics.warning(
+                    "W301",
+                    f"mode={callback.mode} on '{monitor}': {base} improves when it "
+                    f"{'falls' if natural == 'min' else 'rises'}",
+                    callback.span_of("mode") or span,
+                    f"use mode={natural} or leave mode out",
+                )
+            patience = getattr(callback, "patience", None)
+            if patience is not None and phase.epochs is not None and patience >= phase.epochs:
+                diagnostics.warning(
+                    "W302",
+                    f"{callback.kind} patience {patience} is not less than the phase's "
+                    f"{phase.epochs} epochs, so it can never act",
+                    callback.span_of("patience") or span,
+                    "lower the patience or train for more epochs",
+                )
+
+
+def matches(target: str, node: Node) -> bool:
+    """Whether a freeze target names this node: its name, an enclosing block (dotted for nested
+    blocks: `backbone.block5`), or a glob over either."""
+    dotted = ".".join(node.scope)
+    if target in ("*", "all"):
+        return True
+    if target == node.name:
+        return True
+    if any(target == ".".join(node.scope[: k + 1]) for k in range(len(node.scope))):
+        return True
+    if any(ch in target for ch in "*?["):
+        return fnmatchcase(node.name, target) or (bool(dotted) and (
+            fnmatchcase(dotted, target) or fnmatchcase(f"{dotted}.{node.name}", target)
+        ))
+    return False
+
+
+def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> list[PhasePlan]:
+    """Resolve each phase's freeze set. A phase starts from the previous phase's freeze set and
+    applies its `freeze`/`unfreeze` statements in order."""
+    plans: list[PhasePlan] = []
+    frozen: set[str] = set()
+    total = graph.params
+    for phase in phases:
+        before = set(frozen)
+        unfroze_any = False
+        for rule in phase.freezing:
+            hit = {n.name for n in graph.nodes if matches(rule.target, n)}
+            if not hit:
+                known = [*graph.blocks, *(n.name for n in graph.nodes)]
+                diagnostics.warning(
+                    "W310",
+                    f"{rule.action} '{rule.target}' matches no layer",
+                    rule.span or phase.span or graph.span,
+                    did_you_mean(rule.target, known) or "name a block, a layer, or a glob",
+                )
+            if rule.action == "freeze":
+                frozen |= hit
+            else:
+                unfroze_any = True
+                frozen -= hit
+        trainable = sum(n.params.trainable for n in graph.nodes if n.name not in frozen)
+        span = phase.span or graph.span
+        if unfroze_any and not (before - frozen) and plans:
+            diagnostics.warning(
+                "W311",
+                f"phase '{phase.name}' unfreezes nothing: those layers were already trainable",
+                span,
+                "freeze them in an earlier phase, or drop the unfreeze",
+            )
+        if trainable == 0 and total.trainable > 0:
+            diagnostics.warning(
+                "W312", f"phase '{phase.name}' trains nothing: every layer is frozen", span
+            )
+        plans.append(
+            PhasePlan(
+                phase=phase,
+                frozen=frozenset(frozen),
+                trainable_params=trainable,
+                non_trainable_params=total.total - trainable,
+            )
+        )
+    return plans

@@ -1,0 +1,166 @@
+"""The `cnnspec` command line.
+
+Exit status: 0 when there are no errors (warnings allowed), 1 when a spec has errors, 2 for usage
+errors such as a missing file. No input produces a Python traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnspec import __version__
+from cnnspec.compiler import Compilation, compile_source
+from cnnspec.diagnostics import Severity, render_json, render_text
+from cnnspec.source import Source
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="A declarative model-spec compiler for convolutional networks.",
+)
+
+
+class DiagnosticFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class SummaryFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+SpecPath = Annotated[Path, typer.Argument(help="A .cnn spec file.", show_default=False)]
+
+
+def _color(stream: object) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ  # type: ignore[attr-defined]
+
+
+def _paint(text: str, code: str, enabled: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if enabled else text
+
+
+def _load(path: Path) -> Source:
+    """Read a spec, turning file-system problems into usage errors (exit 2)."""
+    try:
+        return Source.read(path)
+    except FileNotFoundError:
+        _usage_error(f"no such file: {path}")
+    except IsADirectoryError:
+        _usage_error(f"{path} is a directory, not a spec file")
+    except UnicodeDecodeError:
+        _usage_error(f"{path} is not UTF-8 text")
+    except OSError as error:
+        _usage_error(f"cannot read {path}: {error.strerror}")
+
+
+def _usage_error(message: str) -> typer.Exit:
+    typer.echo(f"cnnspec: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _print_diagnostics(compilation: Compilation) -> None:
+    color = _color(sys.stderr)
+    for diagnostic in compilation.diagnostics:
+        text = render_text(diagnostic, compilation.source)
+        head, _, rest = text.partition("\n")
+        style = "1;31" if diagnostic.severity is Severity.ERROR else "1;33"
+        label = f"{diagnostic.severity}[{diagnostic.code}]"
+        head = head.replace(label, _paint(label, style, color), 1)
+        typer.echo(f"{head}\n{rest}\n", err=True)
+
+
+def _tally(compilations: list[Compilation]) -> tuple[int, int]:
+    errors = sum(len(c.diagnostics.errors) for c in compilations)
+    warnings = sum(len(c.diagnostics.warnings) for c in compilations)
+    return errors, warnings
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+@app.command()
+def check(
+    specs: Annotated[list[Path], typer.Argument(help="One or more .cnn spec files.")],
+    format: Annotated[
+        DiagnosticFormat, typer.Option("--format", "-f", help="text, or json for editors and CI.")
+    ] = DiagnosticFormat.text,
+) -> None:
+    """Parse and check specs: shapes, parameters, data and training schedule."""
+    compilations = [compile_source(_load(path)) for path in specs]
+    if format is DiagnosticFormat.json:
+        typer.echo(render_json((c.source, c.diagnostics) for c in compilations))
+    else:
+        for compilation in compilations:
+            _print_diagnostics(compilation)
+            spec = compilation.spec
+            if compilation.ok and spec is not None:
+                params = spec.model.params
+                typer.echo(
+                    f"{compilation.source.path}: ok: {_plural(len(spec.model.nodes), 'layer')}, "
+                    f"{params.total:,} params ({params.trainable:,} trainable), "
+                    f"output {spec.model.output_shape}"
+                )
+        errors, warnings = _tally(compilations)
+        if errors or warnings:
+            typer.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
+    if any(c.diagnostics.has_errors for c in compilations):
+        raise typer.Exit(1)
+
+
+@app.command()
+def summary(
+    spec: SpecPath,
+    format: Annotated[
+        SummaryFormat, typer.Option("--format", "-f", help="table, or json for tools.")
+    ] = SummaryFormat.table,
+) -> None:
+    """Show every layer's output shape, parameters, MACs and receptive field."""
+    from cnnspec.summary import render_table, to_json
+
+    compilation = compile_source(_load(spec))
+    _print_diagnostics(compilation)
+    if not compilation.ok or compilation.spec is None:
+        errors, warnings = _tally([compilation])
+        typer.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
+        raise typer.Exit(1)
+    if format is SummaryFormat.json:
+        typer.echo(json.dumps(to_json(compilation.spec), indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        # Piped output has no width to measure: keep rows on one line rather than wrap at 80.
+        console = Console(width=120)
+    console.print(render_table(compilation.spec))
+
+
+@app.command()
+def version() -> None:
+    """Print the cnnspec version."""
+    typer.echo(f"cnnspec {__version__}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:  # a bug in cnnspec: still no traceback, and a way to report it
+        typer.echo(
+            f"cnnspec: internal error: {type(error).__name__}: {error}\n"
+            "please report this, with the spec that caused it",
+            err=True,
+        )
+        sys.exit(70)

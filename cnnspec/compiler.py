@@ -1,0 +1,58 @@
+"""The front end in one call: parse, lower, check. Imports no deep-learning framework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnnspec.check import check
+from cnnspec.diagnostics import Diagnostics
+from cnnspec.ir import Spec
+from cnnspec.lower import lower_document
+from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, TrainSection
+from cnnspec.source import Source
+from cnnspec.syntax import parse
+
+
+@dataclass
+class Compilation:
+    source: Source
+    diagnostics: Diagnostics
+    # None when the text does not parse or has no model. Present, but not to be emitted, when
+    # there are errors: editors still show what is known.
+    spec: Spec | None
+
+    @property
+    def ok(self) -> bool:
+        return self.spec is not None and not self.diagnostics.has_errors
+
+
+def compile_source(source: Source) -> Compilation:
+    diagnostics = Diagnostics(source)
+    document = parse(source, diagnostics)
+    if document is None:
+        return Compilation(source, diagnostics, None)
+    lowered = lower_document(document, diagnostics)
+    phases = check(lowered, diagnostics)
+    if lowered.graph is None:
+        return Compilation(source, diagnostics, None)
+    spec = Spec(
+        name=lowered.graph.name,
+        path=source.path,
+        sha256=source.sha256,
+        model=lowered.graph,
+        data=lowered.data or DataSection(),
+        augment=lowered.augment or AugmentSection(),
+        train=lowered.train or TrainSection(),
+        evaluate=lowered.evaluate or EvaluateSection(),
+        phases=phases,
+    )
+    return Compilation(source, diagnostics, spec)
+
+
+def compile_text(text: str, path: str = "<spec>") -> Compilation:
+    return compile_source(Source(path, text))
+
+
+def compile_file(path: str | Path) -> Compilation:
+    return compile_source(Source.read(path))

@@ -1,0 +1,160 @@
+"""Located diagnostics, their codes, and the two ways they are printed (compiler text and JSON)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cnnspec.source import Source, Span
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+# Every code the tool can emit, with a one-line title. The README's table of codes is generated
+# from this mapping and a test checks that every code used in the source appears here.
+CODES: dict[str, str] = {
+    # syntax
+    "E001": "unexpected character",
+    "E002": "unexpected token",
+    "E003": "unexpected end of file",
+    # names and structure
+    "E101": "unknown section or setting",
+    "E102": "setting given twice",
+    "E103": "required setting missing",
+    "E104": "wrong kind of value",
+    "E110": "unknown layer",
+    "E111": "unknown argument",
+    "E112": "missing argument",
+    "E113": "invalid argument value",
+    "E114": "too many positional arguments",
+    "E115": "argument given twice",
+    "E116": "duplicate name",
+    "E117": "not usable here",
+    # shapes
+    "E201": "spatial size shrinks below 1",
+    "E202": "layer needs a spatial (H, W, C) input",
+    "E203": "residual branches cannot be joined",
+    "E204": "model output is not a vector",
+    "E205": "layer settings conflict",
+    # data, schedule and evaluation
+    "E301": "monitored metric does not exist",
+    "E302": "loss does not fit the output or the labels",
+    "E303": "class count does not match the output",
+    "E304": "threshold needs a single sigmoid output",
+    "E305": "input shape does not match the data",
+    "E306": "validation metric without validation data",
+    # warnings
+    "W201": "dense layer applied to a spatial tensor",
+    "W202": "softmax over a single unit",
+    "W203": "activation applied twice",
+    "W301": "monitor mode contradicts the metric",
+    "W302": "callback patience can never trigger",
+    "W303": "augmentation changes the meaning of the data",
+    "W310": "freeze pattern matches no layer",
+    "W311": "phase unfreezes nothing",
+    "W312": "phase trains nothing",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    span: Span
+    hint: str | None = None
+
+    def to_json(self, path: str) -> dict[str, object]:
+        return {
+            "file": path,
+            "line": self.span.line,
+            "column": self.span.column,
+            "end_line": self.span.end_line,
+            "end_column": self.span.end_column,
+            "severity": str(self.severity),
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class Diagnostics:
+    """The diagnostics of one spec, in the order they were found."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._items: list[Diagnostic] = []
+        self._seen: set[Diagnostic] = set()
+
+    def error(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        self._add(Diagnostic(Severity.ERROR, code, message, span, hint))
+
+    def warning(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        self._add(Diagnostic(Severity.WARNING, code, message, span, hint))
+
+    def _add(self, diagnostic: Diagnostic) -> None:
+        assert diagnostic.code in CODES, diagnostic.code
+        # A layer inside `repeat`, or a bad value in `defaults`, is checked once per use: report
+        # each distinct problem once.
+        if diagnostic not in self._seen:
+            self._seen.add(diagnostic)
+            self._items.append(diagnostic)
+
+    def __iter__(self) -> Iterator[Diagnostic]:
+        return iter(sorted(self._items, key=lambda d: (d.span.start, d.span.end)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self if d.severity is Severity.ERROR]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self if d.severity is Severity.WARNING]
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity is Severity.ERROR for d in self._items)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A 'did you mean' hint for a misspelt name, or None when nothing is close."""
+    pool = sorted(set(candidates))
+    matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if not matches:
+        lowered = {c.lower(): c for c in pool}
+        matches = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f"did you mean '{matches[0]}'?" if matches else None
+
+
+def render_text(diagnostic: Diagnostic, source: Source) -> str:
+    """`path:line:col: error[CODE]: message`, the source line with a caret underline, a hint."""
+    span = diagnostic.span
+    head = (
+        f"{source.path}:{span.line}:{span.column}: "
+        f"{diagnostic.severity}[{diagnostic.code}]: {diagnostic.message}"
+    )
+    line_text = source.line_text(span.line).expandtabs(1)
+    gutter = str(span.line)
+    pad = " " * len(gutter)
+    width = (span.end_column - span.column) if span.end_line == span.line else 0
+    width = max(1, min(width, max(1, len(line_text) - span.column + 1)))
+    underline = " " * (span.column - 1) + "^" + "~" * (width - 1)
+    lines = [head, f" {gutter} | {line_text}", f" {pad} | {underline}"]
+    if diagnostic.hint:
+        lines.append(f" {pad} = hint: {diagnostic.hint}")
+    return "\n".join(lines)
+
+
+def render_json(groups: Iterable[tuple[Source, Iterable[Diagnostic]]]) -> str:
+    return json.dumps(
+        [d.to_json(source.path) for source, diagnostics in groups for d in diagnostics], indent=2
+    )

@@ -1,0 +1,117 @@
+"""The checked intermediate representation: one source of truth for summaries and backends.
+
+A model is a DAG of nodes in topological order. Every node carries its source span, its output
+shape, its parameter counts, MACs and receptive field, computed once by the lowering pass;
+backends read them and never recompute them.
+"""
+
+
+from math import prod
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, SerializeAsAny
+
+from cnnspec.registry import LayerArgs, Params, Shape
+from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, Phase, TrainSection
+from cnnspec.source import Span
+
+FLOAT32_BYTES = 4
+
+
+class ReceptiveField(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    size: tuple[int, int]
+    jump: tuple[int, int]
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    kind: str
+    layer: SerializeAsAny[LayerArgs]
+    inputs: tuple[str, ...]
+    span: Span
+    # Enclosing named blocks, outermost first: ("stage2", "unit1"). Freeze patterns match these.
+    scope: tuple[str, ...] = ()
+    # "shortcut" marks the projection the compiler inserts on a residual's skip path.
+    role: Literal["layer", "shortcut", "join"] = "layer"
+    output_shape: Shape | None = None
+    params: Params = Params()
+    macs: int = 0
+    receptive_field: ReceptiveField | None = None
+
+    @property
+    def memory_bytes(self) -> int:
+        """Output activation memory for one example, in float32."""
+        return prod(self.output_shape) * FLOAT32_BYTES if self.output_shape else 0
+
+
+class Graph(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    span: Span
+    input_shape: tuple[int, int, int] | None = None
+    input_span: Span | None = None
+    nodes: list[Node] = []
+    output: str | None = None
+    # Declared block names (dotted for nested ones) and where they are declared.
+    blocks: dict[str, Span] = {}
+
+    INPUT: ClassVar[str] = "input"
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def output_node(self) -> Node | None:
+        return self.node(self.output) if self.output and self.output != self.INPUT else None
+
+    @property
+    def output_shape(self) -> Shape | None:
+        if self.output == self.INPUT:
+            return self.input_shape
+        node = self.output_node
+        return node.output_shape if node else None
+
+    @property
+    def params(self) -> Params:
+        total = Params()
+        for node in self.nodes:
+            total = total + node.params
+        return total
+
+    @property
+    def macs(self) -> int:
+        return sum(n.macs for n in self.nodes)
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(n.memory_bytes for n in self.nodes)
+
+
+class PhasePlan(BaseModel):
+    """A training phase with its freeze set resolved against the model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    phase: Phase
+    frozen: frozenset[str]
+    trainable_params: int
+    non_trainable_params: int
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    path: str
+    sha256: str
+    model: Graph
+    data: DataSection
+    augment: AugmentSection
+    train: TrainSection
+    evaluate: EvaluateSection
+    phases: list[PhasePlan] = []

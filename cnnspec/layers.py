@@ -1,0 +1,347 @@
+"""Every layer kind a spec can use. Each class is one registry entry; see `cnnspec.registry`.
+
+Shapes follow Keras: channels last, `padding=same` gives ceil(size / stride), `valid` gives
+floor((size - dilation * (kernel - 1) - 1) / stride) + 1. Parameter counts follow Keras too:
+BatchNorm's moving mean and variance are non-trainable parameters (PyTorch keeps them as buffers,
+so a PyTorch model's parameter count equals the trainable count here).
+"""
+
+
+from math import prod
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from cnnspec.registry import (
+    Activation,
+    LayerArgs,
+    NonNegFloat,
+    Padding,
+    Pair,
+    Params,
+    PositiveInt,
+    Rate,
+    Shape,
+    ShapeError,
+    Window,
+    register,
+)
+
+
+def spatial(shape: Shape, kind: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(
+            "E202",
+            f"{kind} needs an (H, W, C) input, but gets {format_shape(shape)}",
+            "spatial layers must come before flatten() or global pooling",
+        )
+    h, w, c = shape
+    return h, w, c
+
+
+def format_shape(shape: Shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def window_size(
+    size: int, kernel: int, stride: int, dilation: int, padding: str | int
+) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    extent = dilation * (kernel - 1) + 1
+    padded = size + (2 * padding if isinstance(padding, int) else 0)
+    return (padded - extent) // stride + 1 if padded >= extent else 0
+
+
+def slide(
+    kind: str,
+    shape: Shape,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: str | int,
+    channels: int,
+) -> Shape:
+    """The output shape of a sliding window (convolution or pooling), with a located error
+    when the map would shrink below 1x1."""
+    h, w, _ = spatial(shape, kind)
+    out_h = window_size(h, kernel[0], stride[0], dilation[0], padding)
+    out_w = window_size(w, kernel[1], stride[1], dilation[1], padding)
+    if out_h < 1 or out_w < 1:
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+        raise ShapeError(
+            "E201",
+            f"{kind} shrinks the {h}x{w} map below 1x1: its window spans "
+            f"{extent[0]}x{extent[1]} with padding={padding}",
+            "use padding=same, a smaller kernel or pool, or remove a downsampling layer before it",
+            field="kernel" if "conv" in kind else "pool",
+        )
+    return (out_h, out_w, channels)
+
+
+class _Conv(LayerArgs):
+    kernel: Pair = (3, 3)
+    stride: Pair = (1, 1)
+    padding: Padding = "valid"
+    dilation: Pair = (1, 1)
+    activation: Activation = None
+    l2: NonNegFloat = 0.0
+    use_bias: bool = True
+
+    def _check_stride_dilation(self) -> None:
+        if max(self.stride) > 1 and max(self.dilation) > 1:
+            raise ShapeError(
+                "E205",
+                f"{self.kind} cannot have both stride > 1 and dilation > 1",
+                "Keras refuses the combination; downsample in a separate layer",
+                field="dilation",
+            )
+
+    def window(self) -> Window:
+        return Window(self.kernel, self.stride, self.dilation)
+
+
+@register
+class Conv2D(_Conv):
+    kind: ClassVar[str] = "conv2d"
+    doc: ClassVar[str] = "2-D convolution over (H, W, C) with `filters` output channels."
+    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    filters: PositiveInt
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        self._check_stride_dilation()
+        return slide(
+            self.kind, inputs[0], self.kernel, self.stride, self.dilation, self.padding, self.filters
+        )
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        c_in = inputs[0][-1]
+        weights = self.kernel[0] * self.kernel[1] * c_in * self.filters
+        return Params(weights + (self.filters if self.use_bias else 0))
+
+    def macs(self, inputs: list[Shape], output: Shape) -> int:
+        return prod(output) * self.kernel[0] * self.kernel[1] * inputs[0][-1]
+
+
+@register
+class DepthwiseConv2D(_Conv):
+    kind: ClassVar[str] = "depthwise_conv2d"
+    doc: ClassVar[str] = "Depthwise convolution: one spatial filter per input channel."
+    positional: ClassVar[tuple[str, ...]] = ("kernel",)
+    depth_multiplier: PositiveInt = 1
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        self._check_stride_dilation()
+        channels = spatial(inputs[0], self.kind)[2] * self.depth_multiplier
+        return slide(
+            self.kind, inputs[0], self.kernel, self.stride, self.dilation, self.padding, channels
+        )
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        out_c = output[-1]
+        return Params(self.kernel[0] * self.kernel[1] * out_c + (out_c if self.use_bias else 0))
+
+    def macs(self, inputs: list[Shape], output: Shape) -> int:
+        return prod(output) * self.kernel[0] * self.kernel[1]
+
+
+class _Pool(LayerArgs):
+    positional: ClassVar[tuple[str, ...]] = ("pool",)
+    pool: Pair = (2, 2)
+    stride: Pair | None = None
+    padding: Literal["same", "valid"] = "valid"
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.stride if self.stride is not None else self.pool
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        channels = spatial(inputs[0], self.kind)[2]
+        return slide(self.kind, inputs[0], self.pool, self.strides, (1, 1), self.padding, channels)
+
+    def window(self) -> Window:
+        return Window(self.pool, self.strides)
+
+
+@register
+class MaxPool(_Pool):
+    kind: ClassVar[str] = "maxpool"
+    doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
+
+
+@register
+class AvgPool(_Pool):
+    kind: ClassVar[str] = "avgpool"
+    doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
+
+
+class _GlobalPool(LayerArgs):
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return (spatial(inputs[0], self.kind)[2],)
+
+    def window(self) -> Window:
+        return Window(global_=True)
+
+
+@register
+class GlobalAvgPool(_GlobalPool):
+    kind: ClassVar[str] = "global_avg_pool"
+    doc: ClassVar[str] = "Averages each channel over H and W: (H, W, C) -> (C,)."
+
+
+@register
+class GlobalMaxPool(_GlobalPool):
+    kind: ClassVar[str] = "global_max_pool"
+    doc: ClassVar[str] = "Maximum of each channel over H and W: (H, W, C) -> (C,)."
+
+
+@register
+class BatchNorm(LayerArgs):
+    kind: ClassVar[str] = "batchnorm"
+    doc: ClassVar[str] = (
+        "Batch normalisation over the last axis. `momentum` uses the Keras convention "
+        "(0.99 keeps 99% of the running average); PyTorch's momentum is 1 - momentum."
+    )
+    epsilon: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.99, ge=0, lt=1)
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        channels = output[-1]
+        return Params(trainable=2 * channels, non_trainable=2 * channels)
+
+
+@register
+class Dropout(LayerArgs):
+    kind: ClassVar[str] = "dropout"
+    doc: ClassVar[str] = "Zeroes a fraction `rate` of the units during training."
+    positional: ClassVar[tuple[str, ...]] = ("rate",)
+    rate: Rate
+
+
+@register
+class SpatialDropout(LayerArgs):
+    kind: ClassVar[str] = "spatial_dropout"
+    doc: ClassVar[str] = "Drops whole feature maps (channels) during training."
+    positional: ClassVar[tuple[str, ...]] = ("rate",)
+    rate: Rate
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        spatial(inputs[0], self.kind)
+        return inputs[0]
+
+
+@register
+class Flatten(LayerArgs):
+    kind: ClassVar[str] = "flatten"
+    doc: ClassVar[str] = "Flattens (H, W, C) to (H*W*C,), in Keras's channels-last order."
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return (prod(inputs[0]),)
+
+    def window(self) -> Window:
+        return Window(global_=True)
+
+
+@register
+class Dense(LayerArgs):
+    kind: ClassVar[str] = "dense"
+    doc: ClassVar[str] = "Fully connected layer over the last axis."
+    positional: ClassVar[tuple[str, ...]] = ("units",)
+    units: PositiveInt
+    activation: Activation = None
+    l2: NonNegFloat = 0.0
+    use_bias: bool = True
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return (*inputs[0][:-1], self.units)
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        return Params(inputs[0][-1] * self.units + (self.units if self.use_bias else 0))
+
+    def macs(self, inputs: list[Shape], output: Shape) -> int:
+        return prod(output) * inputs[0][-1]
+
+
+@register
+class Add(LayerArgs):
+    kind: ClassVar[str] = "add"
+    doc: ClassVar[str] = "Element-wise sum joining a residual branch and its shortcut."
+    internal: ClassVar[bool] = True
+    arity: ClassVar[int | None] = None
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        first = inputs[0]
+        for other in inputs[1:]:
+            if other != first:
+                raise ShapeError(
+                    "E203",
+                    f"cannot add {format_shape(first)} and {format_shape(other)}",
+                )
+        return first
+
+
+# --------------------------------------------------------------------------------------------
+# Activations: usable as layers, `relu()`, and as arguments, `activation=relu`.
+
+
+class _Activation(LayerArgs):
+    is_activation: ClassVar[bool] = True
+
+
+@register
+class ReLU(_Activation):
+    kind: ClassVar[str] = "relu"
+    doc: ClassVar[str] = "max(x, 0)."
+
+
+@register
+class ReLU6(_Activation):
+    kind: ClassVar[str] = "relu6"
+    doc: ClassVar[str] = "min(max(x, 0), 6)."
+
+
+@register
+class LeakyReLU(_Activation):
+    kind: ClassVar[str] = "leaky_relu"
+    doc: ClassVar[str] = "x for x > 0, alpha * x otherwise (Keras's default alpha, 0.3)."
+    positional: ClassVar[tuple[str, ...]] = ("alpha",)
+    alpha: NonNegFloat = 0.3
+
+
+@register
+class ELU(_Activation):
+    kind: ClassVar[str] = "elu"
+    doc: ClassVar[str] = "x for x > 0, alpha * (exp(x) - 1) otherwise."
+    positional: ClassVar[tuple[str, ...]] = ("alpha",)
+    alpha: NonNegFloat = 1.0
+
+
+@register
+class Sigmoid(_Activation):
+    kind: ClassVar[str] = "sigmoid"
+    doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
+
+
+@register
+class Tanh(_Activation):
+    kind: ClassVar[str] = "tanh"
+    doc: ClassVar[str] = "Hyperbolic tangent."
+
+
+@register
+class Softmax(_Activation):
+    kind: ClassVar[str] = "softmax"
+    doc: ClassVar[str] = "Normalised exponential over the last axis; a multi-class output."
+
+
+@register
+class GELU(_Activation):
+    kind: ClassVar[str] = "gelu"
+    doc: ClassVar[str] = "Gaussian error linear unit; `approximate=true` uses the tanh form."
+    approximate: bool = False
+
+
+@register
+class Swish(_Activation):
+    kind: ClassVar[str] = "swish"
+    doc: ClassVar[str] = "x * sigmoid(x), also called SiLU."

@@ -1,0 +1,483 @@
+"""Lowering: the syntax tree of a spec becomes the typed IR.
+
+The model section is elaborated into a DAG in one walk that carries the current tensor's shape,
+so every layer gets its output shape, parameters, MACs and receptive field as it is created, a
+residual can decide on the spot whether its shortcut needs a 1x1 projection, and every error is
+reported at the call that caused it. A layer whose input shape is unknown (because an earlier
+layer failed) is still created, but not checked, so one mistake gives one error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cnnspec import syntax as ast
+from cnnspec.binding import BoundArg, collect_args, validate
+from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.ir import Graph, Node, ReceptiveField
+from cnnspec.layers import BatchNorm, Conv2D, format_shape
+from cnnspec.registry import REGISTRY, LayerArgs, Shape, ShapeError, user_kinds
+from cnnspec.sections import (
+    SCHEMAS,
+    AugmentSection,
+    DataSection,
+    EvaluateSection,
+    TrainSection,
+    bind_section,
+)
+from cnnspec.source import Span
+
+MODEL_SETTINGS = ("input", "defaults")
+MODEL_SECTIONS = ("block", "head", "residual", "repeat")
+TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(slots=True)
+class Tensor:
+    """The value flowing through the walk: the node that produced it and what is known of it."""
+
+    source: str
+    shape: Shape | None
+    field: ReceptiveField | None
+
+
+@dataclass
+class Scope:
+    path: tuple[str, ...]
+    parent: Scope | None = None
+    defaults: dict[str, dict[str, BoundArg]] = field(default_factory=dict)
+
+    def child(self, name: str | None) -> Scope:
+        return Scope(self.path + ((name,) if name else ()), self)
+
+    def defaults_for(self, kind: str) -> dict[str, BoundArg]:
+        inherited = self.parent.defaults_for(kind) if self.parent else {}
+        return {**inherited, **self.defaults.get(kind, {})}
+
+    @property
+    def prefix(self) -> str:
+        return "_".join(self.path) + "_" if self.path else ""
+
+
+class ModelLowering:
+    def __init__(self, diagnostics: Diagnostics) -> None:
+        self.diagnostics = diagnostics
+        self.nodes: list[Node] = []
+        self.names: dict[str, Span] = {}
+        self.counters: dict[tuple[tuple[str, ...], str], int] = {}
+        self.blocks: dict[str, Span] = {}
+
+    # ---- entry point -------------------------------------------------------------------------
+
+    def lower(self, section: ast.Section, fallback_name: str) -> Graph:
+        name = section.label.text if isinstance(section.label, ast.Name) else fallback_name
+        if isinstance(section.label, ast.Number):
+            self.diagnostics.error(
+                "E104", "a model's name must be a name, not a number", section.label.span
+            )
+        input_shape, input_span = self._input(section)
+        graph = Graph(name=name, span=section.span, input_shape=input_shape, input_span=input_span)
+        start_field = ReceptiveField(size=(1, 1), jump=(1, 1)) if input_shape else None
+        out = self._walk(section.items, Scope(()), Tensor(Graph.INPUT, input_shape, start_field))
+        graph.nodes = self.nodes
+        graph.output = out.source
+        graph.blocks = self.blocks
+        return graph
+
+    def _input(self, section: ast.Section) -> tuple[tuple[int, int, int] | None, Span | None]:
+        inputs = [i for i in section.items if isinstance(i, ast.Setting) and i.key.text == "input"]
+        if not inputs:
+            self.diagnostics.error(
+                "E103",
+                f"model '{getattr(section.label, 'text', '')}' has no input",
+                section.key.span,
+                "declare the input size first, e.g. `input 32x32x3` (height x width x channels)",
+            )
+            return None, None
+        for extra in inputs[1:]:
+            self.diagnostics.error(
+                "E102", "the model's input is declared twice", extra.key.span,
+                f"first declared at line {inputs[0].span.line}",
+            )
+        value = inputs[0].value
+        if isinstance(value, ast.Dims) and len(value.values) == 3 and min(value.values) > 0:
+            h, w, c = value.values
+            return (h, w, c), value.span
+        hint = "write height x width x channels, e.g. 32x32x3 or 28x28x1"
+        if isinstance(value, ast.Dims) and len(value.values) == 2:
+            hint = f"add the channel count: {value.values[0]}x{value.values[1]}x3 or x1"
+        self.diagnostics.error("E104", "input must be a size like 32x32x3", value.span, hint)
+        return None, None
+
+    # ---- the walk ----------------------------------------------------------------------------
+
+    def _walk(self, items: tuple[ast.Item, ...], scope: Scope, x: Tensor) -> Tensor:
+        for item in items:
+            if isinstance(item, ast.Call):
+                x = self._layer(item, scope, x)
+            elif isinstance(item, ast.Setting):
+                self._setting(item, scope)
+            else:
+                x = self._section(item, scope, x)
+        return x
+
+    def _setting(self, item: ast.Setting, scope: Scope) -> None:
+        key = item.key.text
+        if key == "input":
+            if scope.path or scope.parent is not None:
+                self.diagnostics.error(
+                    "E117", "input can only be declared at the top of the model", item.key.span
+                )
+            return
+        if key == "defaults":
+            self._defaults(item, scope)
+            return
+        if key in REGISTRY:
+            hint = f"write {key}() to add the layer"
+        else:
+            hint = did_you_mean(key, [*MODEL_SETTINGS, *MODEL_SECTIONS]) or (
+                "a model holds layers like conv2d(32), `defaults`, and block/head/residual/repeat"
+            )
+        self.diagnostics.error("E101", f"unknown setting '{key}' in model", item.key.span, hint)
+
+    def _defaults(self, item: ast.Setting, scope: Scope) -> None:
+        call = item.value
+        if not isinstance(call, ast.Call):
+            self.diagnostics.error(
+                "E104",
+                "defaults takes a layer call, e.g. `defaults conv2d(kernel=3, padding=same)`",
+                item.value.span,
+            )
+            return
+        cls = self._kind(call)
+        if cls is None:
+            return
+        args = collect_args(call, cls, call.name.text, self.diagnostics)
+        if args is not None:
+            current = scope.defaults.setdefault(cls.kind, {})
+            current.update(args)
+
+    def _kind(self, call: ast.Call) -> type[LayerArgs] | None:
+        kind = call.name.text
+        cls = REGISTRY.get(kind)
+        if cls is not None and not cls.internal:
+            return cls
+        hint = did_you_mean(kind, user_kinds())
+        if hint is None:
+            elsewhere = [s for s, schema in SCHEMAS.items() if kind in schema.calls]
+            if elsewhere:
+                hint = f"{kind}(...) belongs in the {elsewhere[0]} section"
+        self.diagnostics.error("E110", f"unknown layer '{kind}'", call.name.span, hint)
+        return None
+
+    def _section(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
+        key = item.key.text
+        label = item.label
+        if key == "block":
+            if not isinstance(label, ast.Name) or "." in label.text:
+                self.diagnostics.error(
+                    "E104", "a block needs a name: `block conv1 { ... }`", item.key.span
+                )
+                return self._walk(item.items, scope.child(None), x)
+            return self._walk(item.items, self._open_block(label.text, label.span, scope), x)
+        if key == "head":
+            if label is not None:
+                self.diagnostics.error("E104", "head takes no name", label.span)
+            return self._walk(item.items, self._open_block("head", item.key.span, scope), x)
+        if key == "residual":
+            if label is not None and not isinstance(label, ast.Name):
+                self.diagnostics.error("E104", "a residual's name must be a name", label.span)
+                label = None
+            inner = (
+                self._open_block(label.text, label.span, scope)
+                if isinstance(label, ast.Name)
+                else scope.child(None)
+            )
+            return self._residual(item, inner, x)
+        if key == "repeat":
+            count = label.value if isinstance(label, ast.Number) else None
+            if not isinstance(count, int) or count < 1:
+                self.diagnostics.error(
+                    "E104",
+                    "repeat needs a positive count: `repeat 2 { ... }`",
+                    label.span if label is not None else item.key.span,
+                )
+                return x
+            for _ in range(count):
+                x = self._walk(item.items, scope.child(None), x)
+            return x
+        hint = did_you_mean(key, [*MODEL_SECTIONS, *MODEL_SETTINGS])
+        if key in TOP_SECTIONS:
+            hint = f"the {key} section goes at the top level, after the model's closing brace"
+        self.diagnostics.error(
+            "E101",
+            f"unknown section '{key}' in model",
+            item.key.span,
+            hint or "a model holds layers, `defaults`, and block/head/residual/repeat sections",
+        )
+        return x
+
+    def _open_block(self, name: str, span: Span, scope: Scope) -> Scope:
+        inner = scope.child(name)
+        dotted = ".".join(inner.path)
+        if dotted in self.blocks:
+            self.diagnostics.error(
+                "E116",
+                f"block '{dotted}' is declared twice",
+                span,
+                f"first declared at line {self.blocks[dotted].line}",
+            )
+        else:
+            self.blocks[dotted] = span
+        return inner
+
+    # ---- layers and joins ----------------------------------------------------------------------
+
+    def _layer(self, call: ast.Call, scope: Scope, x: Tensor) -> Tensor:
+        cls = self._kind(call)
+        if cls is None:
+            return Tensor(x.source, None, None)
+        args = collect_args(call, cls, cls.kind, self.diagnostics, reserved=frozenset({"name"}))
+        if args is None:
+            return Tensor(x.source, None, None)
+        explicit = args.pop("name", None)
+        layer = validate(
+            cls,
+            {**scope.defaults_for(cls.kind), **args},
+            cls.kind,
+            call.span,
+            self.diagnostics,
+            call.name.span,
+        )
+        if layer is None:
+            return Tensor(x.source, None, None)
+        name = self._explicit_name(explicit) if explicit else None
+        if name is not None and explicit is not None:
+            self.names[name] = explicit.span
+        return self._add(name or self._auto_name(scope, cls.kind), layer, [x], call.span, scope)
+
+    def _explicit_name(self, arg: BoundArg) -> str | None:
+        value = arg.value
+        if not isinstance(value, str) or not _IDENTIFIER.match(value) or value == Graph.INPUT:
+            self.diagnostics.error(
+                "E113",
+                "a layer name must be an identifier such as block5_conv3",
+                arg.span,
+            )
+            return None
+        if value in self.names:
+            first = self.names[value]
+            self.diagnostics.error(
+                "E116",
+                f"layer name '{value}' is used twice",
+                arg.span,
+                "each copy made by repeat needs its own name; leave name= out to number them"
+                if first == arg.span
+                else f"first used at line {first.line}",
+            )
+            return None
+        return value
+
+    def _auto_name(self, scope: Scope, base: str) -> str:
+        key = (scope.path, base)
+        while True:
+            self.counters[key] = self.counters.get(key, 0) + 1
+            name = f"{scope.prefix}{base}_{self.counters[key]}"
+            if name not in self.names:
+                return name
+
+    def _add(
+        self,
+        name: str,
+        layer: LayerArgs,
+        inputs: list[Tensor],
+        span: Span,
+        scope: Scope,
+        role: str = "layer",
+    ) -> Tensor:
+        self.names.setdefault(name, span)
+        node = Node(
+            name=name,
+            kind=layer.kind,
+            layer=layer,
+            inputs=tuple(t.source for t in inputs),
+            span=span,
+            scope=scope.path,
+            role=role,  # type: ignore[arg-type]
+        )
+        shapes = [t.shape for t in inputs]
+        if all(s is not None for s in shapes):
+            known: list[Shape] = [s for s in shapes if s is not None]
+            try:
+                node.output_shape = layer.output_shape(known)
+            except ShapeError as error:
+                where = layer.span_of(error.field) if error.field else span
+                self.diagnostics.error(error.code, error.message, where or span, error.hint)
+            if node.output_shape is not None:
+                node.params = layer.params(known, node.output_shape)
+                node.macs = layer.macs(known, node.output_shape)
+                node.receptive_field = _receptive_field(layer, inputs, known[0])
+        self.nodes.append(node)
+        return Tensor(name, node.output_shape, node.receptive_field)
+
+    def _residual(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
+        first = len(self.nodes)
+        body = self._walk(item.items, scope, x)
+        body_nodes = self.nodes[first:]
+        if not body_nodes:
+            self.diagnostics.error(
+                "E117", "a residual needs at least one layer", item.key.span,
+                "residual { conv2d(64) batchnorm() } adds its input to the body's output",
+            )
+            return x
+        shortcut = x
+        if x.shape is not None and body.shape is not None and x.shape != body.shape:
+            shortcut = self._projection(item, scope, x, body.shape, body_nodes)
+            if shortcut.shape is None:
+                return Tensor(body.source, None, None)
+        return self._add(
+            self._auto_name(scope, "add"), REGISTRY["add"](), [body, shortcut], item.key.span,
+            scope, role="join",
+        )
+
+    def _projection(
+        self, item: ast.Section, scope: Scope, x: Tensor, target: Shape, body: list[Node]
+    ) -> Tensor:
+        """A 1x1 convolution (plus BatchNorm when the body normalises) that maps the shortcut to
+        the body's output shape, as ResNet does when a stage changes width or resolution."""
+        assert x.shape is not None
+        if len(x.shape) != 3 or len(target) != 3:
+            self.diagnostics.error(
+                "E203",
+                f"residual cannot join its input {format_shape(x.shape)} "
+                f"with its body's output {format_shape(target)}",
+                item.key.span,
+                "a 1x1 projection needs (H, W, C) tensors on both paths",
+            )
+            return Tensor(x.source, None, None)
+        strides = []
+        for size, out in zip(x.shape[:2], target[:2], strict=True):
+            stride = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
+            strides.append(stride)
+        if None in strides:
+            self.diagnostics.error(
+                "E203",
+                f"residual cannot join its input {format_shape(x.shape)} "
+                f"with its body's output {format_shape(target)}",
+                item.key.span,
+                "no strided 1x1 projection maps one size onto the other; "
+                "use padding=same in the body so sizes divide evenly",
+            )
+            return Tensor(x.source, None, None)
+        span = item.key.span
+        conv = Conv2D(filters=target[2], kernel=(1, 1), stride=(strides[0], strides[1]), use_bias=False)
+        conv = conv.located(span, {})
+        out = self._add(self._auto_name(scope, "shortcut_conv"), conv, [x], span, scope, "shortcut")
+        norm = next((n.layer for n in body if isinstance(n.layer, BatchNorm)), None)
+        if norm is not None:
+            bn = BatchNorm(epsilon=norm.epsilon, momentum=norm.momentum).located(span, {})
+            out = self._add(self._auto_name(scope, "shortcut_bn"), bn, [out], span, scope, "shortcut")
+        return out
+
+
+def _receptive_field(layer: LayerArgs, inputs: list[Tensor], shape: Shape) -> ReceptiveField | None:
+    fields = [t.field for t in inputs if t.field is not None]
+    if not fields:
+        return None
+    size = (max(f.size[0] for f in fields), max(f.size[1] for f in fields))
+    jump = fields[0].jump
+    window = layer.window()
+    if window is None:
+        return ReceptiveField(size=size, jump=jump)
+    if window.global_:
+        if len(shape) == 3:
+            size = (size[0] + (shape[0] - 1) * jump[0], size[1] + (shape[1] - 1) * jump[1])
+        return ReceptiveField(size=size, jump=jump)
+    return ReceptiveField(
+        size=(
+            size[0] + window.dilation[0] * (window.kernel[0] - 1) * jump[0],
+            size[1] + window.dilation[1] * (window.kernel[1] - 1) * jump[1],
+        ),
+        jump=(jump[0] * window.stride[0], jump[1] * window.stride[1]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The whole document
+
+
+@dataclass
+class Lowered:
+    """A lowered spec. A section that failed to bind is None, so checks skip it."""
+
+    graph: Graph | None
+    data: DataSection | None
+    augment: AugmentSection | None
+    train: TrainSection | None
+    evaluate: EvaluateSection | None
+
+
+def lower_document(document: ast.Document, diagnostics: Diagnostics) -> Lowered:
+    found: dict[str, ast.Section] = {}
+    for item in document.items:
+        if not isinstance(item, ast.Section):
+            key = item.key.text if isinstance(item, ast.Setting) else item.name.text
+            span = item.key.span if isinstance(item, ast.Setting) else item.name.span
+            hint = did_you_mean(key, TOP_SECTIONS)
+            if hint is None and (key in REGISTRY or key in MODEL_SETTINGS):
+                hint = "layers and model settings go inside `model NAME { ... }`"
+            diagnostics.error(
+                "E101",
+                f"'{key}' cannot stand at the top level",
+                span,
+                hint or f"a spec is made of sections: {', '.join(TOP_SECTIONS)}",
+            )
+            continue
+        key = item.key.text
+        if key not in TOP_SECTIONS:
+            diagnostics.error(
+                "E101",
+                f"unknown section '{key}'",
+                item.key.span,
+                did_you_mean(key, TOP_SECTIONS) or f"sections are: {', '.join(TOP_SECTIONS)}",
+            )
+            continue
+        if key in found:
+            diagnostics.error(
+                "E102",
+                f"section '{key}' appears twice",
+                item.key.span,
+                f"first at line {found[key].span.line}; merge the two",
+            )
+            continue
+        if key != "model" and item.label is not None:
+            diagnostics.error("E104", f"the {key} section takes no name", item.label.span)
+        found[key] = item
+
+    graph = None
+    if "model" in found:
+        graph = ModelLowering(diagnostics).lower(found["model"], Path(document.source.path).stem)
+    else:
+        diagnostics.error(
+            "E103",
+            "the spec has no model",
+            document.source.span_at(0),
+            "start with `model NAME { input 32x32x3 ... }`",
+        )
+
+    def bind(key: str, default: type) -> object | None:
+        section = found.get(key)
+        if section is None:
+            return default()
+        return bind_section(section.items, SCHEMAS[key], key, section.span, diagnostics)
+
+    return Lowered(
+        graph=graph,
+        data=bind("data", DataSection),  # type: ignore[arg-type]
+        augment=bind("augment", AugmentSection),  # type: ignore[arg-type]
+        train=bind("train", TrainSection),  # type: ignore[arg-type]
+        evaluate=bind("evaluate", EvaluateSection),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,156 @@
+"""The layer registry: one entry per layer kind, holding everything the compiler knows about it.
+
+An entry is a pydantic model of the layer's arguments (defaults and bounds included) whose methods
+give its shape rule, parameter rule, MACs and receptive-field step. The grammar never names a
+layer: the lowering pass looks calls up here, so adding a layer touches only `cnnspec.layers`.
+"""
+
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
+
+from cnnspec.binding import Bound, CallValue, bind_value
+from cnnspec.diagnostics import did_you_mean
+
+Shape = tuple[int, ...]
+"""A tensor shape without the batch axis, in Keras order: (H, W, C) or (C,)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    trainable: int = 0
+    non_trainable: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.non_trainable
+
+    def __add__(self, other: "Params") -> "Params":
+        return Params(self.trainable + other.trainable, self.non_trainable + other.non_trainable)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A sliding window's effect on the receptive field. `global_` covers the whole input."""
+
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    dilation: tuple[int, int] = (1, 1)
+    global_: bool = False
+
+
+class ShapeError(Exception):
+    """A layer cannot be applied to its input. `field` names the argument to point at."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.field = field
+
+
+class LayerArgs(Bound):
+    """Base of every layer entry. Subclasses declare their arguments as fields."""
+
+    kind: ClassVar[str]
+    doc: ClassVar[str] = ""
+    is_activation: ClassVar[bool] = False
+    # Created by the compiler (the join of a residual), never written in a spec.
+    internal: ClassVar[bool] = False
+    # Number of inputs; None for any number (at least two).
+    arity: ClassVar[int | None] = 1
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return inputs[0]
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        return Params()
+
+    def macs(self, inputs: list[Shape], output: Shape) -> int:
+        return 0
+
+    def window(self) -> Window | None:
+        """None leaves the receptive field unchanged."""
+        return None
+
+
+REGISTRY: dict[str, type[LayerArgs]] = {}
+L = TypeVar("L", bound=type[LayerArgs])
+
+
+def register(cls: L) -> L:
+    assert cls.kind not in REGISTRY, f"layer kind {cls.kind!r} registered twice"
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+def user_kinds() -> list[str]:
+    """Layer kinds a spec may call, for completion and did-you-mean."""
+    return sorted(k for k, cls in REGISTRY.items() if not cls.internal)
+
+
+def activation_kinds() -> list[str]:
+    return sorted(k for k, cls in REGISTRY.items() if cls.is_activation)
+
+
+# --------------------------------------------------------------------------------------------
+# Argument types shared by several layers
+
+
+def _pair(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("pair", "must be a positive integer or a pair of them")
+    if isinstance(value, int):
+        value = (value, value)
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        return value
+    raise PydanticCustomError(
+        "pair", "must be a positive integer or a pair of them", {"hint": "for example 3 or (3, 5)"}
+    )
+
+
+Pair = Annotated[tuple[int, int], BeforeValidator(_pair)]
+"""An int or an (h, w) pair of positive ints, normalised to a pair."""
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Rate = Annotated[float, Field(ge=0, lt=1)]
+
+
+def _activation(value: Any) -> Any:
+    if value is None or isinstance(value, LayerArgs):
+        return value
+    if value in ("linear", "none"):
+        return None
+    if isinstance(value, str | CallValue):
+        name = value if isinstance(value, str) else value.name
+        cls = REGISTRY.get(name)
+        if cls is None or not cls.is_activation:
+            hint = did_you_mean(name, activation_kinds()) or "one of: " + ", ".join(
+                activation_kinds()
+            )
+            raise PydanticCustomError(
+                "activation", "unknown activation '{name}'", {"name": name, "hint": hint}
+            )
+        return bind_value(value, cls, name)
+    raise PydanticCustomError(
+        "activation", "must be an activation such as relu or leaky_relu(alpha=0.1)"
+    )
+
+
+Activation = Annotated[LayerArgs | None, BeforeValidator(_activation)]
+"""`relu`, `leaky_relu(alpha=0.1)`, `linear`: normalised to an activation layer's args or None."""
+
+Padding = Literal["same", "valid"] | Annotated[int, Field(ge=0)]
+
+
+def activation_name(activation: LayerArgs | None) -> str:
+    return activation.kind if activation is not None else "linear"

@@ -1,0 +1,677 @@
+"""The non-model sections of a spec (`data`, `augment`, `train` with its `phase`s, `evaluate`):
+their settings, the calls they accept, and one generic binder that validates them with located
+errors. Cross-section rules (a monitored metric must exist, the loss must fit the output) live in
+`cnnspec.check`.
+"""
+
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from cnnspec import syntax as ast
+from cnnspec.binding import Bound, bind_call, describe, error_text, to_python
+from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.source import Span
+
+Fraction01 = Annotated[float, Field(ge=0, lt=1)]
+Positive = Annotated[float, Field(gt=0)]
+Monitor = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+class DataSource(Bound):
+    kind: ClassVar[str]
+    doc: ClassVar[str] = ""
+
+    def native_shape(self) -> tuple[int, int, int] | None:
+        return None
+
+    def class_names(self) -> tuple[str, ...] | None:
+        return None
+
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+
+
+class Cifar10(DataSource):
+    kind: ClassVar[str] = "cifar10"
+    doc: ClassVar[str] = "CIFAR-10 from a local `cifar-10-batches-py` folder: 32x32x3, 10 classes."
+
+    def native_shape(self) -> tuple[int, int, int]:
+        return (32, 32, 3)
+
+    def class_names(self) -> tuple[str, ...]:
+        return CIFAR10_CLASSES
+
+
+class Digits(DataSource):
+    kind: ClassVar[str] = "digits"
+    doc: ClassVar[str] = "scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)."
+    positional: ClassVar[tuple[str, ...]] = ("test_fraction",)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    def native_shape(self) -> tuple[int, int, int]:
+        return (8, 8, 1)
+
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(str(d) for d in range(10))
+
+
+class Directory(DataSource):
+    kind: ClassVar[str] = "directory"
+    doc: ClassVar[str] = "`train/`, `val/` and `test/` folders of class sub-folders."
+    positional: ClassVar[tuple[str, ...]] = ("path",)
+    path: str
+    size: tuple[int, int] | None = None
+    grayscale_to_rgb: bool = False
+    color: Literal["rgb", "grayscale"] = "rgb"
+    classes: tuple[str, ...] | None = None
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("must be a size like 224x224")
+        return value
+
+    def native_shape(self) -> tuple[int, int, int] | None:
+        if self.size is None:
+            return None
+        channels = 3 if self.color == "rgb" or self.grayscale_to_rgb else 1
+        return (*self.size, channels)
+
+    def class_names(self) -> tuple[str, ...] | None:
+        return self.classes
+
+
+SourceChoice = Cifar10 | Digits | Directory
+SOURCES: dict[str, type[Bound]] = {c.kind: c for c in (Cifar10, Digits, Directory)}
+
+
+class Normalize(Bound):
+    """Per-channel standardisation after rescaling: (x - mean) / std."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "Normalize":
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std need one value per channel each")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be greater than 0")
+        return self
+
+
+class DataSection(Bound):
+    source: SourceChoice | None = None
+    rescale: Positive = 1.0
+    normalize: Normalize | None = None
+    labels: Literal["onehot", "sparse", "binary"] = "onehot"
+    validation: Literal["test", "val", "none"] | Annotated[float, Field(gt=0, lt=1)] = "none"
+    classes: tuple[str, ...] | None = None
+
+    def class_names(self) -> tuple[str, ...] | None:
+        if self.classes is not None:
+            return self.classes
+        return self.source.class_names() if self.source is not None else None
+
+    @property
+    def has_validation(self) -> bool:
+        return self.validation != "none"
+
+
+# --------------------------------------------------------------------------------------------
+# augment
+
+
+class Augmentation(Bound):
+    kind: ClassVar[str]
+    doc: ClassVar[str] = ""
+
+
+class Rotation(Augmentation):
+    kind: ClassVar[str] = "rotation"
+    doc: ClassVar[str] = "Random rotation by up to +/- `degrees`."
+    positional: ClassVar[tuple[str, ...]] = ("degrees",)
+    degrees: float = Field(gt=0, le=180)
+
+
+class Shift(Augmentation):
+    kind: ClassVar[str] = "shift"
+    doc: ClassVar[str] = "Random translation by up to a fraction of the width and height."
+    positional: ClassVar[tuple[str, ...]] = ("width", "height")
+    width: Fraction01 = 0.0
+    height: Fraction01 | None = None
+
+    @model_validator(mode="after")
+    def _height_defaults_to_width(self) -> "Shift":
+        if self.height is None:
+            object.__setattr__(self, "height", self.width)
+        return self
+
+
+class Flip(Augmentation):
+    kind: ClassVar[str] = "flip"
+    doc: ClassVar[str] = "Random mirroring."
+    positional: ClassVar[tuple[str, ...]] = ("mode",)
+    mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
+
+
+class Zoom(Augmentation):
+    kind: ClassVar[str] = "zoom"
+    doc: ClassVar[str] = "Random zoom in or out by up to `factor` (0.1 means 90%-110%)."
+    positional: ClassVar[tuple[str, ...]] = ("factor",)
+    factor: float = Field(gt=0, lt=1)
+
+
+class Shear(Augmentation):
+    kind: ClassVar[str] = "shear"
+    doc: ClassVar[str] = "Random shear by up to `factor` of the image size."
+    positional: ClassVar[tuple[str, ...]] = ("factor",)
+    factor: float = Field(gt=0, lt=1)
+
+
+class Brightness(Augmentation):
+    kind: ClassVar[str] = "brightness"
+    doc: ClassVar[str] = "Random brightness scale in [1 - factor, 1 + factor]."
+    positional: ClassVar[tuple[str, ...]] = ("factor",)
+    factor: float = Field(gt=0, lt=1)
+
+
+class Contrast(Augmentation):
+    kind: ClassVar[str] = "contrast"
+    doc: ClassVar[str] = "Random contrast scale in [1 - factor, 1 + factor]."
+    positional: ClassVar[tuple[str, ...]] = ("factor",)
+    factor: float = Field(gt=0, lt=1)
+
+
+class Fill(Augmentation):
+    kind: ClassVar[str] = "fill"
+    doc: ClassVar[str] = "How pixels uncovered by rotation, shift, zoom and shear are filled."
+    positional: ClassVar[tuple[str, ...]] = ("mode",)
+    mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"
+    value: float = 0.0
+
+
+AUGMENTATIONS: dict[str, type[Bound]] = {
+    c.kind: c for c in (Rotation, Shift, Flip, Zoom, Shear, Brightness, Contrast, Fill)
+}
+
+
+class AugmentSection(Bound):
+    steps: tuple[Augmentation, ...] = ()
+
+    def get(self, kind: str) -> Augmentation | None:
+        return next((s for s in self.steps if s.kind == kind), None)
+
+
+# --------------------------------------------------------------------------------------------
+# train
+
+
+class Optimizer(Bound):
+    kind: ClassVar[str]
+    positional: ClassVar[tuple[str, ...]] = ("lr",)
+    lr: Positive
+
+
+class Adam(Optimizer):
+    kind: ClassVar[str] = "adam"
+    lr: Positive = 1e-3
+    beta_1: Fraction01 = 0.9
+    beta_2: Fraction01 = 0.999
+    epsilon: Positive = 1e-7
+
+
+class AdamW(Optimizer):
+    kind: ClassVar[str] = "adamw"
+    lr: Positive = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 0.004
+    beta_1: Fraction01 = 0.9
+    beta_2: Fraction01 = 0.999
+    epsilon: Positive = 1e-7
+
+
+class SGD(Optimizer):
+    kind: ClassVar[str] = "sgd"
+    lr: Positive = 0.01
+    momentum: Fraction01 = 0.0
+    nesterov: bool = False
+
+
+class RMSprop(Optimizer):
+    kind: ClassVar[str] = "rmsprop"
+    lr: Positive = 1e-3
+    rho: Fraction01 = 0.9
+    momentum: Fraction01 = 0.0
+    epsilon: Positive = 1e-7
+
+
+OPTIMIZERS: dict[str, type[Bound]] = {c.kind: c for c in (Adam, AdamW, SGD, RMSprop)}
+
+
+class Loss(Bound):
+    kind: ClassVar[str]
+    # The label encoding and output activation the loss expects.
+    labels: ClassVar[str]
+    activation: ClassVar[str]
+
+
+class CategoricalCrossentropy(Loss):
+    kind: ClassVar[str] = "categorical_crossentropy"
+    labels: ClassVar[str] = "onehot"
+    activation: ClassVar[str] = "softmax"
+    label_smoothing: Fraction01 = 0.0
+
+
+class SparseCategoricalCrossentropy(Loss):
+    kind: ClassVar[str] = "sparse_categorical_crossentropy"
+    labels: ClassVar[str] = "sparse"
+    activation: ClassVar[str] = "softmax"
+
+
+class BinaryCrossentropy(Loss):
+    kind: ClassVar[str] = "binary_crossentropy"
+    labels: ClassVar[str] = "binary"
+    activation: ClassVar[str] = "sigmoid"
+    label_smoothing: Fraction01 = 0.0
+
+
+LOSSES: dict[str, type[Bound]] = {
+    c.kind: c for c in (CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy)
+}
+LOSS_FOR_LABELS: dict[str, type[Loss]] = {
+    "onehot": CategoricalCrossentropy,
+    "sparse": SparseCategoricalCrossentropy,
+    "binary": BinaryCrossentropy,
+}
+
+METRIC_NAMES = ("accuracy", "auc", "precision", "recall")
+
+
+class Metrics(Bound):
+    varargs: ClassVar[str | None] = "names"
+    names: tuple[Literal["accuracy", "auc", "precision", "recall"], ...] = ("accuracy",)
+
+
+class Callback(Bound):
+    kind: ClassVar[str]
+    monitor: Monitor = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+
+    @property
+    def resolved_mode(self) -> Literal["min", "max"]:
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.monitor.removeprefix("val_") == "loss" else "max"
+
+
+class EarlyStopping(Callback):
+    kind: ClassVar[str] = "early_stopping"
+    patience: Annotated[int, Field(ge=0)] = 0
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    restore_best: bool = False
+
+
+class ReduceLR(Callback):
+    kind: ClassVar[str] = "reduce_lr"
+    factor: float = Field(default=0.1, gt=0, lt=1)
+    patience: Annotated[int, Field(ge=0)] = 10
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+    min_delta: Annotated[float, Field(ge=0)] = 1e-4
+
+
+class Checkpoint(Callback):
+    kind: ClassVar[str] = "checkpoint"
+    save_best: bool = True
+
+
+CALLBACKS: dict[str, type[Bound]] = {c.kind: c for c in (EarlyStopping, ReduceLR, Checkpoint)}
+
+
+class FreezeRule(Bound):
+    """`freeze X` or `unfreeze X`: X is a block, a dotted block path, a layer, or a glob."""
+
+    action: Literal["freeze", "unfreeze"]
+    target: str
+
+
+class Phase(Bound):
+    name: str = "train"
+    epochs: Annotated[int, Field(gt=0)] | None = None
+    optimizer: Optimizer | None = None
+    callbacks: tuple[Callback, ...] = ()
+    freezing: tuple[FreezeRule, ...] = ()
+
+    def callback(self, kind: str) -> Callback | None:
+        return next((c for c in self.callbacks if c.kind == kind), None)
+
+
+class TrainSection(Bound):
+    seed: Annotated[int, Field(ge=0)] = 0
+    batch: Annotated[int, Field(gt=0)] = 32
+    epochs: Annotated[int, Field(gt=0)] = 10
+    optimizer: Optimizer = Adam()
+    loss: Loss | None = None
+    metrics: Metrics = Metrics()
+    callbacks: tuple[Callback, ...] = ()
+    class_weight: Literal["balanced"] | tuple[Positive, ...] | None = None
+    freezing: tuple[FreezeRule, ...] = ()
+    phases: tuple[Phase, ...] = ()
+
+    def effective_phases(self) -> list[Phase]:
+        """Phases with the train-level settings filled in; one implicit phase when none is given.
+        A phase that declares callbacks replaces the train-level callbacks; one that declares
+        none inherits them."""
+        if not self.phases:
+            phase = Phase(
+                epochs=self.epochs,
+                optimizer=self.optimizer,
+                callbacks=self.callbacks,
+                freezing=self.freezing,
+            )
+            return [phase.located(self.span, self._arg_spans)]  # type: ignore[list-item]
+        result = []
+        for declared in self.phases:
+            merged = declared.model_copy(
+                update={
+                    "epochs": declared.epochs or self.epochs,
+                    "optimizer": declared.optimizer or self.optimizer,
+                    "callbacks": declared.callbacks or self.callbacks,
+                }
+            )
+            result.append(merged.located(declared.span, declared._arg_spans))
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+class EvaluateOutput(Bound):
+    kind: ClassVar[str]
+
+
+class Report(EvaluateOutput):
+    kind: ClassVar[str] = "report"
+    positional: ClassVar[tuple[str, ...]] = ("type",)
+    type: Literal["classification"] = "classification"
+
+
+class ConfusionMatrix(EvaluateOutput):
+    kind: ClassVar[str] = "confusion_matrix"
+    normalize: bool = False
+
+
+class Curves(EvaluateOutput):
+    kind: ClassVar[str] = "curves"
+
+
+class Roc(EvaluateOutput):
+    kind: ClassVar[str] = "roc"
+
+
+EVALUATE_OUTPUTS: dict[str, type[Bound]] = {
+    c.kind: c for c in (Report, ConfusionMatrix, Curves, Roc)
+}
+
+
+class EvaluateSection(Bound):
+    outputs: tuple[EvaluateOutput, ...] = ()
+    threshold: float | None = Field(default=None, gt=0, lt=1)
+
+    def wants(self, kind: str) -> bool:
+        return any(o.kind == kind for o in self.outputs)
+
+
+# --------------------------------------------------------------------------------------------
+# The generic section binder
+
+
+@dataclass(frozen=True)
+class SectionSchema:
+    """How the items of one section map onto its model's fields."""
+
+    model: type[Bound]
+    # Settings whose value names or calls one of a set of kinds: `optimizer adam(lr=1e-3)`.
+    choices: dict[str, dict[str, type[Bound]]] = field(default_factory=dict)
+    # Calls allowed as items, and the tuple field each is collected into (at most once each).
+    calls: dict[str, tuple[str, type[Bound]]] = field(default_factory=dict)
+    # Settings that may repeat and keep their order: `freeze`, `unfreeze` -> `freezing`.
+    repeated: dict[str, str] = field(default_factory=dict)
+    # Labelled sub-sections: `phase warmup { ... }` -> field `phases`.
+    sections: dict[str, tuple[str, "SectionSchema"]] = field(default_factory=dict)
+
+    def settings(self) -> list[str]:
+        collected = {f for f, _ in self.calls.values()} | set(self.repeated.values())
+        collected |= {f for f, _ in self.sections.values()}
+        own = [f for f in self.model.model_fields if f not in collected and f != "name"]
+        return own + list(self.repeated)
+
+    def vocabulary(self) -> list[str]:
+        return [*self.settings(), *self.calls, *self.sections]
+
+
+def _bind_choice(
+    value: ast.Value, kinds: dict[str, type[Bound]], what: str, diagnostics: Diagnostics
+) -> Bound | None:
+    if isinstance(value, ast.Name):
+        name, call = value.text, None
+    elif isinstance(value, ast.Call):
+        name, call = value.name.text, value
+    else:
+        diagnostics.error(
+            "E104",
+            f"{what} must be one of {', '.join(kinds)}, not {describe(to_python(value))}",
+            value.span,
+        )
+        return None
+    model = kinds.get(name)
+    if model is None:
+        hint = did_you_mean(name, kinds) or f"one of: {', '.join(kinds)}"
+        span = value.span if call is None else call.name.span
+        diagnostics.error("E113", f"unknown {what} '{name}'", span, hint)
+        return None
+    if call is None:
+        try:
+            return model.model_validate({}).located(value.span, {})
+        except ValidationError as exc:
+            missing = [str(e["loc"][0]) for e in exc.errors() if e.get("loc")]
+            diagnostics.error(
+                "E112",
+                f"{what} {name} needs argument '{missing[0] if missing else '?'}'",
+                value.span,
+                f"write {name}(...) with its arguments",
+            )
+            return None
+    return bind_call(call, model, name, diagnostics)
+
+
+def bind_section(
+    items: tuple[ast.Item, ...],
+    schema: SectionSchema,
+    what: str,
+    span: Span,
+    diagnostics: Diagnostics,
+    extra: dict[str, Any] | None = None,
+) -> Bound | None:
+    """Validate a section's items against its schema; report every problem at its own span."""
+    values: dict[str, Any] = dict(extra or {})
+    spans: dict[str, Span] = {}
+    ok = True
+    settings = set(schema.settings())
+    for item in items:
+        if isinstance(item, ast.Setting):
+            key = item.key.text
+            if key in schema.repeated:
+                target = item.value
+                if not isinstance(target, ast.Name | ast.String):
+                    diagnostics.error(
+                        "E104", f"{key} takes a block, layer name or pattern", target.span
+                    )
+                    ok = False
+                    continue
+                rule = FreezeRule(action=key, target=str(to_python(target)))  # type: ignore[arg-type]
+                field_name = schema.repeated[key]
+                values[field_name] = (*values.get(field_name, ()), rule.located(item.span, {}))
+                continue
+            if key not in settings:
+                ok = False
+                _unknown(key, item.key.span, schema, what, diagnostics, called=False)
+                continue
+            if key in spans:
+                ok = False
+                diagnostics.error(
+                    "E102",
+                    f"'{key}' is set twice in {what}",
+                    item.key.span,
+                    f"first set at line {spans[key].line}",
+                )
+                continue
+            spans[key] = item.value.span
+            if key in schema.choices:
+                bound = _bind_choice(item.value, schema.choices[key], key, diagnostics)
+                if bound is None:
+                    ok = False
+                    continue
+                values[key] = bound
+            elif isinstance(item.value, ast.Call):
+                ok = False
+                diagnostics.error(
+                    "E104", f"'{key}' takes a value, not a call", item.value.span
+                )
+            else:
+                values[key] = to_python(item.value)
+        elif isinstance(item, ast.Call):
+            name = item.name.text
+            if name not in schema.calls:
+                ok = False
+                _unknown(name, item.name.span, schema, what, diagnostics, called=True)
+                continue
+            field_name, model = schema.calls[name]
+            if name in spans:
+                ok = False
+                diagnostics.error(
+                    "E102",
+                    f"{name}(...) appears twice in {what}",
+                    item.name.span,
+                    f"first at line {spans[name].line}",
+                )
+                continue
+            spans[name] = item.span
+            bound = bind_call(item, model, name, diagnostics)
+            if bound is None:
+                ok = False
+                continue
+            if field_name == name or _is_single(schema.model, field_name):
+                values[field_name] = bound
+                spans[field_name] = item.span
+            else:
+                values[field_name] = (*values.get(field_name, ()), bound)
+        else:
+            key = item.key.text
+            if key not in schema.sections:
+                ok = False
+                _unknown(key, item.key.span, schema, what, diagnostics, called=False)
+                continue
+            field_name, sub_schema = schema.sections[key]
+            if not isinstance(item.label, ast.Name):
+                ok = False
+                diagnostics.error(
+                    "E104", f"{key} needs a name: `{key} NAME {{ ... }}`", item.key.span
+                )
+                continue
+            existing = [p for p in values.get(field_name, ()) if getattr(p, "name", None)]
+            if any(p.name == item.label.text for p in existing):
+                ok = False
+                diagnostics.error(
+                    "E116", f"{key} '{item.label.text}' declared twice", item.label.span
+                )
+                continue
+            bound = bind_section(
+                item.items,
+                sub_schema,
+                f"{key} '{item.label.text}'",
+                item.span,
+                diagnostics,
+                {"name": item.label.text},
+            )
+            if bound is None:
+                ok = False
+                continue
+            values[field_name] = (*values.get(field_name, ()), bound)
+    if not ok:
+        return None
+    try:
+        model = schema.model.model_validate(values)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc = error.get("loc") or ()
+            key = str(loc[0]) if loc else ""
+            message, hint = error_text(error)
+            shown = values.get(key)
+            got = f" (got {describe(shown)})" if shown is not None else ""
+            diagnostics.error(
+                "E113", f"'{key}' in {what} {message}{got}", spans.get(key, span), hint
+            )
+        return None
+    return model.located(span, spans)
+
+
+def _is_single(model: type[Bound], field_name: str) -> bool:
+    annotation = model.model_fields[field_name].annotation
+    return getattr(annotation, "__origin__", None) is not tuple
+
+
+def _unknown(
+    key: str, span: Span, schema: SectionSchema, what: str, diagnostics: Diagnostics, called: bool
+) -> None:
+    hint = did_you_mean(key, schema.vocabulary())
+    if hint is None and key in schema.calls and not called:
+        hint = f"'{key}' is written as a call: {key}(...)"
+    if hint is None and key in schema.settings() and called:
+        hint = f"'{key}' is a setting: write `{key} VALUE`"
+    if hint is None:
+        hint = f"{what} accepts: {', '.join(schema.vocabulary())}"
+    diagnostics.error("E101", f"unknown {'call' if called else 'setting'} '{key}' in {what}", span, hint)
+
+
+PHASE_SCHEMA = SectionSchema(
+    model=Phase,
+    choices={"optimizer": OPTIMIZERS},
+    calls={name: ("callbacks", model) for name, model in CALLBACKS.items()},
+    repeated={"freeze": "freezing", "unfreeze": "freezing"},
+)
+
+SCHEMAS: dict[str, SectionSchema] = {
+    "data": SectionSchema(
+        model=DataSection,
+        choices={"source": SOURCES},
+        calls={"normalize": ("normalize", Normalize)},
+    ),
+    "augment": SectionSchema(
+        model=AugmentSection,
+        calls={name: ("steps", model) for name, model in AUGMENTATIONS.items()},
+    ),
+    "train": SectionSchema(
+        model=TrainSection,
+        choices={"optimizer": OPTIMIZERS, "loss": LOSSES},
+        calls={
+            "metrics": ("metrics", Metrics),
+            **{name: ("callbacks", model) for name, model in CALLBACKS.items()},
+        },
+        repeated={"freeze": "freezing", "unfreeze": "freezing"},
+        sections={"phase": ("phases", PHASE_SCHEMA)},
+    ),
+    "evaluate": SectionSchema(
+        model=EvaluateSection,
+        calls={name: ("outputs", model) for name, model in EVALUATE_OUTPUTS.items()},
+    ),
+}

@@ -1,0 +1,137 @@
+"""Model summaries: a rich table for people and a JSON object for tools."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnspec.ir import Node, Spec
+from cnnspec.layers import format_shape
+
+
+def _field(node: Node) -> str:
+    rf = node.receptive_field
+    if rf is None:
+        return "-"
+    size = str(rf.size[0]) if rf.size[0] == rf.size[1] else f"{rf.size[0]}x{rf.size[1]}"
+    jump = str(rf.jump[0]) if rf.jump[0] == rf.jump[1] else f"{rf.jump[0]}x{rf.jump[1]}"
+    return f"{size} /{jump}"
+
+
+def _human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def _kind(node: Node) -> str:
+    activation = getattr(node.layer, "activation", None)
+    text = node.kind
+    if node.role == "shortcut":
+        text += " (shortcut)"
+    if activation is not None:
+        text += f" +{activation.kind}"
+    return text
+
+
+def to_json(spec: Spec) -> dict[str, Any]:
+    graph = spec.model
+    totals = graph.params
+    return {
+        "name": spec.name,
+        "input_shape": list(graph.input_shape) if graph.input_shape else None,
+        "output_shape": list(graph.output_shape) if graph.output_shape else None,
+        "total_params": totals.total,
+        "trainable_params": totals.trainable,
+        "non_trainable_params": totals.non_trainable,
+        "total_macs": graph.macs,
+        "activation_memory_bytes": graph.memory_bytes,
+        "layers": [
+            {
+                "name": node.name,
+                "kind": node.kind,
+                "block": ".".join(node.scope) or None,
+                "inputs": list(node.inputs),
+                "output_shape": list(node.output_shape) if node.output_shape else None,
+                "params": node.params.total,
+                "trainable_params": node.params.trainable,
+                "non_trainable_params": node.params.non_trainable,
+                "macs": node.macs,
+                "memory_bytes": node.memory_bytes,
+                "receptive_field": (
+                    {
+                        "size": list(node.receptive_field.size),
+                        "jump": list(node.receptive_field.jump),
+                    }
+                    if node.receptive_field
+                    else None
+                ),
+            }
+            for node in graph.nodes
+        ],
+        "phases": [
+            {
+                "name": plan.phase.name,
+                "epochs": plan.phase.epochs,
+                "trainable_params": plan.trainable_params,
+                "non_trainable_params": plan.non_trainable_params,
+                "frozen_layers": sorted(plan.frozen),
+            }
+            for plan in spec.phases
+        ],
+    }
+
+
+def render_table(spec: Spec) -> Any:
+    """A rich renderable: the layer table, then totals and one line per training phase."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    graph = spec.model
+    table = Table(title=f"model {spec.name}", title_justify="left", show_lines=False)
+    table.add_column("layer", no_wrap=True)
+    table.add_column("kind", style="cyan", no_wrap=True)
+    table.add_column("output shape", justify="right", no_wrap=True)
+    table.add_column("params", justify="right")
+    table.add_column("MACs", justify="right")
+    table.add_column("receptive field", justify="right")
+    if graph.input_shape:
+        table.add_row("input", "input", format_shape(graph.input_shape), "0", "0", "1 /1")
+    block = None
+    for node in graph.nodes:
+        scope = ".".join(node.scope)
+        if scope != block and block is not None:
+            table.add_section()
+        block = scope
+        params = f"{node.params.total:,}"
+        table.add_row(
+            node.name,
+            _kind(node),
+            format_shape(node.output_shape) if node.output_shape else "?",
+            params,
+            f"{node.macs:,}",
+            _field(node),
+        )
+    totals = graph.params
+    lines = [
+        Text.assemble(("total params: ", "bold"), f"{totals.total:,}"),
+        Text.assemble(("trainable params: ", "bold"), f"{totals.trainable:,}"),
+        Text.assemble(("non-trainable params: ", "bold"), f"{totals.non_trainable:,}"),
+        Text.assemble(("MACs per example: ", "bold"), f"{graph.macs:,}"),
+        Text.assemble(
+            ("activation memory per example: ", "bold"), _human_bytes(graph.memory_bytes)
+        ),
+    ]
+    for plan in spec.phases:
+        epochs = f", {plan.phase.epochs} epochs" if plan.phase.epochs else ""
+        lines.append(
+            Text.assemble(
+                (f"phase {plan.phase.name}: ", "bold magenta"),
+                f"{plan.trainable_params:,} trainable params{epochs}",
+                f", {len(plan.frozen)} layers frozen" if plan.frozen else "",
+            )
+        )
+    return Group(table, *lines)
