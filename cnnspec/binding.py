@@ -5,7 +5,7 @@ argument model; they share this one binder, so every one of them reports unknown
 duplicated and out-of-range arguments the same way, at the argument's own span.
 """
 
-
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -108,7 +108,47 @@ def error_text(error: dict[str, Any]) -> tuple[str, str | None]:
     elif message.startswith("Input should be"):
         message = "must be" + message[len("Input should be") :]
     hint = ctx.get("hint") if isinstance(ctx, dict) else None
+    if error.get("type") == "literal_error" and isinstance(error.get("input"), str):
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        hint = did_you_mean(error["input"], choices)
     return message, hint if isinstance(hint, str) else None
+
+
+def most_relevant(errors: list[Any]) -> list[Any]:
+    """One error per argument. A union type (`padding`: a word or a number) fails once per
+    alternative; keep the alternative that matches what was written: the word list for a word,
+    the numeric bound for a number."""
+    by_field: dict[object, list[Any]] = {}
+    for error in errors:
+        loc = error.get("loc") or ()
+        by_field.setdefault(loc[0] if loc else None, []).append(error)
+    chosen = []
+    for group in by_field.values():
+        if len(group) == 1:
+            chosen.append(group[0])
+            continue
+        written = group[0].get("input")
+        if isinstance(written, str):
+            preferred = [e for e in group if e.get("type") == "literal_error"]
+        else:
+            preferred = [
+                e
+                for e in group
+                if e.get("type") != "literal_error" and not str(e.get("type")).endswith("_type")
+            ]
+        chosen.append((preferred or group)[0])
+    return chosen
+
+
+def phrase(field: str | None, what: str, message: str, value: Any) -> str:
+    """`argument 'rate' of dropout must be less than 1 (got 1.5)`, or for a message that is a
+    sentence of its own, `argument 'activation' of dense: unknown activation 'sofmax'`."""
+    label = f"argument '{field}' of {what}" if field else what
+    shown = describe(value) if value is not None else None
+    if message.startswith("must"):
+        return f"{label} {message}" + (f" (got {shown})" if shown is not None else "")
+    suffix = f" (got {shown})" if shown is not None and shown not in message else ""
+    return f"{label}: {message}{suffix}"
 
 
 def describe(value: Any) -> str:
@@ -127,19 +167,23 @@ def collect_args(
     what: str,
     diagnostics: Diagnostics,
     reserved: frozenset[str] = frozenset(),
-) -> dict[str, BoundArg] | None:
+) -> tuple[dict[str, BoundArg], bool]:
     """Map a call's positional and keyword arguments onto the model's field names.
 
     `reserved` names (such as a layer's `name=`) are accepted and returned although the model does
-    not declare them. Returns None when any argument could not be placed.
+    not declare them. Returns the arguments that could be placed, and whether all of them could:
+    the caller still validates the placed ones, so one misspelt argument does not hide a bad value
+    in another.
     """
     fields = model.model_fields
     args: dict[str, BoundArg] = {}
     ok = True
     positional_seen = 0
     for arg in call.args:
-        if arg.key is None and model.varargs is not None and positional_seen >= len(
-            model.positional
+        if (
+            arg.key is None
+            and model.varargs is not None
+            and positional_seen >= len(model.positional)
         ):
             rest = args.setdefault(model.varargs, BoundArg((), arg.span, arg.span))
             args[model.varargs] = BoundArg(
@@ -176,7 +220,7 @@ def collect_args(
             diagnostics.error("E115", f"argument '{key}' of {what} given twice", arg.span)
             continue
         args[key] = BoundArg(to_python(arg.value), arg.value.span, key_span)
-    return args if ok else None
+    return args, ok
 
 
 def validate(
@@ -186,16 +230,21 @@ def validate(
     call_span: Span,
     diagnostics: Diagnostics,
     name_span: Span | None = None,
+    complete: bool = True,
 ) -> M | None:
-    """Validate collected arguments; report each pydantic error at its argument's span."""
+    """Validate collected arguments; report each pydantic error at its argument's span.
+    When some arguments could not be placed (`complete=False`), 'missing argument' errors are
+    left out: the misplaced argument was probably meant to supply it."""
     try:
         bound = model.model_validate({k: a.value for k, a in args.items()})
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        for error in most_relevant(exc.errors(include_url=False)):
             loc = error.get("loc") or ()
             field = str(loc[0]) if loc else None
             message, hint = error_text(error)
             if error.get("type") == "missing" and field is not None:
+                if not complete:
+                    continue
                 diagnostics.error(
                     "E112",
                     f"{what} needs argument '{field}'",
@@ -205,9 +254,11 @@ def validate(
                 continue
             arg = args.get(field) if field else None
             span = arg.span if arg else call_span
-            shown = f" (got {describe(arg.value)})" if arg is not None else ""
-            label = f"argument '{field}' of {what}" if field else what
-            diagnostics.error("E113", f"{label} {message}{shown}", span, hint)
+            diagnostics.error(
+                "E113", phrase(field, what, message, arg.value if arg else None), span, hint
+            )
+        return None
+    if not complete:
         return None
     return bound.located(call_span, {k: a.span for k, a in args.items()})  # type: ignore[return-value]
 
@@ -220,19 +271,13 @@ def _missing_hint(model: type[Bound], field: str) -> str | None:
     return f"add {field}=..."
 
 
-def bind_call(
-    call: ast.Call, model: type[M], what: str, diagnostics: Diagnostics
-) -> M | None:
+def bind_call(call: ast.Call, model: type[M], what: str, diagnostics: Diagnostics) -> M | None:
     """Collect and validate in one step, for calls without defaults or reserved arguments."""
-    args = collect_args(call, model, what, diagnostics)
-    if args is None:
-        return None
-    return validate(model, args, what, call.span, diagnostics, call.name.span)
+    args, complete = collect_args(call, model, what, diagnostics)
+    return validate(model, args, what, call.span, diagnostics, call.name.span, complete)
 
 
-def bind_value(
-    value: CallValue | str, model: type[M], what: str
-) -> M:
+def bind_value(value: CallValue | str, model: type[M], what: str) -> M:
     """Bind a call or bare name that arrived as a value inside another call's arguments
     (for example `activation=leaky_relu(alpha=0.1)`). Raises ValueError, which pydantic turns
     into an error located at the enclosing argument."""

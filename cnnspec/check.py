@@ -137,8 +137,10 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
                 node.span,
                 f"the last dense layer needs {len(classes)} units",
             )
-    if evaluate is not None and evaluate.threshold is not None and (
-        units != 1 or act_name != "sigmoid"
+    if (
+        evaluate is not None
+        and evaluate.threshold is not None
+        and (units != 1 or act_name != "sigmoid")
     ):
         diagnostics.error(
             "E304",
@@ -237,9 +239,10 @@ def matches(target: str, node: Node) -> bool:
     if any(target == ".".join(node.scope[: k + 1]) for k in range(len(node.scope))):
         return True
     if any(ch in target for ch in "*?["):
-        return fnmatchcase(node.name, target) or (bool(dotted) and (
-            fnmatchcase(dotted, target) or fnmatchcase(f"{dotted}.{node.name}", target)
-        ))
+        return fnmatchcase(node.name, target) or (
+            bool(dotted)
+            and (fnmatchcase(dotted, target) or fnmatchcase(f"{dotted}.{node.name}", target))
+        )
     return False
 
 

@@ -5,7 +5,6 @@ shape, its parameter counts, MACs and receptive field, computed once by the lowe
 backends read them and never recompute them.
 """
 
-
 from math import prod
 from typing import ClassVar, Literal
 

@@ -6,7 +6,6 @@ BatchNorm's moving mean and variance are non-trainable parameters (PyTorch keeps
 so a PyTorch model's parameter count equals the trainable count here).
 """
 
-
 from math import prod
 from typing import ClassVar, Literal
 
@@ -43,9 +42,7 @@ def format_shape(shape: Shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def window_size(
-    size: int, kernel: int, stride: int, dilation: int, padding: str | int
-) -> int:
+def window_size(size: int, kernel: int, stride: int, dilation: int, padding: str | int) -> int:
     if padding == "same":
         return -(-size // stride)
     extent = dilation * (kernel - 1) + 1
@@ -111,7 +108,13 @@ class Conv2D(_Conv):
     def output_shape(self, inputs: list[Shape]) -> Shape:
         self._check_stride_dilation()
         return slide(
-            self.kind, inputs[0], self.kernel, self.stride, self.dilation, self.padding, self.filters
+            self.kind,
+            inputs[0],
+            self.kernel,
+            self.stride,
+            self.dilation,
+            self.padding,
+            self.filters,
         )
 
     def params(self, inputs: list[Shape], output: Shape) -> Params:

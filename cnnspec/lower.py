@@ -99,7 +99,9 @@ class ModelLowering:
             return None, None
         for extra in inputs[1:]:
             self.diagnostics.error(
-                "E102", "the model's input is declared twice", extra.key.span,
+                "E102",
+                "the model's input is declared twice",
+                extra.key.span,
                 f"first declared at line {inputs[0].span.line}",
             )
         value = inputs[0].value
@@ -155,10 +157,8 @@ class ModelLowering:
         cls = self._kind(call)
         if cls is None:
             return
-        args = collect_args(call, cls, call.name.text, self.diagnostics)
-        if args is not None:
-            current = scope.defaults.setdefault(cls.kind, {})
-            current.update(args)
+        args, _ = collect_args(call, cls, call.name.text, self.diagnostics)
+        scope.defaults.setdefault(cls.kind, {}).update(args)
 
     def _kind(self, call: ast.Call) -> type[LayerArgs] | None:
         kind = call.name.text
@@ -240,9 +240,9 @@ class ModelLowering:
         cls = self._kind(call)
         if cls is None:
             return Tensor(x.source, None, None)
-        args = collect_args(call, cls, cls.kind, self.diagnostics, reserved=frozenset({"name"}))
-        if args is None:
-            return Tensor(x.source, None, None)
+        args, complete = collect_args(
+            call, cls, cls.kind, self.diagnostics, reserved=frozenset({"name"})
+        )
         explicit = args.pop("name", None)
         layer = validate(
             cls,
@@ -251,6 +251,7 @@ class ModelLowering:
             call.span,
             self.diagnostics,
             call.name.span,
+            complete,
         )
         if layer is None:
             return Tensor(x.source, None, None)
@@ -329,7 +330,9 @@ class ModelLowering:
         body_nodes = self.nodes[first:]
         if not body_nodes:
             self.diagnostics.error(
-                "E117", "a residual needs at least one layer", item.key.span,
+                "E117",
+                "a residual needs at least one layer",
+                item.key.span,
                 "residual { conv2d(64) batchnorm() } adds its input to the body's output",
             )
             return x
@@ -339,8 +342,12 @@ class ModelLowering:
             if shortcut.shape is None:
                 return Tensor(body.source, None, None)
         return self._add(
-            self._auto_name(scope, "add"), REGISTRY["add"](), [body, shortcut], item.key.span,
-            scope, role="join",
+            self._auto_name(scope, "add"),
+            REGISTRY["add"](),
+            [body, shortcut],
+            item.key.span,
+            scope,
+            role="join",
         )
 
     def _projection(
@@ -373,13 +380,17 @@ class ModelLowering:
             )
             return Tensor(x.source, None, None)
         span = item.key.span
-        conv = Conv2D(filters=target[2], kernel=(1, 1), stride=(strides[0], strides[1]), use_bias=False)
+        conv = Conv2D(
+            filters=target[2], kernel=(1, 1), stride=(strides[0], strides[1]), use_bias=False
+        )
         conv = conv.located(span, {})
         out = self._add(self._auto_name(scope, "shortcut_conv"), conv, [x], span, scope, "shortcut")
         norm = next((n.layer for n in body if isinstance(n.layer, BatchNorm)), None)
         if norm is not None:
             bn = BatchNorm(epsilon=norm.epsilon, momentum=norm.momentum).located(span, {})
-            out = self._add(self._auto_name(scope, "shortcut_bn"), bn, [out], span, scope, "shortcut")
+            out = self._add(
+                self._auto_name(scope, "shortcut_bn"), bn, [out], span, scope, "shortcut"
+            )
         return out
 
 

@@ -5,7 +5,6 @@ give its shape rule, parameter rule, MACs and receptive-field step. The grammar 
 layer: the lowering pass looks calls up here, so adding a layer touches only `cnnspec.layers`.
 """
 
-
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 

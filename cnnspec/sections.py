@@ -4,14 +4,21 @@ errors. Cross-section rules (a monitored metric must exist, the loss must fit th
 `cnnspec.check`.
 """
 
-
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cnnspec import syntax as ast
-from cnnspec.binding import Bound, bind_call, describe, error_text, to_python
+from cnnspec.binding import (
+    Bound,
+    bind_call,
+    describe,
+    error_text,
+    most_relevant,
+    phrase,
+    to_python,
+)
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.source import Span
 
@@ -544,9 +551,7 @@ def bind_section(
                 values[key] = bound
             elif isinstance(item.value, ast.Call):
                 ok = False
-                diagnostics.error(
-                    "E104", f"'{key}' takes a value, not a call", item.value.span
-                )
+                diagnostics.error("E104", f"'{key}' takes a value, not a call", item.value.span)
             else:
                 values[key] = to_python(item.value)
         elif isinstance(item, ast.Call):
@@ -612,14 +617,15 @@ def bind_section(
     try:
         model = schema.model.model_validate(values)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        for error in most_relevant(exc.errors(include_url=False)):
             loc = error.get("loc") or ()
             key = str(loc[0]) if loc else ""
             message, hint = error_text(error)
-            shown = values.get(key)
-            got = f" (got {describe(shown)})" if shown is not None else ""
             diagnostics.error(
-                "E113", f"'{key}' in {what} {message}{got}", spans.get(key, span), hint
+                "E113",
+                phrase(None, f"'{key}' in {what}", message, values.get(key)),
+                spans.get(key, span),
+                hint,
             )
         return None
     return model.located(span, spans)
@@ -640,7 +646,9 @@ def _unknown(
         hint = f"'{key}' is a setting: write `{key} VALUE`"
     if hint is None:
         hint = f"{what} accepts: {', '.join(schema.vocabulary())}"
-    diagnostics.error("E101", f"unknown {'call' if called else 'setting'} '{key}' in {what}", span, hint)
+    diagnostics.error(
+        "E101", f"unknown {'call' if called else 'setting'} '{key}' in {what}", span, hint
+    )
 
 
 PHASE_SCHEMA = SectionSchema(

@@ -121,7 +121,9 @@ class Document:
 def _parser() -> Lark:
     grammar = resources.files("cnnspec").joinpath("grammar.lark").read_text(encoding="utf-8")
     # cache=True keeps the LALR tables between processes: it makes `cnnspec check` start fast.
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True)
+    return Lark(
+        grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True
+    )
 
 
 def _token_span(token: Token) -> Span:
@@ -137,7 +139,9 @@ def _token_span(token: Token) -> Span:
 
 def _tree_span(tree: Tree) -> Span:
     meta = tree.meta
-    return Span(meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos)
+    return Span(
+        meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos
+    )
 
 
 def _number(token: Token) -> Number:
