@@ -80,9 +80,9 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
 def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
     node = graph.output_node
     shape = graph.output_shape
-    if node is None or shape is None:
+    if node is None:
         return
-    if len(shape) != 1:
+    if shape is not None and len(shape) != 1:
         diagnostics.error(
             "E204",
             f"the model's output is {format_shape(shape)}, not a vector of class scores",
@@ -90,7 +90,11 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
             "end the model with flatten() or global_avg_pool() and a dense layer",
         )
         return
-    units = shape[0]
+    # When an earlier layer failed, the output's shape is unknown, but a final dense layer
+    # still says how many units it has: the class-count and loss checks can run.
+    units = shape[0] if shape is not None else getattr(node.layer, "units", None)
+    if units is None:
+        return
     activation = output_activation(node)
     act_name = activation_name(activation)
     data, train, evaluate = lowered.data, lowered.train, lowered.evaluate
@@ -189,6 +193,13 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
             base = monitor.removeprefix("val_")
             span = callback.span_of("monitor") or callback.span or phase.span
             assert span is not None
+            if monitor.startswith("val_") and data is not None and not data.has_validation:
+                diagnostics.error(
+                    "E306",
+                    f"{callback.kind} monitors '{monitor}', but there is no validation data",
+                    span,
+                    "add `validation test`, `validation val` or `validation 0.1` to data",
+                )
             if base not in available:
                 if base in METRIC_NAMES:
                     hint = f"add {base} to metrics(...) in train"
@@ -201,13 +212,6 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
                     hint,
                 )
                 continue
-            if monitor.startswith("val_") and data is not None and not data.has_validation:
-                diagnostics.error(
-                    "E306",
-                    f"{callback.kind} monitors '{monitor}', but there is no validation data",
-                    span,
-                    "add `validation test`, `validation val` or `validation 0.1` to data",
-                )
             natural = "min" if base == "loss" else "max"
             if callback.mode not in ("auto", natural):
                 diagnostics.warning(

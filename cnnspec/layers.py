@@ -71,7 +71,6 @@ def slide(
             f"{kind} shrinks the {h}x{w} map below 1x1: its window spans "
             f"{extent[0]}x{extent[1]} with padding={padding}",
             "use padding=same, a smaller kernel or pool, or remove a downsampling layer before it",
-            field="kernel" if "conv" in kind else "pool",
         )
     return (out_h, out_w, channels)
 

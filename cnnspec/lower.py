@@ -237,9 +237,12 @@ class ModelLowering:
     # ---- layers and joins ----------------------------------------------------------------------
 
     def _layer(self, call: ast.Call, scope: Scope, x: Tensor) -> Tensor:
+        # A layer that cannot be built (unknown kind, bad arguments) passes its input through, so
+        # the layers after it are still checked: in this layer set none of them can fail
+        # *because* an earlier layer kept its input's shape, so this finds real errors only.
         cls = self._kind(call)
         if cls is None:
-            return Tensor(x.source, None, None)
+            return x
         args, complete = collect_args(
             call, cls, cls.kind, self.diagnostics, reserved=frozenset({"name"})
         )
@@ -254,7 +257,7 @@ class ModelLowering:
             complete,
         )
         if layer is None:
-            return Tensor(x.source, None, None)
+            return x
         name = self._explicit_name(explicit) if explicit else None
         if name is not None and explicit is not None:
             self.names[name] = explicit.span
