@@ -147,6 +147,24 @@ def summary(
 
 
 @app.command()
+def layers(
+    markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,
+) -> None:
+    """List every layer kind with its arguments and defaults."""
+    from cnnspec.reference import layer_rows
+
+    rows = layer_rows()
+    if markdown:
+        typer.echo("| layer | arguments (defaults) | what it does |\n|---|---|---|")
+        for name, args, doc in rows:
+            typer.echo(f"| `{name}` | {args} | {doc} |")
+        return
+    width = max(len(name) for name, _, _ in rows)
+    for name, args, doc in rows:
+        typer.echo(f"{name.ljust(width)}  {args}\n{' ' * width}  {doc}")
+
+
+@app.command()
 def version() -> None:
     """Print the cnnspec version."""
     typer.echo(f"cnnspec {__version__}")
