@@ -59,7 +59,9 @@ def value_span(value: ast.Value) -> Span:
 class Bound(BaseModel):
     """A model bound from spec text: it remembers where it and each of its arguments came from."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False
+    )
 
     # Positional arguments, in order. Everything else is keyword-only.
     positional: ClassVar[tuple[str, ...]] = ()

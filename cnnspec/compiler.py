@@ -29,11 +29,20 @@ class Compilation:
 
 def compile_source(source: Source) -> Compilation:
     diagnostics = Diagnostics(source)
-    document = parse(source, diagnostics)
-    if document is None:
+    try:
+        document = parse(source, diagnostics)
+        if document is None:
+            return Compilation(source, diagnostics, None)
+        lowered = lower_document(document, diagnostics)
+        phases = check(lowered, diagnostics)
+    except RecursionError:
+        diagnostics.error(
+            "E117",
+            "sections are nested too deeply to check",
+            source.span_at(0),
+            "a few levels of block/residual/repeat are enough for any network",
+        )
         return Compilation(source, diagnostics, None)
-    lowered = lower_document(document, diagnostics)
-    phases = check(lowered, diagnostics)
     if lowered.graph is None:
         return Compilation(source, diagnostics, None)
     spec = Spec(

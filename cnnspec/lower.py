@@ -32,6 +32,9 @@ from cnnspec.source import Span
 MODEL_SETTINGS = ("input", "defaults")
 MODEL_SECTIONS = ("block", "head", "residual", "repeat")
 TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate")
+# Bounds that keep a typo such as `repeat 100000` from hanging an editor.
+MAX_REPEAT = 1000
+MAX_NODES = 20_000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -69,6 +72,7 @@ class ModelLowering:
         self.names: dict[str, Span] = {}
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
         self.blocks: dict[str, Span] = {}
+        self.too_big = False
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -206,7 +210,22 @@ class ModelLowering:
                     label.span if label is not None else item.key.span,
                 )
                 return x
+            if count > MAX_REPEAT:
+                self.diagnostics.error(
+                    "E113", f"repeat count {count} is more than {MAX_REPEAT}", label.span
+                )
+                return x
             for _ in range(count):
+                if len(self.nodes) > MAX_NODES:
+                    if not self.too_big:
+                        self.too_big = True
+                        self.diagnostics.error(
+                            "E113",
+                            f"the model grows beyond {MAX_NODES:,} layers",
+                            item.key.span,
+                            "check the repeat counts",
+                        )
+                    return x
                 x = self._walk(item.items, scope.child(None), x)
             return x
         hint = did_you_mean(key, [*MODEL_SECTIONS, *MODEL_SETTINGS])
