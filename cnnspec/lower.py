@@ -402,8 +402,14 @@ class ModelLowering:
             )
             return Tensor(x.source, None, None)
         span = item.key.span
+        # The shortcut is regularised like the body: it takes the L2 of the body's first conv.
+        first_conv = next((n.layer for n in body if isinstance(n.layer, Conv2D)), None)
         conv = Conv2D(
-            filters=target[2], kernel=(1, 1), stride=(strides[0], strides[1]), use_bias=False
+            filters=target[2],
+            kernel=(1, 1),
+            stride=(strides[0], strides[1]),
+            use_bias=False,
+            l2=first_conv.l2 if first_conv is not None else 0.0,
         )
         conv = conv.located(span, {})
         out = self._add(self._auto_name(scope, "shortcut_conv"), conv, [x], span, scope, "shortcut")
