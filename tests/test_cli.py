@@ -1,0 +1,517 @@
+"""The command line as a user sees it: real subprocesses, real exit statuses, real output.
+
+Exit status: 0 when no spec has errors (warnings allowed), 1 when one has, 2 for usage errors.
+Diagnostics go to stderr as
+
+    path:line:col: error[CODE]: message
+     N |   source line
+       |   ^~~~~~
+       = hint: ...
+
+and never as a Python traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SPECS
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "cnnspec"
+
+HEADER = re.compile(
+    r"^(?P<path>\S+):(?P<line>\d+):(?P<column>\d+): (?P<severity>error|warning)"
+    r"\[(?P<code>[EW]\d{3})\]: (?P<message>.+)$"
+)
+SOURCE_LINE = re.compile(r"^ (?P<gutter>\d+) \| (?P<text>.*)$")
+CARET_LINE = re.compile(r"^ (?P<pad> +)\| (?P<indent> *)\^~*$")
+HINT_LINE = re.compile(r"^ (?P<pad> +)= hint: (?P<hint>.+)$")
+OK_LINE = re.compile(
+    r"^(?P<path>\S+): ok: (?P<layers>\d+) layers, (?P<params>[\d,]+) params "
+    r"\((?P<trainable>[\d,]+) trainable\), output \((?P<output>[\d, ]+)\)$"
+)
+JSON_KEYS = {
+    "file",
+    "line",
+    "column",
+    "end_line",
+    "end_column",
+    "severity",
+    "code",
+    "message",
+    "hint",
+}
+
+
+def run(*args: str, cwd: Path = ROOT, script: bool = False) -> subprocess.CompletedProcess[str]:
+    command = [str(CONSOLE_SCRIPT)] if script else [sys.executable, "-m", "cnnspec"]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    assert "internal error" not in result.stderr, result.stderr
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD = """\
+model good {
+  input 8x8x1
+  conv2d(4)
+  flatten()
+  dense(10, activation=softmax)
+}
+data { source digits  labels sparse }
+"""
+
+# One error, with a hint, on line 3 column 3.
+BAD = """\
+model bad {
+  input 8x8x1
+  conv2x(4)
+  flatten()
+  dense(10, activation=softmax)
+}
+data { source digits  labels sparse }
+"""
+
+# Warnings only: softmax over one unit, and relu applied twice.
+WARNS = """\
+model warns {
+  input 8x8x1
+  conv2d(4, activation=relu)  relu()
+  flatten()
+  dense(1, activation=softmax)
+}
+"""
+
+# Phases with freeze and unfreeze. Parameters, by hand:
+#   features_conv2d_1     conv2d(8) on 8x8x1, 3x3 valid -> 6x6x8:   3*3*1*8 + 8    =    80
+#   features_batchnorm_1  8 channels: gamma, beta trainable; mean, var not:  16 + 16
+#   features_conv2d_2     conv2d(16) on 6x6x8 -> 4x4x16:          3*3*8*16 + 16  = 1,168
+#   head_dense_1          dense(10) on the 16 pooled channels:      16*10 + 10   =   170
+# Total 80 + 32 + 1,168 + 170 = 1,450; trainable 80 + 16 + 1,168 + 170 = 1,434.
+PHASED = """\
+model phased {
+  input 8x8x1
+  block features { conv2d(8)  batchnorm()  conv2d(16) }
+  head { global_avg_pool()  dense(10, activation=softmax) }
+}
+data { source digits  labels sparse  validation 0.1 }
+train {
+  epochs 30
+  phase warmup { epochs 5  freeze features }
+  phase middle { unfreeze features_conv2d_2 }
+  phase finetune { unfreeze all  optimizer sgd(lr=0.001, momentum=0.9) }
+}
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# check
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_check_shipped_spec(spec: Path) -> None:
+    result = run("check", str(spec.relative_to(ROOT)))
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    match = OK_LINE.match(lines[0])
+    assert match, lines[0]
+    assert match["path"] == str(spec.relative_to(ROOT))
+    assert match["output"] == "10,"
+
+
+def test_check_ok_line_counts(tmp_path: Path) -> None:
+    path = write(tmp_path, "good.cnn", GOOD)
+    result = run("check", str(path))
+    assert result.returncode == 0
+    # conv2d(4) on 8x8x1 with a 3x3 valid window: 6x6x4, 3*3*1*4 + 4 = 40 params;
+    # flatten: 144; dense(10): 144*10 + 10 = 1,450. Three layers, 1,490 params.
+    assert result.stdout == f"{path}: ok: 3 layers, 1,490 params (1,490 trainable), output (10,)\n"
+
+
+def test_check_error_exact_format(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.cnn", BAD)
+    result = run("check", str(path))
+    no_traceback(result)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"{path}:3:3: error[E110]: unknown layer 'conv2x'\n"
+        " 3 |   conv2x(4)\n"
+        "   |   ^~~~~~\n"
+        "   = hint: did you mean 'conv2d'?\n"
+        "\n"
+        "1 error, 0 warnings\n"
+    )
+
+
+def parse_blocks(stderr: str) -> list[dict[str, str]]:
+    """Each diagnostic of a text report, checked line by line against the format."""
+    blocks = []
+    lines = stderr.splitlines()
+    i = 0
+    while i < len(lines):
+        header = HEADER.match(lines[i])
+        if header is None:
+            i += 1
+            continue
+        source = SOURCE_LINE.match(lines[i + 1])
+        caret = CARET_LINE.match(lines[i + 2])
+        assert source, lines[i + 1]
+        assert caret, lines[i + 2]
+        assert source["gutter"] == header["line"]
+        # The caret sits under the column, and the gutters line up.
+        assert len(caret["indent"]) == int(header["column"]) - 1, (lines[i + 1], lines[i + 2])
+        assert len(caret["pad"]) == len(source["gutter"]) + 1
+        block = dict(header.groupdict())
+        i += 3
+        if i < len(lines) and (hint := HINT_LINE.match(lines[i])):
+            assert len(hint["pad"]) == len(source["gutter"]) + 1
+            block["hint"] = hint["hint"]
+            i += 1
+        blocks.append(block)
+    return blocks
+
+
+def test_check_format_of_every_diagnostic(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "many.cnn",
+        "model many {\n"
+        "  input 32x32x3\n"
+        "  conv2d(32, kernal=3)\n"
+        "  dropout(1.5)\n"
+        + "\n"
+        * 8
+        + "  dense(10, activation=sofmax)\n"  # line 13: a two-digit gutter
+        "}\n"
+        "train { epochs 0 }\n",
+    )
+    result = run("check", str(path))
+    no_traceback(result)
+    assert result.returncode == 1
+    blocks = parse_blocks(result.stderr)
+    assert [(b["line"], b["column"], b["code"]) for b in blocks] == [
+        ("3", "14", "E111"),
+        ("4", "11", "E113"),
+        ("13", "24", "E113"),
+        ("15", "16", "E113"),
+    ]
+    assert all(b["path"] == str(path) and b["severity"] == "error" for b in blocks)
+    assert blocks[0]["hint"] == "did you mean 'kernel'?"
+    assert blocks[2]["hint"] == "did you mean 'softmax'?"
+    assert result.stderr.rstrip().splitlines()[-1] == "4 errors, 0 warnings"
+
+
+def test_check_warnings_only_exits_0(tmp_path: Path) -> None:
+    path = write(tmp_path, "warns.cnn", WARNS)
+    result = run("check", str(path))
+    no_traceback(result)
+    assert result.returncode == 0
+    blocks = parse_blocks(result.stderr)
+    assert {(b["code"], b["severity"]) for b in blocks} == {
+        ("W203", "warning"),
+        ("W202", "warning"),
+    }
+    assert result.stderr.rstrip().splitlines()[-1] == "0 errors, 2 warnings"
+    assert OK_LINE.match(result.stdout.strip())
+
+
+def test_check_json(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.cnn", BAD)
+    result = run("check", "--format", "json", str(path))
+    no_traceback(result)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert isinstance(report, list) and len(report) == 1
+    (entry,) = report
+    assert set(entry) == JSON_KEYS
+    assert entry == {
+        "file": str(path),
+        "line": 3,
+        "column": 3,
+        "end_line": 3,
+        "end_column": 9,
+        "severity": "error",
+        "code": "E110",
+        "message": "unknown layer 'conv2x'",
+        "hint": "did you mean 'conv2d'?",
+    }
+
+
+def test_check_json_several_files_and_null_hint(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.cnn", BAD)
+    good = write(tmp_path, "good.cnn", GOOD)
+    warns = write(tmp_path, "warns.cnn", WARNS)
+    nohint = write(tmp_path, "nohint.cnn", GOOD.replace("conv2d(4)", "dropout(1.5)"))
+    result = run("check", "-f", "json", str(bad), str(good), str(warns), str(nohint))
+    no_traceback(result)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert all(set(entry) == JSON_KEYS for entry in report)
+    assert [(e["file"], e["code"]) for e in report] == [
+        (str(bad), "E110"),
+        (str(warns), "W203"),
+        (str(warns), "W202"),
+        (str(nohint), "E113"),
+    ]
+    assert report[-1]["hint"] is None
+    assert {e["severity"] for e in report} == {"error", "warning"}
+    for entry in report:
+        assert isinstance(entry["line"], int) and isinstance(entry["column"], int)
+        assert (entry["end_line"], entry["end_column"]) > (entry["line"], entry["column"])
+
+
+def test_check_json_clean_spec_is_an_empty_list(tmp_path: Path) -> None:
+    result = run("check", "--format", "json", str(write(tmp_path, "good.cnn", GOOD)))
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_check_several_files_reports_all(tmp_path: Path) -> None:
+    first = write(tmp_path, "first.cnn", BAD)
+    good = write(tmp_path, "good.cnn", GOOD)
+    second = write(tmp_path, "second.cnn", GOOD.replace("conv2d(4)", "conv2d(4, filters=8)"))
+    result = run("check", str(first), str(good), str(second))
+    no_traceback(result)
+    assert result.returncode == 1
+    blocks = parse_blocks(result.stderr)
+    assert [(b["path"], b["code"]) for b in blocks] == [
+        (str(first), "E110"),
+        (str(second), "E115"),
+    ]
+    assert result.stdout.startswith(f"{good}: ok: ")
+    assert result.stderr.rstrip().splitlines()[-1] == "2 errors, 0 warnings"
+
+
+def test_check_all_shipped_specs_at_once() -> None:
+    result = run("check", *(str(s.relative_to(ROOT)) for s in SPECS))
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == len(SPECS)
+
+
+def test_syntax_error_through_the_cli(tmp_path: Path) -> None:
+    path = write(tmp_path, "open.cnn", "model open {\n  input 8x8x1\n  flatten()\n")
+    result = run("check", str(path))
+    no_traceback(result)
+    assert result.returncode == 1
+    (block,) = parse_blocks(result.stderr)
+    assert (block["line"], block["column"], block["code"]) == ("3", "12", "E003")
+    assert "'{' opened at line 1 is never closed" in block["message"]
+    assert block["hint"] == "add '}' to close it"
+
+
+# --------------------------------------------------------------------------------------------
+# Usage errors
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.cnn"
+    result = run("check", str(missing))
+    no_traceback(result)
+    assert result.returncode == 2
+    assert f"no such file: {missing}" in result.stderr
+
+
+def test_missing_file_among_good_ones(tmp_path: Path) -> None:
+    result = run("check", str(write(tmp_path, "good.cnn", GOOD)), str(tmp_path / "nope.cnn"))
+    no_traceback(result)
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("command", ["check", "summary"])
+def test_directory_and_binary_files(tmp_path: Path, command: str) -> None:
+    result = run(command, str(tmp_path))
+    no_traceback(result)
+    assert result.returncode == 2
+    assert "is a directory" in result.stderr
+    binary = tmp_path / "binary.cnn"
+    binary.write_bytes(b"\xff\xfe\x00model")
+    result = run(command, str(binary))
+    no_traceback(result)
+    assert result.returncode == 2
+    assert "not UTF-8" in result.stderr
+
+
+def test_summary_missing_file(tmp_path: Path) -> None:
+    result = run("summary", str(tmp_path / "nope.cnn"))
+    no_traceback(result)
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "args", [["check"], ["check", "--format", "xml", "specs/lenet5.cnn"], ["frobnicate"]]
+)
+def test_bad_command_lines(args: list[str]) -> None:
+    result = run(*args)
+    no_traceback(result)
+    assert result.returncode == 2
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_summary_table(spec: Path) -> None:
+    table = run("summary", str(spec))
+    no_traceback(table)
+    assert table.returncode == 0, table.stderr
+    data = json.loads(run("summary", "--format", "json", str(spec)).stdout)
+    for layer in data["layers"]:
+        assert re.search(rf"\b{re.escape(layer['name'])}\b", table.stdout), layer["name"]
+    lines = table.stdout.splitlines()
+    assert f"total params: {data['total_params']:,}" in lines
+    assert f"trainable params: {data['trainable_params']:,}" in lines
+    assert f"non-trainable params: {data['non_trainable_params']:,}" in lines
+    assert f"MACs per example: {data['total_macs']:,}" in lines
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
+def test_summary_json(spec: Path) -> None:
+    result = run("summary", "--format", "json", str(spec))
+    no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {
+        "total_params",
+        "trainable_params",
+        "non_trainable_params",
+        "total_macs",
+        "layers",
+        "phases",
+    } <= set(data)
+    assert data["total_params"] == data["trainable_params"] + data["non_trainable_params"]
+    assert data["layers"]
+    for layer in data["layers"]:
+        assert {
+            "name",
+            "kind",
+            "output_shape",
+            "params",
+            "trainable_params",
+            "macs",
+            "receptive_field",
+        } <= set(layer)
+    assert sum(layer["params"] for layer in data["layers"]) == data["total_params"]
+    assert sum(layer["macs"] for layer in data["layers"]) == data["total_macs"]
+    assert len({layer["name"] for layer in data["layers"]}) == len(data["layers"])
+    # The shipped specs have no explicit phases: one implicit phase that trains everything.
+    assert len(data["phases"]) == 1
+    (phase,) = data["phases"]
+    assert {"name", "trainable_params"} <= set(phase)
+    assert phase["trainable_params"] == data["trainable_params"]
+
+
+def test_summary_of_a_bad_spec(tmp_path: Path) -> None:
+    result = run("summary", str(write(tmp_path, "bad.cnn", BAD)))
+    no_traceback(result)
+    assert result.returncode == 1
+    assert parse_blocks(result.stderr)[0]["code"] == "E110"
+    assert result.stdout == ""
+
+
+def test_summary_phases(tmp_path: Path) -> None:
+    path = write(tmp_path, "phased.cnn", PHASED)
+    check = run("check", str(path))
+    assert check.returncode == 0 and check.stderr == "", check.stderr
+    data = json.loads(run("summary", "--format", "json", str(path)).stdout)
+    assert data["total_params"] == 80 + 32 + 1168 + 170 == 1450
+    assert data["trainable_params"] == 80 + 16 + 1168 + 170 == 1434
+    phases = {phase["name"]: phase for phase in data["phases"]}
+    assert list(phases) == ["warmup", "middle", "finetune"]
+    # warmup freezes the whole features block: only the dense head trains.
+    assert phases["warmup"]["trainable_params"] == 170
+    assert phases["warmup"]["epochs"] == 5
+    assert phases["warmup"]["frozen_layers"] == [
+        "features_batchnorm_1",
+        "features_conv2d_1",
+        "features_conv2d_2",
+    ]
+    # middle starts from warmup's freeze set and unfreezes the second convolution.
+    assert phases["middle"]["trainable_params"] == 170 + 1168 == 1338
+    assert phases["middle"]["epochs"] == 30  # from train
+    # finetune unfreezes everything: batchnorm's moving statistics stay non-trainable.
+    assert phases["finetune"]["trainable_params"] == 1434
+    assert phases["finetune"]["frozen_layers"] == []
+    for phase in phases.values():
+        assert phase["trainable_params"] + phase["non_trainable_params"] == 1450
+
+    table = run("summary", str(path)).stdout.splitlines()
+    assert "phase warmup: 170 trainable params, 5 epochs, 3 layers frozen" in table
+    assert "phase middle: 1,338 trainable params, 30 epochs, 2 layers frozen" in table
+    assert "phase finetune: 1,434 trainable params, 30 epochs" in table
+
+
+# --------------------------------------------------------------------------------------------
+# `python -m cnnspec` and the `cnnspec` script are the same program
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "specs/lenet5.cnn"],
+        ["check", "specs/lenet5.cnn", "specs/digits.cnn"],
+        ["summary", "--format", "json", "specs/digits.cnn"],
+        ["summary", "specs/lenet5.cnn"],
+        ["check", "specs/missing.cnn"],
+        ["version"],
+    ],
+)
+def test_module_and_script_agree(args: list[str]) -> None:
+    assert CONSOLE_SCRIPT.exists(), CONSOLE_SCRIPT
+    module = run(*args)
+    script = run(*args, script=True)
+    assert (module.returncode, module.stdout, module.stderr) == (
+        script.returncode,
+        script.stdout,
+        script.stderr,
+    )
+
+
+def test_module_and_script_agree_on_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "bad.cnn", BAD)
+    for args in (["check", str(path)], ["check", "-f", "json", str(path)]):
+        module, script = run(*args), run(*args, script=True)
+        assert module.returncode == script.returncode == 1
+        assert (module.stdout, module.stderr) == (script.stdout, script.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Known bugs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a UTF-8 byte-order mark (as some Windows editors write) is an 'unexpected character'",
+)
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.cnn"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode("utf-8"))
+    result = run("check", str(path))
+    assert result.returncode == 0, result.stderr
