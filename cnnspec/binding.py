@@ -200,7 +200,7 @@ def collect_args(
                     "E114",
                     f"{what} takes {allowed} positional argument{'s' if allowed != 1 else ''}",
                     arg.span,
-                    f"name the argument, e.g. {sorted(fields)[0]}=..." if fields else None,
+                    _positional_hint(model, what, arg.value),
                 )
                 continue
             key = model.positional[positional_seen]
@@ -223,6 +223,24 @@ def collect_args(
             continue
         args[key] = BoundArg(to_python(arg.value), arg.value.span, key_span)
     return args, ok
+
+
+def _positional_hint(model: type[Bound], what: str, value: ast.Value) -> str | None:
+    fields = list(model.model_fields)
+    if not fields:
+        return f"{what} takes no arguments"
+    if isinstance(value, ast.Name):
+        # `restore_besttrue`: a lost `=` glues the name to its value.
+        glued = [f for f in fields if value.text.startswith(f) and value.text != f]
+        close = glued[0] if glued else None
+        if close is None:
+            suggestion = did_you_mean(value.text, fields)
+            close = suggestion.split("'")[1] if suggestion else None
+        if close is not None:
+            return f"did you mean {close}=...?"
+    if model.positional:
+        return f"only {', '.join(model.positional)} may be given without a name"
+    return f"name it: {what} takes {', '.join(f + '=...' for f in fields)}"
 
 
 def validate(

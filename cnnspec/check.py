@@ -80,7 +80,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
 def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
     node = graph.output_node
     shape = graph.output_shape
-    if node is None:
+    if node is None or graph.ends_unbuilt:
         return
     if shape is not None and len(shape) != 1:
         diagnostics.error(
@@ -123,7 +123,7 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
             if units != 1:
                 diagnostics.error(
                     "E303",
-                    f"binary labels need one output unit, but the model ends with {units}",
+                    f"binary labels need one output unit, but the model ends with {units} units",
                     node.span,
                     "end with dense(1, activation=sigmoid), or use labels onehot",
                 )
@@ -137,9 +137,22 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         elif classes is not None and units != len(classes):
             diagnostics.error(
                 "E303",
-                f"the data has {len(classes)} classes, but the last layer has {units} units",
+                f"the data has {len(classes)} classes, but the last layer has "
+                f"{units} unit{'s' if units != 1 else ''}",
                 node.span,
                 f"the last dense layer needs {len(classes)} units",
+            )
+    if data is not None and train is not None and isinstance(train.class_weight, tuple):
+        names = data.class_names()
+        expected = 2 if data.labels == "binary" else (len(names) if names else units)
+        given = len(train.class_weight)
+        if given != expected:
+            diagnostics.error(
+                "E303",
+                f"class_weight gives {given} weight{'s' if given != 1 else ''}, "
+                f"but there are {expected} classes",
+                train.span_of("class_weight") or node.span,
+                "give one weight per class, in class order, or write `class_weight balanced`",
             )
     if (
         evaluate is not None
@@ -157,7 +170,19 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
 
 def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
     data = lowered.data
-    if data is None or data.source is None or graph.input_shape is None:
+    if data is None or graph.input_shape is None:
+        return
+    channels = graph.input_shape[2]
+    if data.normalize is not None and len(data.normalize.mean) != channels:
+        count = len(data.normalize.mean)
+        diagnostics.error(
+            "E305",
+            f"normalize gives {count} value{'s' if count != 1 else ''} per statistic, "
+            f"but the input has {channels} channel{'s' if channels != 1 else ''}",
+            data.normalize.span or graph.span,
+            "give one mean and one std per input channel",
+        )
+    if data.source is None:
         return
     native = data.source.native_shape()
     if native is not None and native != graph.input_shape:
@@ -285,7 +310,10 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
             )
         if trainable == 0 and total.trainable > 0:
             diagnostics.warning(
-                "W312", f"phase '{phase.name}' trains nothing: every layer is frozen", span
+                "W312",
+                f"phase '{phase.name}' trains nothing: every layer is frozen",
+                span,
+                "unfreeze a block in this phase, or remove the phase",
             )
         plans.append(
             PhasePlan(

@@ -128,6 +128,11 @@ class Diagnostics:
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint for a misspelt name, or None when nothing is close."""
     pool = sorted(set(candidates))
+    # An abbreviation that starts exactly one candidate (`acc` for accuracy) beats spelling
+    # similarity (`acc` is closer to auc).
+    prefixed = [c for c in pool if c.startswith(word) and c != word] if len(word) >= 2 else []
+    if len(prefixed) == 1:
+        return f"did you mean '{prefixed[0]}'?"
     matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not matches:
         lowered = {c.lower(): c for c in pool}

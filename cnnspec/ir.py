@@ -58,6 +58,10 @@ class Graph(BaseModel):
     output: str | None = None
     # Declared block names (dotted for nested ones) and where they are declared.
     blocks: dict[str, Span] = {}
+    # True when the model's last layer could not be built: its output is then unknown, and the
+    # checks of the output (loss, classes, threshold) are skipped rather than judge the layer
+    # before it.
+    ends_unbuilt: bool = False
 
     INPUT: ClassVar[str] = "input"
 

@@ -73,6 +73,8 @@ class ModelLowering:
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
         self.blocks: dict[str, Span] = {}
         self.too_big = False
+        # Whether the most recent layer call could not be built.
+        self.unbuilt = False
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class ModelLowering:
         graph.nodes = self.nodes
         graph.output = out.source
         graph.blocks = self.blocks
+        graph.ends_unbuilt = self.unbuilt
         return graph
 
     def _input(self, section: ast.Section) -> tuple[tuple[int, int, int] | None, Span | None]:
@@ -259,6 +262,7 @@ class ModelLowering:
         # A layer that cannot be built (unknown kind, bad arguments) passes its input through, so
         # the layers after it are still checked: in this layer set none of them can fail
         # *because* an earlier layer kept its input's shape, so this finds real errors only.
+        self.unbuilt = True
         cls = self._kind(call)
         if cls is None:
             return x
@@ -277,6 +281,7 @@ class ModelLowering:
         )
         if layer is None:
             return x
+        self.unbuilt = False
         name = self._explicit_name(explicit) if explicit else None
         if name is not None and explicit is not None:
             self.names[name] = explicit.span
@@ -387,10 +392,9 @@ class ModelLowering:
                 "a 1x1 projection needs (H, W, C) tensors on both paths",
             )
             return Tensor(x.source, None, None)
-        strides = []
-        for size, out in zip(x.shape[:2], target[:2], strict=True):
-            stride = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == out), None)
-            strides.append(stride)
+        strides = [
+            _projection_stride(size, out) for size, out in zip(x.shape[:2], target[:2], strict=True)
+        ]
         if None in strides:
             self.diagnostics.error(
                 "E203",
@@ -420,6 +424,15 @@ class ModelLowering:
                 self._auto_name(scope, "shortcut_bn"), bn, [out], span, scope, "shortcut"
             )
         return out
+
+
+def _projection_stride(size: int, out: int) -> int | None:
+    """The stride s of a 1x1 valid convolution that maps `size` to `out`: (size-1)//s + 1 == out.
+    The smallest such s is ceil(size / out), if any s works at all."""
+    if out < 1 or out > size:
+        return None
+    stride = -(-size // out)
+    return stride if (size - 1) // stride + 1 == out else None
 
 
 def _receptive_field(layer: LayerArgs, inputs: list[Tensor], shape: Shape) -> ReceptiveField | None:

@@ -7,7 +7,8 @@ errors. Cross-section rules (a monitored metric must exist, the loss must fit th
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from cnnspec import syntax as ast
 from cnnspec.binding import (
@@ -24,7 +25,17 @@ from cnnspec.source import Span
 
 Fraction01 = Annotated[float, Field(ge=0, lt=1)]
 Positive = Annotated[float, Field(gt=0)]
-Monitor = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _monitor(value: object) -> object:
+    if isinstance(value, str) and not value.isidentifier():
+        raise PydanticCustomError(
+            "monitor", "must be a metric name such as val_loss or val_accuracy"
+        )
+    return value
+
+
+Monitor = Annotated[str, BeforeValidator(_monitor)]
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -386,12 +397,14 @@ class TrainSection(Bound):
             )
             return [phase.located(self.span, self._arg_spans)]  # type: ignore[list-item]
         result = []
-        for declared in self.phases:
+        for index, declared in enumerate(self.phases):
             merged = declared.model_copy(
                 update={
                     "epochs": declared.epochs or self.epochs,
                     "optimizer": declared.optimizer or self.optimizer,
                     "callbacks": declared.callbacks or self.callbacks,
+                    # Train-level freeze statements set the state the first phase starts from.
+                    "freezing": (self.freezing if index == 0 else ()) + declared.freezing,
                 }
             )
             result.append(merged.located(declared.span, declared._arg_spans))
@@ -639,11 +652,12 @@ def _is_single(model: type[Bound], field_name: str) -> bool:
 def _unknown(
     key: str, span: Span, schema: SectionSchema, what: str, diagnostics: Diagnostics, called: bool
 ) -> None:
-    hint = did_you_mean(key, schema.vocabulary())
-    if hint is None and key in schema.calls and not called:
+    if key in schema.calls and not called:
         hint = f"'{key}' is written as a call: {key}(...)"
-    if hint is None and key in schema.settings() and called:
+    elif key in schema.settings() and called:
         hint = f"'{key}' is a setting: write `{key} VALUE`"
+    else:
+        hint = did_you_mean(key, schema.vocabulary())
     if hint is None:
         hint = f"{what} accepts: {', '.join(schema.vocabulary())}"
     diagnostics.error(

@@ -36,7 +36,8 @@ class Source:
 
     @classmethod
     def read(cls, path: str | Path) -> Source:
-        return cls(str(path), Path(path).read_text(encoding="utf-8"))
+        # utf-8-sig drops the byte-order mark some Windows editors write.
+        return cls(str(path), Path(path).read_text(encoding="utf-8-sig"))
 
     @property
     def sha256(self) -> str:

@@ -131,7 +131,11 @@ def render_table(spec: Spec) -> Any:
             Text.assemble(
                 (f"phase {plan.phase.name}: ", "bold magenta"),
                 f"{plan.trainable_params:,} trainable params{epochs}",
-                f", {len(plan.frozen)} layers frozen" if plan.frozen else "",
+                (
+                    f", {len(plan.frozen)} layer{'s' if len(plan.frozen) != 1 else ''} frozen"
+                    if plan.frozen
+                    else ""
+                ),
             )
         )
     return Group(table, *lines)

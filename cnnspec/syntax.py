@@ -42,7 +42,7 @@ class Fraction:
 
     @property
     def value(self) -> float:
-        return self.numerator.value / self.denominator.value if self.denominator.value else 0.0
+        return self.numerator.value / self.denominator.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +155,15 @@ def _unquote(text: str) -> str:
     return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
 
 
+class _BadValue(Exception):
+    """A value that parses but cannot mean anything, such as 1/0."""
+
+    def __init__(self, span: Span, message: str) -> None:
+        super().__init__(message)
+        self.span = span
+        self.message = message
+
+
 def _value(node: Tree | Token) -> Value:
     assert isinstance(node, Tree), node
     kind = node.data
@@ -170,7 +179,10 @@ def _value(node: Tree | Token) -> Value:
         return Dims(tuple(int(part) for part in str(token).split("x")), _token_span(token))
     if kind == "fraction":
         numerator, denominator = _number(children[0]), _number(children[1])
-        return Fraction(numerator, denominator, numerator.span.to(denominator.span))
+        span = numerator.span.to(denominator.span)
+        if denominator.value == 0:
+            raise _BadValue(span, f"{numerator.text}/{denominator.text} divides by zero")
+        return Fraction(numerator, denominator, span)
     if kind == "call":
         return _call(node)
     if kind == "list":
@@ -317,4 +329,8 @@ def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
     except UnexpectedInput as error:
         _report(error, source, diagnostics)
         return None
-    return Document(source, tuple(_item(child) for child in tree.children))
+    try:
+        return Document(source, tuple(_item(child) for child in tree.children))
+    except _BadValue as error:
+        diagnostics.error("E104", error.message, error.span)
+        return None

@@ -503,13 +503,9 @@ def test_module_and_script_agree_on_errors(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Known bugs
+# Found by probing: once bugs, now fixed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a UTF-8 byte-order mark (as some Windows editors write) is an 'unexpected character'",
-)
 def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "bom.cnn"
     path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode("utf-8"))

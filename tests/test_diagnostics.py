@@ -56,22 +56,8 @@ FIXTURE_FILES = sorted(FIXTURES.glob("*.cnn"))
 GOOD_FIXTURES = [p for p in FIXTURE_FILES if not p.stem.startswith("bug_")]
 BUG_FIXTURES = [p for p in FIXTURE_FILES if p.stem.startswith("bug_")]
 
-# What each bug_*.cnn fixture shows.
-KNOWN_BUGS: dict[str, str] = {
-    "bug_failed_last_layer": (
-        "when the last layer cannot be built, the output checks (E302, E303) judge the layer "
-        "before it and report spurious errors on that line"
-    ),
-    "bug_division_by_zero": "a fraction with a zero denominator (`1/0`) is silently 0",
-    "bug_fill_setting_hint": (
-        "`fill nearest` in augment: the hint is \"did you mean 'fill'?\" instead of saying that "
-        "fill is written as a call"
-    ),
-    "bug_positional_hint": (
-        "a bare name given as a positional argument gets the alphabetically first argument as "
-        "its hint (min_delta) instead of the argument it resembles (restore_best)"
-    ),
-}
+# What each bug_*.cnn fixture shows: checker bugs not fixed yet (none at present).
+KNOWN_BUGS: dict[str, str] = {}
 
 # Codes no spec can produce, with the reason. Keep this empty unless the reason is solid.
 UNREACHABLE: dict[str, str] = {}
@@ -325,11 +311,6 @@ _DIGITS_MODEL = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a train-level `freeze` is silently dropped when the train section has phases: "
-    "neither applied to the first phase nor reported",
-)
 def test_train_level_freeze_with_phases_is_applied_or_reported() -> None:
     text = _DIGITS_MODEL + "train {\n  freeze features\n  phase a { epochs 2 }\n}\n"
     compilation = compile_text(text, "bug.cnn")
@@ -339,17 +320,11 @@ def test_train_level_freeze_with_phases_is_applied_or_reported() -> None:
     assert "features_conv2d_1" in first.frozen or reported
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a list of class weights is not checked against the number of classes"
-)
 def test_class_weight_count_must_match_the_classes() -> None:
     text = _DIGITS_MODEL + "train { class_weight [1, 2] }\n"
     assert any(line == 7 and code.startswith("E") for line, code in _codes(text))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="normalize's per-channel mean and std are not checked against the input"
-)
 def test_normalize_channels_must_match_the_input() -> None:
     text = _DIGITS_MODEL.replace(
         "validation 0.1 }", "validation 0.1  normalize(mean=(0.5, 0.5, 0.5), std=(1, 1, 1)) }"
@@ -357,19 +332,11 @@ def test_normalize_channels_must_match_the_input() -> None:
     assert any(line == 6 and code.startswith("E") for line, code in _codes(text))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`input -32x32x3` lexes as `input -32` and a new key `x32x3`; the error then points "
-    "at the closing brace on the next line instead of the input",
-)
 def test_negative_input_size_is_reported_on_its_line() -> None:
     text = "model m {\n  input -32x32x3\n}\n"
     assert [line for line, _ in _codes(text)] == [2]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a monitor that is not an identifier shows pydantic's raw regex message"
-)
 def test_bad_monitor_name_message_is_readable() -> None:
     text = _DIGITS_MODEL + 'train { early_stopping(monitor="val loss") }\n'
     diagnostics = list(compile_text(text, "bug.cnn").diagnostics)

@@ -545,11 +545,6 @@ def test_mutants_through_the_cli(tmp_path: Path) -> None:
 # Found by the fuzzer's "huge number" idea
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a residual whose body changes a huge input's size searches every stride from 1 "
-    "to the input size for a projection (lower.py _projection), so the check hangs",
-)
 def test_huge_input_with_a_shrinking_residual_is_checked_quickly() -> None:
     text = (
         "model m {\n"
