@@ -284,9 +284,11 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
     for phase in phases:
         before = set(frozen)
         unfroze_any = False
+        all_matched = True
         for rule in phase.freezing:
             hit = {n.name for n in graph.nodes if matches(rule.target, n)}
             if not hit:
+                all_matched = False
                 known = [*graph.blocks, *(n.name for n in graph.nodes)]
                 diagnostics.warning(
                     "W310",
@@ -300,8 +302,8 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
                 unfroze_any = True
                 frozen -= hit
         trainable = sum(n.params.trainable for n in graph.nodes if n.name not in frozen)
-        span = phase.span or graph.span
-        if unfroze_any and not (before - frozen) and plans:
+        span = phase.span_of("name") or graph.span
+        if unfroze_any and all_matched and not (before - frozen) and plans:
             diagnostics.warning(
                 "W311",
                 f"phase '{phase.name}' unfreezes nothing: those layers were already trainable",

@@ -520,11 +520,12 @@ def bind_section(
     what: str,
     span: Span,
     diagnostics: Diagnostics,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, tuple[Any, Span]] | None = None,
 ) -> Bound | None:
-    """Validate a section's items against its schema; report every problem at its own span."""
-    values: dict[str, Any] = dict(extra or {})
-    spans: dict[str, Span] = {}
+    """Validate a section's items against its schema; report every problem at its own span.
+    `extra` supplies values that are not items, such as a phase's name from its label."""
+    values: dict[str, Any] = {k: v for k, (v, _) in (extra or {}).items()}
+    spans: dict[str, Span] = {k: span for k, (_, span) in (extra or {}).items()}
     ok = True
     settings = set(schema.settings())
     for item in items:
@@ -619,7 +620,7 @@ def bind_section(
                 f"{key} '{item.label.text}'",
                 item.span,
                 diagnostics,
-                {"name": item.label.text},
+                {"name": (item.label.text, item.label.span)},
             )
             if bound is None:
                 ok = False

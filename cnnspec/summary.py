@@ -126,7 +126,8 @@ def render_table(spec: Spec) -> Any:
         ),
     ]
     for plan in spec.phases:
-        epochs = f", {plan.phase.epochs} epochs" if plan.phase.epochs else ""
+        count = plan.phase.epochs
+        epochs = f", {count} epoch{'s' if count != 1 else ''}" if count else ""
         lines.append(
             Text.assemble(
                 (f"phase {plan.phase.name}: ", "bold magenta"),
