@@ -1,0 +1,160 @@
+"""A cnnspec `Graph` as a Keras functional model, built layer by layer from the layer arguments.
+
+Test-only reference: it reads `node.kind`, `node.layer` (the layer's arguments) and `node.inputs`
+and nothing the checker computed (`output_shape`, `params`), so Keras infers every shape and
+creates every weight itself. Each node becomes one Keras layer named `node.name`; an integer
+padding p on a convolution adds a `ZeroPadding2D(p)` layer named `<node>_pad` in front of a
+`valid` convolution, so the named layer's output is still the node's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import layers
+
+from cnnspec.ir import Graph, Node
+from cnnspec.registry import LayerArgs
+
+
+def activation_fn(act: LayerArgs | None) -> Callable[[Any], Any] | None:
+    """The Keras activation function for an `activation=` argument (None for linear)."""
+    if act is None:
+        return None
+    ops = keras.activations
+    table: dict[str, Callable[[Any], Any]] = {
+        "relu": ops.relu,
+        "relu6": ops.relu6,
+        "leaky_relu": lambda x: ops.leaky_relu(x, negative_slope=act.alpha),
+        "elu": lambda x: ops.elu(x, alpha=act.alpha),
+        "sigmoid": ops.sigmoid,
+        "tanh": ops.tanh,
+        "softmax": ops.softmax,
+        "gelu": lambda x: ops.gelu(x, approximate=act.approximate),
+        "swish": ops.silu,
+    }
+    return table[act.kind]
+
+
+def activation_layer(act: LayerArgs, name: str) -> layers.Layer:
+    """An activation used as a layer, `relu()`, as its Keras layer."""
+    kind = act.kind
+    if kind == "relu":
+        return layers.ReLU(name=name)
+    if kind == "relu6":
+        return layers.ReLU(max_value=6.0, name=name)
+    if kind == "leaky_relu":
+        return layers.LeakyReLU(negative_slope=act.alpha, name=name)
+    if kind == "elu":
+        return layers.ELU(alpha=act.alpha, name=name)
+    if kind == "softmax":
+        return layers.Softmax(name=name)
+    fn = activation_fn(act)
+    assert fn is not None
+    return layers.Activation(fn, name=name)
+
+
+def _regularizer(l2: float) -> keras.regularizers.Regularizer | None:
+    return keras.regularizers.L2(l2) if l2 else None
+
+
+def _conv(node: Node, x: Any) -> Any:
+    a = node.layer
+    padding = a.padding
+    if isinstance(padding, int):
+        if padding:
+            x = layers.ZeroPadding2D(padding, name=f"{node.name}_pad")(x)
+        padding = "valid"
+    common: dict[str, Any] = {
+        "kernel_size": a.kernel,
+        "strides": a.stride,
+        "padding": padding,
+        "dilation_rate": a.dilation,
+        "activation": activation_fn(a.activation),
+        "use_bias": a.use_bias,
+        "name": node.name,
+    }
+    if node.kind == "conv2d":
+        return layers.Conv2D(a.filters, kernel_regularizer=_regularizer(a.l2), **common)(x)
+    return layers.DepthwiseConv2D(
+        depth_multiplier=a.depth_multiplier,
+        depthwise_regularizer=_regularizer(a.l2),
+        **common,
+    )(x)
+
+
+def _layer(node: Node) -> layers.Layer:
+    """The Keras layer of a single-input node other than a convolution."""
+    a, name = node.layer, node.name
+    kind = node.kind
+    if kind in ("maxpool", "avgpool"):
+        pool = layers.MaxPooling2D if kind == "maxpool" else layers.AveragePooling2D
+        return pool(pool_size=a.pool, strides=a.strides, padding=a.padding, name=name)
+    if kind == "global_avg_pool":
+        return layers.GlobalAveragePooling2D(name=name)
+    if kind == "global_max_pool":
+        return layers.GlobalMaxPooling2D(name=name)
+    if kind == "batchnorm":
+        return layers.BatchNormalization(epsilon=a.epsilon, momentum=a.momentum, name=name)
+    if kind == "dropout":
+        return layers.Dropout(a.rate, name=name)
+    if kind == "spatial_dropout":
+        return layers.SpatialDropout2D(a.rate, name=name)
+    if kind == "flatten":
+        return layers.Flatten(name=name)
+    if kind == "dense":
+        return layers.Dense(
+            a.units,
+            activation=activation_fn(a.activation),
+            use_bias=a.use_bias,
+            kernel_regularizer=_regularizer(a.l2),
+            name=name,
+        )
+    if a.is_activation:
+        return activation_layer(a, name)
+    raise NotImplementedError(f"no Keras reference for layer kind {kind!r}")
+
+
+def build_keras(graph: Graph) -> keras.Model:
+    """The graph as a Keras functional model; layer `node.name` computes node `node.name`."""
+    assert graph.input_shape is not None and graph.output is not None
+    inputs = keras.Input(shape=graph.input_shape, name=Graph.INPUT)
+    tensors: dict[str, Any] = {Graph.INPUT: inputs}
+    for node in graph.nodes:
+        args = [tensors[source] for source in node.inputs]
+        if node.kind == "add":
+            out = layers.Add(name=node.name)(args)
+        elif node.kind in ("conv2d", "depthwise_conv2d"):
+            (x,) = args
+            out = _conv(node, x)
+        else:
+            (x,) = args
+            out = _layer(node)(x)
+        tensors[node.name] = out
+    return keras.Model(inputs, tensors[graph.output], name=graph.name)
+
+
+def weight_counts(weights: list[Any]) -> int:
+    """The number of scalars in a list of Keras variables."""
+    total = 0
+    for w in weights:
+        size = 1
+        for d in w.shape:
+            size *= int(d)
+        total += size
+    return total
+
+
+def node_shape(model: keras.Model, name: str) -> tuple[int, ...]:
+    """Keras's symbolic output shape of layer `name`, without the batch axis."""
+    return tuple(int(d) for d in model.get_layer(name).output.shape[1:])
+
+
+def node_outputs(model: keras.Model, graph: Graph, x: Any) -> dict[str, Any]:
+    """Every node's output (numpy, inference mode) for the NHWC batch `x`, keyed by name."""
+    names = [node.name for node in graph.nodes]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    outputs = probe(x, training=False)
+    return {n: keras.ops.convert_to_numpy(out) for n, out in zip(names, outputs, strict=True)}
