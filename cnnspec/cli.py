@@ -50,7 +50,9 @@ def _paint(text: str, code: str, enabled: bool) -> str:
 
 
 def _load(path: Path) -> Source:
-    """Read a spec, turning file-system problems into usage errors (exit 2)."""
+    """Read a spec (`-` is standard input), turning file-system problems into usage errors."""
+    if str(path) == "-":
+        return Source("<stdin>", sys.stdin.read().removeprefix("\ufeff"))
     try:
         return Source.read(path)
     except FileNotFoundError:
@@ -91,7 +93,9 @@ def _plural(count: int, word: str) -> str:
 
 @app.command()
 def check(
-    specs: Annotated[list[Path], typer.Argument(help="One or more .cnn spec files.")],
+    specs: Annotated[
+        list[Path], typer.Argument(help="One or more .cnn spec files; - reads standard input.")
+    ],
     format: Annotated[
         DiagnosticFormat, typer.Option("--format", "-f", help="text, or json for editors and CI.")
     ] = DiagnosticFormat.text,

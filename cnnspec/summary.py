@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
-from cnnspec.ir import Node, Spec
+from cnnspec.ir import FLOAT32_BYTES, Node, Spec
 from cnnspec.layers import format_shape
 
 
@@ -98,8 +99,18 @@ def render_table(spec: Spec) -> Any:
     table.add_column("params", justify="right")
     table.add_column("MACs", justify="right")
     table.add_column("receptive field", justify="right")
+    table.add_column("memory", justify="right")
     if graph.input_shape:
-        table.add_row("input", "input", format_shape(graph.input_shape), "0", "0", "1 /1")
+        input_bytes = prod(graph.input_shape) * FLOAT32_BYTES
+        table.add_row(
+            "input",
+            "input",
+            format_shape(graph.input_shape),
+            "0",
+            "0",
+            "1 /1",
+            _human_bytes(input_bytes),
+        )
     block = None
     for node in graph.nodes:
         scope = ".".join(node.scope)
@@ -114,6 +125,7 @@ def render_table(spec: Spec) -> Any:
             params,
             f"{node.macs:,}",
             _field(node),
+            _human_bytes(node.memory_bytes),
         )
     totals = graph.params
     lines = [
@@ -122,7 +134,8 @@ def render_table(spec: Spec) -> Any:
         Text.assemble(("non-trainable params: ", "bold"), f"{totals.non_trainable:,}"),
         Text.assemble(("MACs per example: ", "bold"), f"{graph.macs:,}"),
         Text.assemble(
-            ("activation memory per example: ", "bold"), _human_bytes(graph.memory_bytes)
+            ("activation memory per example (float32): ", "bold"),
+            _human_bytes(graph.memory_bytes),
         ),
     ]
     for plan in spec.phases:
