@@ -511,3 +511,39 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode("utf-8"))
     result = run("check", str(path))
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Standard input and per-layer memory
+
+
+def test_check_reads_standard_input() -> None:
+    good = (ROOT / "specs" / "digits.cnn").read_text(encoding="utf-8")
+    for text, code in ((good, 0), (good.replace("conv2d(64)", "conv2x(64)"), 1)):
+        result = subprocess.run(
+            [sys.executable, "-m", "cnnspec", "check", "-"],
+            input=text,
+            cwd=ROOT,
+            env={**os.environ, "NO_COLOR": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        no_traceback(result)
+        assert result.returncode == code, result.stderr
+        if code:
+            line = next(n for n, t in enumerate(text.splitlines(), 1) if "conv2x" in t)
+            assert f"<stdin>:{line}:" in result.stderr
+            assert "error[E110]: unknown layer 'conv2x'" in result.stderr
+        else:
+            assert result.stdout.startswith("<stdin>: ok:")
+
+
+def test_summary_table_shows_each_layers_memory() -> None:
+    result = run("summary", "specs/lenet5.cnn")
+    assert result.returncode == 0, result.stderr
+    # c1_conv2d_1 outputs 28x28x6 float32 values: 28*28*6*4 = 18,816 bytes = 18.4 KiB.
+    row = next(line for line in result.stdout.splitlines() if "c1_conv2d_1" in line)
+    assert "18.4 KiB" in row
+    assert "activation memory per example (float32): 32.1 KiB" in result.stdout
