@@ -7,6 +7,7 @@ The tree mirrors the generic grammar: settings, calls and sections. Meaning is g
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Union
@@ -275,6 +276,17 @@ def _unclosed_bracket(source: Source, upto: int) -> tuple[str, int] | None:
     return stack[-1] if stack else None
 
 
+def _acceptable(error: UnexpectedInput) -> set[str]:
+    """The tokens the parser would really accept here. LALR's own `expected` set can include
+    tokens of merged states (a ']' inside a call), so ask the parser state itself; a '/' that
+    would only continue a fraction is left out as noise."""
+    expected = set(getattr(error, "expected", set()) or set())
+    interactive = getattr(error, "interactive_parser", None)
+    if interactive is not None:
+        expected = set(interactive.accepts())
+    return expected - {"SLASH"}
+
+
 def _report(error: UnexpectedInput, source: Source, diagnostics: Diagnostics) -> None:
     if isinstance(error, UnexpectedCharacters):
         offset = error.pos_in_stream
@@ -288,7 +300,7 @@ def _report(error: UnexpectedInput, source: Source, diagnostics: Diagnostics) ->
         return
     token = getattr(error, "token", None)
     at_end = isinstance(error, UnexpectedEOF) or (token is not None and token.type == "$END")
-    expected = set(getattr(error, "expected", set()) or set())
+    expected = _acceptable(error)
     if at_end:
         opened = _unclosed_bracket(source, len(source.text))
         if opened is not None:
@@ -322,12 +334,42 @@ def _report(error: UnexpectedInput, source: Source, diagnostics: Diagnostics) ->
     diagnostics.error("E002", f"unexpected {text!r}", span, hint)
 
 
+# A top-level section written at the start of a line: where parsing resumes after an error.
+_SECTION_START = re.compile(r"^(?:model|data|augment|train|evaluate)\b[^\n{}]*\{", re.MULTILINE)
+
+
+def _error_offset(error: UnexpectedInput, text: str) -> int:
+    if isinstance(error, UnexpectedCharacters):
+        return error.pos_in_stream
+    token = getattr(error, "token", None)
+    if token is None or token.type == "$END" or token.start_pos is None:
+        return len(text)
+    return token.start_pos
+
+
 def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
-    """Parse `source`. On a syntax error, report it and return None."""
-    try:
-        tree = _parser().parse(source.text)
-    except UnexpectedInput as error:
-        _report(error, source, diagnostics)
+    """Parse `source`. On a syntax error, report it and return None.
+
+    After a syntax error the rest of its section cannot be trusted, but the sections after it
+    can: parsing resumes at the next top-level section that starts a line, with everything
+    before it blanked out (newlines kept, so positions stay exact). Each broken section gives
+    one error, and no error is a cascade of another."""
+    text = source.text
+    failed = False
+    while True:
+        try:
+            tree = _parser().parse(text)
+        except UnexpectedInput as error:
+            failed = True
+            _report(error, Source(source.path, text), diagnostics)
+            offset = _error_offset(error, text)
+            resume = next((m.start() for m in _SECTION_START.finditer(text, offset + 1)), None)
+            if resume is None:
+                return None
+            text = re.sub(r"[^\n]", " ", text[:resume]) + text[resume:]
+            continue
+        break
+    if failed:
         return None
     try:
         return Document(source, tuple(_item(child) for child in tree.children))

@@ -343,3 +343,27 @@ def test_bad_monitor_name_message_is_readable() -> None:
     assert [d.code for d in diagnostics] == ["E113"]
     assert "pattern" not in diagnostics[0].message
     assert "^[" not in diagnostics[0].message
+
+
+def test_syntax_errors_in_several_sections_are_all_reported() -> None:
+    # One broken item in each of three sections: each section gives its own error at its own
+    # place, and nothing after an error in the same section adds a cascade.
+    text = (
+        "model m {\n"
+        "  input 8x8x1\n"
+        "  conv2d(8 kernel=3)\n"
+        "  flatten() dense(10, activation=softmax)\n"
+        "}\n"
+        "data { source digits labels sparse\n"
+        "  validation 0.1 ) }\n"
+        "train { epochs 3 @ }\n"
+        "evaluate { report(classification) }\n"
+    )
+    compilation = compile_text(text, "multi.cnn")
+    found = [(d.span.line, d.span.column, d.code, d.hint) for d in compilation.diagnostics]
+    assert found == [
+        (3, 12, "E002", "expected ')' or ','"),
+        (7, 18, "E002", "expected '}' or a name"),
+        (8, 18, "E001", None),
+    ]
+    assert compilation.spec is None
