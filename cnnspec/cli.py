@@ -150,6 +150,59 @@ def summary(
     console.print(render_table(compilation.spec))
 
 
+class Backend(StrEnum):
+    keras = "keras"
+
+
+@app.command()
+def build(
+    spec: SpecPath,
+    backend: Annotated[
+        Backend, typer.Option("--backend", "-b", help="What to generate.")
+    ] = Backend.keras,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Output file (default: build/<spec>_<backend>.py).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Overwrite a file cnnspec did not write, or one edited since."),
+    ] = False,
+) -> None:
+    """Generate a standalone training script for a spec."""
+    from cnnspec.artifact import Refused, write_generated
+    from cnnspec.backends import backend as load_backend
+
+    compilation = compile_source(_load(spec))
+    _print_diagnostics(compilation)
+    if not compilation.ok or compilation.spec is None:
+        errors, warnings = _tally([compilation])
+        typer.echo(
+            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}; nothing written",
+            err=True,
+        )
+        raise typer.Exit(1)
+    module = load_backend(backend.value)
+    stem = spec.stem if str(spec) != "-" else compilation.spec.name
+    source_name = spec.name if str(spec) != "-" else "<stdin>"
+    target = output or Path("build") / f"{stem}{module.SUFFIX}"
+    text = module.emit(compilation.spec, source_name)
+    try:
+        outcome = write_generated(target, text, force=force)
+    except Refused as refused:
+        typer.echo(f"cnnspec: error: {refused}", err=True)
+        typer.echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        typer.echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
+        raise typer.Exit(1) from None
+    lines = text.count("\n")
+    typer.echo(f"{outcome} {target} ({backend.value}, {lines} lines)")
+
+
 @app.command()
 def layers(
     markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,

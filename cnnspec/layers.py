@@ -11,8 +11,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from cnnspec.codegen import Call, Code
 from cnnspec.registry import (
     Activation,
+    KerasLayer,
     LayerArgs,
     NonNegFloat,
     Padding,
@@ -40,6 +42,29 @@ def spatial(shape: Shape, kind: str) -> tuple[int, int, int]:
 
 def format_shape(shape: Shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _size(value: tuple[int, int]) -> int | tuple[int, int]:
+    """A square kernel or stride as one number, the way people write it."""
+    return value[0] if value[0] == value[1] else value
+
+
+def _l2(factor: float) -> Call | None:
+    return Call("regularizers.L2", factor) if factor else None
+
+
+def keras_with_activation(
+    func: str, args: tuple[object, ...], kwargs: dict[str, object], activation: LayerArgs | None
+) -> list[KerasLayer]:
+    """A Keras layer with its `activation=` (at the `activation` key's place in `kwargs`): the
+    activation's Keras name when Keras's named activation means the same, otherwise a separate
+    activation layer after it, named `<node>_act`."""
+    keras_name = activation.keras_name() if activation is not None else None
+    options = {k: v for k, v in {**kwargs, "activation": keras_name}.items() if v is not None}
+    layers_ = [KerasLayer("", Call(func, *args, **options))]
+    if activation is not None and keras_name is None:
+        layers_ += [KerasLayer("_act", a.call) for a in activation.keras()]
+    return layers_
 
 
 def window_size(size: int, kernel: int, stride: int, dilation: int, padding: str | int) -> int:
@@ -96,6 +121,25 @@ class _Conv(LayerArgs):
     def window(self) -> Window:
         return Window(self.kernel, self.stride, self.dilation)
 
+    def keras_helpers(self) -> tuple[str, ...]:
+        return self.activation.keras_helpers() if self.activation is not None else ()
+
+    def _keras_conv(self, func: str, args: tuple[object, ...], **extra: object) -> list[KerasLayer]:
+        # Keras convolutions pad only `same` or `valid`: an explicit amount is a ZeroPadding2D.
+        explicit = isinstance(self.padding, int) and self.padding > 0
+        kwargs = {
+            "strides": _size(self.stride) if self.stride != (1, 1) else None,
+            "padding": "same" if self.padding == "same" else None,
+            "dilation_rate": _size(self.dilation) if self.dilation != (1, 1) else None,
+            "activation": None,
+            **extra,
+            "use_bias": False if not self.use_bias else None,
+        }
+        conv = keras_with_activation(func, args, kwargs, self.activation)
+        if explicit:
+            return [KerasLayer("_pad", Call("layers.ZeroPadding2D", self.padding)), *conv]
+        return conv
+
 
 @register
 class Conv2D(_Conv):
@@ -124,6 +168,13 @@ class Conv2D(_Conv):
     def macs(self, inputs: list[Shape], output: Shape) -> int:
         return prod(output) * self.kernel[0] * self.kernel[1] * inputs[0][-1]
 
+    def keras(self) -> list[KerasLayer]:
+        return self._keras_conv(
+            "layers.Conv2D",
+            (self.filters, _size(self.kernel)),
+            kernel_regularizer=_l2(self.l2),
+        )
+
 
 @register
 class DepthwiseConv2D(_Conv):
@@ -146,6 +197,14 @@ class DepthwiseConv2D(_Conv):
     def macs(self, inputs: list[Shape], output: Shape) -> int:
         return prod(output) * self.kernel[0] * self.kernel[1]
 
+    def keras(self) -> list[KerasLayer]:
+        return self._keras_conv(
+            "layers.DepthwiseConv2D",
+            (_size(self.kernel),),
+            depth_multiplier=self.depth_multiplier if self.depth_multiplier != 1 else None,
+            depthwise_regularizer=_l2(self.l2),
+        )
+
 
 class _Pool(LayerArgs):
     positional: ClassVar[tuple[str, ...]] = ("pool",)
@@ -164,16 +223,28 @@ class _Pool(LayerArgs):
     def window(self) -> Window:
         return Window(self.pool, self.strides)
 
+    keras_class: ClassVar[str]
+
+    def keras(self) -> list[KerasLayer]:
+        options: dict[str, object] = {}
+        if self.stride is not None and self.stride != self.pool:
+            options["strides"] = _size(self.stride)
+        if self.padding != "valid":
+            options["padding"] = self.padding
+        return [KerasLayer("", Call(self.keras_class, _size(self.pool), **options))]
+
 
 @register
 class MaxPool(_Pool):
     kind: ClassVar[str] = "maxpool"
+    keras_class: ClassVar[str] = "layers.MaxPooling2D"
     doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
 
 
 @register
 class AvgPool(_Pool):
     kind: ClassVar[str] = "avgpool"
+    keras_class: ClassVar[str] = "layers.AveragePooling2D"
     doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
 
 
@@ -184,16 +255,23 @@ class _GlobalPool(LayerArgs):
     def window(self) -> Window:
         return Window(global_=True)
 
+    keras_class: ClassVar[str]
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call(self.keras_class))]
+
 
 @register
 class GlobalAvgPool(_GlobalPool):
     kind: ClassVar[str] = "global_avg_pool"
+    keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
     doc: ClassVar[str] = "Averages each channel over H and W: (H, W, C) -> (C,)."
 
 
 @register
 class GlobalMaxPool(_GlobalPool):
     kind: ClassVar[str] = "global_max_pool"
+    keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
     doc: ClassVar[str] = "Maximum of each channel over H and W: (H, W, C) -> (C,)."
 
 
@@ -211,6 +289,14 @@ class BatchNorm(LayerArgs):
         channels = output[-1]
         return Params(trainable=2 * channels, non_trainable=2 * channels)
 
+    def keras(self) -> list[KerasLayer]:
+        options: dict[str, object] = {}
+        if self.momentum != 0.99:
+            options["momentum"] = self.momentum
+        if self.epsilon != 1e-3:
+            options["epsilon"] = self.epsilon
+        return [KerasLayer("", Call("layers.BatchNormalization", **options))]
+
 
 @register
 class Dropout(LayerArgs):
@@ -218,6 +304,9 @@ class Dropout(LayerArgs):
     doc: ClassVar[str] = "Zeroes a fraction `rate` of the units during training."
     positional: ClassVar[tuple[str, ...]] = ("rate",)
     rate: Rate
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Dropout", self.rate))]
 
 
 @register
@@ -231,6 +320,9 @@ class SpatialDropout(LayerArgs):
         spatial(inputs[0], self.kind)
         return inputs[0]
 
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.SpatialDropout2D", self.rate))]
+
 
 @register
 class Flatten(LayerArgs):
@@ -242,6 +334,9 @@ class Flatten(LayerArgs):
 
     def window(self) -> Window:
         return Window(global_=True)
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Flatten"))]
 
 
 @register
@@ -263,6 +358,17 @@ class Dense(LayerArgs):
     def macs(self, inputs: list[Shape], output: Shape) -> int:
         return prod(output) * inputs[0][-1]
 
+    def keras(self) -> list[KerasLayer]:
+        kwargs = {
+            "activation": None,
+            "kernel_regularizer": _l2(self.l2),
+            "use_bias": False if not self.use_bias else None,
+        }
+        return keras_with_activation("layers.Dense", (self.units,), kwargs, self.activation)
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return self.activation.keras_helpers() if self.activation is not None else ()
+
 
 @register
 class Add(LayerArgs):
@@ -281,6 +387,9 @@ class Add(LayerArgs):
                 )
         return first
 
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Add"))]
+
 
 # --------------------------------------------------------------------------------------------
 # Activations: usable as layers, `relu()`, and as arguments, `activation=relu`.
@@ -288,18 +397,34 @@ class Add(LayerArgs):
 
 class _Activation(LayerArgs):
     is_activation: ClassVar[bool] = True
+    # Keras's name for this activation as an `activation=` string, when it means the same.
+    keras_string: ClassVar[str | None] = None
+
+    def keras_name(self) -> str | None:
+        return self.keras_string
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Activation", self.keras_string))]
 
 
 @register
 class ReLU(_Activation):
     kind: ClassVar[str] = "relu"
     doc: ClassVar[str] = "max(x, 0)."
+    keras_string: ClassVar[str | None] = "relu"
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.ReLU"))]
 
 
 @register
 class ReLU6(_Activation):
     kind: ClassVar[str] = "relu6"
     doc: ClassVar[str] = "min(max(x, 0), 6)."
+    keras_string: ClassVar[str | None] = "relu6"
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.ReLU", max_value=6.0))]
 
 
 @register
@@ -309,6 +434,10 @@ class LeakyReLU(_Activation):
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
     alpha: NonNegFloat = 0.3
 
+    def keras(self) -> list[KerasLayer]:
+        # Keras's "leaky_relu" string means a slope of 0.2, so the layer always says its alpha.
+        return [KerasLayer("", Call("layers.LeakyReLU", negative_slope=self.alpha))]
+
 
 @register
 class ELU(_Activation):
@@ -317,23 +446,35 @@ class ELU(_Activation):
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
     alpha: NonNegFloat = 1.0
 
+    def keras_name(self) -> str | None:
+        return "elu" if self.alpha == 1.0 else None
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.ELU", alpha=self.alpha))]
+
 
 @register
 class Sigmoid(_Activation):
     kind: ClassVar[str] = "sigmoid"
     doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
+    keras_string: ClassVar[str | None] = "sigmoid"
 
 
 @register
 class Tanh(_Activation):
     kind: ClassVar[str] = "tanh"
     doc: ClassVar[str] = "Hyperbolic tangent."
+    keras_string: ClassVar[str | None] = "tanh"
 
 
 @register
 class Softmax(_Activation):
     kind: ClassVar[str] = "softmax"
     doc: ClassVar[str] = "Normalised exponential over the last axis; a multi-class output."
+    keras_string: ClassVar[str | None] = "softmax"
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Softmax"))]
 
 
 @register
@@ -342,8 +483,19 @@ class GELU(_Activation):
     doc: ClassVar[str] = "Gaussian error linear unit; `approximate=true` uses the tanh form."
     approximate: bool = False
 
+    def keras_name(self) -> str | None:
+        return None if self.approximate else "gelu"
+
+    def keras(self) -> list[KerasLayer]:
+        activation = Code("gelu_tanh") if self.approximate else "gelu"
+        return [KerasLayer("", Call("layers.Activation", activation))]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return ("gelu_tanh",) if self.approximate else ()
+
 
 @register
 class Swish(_Activation):
     kind: ClassVar[str] = "swish"
     doc: ClassVar[str] = "x * sigmoid(x), also called SiLU."
+    keras_string: ClassVar[str | None] = "swish"

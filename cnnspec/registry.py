@@ -12,6 +12,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from cnnspec.binding import Bound, CallValue, bind_value
+from cnnspec.codegen import Call
 from cnnspec.diagnostics import did_you_mean
 
 Shape = tuple[int, ...]
@@ -39,6 +40,18 @@ class Window:
     stride: tuple[int, int] = (1, 1)
     dilation: tuple[int, int] = (1, 1)
     global_: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KerasLayer:
+    """One Keras layer a node becomes: `<node><suffix>`, built by `call`."""
+
+    suffix: str
+    call: Call
+
+
+class Unsupported(Exception):
+    """A backend cannot express a layer as written; the message says why and what to do."""
 
 
 class ShapeError(Exception):
@@ -75,6 +88,24 @@ class LayerArgs(Bound):
     def window(self) -> Window | None:
         """None leaves the receptive field unchanged."""
         return None
+
+    # ---- emitters: one per backend. A kind that a backend cannot express raises Unsupported.
+
+    def keras(self) -> list[KerasLayer]:
+        """The Keras layers this node becomes, in order. The one with an empty suffix carries
+        the node's name and its weights; the others are named `<node><suffix>`."""
+        raise NotImplementedError(f"layer kind {self.kind!r} has no Keras emitter")
+
+    def keras_name(self) -> str | None:
+        """For an activation: its name as Keras's `activation=` string, when that means the
+        same; None otherwise (the Keras backend then adds the activation as a layer)."""
+        return None
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        """Helper functions the emitted Keras code refers to, by name (see the Keras backend)."""
+        return ()
+
+
 
 
 REGISTRY: dict[str, type[LayerArgs]] = {}
