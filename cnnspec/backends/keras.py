@@ -17,7 +17,7 @@ from textwrap import dedent, wrap
 from cnnspec import __version__
 from cnnspec.artifact import stamp
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, sequence, statement
-from cnnspec.ir import Graph, PhasePlan, Spec
+from cnnspec.ir import Graph, Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
