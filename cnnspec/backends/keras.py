@@ -195,9 +195,13 @@ class _Script:
         lines.append("from safetensors.numpy import load_file, save_file")
         if isinstance(self.source, Digits):
             lines.append("from sklearn.datasets import load_digits")
-        sklearn = ["accuracy_score", "classification_report", "confusion_matrix"]
+        sklearn = ["accuracy_score", "classification_report"]
+        if self.spec.evaluate.wants("confusion_matrix"):
+            sklearn.append("confusion_matrix")
         if self.binary:
-            sklearn += ["roc_auc_score", "roc_curve"]
+            sklearn.append("roc_auc_score")
+        if "roc.png" in self.artifacts():
+            sklearn.append("roc_curve")
         lines += _import("sklearn.metrics", sklearn)
         if isinstance(self.source, Digits) or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
@@ -1080,7 +1084,9 @@ MAIN = '''
             return tf.distribute.get_strategy()
         devices = tf.config.list_logical_devices("GPU")
         devices = devices or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
+        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+        print(f"mirrored over {strategy.num_replicas_in_sync} devices")
+        return strategy
 
 
     def take(split, count):

@@ -1,0 +1,76 @@
+"""Helpers for tests that load, build and run generated training scripts."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from itertools import count
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from cnnspec.backends import backend
+from cnnspec.compiler import compile_file, compile_text
+from cnnspec.ir import Spec
+
+_serial = count()
+
+
+def checked_spec(text: str | None = None, path: Path | None = None) -> Spec:
+    compilation = compile_file(path) if path is not None else compile_text(text or "", "t.cnn")
+    assert compilation.ok and compilation.spec is not None, [
+        (d.code, d.message) for d in compilation.diagnostics
+    ]
+    return compilation.spec
+
+
+def write_script(spec: Spec, directory: Path, backend_name: str = "keras") -> Path:
+    module = backend(backend_name)
+    path = directory / f"{spec.name}_{next(_serial)}{module.SUFFIX}"
+    path.write_text(module.emit(spec, f"{spec.name}.cnn"), encoding="utf-8")
+    return path
+
+
+def load_script(path: Path) -> ModuleType:
+    """Import a generated script as a module (its `main` does not run)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(path: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0"},
+    )
+
+
+def write_tiny_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
+    """A CIFAR-10 archive in the standard `cifar-10-batches-py` layout (pickled dicts with
+    b"data" as (N, 3072) uint8 rows in CHW order and b"labels"), tiny and random."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
+        with open(folder / name, "wb") as stream:
+            pickle.dump(batch, stream)
+    with open(folder / "batches.meta", "wb") as stream:
+        pickle.dump({b"label_names": [b"c%d" % i for i in range(10)]}, stream)
+    return folder
