@@ -12,6 +12,9 @@ the training phases. Everything else is fixed text. Every spec value reaches the
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+from itertools import count
 from textwrap import dedent, wrap
 
 from cnnspec import __version__
@@ -90,6 +93,12 @@ def _import(module: str, names: list[str]) -> list[str]:
     return [f"from {module} import (", *(f"{INDENT}{n}," for n in names), ")"]
 
 
+def _shortcut_names() -> Iterator[str]:
+    yield "shortcut"
+    for index in count(2):
+        yield f"shortcut{index}"
+
+
 def _number(value: float) -> Code:
     """`1 / 255` rather than 0.00392156862745098 when the value is exactly that fraction."""
     if 0 < value < 1:
@@ -106,9 +115,7 @@ class _Script:
         self.graph: Graph = spec.model
         self.source = spec.data.source
         self.binary = spec.data.labels == "binary"
-        self.classes = spec.data.class_names() or tuple(
-            str(i) for i in range(self._output_units())
-        )
+        self.classes = spec.data.class_names() or tuple(str(i) for i in range(self._output_units()))
 
     def _output_units(self) -> int:
         shape = self.graph.output_shape
@@ -215,7 +222,9 @@ class _Script:
         return "\n".join(lines) + "\n"
 
     def keras_modules(self) -> list[str]:
-        uses_l2 = any("regularizers." in repr(k.call) for n in self.graph.nodes for k in n.layer.keras())
+        uses_l2 = any(
+            "regularizers." in repr(k.call) for n in self.graph.nodes for k in n.layer.keras()
+        )
         return ["layers", "regularizers"] if uses_l2 else ["layers"]
 
     def plots(self) -> bool:
@@ -245,9 +254,7 @@ class _Script:
         if isinstance(self.source, Digits):
             out.append(f"TEST_FRACTION = {literal(self.source.test_fraction)}")
         if isinstance(data.validation, float):
-            out.append(
-                f"VALIDATION_FRACTION = {literal(data.validation)}  # held out of training"
-            )
+            out.append(f"VALIDATION_FRACTION = {literal(data.validation)}  # held out of training")
         if isinstance(self.source, Directory):
             out.append(f"DATA_PATH = {literal(self.source.path)}")
             # grayscale_to_rgb: read one channel, then repeat it three times for the model.
@@ -289,44 +296,50 @@ class _Script:
             '    """',
             '    inputs = keras.Input(shape=input_shape, name="image")',
         ]
-        consumers: dict[str, int] = {}
-        for node in graph.nodes:
-            for name in node.inputs:
-                consumers[name] = consumers.get(name, 0) + 1
-        variable = {graph.INPUT: "inputs"}  # value -> the variable that holds it
-        saved: dict[str, str] = {}  # value -> the variable its shortcut reads
-        open_shortcuts: list[str] = []
+        # Straight-line code over a DAG: the main chain lives in `x`; a value that a residual's
+        # shortcut or join still needs is copied to `shortcut` (`shortcut2` when nested) as
+        # soon as it is made, and shortcut layers write to a variable nobody still needs.
+        side_roles = ("shortcut", "join")
+        main_reads = Counter(v for n in graph.nodes if n.role not in side_roles for v in n.inputs)
+        side_reads = Counter(v for n in graph.nodes if n.role in side_roles for v in n.inputs)
+        main_reads[graph.output or graph.INPUT] += 1  # the return statement
+        needs: Counter[str] = Counter()  # variable -> reads of it still to come
+        variable = {graph.INPUT: "inputs"}  # value -> the variable its main chain reads
+        copy = {graph.INPUT: "inputs"}  # value -> the variable its shortcut and join read
+
+        def spare() -> str:
+            return next(n for n in _shortcut_names() if needs[n] <= 0)
+
         scope: tuple[str, ...] = ()
         for node in graph.nodes:
             if node.scope != scope and node.role != "shortcut":
                 lines.append(f"    # {'.'.join(_name(s) for s in node.scope) or 'model'}")
                 scope = node.scope
-            reads = [
-                saved.get(name, variable[name])
-                if node.role in ("shortcut", "join")
-                else variable[name]
-                for name in node.inputs
-            ]
-            if node.role == "join":
-                target = "x"
-                open_shortcuts.pop()
-            elif node.role == "shortcut":
-                target = reads[0]
+            side = node.role in side_roles
+            reads = [copy.get(v, variable[v]) if side else variable[v] for v in node.inputs]
+            needs.subtract(reads)
+            if node.role == "shortcut":
+                target = reads[0] if reads[0] != "inputs" and needs[reads[0]] <= 0 else spare()
             else:
                 target = "x"
+                assert needs["x"] <= 0, f"{node.name} would overwrite a value still needed"
             argument = f"[{', '.join(reads)}]" if len(reads) > 1 else reads[0]
             for keras_layer in node.layer.keras():
                 call = keras_layer.call
-                call = Call(call.func, *call.args, **call.kwargs, name=node.name + keras_layer.suffix)
-                lines += statement(f"{target} = ", call, f"({argument})")
+                name = node.name + keras_layer.suffix
+                layer = Call(call.func, *call.args, **call.kwargs, name=name)
+                lines += statement(f"{target} = ", layer, f"({argument})")
                 argument = target
             variable[node.name] = target
-            if consumers.get(node.name, 0) > 1:
-                # A fork: the residual's body continues in x, its shortcut reads a copy.
-                shortcut = "shortcut" if not open_shortcuts else f"shortcut{len(open_shortcuts) + 1}"
-                lines.append(f"    {shortcut} = {target}")
-                open_shortcuts.append(shortcut)
-                saved[node.name] = shortcut
+            needs[target] = main_reads[node.name]
+            if side_reads[node.name]:
+                if main_reads[node.name]:
+                    saved = spare()
+                    lines.append(f"    {saved} = {target}")
+                else:
+                    saved = target
+                needs[saved] += side_reads[node.name]
+                copy[node.name] = saved
         output = variable[graph.output or graph.INPUT]
         lines.append(f"    return keras.Model(inputs, {output}, name={literal(graph.name)})")
         return "\n".join(lines) + "\n"
@@ -381,9 +394,12 @@ class _Script:
         lines.append("    return keras.Sequential(")
         lines.append("        [")
         for index, call in enumerate(calls):
-            seeded = Call(call.func, *call.args, **call.kwargs, seed=Code(
-                "seed" if index == 0 else f"seed + {index}"
-            ))
+            seeded = Call(
+                call.func,
+                *call.args,
+                **call.kwargs,
+                seed=Code("seed" if index == 0 else f"seed + {index}"),
+            )
             lines += statement("", seeded, ",", 3)
         lines.append("        ],")
         lines.append('        name="augmentation",')
@@ -484,7 +500,9 @@ class _Script:
         freezes = any(plan.frozen for plan in spec.phases)
         for plan in spec.phases:
             phase = plan.phase
-            lines.append(f"    # phase {_name(phase.name)}: {plan.trainable_params:,} trainable parameters")
+            lines.append(
+                f"    # phase {_name(phase.name)}: {plan.trainable_params:,} trainable parameters"
+            )
             if freezes:
                 frozen = [
                     n.name for n in self.graph.nodes if n.name in plan.frozen and n.params.total
@@ -603,7 +621,7 @@ class _Script:
             data_help = "unused: the digits come with scikit-learn"
         split = ""
         if isinstance(self.spec.data.validation, float):
-            split = '\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)'
+            split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"
         curves = (
             '\n    plot_curves(history, output_dir / "curves.png")'
             if self.spec.evaluate.wants("curves")
@@ -1048,7 +1066,7 @@ LOAD_WEIGHTS = '''
             layer.set_weights(values)
 '''
 
-MAIN = '''
+MAIN = """
     def parse_args(argv=None):
         parser = argparse.ArgumentParser(description=<DESCRIPTION>)
         parser.add_argument(
@@ -1128,4 +1146,4 @@ MAIN = '''
 
     if __name__ == "__main__":
         main()
-'''
+"""
