@@ -18,8 +18,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m compileall -q cnnspec
 	touch $(STAMP)
 
+# The main job: check and summarise the CIFAR-10 spec, generate its Keras script, then generate
+# and train the digits spec on scikit-learn's bundled digits (no download; under a minute on 2 cores).
 demo: setup
 	$(VENV)/bin/cnnspec summary specs/cifar10.cnn
+	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend keras
+	$(VENV)/bin/cnnspec build specs/digits.cnn --backend keras
+	$(PY) build/digits_keras.py
 
 test: setup
 	$(PY) -m ruff check .
@@ -27,6 +32,7 @@ test: setup
 
 bench: setup
 	$(PY) bench/check_speed.py
+	$(PY) bench/keras_pipeline.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache .ruff_cache

@@ -2,7 +2,8 @@
 
 `cnnspec check` and `cnnspec summary` must start fast and work where no framework is installed,
 so the front end (parse, lower, check, summary, the CLI's check) must not import TensorFlow,
-Keras, PyTorch or ONNX, not even lazily. A fresh interpreter does all of it and then reports
+Keras, PyTorch or ONNX, not even lazily; neither may `cnnspec build`, which only writes code that
+imports them. A fresh interpreter does all of it and then reports
 what is in `sys.modules`, and every import of a framework it even *tried* (an import that fails
 or is caught is still recorded by a meta-path hook installed before cnnspec is imported).
 """
@@ -64,6 +65,12 @@ SCRIPT = textwrap.dedent(
 
     check = main("check", *map(str, specs))
     summary = main("summary", "--format", "json", str(specs[0]))
+    import tempfile
+    with tempfile.TemporaryDirectory() as out:
+        built = [
+            main("build", str(spec), "--backend", "keras", "-o", str(Path(out, spec.name)))[0]
+            for spec in specs
+        ]
     loaded = sorted(
         name for name in sys.modules if name.split(".")[0] in FRAMEWORKS
     )
@@ -73,6 +80,7 @@ SCRIPT = textwrap.dedent(
         "check": check[:2],
         "summary_exit": summary[0],
         "summary_keys": sorted(json.loads(summary[1])),
+        "built": built,
     }}))
     """
 )
@@ -96,6 +104,7 @@ def test_front_end_imports_no_framework() -> None:
     assert output.count(": ok: ") == len(SPECS)
     assert report["summary_exit"] == 0
     assert "layers" in report["summary_keys"]
+    assert report["built"] == [0] * len(SPECS)
     # And it imported no framework, nor tried to.
     assert report["loaded"] == []
     assert report["attempted"] == []
