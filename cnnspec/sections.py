@@ -198,7 +198,7 @@ class Shear(Augmentation):
 
 class Brightness(Augmentation):
     kind: ClassVar[str] = "brightness"
-    doc: ClassVar[str] = "Random brightness scale in [1 - factor, 1 + factor]."
+    doc: ClassVar[str] = "Random brightness shift of up to +/- `factor` of the pixel range."
     positional: ClassVar[tuple[str, ...]] = ("factor",)
     factor: float = Field(gt=0, lt=1)
 
