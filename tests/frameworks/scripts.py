@@ -74,3 +74,22 @@ def write_tiny_cifar10(root: Path, per_batch: int = 20, seed: int = 0) -> Path:
     with open(folder / "batches.meta", "wb") as stream:
         pickle.dump({b"label_names": [b"c%d" % i for i in range(10)]}, stream)
     return folder
+
+
+def write_tiny_image_folders(
+    root: Path, classes: tuple[str, ...], size: int = 64, per_class: int = 6, seed: int = 0
+) -> Path:
+    """train/, val/ and test/ folders of class sub-folders holding small grey PNG files, with
+    more examples of the last class (an imbalance for class weights to correct)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val", "test"):
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            count_here = per_class * (2 if index == len(classes) - 1 else 1)
+            for number in range(count_here):
+                pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
+                Image.fromarray(pixels, mode="L").save(folder / f"{number}.png")
+    return root

@@ -41,6 +41,7 @@ from tests.frameworks.scripts import (
     run_script,
     write_script,
     write_tiny_cifar10,
+    write_tiny_image_folders,
 )
 from tests.frameworks.torch_ref import build_torch
 from tests.test_framework_counts import keras_mismatches, onednn_blind_spots
@@ -259,3 +260,30 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored over 2 devices" in result.stdout
     assert (out / "metrics.json").exists()
+
+
+def test_staged_finetune_runs_both_phases_on_image_folders(tmp_path: Path) -> None:
+    """Directory data, binary labels, balanced class weights, two phases with freezing, a
+    lowered decision threshold and the ROC plot, one epoch per phase."""
+    spec = checked_spec(path=ROOT / "examples" / "staged_finetune.cnn")
+    data = write_tiny_image_folders(tmp_path / "xrays", ("normal", "pneumonia"))
+    script = write_script(spec, tmp_path)
+    out = tmp_path / "run"
+    result = run_script(script, "--data-dir", str(data), "--output-dir", str(out), "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(row["phase"], row["epoch"]) for row in metrics["history"]] == [
+        ("head", 1),
+        ("finetune", 2),
+    ]
+    assert {"auc", "val_auc"} <= set(metrics["history"][0])
+    test = metrics["test"]
+    assert test["threshold"] == 0.3
+    assert 0.0 <= test["auc"] <= 1.0
+    assert test["report"]["normal"]["support"] == 6
+    assert test["report"]["pneumonia"]["support"] == 12
+    assert {p.name for p in out.iterdir()} >= {"roc.png", "confusion_matrix.png", "model.keras"}
+
+    module = load_script(script)
+    weights = module.class_weights(np.array([0] * 6 + [1] * 12))
+    assert weights == pytest.approx({0: 18 / 12, 1: 18 / 24})
