@@ -1,6 +1,6 @@
 """Is the generated Keras input pipeline fast enough? A benchmark, not a test.
 
-    .venv/bin/python bench/keras_pipeline.py [--batches 120] [--images 3072] [--epochs 3]
+    .venv/bin/python bench/keras_pipeline.py [--batches 120] [--images 3072] [--epochs 5]
 
 It compiles specs/cifar10.cnn the way a user does (`compile_file`, then the Keras backend's
 `emit`), writes the script to a temporary folder and imports it. The data is synthetic and
@@ -27,8 +27,9 @@ side by side on the same machine in one run:
     on_epoch_begin to on_epoch_end (iterator creation and shuffling included, `fit`'s own
     set-up not). The ratio is of the medians. The goal: live at most 1.1x pre-materialised.
 
-Wall times on a shared machine are noisy: read the medians, and the spread beside them.
-With the defaults it takes about two minutes on 2 CPU cores.
+Wall times on a shared machine are noisy: read the medians, and the range beside them; the
+ratio of the best epochs is printed too, as the least disturbed case. With the defaults it takes
+about a minute and a half on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--images", type=int, default=3072, help="training images per epoch (a multiple of 64)"
     )
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per side")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side")
     args = parser.parse_args(argv)
     if args.images % BATCH or args.images <= 0:
         parser.error(f"--images must be a positive multiple of {BATCH}")
@@ -241,7 +242,7 @@ def run(script: ModuleType, args: argparse.Namespace) -> None:
         f"\n(2) model.fit, seconds per epoch: {args.images} images, {steps} steps, "
         f"1 warm-up + {args.epochs} timed epochs per side, alternating"
     )
-    print("    input                            median        range   per step")
+    print("    input                            median        range   per step (median)")
     labels = {"live": "(a) live-augmented tf.data", "pre": "(b) pre-materialised tensors"}
     for name, label in labels.items():
         median = statistics.median(times[name])
@@ -250,8 +251,12 @@ def run(script: ModuleType, args: argparse.Namespace) -> None:
             f"   {median / steps * 1000:5.0f} ms"
         )
     epoch_ratio = statistics.median(times["live"]) / statistics.median(times["pre"])
+    best_ratio = min(times["live"]) / min(times["pre"])
     verdict = "met" if epoch_ratio <= 1.1 else "NOT met"
-    print(f"    live / pre-materialised: {epoch_ratio:.2f}x (goal <= 1.1x: {verdict})")
+    print(
+        f"    live / pre-materialised: {epoch_ratio:.2f}x (goal <= 1.1x: {verdict}); "
+        f"best epochs: {best_ratio:.2f}x"
+    )
 
 
 if __name__ == "__main__":
