@@ -13,6 +13,7 @@ from pydantic import Field
 
 from cnnspec.codegen import Call, Code
 from cnnspec.registry import (
+    HOLE,
     Activation,
     KerasLayer,
     LayerArgs,
@@ -24,6 +25,7 @@ from cnnspec.registry import (
     Rate,
     Shape,
     ShapeError,
+    TorchLayer,
     Window,
     register,
 )
@@ -124,6 +126,32 @@ class _Conv(LayerArgs):
     def keras_helpers(self) -> tuple[str, ...]:
         return self.activation.keras_helpers() if self.activation is not None else ()
 
+    def _torch_conv(self, in_channels: int, out_channels: int, groups: int) -> TorchLayer:
+        kwargs: dict[str, object] = {}
+        if self.stride != (1, 1):
+            kwargs["stride"] = _size(self.stride)
+        helpers: tuple[str, ...] = ()
+        func = "nn.Conv2d"
+        if self.padding == "same":
+            totals = [d * (k - 1) for k, d in zip(self.kernel, self.dilation, strict=True)]
+            if self.stride == (1, 1) and all(t % 2 == 0 for t in totals):
+                if any(totals):
+                    kwargs["padding"] = _size((totals[0] // 2, totals[1] // 2))
+            else:
+                # TensorFlow puts the odd pixel of `same` padding at the bottom and right, and
+                # with a stride the amount depends on the input size: pad in forward.
+                func, helpers = "Conv2dSame", ("Conv2dSame",)
+        elif isinstance(self.padding, int) and self.padding:
+            kwargs["padding"] = self.padding
+        if self.dilation != (1, 1):
+            kwargs["dilation"] = _size(self.dilation)
+        if groups > 1:
+            kwargs["groups"] = groups
+        if not self.use_bias:
+            kwargs["bias"] = False
+        call = Call(func, in_channels, out_channels, _size(self.kernel), **kwargs)
+        return TorchLayer(call, activation=self.activation, helpers=helpers)
+
     def _keras_conv(self, func: str, args: tuple[object, ...], **extra: object) -> list[KerasLayer]:
         # Keras convolutions pad only `same` or `valid`: an explicit amount is a ZeroPadding2D.
         explicit = isinstance(self.padding, int) and self.padding > 0
@@ -168,6 +196,9 @@ class Conv2D(_Conv):
     def macs(self, inputs: list[Shape], output: Shape) -> int:
         return prod(output) * self.kernel[0] * self.kernel[1] * inputs[0][-1]
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return self._torch_conv(inputs[0][-1], self.filters, 1)
+
     def keras(self) -> list[KerasLayer]:
         return self._keras_conv(
             "layers.Conv2D",
@@ -197,6 +228,10 @@ class DepthwiseConv2D(_Conv):
     def macs(self, inputs: list[Shape], output: Shape) -> int:
         return prod(output) * self.kernel[0] * self.kernel[1]
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        channels = inputs[0][-1]
+        return self._torch_conv(channels, channels * self.depth_multiplier, channels)
+
     def keras(self) -> list[KerasLayer]:
         return self._keras_conv(
             "layers.DepthwiseConv2D",
@@ -224,6 +259,17 @@ class _Pool(LayerArgs):
         return Window(self.pool, self.strides)
 
     keras_class: ClassVar[str]
+    torch_class: ClassVar[str]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        options: dict[str, object] = {}
+        if self.strides != self.pool:
+            options["stride"] = _size(self.strides)
+        if self.padding == "same":
+            # Keras leaves `same` padding out of the max and the average: pad in forward.
+            helper = f"{self.torch_class}Same"
+            return TorchLayer(Call(helper, _size(self.pool), **options), helpers=(helper,))
+        return TorchLayer(Call(f"nn.{self.torch_class}", _size(self.pool), **options))
 
     def keras(self) -> list[KerasLayer]:
         options: dict[str, object] = {}
@@ -238,6 +284,7 @@ class _Pool(LayerArgs):
 class MaxPool(_Pool):
     kind: ClassVar[str] = "maxpool"
     keras_class: ClassVar[str] = "layers.MaxPooling2D"
+    torch_class: ClassVar[str] = "MaxPool2d"
     doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
 
 
@@ -245,6 +292,7 @@ class MaxPool(_Pool):
 class AvgPool(_Pool):
     kind: ClassVar[str] = "avgpool"
     keras_class: ClassVar[str] = "layers.AveragePooling2D"
+    torch_class: ClassVar[str] = "AvgPool2d"
     doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
 
 
@@ -256,15 +304,20 @@ class _GlobalPool(LayerArgs):
         return Window(global_=True)
 
     keras_class: ClassVar[str]
+    torch_reduce: ClassVar[str]
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call(self.keras_class))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(None, f"{{x}}.{self.torch_reduce}(dim=(2, 3))")
 
 
 @register
 class GlobalAvgPool(_GlobalPool):
     kind: ClassVar[str] = "global_avg_pool"
     keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
+    torch_reduce: ClassVar[str] = "mean"
     doc: ClassVar[str] = "Averages each channel over H and W: (H, W, C) -> (C,)."
 
 
@@ -272,6 +325,7 @@ class GlobalAvgPool(_GlobalPool):
 class GlobalMaxPool(_GlobalPool):
     kind: ClassVar[str] = "global_max_pool"
     keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
+    torch_reduce: ClassVar[str] = "amax"
     doc: ClassVar[str] = "Maximum of each channel over H and W: (H, W, C) -> (C,)."
 
 
@@ -297,6 +351,12 @@ class BatchNorm(LayerArgs):
             options["epsilon"] = self.epsilon
         return [KerasLayer("", Call("layers.BatchNormalization", **options))]
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        # PyTorch's momentum weighs the new batch, Keras's the running average.
+        func = "nn.BatchNorm2d" if len(inputs[0]) == 3 else "nn.BatchNorm1d"
+        momentum = round(1 - self.momentum, 12)
+        return TorchLayer(Call(func, inputs[0][-1], eps=self.epsilon, momentum=momentum))
+
 
 @register
 class Dropout(LayerArgs):
@@ -307,6 +367,9 @@ class Dropout(LayerArgs):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Dropout", self.rate))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(Call("nn.Dropout", self.rate))
 
 
 @register
@@ -323,6 +386,9 @@ class SpatialDropout(LayerArgs):
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.SpatialDropout2D", self.rate))]
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(Call("nn.Dropout2d", self.rate))
+
 
 @register
 class Flatten(LayerArgs):
@@ -337,6 +403,10 @@ class Flatten(LayerArgs):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Flatten"))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        # NCHW order: the canonical weight layout stores the next layer's rows to match.
+        return TorchLayer(None, "torch.flatten({x}, 1)")
 
 
 @register
@@ -369,6 +439,15 @@ class Dense(LayerArgs):
     def keras_helpers(self) -> tuple[str, ...]:
         return self.activation.keras_helpers() if self.activation is not None else ()
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        options = {} if self.use_bias else {"bias": False}
+        call = Call("nn.Linear", inputs[0][-1], self.units, **options)
+        if len(inputs[0]) == 3:
+            # On an (H, W, C) map Keras's Dense acts on the channels at every position.
+            apply = "{module}({x}.movedim(1, -1)).movedim(-1, 1)"
+            return TorchLayer(call, apply, activation=self.activation)
+        return TorchLayer(call, activation=self.activation)
+
 
 @register
 class Add(LayerArgs):
@@ -390,6 +469,9 @@ class Add(LayerArgs):
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Add"))]
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(None, "{total}")
+
 
 # --------------------------------------------------------------------------------------------
 # Activations: usable as layers, `relu()`, and as arguments, `activation=relu`.
@@ -406,10 +488,19 @@ class _Activation(LayerArgs):
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Activation", self.keras_string))]
 
+    torch_name: ClassVar[str]
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE)
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(None, "{x}", activation=self)
+
 
 @register
 class ReLU(_Activation):
     kind: ClassVar[str] = "relu"
+    torch_name: ClassVar[str] = "torch.relu"
     doc: ClassVar[str] = "max(x, 0)."
     keras_string: ClassVar[str | None] = "relu"
 
@@ -420,6 +511,7 @@ class ReLU(_Activation):
 @register
 class ReLU6(_Activation):
     kind: ClassVar[str] = "relu6"
+    torch_name: ClassVar[str] = "F.relu6"
     doc: ClassVar[str] = "min(max(x, 0), 6)."
     keras_string: ClassVar[str | None] = "relu6"
 
@@ -430,9 +522,13 @@ class ReLU6(_Activation):
 @register
 class LeakyReLU(_Activation):
     kind: ClassVar[str] = "leaky_relu"
+    torch_name: ClassVar[str] = "F.leaky_relu"
     doc: ClassVar[str] = "x for x > 0, alpha * x otherwise (Keras's default alpha, 0.3)."
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
     alpha: NonNegFloat = 0.3
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE, negative_slope=self.alpha)
 
     def keras(self) -> list[KerasLayer]:
         # Keras's "leaky_relu" string means a slope of 0.2, so the layer always says its alpha.
@@ -442,12 +538,16 @@ class LeakyReLU(_Activation):
 @register
 class ELU(_Activation):
     kind: ClassVar[str] = "elu"
+    torch_name: ClassVar[str] = "F.elu"
     doc: ClassVar[str] = "x for x > 0, alpha * (exp(x) - 1) otherwise."
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
     alpha: NonNegFloat = 1.0
 
     def keras_name(self) -> str | None:
         return "elu" if self.alpha == 1.0 else None
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE, **({} if self.alpha == 1.0 else {"alpha": self.alpha}))
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.ELU", alpha=self.alpha))]
@@ -456,6 +556,7 @@ class ELU(_Activation):
 @register
 class Sigmoid(_Activation):
     kind: ClassVar[str] = "sigmoid"
+    torch_name: ClassVar[str] = "torch.sigmoid"
     doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
     keras_string: ClassVar[str | None] = "sigmoid"
 
@@ -463,6 +564,7 @@ class Sigmoid(_Activation):
 @register
 class Tanh(_Activation):
     kind: ClassVar[str] = "tanh"
+    torch_name: ClassVar[str] = "torch.tanh"
     doc: ClassVar[str] = "Hyperbolic tangent."
     keras_string: ClassVar[str | None] = "tanh"
 
@@ -470,8 +572,13 @@ class Tanh(_Activation):
 @register
 class Softmax(_Activation):
     kind: ClassVar[str] = "softmax"
+    torch_name: ClassVar[str] = "torch.softmax"
     doc: ClassVar[str] = "Normalised exponential over the last axis; a multi-class output."
     keras_string: ClassVar[str | None] = "softmax"
+
+    def torch_function(self) -> Call:
+        # Keras's last axis is PyTorch's dim 1 for (N, C) and (N, C, H, W) alike.
+        return Call(self.torch_name, HOLE, dim=1)
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Softmax"))]
@@ -480,11 +587,15 @@ class Softmax(_Activation):
 @register
 class GELU(_Activation):
     kind: ClassVar[str] = "gelu"
+    torch_name: ClassVar[str] = "F.gelu"
     doc: ClassVar[str] = "Gaussian error linear unit; `approximate=true` uses the tanh form."
     approximate: bool = False
 
     def keras_name(self) -> str | None:
         return None if self.approximate else "gelu"
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE, **({"approximate": "tanh"} if self.approximate else {}))
 
     def keras(self) -> list[KerasLayer]:
         activation = Code("gelu_tanh") if self.approximate else "gelu"
@@ -497,5 +608,6 @@ class GELU(_Activation):
 @register
 class Swish(_Activation):
     kind: ClassVar[str] = "swish"
+    torch_name: ClassVar[str] = "F.silu"
     doc: ClassVar[str] = "x * sigmoid(x), also called SiLU."
     keras_string: ClassVar[str | None] = "swish"

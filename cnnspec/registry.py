@@ -12,7 +12,7 @@ from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from cnnspec.binding import Bound, CallValue, bind_value
-from cnnspec.codegen import Call
+from cnnspec.codegen import Call, Code
 from cnnspec.diagnostics import did_you_mean
 
 Shape = tuple[int, ...]
@@ -48,6 +48,25 @@ class KerasLayer:
 
     suffix: str
     call: Call
+
+
+# Where a node's input goes in a PyTorch activation call: `Call("F.elu", HOLE, alpha=0.5)`.
+# A NUL never appears in rendered code otherwise: literal() escapes it inside strings.
+HOLE = Code("\0")
+
+
+@dataclass(frozen=True, slots=True)
+class TorchLayer:
+    """How a node runs in PyTorch, on NCHW tensors. `module`, if any, is built in `__init__` as
+    `self.<node>`; `apply` is the forward expression, a format string over `{module}` (that
+    attribute), `{x}` (the first input) and `{total}` (all inputs joined with ` + `);
+    `activation` is then applied to it (see `LayerArgs.torch_function`). `helpers` names helper
+    classes the expression or module needs (see the PyTorch backend)."""
+
+    module: Call | None
+    apply: str = "{module}({x})"
+    activation: "LayerArgs | None" = None
+    helpers: tuple[str, ...] = ()
 
 
 class Unsupported(Exception):
@@ -96,6 +115,15 @@ class LayerArgs(Bound):
         the node's name and its weights; the others are named `<node><suffix>`."""
         raise NotImplementedError(f"layer kind {self.kind!r} has no Keras emitter")
 
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        """The PyTorch module and forward expression of this node, given its input shapes
+        (in the checker's (H, W, C) order)."""
+        raise NotImplementedError(f"layer kind {self.kind!r} has no PyTorch emitter")
+
+    def torch_function(self) -> Call:
+        """For an activation: the functional call applying it to `HOLE`."""
+        raise NotImplementedError(f"layer kind {self.kind!r} is not an activation")
+
     def keras_name(self) -> str | None:
         """For an activation: its name as Keras's `activation=` string, when that means the
         same; None otherwise (the Keras backend then adds the activation as a layer)."""
@@ -104,8 +132,6 @@ class LayerArgs(Bound):
     def keras_helpers(self) -> tuple[str, ...]:
         """Helper functions the emitted Keras code refers to, by name (see the Keras backend)."""
         return ()
-
-
 
 
 REGISTRY: dict[str, type[LayerArgs]] = {}

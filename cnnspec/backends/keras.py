@@ -12,14 +12,29 @@ the training phases. Everything else is fixed text. Every spec value reaches the
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator
-from itertools import count
-from textwrap import dedent, wrap
+from textwrap import wrap
 
 from cnnspec import __version__
 from cnnspec.artifact import stamp
-from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, sequence, statement
+from cnnspec.backends.common import (
+    CIFAR10_LOADER,
+    DIGITS_LOADER,
+    NO_SOURCE_LOADER,
+    PLOT_CONFUSION,
+    PLOT_CURVES,
+    PLOT_ROC,
+    SPLIT_VALIDATION,
+    WRITE_CONFUSION,
+    WRITE_REPORT,
+    block,
+    fill,
+    import_lines,
+    name_text,
+    number,
+    step_output,
+    straight_line,
+)
+from cnnspec.codegen import LINE_LENGTH, Call, Code, literal, sequence, statement
 from cnnspec.ir import Graph, Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.sections import (
@@ -67,47 +82,6 @@ def emit(spec: Spec, source_name: str) -> str:
     )
 
 
-def _block(text: str) -> str:
-    return dedent(text).strip("\n") + "\n"
-
-
-def fill(template: str, **values: str) -> str:
-    """A fixed block of code with `<NAME>` slots filled in after dedenting, so inserted lines
-    carry the final indentation."""
-    text = _block(template)
-    for key, value in values.items():
-        assert f"<{key}>" in text, key
-        text = text.replace(f"<{key}>", value)
-    return text
-
-
-def _name(value: str) -> str:
-    """A spec identifier for a comment or docstring; anything else is shown as a literal."""
-    return value if value.isidentifier() else literal(value)
-
-
-def _import(module: str, names: list[str]) -> list[str]:
-    flat = f"from {module} import {', '.join(names)}"
-    if len(flat) <= LINE_LENGTH:
-        return [flat]
-    return [f"from {module} import (", *(f"{INDENT}{n}," for n in names), ")"]
-
-
-def _shortcut_names() -> Iterator[str]:
-    yield "shortcut"
-    for index in count(2):
-        yield f"shortcut{index}"
-
-
-def _number(value: float) -> Code:
-    """`1 / 255` rather than 0.00392156862745098 when the value is exactly that fraction."""
-    if 0 < value < 1:
-        denominator = round(1 / value)
-        if denominator > 1 and 1 / denominator == value:
-            return Code(f"1 / {denominator}")
-    return Code(literal(float(value)))
-
-
 class _Script:
     def __init__(self, spec: Spec, source_name: str) -> None:
         self.spec = spec
@@ -149,11 +123,11 @@ class _Script:
             LINE_LENGTH,
         )
         lines = [
-            f'"""Train {_name(spec.name)} with Keras, as specified in {self.source_name_text()}.',
+            f'"""Train {name_text(spec.name)} with Keras, as specified in {self.source_name_text()}.',
             "",
             f"{params.total:,} parameters ({params.trainable:,} trainable). A quick run:",
             "",
-            f"    python {self.script_name()} --epochs 1 --subset 512",
+            f"    python {self.scriptname_text()} --epochs 1 --subset 512",
             "",
             *writes,
             '"""',
@@ -165,14 +139,14 @@ class _Script:
         safe = all(c.isalnum() or c in "._-/" for c in name)
         return name if safe else literal(name)
 
-    def script_name(self) -> str:
+    def scriptname_text(self) -> str:
         stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
         return f"{stem}{SUFFIX}" if stem.isidentifier() else f"<spec>{SUFFIX}"
 
     def default_output_dir(self) -> str:
-        return f"runs/{self.run_name()}"
+        return f"runs/{self.runname_text()}"
 
-    def run_name(self) -> str:
+    def runname_text(self) -> str:
         stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
         return stem if stem.isidentifier() else self.spec.name
 
@@ -209,7 +183,7 @@ class _Script:
             sklearn.append("roc_auc_score")
         if "roc.png" in self.artifacts():
             sklearn.append("roc_curve")
-        lines += _import("sklearn.metrics", sklearn)
+        lines += import_lines("sklearn.metrics", sklearn)
         if isinstance(self.source, Digits) or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
         lines.append("")
@@ -243,7 +217,7 @@ class _Script:
         out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
         out.append(f"SEED = {literal(spec.train.seed)}")
         out.append(f"BATCH_SIZE = {literal(spec.train.batch)}")
-        out.append(f"RESCALE = {_number(data.rescale).text}")
+        out.append(f"RESCALE = {number(data.rescale).text}")
         low, high = 0.0, self._source_max() * data.rescale
         out.append(
             f"PIXEL_RANGE = {literal((low, high))}  # after rescaling, for brightness and contrast"
@@ -280,7 +254,7 @@ class _Script:
 
     def helpers(self) -> list[str]:
         names = sorted({h for node in self.graph.nodes for h in node.layer.keras_helpers()})
-        return [_block(HELPERS[name]) for name in names]
+        return [block(HELPERS[name]) for name in names]
 
     # ---------------------------------------------------------------------------------------
     # the model
@@ -290,57 +264,28 @@ class _Script:
         params = graph.params
         lines = [
             "def build_model(input_shape=INPUT_SHAPE):",
-            f'    """The {_name(graph.name)} network, uncompiled.',
+            f'    """The {name_text(graph.name)} network, uncompiled.',
             "",
             f"    {params.total:,} parameters, {params.trainable:,} trainable.",
             '    """',
             '    inputs = keras.Input(shape=input_shape, name="image")',
         ]
-        # Straight-line code over a DAG: the main chain lives in `x`; a value that a residual's
-        # shortcut or join still needs is copied to `shortcut` (`shortcut2` when nested) as
-        # soon as it is made, and shortcut layers write to a variable nobody still needs.
-        side_roles = ("shortcut", "join")
-        main_reads = Counter(v for n in graph.nodes if n.role not in side_roles for v in n.inputs)
-        side_reads = Counter(v for n in graph.nodes if n.role in side_roles for v in n.inputs)
-        main_reads[graph.output or graph.INPUT] += 1  # the return statement
-        needs: Counter[str] = Counter()  # variable -> reads of it still to come
-        variable = {graph.INPUT: "inputs"}  # value -> the variable its main chain reads
-        copy = {graph.INPUT: "inputs"}  # value -> the variable its shortcut and join read
-
-        def spare() -> str:
-            return next(n for n in _shortcut_names() if needs[n] <= 0)
-
         scope: tuple[str, ...] = ()
-        for node in graph.nodes:
+        for step in straight_line(graph, "inputs"):
+            node = step.node
             if node.scope != scope and node.role != "shortcut":
-                lines.append(f"    # {'.'.join(_name(s) for s in node.scope) or 'model'}")
+                lines.append(f"    # {'.'.join(name_text(s) for s in node.scope) or 'model'}")
                 scope = node.scope
-            side = node.role in side_roles
-            reads = [copy.get(v, variable[v]) if side else variable[v] for v in node.inputs]
-            needs.subtract(reads)
-            if node.role == "shortcut":
-                target = reads[0] if reads[0] != "inputs" and needs[reads[0]] <= 0 else spare()
-            else:
-                target = "x"
-                assert needs["x"] <= 0, f"{node.name} would overwrite a value still needed"
-            argument = f"[{', '.join(reads)}]" if len(reads) > 1 else reads[0]
+            argument = f"[{', '.join(step.reads)}]" if len(step.reads) > 1 else step.reads[0]
             for keras_layer in node.layer.keras():
                 call = keras_layer.call
                 name = node.name + keras_layer.suffix
                 layer = Call(call.func, *call.args, **call.kwargs, name=name)
-                lines += statement(f"{target} = ", layer, f"({argument})")
-                argument = target
-            variable[node.name] = target
-            needs[target] = main_reads[node.name]
-            if side_reads[node.name]:
-                if main_reads[node.name]:
-                    saved = spare()
-                    lines.append(f"    {saved} = {target}")
-                else:
-                    saved = target
-                needs[saved] += side_reads[node.name]
-                copy[node.name] = saved
-        output = variable[graph.output or graph.INPUT]
+                lines += statement(f"{step.target} = ", layer, f"({argument})")
+                argument = step.target
+            if step.saved:
+                lines.append(f"    {step.saved} = {step.target}")
+        output = step_output(graph, "inputs")
         lines.append(f"    return keras.Model(inputs, {output}, name={literal(graph.name)})")
         return "\n".join(lines) + "\n"
 
@@ -411,19 +356,19 @@ class _Script:
 
     def data_loader(self) -> list[str]:
         source = self.source
-        common = _block(
+        common = block(
             '''
             class DataError(Exception):
                 """The data is missing or unreadable; main() prints it as one line."""
             '''
         )
         if isinstance(source, Cifar10):
-            return [common, _block(CIFAR10_LOADER)]
+            return [common, block(CIFAR10_LOADER)]
         if isinstance(source, Digits):
-            return [common, _block(DIGITS_LOADER)]
+            return [common, block(DIGITS_LOADER)]
         if isinstance(source, Directory):
-            return [common, _block(DIRECTORY_LOADER)]
-        return [common, _block(NO_SOURCE_LOADER)]
+            return [common, block(DIRECTORY_LOADER)]
+        return [common, block(NO_SOURCE_LOADER)]
 
     def make_datasets(self) -> str:
         data = self.spec.data
@@ -457,16 +402,16 @@ class _Script:
         parts: list[str] = []
         freezes = any(plan.frozen for plan in self.spec.phases)
         if freezes:
-            parts.append(_block(SET_TRAINABLE))
+            parts.append(block(SET_TRAINABLE))
         parts.append(self.train())
-        parts.append(_block(FIT_PHASE))
+        parts.append(block(FIT_PHASE))
         if self.spec.train.class_weight is not None:
             parts.append(self.class_weights())
         return parts
 
     def class_weights(self) -> str:
         if self.spec.train.class_weight == "balanced":
-            return _block(
+            return block(
                 '''
                 def class_weights(labels):
                     """Balanced class weights, total / (classes * count), from the training
@@ -479,7 +424,7 @@ class _Script:
                     }
                 '''
             )
-        return _block(
+        return block(
             '''
             def class_weights(labels):
                 """The spec's class weights."""
@@ -501,7 +446,7 @@ class _Script:
         for plan in spec.phases:
             phase = plan.phase
             lines.append(
-                f"    # phase {_name(phase.name)}: {plan.trainable_params:,} trainable parameters"
+                f"    # phase {name_text(phase.name)}: {plan.trainable_params:,} trainable parameters"
             )
             if freezes:
                 frozen = [
@@ -586,17 +531,17 @@ class _Script:
             )
         ]
         if evaluate.wants("curves"):
-            parts.append(_block(PLOT_CURVES))
+            parts.append(block(PLOT_CURVES))
         if evaluate.wants("confusion_matrix"):
-            parts.append(_block(PLOT_CONFUSION))
+            parts.append(block(PLOT_CONFUSION))
         if evaluate.wants("roc") and self.binary:
-            parts.append(_block(PLOT_ROC))
+            parts.append(block(PLOT_ROC))
         return parts
 
     def weights(self) -> list[str]:
         flattened = bool(flattened_inputs(self.graph))
         if flattened:
-            to_chw = _block(TO_CHW)
+            to_chw = block(TO_CHW)
             dense = "\n            kernel = to_chw(kernel, name)"
             dense_back = "\n            kernel = from_chw(kernel, name)"
             stats = "\n            vectors = [to_chw(v, name) for v in vectors]"
@@ -649,7 +594,7 @@ class _Script:
             )
         ]
         if split:
-            parts.insert(0, _block(SPLIT_VALIDATION))
+            parts.insert(0, block(SPLIT_VALIDATION))
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
 
 
@@ -722,60 +667,6 @@ def _callback(callback: Callback) -> Call:
 # -------------------------------------------------------------------------------------------
 # Fixed code. None of it contains a spec value: those are in the constants above it.
 
-CIFAR10_LOADER = '''
-    CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    KERAS_DATASETS = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-
-    def find_cifar10(data_dir):
-        """The cifar-10-batches-py folder in `data_dir`, as Keras's cache keeps it."""
-        data_dir = Path(data_dir)
-        for folder in (
-            data_dir / "cifar-10-batches-py",
-            data_dir / "cifar-10-batches-py-target" / "cifar-10-batches-py",
-            data_dir,
-        ):
-            if (folder / "data_batch_1").is_file():
-                return folder
-        raise DataError(
-            f"no CIFAR-10 data at {data_dir / 'cifar-10-batches-py'}: download "
-            f"{CIFAR10_URL} and extract it into {data_dir}, or pass --data-dir"
-        )
-
-
-    def load_data(data_dir):
-        """CIFAR-10 as uint8 (N, 32, 32, 3) images and int labels, by split."""
-        folder = find_cifar10(data_dir)
-
-        def read(name):
-            with open(folder / name, "rb") as stream:
-                batch = pickle.load(stream, encoding="bytes")
-            images = np.asarray(batch[b"data"], dtype="uint8").reshape(-1, 3, 32, 32)
-            return images.transpose(0, 2, 3, 1), np.asarray(batch[b"labels"], dtype="int64")
-
-        parts = [read(f"data_batch_{index}") for index in range(1, 6)]
-        train = (
-            np.concatenate([images for images, _ in parts]),
-            np.concatenate([labels for _, labels in parts]),
-        )
-        return {"train": train, "test": read("test_batch")}
-'''
-
-DIGITS_LOADER = '''
-    def load_data(data_dir=None):
-        """scikit-learn's bundled 8x8 digits (values 0-16) with a stratified held-out test
-        split: {split: (images, labels)}. Nothing is downloaded; `data_dir` is unused."""
-        digits = load_digits()
-        images = digits.images[..., np.newaxis].astype("float32")
-        x_train, x_test, y_train, y_test = train_test_split(
-            images,
-            digits.target,
-            test_size=TEST_FRACTION,
-            stratify=digits.target,
-            random_state=SEED,
-        )
-        return {"train": (x_train, y_train), "test": (x_test, y_test)}
-'''
 
 DIRECTORY_LOADER = '''
     def to_rgb(image, label):
@@ -812,21 +703,6 @@ DIRECTORY_LOADER = '''
         return splits
 '''
 
-NO_SOURCE_LOADER = '''
-    def load_data(data_dir):
-        """The spec names no data source: supply {split: (images, labels)} arrays here."""
-        raise DataError("the spec has no data source; add `source ...` to its data section")
-'''
-
-SPLIT_VALIDATION = '''
-    def split_validation(splits, fraction, seed):
-        """Hold a stratified `fraction` of the training examples out for validation."""
-        images, labels = splits["train"]
-        x_train, x_val, y_train, y_val = train_test_split(
-            images, labels, test_size=fraction, stratify=labels, random_state=seed
-        )
-        return {**splits, "train": (x_train, y_train), "val": (x_val, y_val)}
-'''
 
 SET_TRAINABLE = '''
     def set_trainable(model, frozen):
@@ -899,16 +775,6 @@ EVALUATE = '''
         return test
 '''
 
-WRITE_REPORT = """(output_dir / "classification_report.txt").write_text(
-        classification_report(
-            y_true, y_pred, labels=labels, target_names=CLASS_NAMES, zero_division=0
-        )
-    )"""
-
-WRITE_CONFUSION = """plot_confusion_matrix(
-        confusion_matrix(y_true, y_pred, labels=labels, normalize=<NORMALIZE>),
-        output_dir / "confusion_matrix.png",
-    )"""
 
 FIT_PHASE = '''
     def fit_phase(model, phase, spec_epochs, cap, datasets, callbacks, class_weight, done):
@@ -934,60 +800,6 @@ FIT_PHASE = '''
         ]
 '''
 
-PLOT_CURVES = '''
-    def plot_curves(history, path):
-        """Loss and accuracy per epoch, training against validation."""
-        figure = Figure(figsize=(12, 4.5))
-        for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
-            epochs = [row["epoch"] for row in history]
-            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-                if all(key in row for row in history):
-                    axis.plot(epochs, [row[key] for row in history], label=label)
-            axis.set_title(metric)
-            axis.set_xlabel("epoch")
-            axis.legend()
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-'''
-
-PLOT_CONFUSION = '''
-    def plot_confusion_matrix(matrix, path):
-        """Rows are true classes, columns predicted ones."""
-        size = max(4.0, 0.6 * len(CLASS_NAMES) + 2)
-        figure = Figure(figsize=(size, size))
-        axis = figure.subplots()
-        axis.imshow(matrix, cmap="Blues")
-        ticks = range(len(CLASS_NAMES))
-        axis.set_xticks(ticks, CLASS_NAMES, rotation=45, ha="right")
-        axis.set_yticks(ticks, CLASS_NAMES)
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("true")
-        for row in ticks:
-            for column in ticks:
-                value = matrix[row, column]
-                text = f"{value:.2f}" if matrix.dtype.kind == "f" else str(value)
-                color = "white" if value > matrix.max() / 2 else "black"
-                axis.text(column, row, text, ha="center", va="center", color=color)
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-'''
-
-PLOT_ROC = '''
-    def plot_roc(y_true, scores, path):
-        """The ROC curve of P(class 1), with the decision threshold marked."""
-        false_positive, true_positive, thresholds = roc_curve(y_true, scores)
-        figure = Figure(figsize=(5, 5))
-        axis = figure.subplots()
-        axis.plot(false_positive, true_positive, label="ROC")
-        axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
-        at = int(np.argmin(np.abs(thresholds - THRESHOLD)))
-        axis.scatter(false_positive[at], true_positive[at], label=f"threshold {THRESHOLD}")
-        axis.set_xlabel("false positive rate")
-        axis.set_ylabel("true positive rate")
-        axis.legend()
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-'''
 
 TO_CHW = '''
     def to_chw(tensor, name):
