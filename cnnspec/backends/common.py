@@ -8,10 +8,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
-from textwrap import dedent
+from textwrap import dedent, wrap
 
-from cnnspec.codegen import INDENT, LINE_LENGTH, Code, literal
-from cnnspec.ir import Graph, Node
+from cnnspec.codegen import INDENT, LINE_LENGTH, Code, literal, sequence
+from cnnspec.ir import Graph, Node, Spec
+from cnnspec.sections import Digits, Directory
 
 
 def block(text: str) -> str:
@@ -103,6 +104,145 @@ def straight_line(graph: Graph, inputs: str) -> Iterator[Step]:
 def step_output(graph: Graph, inputs: str) -> str:
     """The variable holding the model's output after `straight_line`."""
     return "x" if graph.output and graph.output != graph.INPUT else inputs
+
+
+class Script:
+    """What every backend's script generator shares: the spec's facts, the file's docstring,
+    names and artifacts, and the framework-neutral blocks. Subclasses render the rest."""
+
+    FRAMEWORK: str
+    SUFFIX: str
+    MODEL_FILE: str
+
+    def __init__(self, spec: Spec, source_name: str) -> None:
+        self.spec = spec
+        self.source_name = source_name
+        self.graph: Graph = spec.model
+        self.source = spec.data.source
+        self.binary = spec.data.labels == "binary"
+        self.classes = spec.data.class_names() or tuple(str(i) for i in range(self._output_units()))
+
+    def _output_units(self) -> int:
+        shape = self.graph.output_shape
+        return shape[-1] if shape else 1
+
+    def docstring(self) -> str:
+        spec = self.spec
+        artifacts = self.artifacts()
+        listing = ", ".join(artifacts[:-1]) + " and " + artifacts[-1]
+        params = spec.model.params
+        writes = wrap(
+            f"writes {listing} to --output-dir (default {self.default_output_dir()}).",
+            LINE_LENGTH,
+        )
+        lines = [
+            f'"""Train {name_text(spec.name)} with {self.FRAMEWORK}, as specified in {self.source_name_text()}.',
+            "",
+            f"{params.total:,} parameters ({params.trainable:,} trainable). A quick run:",
+            "",
+            f"    python {self.script_file()} --epochs 1 --subset 512",
+            "",
+            *writes,
+            '"""',
+        ]
+        return "\n".join(lines) + "\n"
+
+    def source_name_text(self) -> str:
+        name = self.source_name
+        safe = all(c.isalnum() or c in "._-/" for c in name)
+        return name if safe else literal(name)
+
+    def script_file(self) -> str:
+        stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
+        return f"{stem}{self.SUFFIX}" if stem.isidentifier() else f"<spec>{self.SUFFIX}"
+
+    def default_output_dir(self) -> str:
+        return f"runs/{self.run_name()}"
+
+    def run_name(self) -> str:
+        stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
+        return stem if stem.isidentifier() else self.spec.name
+
+    def artifacts(self) -> list[str]:
+        evaluate = self.spec.evaluate
+        names = ["metrics.json", "weights.safetensors", self.MODEL_FILE]
+        if evaluate.wants("curves"):
+            names.append("curves.png")
+        if evaluate.wants("confusion_matrix"):
+            names.append("confusion_matrix.png")
+        if evaluate.wants("roc") and self.binary:
+            names.append("roc.png")
+        if evaluate.wants("report"):
+            names.append("classification_report.txt")
+        return names
+
+    def plots(self) -> bool:
+        return any(name.endswith(".png") for name in self.artifacts())
+
+    def constants(self) -> str:
+        spec, data = self.spec, self.spec.data
+        graph = self.graph
+        assert graph.input_shape is not None
+        out: list[str] = []
+        out.append(f"SPEC_NAME = {literal(spec.name)}")
+        out.append(f"INPUT_SHAPE = {literal(graph.input_shape)}")
+        out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
+        out.append(f"SEED = {literal(spec.train.seed)}")
+        out.append(f"BATCH_SIZE = {literal(spec.train.batch)}")
+        out.append(f"RESCALE = {number(data.rescale).text}")
+        low, high = 0.0, self._source_max() * data.rescale
+        out.append(
+            f"PIXEL_RANGE = {literal((low, high))}  # after rescaling, for brightness and contrast"
+        )
+        if data.normalize is not None:
+            out.append(f"MEAN = {literal(data.normalize.mean)}")
+            out.append(f"STD = {literal(data.normalize.std)}")
+        if isinstance(self.source, Digits):
+            out.append(f"TEST_FRACTION = {literal(self.source.test_fraction)}")
+        if isinstance(data.validation, float):
+            out.append(f"VALIDATION_FRACTION = {literal(data.validation)}  # held out of training")
+        if isinstance(self.source, Directory):
+            out.append(f"DATA_PATH = {literal(self.source.path)}")
+            # grayscale_to_rgb: read one channel, then repeat it three times for the model.
+            gray = self.source.color == "grayscale" or self.source.grayscale_to_rgb
+            out.append(f"COLOR_MODE = {literal('grayscale' if gray else 'rgb')}")
+        if self.binary:
+            threshold = spec.evaluate.threshold or 0.5
+            out.append(f"THRESHOLD = {literal(threshold)}  # decision threshold on P(class 1)")
+        if isinstance(spec.train.class_weight, tuple):
+            weights = dict(enumerate(spec.train.class_weight))
+            out.append(f"CLASS_WEIGHT = {literal(weights)}")
+        out += self.extra_constants()
+        return "\n".join(out) + "\n"
+
+    def extra_constants(self) -> list[str]:
+        return []
+
+    def _source_max(self) -> float:
+        return 16.0 if isinstance(self.source, Digits) else 255.0
+
+    def class_weights(self) -> str:
+        if self.spec.train.class_weight == "balanced":
+            return block(
+                '''
+                def class_weights(labels):
+                    """Balanced class weights, total / (classes * count), from the training
+                    labels: rare classes weigh more in the loss."""
+                    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(CLASS_NAMES))
+                    return {
+                        index: len(labels) / (len(CLASS_NAMES) * count)
+                        for index, count in enumerate(counts)
+                        if count
+                    }
+                '''
+            )
+        return block(
+            '''
+            def class_weights(labels):
+                """The spec's class weights."""
+                return CLASS_WEIGHT
+            '''
+        )
 
 
 CIFAR10_LOADER = '''

@@ -12,8 +12,6 @@ the training phases. Everything else is fixed text. Every spec value reaches the
 
 from __future__ import annotations
 
-from textwrap import wrap
-
 from cnnspec import __version__
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
@@ -26,16 +24,16 @@ from cnnspec.backends.common import (
     SPLIT_VALIDATION,
     WRITE_CONFUSION,
     WRITE_REPORT,
+    Script,
     block,
     fill,
     import_lines,
     name_text,
-    number,
     step_output,
     straight_line,
 )
-from cnnspec.codegen import LINE_LENGTH, Call, Code, literal, sequence, statement
-from cnnspec.ir import Graph, Spec
+from cnnspec.codegen import Call, Code, literal, sequence, statement
+from cnnspec.ir import Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
@@ -82,18 +80,10 @@ def emit(spec: Spec, source_name: str) -> str:
     )
 
 
-class _Script:
-    def __init__(self, spec: Spec, source_name: str) -> None:
-        self.spec = spec
-        self.source_name = source_name
-        self.graph: Graph = spec.model
-        self.source = spec.data.source
-        self.binary = spec.data.labels == "binary"
-        self.classes = spec.data.class_names() or tuple(str(i) for i in range(self._output_units()))
-
-    def _output_units(self) -> int:
-        shape = self.graph.output_shape
-        return shape[-1] if shape else 1
+class _Script(Script):
+    FRAMEWORK = "Keras"
+    SUFFIX = SUFFIX
+    MODEL_FILE = "model.keras"
 
     # ---------------------------------------------------------------------------------------
 
@@ -112,56 +102,6 @@ class _Script:
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
-
-    def docstring(self) -> str:
-        spec = self.spec
-        artifacts = self.artifacts()
-        listing = ", ".join(artifacts[:-1]) + " and " + artifacts[-1]
-        params = spec.model.params
-        writes = wrap(
-            f"writes {listing} to --output-dir (default {self.default_output_dir()}).",
-            LINE_LENGTH,
-        )
-        lines = [
-            f'"""Train {name_text(spec.name)} with Keras, as specified in {self.source_name_text()}.',
-            "",
-            f"{params.total:,} parameters ({params.trainable:,} trainable). A quick run:",
-            "",
-            f"    python {self.scriptname_text()} --epochs 1 --subset 512",
-            "",
-            *writes,
-            '"""',
-        ]
-        return "\n".join(lines) + "\n"
-
-    def source_name_text(self) -> str:
-        name = self.source_name
-        safe = all(c.isalnum() or c in "._-/" for c in name)
-        return name if safe else literal(name)
-
-    def scriptname_text(self) -> str:
-        stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
-        return f"{stem}{SUFFIX}" if stem.isidentifier() else f"<spec>{SUFFIX}"
-
-    def default_output_dir(self) -> str:
-        return f"runs/{self.runname_text()}"
-
-    def runname_text(self) -> str:
-        stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
-        return stem if stem.isidentifier() else self.spec.name
-
-    def artifacts(self) -> list[str]:
-        evaluate = self.spec.evaluate
-        names = ["metrics.json", "weights.safetensors", "model.keras"]
-        if evaluate.wants("curves"):
-            names.append("curves.png")
-        if evaluate.wants("confusion_matrix"):
-            names.append("confusion_matrix.png")
-        if evaluate.wants("roc") and self.binary:
-            names.append("roc.png")
-        if evaluate.wants("report"):
-            names.append("classification_report.txt")
-        return names
 
     def imports(self) -> str:
         stdlib = ["argparse", "json", "os", "sys"]
@@ -201,56 +141,18 @@ class _Script:
         )
         return ["layers", "regularizers"] if uses_l2 else ["layers"]
 
-    def plots(self) -> bool:
-        return any(name.endswith(".png") for name in self.artifacts())
-
     # ---------------------------------------------------------------------------------------
     # constants
 
-    def constants(self) -> str:
-        spec, data = self.spec, self.spec.data
-        graph = self.graph
-        assert graph.input_shape is not None
-        out: list[str] = []
-        out.append(f"SPEC_NAME = {literal(spec.name)}")
-        out.append(f"INPUT_SHAPE = {literal(graph.input_shape)}")
-        out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
-        out.append(f"SEED = {literal(spec.train.seed)}")
-        out.append(f"BATCH_SIZE = {literal(spec.train.batch)}")
-        out.append(f"RESCALE = {number(data.rescale).text}")
-        low, high = 0.0, self._source_max() * data.rescale
-        out.append(
-            f"PIXEL_RANGE = {literal((low, high))}  # after rescaling, for brightness and contrast"
-        )
-        if data.normalize is not None:
-            out.append(f"MEAN = {literal(data.normalize.mean)}")
-            out.append(f"STD = {literal(data.normalize.std)}")
-        if isinstance(self.source, Digits):
-            out.append(f"TEST_FRACTION = {literal(self.source.test_fraction)}")
-        if isinstance(data.validation, float):
-            out.append(f"VALIDATION_FRACTION = {literal(data.validation)}  # held out of training")
-        if isinstance(self.source, Directory):
-            out.append(f"DATA_PATH = {literal(self.source.path)}")
-            # grayscale_to_rgb: read one channel, then repeat it three times for the model.
-            gray = self.source.color == "grayscale" or self.source.grayscale_to_rgb
-            out.append(f"COLOR_MODE = {literal('grayscale' if gray else 'rgb')}")
-        if self.binary:
-            threshold = spec.evaluate.threshold or 0.5
-            out.append(f"THRESHOLD = {literal(threshold)}  # decision threshold on P(class 1)")
-        if isinstance(spec.train.class_weight, tuple):
-            weights = dict(enumerate(spec.train.class_weight))
-            out.append(f"CLASS_WEIGHT = {literal(weights)}")
-        flattened = flattened_inputs(graph)
-        if flattened:
-            out.append(
-                "# Layers fed by a flattened (H, W, C) map: their weights over those features"
-            )
-            out.append("# are stored in (C, H, W) order, as PyTorch and ONNX flatten.")
-            out.append(f"FLATTENED_FROM = {literal(flattened)}")
-        return "\n".join(out) + "\n"
-
-    def _source_max(self) -> float:
-        return 16.0 if isinstance(self.source, Digits) else 255.0
+    def extra_constants(self) -> list[str]:
+        flattened = flattened_inputs(self.graph)
+        if not flattened:
+            return []
+        return [
+            "# Layers fed by a flattened (H, W, C) map: their weights over those features",
+            "# are stored in (C, H, W) order, as PyTorch and ONNX flatten.",
+            f"FLATTENED_FROM = {literal(flattened)}",
+        ]
 
     def helpers(self) -> list[str]:
         names = sorted({h for node in self.graph.nodes for h in node.layer.keras_helpers()})
@@ -408,29 +310,6 @@ class _Script:
         if self.spec.train.class_weight is not None:
             parts.append(self.class_weights())
         return parts
-
-    def class_weights(self) -> str:
-        if self.spec.train.class_weight == "balanced":
-            return block(
-                '''
-                def class_weights(labels):
-                    """Balanced class weights, total / (classes * count), from the training
-                    labels: rare classes weigh more in the loss."""
-                    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(CLASS_NAMES))
-                    return {
-                        index: len(labels) / (len(CLASS_NAMES) * count)
-                        for index, count in enumerate(counts)
-                        if count
-                    }
-                '''
-            )
-        return block(
-            '''
-            def class_weights(labels):
-                """The spec's class weights."""
-                return CLASS_WEIGHT
-            '''
-        )
 
     def train(self) -> str:
         spec = self.spec
