@@ -152,6 +152,7 @@ def summary(
 
 class Backend(StrEnum):
     keras = "keras"
+    pytorch = "pytorch"
 
 
 @app.command()

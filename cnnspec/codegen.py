@@ -120,3 +120,16 @@ def sequence(prefix: str, items: Iterable[Any], suffix: str = "", indent: int = 
         lines.append(f"{pad}{INDENT}{item},")
     lines.append(f"{pad}]{suffix}")
     return lines
+
+
+def mapping(prefix: str, items: dict[str, Any], indent: int = 0) -> list[str]:
+    """A dict literal, one item per line when it is too long for one."""
+    pad = INDENT * indent
+    flat = f"{pad}{prefix}{literal(items)}"
+    if len(flat) <= LINE_LENGTH:
+        return [flat]
+    lines = [f"{pad}{prefix}{{"]
+    for key, value in items.items():
+        lines.append(f"{pad}{INDENT}{literal(key)}: {literal(value)},")
+    lines.append(f"{pad}}}")
+    return lines

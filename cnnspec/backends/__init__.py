@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from types import ModuleType
 
-BACKENDS = ("keras",)
+BACKENDS = ("keras", "pytorch")
 
 
 def backend(name: str) -> ModuleType:
