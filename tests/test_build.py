@@ -19,22 +19,24 @@ from pathlib import Path
 import pytest
 
 from cnnspec.artifact import MARKER, State, state_of
+from cnnspec.backends import BACKENDS, backend
 from cnnspec.backends import keras as keras_backend
+from cnnspec.backends import pytorch as pytorch_backend
 from cnnspec.compiler import compile_file, compile_text
 from cnnspec.registry import REGISTRY
 from tests.conftest import ROOT, SPECS
 from tests.test_cli import no_traceback, run, write
 
-GOLDEN = ROOT / "tests" / "golden" / "keras"
+GOLDEN = ROOT / "tests" / "golden"
 SOURCES = [*SPECS, *sorted((ROOT / "examples").glob("*.cnn"))]
 SOURCES = [path for path in SOURCES if compile_file(path).ok]
 RUFF_RULES = "E,F,W,I,B,UP,SIM,RUF,PIE"
 
 
-def generate(path: Path) -> str:
+def generate(path: Path, backend_name: str = "keras") -> str:
     compilation = compile_file(path)
     assert compilation.ok and compilation.spec is not None
-    return keras_backend.emit(compilation.spec, path.name)
+    return backend(backend_name).emit(compilation.spec, path.name)
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess[str]:
@@ -46,10 +48,12 @@ def ruff(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
-def test_golden_script(path: Path, update_golden: bool) -> None:
-    golden = GOLDEN / f"{path.stem}_keras.py"
-    text = generate(path)
+def test_golden_script(path: Path, backend_name: str, update_golden: bool) -> None:
+    module = backend(backend_name)
+    golden = GOLDEN / backend_name / f"{path.stem}{module.SUFFIX}"
+    text = generate(path, backend_name)
     if update_golden:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text, encoding="utf-8")
@@ -60,21 +64,23 @@ def test_golden_script(path: Path, update_golden: bool) -> None:
 
 
 def test_goldens_are_ruff_clean() -> None:
-    goldens = sorted(GOLDEN.glob("*.py"))
-    assert len(goldens) == len(SOURCES)
+    goldens = sorted(GOLDEN.glob("*/*.py"))
+    assert len(goldens) == len(SOURCES) * len(BACKENDS)
     checked = ruff("check", "--select", RUFF_RULES, *map(str, goldens))
     assert checked.returncode == 0, checked.stdout
     formatted = ruff("format", "--check", "--diff", *map(str, goldens))
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
-def test_same_spec_same_bytes() -> None:
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_same_spec_same_bytes(backend_name: str) -> None:
     path = ROOT / "specs" / "resnet18_cifar.cnn"
-    assert generate(path) == generate(path)
+    assert generate(path, backend_name) == generate(path, backend_name)
 
 
-def test_every_layer_kind_has_a_keras_emitter() -> None:
-    """Walk the registry: a kind without a Keras emitter fails here, not in a user's build."""
+def test_every_layer_kind_has_an_emitter_per_backend() -> None:
+    """Walk the registry: a kind without a Keras or PyTorch emitter fails here, not in a
+    user's build. Each is called on the kind's defaults, on a map and on a vector."""
     defaults = {"conv2d": {"filters": 4}, "dense": {"units": 4}, "dropout": {"rate": 0.1}}
     defaults["spatial_dropout"] = {"rate": 0.1}
     for kind, cls in REGISTRY.items():
@@ -83,6 +89,13 @@ def test_every_layer_kind_has_a_keras_emitter() -> None:
         assert emitted and [k.suffix for k in emitted].count("") == 1, kind
         for helper in layer.keras_helpers():
             assert helper in keras_backend.HELPERS, (kind, helper)
+        arity = 2 if cls.arity is None else cls.arity
+        torch_layer = layer.torch([(8, 8, 3)] * arity)
+        assert torch_layer.module is not None or "{module}" not in torch_layer.apply, kind
+        for helper in torch_layer.helpers:
+            assert helper in pytorch_backend.HELPERS, (kind, helper)
+        if cls.is_activation:
+            assert "\0" in repr(layer.torch_function()), kind
 
 
 # ---- the command -------------------------------------------------------------------------
@@ -96,6 +109,9 @@ def test_build_writes_the_default_path(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"wrote {Path('build') / 'tiny_keras.py'} (keras, ")
     assert target.read_text() == generate(spec)
     assert oct(target.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+    torch_build = run("build", str(spec), "--backend", "pytorch", cwd=tmp_path)
+    assert torch_build.returncode == 0, torch_build.stderr
+    assert (tmp_path / "build" / "tiny_pytorch.py").read_text() == generate(spec, "pytorch")
 
     again = run("build", str(spec), cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.startswith("unchanged ")
@@ -173,7 +189,8 @@ def _quoted(value: str) -> str:
 HOSTILE_PATH = "data/x'\"\\\n__import__('os')"
 
 
-def test_hostile_strings_stay_data(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_hostile_strings_stay_data(tmp_path: Path, backend_name: str) -> None:
     classes = ", ".join(_quoted(v) for v in HOSTILE)
     path_text = _quoted(HOSTILE_PATH)
     text = f"""
@@ -190,7 +207,7 @@ data {{
     compilation = compile_text(text, "safe.cnn")
     assert compilation.ok, [d.message for d in compilation.diagnostics]
     assert compilation.spec is not None
-    script = keras_backend.emit(compilation.spec, "we'ird\"\n name.cnn")
+    script = backend(backend_name).emit(compilation.spec, "we'ird\"\n name.cnn")
     tree = ast.parse(script)  # compiles: nothing broke out of a string or a comment
     constants = {
         node.targets[0].id: ast.literal_eval(node.value)

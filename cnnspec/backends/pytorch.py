@@ -766,13 +766,15 @@ CALLBACKS = '''
                 return False
             self.wait += 1
             if self.wait >= self.patience:
-                print(f"early stopping: {self.monitor} stalled for {self.wait} epochs")
+                if is_main():
+                    print(f"early stopping: {self.monitor} stalled for {self.wait} epochs")
                 return True
             return False
 
         def on_train_end(self, model):
             if self.best_state is not None:
-                print(f"restoring the best weights ({self.monitor} {self.best:.4f})")
+                if is_main():
+                    print(f"restoring the best weights ({self.monitor} {self.best:.4f})")
                 model.load_state_dict(self.best_state)
 
 
@@ -810,7 +812,8 @@ CALLBACKS = '''
                 for group in self.optimizer.param_groups:
                     group["lr"] = max(group["lr"] * self.factor, self.min_lr)
                 rate = self.optimizer.param_groups[0]["lr"]
-                print(f"reducing the learning rate to {rate:.3g}")
+                if is_main():
+                    print(f"reducing the learning rate to {rate:.3g}")
                 self.wait = 0
             return False
 
@@ -830,9 +833,10 @@ CALLBACKS = '''
             better = self.best is None or (
                 value < self.best if self.mode == "min" else value > self.best
             )
-            if better or not self.save_best:
-                self.best = value if better else self.best
+            if (better or not self.save_best) and is_main():
                 torch.save(model.state_dict(), self.path)
+            if better:
+                self.best = value
             return False
 
         def on_train_end(self, model):
@@ -965,7 +969,8 @@ FIT_PHASE = '''
                 logs.update({f"val_{key}": value for key, value in val_logs.items()})
             logs["learning_rate"] = optimizer.param_groups[0]["lr"]
             summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-            print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
+            if is_main():
+                print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
             history.append({"phase": phase, "epoch": epoch, **logs})
             stop = [callback.on_epoch_end(net, logs) for callback in callbacks]
             if any(stop):
@@ -1028,6 +1033,12 @@ WEIGHTS = '''
 '''
 
 MAIN = """
+    def is_main():
+        \"\"\"True in the process that reports and writes artifacts (rank 0 under torchrun).\"\"\"
+        distributed = torch.distributed.is_initialized()
+        return not distributed or torch.distributed.get_rank() == 0
+
+
     def output_probabilities(logits):
         \"\"\"What the model's forward returns, from its logits.\"\"\"
         if logits.shape[1] == 1:
@@ -1116,7 +1127,11 @@ MAIN = """
         if args.compile:
             logits_of = torch.compile(logits_of)
         parameters = sum(p.numel() for p in network.parameters())
-        print(f"{SPEC_NAME}: {parameters:,} parameters on {device}")
+        if distributed and rank == 0:
+            processes = torch.distributed.get_world_size()
+            print(f"DistributedDataParallel over {processes} processes")
+        if rank == 0:
+            print(f"{SPEC_NAME}: {parameters:,} parameters on {device}")
         history = train(
             network,
             loaders,

@@ -1,0 +1,313 @@
+"""The generated PyTorch scripts, built and run for real, and their parity with the Keras ones.
+
+Parity, for every shipped spec and example and for 100 hypothesis-generated specs (the generator
+of tests/test_property.py: stride-2 `same` convolutions on even and odd sizes, flatten then
+dense, batchnorm with non-default epsilon and momentum, every activation, residual blocks):
+
+- `build_model()` has exactly the checker's trainable count as parameters and its
+  non-trainable count as BatchNorm buffers, and every module's output has the checker's shape;
+- the Keras script's `export_weights` writes `weights.safetensors`, the PyTorch script's
+  `load_weights` reads it, and in eval mode both models give the same outputs on the same
+  inputs within 1e-4 (absolute, float32). Specs where oneDNN miscomputes on CPU (see
+  tests/test_framework_counts.py, `onednn_blind_spots`) compare shapes and counts only.
+
+Training semantics: from the same weights, on the same batch, with dropout and augmentation
+off and L2 on, an Adam step gives the same loss in both frameworks within 1e-4 (CIFAR-10 and a
+smooth network), and four steps of SGD with Nesterov momentum on the smooth network give the
+same four losses, so the gradients and updates agree too (see SMOOTH for why smooth).
+
+End to end: the digits script trains to a test accuracy of at least 0.95; the CIFAR-10 script
+trains one epoch on a tiny archive and writes every artifact, with the same metrics.json keys
+as the Keras script; the script runs unchanged under torchrun with two CPU processes (gloo).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+pytest.importorskip("torch")
+pytest.importorskip("hypothesis")
+
+import keras
+import torch
+from hypothesis import HealthCheck, given, settings
+
+from cnnspec.ir import Graph, Spec
+from tests.conftest import ROOT, SPECS
+from tests.frameworks.scripts import (
+    checked_spec,
+    load_script,
+    run_script,
+    write_script,
+    write_tiny_cifar10,
+)
+from tests.frameworks.test_keras_script import randomise_batchnorm
+from tests.test_framework_counts import onednn_blind_spots
+from tests.test_property import Case, checked, specs
+
+pytestmark = pytest.mark.frameworks
+
+SOURCES = [*SPECS, ROOT / "examples" / "staged_finetune.cnn"]
+
+
+def both_scripts(spec: Spec, directory: Path) -> tuple[ModuleType, ModuleType]:
+    keras_module = load_script(write_script(spec, directory, "keras"))
+    torch_module = load_script(write_script(spec, directory, "pytorch"))
+    return keras_module, torch_module
+
+
+def shape_mismatches(graph: Graph, net: torch.nn.Module) -> list[str]:
+    """Where the PyTorch model's counts or per-module output shapes differ from the checker's."""
+    found = []
+    total = graph.params
+    parameters = sum(p.numel() for p in net.parameters())
+    buffers = sum(
+        b.numel() for k, b in net.named_buffers() if not k.endswith("num_batches_tracked")
+    )
+    if (parameters, buffers) != (total.trainable, total.non_trainable):
+        found.append(f"counts: torch {(parameters, buffers)}, checker {total}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+        )
+        for name, module in net.named_children()
+    ]
+    assert graph.input_shape is not None
+    h, w, c = graph.input_shape
+    net.eval()
+    with torch.no_grad():
+        output = net(torch.zeros(2, c, h, w))
+    for hook in hooks:
+        hook.remove()
+    modules = dict(net.named_children())
+    for node in graph.nodes:
+        if node.name in shapes:
+            got = shapes[node.name]
+            # A Linear on a map runs channels-last (see Dense.torch), so its output is HWC.
+            channels_last = isinstance(modules[node.name], torch.nn.Linear)
+            hwc = (got[1], got[2], got[0]) if len(got) == 3 and not channels_last else got
+            if hwc != node.output_shape:
+                found.append(f"{node.name}: torch {hwc}, checker {node.output_shape}")
+    if tuple(output.shape[1:]) != tuple(graph.output_shape or ())[-1:] and len(output.shape) == 2:
+        found.append(f"output: torch {tuple(output.shape)}, checker {graph.output_shape}")
+    return found
+
+
+def output_difference(spec: Spec, directory: Path, seed: int = 0) -> float | None:
+    """Export the Keras model's weights, load them into the PyTorch model, and return the
+    largest absolute difference of their outputs on one random batch (None where oneDNN's
+    CPU blind spots make values untrustworthy)."""
+    keras_module, torch_module = both_scripts(spec, directory)
+    keras.backend.clear_session()
+    model = keras_module.build_model()
+    randomise_batchnorm(model, seed)
+    if onednn_blind_spots(spec.model, model):
+        return None
+    path = directory / "weights.safetensors"
+    keras_module.export_weights(model, path)
+    net = torch_module.build_model()
+    torch_module.load_weights(net, path)
+    net.eval()
+    assert spec.model.input_shape is not None
+    x = np.random.default_rng(seed).normal(0, 1, (3, *spec.model.input_shape)).astype("float32")
+    expected = np.asarray(model(x, training=False))
+    with torch.no_grad():
+        got = net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    assert got.shape == expected.shape
+    return float(np.abs(got - expected).max())
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_build_model_matches_the_checker_and_keras(path: Path, tmp_path: Path) -> None:
+    spec = checked_spec(path=path)
+    net = load_script(write_script(spec, tmp_path, "pytorch")).build_model()
+    assert shape_mismatches(spec.model, net) == []
+    difference = output_difference(spec, tmp_path)
+    assert difference is not None and difference <= 1e-4
+
+
+@settings(
+    deadline=None,
+    max_examples=100,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(specs())
+def test_generated_specs_mean_the_same_network(case: Case) -> None:
+    graph = checked(case)
+    spec = checked_spec(case.text)
+    with tempfile.TemporaryDirectory() as directory:
+        net = load_script(write_script(spec, Path(directory), "pytorch")).build_model()
+        assert shape_mismatches(graph, net) == [], case
+        difference = output_difference(spec, Path(directory))
+    assert difference is None or difference <= 1e-4, (difference, case)
+
+
+# ---- training semantics --------------------------------------------------------------------
+
+
+# A network without kinks (tanh, average pooling): float32 rounding differs between the
+# frameworks (TensorFlow's BatchNorm rounds ~10x more coarsely), and through a max-pooling
+# near-tie or a ReLU at zero that can send a gradient to a neighbouring pixel; a smooth network
+# keeps every step comparable. It still has what matters: `same` stride-2 convolutions, L2 on
+# every kernel, BatchNorm with Keras's settings, flatten then dense, dropout (turned off).
+SMOOTH = """
+model smooth {
+  input 17x17x3
+  defaults conv2d(kernel=3, padding=same, activation=tanh, l2=1e-3)
+  conv2d(8)  batchnorm()  conv2d(16, stride=2)  avgpool(2, padding=same)  dropout(0.25)
+  conv2d(16, kernel=(2, 3), stride=2)  batchnorm(epsilon=1e-5, momentum=0.9)
+  head { flatten()  dense(32, activation=tanh, l2=1e-3)  batchnorm()  dense(10, activation=softmax) }
+}
+data { labels sparse }
+"""
+
+OPTIMIZERS = {
+    # Keras adds Adam's epsilon to sqrt(v) before bias correction, PyTorch after, so their
+    # updates differ slightly where gradients are tiny: Adam's first loss (from the shared
+    # weights) must agree; SGD's updates agree, so all its losses must.
+    "adam": (
+        lambda: keras.optimizers.Adam(learning_rate=1e-3),
+        lambda params: torch.optim.Adam(params, lr=1e-3, eps=1e-7),
+        1,
+    ),
+    "sgd": (
+        lambda: keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+        lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True),
+        4,
+    ),
+}
+
+
+@pytest.mark.parametrize("source", ["cifar10", "smooth"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_training_steps_give_the_same_loss(optimizer: str, source: str, tmp_path: Path) -> None:
+    make_keras, make_torch, steps = OPTIMIZERS[optimizer]
+    if source == "cifar10":
+        if optimizer != "adam":
+            pytest.skip("cifar10 has max-pooling near-ties after a step; see SMOOTH")
+        spec = checked_spec(path=ROOT / "specs" / "cifar10.cnn")  # L2 on every kernel
+    else:
+        spec = checked_spec(SMOOTH)
+    keras_module, torch_module = both_scripts(spec, tmp_path)
+    keras.utils.set_random_seed(0)
+    model = keras_module.build_model()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    path = tmp_path / "start.safetensors"
+    keras_module.export_weights(model, path)
+    net = torch_module.build_model()
+    torch_module.load_weights(net, path)
+    for module in net.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+    assert spec.model.input_shape is not None
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 1, (16, *spec.model.input_shape)).astype("float32")
+    labels = rng.integers(0, 10, 16)
+    model.compile(optimizer=make_keras(), loss=keras.losses.CategoricalCrossentropy())
+    onehot = np.eye(10, dtype="float32")[labels]
+    keras_losses = [float(model.train_on_batch(images, onehot)) for _ in range(steps)]
+
+    torch_optimizer = make_torch(net.parameters())
+    inputs = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+    targets = torch.from_numpy(labels)
+    torch_losses = []
+    net.train()
+    for _ in range(steps):
+        loss = torch_module.data_loss(net.logits(inputs), targets)
+        loss = loss + torch_module.l2_penalty(net)
+        torch_optimizer.zero_grad()
+        loss.backward()
+        torch_optimizer.step()
+        torch_losses.append(float(loss.detach()))
+    assert keras_losses == pytest.approx(torch_losses, abs=1e-4)
+    assert torch_losses[-1] < torch_losses[0] or steps == 1
+
+
+# ---- end to end -----------------------------------------------------------------------------
+
+ARTIFACTS = {
+    "metrics.json",
+    "weights.safetensors",
+    "model.pt",
+    "curves.png",
+    "confusion_matrix.png",
+    "classification_report.txt",
+}
+
+
+def script_for(stem: str, tmp_path: Path) -> Path:
+    return write_script(checked_spec(path=ROOT / "specs" / f"{stem}.cnn"), tmp_path, "pytorch")
+
+
+def test_digits_reaches_95_percent(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_script(script_for("digits", tmp_path), "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]
+    assert {p.name for p in out.iterdir()} >= ARTIFACTS
+
+
+def test_cifar10_trains_one_epoch_on_a_tiny_archive(tmp_path: Path) -> None:
+    write_tiny_cifar10(tmp_path / "data")
+    out = tmp_path / "run"
+    result = run_script(
+        script_for("cifar10", tmp_path),
+        *("--data-dir", str(tmp_path / "data"), "--output-dir", str(out), "--epochs", "1"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} >= ARTIFACTS
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "pytorch"
+    row = metrics["history"][0]
+    assert {"phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"} <= set(row)
+    assert {"loss", "accuracy", "report"} <= set(metrics["test"])
+    state = torch.load(out / "model.pt")
+    assert sum(v.numel() for k, v in state.items() if "num_batches" not in k) == 1_196_586
+
+
+def test_missing_cifar10_is_one_line(tmp_path: Path) -> None:
+    result = run_script(script_for("cifar10", tmp_path), "--data-dir", str(tmp_path / "nowhere"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no CIFAR-10 data at ")
+
+
+def test_runs_under_torchrun_with_two_processes(tmp_path: Path) -> None:
+    script = script_for("digits", tmp_path)
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(script),
+            *("--epochs", "2", "--output-dir", str(out), "--device", "cpu"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    assert "2 processes" in result.stdout
+    assert result.stdout.count("train epoch 1:") == 1  # printed by rank 0 only
+    assert metrics["history"][1]["loss"] < metrics["history"][0]["loss"]
