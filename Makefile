@@ -18,13 +18,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m compileall -q cnnspec
 	touch $(STAMP)
 
-# The main job: check and summarise the CIFAR-10 spec, generate its Keras script, then generate
-# and train the digits spec on scikit-learn's bundled digits (no download; under a minute on 2 cores).
+# The main job: check and summarise the CIFAR-10 spec, generate its Keras and PyTorch scripts,
+# then generate the digits spec for both and train each on scikit-learn's bundled digits (no
+# download; under a minute each on 2 cores).
 demo: setup
 	$(VENV)/bin/cnnspec summary specs/cifar10.cnn
 	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend keras
+	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend pytorch
 	$(VENV)/bin/cnnspec build specs/digits.cnn --backend keras
-	$(PY) build/digits_keras.py
+	$(VENV)/bin/cnnspec build specs/digits.cnn --backend pytorch
+	$(PY) build/digits_keras.py --output-dir runs/digits_keras
+	$(PY) build/digits_pytorch.py --output-dir runs/digits_pytorch
 
 test: setup
 	$(PY) -m ruff check .
@@ -33,6 +37,7 @@ test: setup
 bench: setup
 	$(PY) bench/check_speed.py
 	$(PY) bench/keras_pipeline.py
+	$(PY) bench/torch_train.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache .ruff_cache
