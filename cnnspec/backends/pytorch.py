@@ -922,7 +922,7 @@ RUN_EPOCH = '''
                 frozen = not any(p.requires_grad for p in module.parameters())
                 if frozen:
                     module.eval()
-        total, count, outputs, targets_seen = 0.0, 0, [], []
+        total, count, correct, outputs, targets_seen = 0.0, 0, 0, [], []
         started = time.perf_counter()
         progress = tqdm(loader, "train" if training else "eval", leave=False, disable=None)
         weights = None
@@ -940,13 +940,20 @@ RUN_EPOCH = '''
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            total += float(loss) * len(targets)
+            total += loss.item() * len(targets)
             count += len(targets)
             with torch.no_grad():
                 outputs.append(output_probabilities(logits.float()).cpu().numpy())
             targets_seen.append(targets.cpu().numpy())
+            batch = outputs[-1]
+            predicted = batch.argmax(1) if batch.shape[1] > 1 else batch[:, 0] >= 0.5
+            correct += int((predicted == targets_seen[-1].reshape(-1)).sum())
             rate = count / (time.perf_counter() - started)
-            progress.set_postfix(loss=f"{total / count:.4f}", images_per_s=f"{rate:.0f}")
+            progress.set_postfix(
+                loss=f"{total / count:.4f}",
+                accuracy=f"{correct / count:.4f}",
+                images_per_s=f"{rate:.0f}",
+            )
         probabilities, targets = np.concatenate(outputs), np.concatenate(targets_seen)
         logs = {"loss": total / count, **scores(probabilities, targets)}
         return logs, count / (time.perf_counter() - started)
@@ -992,7 +999,7 @@ EVALUATE = '''
                 with autocast(device):
                     logits = model.logits(inputs).float()
                 loss = data_loss(logits, targets) + l2_penalty(model)
-                losses += float(loss) * len(targets)
+                losses += loss.item() * len(targets)
                 count += len(targets)
                 outputs.append(output_probabilities(logits).cpu().numpy())
                 truth.append(targets.cpu().numpy())
