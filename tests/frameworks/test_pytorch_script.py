@@ -49,6 +49,7 @@ from tests.frameworks.scripts import (
     run_script,
     write_script,
     write_tiny_cifar10,
+    write_tiny_image_folders,
 )
 from tests.frameworks.test_keras_script import randomise_batchnorm
 from tests.test_framework_counts import onednn_blind_spots
@@ -310,3 +311,39 @@ def test_runs_under_torchrun_with_two_processes(tmp_path: Path) -> None:
     assert "2 processes" in result.stdout
     assert result.stdout.count("train epoch 1:") == 1  # printed by rank 0 only
     assert metrics["history"][1]["loss"] < metrics["history"][0]["loss"]
+
+
+def test_staged_finetune_runs_both_phases_on_image_folders(tmp_path: Path) -> None:
+    """Directory data read with Pillow, binary labels, balanced class weights, two phases with
+    freezing (frozen layers keep their weights), the 0.3 threshold and the ROC plot."""
+    spec = checked_spec(path=ROOT / "examples" / "staged_finetune.cnn")
+    data = write_tiny_image_folders(tmp_path / "xrays", ("normal", "pneumonia"))
+    script = write_script(spec, tmp_path, "pytorch")
+    out = tmp_path / "run"
+    result = run_script(script, "--data-dir", str(data), "--output-dir", str(out), "--epochs", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(row["phase"], row["epoch"]) for row in metrics["history"]] == [
+        ("head", 1),
+        ("finetune", 2),
+    ]
+    assert {"auc", "val_auc"} <= set(metrics["history"][0])
+    assert metrics["test"]["threshold"] == 0.3
+    assert metrics["test"]["report"]["pneumonia"]["support"] == 12
+    assert {p.name for p in out.iterdir()} >= {"roc.png", "confusion_matrix.png", "model.pt"}
+
+    module = load_script(script)
+    net = module.build_model()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    module.set_trainable(net, ["block1_conv2d_1"])
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
+    images = torch.rand(4, 3, 64, 64)
+    loss = module.data_loss(net.logits(images), torch.tensor([0, 1, 1, 0]))
+    loss.backward()
+    optimizer.step()
+    after = net.state_dict()
+    assert torch.equal(before["block1_conv2d_1.weight"], after["block1_conv2d_1.weight"])
+    assert not torch.equal(before["block3_conv2d_1.weight"], after["block3_conv2d_1.weight"])
+    assert module.class_weights(np.array([0] * 6 + [1] * 12)) == pytest.approx(
+        {0: 18 / 12, 1: 18 / 24}
+    )
