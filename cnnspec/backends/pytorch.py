@@ -339,7 +339,8 @@ class _Script(Script):
             '    """Fit the model phase by phase: freeze, a new optimizer, the callbacks;',
             "    `epochs` caps each phase. `logits_of` computes the logits as trained (default",
             '    model.logits; DDP or torch.compile wrap it). Returns the per-epoch history."""',
-            "    logits_of = logits_of or model.logits",
+            "    if logits_of is None:",
+            "        logits_of = model.logits",
             "    history = []",
         ]
         freezes = any(plan.frozen for plan in spec.phases)

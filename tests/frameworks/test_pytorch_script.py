@@ -24,6 +24,7 @@ as the Keras script; the script runs unchanged under torchrun with two CPU proce
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -347,3 +348,18 @@ def test_staged_finetune_runs_both_phases_on_image_folders(tmp_path: Path) -> No
     assert module.class_weights(np.array([0] * 6 + [1] * 12)) == pytest.approx(
         {0: 18 / 12, 1: 18 / 24}
     )
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="torch.compile on CPU needs a C++ compiler",
+)
+def test_compile_flag_trains(tmp_path: Path) -> None:
+    """`--compile` wraps the logits in torch.compile (about 40 s of compiling on 2 cores)."""
+    out = tmp_path / "run"
+    result = run_script(
+        script_for("digits", tmp_path),
+        *("--compile", "--epochs", "1", "--subset", "128", "--output-dir", str(out)),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "weights.safetensors").exists()
