@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -75,19 +76,26 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def write_generated(path: Path, text: str, force: bool = False) -> Outcome:
-    """Write `text` to `path` atomically (a temporary file in the same folder, then a rename),
-    refusing to replace a foreign or edited file unless `force`."""
-    state = state_of(path)
-    if state in (State.foreign, State.edited) and not force:
-        raise Refused(path, state)
-    if state is State.generated and path.read_text(encoding="utf-8") == text:
+def write_generated(
+    path: Path,
+    content: str | bytes,
+    force: bool = False,
+    state: Callable[[Path], State] | None = None,
+) -> Outcome:
+    """Write `content` to `path` atomically (a temporary file in the same folder, then a
+    rename), refusing to replace a foreign or edited file unless `force`. `state` tells what an
+    existing file is (default: the text marker of `stamp`)."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    current = (state or state_of)(path)
+    if current in (State.foreign, State.edited) and not force:
+        raise Refused(path, current)
+    if current is State.generated and path.read_bytes() == data:
         return Outcome.unchanged
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp makes the file private; give it the mode a plain write would have.

@@ -164,13 +164,17 @@ def build(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Output file (default: build/<spec>_<backend>.py).",
+            "--output",
+            "-o",
+            help="Output file (default: build/<spec>_<backend>.py).",
             show_default=False,
         ),
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Overwrite a file cnnspec did not write, or one edited since."),
+        typer.Option(
+            "--force", help="Overwrite a file cnnspec did not write, or one edited since."
+        ),
     ] = False,
 ) -> None:
     """Generate a standalone training script for a spec."""
@@ -202,6 +206,113 @@ def build(
         raise typer.Exit(1) from None
     lines = text.count("\n")
     typer.echo(f"{outcome} {target} ({backend.value}, {lines} lines)")
+
+
+class InputLayout(StrEnum):
+    nchw = "nchw"
+    nhwc = "nhwc"
+
+
+@app.command()
+def export(
+    spec: SpecPath,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights",
+            "-w",
+            help="weights.safetensors written by a generated script (default: initialised "
+            "from the spec's seed).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Output file (default: build/<spec>.onnx).", show_default=False
+        ),
+    ] = None,
+    opset: Annotated[int, typer.Option("--opset", min=13, help="ONNX opset.")] = 18,
+    input_layout: Annotated[
+        InputLayout, typer.Option("--input-layout", help="nhwc adds a transpose in front.")
+    ] = InputLayout.nchw,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite a file cnnspec did not write, or one edited since."
+        ),
+    ] = False,
+) -> None:
+    """Export the spec's network to ONNX, with trained or seeded weights."""
+    from cnnspec.artifact import Refused, State, write_generated
+
+    compilation = compile_source(_load(spec))
+    _print_diagnostics(compilation)
+    if not compilation.ok or compilation.spec is None:
+        errors, warnings = _tally([compilation])
+        typer.echo(
+            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}; nothing written",
+            err=True,
+        )
+        raise typer.Exit(1)
+    checked = compilation.spec
+    try:
+        import onnx
+
+        from cnnspec import export as onnx_export
+    except ImportError:
+        typer.echo(
+            "cnnspec: error: export needs the onnx package: pip install 'cnnspec[onnx]'", err=True
+        )
+        raise typer.Exit(1) from None
+    if weights is None:
+        tensors = onnx_export.initial_weights(checked, checked.train.seed)
+        typer.echo(
+            f"cnnspec: warning: no --weights: initialised from seed {checked.train.seed}; "
+            "the model predicts nothing useful",
+            err=True,
+        )
+    else:
+        try:
+            tensors = onnx_export.load_weights(weights)
+        except FileNotFoundError:
+            _usage_error(f"no such file: {weights}")
+        except Exception as error:  # safetensors reports a bad header as several types
+            typer.echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
+            raise typer.Exit(1) from None
+    try:
+        model = onnx_export.export(checked, tensors, opset, input_layout.value)
+        onnx.checker.check_model(model, full_check=True)
+    except onnx_export.WeightError as error:
+        typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
+        raise typer.Exit(1) from None
+    stem = spec.stem if str(spec) != "-" else checked.name
+    target = output or Path("build") / f"{stem}.onnx"
+
+    def state(path: Path) -> State:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return State.absent
+        except IsADirectoryError:
+            return State.foreign
+        return State(onnx_export.model_state(data))
+
+    try:
+        outcome = write_generated(target, model.SerializeToString(), force=force, state=state)
+    except Refused as refused:
+        typer.echo(f"cnnspec: error: {refused}", err=True)
+        typer.echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        typer.echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
+        raise typer.Exit(1) from None
+    params = checked.model.params.total
+    shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    typer.echo(
+        f"{outcome} {target} (ONNX opset {opset}, {params:,} parameters, "
+        f"input {onnx_export.INPUT} {shape})"
+    )
 
 
 @app.command()

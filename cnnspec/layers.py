@@ -18,6 +18,7 @@ from cnnspec.registry import (
     KerasLayer,
     LayerArgs,
     NonNegFloat,
+    OnnxBuilder,
     Padding,
     Pair,
     Params,
@@ -67,6 +68,29 @@ def keras_with_activation(
     if activation is not None and keras_name is None:
         layers_ += [KerasLayer("_act", a.call) for a in activation.keras()]
     return layers_
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's `same` padding along one axis: (before, after), the odd pixel after."""
+    extent = dilation * (kernel - 1) + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def onnx_pads(
+    shape: Shape,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: str | int,
+) -> list[int]:
+    """ONNX `pads` ([top, left, bottom, right]) for Keras's padding on an (H, W, C) input."""
+    if padding == "same":
+        top, bottom = same_pads(shape[0], kernel[0], stride[0], dilation[0])
+        left, right = same_pads(shape[1], kernel[1], stride[1], dilation[1])
+        return [top, left, bottom, right]
+    amount = padding if isinstance(padding, int) else 0
+    return [amount] * 4
 
 
 def window_size(size: int, kernel: int, stride: int, dilation: int, padding: str | int) -> int:
@@ -152,6 +176,22 @@ class _Conv(LayerArgs):
         call = Call(func, in_channels, out_channels, _size(self.kernel), **kwargs)
         return TorchLayer(call, activation=self.activation, helpers=helpers)
 
+    def _onnx_conv(self, graph: OnnxBuilder, name: str, x: str, shape: Shape, groups: int) -> str:
+        inputs = [x, graph.weight(f"{name}.weight")]
+        if self.use_bias:
+            inputs.append(graph.weight(f"{name}.bias"))
+        y = graph.op(
+            "Conv",
+            inputs,
+            name,
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+            dilations=list(self.dilation),
+            pads=onnx_pads(shape, self.kernel, self.stride, self.dilation, self.padding),
+            group=groups,
+        )
+        return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
+
     def _keras_conv(self, func: str, args: tuple[object, ...], **extra: object) -> list[KerasLayer]:
         # Keras convolutions pad only `same` or `valid`: an explicit amount is a ZeroPadding2D.
         explicit = isinstance(self.padding, int) and self.padding > 0
@@ -199,6 +239,13 @@ class Conv2D(_Conv):
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return self._torch_conv(inputs[0][-1], self.filters, 1)
 
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        shapes = {"weight": (self.filters, inputs[0][-1], *self.kernel)}
+        return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return self._onnx_conv(graph, name, inputs[0], shapes[0], 1)
+
     def keras(self) -> list[KerasLayer]:
         return self._keras_conv(
             "layers.Conv2D",
@@ -231,6 +278,14 @@ class DepthwiseConv2D(_Conv):
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         channels = inputs[0][-1]
         return self._torch_conv(channels, channels * self.depth_multiplier, channels)
+
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        out = inputs[0][-1] * self.depth_multiplier
+        shapes = {"weight": (out, 1, *self.kernel)}
+        return {**shapes, "bias": (out,)} if self.use_bias else shapes
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return self._onnx_conv(graph, name, inputs[0], shapes[0], shapes[0][-1])
 
     def keras(self) -> list[KerasLayer]:
         return self._keras_conv(
@@ -271,6 +326,22 @@ class _Pool(LayerArgs):
             return TorchLayer(Call(helper, _size(self.pool), **options), helpers=(helper,))
         return TorchLayer(Call(f"nn.{self.torch_class}", _size(self.pool), **options))
 
+    onnx_op: ClassVar[str]
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        # Keras leaves `same` padding out of both: ONNX pads with -inf for the max, and
+        # count_include_pad=0 leaves it out of the average.
+        options = {"count_include_pad": 0} if self.onnx_op == "AveragePool" else {}
+        return graph.op(
+            self.onnx_op,
+            inputs,
+            name,
+            kernel_shape=list(self.pool),
+            strides=list(self.strides),
+            pads=onnx_pads(shapes[0], self.pool, self.strides, (1, 1), self.padding),
+            **options,
+        )
+
     def keras(self) -> list[KerasLayer]:
         options: dict[str, object] = {}
         if self.stride is not None and self.stride != self.pool:
@@ -285,6 +356,7 @@ class MaxPool(_Pool):
     kind: ClassVar[str] = "maxpool"
     keras_class: ClassVar[str] = "layers.MaxPooling2D"
     torch_class: ClassVar[str] = "MaxPool2d"
+    onnx_op: ClassVar[str] = "MaxPool"
     doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
 
 
@@ -293,6 +365,7 @@ class AvgPool(_Pool):
     kind: ClassVar[str] = "avgpool"
     keras_class: ClassVar[str] = "layers.AveragePooling2D"
     torch_class: ClassVar[str] = "AvgPool2d"
+    onnx_op: ClassVar[str] = "AveragePool"
     doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
 
 
@@ -312,12 +385,19 @@ class _GlobalPool(LayerArgs):
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(None, f"{{x}}.{self.torch_reduce}(dim=(2, 3))")
 
+    onnx_op: ClassVar[str]
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        pooled = graph.op(self.onnx_op, inputs, f"{name}_pool")
+        return graph.op("Flatten", [pooled], name, axis=1)
+
 
 @register
 class GlobalAvgPool(_GlobalPool):
     kind: ClassVar[str] = "global_avg_pool"
     keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
     torch_reduce: ClassVar[str] = "mean"
+    onnx_op: ClassVar[str] = "GlobalAveragePool"
     doc: ClassVar[str] = "Averages each channel over H and W: (H, W, C) -> (C,)."
 
 
@@ -326,6 +406,7 @@ class GlobalMaxPool(_GlobalPool):
     kind: ClassVar[str] = "global_max_pool"
     keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
     torch_reduce: ClassVar[str] = "amax"
+    onnx_op: ClassVar[str] = "GlobalMaxPool"
     doc: ClassVar[str] = "Maximum of each channel over H and W: (H, W, C) -> (C,)."
 
 
@@ -357,6 +438,15 @@ class BatchNorm(LayerArgs):
         momentum = round(1 - self.momentum, 12)
         return TorchLayer(Call(func, inputs[0][-1], eps=self.epsilon, momentum=momentum))
 
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        channels = (inputs[0][-1],)
+        return {k: channels for k in ("weight", "bias", "running_mean", "running_var")}
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        keys = ("weight", "bias", "running_mean", "running_var")
+        tensors = [graph.weight(f"{name}.{key}") for key in keys]
+        return graph.op("BatchNormalization", [inputs[0], *tensors], name, epsilon=self.epsilon)
+
 
 @register
 class Dropout(LayerArgs):
@@ -370,6 +460,9 @@ class Dropout(LayerArgs):
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(Call("nn.Dropout", self.rate))
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return inputs[0]  # inference: no-op
 
 
 @register
@@ -389,6 +482,9 @@ class SpatialDropout(LayerArgs):
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(Call("nn.Dropout2d", self.rate))
 
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return inputs[0]  # inference: no-op
+
 
 @register
 class Flatten(LayerArgs):
@@ -407,6 +503,9 @@ class Flatten(LayerArgs):
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         # NCHW order: the canonical weight layout stores the next layer's rows to match.
         return TorchLayer(None, "torch.flatten({x}, 1)")
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return graph.op("Flatten", inputs, name, axis=1)  # NCHW order, as the weights
 
 
 @register
@@ -448,6 +547,25 @@ class Dense(LayerArgs):
             return TorchLayer(call, apply, activation=self.activation)
         return TorchLayer(call, activation=self.activation)
 
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        shapes = {"weight": (self.units, inputs[0][-1])}
+        return {**shapes, "bias": (self.units,)} if self.use_bias else shapes
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        weight = graph.weight(f"{name}.weight")
+        bias = [graph.weight(f"{name}.bias")] if self.use_bias else []
+        if len(shapes[0]) == 1:
+            y = graph.op("Gemm", [inputs[0], weight, *bias], name, transB=1)
+        else:
+            # On an (H, W, C) map Keras's Dense acts on the channels at every position.
+            last = graph.op("Transpose", inputs, f"{name}_nhwc", perm=[0, 2, 3, 1])
+            kernel = graph.op("Transpose", [weight], f"{name}_kernel", perm=[1, 0])
+            y = graph.op("MatMul", [last, kernel], f"{name}_matmul")
+            if bias:
+                y = graph.op("Add", [y, *bias], f"{name}_bias")
+            y = graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
+        return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
+
 
 @register
 class Add(LayerArgs):
@@ -471,6 +589,9 @@ class Add(LayerArgs):
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(None, "{total}")
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return graph.op("Sum", inputs, name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,10 +617,19 @@ class _Activation(LayerArgs):
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(None, "{x}", activation=self)
 
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return self.onnx_apply(graph, name, inputs[0])
+
+    onnx_op: ClassVar[str] = ""
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op(self.onnx_op, [x], name)
+
 
 @register
 class ReLU(_Activation):
     kind: ClassVar[str] = "relu"
+    onnx_op: ClassVar[str] = "Relu"
     torch_name: ClassVar[str] = "torch.relu"
     doc: ClassVar[str] = "max(x, 0)."
     keras_string: ClassVar[str | None] = "relu"
@@ -518,6 +648,10 @@ class ReLU6(_Activation):
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.ReLU", max_value=6.0))]
 
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        low, high = graph.constant(f"{name}_min", [0.0]), graph.constant(f"{name}_max", [6.0])
+        return graph.op("Clip", [x, low, high], name)
+
 
 @register
 class LeakyReLU(_Activation):
@@ -533,6 +667,9 @@ class LeakyReLU(_Activation):
     def keras(self) -> list[KerasLayer]:
         # Keras's "leaky_relu" string means a slope of 0.2, so the layer always says its alpha.
         return [KerasLayer("", Call("layers.LeakyReLU", negative_slope=self.alpha))]
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("LeakyRelu", [x], name, alpha=self.alpha)
 
 
 @register
@@ -552,10 +689,14 @@ class ELU(_Activation):
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.ELU", alpha=self.alpha))]
 
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("Elu", [x], name, alpha=self.alpha)
+
 
 @register
 class Sigmoid(_Activation):
     kind: ClassVar[str] = "sigmoid"
+    onnx_op: ClassVar[str] = "Sigmoid"
     torch_name: ClassVar[str] = "torch.sigmoid"
     doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
     keras_string: ClassVar[str | None] = "sigmoid"
@@ -564,6 +705,7 @@ class Sigmoid(_Activation):
 @register
 class Tanh(_Activation):
     kind: ClassVar[str] = "tanh"
+    onnx_op: ClassVar[str] = "Tanh"
     torch_name: ClassVar[str] = "torch.tanh"
     doc: ClassVar[str] = "Hyperbolic tangent."
     keras_string: ClassVar[str | None] = "tanh"
@@ -582,6 +724,9 @@ class Softmax(_Activation):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Softmax"))]
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("Softmax", [x], name, axis=1)  # channels: Keras's last axis
 
 
 @register
@@ -604,6 +749,22 @@ class GELU(_Activation):
     def keras_helpers(self) -> tuple[str, ...]:
         return ("gelu_tanh",) if self.approximate else ()
 
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        # Written out so that any opset from 13 runs it (the Gelu op arrived in opset 20).
+        half = graph.constant(f"{name}_half", [0.5])
+        one = graph.constant(f"{name}_one", [1.0])
+        if self.approximate:
+            cube = graph.op("Mul", [x, graph.op("Mul", [x, x], f"{name}_sq")], f"{name}_cube")
+            scaled = graph.op("Mul", [cube, graph.constant(f"{name}_c", [0.044715])], f"{name}_sc")
+            inner = graph.op("Add", [x, scaled], f"{name}_inner")
+            root = graph.constant(f"{name}_root", [0.7978845608028654])  # sqrt(2 / pi)
+            core = graph.op("Tanh", [graph.op("Mul", [inner, root], f"{name}_arg")], f"{name}_t")
+        else:
+            root = graph.constant(f"{name}_root", [0.7071067811865476])  # 1 / sqrt(2)
+            core = graph.op("Erf", [graph.op("Mul", [x, root], f"{name}_arg")], f"{name}_erf")
+        gate = graph.op("Mul", [graph.op("Add", [core, one], f"{name}_1p"), half], f"{name}_g")
+        return graph.op("Mul", [x, gate], name)
+
 
 @register
 class Swish(_Activation):
@@ -611,3 +772,7 @@ class Swish(_Activation):
     torch_name: ClassVar[str] = "F.silu"
     doc: ClassVar[str] = "x * sigmoid(x), also called SiLU."
     keras_string: ClassVar[str | None] = "swish"
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        gate = graph.op("Sigmoid", [x], f"{name}_sigmoid")
+        return graph.op("Mul", [x, gate], name)

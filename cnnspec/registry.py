@@ -6,7 +6,7 @@ layer: the lowering pass looks calls up here, so adding a layer touches only `cn
 """
 
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
@@ -69,6 +69,22 @@ class TorchLayer:
     helpers: tuple[str, ...] = ()
 
 
+class OnnxBuilder(Protocol):
+    """What an ONNX emitter may do (implemented by cnnspec.export, which imports onnx)."""
+
+    def op(self, op_type: str, inputs: list[str], name: str, **attributes: Any) -> str:
+        """Add a node; returns the name of its output."""
+        ...
+
+    def weight(self, key: str) -> str:
+        """The initializer holding canonical tensor `key`, such as `conv1.weight`."""
+        ...
+
+    def constant(self, name: str, values: list[float], shape: tuple[int, ...] = ()) -> str:
+        """A float32 constant initializer."""
+        ...
+
+
 class Unsupported(Exception):
     """A backend cannot express a layer as written; the message says why and what to do."""
 
@@ -119,6 +135,19 @@ class LayerArgs(Bound):
         """The PyTorch module and forward expression of this node, given its input shapes
         (in the checker's (H, W, C) order)."""
         raise NotImplementedError(f"layer kind {self.kind!r} has no PyTorch emitter")
+
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        """The layer's tensors in the canonical layout (see cnnspec.layout): name suffix to
+        shape, such as {"weight": (32, 3, 3, 3), "bias": (32,)}."""
+        return {}
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        """Add this node to an ONNX graph (NCHW); returns the name of its output."""
+        raise NotImplementedError(f"layer kind {self.kind!r} has no ONNX emitter")
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        """For an activation: apply it to `x` in an ONNX graph."""
+        raise NotImplementedError(f"layer kind {self.kind!r} is not an activation")
 
     def torch_function(self) -> Call:
         """For an activation: the functional call applying it to `HOLE`."""

@@ -1,0 +1,230 @@
+"""ONNX export straight from the checked IR: no TensorFlow or PyTorch needed, only onnx (and
+safetensors/numpy for the weights).
+
+The graph is NCHW with a named float32 input `image` whose batch dimension is dynamic; its output
+`probabilities` is what the spec's head computes (softmax or sigmoid included). Each layer adds
+its own nodes through its registry entry's `onnx()` emitter; this module supplies the builder,
+the weights (canonical `weights.safetensors` from either backend's script, or a deterministic
+initialisation) and the metadata that `predict` reads back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnspec import __version__
+from cnnspec.ir import Graph, Spec
+from cnnspec.registry import Shape
+
+DEFAULT_OPSET = 18
+INPUT = "image"
+OUTPUT = "probabilities"
+HASH_KEY = "cnnspec.graph_sha256"
+
+
+class WeightError(Exception):
+    """The weights file does not fit the spec (missing or mis-shaped tensors)."""
+
+
+class _Builder:
+    """Collects ONNX nodes and initializers; implements `cnnspec.registry.OnnxBuilder`."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray]) -> None:
+        import onnx  # noqa: F401  (fail early, with a clear message, where onnx is missing)
+
+        self.weights = weights
+        self.nodes: list[Any] = []
+        self.initializers: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self.names: set[str] = set()
+
+    def _unique(self, name: str) -> str:
+        candidate, index = name, 1
+        while candidate in self.names:
+            index += 1
+            candidate = f"{name}_{index}"
+        self.names.add(candidate)
+        return candidate
+
+    def op(self, op_type: str, inputs: list[str], name: str, **attributes: Any) -> str:
+        from onnx import helper
+
+        output = self._unique(name)
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attributes))
+        return output
+
+    def weight(self, key: str) -> str:
+        from onnx import numpy_helper
+
+        if key not in self.weights:
+            raise WeightError(f"the weights have no tensor {key!r}")
+        if key not in self.initializers:
+            array = np.ascontiguousarray(self.weights[key], dtype=np.float32)
+            self.initializers[key] = numpy_helper.from_array(array, key)
+        self.used.add(key)
+        return key
+
+    def constant(self, name: str, values: list[float], shape: tuple[int, ...] = ()) -> str:
+        from onnx import numpy_helper
+
+        key = self._unique(name)
+        array = np.asarray(values, dtype=np.float32).reshape(shape or ())
+        self.initializers[key] = numpy_helper.from_array(array, key)
+        return key
+
+
+def shapes_of(graph: Graph) -> dict[str, Shape]:
+    assert graph.input_shape is not None
+    result: dict[str, Shape] = {graph.INPUT: graph.input_shape}
+    for node in graph.nodes:
+        assert node.output_shape is not None
+        result[node.name] = node.output_shape
+    return result
+
+
+def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic weights in the canonical layout, initialised as Keras does: Glorot-uniform
+    kernels, zero biases, and BatchNorm at identity (gamma 1, beta 0, mean 0, variance 1)."""
+    rng = np.random.default_rng(seed)
+    shapes = shapes_of(spec.model)
+    weights: dict[str, np.ndarray] = {}
+    for node in spec.model.nodes:
+        for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
+            key = f"{node.name}.{suffix}"
+            if suffix == "weight" and len(shape) >= 2:
+                receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+                fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+                weights[key] = rng.uniform(-limit, limit, shape).astype(np.float32)
+            elif suffix in ("weight", "running_var"):
+                weights[key] = np.ones(shape, dtype=np.float32)
+            else:
+                weights[key] = np.zeros(shape, dtype=np.float32)
+    return weights
+
+
+def load_weights(path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return dict(load_file(str(path)))
+
+
+def check_weights(spec: Spec, weights: Mapping[str, np.ndarray]) -> None:
+    """Every tensor the spec needs is present with its canonical shape."""
+    shapes = shapes_of(spec.model)
+    problems = []
+    for node in spec.model.nodes:
+        for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
+            key = f"{node.name}.{suffix}"
+            if key not in weights:
+                problems.append(f"missing {key}")
+            elif tuple(weights[key].shape) != shape:
+                problems.append(f"{key} is {tuple(weights[key].shape)}, the spec needs {shape}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise WeightError("; ".join(problems[:3]) + more)
+
+
+def metadata(spec: Spec, source_text_sha256: str, layout: str) -> dict[str, str]:
+    data = spec.data
+    assert spec.model.input_shape is not None
+    h, w, c = spec.model.input_shape
+    classes = data.class_names() or tuple(
+        str(i) for i in range((spec.model.output_shape or (1,))[-1])
+    )
+    return {
+        "cnnspec.version": __version__,
+        "cnnspec.spec_name": spec.name,
+        "cnnspec.spec_sha256": source_text_sha256,
+        "cnnspec.class_names": json.dumps(list(classes)),
+        "cnnspec.input_size": json.dumps([h, w, c]),
+        "cnnspec.input_layout": layout,
+        "cnnspec.rescale": repr(float(data.rescale)),
+        "cnnspec.normalize": json.dumps(
+            {"mean": list(data.normalize.mean), "std": list(data.normalize.std)}
+            if data.normalize
+            else None
+        ),
+        "cnnspec.labels": data.labels,
+        "cnnspec.threshold": repr(spec.evaluate.threshold or 0.5),
+    }
+
+
+def export(
+    spec: Spec,
+    weights: Mapping[str, np.ndarray],
+    opset: int = DEFAULT_OPSET,
+    input_layout: str = "nchw",
+) -> Any:
+    """The spec's network as an ONNX ModelProto with `weights` (canonical layout)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from cnnspec.backends.common import straight_line  # the same DAG walk as the scripts
+
+    check_weights(spec, weights)
+    graph = spec.model
+    assert graph.input_shape is not None
+    h, w, c = graph.input_shape
+    builder = _Builder(weights)
+    shapes = shapes_of(graph)
+    builder.names.add(INPUT)
+    values: dict[str, str] = {}
+    if input_layout == "nhwc":
+        input_shape: list[int | str] = ["batch", h, w, c]
+        values[graph.INPUT] = builder.op("Transpose", [INPUT], "to_nchw", perm=[0, 3, 1, 2])
+    else:
+        input_shape = ["batch", c, h, w]
+        values[graph.INPUT] = INPUT
+    for step in straight_line(graph, graph.INPUT):
+        node = step.node
+        inputs = [values[name] for name in node.inputs]
+        values[node.name] = node.layer.onnx(
+            builder, node.name, inputs, [shapes[i] for i in node.inputs]
+        )
+    last = values[graph.output or graph.INPUT]
+    builder.nodes.append(helper.make_node("Identity", [last], [OUTPUT], name=OUTPUT))
+    out_shape: list[int | str] = ["batch"]
+    output_shape = graph.output_shape or ()
+    out_shape += (
+        [output_shape[-1], *output_shape[:-1]] if len(output_shape) == 3 else list(output_shape)
+    )
+    onnx_graph = helper.make_graph(
+        builder.nodes,
+        graph.name,
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, out_shape)],
+        initializer=list(builder.initializers.values()),
+    )
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", opset)],
+        producer_name="cnnspec",
+        producer_version=__version__,
+    )
+    model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of 2024 on
+    props = metadata(spec, spec.sha256, input_layout)
+    props[HASH_KEY] = hashlib.sha256(onnx_graph.SerializeToString()).hexdigest()
+    onnx.helper.set_model_props(model, props)
+    return model
+
+
+def model_state(data: bytes) -> str:
+    """'generated', 'edited' or 'foreign' for the bytes of an existing .onnx file."""
+    import onnx
+
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:  # not an ONNX file at all
+        return "foreign"
+    props = {p.key: p.value for p in model.metadata_props}
+    if HASH_KEY not in props:
+        return "foreign"
+    digest = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+    return "generated" if props[HASH_KEY] == digest else "edited"

@@ -1,0 +1,190 @@
+"""`cnnspec export`: ONNX built from the checked IR, checked, and equal to PyTorch.
+
+For every shipped spec and example and for 50 hypothesis-generated specs: the generated PyTorch
+script's model (BatchNorm statistics randomised) writes `weights.safetensors`; the exporter
+builds the ONNX model from the IR with those weights; `onnx.checker.check_model(full_check=True)`
+passes; under onnxruntime (CPU) its output equals the PyTorch model's in eval mode within 1e-4
+at batch sizes 1 and 5 (the batch dimension is dynamic), and the NHWC-input variant gives the
+same numbers on transposed input. The command writes atomically and never over a foreign file.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("hypothesis")
+
+import onnx
+import onnxruntime
+import torch
+from hypothesis import HealthCheck, given, settings
+
+from cnnspec import export as onnx_export
+from cnnspec.ir import Spec
+from tests.conftest import ROOT, SPECS
+from tests.frameworks.scripts import checked_spec, load_script, write_script
+from tests.test_cli import no_traceback, run, write
+from tests.test_property import Case, specs
+
+pytestmark = pytest.mark.frameworks
+
+SOURCES = [*SPECS, ROOT / "examples" / "staged_finetune.cnn"]
+
+
+def torch_weights(spec: Spec, directory: Path, seed: int = 0) -> tuple[object, Path]:
+    """The generated PyTorch model with non-trivial BatchNorm statistics, and its exported
+    canonical weights."""
+    module = load_script(write_script(spec, directory, "pytorch"))
+    torch.manual_seed(seed)
+    net = module.build_model()
+    generator = torch.Generator().manual_seed(seed)
+    for child in net.modules():
+        if isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
+            n = child.num_features
+            with torch.no_grad():
+                child.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                child.bias.copy_(torch.randn(n, generator=generator) * 0.5)
+                child.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+                child.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=generator))
+    path = directory / "weights.safetensors"
+    module.export_weights(net, path)
+    return net.eval(), path
+
+
+def largest_difference(spec: Spec, directory: Path) -> float:
+    net, path = torch_weights(spec, directory)
+    weights = onnx_export.load_weights(path)
+    model = onnx_export.export(spec, weights)
+    onnx.checker.check_model(model, full_check=True)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    nhwc = onnx_export.export(spec, weights, input_layout="nhwc")
+    nhwc_session = onnxruntime.InferenceSession(
+        nhwc.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    assert spec.model.input_shape is not None
+    h, w, c = spec.model.input_shape
+    worst = 0.0
+    for batch in (1, 5):
+        x = np.random.default_rng(batch).normal(0, 1, (batch, c, h, w)).astype(np.float32)
+        with torch.no_grad():
+            expected = net(torch.from_numpy(x)).numpy()  # type: ignore[operator]
+        (got,) = session.run(None, {"image": x})
+        (got_nhwc,) = nhwc_session.run(None, {"image": x.transpose(0, 2, 3, 1).copy()})
+        assert got.shape == expected.shape == got_nhwc.shape
+        worst = max(worst, float(np.abs(got - expected).max()))
+        worst = max(worst, float(np.abs(got_nhwc - expected).max()))
+    return worst
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
+def test_export_equals_pytorch(path: Path, tmp_path: Path) -> None:
+    assert largest_difference(checked_spec(path=path), tmp_path) <= 1e-4
+
+
+@settings(
+    deadline=None,
+    max_examples=50,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(specs())
+def test_generated_specs_export_exactly(case: Case) -> None:
+    spec = checked_spec(case.text)
+    with tempfile.TemporaryDirectory() as directory:
+        difference = largest_difference(spec, Path(directory))
+    assert difference <= 1e-4, (difference, case)
+
+
+def test_metadata_describes_the_input(tmp_path: Path) -> None:
+    spec = checked_spec(path=ROOT / "specs" / "cifar10.cnn")
+    model = onnx_export.export(spec, onnx_export.initial_weights(spec, 0))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["cnnspec.spec_name"] == "cifar10_cnn"
+    assert props["cnnspec.input_size"] == "[32, 32, 3]"
+    assert props["cnnspec.rescale"] == repr(1 / 255)
+    assert "airplane" in props["cnnspec.class_names"]
+    assert props["cnnspec.spec_sha256"] == spec.sha256
+
+
+# ---- the command -------------------------------------------------------------------------
+
+
+def test_export_command_writes_and_refuses(tmp_path: Path) -> None:
+    spec = ROOT / "specs" / "digits.cnn"
+    target = tmp_path / "digits.onnx"
+    first = run("export", str(spec), "-o", str(target))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith(f"wrote {target} (ONNX opset 18, 45,546 parameters")
+    assert "no --weights" in first.stderr
+    again = run("export", str(spec), "-o", str(target))
+    assert again.stdout.startswith("unchanged ")
+
+    foreign = write(tmp_path, "mine.onnx", "not a model")
+    refused = run("export", str(spec), "-o", str(foreign))
+    assert refused.returncode == 1
+    assert "was not generated by cnnspec" in refused.stderr
+    assert foreign.read_text() == "not a model"
+    no_traceback(refused)
+
+
+def test_export_with_weights_that_do_not_fit(tmp_path: Path) -> None:
+    cifar = checked_spec(path=ROOT / "specs" / "cifar10.cnn")
+    _, path = torch_weights(cifar, tmp_path)
+    result = run(
+        "export",
+        str(ROOT / "specs" / "digits.cnn"),
+        "-w",
+        str(path),
+        "-o",
+        str(tmp_path / "x.onnx"),
+    )
+    assert result.returncode == 1
+    assert "does not fit digits_cnn" in result.stderr
+    no_traceback(result)
+    broken = write(tmp_path, "broken.safetensors", "garbage")
+    unreadable = run(
+        "export",
+        str(ROOT / "specs" / "digits.cnn"),
+        "-w",
+        str(broken),
+        "-o",
+        str(tmp_path / "y.onnx"),
+    )
+    assert unreadable.returncode == 1
+    assert "cannot read" in unreadable.stderr
+    no_traceback(unreadable)
+
+
+def test_export_needs_neither_tensorflow_nor_torch(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from unittest import mock\n"
+        "import cnnspec.cli\n"
+        f"argv = ['cnnspec', 'export', {str(ROOT / 'specs' / 'cifar10.cnn')!r},"
+        f" '-o', {str(tmp_path / 'm.onnx')!r}]\n"
+        "with mock.patch.object(sys, 'argv', argv):\n"
+        "    try:\n"
+        "        cnnspec.cli.main()\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'torch'))\n"
+        "print(loaded)\n"
+    )
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "m.onnx").exists()
