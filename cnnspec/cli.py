@@ -315,6 +315,76 @@ def export(
     )
 
 
+def _checked_or_exit(spec: Path) -> Compilation:
+    compilation = compile_source(_load(spec))
+    _print_diagnostics(compilation)
+    if not compilation.ok or compilation.spec is None:
+        errors, warnings = _tally([compilation])
+        typer.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
+        raise typer.Exit(1)
+    return compilation
+
+
+@app.command()
+def verify(
+    spec: SpecPath,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--weights", "-w", help="weights.safetensors (default: seeded).", show_default=False
+        ),
+    ] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed error.")] = 1e-4,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Random inputs to compare.")] = 4,
+) -> None:
+    """Prove that Keras, PyTorch and ONNX compute the same outputs with the same weights."""
+    compilation = _checked_or_exit(spec)
+    checked = compilation.spec
+    assert checked is not None
+    from cnnspec import export as onnx_export
+    from cnnspec.verify import run_verify
+
+    if weights is None:
+        tensors = onnx_export.initial_weights(checked, checked.train.seed)
+        source = f"weights initialised from seed {checked.train.seed}"
+    else:
+        try:
+            tensors = onnx_export.load_weights(weights)
+            onnx_export.check_weights(checked, tensors)
+        except FileNotFoundError:
+            _usage_error(f"no such file: {weights}")
+        except onnx_export.WeightError as error:
+            typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
+            raise typer.Exit(1) from None
+        except Exception as error:
+            typer.echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
+            raise typer.Exit(1) from None
+        source = str(weights)
+    report = run_verify(checked, tensors, tolerance, batch)
+    typer.echo(
+        f"verify {checked.name}: {len(report.ran)} backends, {report.batch} random inputs, "
+        f"{source}, tolerance {tolerance:g}"
+    )
+    for name, why in report.skipped.items():
+        typer.echo(f"  skipped {name}: {why}")
+    typer.echo(f"  {'pair':<20} {'max abs error':>14} {'max rel error':>14}")
+    for c in report.comparisons:
+        verdict = "ok" if c.max_abs <= tolerance else "DIFFERENT"
+        pair = f"{c.first} vs {c.second}"
+        typer.echo(f"  {pair:<20} {c.max_abs:>14.3g} {c.max_rel:>14.3g}  {verdict}")
+        if c.first_divergence is not None:
+            layer, error = c.first_divergence
+            typer.echo(f"    first layer that differs: {layer} (max abs error {error:.3g})")
+    if not report.comparisons:
+        typer.echo(
+            "cnnspec: error: fewer than two backends are installed: nothing to compare", err=True
+        )
+        raise typer.Exit(1)
+    if not report.passed(tolerance):
+        raise typer.Exit(1)
+    typer.echo("equivalent: every pair agrees within the tolerance")
+
+
 @app.command()
 def layers(
     markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,

@@ -1,0 +1,226 @@
+"""`cnnspec verify`: the equivalence certificate. The same weights go into the generated Keras
+model, the generated PyTorch model and the exported ONNX model under onnxruntime; all three get
+the same inputs, and every pair's largest absolute and relative error is measured. When a pair
+disagrees, the per-layer comparison says where the outputs first part.
+
+Backends whose framework is not installed are reported and skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from cnnspec.ir import Spec
+
+BACKEND_PACKAGES = {"keras": "tensorflow", "pytorch": "torch", "onnx": "onnxruntime"}
+
+
+@dataclass
+class Comparison:
+    first: str
+    second: str
+    max_abs: float
+    max_rel: float
+    # (layer, max_abs) of the first layer whose outputs differ beyond the tolerance, if any.
+    first_divergence: tuple[str, float] | None = None
+
+
+@dataclass
+class Report:
+    ran: list[str]
+    skipped: dict[str, str]  # backend -> why
+    comparisons: list[Comparison]
+    batch: int
+
+    def passed(self, tolerance: float) -> bool:
+        return bool(self.comparisons) and all(c.max_abs <= tolerance for c in self.comparisons)
+
+
+def _available(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _load_script(spec: Spec, backend_name: str, directory: Path) -> ModuleType:
+    from cnnspec.backends import backend
+
+    module = backend(backend_name)
+    path = directory / f"verify_{backend_name}{module.SUFFIX}"
+    path.write_text(module.emit(spec, f"{spec.name}.cnn"), encoding="utf-8")
+    loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    script = importlib.util.module_from_spec(loader_spec)
+    sys.modules[path.stem] = script  # tf.function's AutoGraph looks modules up by name
+    loader_spec.loader.exec_module(script)
+    return script
+
+
+def _errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    difference = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    scale = np.maximum(np.abs(a), np.abs(b)).astype(np.float64)
+    relative = difference / np.maximum(scale, 1e-6)
+    return float(difference.max(initial=0.0)), float(relative.max(initial=0.0))
+
+
+def _nhwc(value: np.ndarray) -> np.ndarray:
+    return value.transpose(0, 2, 3, 1) if value.ndim == 4 else value
+
+
+def run_verify(
+    spec: Spec,
+    weights: Mapping[str, np.ndarray],
+    tolerance: float,
+    batch: int = 4,
+    seed: int = 0,
+) -> Report:
+    """Run every installed backend on the same inputs and compare outputs pairwise; per layer
+    too, for pairs that disagree."""
+    assert spec.model.input_shape is not None
+    h, w, c = spec.model.input_shape
+    x = np.random.default_rng(seed).normal(0, 1, (batch, c, h, w)).astype(np.float32)
+    outputs: dict[str, np.ndarray] = {}
+    layers: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        directory = Path(folder)
+        weights_path = directory / "weights.safetensors"
+        from safetensors.numpy import save_file
+
+        save_file(
+            {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}, str(weights_path)
+        )
+        for name, package in BACKEND_PACKAGES.items():
+            if not _available(package):
+                skipped[name] = f"{package} is not installed"
+                continue
+            runner = {"keras": _keras, "pytorch": _pytorch, "onnx": _onnx}[name]
+            outputs[name], layers[name] = runner(spec, weights, weights_path, directory, x)
+        comparisons = []
+        names = list(outputs)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                max_abs, max_rel = _errors(outputs[first], outputs[second])
+                comparison = Comparison(first, second, max_abs, max_rel)
+                if max_abs > tolerance:
+                    comparison.first_divergence = _locate(
+                        spec, layers[first](), layers[second](), tolerance
+                    )
+                comparisons.append(comparison)
+    return Report(names, skipped, comparisons, batch)
+
+
+def _locate(
+    spec: Spec, first: dict[str, np.ndarray], second: dict[str, np.ndarray], tolerance: float
+) -> tuple[str, float] | None:
+    for node in spec.model.nodes:
+        if node.name in first and node.name in second:
+            a, b = first[node.name], second[node.name]
+            if a.shape == b.shape:
+                max_abs, _ = _errors(a, b)
+                if max_abs > tolerance:
+                    return node.name, max_abs
+    return None
+
+
+Runner = tuple[np.ndarray, Callable[[], dict[str, np.ndarray]]]
+
+
+def _keras(
+    spec: Spec, weights: Mapping[str, Any], path: Path, directory: Path, x: np.ndarray
+) -> Runner:
+    script = _load_script(spec, "keras", directory)
+    import keras
+
+    model = script.build_model()
+    script.load_weights(model, path)
+    nhwc = x.transpose(0, 2, 3, 1).copy()
+    output = np.asarray(model(nhwc, training=False))
+
+    def per_layer() -> dict[str, np.ndarray]:
+        names = [n.name for n in spec.model.nodes]
+        known = {layer.name for layer in model.layers}
+        chosen = [f"{n}_act" if f"{n}_act" in known else n for n in names]
+        probe = keras.Model(model.input, [model.get_layer(n).output for n in chosen])
+        values = probe(nhwc, training=False)
+        return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
+
+    return output, per_layer
+
+
+def _pytorch(
+    spec: Spec, weights: Mapping[str, Any], path: Path, directory: Path, x: np.ndarray
+) -> Runner:
+    script = _load_script(spec, "pytorch", directory)
+    import torch
+
+    net = script.build_model()
+    script.load_weights(net, path)
+    net.eval()
+    with torch.no_grad():
+        output = net(torch.from_numpy(x)).numpy()
+
+    def per_layer() -> dict[str, np.ndarray]:
+        # Module outputs (before a fused activation) are compared only for nodes without one.
+        values: dict[str, np.ndarray] = {}
+        hooks = [
+            module.register_forward_hook(
+                lambda _m, _i, out, name=name: values.__setitem__(name, _nhwc(out.numpy()))
+            )
+            for name, module in net.named_children()
+        ]
+        with torch.no_grad():
+            net(torch.from_numpy(x))
+        for hook in hooks:
+            hook.remove()
+        return {
+            node.name: values[node.name]
+            for node in spec.model.nodes
+            if node.name in values and getattr(node.layer, "activation", None) is None
+        }
+
+    return output, per_layer
+
+
+def _onnx(
+    spec: Spec, weights: Mapping[str, Any], path: Path, directory: Path, x: np.ndarray
+) -> Runner:
+    import onnxruntime
+    from onnx import helper
+
+    from cnnspec.export import export
+
+    model = export(spec, weights)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    (output,) = session.run(None, {"image": x})
+
+    def per_layer() -> dict[str, np.ndarray]:
+        # Each node's ONNX output carries the node's name (see export._Builder.op).
+        produced = {o for node in model.graph.node for o in node.output}
+        names = [n.name for n in spec.model.nodes if n.name in produced]
+        probe = model.__class__()
+        probe.CopyFrom(model)
+        for name in names:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+        probe_session = onnxruntime.InferenceSession(
+            probe.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        values = probe_session.run(names, {"image": x})
+        return {
+            name: _nhwc(value)
+            for name, value, node in zip(
+                names, values, [spec.model.node(n) for n in names], strict=True
+            )
+            if getattr(node.layer, "activation", None) is None
+        }
+
+    return np.asarray(output), per_layer
