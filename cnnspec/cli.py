@@ -385,6 +385,53 @@ def verify(
     typer.echo("equivalent: every pair agrees within the tolerance")
 
 
+class Provider(StrEnum):
+    auto = "auto"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+    cpu = "cpu"
+
+
+class PredictFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="A model written by `cnnspec export`.")],
+    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files.")],
+    provider: Annotated[
+        Provider, typer.Option("--provider", help="auto tries TensorRT, CUDA, then CPU.")
+    ] = Provider.auto,
+    top: Annotated[int, typer.Option("--top", min=1, help="Classes to show per image.")] = 3,
+    format: Annotated[
+        PredictFormat, typer.Option("--format", "-f", help="text, or json.")
+    ] = PredictFormat.text,
+) -> None:
+    """Classify images with an exported ONNX model under onnxruntime."""
+    try:
+        from cnnspec.predict import PredictError
+        from cnnspec.predict import predict as run_predict
+    except ImportError:
+        typer.echo(
+            "cnnspec: error: predict needs onnxruntime: pip install 'cnnspec[onnx]'", err=True
+        )
+        raise typer.Exit(1) from None
+    try:
+        results, ran = run_predict(model, images, provider.value, top)
+    except PredictError as error:
+        typer.echo(f"cnnspec: error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if format is PredictFormat.json:
+        typer.echo(json.dumps({"provider": ran, "predictions": results}, indent=2))
+        return
+    typer.echo(f"ran on {ran}")
+    for result in results:
+        best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+        typer.echo(f"{result['image']}: {result['prediction']}  ({best})")
+
+
 @app.command()
 def layers(
     markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,

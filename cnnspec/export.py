@@ -152,6 +152,11 @@ def metadata(spec: Spec, source_text_sha256: str, layout: str) -> dict[str, str]
             else None
         ),
         "cnnspec.labels": data.labels,
+        # The pixel value of white in the training data (the digits go up to 16), which an
+        # 8-bit image's 255 is mapped to before rescaling.
+        "cnnspec.pixel_max": repr(
+            16.0 if data.source is not None and data.source.kind == "digits" else 255.0
+        ),
         "cnnspec.threshold": repr(spec.evaluate.threshold or 0.5),
     }
 
