@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 # The main job: check and summarise the CIFAR-10 spec, generate its Keras and PyTorch scripts,
 # then generate the digits spec for both and train each on scikit-learn's bundled digits (no
-# download; under a minute each on 2 cores).
+# download; under a minute each on 2 cores); export the PyTorch-trained model to ONNX, verify
+# that Keras, PyTorch and onnxruntime agree on its weights, and classify a few digit PNGs.
 demo: setup
 	$(VENV)/bin/cnnspec summary specs/cifar10.cnn
 	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend keras
@@ -29,6 +30,10 @@ demo: setup
 	$(VENV)/bin/cnnspec build specs/digits.cnn --backend pytorch
 	$(PY) build/digits_keras.py --output-dir runs/digits_keras
 	$(PY) build/digits_pytorch.py --output-dir runs/digits_pytorch
+	$(VENV)/bin/cnnspec export specs/digits.cnn --weights runs/digits_pytorch/weights.safetensors -o build/digits.onnx
+	$(VENV)/bin/cnnspec verify specs/digits.cnn --weights runs/digits_pytorch/weights.safetensors
+	$(PY) examples/write_digit_pngs.py runs/digit_images 5
+	$(VENV)/bin/cnnspec predict build/digits.onnx runs/digit_images/*.png
 
 test: setup
 	$(PY) -m ruff check .
