@@ -43,6 +43,7 @@ bench: setup
 	$(PY) bench/check_speed.py
 	$(PY) bench/keras_pipeline.py
 	$(PY) bench/torch_train.py
+	$(PY) bench/inference.py
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache .ruff_cache
