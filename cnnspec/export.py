@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnspec import __version__
 from cnnspec.ir import Graph, Spec
+from cnnspec.layers import BatchNorm, Dense, Dropout
 from cnnspec.registry import Shape
 
 DEFAULT_OPSET = 18
@@ -161,6 +162,48 @@ def metadata(spec: Spec, source_text_sha256: str, layout: str) -> dict[str, str]
     }
 
 
+def foldable_batchnorms(graph: Graph) -> dict[str, str]:
+    """Batchnorms on feature vectors whose output reaches only a dense layer with a bias
+    (through dropouts, which do nothing at inference): batchnorm name -> dense name. Their
+    scale and shift fold exactly into the dense layer, which onnxruntime cannot do itself when
+    the batchnorm follows an activation."""
+    consumers: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        for source in node.inputs:
+            consumers.setdefault(source, []).append(node.name)
+    folds = {}
+    for node in graph.nodes:
+        if not isinstance(node.layer, BatchNorm) or len(node.output_shape or ()) != 1:
+            continue
+        current = node.name
+        while current != graph.output and len(consumers.get(current, [])) == 1:
+            following = graph.node(consumers[current][0])
+            if isinstance(following.layer, Dropout):
+                current = following.name
+                continue
+            if isinstance(following.layer, Dense) and following.layer.use_bias:
+                folds[node.name] = following.name
+            break
+    return folds
+
+
+def fold_batchnorms(
+    graph: Graph, weights: Mapping[str, np.ndarray], folds: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """The weights with each folded batchnorm's affine map moved into its dense layer:
+    W' = W diag(s), b' = b + W t, where s = gamma / sqrt(var + eps), t = beta - mean s."""
+    result = dict(weights)
+    for bn, dense in folds.items():
+        layer = graph.node(bn).layer
+        assert isinstance(layer, BatchNorm)
+        scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + layer.epsilon)
+        shift = weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale
+        kernel = weights[f"{dense}.weight"].astype(np.float64)
+        result[f"{dense}.bias"] = (weights[f"{dense}.bias"] + kernel @ shift).astype(np.float32)
+        result[f"{dense}.weight"] = (kernel * scale[None, :]).astype(np.float32)
+    return result
+
+
 def export(
     spec: Spec,
     weights: Mapping[str, np.ndarray],
@@ -175,6 +218,8 @@ def export(
 
     check_weights(spec, weights)
     graph = spec.model
+    folds = foldable_batchnorms(graph)
+    weights = fold_batchnorms(graph, weights, folds)
     assert graph.input_shape is not None
     h, w, c = graph.input_shape
     builder = _Builder(weights)
@@ -190,6 +235,9 @@ def export(
     for step in straight_line(graph, graph.INPUT):
         node = step.node
         inputs = [values[name] for name in node.inputs]
+        if node.name in folds:
+            values[node.name] = inputs[0]  # folded into the dense layer that follows
+            continue
         values[node.name] = node.layer.onnx(
             builder, node.name, inputs, [shapes[i] for i in node.inputs]
         )

@@ -188,3 +188,21 @@ def test_export_needs_neither_tensorflow_nor_torch(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "m.onnx").exists()
+
+
+def test_no_batchnorm_survives_onnxruntime_optimisation(tmp_path: Path) -> None:
+    """CIFAR-10 puts every batchnorm after an activation, where onnxruntime cannot fold it into
+    the layer before; the exporter folds the one before a dense layer into that layer, and
+    onnxruntime turns the convolutional ones into per-channel convolutions."""
+    spec = checked_spec(path=ROOT / "specs" / "cifar10.cnn")
+    _, path = torch_weights(spec, tmp_path)
+    model = onnx_export.export(spec, onnx_export.load_weights(path))
+    assert [n.op_type for n in model.graph.node].count("BatchNormalization") == 3
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    optimised = onnx.load(str(tmp_path / "optimised.onnx"))
+    assert "BatchNormalization" not in {n.op_type for n in optimised.graph.node}
