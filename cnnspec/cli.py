@@ -236,6 +236,9 @@ def export(
     input_layout: Annotated[
         InputLayout, typer.Option("--input-layout", help="nhwc adds a transpose in front.")
     ] = InputLayout.nchw,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="float16 weights and arithmetic; float32 input/output.")
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -281,7 +284,7 @@ def export(
             typer.echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
             raise typer.Exit(1) from None
     try:
-        model = onnx_export.export(checked, tensors, opset, input_layout.value)
+        model = onnx_export.export(checked, tensors, opset, input_layout.value, fp16)
         onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
         typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
@@ -310,7 +313,8 @@ def export(
     params = checked.model.params.total
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     typer.echo(
-        f"{outcome} {target} (ONNX opset {opset}, {params:,} parameters, "
+        f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}, "
+        f"{params:,} parameters, "
         f"input {onnx_export.INPUT} {shape})"
     )
 

@@ -209,8 +209,10 @@ def export(
     weights: Mapping[str, np.ndarray],
     opset: int = DEFAULT_OPSET,
     input_layout: str = "nchw",
+    fp16: bool = False,
 ) -> Any:
-    """The spec's network as an ONNX ModelProto with `weights` (canonical layout)."""
+    """The spec's network as an ONNX ModelProto with `weights` (canonical layout). With `fp16`
+    the weights and arithmetic are float16 while the input and output stay float32."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -262,8 +264,18 @@ def export(
         producer_version=__version__,
     )
     model.ir_version = min(model.ir_version, 10)  # readable by onnxruntime releases of 2024 on
+    if fp16:
+        import warnings
+
+        from onnxconverter_common import float16
+
+        with warnings.catch_warnings():
+            # Weights below float16's range are flushed towards zero, as they must be.
+            warnings.simplefilter("ignore", UserWarning)
+            model = float16.convert_float_to_float16(model, keep_io_types=True)
     props = metadata(spec, spec.sha256, input_layout)
-    props[HASH_KEY] = hashlib.sha256(onnx_graph.SerializeToString()).hexdigest()
+    props["cnnspec.precision"] = "float16" if fp16 else "float32"
+    props[HASH_KEY] = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
     onnx.helper.set_model_props(model, props)
     return model
 

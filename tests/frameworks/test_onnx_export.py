@@ -206,3 +206,29 @@ def test_no_batchnorm_survives_onnxruntime_optimisation(tmp_path: Path) -> None:
     )
     optimised = onnx.load(str(tmp_path / "optimised.onnx"))
     assert "BatchNormalization" not in {n.op_type for n in optimised.graph.node}
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_fp16_export_is_within_1e_2(path: Path, tmp_path: Path) -> None:
+    spec = checked_spec(path=path)
+    _, weights_path = torch_weights(spec, tmp_path)
+    weights = onnx_export.load_weights(weights_path)
+    full = onnx_export.export(spec, weights)
+    half = onnx_export.export(spec, weights, fp16=True)
+    onnx.checker.check_model(half, full_check=True)
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in half.graph.initializer)
+    assert spec.model.input_shape is not None
+    h, w, c = spec.model.input_shape
+    x = np.random.default_rng(0).normal(0, 1, (4, c, h, w)).astype(np.float32)
+    outputs = [
+        onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"image": x}
+        )[0]
+        for m in (full, half)
+    ]
+    assert outputs[1].dtype == np.float32
+    assert float(np.abs(outputs[0] - outputs[1]).max()) <= 1e-2
+    props = {p.key: p.value for p in half.metadata_props}
+    assert props["cnnspec.precision"] == "float16"
+    assert onnx_export.model_state(half.SerializeToString()) == "generated"
