@@ -239,6 +239,17 @@ def export(
     fp16: Annotated[
         bool, typer.Option("--fp16", help="float16 weights and arithmetic; float32 input/output.")
     ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Static int8 quantisation (needs --calibration-data).")
+    ] = False,
+    calibration_data: Annotated[
+        str | None,
+        typer.Option(
+            "--calibration-data",
+            help="A folder of images, or 'digits', to calibrate --int8 on.",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool,
         typer.Option(
@@ -263,6 +274,7 @@ def export(
         import onnx
 
         from cnnspec import export as onnx_export
+        from cnnspec.quantize import QuantizeError
     except ImportError:
         typer.echo(
             "cnnspec: error: export needs the onnx package: pip install 'cnnspec[onnx]'", err=True
@@ -284,10 +296,19 @@ def export(
             typer.echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
             raise typer.Exit(1) from None
     try:
-        model = onnx_export.export(checked, tensors, opset, input_layout.value, fp16)
+        if int8 and fp16:
+            _usage_error("--int8 and --fp16 exclude each other")
+        if int8 and calibration_data is None:
+            _usage_error("--int8 needs --calibration-data DIR or --calibration-data digits")
+        model = onnx_export.export(
+            checked, tensors, opset, input_layout.value, fp16, calibration_data if int8 else None
+        )
         onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
         typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
+        raise typer.Exit(1) from None
+    except QuantizeError as error:
+        typer.echo(f"cnnspec: error: {error}", err=True)
         raise typer.Exit(1) from None
     stem = spec.stem if str(spec) != "-" else checked.name
     target = output or Path("build") / f"{stem}.onnx"
@@ -313,7 +334,8 @@ def export(
     params = checked.model.params.total
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     typer.echo(
-        f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}, "
+        f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}"
+        f"{', int8' if int8 else ''}, "
         f"{params:,} parameters, "
         f"input {onnx_export.INPUT} {shape})"
     )

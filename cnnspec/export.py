@@ -210,6 +210,7 @@ def export(
     opset: int = DEFAULT_OPSET,
     input_layout: str = "nchw",
     fp16: bool = False,
+    int8_calibration: str | None = None,
 ) -> Any:
     """The spec's network as an ONNX ModelProto with `weights` (canonical layout). With `fp16`
     the weights and arithmetic are float16 while the input and output stay float32."""
@@ -274,7 +275,16 @@ def export(
             warnings.simplefilter("ignore", UserWarning)
             model = float16.convert_float_to_float16(model, keep_io_types=True)
     props = metadata(spec, spec.sha256, input_layout)
-    props["cnnspec.precision"] = "float16" if fp16 else "float32"
+    if int8_calibration is not None:
+        from cnnspec.predict import Preprocessing
+        from cnnspec.quantize import calibration_batch, quantize_int8
+
+        preprocessing = Preprocessing.from_metadata(props, Path(spec.path))
+        batch = calibration_batch(int8_calibration, preprocessing)
+        model = quantize_int8(model, batch, INPUT)
+    props["cnnspec.precision"] = (
+        "int8" if int8_calibration is not None else "float16" if fp16 else "float32"
+    )
     props[HASH_KEY] = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
     onnx.helper.set_model_props(model, props)
     return model

@@ -232,3 +232,54 @@ def test_fp16_export_is_within_1e_2(path: Path, tmp_path: Path) -> None:
     props = {p.key: p.value for p in half.metadata_props}
     assert props["cnnspec.precision"] == "float16"
     assert onnx_export.model_state(half.SerializeToString()) == "generated"
+
+
+def test_int8_digits_within_one_point_of_fp32(tmp_path: Path) -> None:
+    """Train the digits model with the generated PyTorch script, export it in float32 and in
+    int8 calibrated on the bundled digits, and score both on the script's own test split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from tests.frameworks.scripts import run_script
+
+    spec_path = ROOT / "specs" / "digits.cnn"
+    script = write_script(checked_spec(path=spec_path), tmp_path, "pytorch")
+    out = tmp_path / "run"
+    trained = run_script(script, "--output-dir", str(out))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    weights = out / "weights.safetensors"
+    accuracy = {}
+    for name, extra in (("fp32", []), ("int8", ["--int8", "--calibration-data", "digits"])):
+        target = tmp_path / f"{name}.onnx"
+        result = run("export", str(spec_path), "-w", str(weights), "-o", str(target), *extra)
+        assert result.returncode == 0, result.stderr
+        assert "WARNING" not in result.stderr
+        digits = load_digits()
+        _, x_test, _, y_test = train_test_split(
+            digits.images, digits.target, test_size=0.2, stratify=digits.target, random_state=0
+        )
+        x = (x_test / 16).reshape(-1, 1, 8, 8).astype(np.float32)
+        session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        accuracy[name] = float((session.run(None, {"image": x})[0].argmax(1) == y_test).mean())
+    model = onnx.load(str(tmp_path / "int8.onnx"))
+    assert "QuantizeLinear" in {n.op_type for n in model.graph.node}
+    assert accuracy["fp32"] >= 0.95
+    assert accuracy["int8"] >= accuracy["fp32"] - 0.01, accuracy
+
+
+def test_int8_needs_calibration_data(tmp_path: Path) -> None:
+    spec = str(ROOT / "specs" / "digits.cnn")
+    missing = run("export", spec, "--int8", "-o", str(tmp_path / "a.onnx"))
+    assert missing.returncode == 2 and "--calibration-data" in missing.stderr
+    wrong = run(
+        "export",
+        str(ROOT / "specs" / "cifar10.cnn"),
+        "--int8",
+        "--calibration-data",
+        "digits",
+        "-o",
+        str(tmp_path / "b.onnx"),
+    )
+    assert wrong.returncode == 1
+    assert "fits only 8x8x1 models" in wrong.stderr
+    no_traceback(wrong)

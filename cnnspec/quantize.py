@@ -1,0 +1,84 @@
+"""Static int8 quantisation of an exported model (QDQ format, per-channel weights) with
+onnxruntime.quantization, calibrated on images preprocessed exactly as `predict` does."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnspec.predict import PredictError, Preprocessing
+
+CALIBRATION_LIMIT = 512
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class QuantizeError(Exception):
+    """Calibration data is missing or unusable; reported as one line."""
+
+
+def calibration_batch(source: str, preprocessing: Preprocessing) -> np.ndarray:
+    """Up to CALIBRATION_LIMIT model inputs: `digits` (scikit-learn's bundled images, for
+    models trained on them) or a folder searched recursively for images."""
+    if source == "digits":
+        from sklearn.datasets import load_digits
+
+        images = load_digits().images[:CALIBRATION_LIMIT, :, :, np.newaxis].astype(np.float32)
+        if (preprocessing.height, preprocessing.width, preprocessing.channels) != (8, 8, 1):
+            raise QuantizeError("calibration data 'digits' fits only 8x8x1 models")
+        x = images * preprocessing.rescale  # the digits are already in their own 0-16 scale
+        if preprocessing.mean is not None and preprocessing.std is not None:
+            x = (x - np.asarray(preprocessing.mean)) / np.asarray(preprocessing.std)
+        x = x.transpose(0, 3, 1, 2) if preprocessing.layout == "nchw" else x
+        return np.ascontiguousarray(x, dtype=np.float32)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise QuantizeError(f"calibration data {source!r} is neither 'digits' nor a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise QuantizeError(f"no PNG or JPEG images in {folder}")
+    try:
+        return np.stack([preprocessing.load(p) for p in paths[:CALIBRATION_LIMIT]])
+    except PredictError as error:
+        raise QuantizeError(str(error)) from None
+
+
+def quantize_int8(model: Any, calibration: np.ndarray, input_name: str) -> Any:
+    """The model with int8 weights and activations (QDQ), calibrated on `calibration`."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 32)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser warns through the root logger about BN vectors
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
+        onnx.save(model, str(source))
+        quantize_static(
+            str(source),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        quantized = onnx.load(str(target))
+    root.setLevel(level)
+    return quantized
