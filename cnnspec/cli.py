@@ -458,6 +458,36 @@ def predict(
         typer.echo(f"{result['image']}: {result['prediction']}  ({best})")
 
 
+@app.command("bench")
+def bench_command(
+    model: Annotated[Path, typer.Argument(help="A model written by `cnnspec export`.")],
+    provider: Annotated[
+        Provider, typer.Option("--provider", help="auto tries TensorRT, CUDA, then CPU.")
+    ] = Provider.auto,
+    calls: Annotated[int, typer.Option("--calls", min=10, help="Timed calls at batch 1.")] = 200,
+) -> None:
+    """Latency and throughput of an exported model under onnxruntime."""
+    try:
+        from cnnspec.benchmark import bench
+        from cnnspec.predict import PredictError
+    except ImportError:
+        typer.echo("cnnspec: error: bench needs onnxruntime: pip install 'cnnspec[onnx]'", err=True)
+        raise typer.Exit(1) from None
+    try:
+        report = bench(model, provider.value, calls)
+    except PredictError as error:
+        typer.echo(f"cnnspec: error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{model} on {report.provider}, full graph optimisation")
+    for timing in report.timings:
+        typer.echo(
+            f"  batch {timing.batch:>2}: {timing.median_ms:8.3f} ms median "
+            f"(p90 {timing.p90_ms:.3f}), {timing.images_per_second:,.0f} images/s"
+        )
+    left = report.optimised_ops.get("BatchNormalization", 0)
+    typer.echo(f"  BatchNormalization nodes after optimisation: {left}")
+
+
 @app.command()
 def layers(
     markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,

@@ -80,12 +80,14 @@ class Preprocessing:
         return pixels.transpose(2, 0, 1) if self.layout == "nchw" else pixels
 
 
-def session_for(model_path: Path, provider: str) -> tuple[Any, Preprocessing, str]:
+def session_for(
+    model_path: Path, provider: str, options: Any = None
+) -> tuple[Any, Preprocessing, str]:
     import onnxruntime
 
     if not model_path.is_file():
         raise PredictError(f"no such model: {model_path}")
-    session = _start(onnxruntime, model_path, provider)
+    session = _start(onnxruntime, model_path, provider, options)
     props = dict(session.get_modelmeta().custom_metadata_map)
     preprocessing = Preprocessing.from_metadata(props, model_path)
     shape = session.get_inputs()[0].shape
@@ -101,7 +103,7 @@ def session_for(model_path: Path, provider: str) -> tuple[Any, Preprocessing, st
     return session, preprocessing, session.get_providers()[0]
 
 
-def _start(onnxruntime: Any, model_path: Path, provider: str) -> Any:
+def _start(onnxruntime: Any, model_path: Path, provider: str, options: Any = None) -> Any:
     """A session on the requested provider, or for `auto` on the first of TensorRT, CUDA and
     CPU that starts here. A GPU build of onnxruntime lists GPU providers even where their
     libraries are missing, so each is tried quietly and kept only if it really runs."""
@@ -118,7 +120,7 @@ def _start(onnxruntime: Any, model_path: Path, provider: str) -> Any:
         chain = [candidate] if candidate == PROVIDERS["cpu"] else [candidate, PROVIDERS["cpu"]]
         try:
             with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-                session = onnxruntime.InferenceSession(str(model_path), providers=chain)
+                session = onnxruntime.InferenceSession(str(model_path), options, providers=chain)
         except Exception as error:  # onnxruntime raises its own exception types
             problem = error
             continue

@@ -111,3 +111,15 @@ def test_bad_inputs_get_one_line(digits_model: Path, tmp_path: Path) -> None:
     onnx.save(wrong, str(mismatched))
     line = error_line(run("predict", str(mismatched), str(good)))
     assert "takes input [1, 8, 8], but its metadata says [1, 16, 16]" in line
+
+
+def test_bench_reports_both_batch_sizes(digits_model: Path, tmp_path: Path) -> None:
+    result = run("bench", str(digits_model), "--calls", "20")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{digits_model} on CPUExecutionProvider, full graph optimisation"
+    assert lines[1].startswith("  batch  1: ") and "images/s" in lines[1]
+    assert lines[2].startswith("  batch 32: ")
+    assert lines[3] == "  BatchNormalization nodes after optimisation: 0"
+    corrupt = write(tmp_path, "corrupt.onnx", "nope")
+    assert "is not an ONNX model" in error_line(run("bench", str(corrupt)))
