@@ -11,7 +11,7 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -85,6 +85,34 @@ def _tally(compilations: list[Compilation]) -> tuple[int, int]:
     errors = sum(len(c.diagnostics.errors) for c in compilations)
     warnings = sum(len(c.diagnostics.warnings) for c in compilations)
     return errors, warnings
+
+
+def _checked_or_exit(spec: Path, consequence: str = "") -> Compilation:
+    """The spec compiled without errors; otherwise its diagnostics and exit status 1."""
+    compilation = compile_source(_load(spec))
+    _print_diagnostics(compilation)
+    if not compilation.ok or compilation.spec is None:
+        errors, warnings = _tally([compilation])
+        typer.echo(
+            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{consequence}", err=True
+        )
+        raise typer.Exit(1)
+    return compilation
+
+
+def _write_or_exit(target: Path, content: str | bytes, force: bool, state: Any = None) -> str:
+    """Write a generated file (see cnnspec.artifact); a refusal or an OS error is one line."""
+    from cnnspec.artifact import Refused, write_generated
+
+    try:
+        return str(write_generated(target, content, force=force, state=state))
+    except Refused as refused:
+        typer.echo(f"cnnspec: error: {refused}", err=True)
+        typer.echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:
+        typer.echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _plural(count: int, word: str) -> str:
@@ -178,32 +206,15 @@ def build(
     ] = False,
 ) -> None:
     """Generate a standalone training script for a spec."""
-    from cnnspec.artifact import Refused, write_generated
     from cnnspec.backends import backend as load_backend
 
-    compilation = compile_source(_load(spec))
-    _print_diagnostics(compilation)
-    if not compilation.ok or compilation.spec is None:
-        errors, warnings = _tally([compilation])
-        typer.echo(
-            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}; nothing written",
-            err=True,
-        )
-        raise typer.Exit(1)
+    compilation = _checked_or_exit(spec, "; nothing written")
     module = load_backend(backend.value)
     stem = spec.stem if str(spec) != "-" else compilation.spec.name
     source_name = spec.name if str(spec) != "-" else "<stdin>"
     target = output or Path("build") / f"{stem}{module.SUFFIX}"
     text = module.emit(compilation.spec, source_name)
-    try:
-        outcome = write_generated(target, text, force=force)
-    except Refused as refused:
-        typer.echo(f"cnnspec: error: {refused}", err=True)
-        typer.echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
-        raise typer.Exit(1) from None
-    except OSError as error:
-        typer.echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
-        raise typer.Exit(1) from None
+    outcome = _write_or_exit(target, text, force)
     lines = text.count("\n")
     typer.echo(f"{outcome} {target} ({backend.value}, {lines} lines)")
 
@@ -258,17 +269,9 @@ def export(
     ] = False,
 ) -> None:
     """Export the spec's network to ONNX, with trained or seeded weights."""
-    from cnnspec.artifact import Refused, State, write_generated
+    from cnnspec.artifact import State
 
-    compilation = compile_source(_load(spec))
-    _print_diagnostics(compilation)
-    if not compilation.ok or compilation.spec is None:
-        errors, warnings = _tally([compilation])
-        typer.echo(
-            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}; nothing written",
-            err=True,
-        )
-        raise typer.Exit(1)
+    compilation = _checked_or_exit(spec, "; nothing written")
     checked = compilation.spec
     try:
         import onnx
@@ -322,15 +325,7 @@ def export(
             return State.foreign
         return State(onnx_export.model_state(data))
 
-    try:
-        outcome = write_generated(target, model.SerializeToString(), force=force, state=state)
-    except Refused as refused:
-        typer.echo(f"cnnspec: error: {refused}", err=True)
-        typer.echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
-        raise typer.Exit(1) from None
-    except OSError as error:
-        typer.echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
-        raise typer.Exit(1) from None
+    outcome = _write_or_exit(target, model.SerializeToString(), force, state)
     params = checked.model.params.total
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     typer.echo(
@@ -339,16 +334,6 @@ def export(
         f"{params:,} parameters, "
         f"input {onnx_export.INPUT} {shape})"
     )
-
-
-def _checked_or_exit(spec: Path) -> Compilation:
-    compilation = compile_source(_load(spec))
-    _print_diagnostics(compilation)
-    if not compilation.ok or compilation.spec is None:
-        errors, warnings = _tally([compilation])
-        typer.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
-        raise typer.Exit(1)
-    return compilation
 
 
 @app.command()

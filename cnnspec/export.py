@@ -21,7 +21,6 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.ir import Graph, Spec
 from cnnspec.layers import BatchNorm, Dense, Dropout
-from cnnspec.registry import Shape
 
 DEFAULT_OPSET = 18
 INPUT = "image"
@@ -80,20 +79,11 @@ class _Builder:
         return key
 
 
-def shapes_of(graph: Graph) -> dict[str, Shape]:
-    assert graph.input_shape is not None
-    result: dict[str, Shape] = {graph.INPUT: graph.input_shape}
-    for node in graph.nodes:
-        assert node.output_shape is not None
-        result[node.name] = node.output_shape
-    return result
-
-
 def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
     """Deterministic weights in the canonical layout, initialised as Keras does: Glorot-uniform
     kernels, zero biases, and BatchNorm at identity (gamma 1, beta 0, mean 0, variance 1)."""
     rng = np.random.default_rng(seed)
-    shapes = shapes_of(spec.model)
+    shapes = spec.model.value_shapes()
     weights: dict[str, np.ndarray] = {}
     for node in spec.model.nodes:
         for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
@@ -118,7 +108,7 @@ def load_weights(path: str | Path) -> dict[str, np.ndarray]:
 
 def check_weights(spec: Spec, weights: Mapping[str, np.ndarray]) -> None:
     """Every tensor the spec needs is present with its canonical shape."""
-    shapes = shapes_of(spec.model)
+    shapes = spec.model.value_shapes()
     problems = []
     for node in spec.model.nodes:
         for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
@@ -226,7 +216,7 @@ def export(
     assert graph.input_shape is not None
     h, w, c = graph.input_shape
     builder = _Builder(weights)
-    shapes = shapes_of(graph)
+    shapes = graph.value_shapes()
     builder.names.add(INPUT)
     values: dict[str, str] = {}
     if input_layout == "nhwc":

@@ -79,6 +79,15 @@ class Graph(BaseModel):
         node = self.output_node
         return node.output_shape if node else None
 
+    def value_shapes(self) -> dict[str, Shape]:
+        """The shape of every value, the input's included, by name."""
+        assert self.input_shape is not None
+        shapes: dict[str, Shape] = {self.INPUT: self.input_shape}
+        for node in self.nodes:
+            assert node.output_shape is not None
+            shapes[node.name] = node.output_shape
+        return shapes
+
     @property
     def params(self) -> Params:
         total = Params()

@@ -12,7 +12,7 @@ from textwrap import dedent, wrap
 
 from cnnspec.codegen import INDENT, LINE_LENGTH, Code, literal, sequence
 from cnnspec.ir import Graph, Node, Spec
-from cnnspec.sections import Digits, Directory
+from cnnspec.sections import Cifar10, Digits, Directory
 
 
 def block(text: str) -> str:
@@ -217,6 +217,55 @@ class Script:
 
     def extra_constants(self) -> list[str]:
         return []
+
+    def evaluation_parts(self, template: str, **slots: str) -> list[str]:
+        """`evaluate` from the backend's `template` with the shared slots filled in (the
+        prediction rule, binary extras and the outputs the spec asks for), then the plot
+        functions those outputs need."""
+        evaluate = self.spec.evaluate
+        if self.binary:
+            predict = "(probabilities[:, 0] >= THRESHOLD).astype(int)"
+            extra = (
+                '\n    test["auc"] = float(roc_auc_score(y_true, probabilities[:, 0]))'
+                '\n    test["threshold"] = THRESHOLD'
+            )
+        else:
+            predict = "np.argmax(probabilities, axis=1)"
+            extra = ""
+        outputs = []
+        if evaluate.wants("report"):
+            outputs.append(WRITE_REPORT)
+        if evaluate.wants("confusion_matrix"):
+            normalize = any(getattr(o, "normalize", False) for o in evaluate.outputs)
+            outputs.append(
+                WRITE_CONFUSION.replace("<NORMALIZE>", '"true"' if normalize else "None")
+            )
+        if evaluate.wants("roc") and self.binary:
+            outputs.append('plot_roc(y_true, probabilities[:, 0], output_dir / "roc.png")')
+        parts = [
+            fill(
+                template,
+                PREDICT=predict,
+                EXTRA=extra,
+                OUTPUTS="".join(f"\n    {o}" for o in outputs),
+                **slots,
+            )
+        ]
+        if evaluate.wants("curves"):
+            parts.append(block(PLOT_CURVES))
+        if evaluate.wants("confusion_matrix"):
+            parts.append(block(PLOT_CONFUSION))
+        if evaluate.wants("roc") and self.binary:
+            parts.append(block(PLOT_ROC))
+        return parts
+
+    def data_dir_option(self) -> tuple[str, str]:
+        """The --data-dir default (an expression) and its help text, for the spec's source."""
+        if isinstance(self.source, Cifar10):
+            return "KERAS_DATASETS", "folder holding cifar-10-batches-py (default: Keras's cache)"
+        if isinstance(self.source, Directory):
+            return "DATA_PATH", "folder with train/, val/ and test/ class folders"
+        return "None", "unused: the digits come with scikit-learn"
 
     def _source_max(self) -> float:
         return 16.0 if isinstance(self.source, Digits) else 255.0

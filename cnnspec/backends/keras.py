@@ -18,12 +18,7 @@ from cnnspec.backends.common import (
     CIFAR10_LOADER,
     DIGITS_LOADER,
     NO_SOURCE_LOADER,
-    PLOT_CONFUSION,
-    PLOT_CURVES,
-    PLOT_ROC,
     SPLIT_VALIDATION,
-    WRITE_CONFUSION,
-    WRITE_REPORT,
     Script,
     block,
     fill,
@@ -376,46 +371,11 @@ class _Script(Script):
     # evaluation, weights, main
 
     def evaluation(self) -> list[str]:
-        data, evaluate = self.spec.data, self.spec.evaluate
-        if data.labels == "onehot":
+        if self.spec.data.labels == "onehot":
             truth = "np.argmax(np.concatenate(truth), axis=1)"
         else:
             truth = "np.concatenate(truth).ravel().astype(int)"
-        if self.binary:
-            predict = "(probabilities[:, 0] >= THRESHOLD).astype(int)"
-            extra = (
-                '\n    test["auc"] = float(roc_auc_score(y_true, probabilities[:, 0]))'
-                '\n    test["threshold"] = THRESHOLD'
-            )
-        else:
-            predict = "np.argmax(probabilities, axis=1)"
-            extra = ""
-        outputs = []
-        if evaluate.wants("report"):
-            outputs.append(WRITE_REPORT)
-        if evaluate.wants("confusion_matrix"):
-            normalize = any(getattr(o, "normalize", False) for o in evaluate.outputs)
-            outputs.append(
-                WRITE_CONFUSION.replace("<NORMALIZE>", '"true"' if normalize else "None")
-            )
-        if evaluate.wants("roc") and self.binary:
-            outputs.append('plot_roc(y_true, probabilities[:, 0], output_dir / "roc.png")')
-        parts = [
-            fill(
-                EVALUATE,
-                TRUTH=truth,
-                PREDICT=predict,
-                EXTRA=extra,
-                OUTPUTS="".join(f"\n    {o}" for o in outputs),
-            )
-        ]
-        if evaluate.wants("curves"):
-            parts.append(block(PLOT_CURVES))
-        if evaluate.wants("confusion_matrix"):
-            parts.append(block(PLOT_CONFUSION))
-        if evaluate.wants("roc") and self.binary:
-            parts.append(block(PLOT_ROC))
-        return parts
+        return self.evaluation_parts(EVALUATE, TRUTH=truth)
 
     def weights(self) -> list[str]:
         flattened = bool(flattened_inputs(self.graph))
@@ -434,15 +394,7 @@ class _Script(Script):
         ]
 
     def main(self) -> str:
-        if isinstance(self.source, Cifar10):
-            data_dir_default = "KERAS_DATASETS"
-            data_help = "folder holding cifar-10-batches-py (default: Keras's cache)"
-        elif isinstance(self.source, Directory):
-            data_dir_default = "DATA_PATH"
-            data_help = "folder with train/, val/ and test/ class folders"
-        else:
-            data_dir_default = "None"
-            data_help = "unused: the digits come with scikit-learn"
+        data_dir_default, data_help = self.data_dir_option()
         split = ""
         if isinstance(self.spec.data.validation, float):
             split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"

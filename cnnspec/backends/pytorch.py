@@ -17,12 +17,7 @@ from cnnspec.backends.common import (
     CIFAR10_LOADER,
     DIGITS_LOADER,
     NO_SOURCE_LOADER,
-    PLOT_CONFUSION,
-    PLOT_CURVES,
-    PLOT_ROC,
     SPLIT_VALIDATION,
-    WRITE_CONFUSION,
-    WRITE_REPORT,
     Script,
     block,
     fill,
@@ -34,7 +29,7 @@ from cnnspec.backends.common import (
 from cnnspec.codegen import Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph
 from cnnspec.layers import Conv2D, Dense, DepthwiseConv2D
-from cnnspec.registry import HOLE, LayerArgs, Shape
+from cnnspec.registry import HOLE, LayerArgs
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
     Brightness,
@@ -178,7 +173,7 @@ class _Script(Script):
 
     def helpers(self) -> list[str]:
         names = set()
-        shapes = self.shapes()
+        shapes = self.graph.value_shapes()
         for node in self.graph.nodes:
             names.update(node.layer.torch([shapes[i] for i in node.inputs]).helpers)
         if not names:
@@ -188,15 +183,6 @@ class _Script(Script):
             parts.append(block(HELPERS[name]))
         return parts
 
-    def shapes(self) -> dict[str, Shape]:
-        graph = self.graph
-        assert graph.input_shape is not None
-        result: dict[str, Shape] = {graph.INPUT: graph.input_shape}
-        for node in graph.nodes:
-            assert node.output_shape is not None
-            result[node.name] = node.output_shape
-        return result
-
     # ---------------------------------------------------------------------------------------
     # the model
 
@@ -205,7 +191,7 @@ class _Script(Script):
         node = graph.output_node
         if node is None:
             return None
-        shapes = self.shapes()
+        shapes = self.graph.value_shapes()
         activation = node.layer.torch([shapes[i] for i in node.inputs]).activation
         if activation is not None and activation.kind in OUTPUT_ACTIVATIONS:
             return activation
@@ -213,7 +199,7 @@ class _Script(Script):
 
     def model_class(self) -> str:
         graph: Graph = self.graph
-        shapes = self.shapes()
+        shapes = self.graph.value_shapes()
         params = graph.params
         h, w, c = graph.input_shape or (0, 0, 0)
         init = [
@@ -384,52 +370,10 @@ class _Script(Script):
     # evaluation and main
 
     def evaluation(self) -> list[str]:
-        evaluate = self.spec.evaluate
-        if self.binary:
-            predict = "(probabilities[:, 0] >= THRESHOLD).astype(int)"
-            extra = (
-                '\n    test["auc"] = float(roc_auc_score(y_true, probabilities[:, 0]))'
-                '\n    test["threshold"] = THRESHOLD'
-            )
-        else:
-            predict = "np.argmax(probabilities, axis=1)"
-            extra = ""
-        outputs = []
-        if evaluate.wants("report"):
-            outputs.append(WRITE_REPORT)
-        if evaluate.wants("confusion_matrix"):
-            normalize = any(getattr(o, "normalize", False) for o in evaluate.outputs)
-            outputs.append(
-                WRITE_CONFUSION.replace("<NORMALIZE>", '"true"' if normalize else "None")
-            )
-        if evaluate.wants("roc") and self.binary:
-            outputs.append('plot_roc(y_true, probabilities[:, 0], output_dir / "roc.png")')
-        parts = [
-            fill(
-                EVALUATE,
-                PREDICT=predict,
-                EXTRA=extra,
-                OUTPUTS="".join(f"\n    {o}" for o in outputs),
-            )
-        ]
-        if evaluate.wants("curves"):
-            parts.append(block(PLOT_CURVES))
-        if evaluate.wants("confusion_matrix"):
-            parts.append(block(PLOT_CONFUSION))
-        if evaluate.wants("roc") and self.binary:
-            parts.append(block(PLOT_ROC))
-        return parts
+        return self.evaluation_parts(EVALUATE)
 
     def main(self) -> str:
-        if isinstance(self.source, Cifar10):
-            data_dir_default = "KERAS_DATASETS"
-            data_help = "folder holding cifar-10-batches-py (default: Keras's cache)"
-        elif isinstance(self.source, Directory):
-            data_dir_default = "DATA_PATH"
-            data_help = "folder with train/, val/ and test/ class folders"
-        else:
-            data_dir_default = "None"
-            data_help = "unused: the digits come with scikit-learn"
+        data_dir_default, data_help = self.data_dir_option()
         split = ""
         if isinstance(self.spec.data.validation, float):
             split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"
