@@ -259,6 +259,19 @@ class Script:
             parts.append(block(PLOT_ROC))
         return parts
 
+    def parse_args(self, extra_flags: str) -> str:
+        """The command line every script shares (the spec's data, output, epochs, batch size,
+        subset, seed, image size, backbone weights) plus the backend's own flags."""
+        data_dir, data_help = self.data_dir_option()
+        return fill(
+            PARSE_ARGS,
+            DESCRIPTION=literal(f"Train {self.spec.name} with {self.FRAMEWORK}."),
+            DATA_DIR=data_dir,
+            DATA_HELP=literal(data_help),
+            OUTPUT_DIR=literal(self.default_output_dir()),
+            EXTRA_FLAGS=dedent(extra_flags).strip().replace("\n", "\n    "),
+        )
+
     def data_dir_option(self) -> tuple[str, str]:
         """The --data-dir default (an expression) and its help text, for the spec's source."""
         if isinstance(self.source, Cifar10):
@@ -438,3 +451,30 @@ PLOT_ROC = '''
         figure.tight_layout()
         figure.savefig(path, dpi=120)
 '''
+
+
+PARSE_ARGS = """
+    def parse_args(argv=None):
+        parser = argparse.ArgumentParser(description=<DESCRIPTION>)
+        parser.add_argument(
+            "--data-dir",
+            default=<DATA_DIR>,
+            help=<DATA_HELP>,
+        )
+        parser.add_argument("--output-dir", default=<OUTPUT_DIR>)
+        parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
+        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+        parser.add_argument(
+            "--subset", type=int, help="use the first N training and N test examples"
+        )
+        parser.add_argument("--seed", type=int, default=SEED)
+        parser.add_argument("--image-size", type=int, help="resize images to N x N")
+        parser.add_argument(
+            "--weights",
+            choices=("imagenet", "none"),
+            default="none",
+            help="pretrained backbone weights, for specs with a backbone",
+        )
+        <EXTRA_FLAGS>
+        return parser.parse_args(argv)
+"""

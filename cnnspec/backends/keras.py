@@ -394,7 +394,6 @@ class _Script(Script):
         ]
 
     def main(self) -> str:
-        data_dir_default, data_help = self.data_dir_option()
         split = ""
         if isinstance(self.spec.data.validation, float):
             split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"
@@ -415,13 +414,10 @@ class _Script(Script):
         parts = [
             fill(
                 MAIN,
-                DATA_DIR=data_dir_default,
-                DATA_HELP=literal(data_help),
-                OUTPUT_DIR=literal(self.default_output_dir()),
+                PARSE_ARGS=self.parse_args(FLAGS),
                 SPLIT=split,
                 CURVES=curves,
                 TRAIN=train,
-                DESCRIPTION=literal(f"Train {self.spec.name} with Keras."),
             )
         ]
         if split:
@@ -709,35 +705,17 @@ LOAD_WEIGHTS = '''
             layer.set_weights(values)
 '''
 
-MAIN = """
-    def parse_args(argv=None):
-        parser = argparse.ArgumentParser(description=<DESCRIPTION>)
-        parser.add_argument(
-            "--data-dir",
-            default=<DATA_DIR>,
-            help=<DATA_HELP>,
-        )
-        parser.add_argument("--output-dir", default=<OUTPUT_DIR>)
-        parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
-        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-        parser.add_argument(
-            "--subset", type=int, help="use the first N training and N test examples"
-        )
-        parser.add_argument("--seed", type=int, default=SEED)
-        parser.add_argument("--image-size", type=int, help="resize images to N x N")
-        parser.add_argument(
-            "--weights",
-            choices=("imagenet", "none"),
-            default="none",
-            help="pretrained backbone weights, for specs with a backbone",
-        )
+FLAGS = """
         parser.add_argument(
             "--strategy",
             choices=("default", "mirrored"),
             default="default",
             help="mirrored: data-parallel over every GPU, or every CPU device without one",
         )
-        return parser.parse_args(argv)
+"""
+
+MAIN = """
+    <PARSE_ARGS>
 
 
     def make_strategy(name):

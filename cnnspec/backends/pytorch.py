@@ -373,7 +373,6 @@ class _Script(Script):
         return self.evaluation_parts(EVALUATE)
 
     def main(self) -> str:
-        data_dir_default, data_help = self.data_dir_option()
         split = ""
         if isinstance(self.spec.data.validation, float):
             split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"
@@ -388,13 +387,10 @@ class _Script(Script):
             weighting = "None"
         return fill(
             MAIN,
-            DATA_DIR=data_dir_default,
-            DATA_HELP=literal(data_help),
-            OUTPUT_DIR=literal(self.default_output_dir()),
+            PARSE_ARGS=self.parse_args(FLAGS),
             SPLIT=split,
             CURVES=curves,
             CLASS_WEIGHT=weighting,
-            DESCRIPTION=literal(f"Train {self.spec.name} with PyTorch."),
         )
 
 
@@ -984,6 +980,11 @@ WEIGHTS = '''
             raise ValueError(f"weights do not fit: missing {missing}, extra {unexpected}")
 '''
 
+FLAGS = """
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        parser.add_argument("--compile", action="store_true", help="use torch.compile")
+"""
+
 MAIN = """
     def is_main():
         \"\"\"True in the process that reports and writes artifacts (rank 0 under torchrun).\"\"\"
@@ -1004,30 +1005,7 @@ MAIN = """
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-    def parse_args(argv=None):
-        parser = argparse.ArgumentParser(description=<DESCRIPTION>)
-        parser.add_argument(
-            "--data-dir",
-            default=<DATA_DIR>,
-            help=<DATA_HELP>,
-        )
-        parser.add_argument("--output-dir", default=<OUTPUT_DIR>)
-        parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
-        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-        parser.add_argument(
-            "--subset", type=int, help="use the first N training and N test examples"
-        )
-        parser.add_argument("--seed", type=int, default=SEED)
-        parser.add_argument("--image-size", type=int, help="resize images to N x N")
-        parser.add_argument(
-            "--weights",
-            choices=("imagenet", "none"),
-            default="none",
-            help="pretrained backbone weights, for specs with a backbone",
-        )
-        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-        parser.add_argument("--compile", action="store_true", help="use torch.compile")
-        return parser.parse_args(argv)
+    <PARSE_ARGS>
 
 
     def take(split, count):
