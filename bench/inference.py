@@ -8,7 +8,7 @@ For each spec (default specs/cifar10.cnn and specs/digits.cnn) it gets the model
 does: `compile_file(...).spec`; the weights `cnnspec.export.initial_weights(spec, 0)` in the
 canonical layout, with every BatchNorm's gamma, beta, running mean and running variance then
 drawn at random (seeded) so that BatchNorm is not the identity; those weights saved with
-`safetensors.numpy.save_file`. The four sides, all fp32 on the CPU, all with the same weights:
+`safetensors.numpy.save_file`. The sides, on the CPU, all with the same weights:
 
 (a) onnxruntime: `cnnspec.export.export(spec, weights)` in an `InferenceSession` on the
     CPUExecutionProvider, graph_optimization_level ORT_ENABLE_ALL, intra-op threads
@@ -18,7 +18,10 @@ drawn at random (seeded) so that BatchNorm is not the identity; those weights sa
     `eval()`; `net(x)` (probabilities) under `torch.inference_mode()` on an NCHW tensor;
 (c) Keras direct call: the Keras backend's `emit`, imported, `build_model()`, `load_weights`;
     `model(x, training=False)` on an NHWC tf.Tensor made once;
-(d) Keras predict: the same model, `model.predict(x, verbose=0)` on the NHWC numpy array.
+(d) Keras predict: the same model, `model.predict(x, verbose=0)` on the NHWC numpy array;
+(e) onnxruntime fp16: `export(..., fp16=True)` (float16 weights and arithmetic, float32 I/O);
+(f) onnxruntime int8: `cnnspec.quantize.quantize_int8` of (a)'s model (static QDQ, per-channel
+    weights), calibrated on the throughput batch; goal: at least 1.5x (a) at batch `--batch`.
 
 Keras runs in a worker subprocess that this script starts and drives block by block, so that
 TensorFlow's and PyTorch's thread pools and allocators never share a process; the worker sets
@@ -86,7 +89,11 @@ SIDES = {
     "torch": "(b) PyTorch eager",
     "keras_call": "(c) Keras model(x)",
     "keras_predict": "(d) Keras predict",
+    "ort_fp16": "(e) onnxruntime fp16",
+    "ort_int8": "(f) onnxruntime int8",
 }
+# Reduced precision is compared with fp32 onnxruntime on its own, looser footing.
+REDUCED = {"ort_fp16": 1e-2, "ort_int8": 5e-2}
 KERAS_SIDES = ("keras_call", "keras_predict")
 
 # A block: (batch size, calls) -> the seconds of each timed call.
@@ -207,6 +214,23 @@ def prepare_case(stem: str, folder: Path, batches: tuple[int, ...], ort_threads:
     optimized_ops = op_counts(onnx.load(str(optimized)).graph.node)
     session = ort_session(model_bytes, ort_threads)
 
+    # Reduced precision: fp16 weights and arithmetic; static int8 (QDQ) calibrated on the
+    # throughput batch, the same uniform [0, 1) images every side is timed on.
+    from cnnspec.quantize import quantize_int8
+
+    half = ort_session(
+        onnx_export.export(spec, weights, fp16=True).SerializeToString(), ort_threads
+    )
+    calibration = inputs[max(inputs)]
+    int8 = ort_session(quantize_int8(model, calibration, "image").SerializeToString(), ort_threads)
+
+    def reduced_block(reduced: Any) -> Block:
+        def run(batch: int, calls: int) -> list[float]:
+            feed = {"image": inputs[batch]}
+            return timed(lambda: reduced.run(None, feed), calls)
+
+        return run
+
     script = generated_script(folder, spec, stem, "pytorch")
     net = script.build_model()
     script.load_weights(net, weights_path)
@@ -233,10 +257,17 @@ def prepare_case(stem: str, folder: Path, batches: tuple[int, ...], ort_threads:
         inputs,
         op_counts(model.graph.node),
         optimized_ops,
-        {"ort": ort_block, "torch": torch_block},
+        {
+            "ort": ort_block,
+            "torch": torch_block,
+            "ort_fp16": reduced_block(half),
+            "ort_int8": reduced_block(int8),
+        },
         {
             "ort": lambda x: session.run(None, {"image": x})[0],
             "torch": torch_output,
+            "ort_fp16": lambda x: half.run(None, {"image": x})[0],
+            "ort_int8": lambda x: int8.run(None, {"image": x})[0],
         },
     )
 
@@ -410,6 +441,13 @@ def report(
         f"    onnxruntime / PyTorch eager, batch {args.batch} throughput: {many:.2f}x "
         f"({verdict(many, 1.0)}); best rounds: {many_best:.2f}x"
     )
+    int8_rate = statistics.median(rates["ort_int8"]) / statistics.median(rates["ort"])
+    print(
+        f"    onnxruntime int8 / fp32, batch {args.batch} throughput: {int8_rate:.2f}x "
+        f"({verdict(int8_rate, 1.5)}); fp16 / fp32: "
+        f"{statistics.median(rates['ort_fp16']) / statistics.median(rates['ort']):.2f}x "
+        "(for information)"
+    )
     for name in KERAS_SIDES:
         if name in times:
             one, _, many, _ = speedup(name)
@@ -425,12 +463,16 @@ def report(
     for label, ops in (("exported", case.onnx_ops), ("optimised", case.optimized_ops)):
         listed = ", ".join(f"{op} {count}" for op, count in sorted(ops.items()))
         print(f"      {label} ops: {listed}")
-    worst = max(agreement.values())
-    diffs = ", ".join(f"{SIDES[n][4:]} {d:.1e}" for n, d in agreement.items())
+    exact = {n: d for n, d in agreement.items() if n not in REDUCED}
+    worst = max(exact.values())
+    diffs = ", ".join(f"{SIDES[n][4:]} {d:.1e}" for n, d in exact.items())
     print(
         f"    outputs at batch {args.batch}, max |p - onnxruntime's p|: {diffs} "
         f"({'agree' if worst <= AGREE else 'DISAGREE'}, tolerance {AGREE:g})"
     )
+    for name, tolerance in REDUCED.items():
+        ok = "within" if agreement[name] <= tolerance else "OUTSIDE"
+        print(f"      {SIDES[name][4:]}: {agreement[name]:.1e} ({ok} {tolerance:g})")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -510,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
                     times = measure(blocks, args.rounds, sizes)
                     x = case.inputs[args.batch]
                     reference = case.outputs["ort"](x)
-                    outputs = {"torch": case.outputs["torch"](x)}
+                    outputs = {name: case.outputs[name](x) for name in ("torch", *REDUCED)}
                     if worker is not None:
                         saved = folder / f"{case.stem}_outputs.npz"
                         outputs |= worker.outputs(case.stem, args.batch, saved)
