@@ -9,6 +9,7 @@ layer failed) is still created, but not checked, so one mistake gives one error.
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,6 +295,15 @@ class ModelLowering:
                 "E113",
                 "a layer name must be an identifier such as block5_conv3",
                 arg.span,
+            )
+            return None
+        if keyword.iskeyword(value):
+            # The PyTorch script names each module attribute after its layer: self.<name>.
+            self.diagnostics.error(
+                "E113",
+                f"a layer name cannot be the Python keyword '{value}'",
+                arg.span,
+                f"for example {value}_1",
             )
             return None
         if value in self.names:
