@@ -88,6 +88,10 @@ class Graph(BaseModel):
             shapes[node.name] = node.output_shape
         return shapes
 
+    def l2_factors(self) -> dict[str, float]:
+        """Layers whose kernel carries an L2 penalty, with its factor."""
+        return {n.name: n.layer.l2_factor() for n in self.nodes if n.layer.l2_factor()}
+
     @property
     def params(self) -> Params:
         total = Params()

@@ -147,6 +147,9 @@ class _Conv(LayerArgs):
     def window(self) -> Window:
         return Window(self.kernel, self.stride, self.dilation)
 
+    def l2_factor(self) -> float:
+        return self.l2
+
     def keras_helpers(self) -> tuple[str, ...]:
         return self.activation.keras_helpers() if self.activation is not None else ()
 
@@ -537,6 +540,9 @@ class Dense(LayerArgs):
 
     def keras_helpers(self) -> tuple[str, ...]:
         return self.activation.keras_helpers() if self.activation is not None else ()
+
+    def l2_factor(self) -> float:
+        return self.l2
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         options = {} if self.use_bias else {"bias": False}

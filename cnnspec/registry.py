@@ -136,6 +136,10 @@ class LayerArgs(Bound):
         (in the checker's (H, W, C) order)."""
         raise NotImplementedError(f"layer kind {self.kind!r} has no PyTorch emitter")
 
+    def l2_factor(self) -> float:
+        """The L2 penalty factor on this layer's kernel (`<name>.weight`); 0 for none."""
+        return 0.0
+
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         """The layer's tensors in the canonical layout (see cnnspec.layout): name suffix to
         shape, such as {"weight": (32, 3, 3, 3), "bias": (32,)}."""

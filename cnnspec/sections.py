@@ -20,6 +20,7 @@ from cnnspec.binding import (
     phrase,
     to_python,
 )
+from cnnspec.codegen import Call, Code, literal
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.source import Span
 
@@ -152,6 +153,17 @@ class DataSection(Bound):
 class Augmentation(Bound):
     kind: ClassVar[str]
     doc: ClassVar[str] = ""
+    # Geometric steps resample the image and take the `fill` step's mode.
+    geometric: ClassVar[bool] = False
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        """The Keras preprocessing layer of this step (None: an option of other steps);
+        `fill` holds the geometric layers' fill options."""
+        raise NotImplementedError(f"augmentation {self.kind!r} has no Keras emitter")
+
+    def torch_settings(self) -> dict[str, object]:
+        """This step's entries in the PyTorch script's AUGMENT table."""
+        raise NotImplementedError(f"augmentation {self.kind!r} has no PyTorch emitter")
 
 
 class Rotation(Augmentation):
@@ -159,6 +171,14 @@ class Rotation(Augmentation):
     doc: ClassVar[str] = "Random rotation by up to +/- `degrees`."
     positional: ClassVar[tuple[str, ...]] = ("degrees",)
     degrees: float = Field(gt=0, le=180)
+    geometric: ClassVar[bool] = True
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        # Keras takes a fraction of a full turn; the spec says degrees.
+        return Call("layers.RandomRotation", Code(f"{literal(self.degrees)} / 360"), **fill)
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"rotation": self.degrees}
 
 
 class Shift(Augmentation):
@@ -174,6 +194,14 @@ class Shift(Augmentation):
             object.__setattr__(self, "height", self.width)
         return self
 
+    geometric: ClassVar[bool] = True
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return Call("layers.RandomTranslation", self.height, self.width, **fill)
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"shift": (self.width, self.height)}
+
 
 class Flip(Augmentation):
     kind: ClassVar[str] = "flip"
@@ -181,12 +209,25 @@ class Flip(Augmentation):
     positional: ClassVar[tuple[str, ...]] = ("mode",)
     mode: Literal["horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
 
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return Call("layers.RandomFlip", self.mode)
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"flip": self.mode}
+
 
 class Zoom(Augmentation):
     kind: ClassVar[str] = "zoom"
     doc: ClassVar[str] = "Random zoom in or out by up to `factor` (0.1 means 90%-110%)."
     positional: ClassVar[tuple[str, ...]] = ("factor",)
     factor: float = Field(gt=0, lt=1)
+    geometric: ClassVar[bool] = True
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return Call("layers.RandomZoom", self.factor, self.factor, **fill)
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"zoom": self.factor}
 
 
 class Shear(Augmentation):
@@ -194,6 +235,13 @@ class Shear(Augmentation):
     doc: ClassVar[str] = "Random shear by up to `factor` of the image size."
     positional: ClassVar[tuple[str, ...]] = ("factor",)
     factor: float = Field(gt=0, lt=1)
+    geometric: ClassVar[bool] = True
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return Call("layers.RandomShear", x_factor=self.factor, **fill)
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"shear": self.factor}
 
 
 class Brightness(Augmentation):
@@ -202,12 +250,24 @@ class Brightness(Augmentation):
     positional: ClassVar[tuple[str, ...]] = ("factor",)
     factor: float = Field(gt=0, lt=1)
 
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return Call("layers.RandomBrightness", self.factor, value_range=Code("PIXEL_RANGE"))
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"brightness": self.factor}
+
 
 class Contrast(Augmentation):
     kind: ClassVar[str] = "contrast"
     doc: ClassVar[str] = "Random contrast scale in [1 - factor, 1 + factor]."
     positional: ClassVar[tuple[str, ...]] = ("factor",)
     factor: float = Field(gt=0, lt=1)
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return Call("layers.RandomContrast", self.factor, value_range=Code("PIXEL_RANGE"))
+
+    def torch_settings(self) -> dict[str, object]:
+        return {"contrast": self.factor}
 
 
 class Fill(Augmentation):
@@ -216,6 +276,19 @@ class Fill(Augmentation):
     positional: ClassVar[tuple[str, ...]] = ("mode",)
     mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"
     value: float = 0.0
+
+    def options(self) -> dict[str, object]:
+        """Keras's fill options for the geometric layers."""
+        return {
+            "fill_mode": self.mode,
+            **({"fill_value": self.value} if self.mode == "constant" else {}),
+        }
+
+    def keras(self, fill: dict[str, object]) -> Call | None:
+        return None  # an option of the geometric layers
+
+    def torch_settings(self) -> dict[str, object]:
+        return {}  # read by the geometric warp, see AugmentSection.torch_table
 
 
 AUGMENTATIONS: dict[str, type[Bound]] = {
@@ -229,6 +302,29 @@ class AugmentSection(Bound):
     def get(self, kind: str) -> Augmentation | None:
         return next((s for s in self.steps if s.kind == kind), None)
 
+    def fill(self) -> Fill:
+        """The fill step, or the reference tutorial's `nearest` when there is none."""
+        fill = self.get("fill")
+        return fill if isinstance(fill, Fill) else Fill()
+
+    def keras_layers(self) -> list[Call]:
+        options = self.fill().options()
+        calls = [step.keras(options) for step in self.steps]
+        return [call for call in calls if call is not None]
+
+    def torch_table(self) -> dict[str, object]:
+        """The PyTorch script's AUGMENT table: each step's settings, and the fill of the
+        geometric warp when there is one."""
+        table: dict[str, object] = {}
+        for step in self.steps:
+            table.update(step.torch_settings())
+        if any(step.geometric for step in self.steps):
+            fill = self.fill()
+            table["fill"] = fill.mode
+            if fill.mode == "constant":
+                table["fill_value"] = fill.value
+        return table
+
 
 # --------------------------------------------------------------------------------------------
 # train
@@ -237,39 +333,89 @@ class AugmentSection(Bound):
 class Optimizer(Bound):
     kind: ClassVar[str]
     positional: ClassVar[tuple[str, ...]] = ("lr",)
+    keras_class: ClassVar[str]
     lr: Positive
+
+    def keras(self) -> Call:
+        """The Keras optimizer: the spec's learning rate and every setting that differs from
+        the default (the defaults here are Keras's)."""
+        options = {
+            key: value
+            for key, value in self.model_dump().items()
+            if key != "lr" and value != type(self).model_fields[key].default
+        }
+        return Call(self.keras_class, learning_rate=self.lr, **options)
+
+    def torch(self, parameters: Code) -> Call:
+        """The PyTorch optimizer over `parameters`, with Keras's settings spelled out."""
+        raise NotImplementedError(f"optimizer {self.kind!r} has no PyTorch emitter")
 
 
 class Adam(Optimizer):
     kind: ClassVar[str] = "adam"
+    keras_class: ClassVar[str] = "keras.optimizers.Adam"
     lr: Positive = 1e-3
     beta_1: Fraction01 = 0.9
     beta_2: Fraction01 = 0.999
     epsilon: Positive = 1e-7
 
+    def torch(self, parameters: Code) -> Call:
+        betas = (self.beta_1, self.beta_2)
+        return Call("torch.optim.Adam", parameters, lr=self.lr, betas=betas, eps=self.epsilon)
+
 
 class AdamW(Optimizer):
     kind: ClassVar[str] = "adamw"
+    keras_class: ClassVar[str] = "keras.optimizers.AdamW"
     lr: Positive = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.004
     beta_1: Fraction01 = 0.9
     beta_2: Fraction01 = 0.999
     epsilon: Positive = 1e-7
 
+    def torch(self, parameters: Code) -> Call:
+        return Call(
+            "torch.optim.AdamW",
+            parameters,
+            lr=self.lr,
+            betas=(self.beta_1, self.beta_2),
+            eps=self.epsilon,
+            weight_decay=self.weight_decay,
+        )
+
 
 class SGD(Optimizer):
     kind: ClassVar[str] = "sgd"
+    keras_class: ClassVar[str] = "keras.optimizers.SGD"
     lr: Positive = 0.01
     momentum: Fraction01 = 0.0
     nesterov: bool = False
 
+    def torch(self, parameters: Code) -> Call:
+        options: dict[str, object] = {"momentum": self.momentum} if self.momentum else {}
+        if self.nesterov:
+            options["nesterov"] = True
+        return Call("torch.optim.SGD", parameters, lr=self.lr, **options)
+
 
 class RMSprop(Optimizer):
     kind: ClassVar[str] = "rmsprop"
+    keras_class: ClassVar[str] = "keras.optimizers.RMSprop"
     lr: Positive = 1e-3
     rho: Fraction01 = 0.9
     momentum: Fraction01 = 0.0
     epsilon: Positive = 1e-7
+
+    def torch(self, parameters: Code) -> Call:
+        options = {"momentum": self.momentum} if self.momentum else {}
+        return Call(
+            "torch.optim.RMSprop",
+            parameters,
+            lr=self.lr,
+            alpha=self.rho,
+            eps=self.epsilon,
+            **options,
+        )
 
 
 OPTIMIZERS: dict[str, type[Bound]] = {c.kind: c for c in (Adam, AdamW, SGD, RMSprop)}

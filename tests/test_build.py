@@ -79,8 +79,8 @@ def test_same_spec_same_bytes(backend_name: str) -> None:
 
 
 def test_every_layer_kind_has_an_emitter_per_backend() -> None:
-    """Walk the registry: a kind without a Keras or PyTorch emitter fails here, not in a
-    user's build. Each is called on the kind's defaults, on a map and on a vector."""
+    """Walk the registry: a kind without a Keras, PyTorch or ONNX emitter fails here, not in
+    a user's build. Each is called on the kind's defaults, on an (8, 8, 3) map."""
     defaults = {"conv2d": {"filters": 4}, "dense": {"units": 4}, "dropout": {"rate": 0.1}}
     defaults["spatial_dropout"] = {"rate": 0.1}
     for kind, cls in REGISTRY.items():
@@ -96,6 +96,33 @@ def test_every_layer_kind_has_an_emitter_per_backend() -> None:
             assert helper in pytorch_backend.HELPERS, (kind, helper)
         if cls.is_activation:
             assert "\0" in repr(layer.torch_function()), kind
+        recorder = _RecordingBuilder()
+        inputs = [f"in{i}" for i in range(arity)]
+        output = layer.onnx(recorder, "node", inputs, [(8, 8, 3)] * arity)
+        assert output in {*recorder.outputs, *inputs}, kind
+        # The ONNX emitter reads exactly the canonical tensors the layer declares.
+        declared = {f"node.{suffix}" for suffix in layer.weight_shapes([(8, 8, 3)] * arity)}
+        assert recorder.weights == declared, kind
+
+
+class _RecordingBuilder:
+    """An OnnxBuilder that records what an emitter asks for, without onnx."""
+
+    def __init__(self) -> None:
+        self.outputs: list[str] = []
+        self.weights: set[str] = set()
+
+    def op(self, op_type: str, inputs: list[str], name: str, **attributes: object) -> str:
+        assert op_type[0].isupper() and all(isinstance(i, str) for i in inputs)
+        self.outputs.append(f"{name}#{len(self.outputs)}")
+        return self.outputs[-1]
+
+    def weight(self, key: str) -> str:
+        self.weights.add(key)
+        return key
+
+    def constant(self, name: str, values: list[float], shape: tuple[int, ...] = ()) -> str:
+        return name
 
 
 # ---- the command -------------------------------------------------------------------------

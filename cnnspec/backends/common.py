@@ -52,7 +52,7 @@ def number(value: float) -> Code:
     if 0 < value < 1:
         denominator = round(1 / value)
         if denominator > 1 and 1 / denominator == value:
-            return Code(f"1 / {denominator}")
+            return Code(f"1 / {literal(denominator)}")
     return Code(literal(float(value)))
 
 

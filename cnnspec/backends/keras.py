@@ -32,24 +32,14 @@ from cnnspec.ir import Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
-    Augmentation,
-    Brightness,
     Callback,
     Checkpoint,
     Cifar10,
-    Contrast,
     Digits,
     Directory,
     EarlyStopping,
-    Fill,
-    Flip,
     Loss,
-    Optimizer,
     ReduceLR,
-    Rotation,
-    Shear,
-    Shift,
-    Zoom,
 )
 
 NAME = "keras"
@@ -131,10 +121,7 @@ class _Script(Script):
         return "\n".join(lines) + "\n"
 
     def keras_modules(self) -> list[str]:
-        uses_l2 = any(
-            "regularizers." in repr(k.call) for n in self.graph.nodes for k in n.layer.keras()
-        )
-        return ["layers", "regularizers"] if uses_l2 else ["layers"]
+        return ["layers", "regularizers"] if self.graph.l2_factors() else ["layers"]
 
     # ---------------------------------------------------------------------------------------
     # constants
@@ -189,43 +176,8 @@ class _Script(Script):
     # ---------------------------------------------------------------------------------------
     # augmentation
 
-    def augmentation_layers(self) -> list[Call]:
-        augment = self.spec.augment
-        fill = augment.get("fill")
-        fill_options: dict[str, object] = {"fill_mode": "nearest"}
-        if isinstance(fill, Fill):
-            fill_options = {"fill_mode": fill.mode}
-            if fill.mode == "constant":
-                fill_options["fill_value"] = fill.value
-        calls: list[Call] = []
-        for step in augment.steps:
-            call = self._augmentation(step, fill_options)
-            if call is not None:
-                calls.append(call)
-        return calls
-
-    def _augmentation(self, step: Augmentation, fill: dict[str, object]) -> Call | None:
-        if isinstance(step, Rotation):
-            # Keras takes a fraction of a full turn; the spec says degrees.
-            return Call("layers.RandomRotation", Code(f"{literal(step.degrees)} / 360"), **fill)
-        if isinstance(step, Shift):
-            return Call("layers.RandomTranslation", step.height, step.width, **fill)
-        if isinstance(step, Flip):
-            return Call("layers.RandomFlip", step.mode)
-        if isinstance(step, Zoom):
-            return Call("layers.RandomZoom", step.factor, step.factor, **fill)
-        if isinstance(step, Shear):
-            return Call("layers.RandomShear", x_factor=step.factor, **fill)
-        if isinstance(step, Brightness):
-            return Call("layers.RandomBrightness", step.factor, value_range=Code("PIXEL_RANGE"))
-        if isinstance(step, Contrast):
-            return Call("layers.RandomContrast", step.factor, value_range=Code("PIXEL_RANGE"))
-        if isinstance(step, Fill):
-            return None  # an option of the geometric layers above
-        raise AssertionError(f"augmentation {step.kind!r} has no Keras form")
-
     def build_augmentation(self) -> str:
-        calls = self.augmentation_layers()
+        calls = self.spec.augment.keras_layers()
         lines = [
             "def build_augmentation(seed=SEED):",
             '    """Random transforms for training batches only, as Keras preprocessing layers."""',
@@ -330,7 +282,7 @@ class _Script(Script):
                 lines.append("    set_trainable(model, frozen)")
             lines.append("    model.compile(")
             assert phase.optimizer is not None
-            lines += statement("optimizer=", _optimizer(phase.optimizer), ",", 2)
+            lines += statement("optimizer=", phase.optimizer.keras(), ",", 2)
             lines += statement("loss=", _loss(loss), ",", 2)
             lines += sequence("metrics=", metrics, ",", 2)
             lines.append("    )")
@@ -427,16 +379,6 @@ class _Script(Script):
 
 # -------------------------------------------------------------------------------------------
 # Section emitters: the spec's optimizer, loss and callbacks as Keras constructors.
-
-
-def _optimizer(optimizer: Optimizer) -> Call:
-    options = {
-        k: v
-        for k, v in optimizer.model_dump().items()
-        if k != "lr" and v != type(optimizer).model_fields[k].default
-    }
-    names = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
-    return Call(f"keras.optimizers.{names[optimizer.kind]}", learning_rate=optimizer.lr, **options)
 
 
 def _loss(loss: Loss) -> Call:

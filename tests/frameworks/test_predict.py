@@ -11,6 +11,7 @@ and a model whose input does not match its metadata each give one line and exit 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,14 @@ def test_bench_reports_both_batch_sizes(digits_model: Path, tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"{digits_model} on CPUExecutionProvider, full graph optimisation"
-    assert lines[1].startswith("  batch  1: ") and "images/s" in lines[1]
-    assert lines[2].startswith("  batch 32: ")
+    for line, batch in zip(lines[1:3], (1, 32), strict=True):
+        match = re.fullmatch(
+            rf"  batch {batch:>2}: +([\d.]+) ms median \(p90 ([\d.]+)\), ([\d,]+) images/s", line
+        )
+        assert match, line
+        median, p90, rate = float(match[1]), float(match[2]), int(match[3].replace(",", ""))
+        assert 0 < median <= p90
+        assert rate == pytest.approx(batch / (median / 1000), rel=0.01, abs=1)
     assert lines[3] == "  BatchNormalization nodes after optimisation: 0"
     corrupt = write(tmp_path, "corrupt.onnx", "nope")
     assert "is not an ONNX model" in error_line(run("bench", str(corrupt)))
