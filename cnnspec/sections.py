@@ -476,12 +476,47 @@ class Callback(Bound):
             return self.mode
         return "min" if self.monitor.removeprefix("val_") == "loss" else "max"
 
+    def keras(self) -> Call:
+        """The Keras callback (it saves to the script's `output_dir`)."""
+        raise NotImplementedError(f"callback {self.kind!r} has no Keras emitter")
+
+    def torch(self) -> Call:
+        """The PyTorch script's own callback class with Keras's rules (see its CALLBACKS)."""
+        raise NotImplementedError(f"callback {self.kind!r} has no PyTorch emitter")
+
+    def _keras_mode(self) -> dict[str, object]:
+        return {"mode": self.mode} if self.mode != "auto" else {}
+
 
 class EarlyStopping(Callback):
     kind: ClassVar[str] = "early_stopping"
     patience: Annotated[int, Field(ge=0)] = 0
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     restore_best: bool = False
+
+    def _options(self) -> dict[str, object]:
+        options: dict[str, object] = {"patience": self.patience}
+        if self.min_delta:
+            options["min_delta"] = self.min_delta
+        return options
+
+    def keras(self) -> Call:
+        options = self._options()
+        if self.restore_best:
+            options["restore_best_weights"] = True
+        return Call(
+            "keras.callbacks.EarlyStopping",
+            monitor=self.monitor,
+            **options,
+            **self._keras_mode(),
+            verbose=1,
+        )
+
+    def torch(self) -> Call:
+        options = self._options()
+        if self.restore_best:
+            options["restore_best"] = True
+        return Call("EarlyStopping", self.monitor, self.resolved_mode, **options)
 
 
 class ReduceLR(Callback):
@@ -491,10 +526,55 @@ class ReduceLR(Callback):
     min_lr: Annotated[float, Field(ge=0)] = 0.0
     min_delta: Annotated[float, Field(ge=0)] = 1e-4
 
+    def _options(self) -> dict[str, object]:
+        options: dict[str, object] = {"factor": self.factor, "patience": self.patience}
+        if self.min_lr:
+            options["min_lr"] = self.min_lr
+        if self.min_delta != 1e-4:
+            options["min_delta"] = self.min_delta
+        return options
+
+    def keras(self) -> Call:
+        return Call(
+            "keras.callbacks.ReduceLROnPlateau",
+            monitor=self.monitor,
+            **self._options(),
+            **self._keras_mode(),
+            verbose=1,
+        )
+
+    def torch(self) -> Call:
+        return Call(
+            "ReduceLROnPlateau",
+            Code("optimizer"),
+            self.monitor,
+            self.resolved_mode,
+            **self._options(),
+        )
+
 
 class Checkpoint(Callback):
     kind: ClassVar[str] = "checkpoint"
     save_best: bool = True
+
+    def keras(self) -> Call:
+        return Call(
+            "keras.callbacks.ModelCheckpoint",
+            Code('output_dir / "checkpoint.keras"'),
+            monitor=self.monitor,
+            save_best_only=self.save_best,
+            **self._keras_mode(),
+            verbose=1,
+        )
+
+    def torch(self) -> Call:
+        return Call(
+            "Checkpoint",
+            Code('output_dir / "checkpoint.pt"'),
+            self.monitor,
+            self.resolved_mode,
+            **({} if self.save_best else {"save_best": False}),
+        )
 
 
 CALLBACKS: dict[str, type[Bound]] = {c.kind: c for c in (EarlyStopping, ReduceLR, Checkpoint)}

@@ -32,14 +32,10 @@ from cnnspec.ir import Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
-    Callback,
-    Checkpoint,
     Cifar10,
     Digits,
     Directory,
-    EarlyStopping,
     Loss,
-    ReduceLR,
 )
 
 NAME = "keras"
@@ -286,7 +282,7 @@ class _Script(Script):
             lines += statement("loss=", _loss(loss), ",", 2)
             lines += sequence("metrics=", metrics, ",", 2)
             lines.append("    )")
-            callbacks = [_callback(c) for c in phase.callbacks]
+            callbacks = [c.keras() for c in phase.callbacks]
             if callbacks:
                 lines.append("    callbacks = [")
                 for call in callbacks:
@@ -391,46 +387,6 @@ def _loss(loss: Loss) -> Call:
         k: v for k, v in loss.model_dump().items() if v != type(loss).model_fields[k].default
     }
     return Call(f"keras.losses.{names[loss.kind]}", **options)
-
-
-def _callback(callback: Callback) -> Call:
-    mode = {"mode": callback.mode} if callback.mode != "auto" else {}
-    if isinstance(callback, EarlyStopping):
-        options: dict[str, object] = {"patience": callback.patience}
-        if callback.min_delta:
-            options["min_delta"] = callback.min_delta
-        if callback.restore_best:
-            options["restore_best_weights"] = True
-        return Call(
-            "keras.callbacks.EarlyStopping",
-            monitor=callback.monitor,
-            **options,
-            **mode,
-            verbose=1,
-        )
-    if isinstance(callback, ReduceLR):
-        options = {"factor": callback.factor, "patience": callback.patience}
-        if callback.min_lr:
-            options["min_lr"] = callback.min_lr
-        if callback.min_delta != 1e-4:
-            options["min_delta"] = callback.min_delta
-        return Call(
-            "keras.callbacks.ReduceLROnPlateau",
-            monitor=callback.monitor,
-            **options,
-            **mode,
-            verbose=1,
-        )
-    if isinstance(callback, Checkpoint):
-        return Call(
-            "keras.callbacks.ModelCheckpoint",
-            Code('output_dir / "checkpoint.keras"'),
-            monitor=callback.monitor,
-            save_best_only=callback.save_best,
-            **mode,
-            verbose=1,
-        )
-    raise AssertionError(f"callback {callback.kind!r} has no Keras form")
 
 
 # -------------------------------------------------------------------------------------------

@@ -34,13 +34,9 @@ from cnnspec.layout import flattened_inputs
 from cnnspec.registry import HOLE, LayerArgs
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
-    Callback,
-    Checkpoint,
     Cifar10,
     Digits,
     Directory,
-    EarlyStopping,
-    ReduceLR,
 )
 
 NAME = "pytorch"
@@ -310,7 +306,7 @@ class _Script(Script):
                 "optimizer = ",
                 phase.optimizer.torch(Code("[p for p in model.parameters() if p.requires_grad]")),
             )
-            callbacks = [_callback(c) for c in phase.callbacks]
+            callbacks = [c.torch() for c in phase.callbacks]
             if callbacks:
                 lines.append("    callbacks = [")
                 for call in callbacks:
@@ -362,33 +358,6 @@ class _Script(Script):
 
 # -------------------------------------------------------------------------------------------
 # Section emitters
-
-
-def _callback(callback: Callback) -> Call:
-    mode = callback.resolved_mode
-    if isinstance(callback, EarlyStopping):
-        options: dict[str, object] = {"patience": callback.patience}
-        if callback.min_delta:
-            options["min_delta"] = callback.min_delta
-        if callback.restore_best:
-            options["restore_best"] = True
-        return Call("EarlyStopping", callback.monitor, mode, **options)
-    if isinstance(callback, ReduceLR):
-        options = {"factor": callback.factor, "patience": callback.patience}
-        if callback.min_lr:
-            options["min_lr"] = callback.min_lr
-        if callback.min_delta != 1e-4:
-            options["min_delta"] = callback.min_delta
-        return Call("ReduceLROnPlateau", Code("optimizer"), callback.monitor, mode, **options)
-    if isinstance(callback, Checkpoint):
-        return Call(
-            "Checkpoint",
-            Code('output_dir / "checkpoint.pt"'),
-            callback.monitor,
-            mode,
-            **({} if callback.save_best else {"save_best": False}),
-        )
-    raise AssertionError(f"callback {callback.kind!r} has no PyTorch form")
 
 
 # -------------------------------------------------------------------------------------------

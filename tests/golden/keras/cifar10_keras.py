@@ -204,7 +204,10 @@ def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
         )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    datasets = {name: pipeline(split, training=name == "train") for name, split in splits.items()}
+    datasets = {
+        name: pipeline(split, training=name == "train")
+        for name, split in splits.items()
+    }
     if "test" in splits:
         datasets["val"] = datasets["test"]
     return datasets
@@ -424,7 +427,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/cifar10")
     parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--subset", type=int, help="use the first N training and N test examples")
+    parser.add_argument(
+        "--subset", type=int, help="use the first N training and N test examples"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--image-size", type=int, help="resize images to N x N")
     parser.add_argument(

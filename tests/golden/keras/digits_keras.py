@@ -51,11 +51,17 @@ def build_model(input_shape=INPUT_SHAPE):
     """
     inputs = keras.Input(shape=input_shape, name="image")
     # features
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="features_conv2d_1")(inputs)
+    x = layers.Conv2D(
+        32, 3, padding="same", activation="relu", name="features_conv2d_1"
+    )(inputs)
     x = layers.BatchNormalization(name="features_batchnorm_1")(x)
-    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="features_conv2d_2")(x)
+    x = layers.Conv2D(
+        32, 3, padding="same", activation="relu", name="features_conv2d_2"
+    )(x)
     x = layers.MaxPooling2D(2, name="features_maxpool_1")(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="features_conv2d_3")(x)
+    x = layers.Conv2D(
+        64, 3, padding="same", activation="relu", name="features_conv2d_3"
+    )(x)
     x = layers.BatchNormalization(name="features_batchnorm_2")(x)
     x = layers.MaxPooling2D(2, name="features_maxpool_2")(x)
     x = layers.Dropout(0.2, name="features_dropout_1")(x)
@@ -121,7 +127,10 @@ def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
         )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    datasets = {name: pipeline(split, training=name == "train") for name, split in splits.items()}
+    datasets = {
+        name: pipeline(split, training=name == "train")
+        for name, split in splits.items()
+    }
     return datasets
 
 
@@ -342,7 +351,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/digits")
     parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--subset", type=int, help="use the first N training and N test examples")
+    parser.add_argument(
+        "--subset", type=int, help="use the first N training and N test examples"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--image-size", type=int, help="resize images to N x N")
     parser.add_argument(

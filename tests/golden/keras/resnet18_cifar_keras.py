@@ -82,7 +82,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage1_conv2d_1",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_1")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_1"
+    )(x)
     x = layers.ReLU(name="stage1_relu_1")(x)
     x = layers.Conv2D(
         64,
@@ -92,7 +94,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage1_conv2d_2",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_2")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_2"
+    )(x)
     x = layers.Add(name="stage1_add_1")([x, shortcut])
     x = layers.ReLU(name="stage1_relu_2")(x)
     shortcut = x
@@ -104,7 +108,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage1_conv2d_3",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_3")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_3"
+    )(x)
     x = layers.ReLU(name="stage1_relu_3")(x)
     x = layers.Conv2D(
         64,
@@ -114,7 +120,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage1_conv2d_4",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_4")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage1_batchnorm_4"
+    )(x)
     x = layers.Add(name="stage1_add_2")([x, shortcut])
     x = layers.ReLU(name="stage1_relu_4")(x)
     shortcut = x
@@ -128,7 +136,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage2_conv2d_1",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_1")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_1"
+    )(x)
     x = layers.ReLU(name="stage2_relu_1")(x)
     x = layers.Conv2D(
         128,
@@ -138,7 +148,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage2_conv2d_2",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_2")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_2"
+    )(x)
     shortcut = layers.Conv2D(
         128,
         1,
@@ -147,9 +159,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage2_shortcut_conv_1",
     )(shortcut)
-    shortcut = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage2_shortcut_bn_1")(
-        shortcut
-    )
+    shortcut = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage2_shortcut_bn_1"
+    )(shortcut)
     x = layers.Add(name="stage2_add_1")([x, shortcut])
     x = layers.ReLU(name="stage2_relu_2")(x)
     shortcut = x
@@ -161,7 +173,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage2_conv2d_3",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_3")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_3"
+    )(x)
     x = layers.ReLU(name="stage2_relu_3")(x)
     x = layers.Conv2D(
         128,
@@ -171,7 +185,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage2_conv2d_4",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_4")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage2_batchnorm_4"
+    )(x)
     x = layers.Add(name="stage2_add_2")([x, shortcut])
     x = layers.ReLU(name="stage2_relu_4")(x)
     shortcut = x
@@ -185,7 +201,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage3_conv2d_1",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_1")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_1"
+    )(x)
     x = layers.ReLU(name="stage3_relu_1")(x)
     x = layers.Conv2D(
         256,
@@ -195,7 +213,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage3_conv2d_2",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_2")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_2"
+    )(x)
     shortcut = layers.Conv2D(
         256,
         1,
@@ -204,9 +224,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage3_shortcut_conv_1",
     )(shortcut)
-    shortcut = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage3_shortcut_bn_1")(
-        shortcut
-    )
+    shortcut = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage3_shortcut_bn_1"
+    )(shortcut)
     x = layers.Add(name="stage3_add_1")([x, shortcut])
     x = layers.ReLU(name="stage3_relu_2")(x)
     shortcut = x
@@ -218,7 +238,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage3_conv2d_3",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_3")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_3"
+    )(x)
     x = layers.ReLU(name="stage3_relu_3")(x)
     x = layers.Conv2D(
         256,
@@ -228,7 +250,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage3_conv2d_4",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_4")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage3_batchnorm_4"
+    )(x)
     x = layers.Add(name="stage3_add_2")([x, shortcut])
     x = layers.ReLU(name="stage3_relu_4")(x)
     shortcut = x
@@ -242,7 +266,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage4_conv2d_1",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_1")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_1"
+    )(x)
     x = layers.ReLU(name="stage4_relu_1")(x)
     x = layers.Conv2D(
         512,
@@ -252,7 +278,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage4_conv2d_2",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_2")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_2"
+    )(x)
     shortcut = layers.Conv2D(
         512,
         1,
@@ -261,9 +289,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage4_shortcut_conv_1",
     )(shortcut)
-    shortcut = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage4_shortcut_bn_1")(
-        shortcut
-    )
+    shortcut = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage4_shortcut_bn_1"
+    )(shortcut)
     x = layers.Add(name="stage4_add_1")([x, shortcut])
     x = layers.ReLU(name="stage4_relu_2")(x)
     shortcut = x
@@ -275,7 +303,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage4_conv2d_3",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_3")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_3"
+    )(x)
     x = layers.ReLU(name="stage4_relu_3")(x)
     x = layers.Conv2D(
         512,
@@ -285,7 +315,9 @@ def build_model(input_shape=INPUT_SHAPE):
         use_bias=False,
         name="stage4_conv2d_4",
     )(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_4")(x)
+    x = layers.BatchNormalization(
+        momentum=0.9, epsilon=1e-05, name="stage4_batchnorm_4"
+    )(x)
     x = layers.Add(name="stage4_add_2")([x, shortcut])
     x = layers.ReLU(name="stage4_relu_4")(x)
     # head
@@ -373,7 +405,10 @@ def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
         )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    datasets = {name: pipeline(split, training=name == "train") for name, split in splits.items()}
+    datasets = {
+        name: pipeline(split, training=name == "train")
+        for name, split in splits.items()
+    }
     if "test" in splits:
         datasets["val"] = datasets["test"]
     return datasets
@@ -566,7 +601,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/resnet18_cifar")
     parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--subset", type=int, help="use the first N training and N test examples")
+    parser.add_argument(
+        "--subset", type=int, help="use the first N training and N test examples"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--image-size", type=int, help="resize images to N x N")
     parser.add_argument(

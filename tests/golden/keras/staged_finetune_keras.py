@@ -85,8 +85,12 @@ def build_model(input_shape=INPUT_SHAPE):
     )(x)
     x = layers.MaxPooling2D(2, name="block2_maxpool_1")(x)
     # block3
-    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="block3_conv2d_1")(x)
-    x = layers.Conv2D(128, 3, padding="same", activation="relu", name="block3_conv2d_2")(x)
+    x = layers.Conv2D(
+        128, 3, padding="same", activation="relu", name="block3_conv2d_1"
+    )(x)
+    x = layers.Conv2D(
+        128, 3, padding="same", activation="relu", name="block3_conv2d_2"
+    )(x)
     x = layers.MaxPooling2D(2, name="block3_maxpool_1")(x)
     # head
     x = layers.GlobalAveragePooling2D(name="head_global_avg_pool_1")(x)
@@ -174,7 +178,10 @@ def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
         )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
-    datasets = {name: pipeline(split, training=name == "train") for name, split in splits.items()}
+    datasets = {
+        name: pipeline(split, training=name == "train")
+        for name, split in splits.items()
+    }
     return datasets
 
 
@@ -213,9 +220,13 @@ def train(model, datasets, output_dir, epochs=None, class_weight=None):
             mode="max",
             verbose=1,
         ),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3, verbose=1),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=3, verbose=1
+        ),
     ]
-    history += fit_phase(model, "head", 15, epochs, datasets, callbacks, class_weight, len(history))
+    history += fit_phase(
+        model, "head", 15, epochs, datasets, callbacks, class_weight, len(history)
+    )
     # phase finetune: 229,889 trainable parameters
     frozen = [
         "block1_conv2d_1",
@@ -237,7 +248,9 @@ def train(model, datasets, output_dir, epochs=None, class_weight=None):
             mode="max",
             verbose=1,
         ),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=4, verbose=1),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=4, verbose=1
+        ),
     ]
     history += fit_phase(
         model, "finetune", 20, epochs, datasets, callbacks, class_weight, len(history)
@@ -420,7 +433,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/staged_finetune")
     parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--subset", type=int, help="use the first N training and N test examples")
+    parser.add_argument(
+        "--subset", type=int, help="use the first N training and N test examples"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--image-size", type=int, help="resize images to N x N")
     parser.add_argument(
@@ -476,7 +491,9 @@ def main(argv=None):
         model = build_model(input_shape)
         model.summary()
         weights = class_weights(splits["train"][1])
-        history = train(model, datasets, output_dir, epochs=args.epochs, class_weight=weights)
+        history = train(
+            model, datasets, output_dir, epochs=args.epochs, class_weight=weights
+        )
     test = evaluate(model, datasets, output_dir)
     metrics = {"spec": SPEC_NAME, "backend": "keras", "history": history, "test": test}
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

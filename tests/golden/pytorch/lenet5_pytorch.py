@@ -221,7 +221,9 @@ def resize(pixels, size):
     return torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)
 
 
-def make_loaders(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None, distributed=False):
+def make_loaders(
+    splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None, distributed=False
+):
     """DataLoaders of uint8 NCHW images and int labels; the training one shuffles
     (a DistributedSampler under torchrun). Preprocessing runs on the device, in
     prepare()."""
@@ -406,7 +408,9 @@ def scores(probabilities, targets):
     return result
 
 
-def run_epoch(net, logits_of, loader, device, optimizer=None, class_weight=None, generator=None):
+def run_epoch(
+    net, logits_of, loader, device, optimizer=None, class_weight=None, generator=None
+):
     """One pass over `loader`, training when an optimizer is given; `logits_of` is the
     network's logits as trained (possibly under DDP or torch.compile). Returns the loss
     (with L2, as Keras reports it) and the metrics, and the throughput."""
@@ -454,7 +458,9 @@ def run_epoch(net, logits_of, loader, device, optimizer=None, class_weight=None,
     return logs, count / (time.perf_counter() - started)
 
 
-def train(model, loaders, output_dir, device, epochs=None, class_weight=None, logits_of=None):
+def train(
+    model, loaders, output_dir, device, epochs=None, class_weight=None, logits_of=None
+):
     """Fit the model phase by phase: freeze, a new optimizer, the callbacks;
     `epochs` caps each phase. `logits_of` computes the logits as trained (default
     model.logits; DDP or torch.compile wrap it). Returns the per-epoch history."""
@@ -482,7 +488,9 @@ def train(model, loaders, output_dir, device, epochs=None, class_weight=None, lo
     return history
 
 
-def fit_phase(model, loaders, optimizer, callbacks, phase, epochs, device, class_weight, done):
+def fit_phase(
+    model, loaders, optimizer, callbacks, phase, epochs, device, class_weight, done
+):
     """Fit one phase for `epochs` epochs, continuing the epoch count from `done`."""
     net, logits_of = model
     generator = torch.Generator(device=device).manual_seed(SEED + done)
@@ -631,7 +639,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="runs/lenet5")
     parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--subset", type=int, help="use the first N training and N test examples")
+    parser.add_argument(
+        "--subset", type=int, help="use the first N training and N test examples"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--image-size", type=int, help="resize images to N x N")
     parser.add_argument(
@@ -681,7 +691,9 @@ def main(argv=None):
         splits = {name: take(split, args.subset) for name, split in splits.items()}
     if args.image_size and FIXED_INPUT_SIZE:
         sys.exit("error: --image-size: this model's flatten fixes its input size")
-    loaders = make_loaders(splits, args.batch_size, args.seed, args.image_size, distributed)
+    loaders = make_loaders(
+        splits, args.batch_size, args.seed, args.image_size, distributed
+    )
 
     network = build_model().to(device)
     if device.type == "cuda":
