@@ -317,10 +317,12 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
                 span,
                 "unfreeze a block in this phase, or remove the phase",
             )
+        thawed = before - frozen
         plans.append(
             PhasePlan(
                 phase=phase,
                 frozen=frozenset(frozen),
+                unfrozen=tuple(n.name for n in graph.nodes if n.name in thawed and n.params.total),
                 trainable_params=trainable,
                 non_trainable_params=total.total - trainable,
             )

@@ -70,11 +70,13 @@ class _Builder:
         self.used.add(key)
         return key
 
-    def constant(self, name: str, values: list[float], shape: tuple[int, ...] = ()) -> str:
+    def constant(
+        self, name: str, values: list[float], shape: tuple[int, ...] = (), dtype: str = "float32"
+    ) -> str:
         from onnx import numpy_helper
 
         key = self._unique(name)
-        array = np.asarray(values, dtype=np.float32).reshape(shape or ())
+        array = np.asarray(values, dtype=dtype).reshape(shape or ())
         self.initializers[key] = numpy_helper.from_array(array, key)
         return key
 

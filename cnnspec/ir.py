@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
+from cnnspec.backbones import BACKBONES, Backbone, BackboneArgs
 from cnnspec.registry import LayerArgs, Params, Shape
 from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, Phase, TrainSection
 from cnnspec.source import Span
@@ -47,6 +48,22 @@ class Node(BaseModel):
         return prod(self.output_shape) * FLOAT32_BYTES if self.output_shape else 0
 
 
+class BackboneUse(BaseModel):
+    """A model's `backbone NAME(...)`: the library network, its arguments, and the nodes it
+    became (in the `backbone` block, named as keras.applications names them)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    args: BackboneArgs
+    nodes: tuple[str, ...]
+    span: Span
+
+    @property
+    def library(self) -> Backbone:
+        return BACKBONES[self.name]
+
+
 class Graph(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -62,6 +79,7 @@ class Graph(BaseModel):
     # checks of the output (loss, classes, threshold) are skipped rather than judge the layer
     # before it.
     ends_unbuilt: bool = False
+    backbone: BackboneUse | None = None
 
     INPUT: ClassVar[str] = "input"
 
@@ -115,6 +133,8 @@ class PhasePlan(BaseModel):
 
     phase: Phase
     frozen: frozenset[str]
+    # Layers with weights that this phase unfreezes (frozen in the phase before), in model order.
+    unfrozen: tuple[str, ...] = ()
     trainable_params: int
     non_trainable_params: int
 

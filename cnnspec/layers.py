@@ -7,13 +7,15 @@ so a PyTorch model's parameter count equals the trainable count here).
 """
 
 from math import prod
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticCustomError
 
 from cnnspec.codegen import Call, Code
 from cnnspec.registry import (
     HOLE,
+    KERAS_INPUT,
     Activation,
     KerasLayer,
     LayerArgs,
@@ -370,6 +372,93 @@ class AvgPool(_Pool):
     torch_class: ClassVar[str] = "AvgPool2d"
     onnx_op: ClassVar[str] = "AveragePool"
     doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
+
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _zero_padding(value: Any) -> Any:
+    """`1`, `(1, 2)` (height, width) or `((0, 1), (0, 1))` ((top, bottom), (left, right)),
+    normalised to the last form; or `same`."""
+    if value == "same":
+        return value
+
+    def amount(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if amount(value):
+        value = (value, value)
+    if isinstance(value, tuple) and len(value) == 2 and all(amount(v) for v in value):
+        value = ((value[0], value[0]), (value[1], value[1]))
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, tuple) and len(v) == 2 and all(map(amount, v)) for v in value)
+    ):
+        return value
+    raise PydanticCustomError(
+        "padding",
+        "must be an amount, (height, width), ((top, bottom), (left, right)) or same",
+        {"hint": "for example 3, (1, 2) or ((0, 1), (0, 1))"},
+    )
+
+
+ZeroPadding = Annotated[Pads | Literal["same"], BeforeValidator(_zero_padding)]
+
+
+@register
+class ZeroPad(LayerArgs):
+    kind: ClassVar[str] = "zero_pad"
+    doc: ClassVar[str] = (
+        "Pads H and W with zeros; `same` pads what TensorFlow's `same` would for a window of "
+        "`kernel` and `stride` (keras.applications' correct_pad), the odd pixel after."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("padding",)
+    padding: ZeroPadding = ((1, 1), (1, 1))
+    kernel: Pair = (3, 3)
+    stride: Pair = (1, 1)
+
+    def pads(self, shape: Shape) -> Pads:
+        if self.padding != "same":
+            return self.padding
+        return (
+            same_pads(shape[0], self.kernel[0], self.stride[0], 1),
+            same_pads(shape[1], self.kernel[1], self.stride[1], 1),
+        )
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        h, w, c = spatial(inputs[0], self.kind)
+        (top, bottom), (left, right) = self.pads(inputs[0])
+        return (h + top + bottom, w + left + right, c)
+
+    def keras(self) -> list[KerasLayer]:
+        if self.padding == "same":
+            # The amount depends on the input's size, which --image-size may change.
+            amount: object = Call("same_padding", KERAS_INPUT, self.kernel, self.stride)
+        else:
+            (top, bottom), (left, right) = self.padding
+            amount = self.padding
+            if top == bottom and left == right:
+                amount = top if top == left else (top, left)
+        return [KerasLayer("", Call("layers.ZeroPadding2D", amount))]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return ("same_padding",) if self.padding == "same" else ()
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        if self.padding == "same":
+            return TorchLayer(
+                None, f"pad_same({{x}}, {self.kernel}, {self.stride})", helpers=("pad_same",)
+            )
+        (top, bottom), (left, right) = self.padding
+        return TorchLayer(None, f"F.pad({{x}}, ({left}, {right}, {top}, {bottom}))")
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        (top, bottom), (left, right) = self.pads(shapes[0])
+        pads = graph.constant(
+            f"{name}_pads", [0, 0, top, left, 0, 0, bottom, right], (8,), dtype="int64"
+        )
+        return graph.op("Pad", [inputs[0], pads], name)
 
 
 class _GlobalPool(LayerArgs):

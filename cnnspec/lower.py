@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnspec import syntax as ast
-from cnnspec.binding import BoundArg, collect_args, validate
+from cnnspec.backbones import BACKBONES, BackboneArgs
+from cnnspec.binding import BoundArg, bind_call, collect_args, validate
 from cnnspec.diagnostics import Diagnostics, did_you_mean
-from cnnspec.ir import Graph, Node, ReceptiveField
+from cnnspec.ir import BackboneUse, Graph, Node, ReceptiveField
 from cnnspec.layers import BatchNorm, Conv2D, format_shape
 from cnnspec.registry import REGISTRY, LayerArgs, Shape, ShapeError, user_kinds
 from cnnspec.sections import (
@@ -30,7 +31,7 @@ from cnnspec.sections import (
 )
 from cnnspec.source import Span
 
-MODEL_SETTINGS = ("input", "defaults")
+MODEL_SETTINGS = ("input", "defaults", "backbone")
 MODEL_SECTIONS = ("block", "head", "residual", "repeat")
 TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
@@ -74,6 +75,7 @@ class ModelLowering:
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
         self.blocks: dict[str, Span] = {}
         self.too_big = False
+        self.backbone: BackboneUse | None = None
         # Whether the most recent layer call could not be built.
         self.unbuilt = False
 
@@ -93,6 +95,7 @@ class ModelLowering:
         graph.output = out.source
         graph.blocks = self.blocks
         graph.ends_unbuilt = self.unbuilt
+        graph.backbone = self.backbone
         return graph
 
     def _input(self, section: ast.Section) -> tuple[tuple[int, int, int] | None, Span | None]:
@@ -128,6 +131,8 @@ class ModelLowering:
         for item in items:
             if isinstance(item, ast.Call):
                 x = self._layer(item, scope, x)
+            elif isinstance(item, ast.Setting) and item.key.text == "backbone":
+                x = self._backbone(item, scope, x)
             elif isinstance(item, ast.Setting):
                 self._setting(item, scope)
             else:
@@ -167,6 +172,127 @@ class ModelLowering:
             return
         args, _ = collect_args(call, cls, call.name.text, self.diagnostics)
         scope.defaults.setdefault(cls.kind, {}).update(args)
+
+    def _backbone(self, item: ast.Setting, scope: Scope, x: Tensor) -> Tensor:
+        """Inline a library network (cnnspec/backbones) in a `backbone` block, where its
+        layers keep keras.applications' names."""
+        call = item.value
+        if not isinstance(call, ast.Call):
+            self.diagnostics.error(
+                "E104",
+                "backbone takes a network, e.g. `backbone vgg16(weights=imagenet)`",
+                item.value.span,
+                f"backbones: {', '.join(BACKBONES)}",
+            )
+            return x
+        name = call.name.text
+        library = BACKBONES.get(name)
+        if library is None:
+            self.diagnostics.error(
+                "E110",
+                f"unknown backbone '{name}'",
+                call.name.span,
+                did_you_mean(name, BACKBONES) or f"backbones: {', '.join(BACKBONES)}",
+            )
+            return x
+        if self.backbone is not None:
+            self.diagnostics.error(
+                "E102",
+                "a model has one backbone",
+                item.key.span,
+                f"first declared at line {self.backbone.span.line}",
+            )
+            return x
+        args = bind_call(call, BackboneArgs, f"backbone {name}", self.diagnostics)
+        if args is None:
+            return x
+        model = library.model()
+        if x.shape is not None and not self._backbone_fits(library.name, model, args, x.shape, call):
+            return Tensor(x.source, None, None)
+        # The library's own diagnostics point into its text: collect them apart, and report
+        # the first at the user's `backbone` line.
+        outer, self.diagnostics = self.diagnostics, Diagnostics(library.source())
+        first = len(self.nodes)
+        known_blocks = set(self.blocks)
+        inner = self._open_block("backbone", item.key.span, scope)
+        try:
+            body = tuple(
+                i
+                for i in model.items
+                if not (isinstance(i, ast.Setting) and i.key.text == "input")
+                and not (isinstance(i, ast.Section) and i.key.text == "head")
+            )
+            out = self._walk(body, inner, x)
+            head = [i for i in model.items if isinstance(i, ast.Section) and i.key.text == "head"]
+            if args.include_top:
+                out = self._walk(head[0].items, inner, out)
+            elif args.pooling is not None:
+                kind = "global_avg_pool" if args.pooling == "avg" else "global_max_pool"
+                pool = REGISTRY[kind]().located(call.span, {})
+                pool_name = f"{args.pooling}_pool"
+                if pool_name in self.names:
+                    pool_name = self._auto_name(inner, kind)
+                out = self._add(pool_name, pool, [out], call.span, inner)
+        finally:
+            problems, self.diagnostics = self.diagnostics, outer
+        for problem in problems.errors[:1]:
+            self.diagnostics.error(
+                problem.code, f"backbone {name}: {problem.message}", call.span, problem.hint
+            )
+        # Editors and messages point at the `backbone` line for every layer it brought.
+        for node in self.nodes[first:]:
+            node.span = item.span
+            self.names[node.name] = item.span
+        for block in set(self.blocks) - known_blocks:
+            self.blocks[block] = item.key.span
+        self.backbone = BackboneUse(
+            name=name,
+            args=args,
+            nodes=tuple(n.name for n in self.nodes[first:]),
+            span=item.span,
+        )
+        return out
+
+    def _backbone_fits(
+        self,
+        name: str,
+        model: ast.Section,
+        args: BackboneArgs,
+        shape: Shape,
+        call: ast.Call,
+    ) -> bool:
+        native = next(
+            i.value.values
+            for i in model.items
+            if isinstance(i, ast.Setting) and i.key.text == "input" and isinstance(i.value, ast.Dims)
+        )
+        if len(shape) != 3:
+            self.diagnostics.error(
+                "E202",
+                f"backbone {name} needs an (H, W, C) input, but gets {format_shape(shape)}",
+                call.span,
+                "put the backbone first in the model",
+            )
+            return False
+        if args.include_top and shape != native:
+            self.diagnostics.error(
+                "E305",
+                f"{name} with its ImageNet classifier takes {'x'.join(map(str, native))} "
+                f"images, but gets {'x'.join(map(str, shape))}",
+                args.span_of("include_top") or call.span,
+                "leave include_top out and add a head of your own",
+            )
+            return False
+        if args.weights == "imagenet" and shape[2] != 3:
+            self.diagnostics.error(
+                "E305",
+                f"ImageNet weights need 3 input channels, but {name} gets {shape[2]}",
+                args.span_of("weights") or call.span,
+                "declare the input HxWx3 (a directory source converts grayscale with "
+                "grayscale_to_rgb=true), or use weights=none",
+            )
+            return False
+        return True
 
     def _kind(self, call: ast.Call) -> type[LayerArgs] | None:
         kind = call.name.text
@@ -233,6 +359,8 @@ class ModelLowering:
                 x = self._walk(item.items, scope.child(None), x)
             return x
         hint = did_you_mean(key, [*MODEL_SECTIONS, *MODEL_SETTINGS])
+        if key == "shortcut":
+            hint = "a shortcut { ... } goes directly inside a residual"
         if key in TOP_SECTIONS:
             hint = f"the {key} section goes at the top level, after the model's closing brace"
         self.diagnostics.error(
@@ -362,8 +490,19 @@ class ModelLowering:
         return Tensor(name, node.output_shape, node.receptive_field)
 
     def _residual(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
+        shortcuts = [
+            i for i in item.items if isinstance(i, ast.Section) and i.key.text == "shortcut"
+        ]
+        for extra in shortcuts[1:]:
+            self.diagnostics.error(
+                "E102",
+                "a residual has one shortcut",
+                extra.key.span,
+                f"first given at line {shortcuts[0].span.line}",
+            )
         first = len(self.nodes)
-        body = self._walk(item.items, scope, x)
+        body_items = tuple(i for i in item.items if not any(i is s for s in shortcuts))
+        body = self._walk(body_items, scope, x)
         body_nodes = self.nodes[first:]
         if not body_nodes:
             self.diagnostics.error(
@@ -373,19 +512,46 @@ class ModelLowering:
                 "residual { conv2d(64) batchnorm() } adds its input to the body's output",
             )
             return x
-        shortcut = x
-        if x.shape is not None and body.shape is not None and x.shape != body.shape:
+        if shortcuts:
+            shortcut = self._explicit_shortcut(shortcuts[0], scope, x, body)
+        elif x.shape is not None and body.shape is not None and x.shape != body.shape:
             shortcut = self._projection(item, scope, x, body.shape, body_nodes)
-            if shortcut.shape is None:
-                return Tensor(body.source, None, None)
+        else:
+            shortcut = x
+        if shortcut.shape is None and x.shape is not None and body.shape is not None:
+            return Tensor(body.source, None, None)
+        # A named residual's join is named after it, as keras.applications names its adds.
+        label = item.label.text if isinstance(item.label, ast.Name) else None
+        name = f"{label}_add" if label and f"{label}_add" not in self.names else None
         return self._add(
-            self._auto_name(scope, "add"),
+            name or self._auto_name(scope, "add"),
             REGISTRY["add"](),
             [body, shortcut],
             item.key.span,
             scope,
             role="join",
         )
+
+    def _explicit_shortcut(
+        self, section: ast.Section, scope: Scope, x: Tensor, body: Tensor
+    ) -> Tensor:
+        """The skip path as written in `shortcut { ... }` (empty: the identity)."""
+        if section.label is not None:
+            self.diagnostics.error("E104", "shortcut takes no name", section.label.span)
+        first = len(self.nodes)
+        out = self._walk(section.items, scope, x)
+        for node in self.nodes[first:]:
+            node.role = "shortcut"
+        if out.shape is not None and body.shape is not None and out.shape != body.shape:
+            self.diagnostics.error(
+                "E203",
+                f"the shortcut's output {format_shape(out.shape)} does not match "
+                f"the body's output {format_shape(body.shape)}",
+                section.key.span,
+                "the two paths are added, so their shapes must be equal",
+            )
+            return Tensor(out.source, None, None)
+        return out
 
     def _projection(
         self, item: ast.Section, scope: Scope, x: Tensor, target: Shape, body: list[Node]

@@ -54,6 +54,10 @@ class KerasLayer:
 # A NUL never appears in rendered code otherwise: literal() escapes it inside strings.
 HOLE = Code("\0")
 
+# Where a Keras layer's constructor needs the tensor it is applied to (a padding that depends on
+# the input's size): the Keras backend puts the input's variable there.
+KERAS_INPUT = Code("\1")
+
 
 @dataclass(frozen=True, slots=True)
 class TorchLayer:
@@ -80,8 +84,10 @@ class OnnxBuilder(Protocol):
         """The initializer holding canonical tensor `key`, such as `conv1.weight`."""
         ...
 
-    def constant(self, name: str, values: list[float], shape: tuple[int, ...] = ()) -> str:
-        """A float32 constant initializer."""
+    def constant(
+        self, name: str, values: list[float], shape: tuple[int, ...] = (), dtype: str = "float32"
+    ) -> str:
+        """A constant initializer (float32, or int64 for shapes and pads)."""
         ...
 
 

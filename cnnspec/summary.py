@@ -37,6 +37,15 @@ def _kind(node: Node) -> str:
     return text
 
 
+def _layers(count: int) -> str:
+    return f"{count} layer{'s' if count != 1 else ''}"
+
+
+def _names(names: tuple[str, ...], shown: int = 6) -> str:
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def to_json(spec: Spec) -> dict[str, Any]:
     graph = spec.model
     totals = graph.params
@@ -79,6 +88,7 @@ def to_json(spec: Spec) -> dict[str, Any]:
                 "trainable_params": plan.trainable_params,
                 "non_trainable_params": plan.non_trainable_params,
                 "frozen_layers": sorted(plan.frozen),
+                "unfrozen_layers": list(plan.unfrozen),
             }
             for plan in spec.phases
         ],
@@ -141,15 +151,16 @@ def render_table(spec: Spec) -> Any:
     for plan in spec.phases:
         count = plan.phase.epochs
         epochs = f", {count} epoch{'s' if count != 1 else ''}" if count else ""
+        # Layers without weights (pooling, activations) are not worth counting as frozen.
+        frozen = sum(1 for n in graph.nodes if n.name in plan.frozen and n.params.total)
         lines.append(
             Text.assemble(
                 (f"phase {plan.phase.name}: ", "bold magenta"),
                 f"{plan.trainable_params:,} trainable params{epochs}",
-                (
-                    f", {len(plan.frozen)} layer{'s' if len(plan.frozen) != 1 else ''} frozen"
-                    if plan.frozen
-                    else ""
-                ),
+                f", {_layers(frozen)} frozen" if frozen else "",
+                f"; unfreezes {_layers(len(plan.unfrozen))}: {_names(plan.unfrozen)}"
+                if plan.unfrozen
+                else "",
             )
         )
     return Group(table, *lines)

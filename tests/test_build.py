@@ -121,7 +121,10 @@ class _RecordingBuilder:
         self.weights.add(key)
         return key
 
-    def constant(self, name: str, values: list[float], shape: tuple[int, ...] = ()) -> str:
+    def constant(
+        self, name: str, values: list[float], shape: tuple[int, ...] = (), dtype: str = "float32"
+    ) -> str:
+        assert dtype in ("float32", "int64")
         return name
 
 

@@ -464,8 +464,14 @@ def test_summary_phases(tmp_path: Path) -> None:
 
     table = run("summary", str(path)).stdout.splitlines()
     assert "phase warmup: 170 trainable params, 5 epochs, 3 layers frozen" in table
-    assert "phase middle: 1,338 trainable params, 30 epochs, 2 layers frozen" in table
-    assert "phase finetune: 1,434 trainable params, 30 epochs" in table
+    assert (
+        "phase middle: 1,338 trainable params, 30 epochs, 2 layers frozen; "
+        "unfreezes 1 layer: features_conv2d_2" in table
+    )
+    assert (
+        "phase finetune: 1,434 trainable params, 30 epochs; unfreezes 2 layers: "
+        "features_conv2d_1, features_batchnorm_1" in table
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -212,6 +212,18 @@ class Script:
         if isinstance(spec.train.class_weight, tuple):
             weights = dict(enumerate(spec.train.class_weight))
             out.append(f"CLASS_WEIGHT = {literal(weights)}")
+        backbone = graph.backbone
+        if backbone is not None:
+            library = backbone.library
+            out.append(
+                f"BACKBONE = {literal(library.keras_class)}  "
+                "# keras.applications' network, layer by layer in build_model"
+            )
+            out.append(f"BACKBONE_TOP = {literal(backbone.args.include_top)}  # with its classifier")
+            out.append(
+                f"BACKBONE_WEIGHTS = {literal(backbone.args.weights or 'none')}  "
+                "# the default of --weights"
+            )
         out += self.extra_constants()
         return "\n".join(out) + "\n"
 
@@ -261,7 +273,7 @@ class Script:
 
     def parse_args(self, extra_flags: str) -> str:
         """The command line every script shares (the spec's data, output, epochs, batch size,
-        subset, seed, image size, backbone weights) plus the backend's own flags."""
+        subset, seed, image size, a backbone's weights) plus the backend's own flags."""
         data_dir, data_help = self.data_dir_option()
         return fill(
             PARSE_ARGS,
@@ -269,6 +281,7 @@ class Script:
             DATA_DIR=data_dir,
             DATA_HELP=literal(data_help),
             OUTPUT_DIR=literal(self.default_output_dir()),
+            WEIGHTS=WEIGHTS_FLAG if self.graph.backbone else "",
             EXTRA_FLAGS=dedent(extra_flags).strip().replace("\n", "\n    "),
         )
 
@@ -453,6 +466,13 @@ PLOT_ROC = '''
 '''
 
 
+WEIGHTS_FLAG = """
+    parser.add_argument(
+        "--weights",
+        default=BACKBONE_WEIGHTS,
+        help="the backbone's weights: imagenet, none, or a Keras .h5 weight file",
+    )"""
+
 PARSE_ARGS = """
     def parse_args(argv=None):
         parser = argparse.ArgumentParser(description=<DESCRIPTION>)
@@ -468,13 +488,7 @@ PARSE_ARGS = """
             "--subset", type=int, help="use the first N training and N test examples"
         )
         parser.add_argument("--seed", type=int, default=SEED)
-        parser.add_argument("--image-size", type=int, help="resize images to N x N")
-        parser.add_argument(
-            "--weights",
-            choices=("imagenet", "none"),
-            default="none",
-            help="pretrained backbone weights, for specs with a backbone",
-        )
+        parser.add_argument("--image-size", type=int, help="resize images to N x N")<WEIGHTS>
         <EXTRA_FLAGS>
         return parser.parse_args(argv)
 """

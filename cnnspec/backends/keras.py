@@ -30,6 +30,7 @@ from cnnspec.backends.common import (
 from cnnspec.codegen import Call, Code, literal, sequence, statement
 from cnnspec.ir import Spec
 from cnnspec.layout import flattened_inputs
+from cnnspec.registry import KERAS_INPUT
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
     Cifar10,
@@ -48,6 +49,16 @@ HELPERS = {
         def gelu_tanh(x):
             """GELU with the tanh approximation (Keras's "gelu" string is the exact form)."""
             return keras.activations.gelu(x, approximate=True)
+    ''',
+    "same_padding": '''
+        def same_padding(x, kernel, stride):
+            """The zeros TensorFlow's `same` padding adds around x for this window, as
+            ((top, bottom), (left, right)): the odd pixel goes after."""
+            pads = []
+            for size, window, step in zip(x.shape[1:3], kernel, stride, strict=True):
+                total = max((-(-size // step) - 1) * step + window - size, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
     ''',
 }
 
@@ -80,6 +91,7 @@ class _Script(Script):
             *self.training(),
             *self.evaluation(),
             *self.weights(),
+            self.backbone_weights(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
@@ -158,7 +170,7 @@ class _Script(Script):
                 scope = node.scope
             argument = f"[{', '.join(step.reads)}]" if len(step.reads) > 1 else step.reads[0]
             for keras_layer in node.layer.keras():
-                call = keras_layer.call
+                call = _applied_to(keras_layer.call, Code(argument))
                 name = node.name + keras_layer.suffix
                 layer = Call(call.func, *call.args, **call.kwargs, name=name)
                 lines += statement(f"{step.target} = ", layer, f"({argument})")
@@ -341,6 +353,12 @@ class _Script(Script):
             fill(LOAD_WEIGHTS, DENSE=dense_back, STATS=stats_back),
         ]
 
+    def backbone_weights(self) -> str:
+        backbone = self.graph.backbone
+        if backbone is None:
+            return ""
+        return fill(LOAD_BACKBONE, NETWORK=f"keras.applications.{backbone.library.keras_class}")
+
     def main(self) -> str:
         split = ""
         if isinstance(self.spec.data.validation, float):
@@ -364,6 +382,7 @@ class _Script(Script):
                 MAIN,
                 PARSE_ARGS=self.parse_args(FLAGS),
                 SPLIT=split,
+                BACKBONE=CALL_LOAD_BACKBONE if self.graph.backbone else "",
                 CURVES=curves,
                 TRAIN=train,
             )
@@ -375,6 +394,23 @@ class _Script(Script):
 
 # -------------------------------------------------------------------------------------------
 # Section emitters: the spec's optimizer, loss and callbacks as Keras constructors.
+
+
+def _applied_to(call: Call, tensor: Code) -> Call:
+    """`call` with KERAS_INPUT, wherever it stands in its arguments, replaced by `tensor`."""
+
+    def replace(value: object) -> object:
+        if value == KERAS_INPUT:
+            return tensor
+        if isinstance(value, Call):
+            return _applied_to(value, tensor)
+        return value
+
+    return Call(
+        call.func,
+        *map(replace, call.args),
+        **{key: replace(value) for key, value in call.kwargs.items()},
+    )
 
 
 def _loss(loss: Loss) -> Call:
@@ -603,6 +639,30 @@ LOAD_WEIGHTS = '''
             layer.set_weights(values)
 '''
 
+LOAD_BACKBONE = '''
+    def load_backbone_weights(model, weights):
+        """Copy pretrained weights into the backbone's layers, by layer name: `imagenet`
+        (keras.applications downloads them once, into ~/.keras/models) or a Keras .h5
+        weight file. `none` keeps the random initialisation."""
+        if weights == "none":
+            return
+        try:
+            base = <NETWORK>(include_top=BACKBONE_TOP, weights=weights)
+        except Exception as error:  # a failed download, a missing or foreign file
+            message = f"cannot load {BACKBONE} weights {weights!r}: {error}"
+            raise DataError(message) from error
+        for layer in base.layers:
+            if layer.weights:
+                model.get_layer(layer.name).set_weights(layer.get_weights())
+        print(f"{BACKBONE} weights from {weights}")
+'''
+
+CALL_LOAD_BACKBONE = """
+        try:
+            load_backbone_weights(model, args.weights)
+        except DataError as error:
+            sys.exit(f"error: {error}")"""
+
 FLAGS = """
         parser.add_argument(
             "--strategy",
@@ -651,7 +711,7 @@ MAIN = """
 
         strategy = make_strategy(args.strategy)
         with strategy.scope():
-            model = build_model(input_shape)
+            model = build_model(input_shape)<BACKBONE>
             model.summary()
             <TRAIN>
         test = evaluate(model, datasets, output_dir)<CURVES>

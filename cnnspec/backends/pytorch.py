@@ -74,6 +74,7 @@ class _Script(Script):
             *self.training(),
             *self.evaluation(),
             block(WEIGHTS),
+            self.backbone_weights(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
@@ -84,6 +85,8 @@ class _Script(Script):
         stdlib = ["argparse", "copy", "json", "os", "sys", "time"]
         if isinstance(self.source, Cifar10):
             stdlib.append("pickle")
+        if self.graph.backbone is not None:
+            stdlib.append("urllib.request")
         lines = [f"import {m}" for m in sorted(stdlib)]
         lines.append("from pathlib import Path")
         lines.append("")
@@ -126,7 +129,43 @@ class _Script(Script):
         out.append(f"METRICS = {literal(list(self.spec.train.metrics.names))}")
         fixed = bool(flattened_inputs(self.graph))
         out.append(f"FIXED_INPUT_SIZE = {fixed}  # a flatten ties the dense layer to the size")
+        backbone = self.graph.backbone
+        if backbone is not None:
+            size = self.graph.input_shape[0] if self.graph.input_shape else 224
+            library, top = backbone.library, backbone.args.include_top
+            out.append("# keras.applications' ImageNet weights: Keras's file, converted by layer name.")
+            out.append(f"KERAS_WEIGHTS_FILE = {literal(library.weights_file(top, size))}")
+            out.append(f"KERAS_WEIGHTS_URL = {literal(library.weights_url(top, size))}")
+            weighted = [n for n in self.graph.nodes if n.name in backbone.nodes and n.params.total]
+            out.append(
+                f"BACKBONE_LAYERS = {len(weighted)}  # layers with weights, all in the weight file"
+            )
+            flattened = {
+                name: shape
+                for name, shape in flattened_inputs(self.graph).items()
+                if name in backbone.nodes
+            }
+            if flattened:
+                out.append("# Keras flattens (H, W, C): rows of these matrices are reordered.")
+                out.append(f"FLATTENED_FROM = {literal(flattened)}")
         return out
+
+    def backbone_weights(self) -> str:
+        backbone = self.graph.backbone
+        if backbone is None:
+            return ""
+        flattened = any(
+            name in backbone.nodes for name in flattened_inputs(self.graph)
+        )
+        reorder = (
+            "\n            if name in FLATTENED_FROM:  # (H * W * C, out) -> (C * H * W, out)"
+            "\n                height, width, channels = FLATTENED_FROM[name]"
+            "\n                kernel = kernel.reshape(height, width, channels, -1)"
+            "\n                kernel = kernel.transpose(2, 0, 1, 3).reshape(-1, kernel.shape[-1])"
+            if flattened
+            else ""
+        )
+        return fill(LOAD_BACKBONE, REORDER=reorder)
 
     def helpers(self) -> list[str]:
         names = set()
@@ -137,7 +176,8 @@ class _Script(Script):
             return []
         parts = [block(SAME_PADDING)]
         for name in sorted(names):
-            parts.append(block(HELPERS[name]))
+            if HELPERS[name]:
+                parts.append(block(HELPERS[name]))
         return parts
 
     # ---------------------------------------------------------------------------------------
@@ -351,6 +391,7 @@ class _Script(Script):
             MAIN,
             PARSE_ARGS=self.parse_args(FLAGS),
             SPLIT=split,
+            BACKBONE=CALL_LOAD_BACKBONE if self.graph.backbone else "",
             CURVES=curves,
             CLASS_WEIGHT=weighting,
         )
@@ -362,6 +403,102 @@ class _Script(Script):
 
 # -------------------------------------------------------------------------------------------
 # Fixed code. None of it contains a spec value: those are in the constants at the top.
+
+LOAD_BACKBONE = '''
+    def keras_weights_file(weights):
+        """The Keras .h5 file behind --weights. For `imagenet`, keras.applications' own
+        file in Keras's cache ($KERAS_HOME or ~/.keras, then models/), downloaded once."""
+        if weights != "imagenet":
+            return Path(weights)
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        path = cache / KERAS_WEIGHTS_FILE
+        if not path.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            print(f"downloading {KERAS_WEIGHTS_URL}")
+            partial = path.with_name(path.name + ".part")
+            try:
+                urllib.request.urlretrieve(KERAS_WEIGHTS_URL, partial)
+            except OSError as error:
+                raise DataError(
+                    f"cannot download {KERAS_WEIGHTS_URL} ({error}): "
+                    "pass --weights none, or the path of the file"
+                ) from error
+            partial.replace(path)
+        return path
+
+
+    def keras_arrays(path):
+        """{layer name: [arrays]} from a Keras .h5 weight file (keras.applications' format,
+        as Keras's save_weights wrote it before Keras 3: layer_names, then weight_names)."""
+        import h5py
+
+        def text(value):
+            return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+        try:
+            file = h5py.File(path, "r")
+        except OSError as error:
+            raise DataError(f"cannot read Keras weights {path}: {error}") from error
+        with file:
+            if "layer_names" not in file.attrs:
+                raise DataError(f"{path} has no layer names: not a Keras .h5 weight file")
+            arrays = {}
+            for layer in map(text, file.attrs["layer_names"]):
+                names = [text(name) for name in file[layer].attrs.get("weight_names", [])]
+                if names:
+                    arrays[layer] = [np.asarray(file[layer][name]) for name in names]
+            return arrays
+
+
+    def load_backbone_weights(net, weights):
+        """Copy Keras weights into the backbone by layer name, from Keras's layouts (HWIO
+        kernels, [in, out] matrices) to PyTorch's. `none` keeps the initialisation."""
+        if weights == "none":
+            return
+        path = keras_weights_file(weights)
+        modules = dict(net.named_modules())
+        arrays = keras_arrays(path)
+        for name, values in arrays.items():
+            module = modules.get(name)
+            if module is None:
+                raise DataError(f"{path} has weights for {name}, which the model lacks")
+            kernel, *rest = values
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                tensors = [kernel, *rest]  # gamma, beta, moving mean, moving variance
+                targets = [module.weight, module.bias]
+                targets += [module.running_mean, module.running_var]
+            elif isinstance(module, nn.Conv2d) and module.groups > 1:
+                height, width, channels, multiplier = kernel.shape
+                kernel = kernel.transpose(2, 3, 0, 1)
+                tensors = [kernel.reshape(channels * multiplier, 1, height, width), *rest]
+                targets = [module.weight, module.bias][: len(tensors)]
+            elif isinstance(module, nn.Conv2d):
+                tensors = [kernel.transpose(3, 2, 0, 1), *rest]
+                targets = [module.weight, module.bias][: len(tensors)]
+            else:<REORDER>
+                tensors = [kernel.T, *rest]
+                targets = [module.weight, module.bias][: len(tensors)]
+            for target, tensor in zip(targets, tensors, strict=True):
+                if tuple(target.shape) != tensor.shape:
+                    raise DataError(
+                        f"{path}: {name} holds {tensor.shape}, "
+                        f"the model needs {tuple(target.shape)}"
+                    )
+                with torch.no_grad():
+                    target.copy_(torch.from_numpy(np.ascontiguousarray(tensor)))
+        if len(arrays) != BACKBONE_LAYERS:
+            raise DataError(
+                f"{path} has weights for {len(arrays)} layers; the backbone has "
+                f"{BACKBONE_LAYERS}"
+            )
+        print(f"backbone weights from {path}")
+'''
+
+CALL_LOAD_BACKBONE = """
+    try:
+        load_backbone_weights(network, args.weights)
+    except DataError as error:
+        sys.exit(f"error: {error}")"""
 
 SAME_PADDING = '''
     def same_padding(size, kernel, stride, dilation):
@@ -383,6 +520,7 @@ SAME_PADDING = '''
 '''
 
 HELPERS = {
+    "pad_same": "",  # in SAME_PADDING, which comes with every helper
     "Conv2dSame": '''
         class Conv2dSame(nn.Conv2d):
             """nn.Conv2d with TensorFlow's `same` padding (PyTorch's refuses strides)."""
@@ -952,7 +1090,8 @@ MAIN = """
             splits, args.batch_size, args.seed, args.image_size, distributed
         )
 
-        network = build_model().to(device)
+        network = build_model()<BACKBONE>
+        network = network.to(device)
         if device.type == "cuda":
             network = network.to(memory_format=torch.channels_last)
         logits_of = Logits(network)
