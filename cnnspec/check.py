@@ -185,12 +185,13 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
     if data.source is None:
         return
     native = data.source.native_shape()
-    if native is not None and native != graph.input_shape:
+    declared = graph.declared_input or graph.input_shape
+    if native is not None and native != declared:
         h, w, c = native
         diagnostics.error(
             "E305",
             f"{data.source.kind} images are {h}x{w}x{c}, but the model's input is "
-            f"{'x'.join(map(str, graph.input_shape))}",
+            f"{'x'.join(map(str, declared))}",
             graph.input_span or graph.span,
             f"declare `input {h}x{w}x{c}`",
         )

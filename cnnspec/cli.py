@@ -87,9 +87,13 @@ def _tally(compilations: list[Compilation]) -> tuple[int, int]:
     return errors, warnings
 
 
-def _checked_or_exit(spec: Path, consequence: str = "") -> Compilation:
-    """The spec compiled without errors; otherwise its diagnostics and exit status 1."""
-    compilation = compile_source(_load(spec))
+def _checked_or_exit(
+    spec: Path, consequence: str = "", image_size: int | None = None
+) -> Compilation:
+    """The spec compiled without errors (at `image_size` x `image_size` when given); otherwise
+    its diagnostics and exit status 1."""
+    size = (image_size, image_size) if image_size else None
+    compilation = compile_source(_load(spec), size)
     _print_diagnostics(compilation)
     if not compilation.ok or compilation.spec is None:
         errors, warnings = _tally([compilation])
@@ -224,6 +228,17 @@ class InputLayout(StrEnum):
     nhwc = "nhwc"
 
 
+ImageSize = Annotated[
+    int | None,
+    typer.Option(
+        "--image-size",
+        min=1,
+        help="Build for N x N inputs instead of the spec's size, as the scripts' --image-size.",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def export(
     spec: SpecPath,
@@ -237,6 +252,7 @@ def export(
             show_default=False,
         ),
     ] = None,
+    image_size: ImageSize = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -271,7 +287,7 @@ def export(
     """Export the spec's network to ONNX, with trained or seeded weights."""
     from cnnspec.artifact import State
 
-    compilation = _checked_or_exit(spec, "; nothing written")
+    compilation = _checked_or_exit(spec, "; nothing written", image_size)
     checked = compilation.spec
     try:
         import onnx
@@ -347,9 +363,10 @@ def verify(
     ] = None,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed error.")] = 1e-4,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Random inputs to compare.")] = 4,
+    image_size: ImageSize = None,
 ) -> None:
     """Prove that Keras, PyTorch and ONNX compute the same outputs with the same weights."""
-    compilation = _checked_or_exit(spec)
+    compilation = _checked_or_exit(spec, image_size=image_size)
     checked = compilation.spec
     assert checked is not None
     from cnnspec import export as onnx_export

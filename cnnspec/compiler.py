@@ -27,13 +27,15 @@ class Compilation:
         return self.spec is not None and not self.diagnostics.has_errors
 
 
-def compile_source(source: Source) -> Compilation:
+def compile_source(source: Source, image_size: tuple[int, int] | None = None) -> Compilation:
+    """Parse, lower and check. `image_size` replaces the height and width of the model's input,
+    as the scripts' --image-size does: a spec written for 224x224 checks (and verifies) small."""
     diagnostics = Diagnostics(source)
     try:
         document = parse(source, diagnostics)
         if document is None:
             return Compilation(source, diagnostics, None)
-        lowered = lower_document(document, diagnostics)
+        lowered = lower_document(document, diagnostics, image_size)
         phases = check(lowered, diagnostics)
     except RecursionError:
         diagnostics.error(
@@ -59,9 +61,11 @@ def compile_source(source: Source) -> Compilation:
     return Compilation(source, diagnostics, spec)
 
 
-def compile_text(text: str, path: str = "<spec>") -> Compilation:
-    return compile_source(Source(path, text))
+def compile_text(
+    text: str, path: str = "<spec>", image_size: tuple[int, int] | None = None
+) -> Compilation:
+    return compile_source(Source(path, text), image_size)
 
 
-def compile_file(path: str | Path) -> Compilation:
-    return compile_source(Source.read(path))
+def compile_file(path: str | Path, image_size: tuple[int, int] | None = None) -> Compilation:
+    return compile_source(Source.read(path), image_size)

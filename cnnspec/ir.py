@@ -71,6 +71,8 @@ class Graph(BaseModel):
     span: Span
     input_shape: tuple[int, int, int] | None = None
     input_span: Span | None = None
+    # The input as the spec declares it, when compiled at another image size.
+    declared_input: tuple[int, int, int] | None = None
     nodes: list[Node] = []
     output: str | None = None
     # Declared block names (dotted for nested ones) and where they are declared.

@@ -68,8 +68,9 @@ class Scope:
 
 
 class ModelLowering:
-    def __init__(self, diagnostics: Diagnostics) -> None:
+    def __init__(self, diagnostics: Diagnostics, image_size: tuple[int, int] | None = None) -> None:
         self.diagnostics = diagnostics
+        self.image_size = image_size
         self.nodes: list[Node] = []
         self.names: dict[str, Span] = {}
         self.counters: dict[tuple[tuple[str, ...], str], int] = {}
@@ -88,7 +89,16 @@ class ModelLowering:
                 "E104", "a model's name must be a name, not a number", section.label.span
             )
         input_shape, input_span = self._input(section)
-        graph = Graph(name=name, span=section.span, input_shape=input_shape, input_span=input_span)
+        declared = None
+        if input_shape is not None and self.image_size is not None:
+            declared, input_shape = input_shape, (*self.image_size, input_shape[2])
+        graph = Graph(
+            name=name,
+            span=section.span,
+            input_shape=input_shape,
+            input_span=input_span,
+            declared_input=declared,
+        )
         start_field = ReceptiveField(size=(1, 1), jump=(1, 1)) if input_shape else None
         out = self._walk(section.items, Scope(()), Tensor(Graph.INPUT, input_shape, start_field))
         graph.nodes = self.nodes
@@ -207,7 +217,9 @@ class ModelLowering:
         if args is None:
             return x
         model = library.model()
-        if x.shape is not None and not self._backbone_fits(library.name, model, args, x.shape, call):
+        if x.shape is not None and not self._backbone_fits(
+            library.name, model, args, x.shape, call
+        ):
             return Tensor(x.source, None, None)
         # The library's own diagnostics point into its text: collect them apart, and report
         # the first at the user's `backbone` line.
@@ -264,7 +276,9 @@ class ModelLowering:
         native = next(
             i.value.values
             for i in model.items
-            if isinstance(i, ast.Setting) and i.key.text == "input" and isinstance(i.value, ast.Dims)
+            if isinstance(i, ast.Setting)
+            and i.key.text == "input"
+            and isinstance(i.value, ast.Dims)
         )
         if len(shape) != 3:
             self.diagnostics.error(
@@ -648,7 +662,9 @@ class Lowered:
     evaluate: EvaluateSection | None
 
 
-def lower_document(document: ast.Document, diagnostics: Diagnostics) -> Lowered:
+def lower_document(
+    document: ast.Document, diagnostics: Diagnostics, image_size: tuple[int, int] | None = None
+) -> Lowered:
     found: dict[str, ast.Section] = {}
     for item in document.items:
         if not isinstance(item, ast.Section):
@@ -687,7 +703,9 @@ def lower_document(document: ast.Document, diagnostics: Diagnostics) -> Lowered:
 
     graph = None
     if "model" in found:
-        graph = ModelLowering(diagnostics).lower(found["model"], Path(document.source.path).stem)
+        graph = ModelLowering(diagnostics, image_size).lower(
+            found["model"], Path(document.source.path).stem
+        )
     else:
         diagnostics.error(
             "E103",

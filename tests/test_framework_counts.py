@@ -51,6 +51,7 @@ from tests.frameworks.keras_ref import (
     node_shape,
     weight_counts,
 )
+from tests.frameworks.scripts import size_under_test
 from tests.frameworks.torch_ref import ReferenceNet, build_torch, copy_keras_weights
 
 pytestmark = pytest.mark.frameworks
@@ -61,6 +62,9 @@ EXPECTED = {
     "digits": (45_546, 45_354),
     "lenet5": (61_706, 61_706),
     "resnet18_cifar": (11_183_562, 11_173_962),
+    "pneumonia_vgg16": (14_863_553, 14_863_041),
+    "resnet50_transfer": (23_597_957, 23_544_837),
+    "mobilenet_v2_transfer": (2_264_389, 2_230_277),
 }
 STEMS = [spec.stem for spec in SPECS]
 
@@ -184,7 +188,9 @@ def function_mismatches(
 
 @cache
 def graph_of(stem: str) -> Graph:
-    compilation = compile_file(next(s for s in SPECS if s.stem == stem))
+    path = next(s for s in SPECS if s.stem == stem)
+    size = size_under_test(path)
+    compilation = compile_file(path, (size, size) if size else None)
     assert compilation.ok, [d.message for d in compilation.diagnostics]
     assert compilation.spec is not None
     return compilation.spec.model

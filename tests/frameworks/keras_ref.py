@@ -126,6 +126,10 @@ def build_keras(graph: Graph) -> keras.Model:
         args = [tensors[source] for source in node.inputs]
         if node.kind == "add":
             out = layers.Add(name=node.name)(args)
+        elif node.kind == "zero_pad":
+            (x,) = args
+            pads = node.layer.pads(tuple(x.shape[1:]))
+            out = layers.ZeroPadding2D(pads, name=node.name)(x)
         elif node.kind in ("conv2d", "depthwise_conv2d"):
             (x,) = args
             out = _conv(node, x)

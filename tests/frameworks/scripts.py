@@ -20,12 +20,32 @@ from cnnspec.ir import Spec
 _serial = count()
 
 
-def checked_spec(text: str | None = None, path: Path | None = None) -> Spec:
-    compilation = compile_file(path) if path is not None else compile_text(text or "", "t.cnn")
+# Specs with a pretrained backbone are checked at this size in tests (the scripts' --image-size):
+# 224x224 VGG16 and ResNet50 would make every parity test slow without testing more.
+BACKBONE_TEST_SIZE = 64
+
+
+def checked_spec(
+    text: str | None = None, path: Path | None = None, image_size: int | None = None
+) -> Spec:
+    size = (image_size, image_size) if image_size else None
+    compilation = (
+        compile_file(path, size) if path is not None else compile_text(text or "", "t.cnn", size)
+    )
     assert compilation.ok and compilation.spec is not None, [
         (d.code, d.message) for d in compilation.diagnostics
     ]
     return compilation.spec
+
+
+def size_under_test(path: Path) -> int | None:
+    """The image size a shipped spec is tested at: BACKBONE_TEST_SIZE for a backbone spec."""
+    return BACKBONE_TEST_SIZE if "\n  backbone " in path.read_text() else None
+
+
+def shipped_spec(path: Path) -> Spec:
+    """A shipped spec as the tests check it: a backbone spec at BACKBONE_TEST_SIZE."""
+    return checked_spec(path=path, image_size=size_under_test(path))
 
 
 def write_script(spec: Spec, directory: Path, backend_name: str = "keras") -> Path:

@@ -39,6 +39,7 @@ from tests.frameworks.scripts import (
     checked_spec,
     load_script,
     run_script,
+    shipped_spec,
     write_script,
     write_tiny_cifar10,
     write_tiny_image_folders,
@@ -90,9 +91,7 @@ def output_differences(graph: Graph, generated: keras.Model, seed: int = 0) -> l
 
 def generated_model(graph_source: Path | str, tmp_path: Path) -> tuple[Graph, ModuleType]:
     spec = (
-        checked_spec(path=graph_source)
-        if isinstance(graph_source, Path)
-        else checked_spec(graph_source)
+        shipped_spec(graph_source) if isinstance(graph_source, Path) else checked_spec(graph_source)
     )
     module = load_script(write_script(spec, tmp_path))
     return spec.model, module

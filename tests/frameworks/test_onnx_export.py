@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from cnnspec import export as onnx_export
 from cnnspec.ir import Spec
 from tests.conftest import ROOT, SPECS
-from tests.frameworks.scripts import checked_spec, load_script, write_script
+from tests.frameworks.scripts import checked_spec, load_script, shipped_spec, write_script
 from tests.test_cli import no_traceback, run, write
 from tests.test_property import Case, specs
 
@@ -87,7 +87,7 @@ def largest_difference(spec: Spec, directory: Path) -> float:
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_export_equals_pytorch(path: Path, tmp_path: Path) -> None:
-    assert largest_difference(checked_spec(path=path), tmp_path) <= 1e-4
+    assert largest_difference(shipped_spec(path), tmp_path) <= 1e-4
 
 
 @settings(
@@ -210,7 +210,7 @@ def test_no_batchnorm_survives_onnxruntime_optimisation(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_fp16_export_is_within_1e_2(path: Path, tmp_path: Path) -> None:
-    spec = checked_spec(path=path)
+    spec = shipped_spec(path)
     _, weights_path = torch_weights(spec, tmp_path)
     weights = onnx_export.load_weights(weights_path)
     full = onnx_export.export(spec, weights)

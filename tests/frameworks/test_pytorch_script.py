@@ -48,6 +48,7 @@ from tests.frameworks.scripts import (
     checked_spec,
     load_script,
     run_script,
+    shipped_spec,
     write_script,
     write_tiny_cifar10,
     write_tiny_image_folders,
@@ -131,7 +132,7 @@ def output_difference(spec: Spec, directory: Path, seed: int = 0) -> float | Non
 
 @pytest.mark.parametrize("path", SOURCES, ids=[p.stem for p in SOURCES])
 def test_build_model_matches_the_checker_and_keras(path: Path, tmp_path: Path) -> None:
-    spec = checked_spec(path=path)
+    spec = shipped_spec(path)
     net = load_script(write_script(spec, tmp_path, "pytorch")).build_model()
     assert shape_mismatches(spec.model, net) == []
     difference = output_difference(spec, tmp_path)

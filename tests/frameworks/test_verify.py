@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 from cnnspec import export as onnx_export
 from cnnspec import verify
 from tests.conftest import ROOT, SPECS
-from tests.frameworks.scripts import checked_spec
+from tests.frameworks.scripts import checked_spec, shipped_spec, size_under_test
 from tests.frameworks.test_onnx_export import torch_weights
 from tests.test_cli import no_traceback, run
 
@@ -28,8 +28,10 @@ pytestmark = pytest.mark.frameworks
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_verify_passes_on_every_shipped_spec(path: Path, tmp_path: Path) -> None:
-    _, weights = torch_weights(checked_spec(path=path), tmp_path)
-    result = run("verify", str(path), "--weights", str(weights))
+    _, weights = torch_weights(shipped_spec(path), tmp_path)
+    size = size_under_test(path)
+    resize = ["--image-size", str(size)] if size else []
+    result = run("verify", str(path), "--weights", str(weights), *resize)
     assert result.returncode == 0, result.stdout + result.stderr
     for pair in ("keras vs pytorch", "keras vs onnx", "pytorch vs onnx"):
         assert pair in result.stdout

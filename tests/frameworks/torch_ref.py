@@ -158,6 +158,9 @@ def make_module(node: Node, inputs: list[torch.Tensor]) -> nn.Module:
     x = inputs[0]
     if kind == "add":
         return Add()
+    if kind == "zero_pad":
+        (top, bottom), (left, right) = a.pads(to_hwc(x.shape))
+        return nn.ZeroPad2d((left, right, top, bottom))
     if kind in ("conv2d", "depthwise_conv2d"):
         c_in = x.shape[1]
         depthwise = kind == "depthwise_conv2d"
