@@ -205,6 +205,9 @@ class ModelLowering:
                 did_you_mean(name, BACKBONES) or f"backbones: {', '.join(BACKBONES)}",
             )
             return x
+        args = bind_call(call, BackboneArgs, f"backbone {name}", self.diagnostics)
+        if args is None:
+            return x
         if self.backbone is not None:
             self.diagnostics.error(
                 "E102",
@@ -213,13 +216,10 @@ class ModelLowering:
                 f"first declared at line {self.backbone.span.line}",
             )
             return x
-        args = bind_call(call, BackboneArgs, f"backbone {name}", self.diagnostics)
-        if args is None:
-            return x
         model = library.model()
-        if x.shape is not None and not self._backbone_fits(
-            library.name, model, args, x.shape, call
-        ):
+        # A misfit is reported and the network still built, so what follows is checked; only
+        # a feature vector cannot go through it at all.
+        if x.shape is not None and not self._backbone_fits(name, model, args, x.shape, call):
             return Tensor(x.source, None, None)
         # The library's own diagnostics point into its text: collect them apart, and report
         # the first at the user's `backbone` line.
@@ -296,7 +296,6 @@ class ModelLowering:
                 args.span_of("include_top") or call.span,
                 "leave include_top out and add a head of your own",
             )
-            return False
         if args.weights == "imagenet" and shape[2] != 3:
             self.diagnostics.error(
                 "E305",
@@ -305,7 +304,6 @@ class ModelLowering:
                 "declare the input HxWx3 (a directory source converts grayscale with "
                 "grayscale_to_rgb=true), or use weights=none",
             )
-            return False
         return True
 
     def _kind(self, call: ast.Call) -> type[LayerArgs] | None:

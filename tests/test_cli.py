@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnspec.compiler import compile_file
 from tests.conftest import ROOT, SPECS
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "cnnspec"
@@ -142,7 +143,9 @@ def test_check_shipped_spec(spec: Path) -> None:
     match = OK_LINE.match(lines[0])
     assert match, lines[0]
     assert match["path"] == str(spec.relative_to(ROOT))
-    assert match["output"] == "10,"
+    checked = compile_file(spec).spec
+    assert checked is not None and checked.model.output_shape is not None
+    assert match["output"] == f"{checked.model.output_shape[0]},"
 
 
 def test_check_ok_line_counts(tmp_path: Path) -> None:
@@ -421,11 +424,16 @@ def test_summary_json(spec: Path) -> None:
     assert sum(layer["params"] for layer in data["layers"]) == data["total_params"]
     assert sum(layer["macs"] for layer in data["layers"]) == data["total_macs"]
     assert len({layer["name"] for layer in data["layers"]}) == len(data["layers"])
-    # The shipped specs have no explicit phases: one implicit phase that trains everything.
-    assert len(data["phases"]) == 1
-    (phase,) = data["phases"]
-    assert {"name", "trainable_params"} <= set(phase)
-    assert phase["trainable_params"] == data["trainable_params"]
+    checked = compile_file(spec).spec
+    assert checked is not None
+    assert [phase["name"] for phase in data["phases"]] == [p.phase.name for p in checked.phases]
+    for phase in data["phases"]:
+        assert {"name", "trainable_params", "frozen_layers", "unfrozen_layers"} <= set(phase)
+        assert phase["trainable_params"] + phase["non_trainable_params"] == data["total_params"]
+    if len(data["phases"]) == 1:  # one implicit phase trains everything
+        assert data["phases"][0]["trainable_params"] == data["trainable_params"]
+    else:  # the transfer specs: the first phase trains the head on a frozen backbone
+        assert data["phases"][0]["trainable_params"] < data["phases"][-1]["trainable_params"]
 
 
 def test_summary_of_a_bad_spec(tmp_path: Path) -> None:
