@@ -509,6 +509,25 @@ def layers(
 
 
 @app.command()
+def lsp(
+    debounce_ms: Annotated[
+        int,
+        typer.Option("--debounce-ms", min=0, help="Wait after an edit before checking again."),
+    ] = 150,
+) -> None:
+    """Run the language server over stdio (for editors; needs cnnspec[lsp])."""
+    try:
+        from cnnspec.lsp import serve
+    except ImportError:
+        typer.echo(
+            "cnnspec: error: the language server needs pygls: pip install 'cnnspec[lsp]'",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    serve(debounce_ms / 1000)
+
+
+@app.command()
 def version() -> None:
     """Print the cnnspec version."""
     typer.echo(f"cnnspec {__version__}")

@@ -11,7 +11,7 @@ from cnnspec.ir import Spec
 from cnnspec.lower import lower_document
 from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, TrainSection
 from cnnspec.source import Source
-from cnnspec.syntax import parse
+from cnnspec.syntax import Document, parse
 
 
 @dataclass
@@ -21,6 +21,8 @@ class Compilation:
     # None when the text does not parse or has no model. Present, but not to be emitted, when
     # there are errors: editors still show what is known.
     spec: Spec | None
+    # The syntax tree, for editors (outline, go to definition); None when the text does not parse.
+    document: Document | None = None
 
     @property
     def ok(self) -> bool:
@@ -46,7 +48,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         )
         return Compilation(source, diagnostics, None)
     if lowered.graph is None:
-        return Compilation(source, diagnostics, None)
+        return Compilation(source, diagnostics, None, document)
     spec = Spec(
         name=lowered.graph.name,
         path=source.path,
@@ -58,7 +60,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         evaluate=lowered.evaluate or EvaluateSection(),
         phases=phases,
     )
-    return Compilation(source, diagnostics, spec)
+    return Compilation(source, diagnostics, spec, document)
 
 
 def compile_text(

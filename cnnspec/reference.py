@@ -18,11 +18,16 @@ def signature(model: type[Bound]) -> str:
         if info.is_required():
             parts.append(name)
         else:
-            default = info.default
-            if isinstance(default, tuple) and len(set(default)) == 1 and len(default) == 2:
-                default = default[0]
+            default = _compact(info.default)
             parts.append(f"{name}={describe(default) if default is not None else 'none'}")
     return ", ".join(parts)
+
+
+def _compact(value: object) -> object:
+    """A square pair as one number, the way people write it: (3, 3) -> 3, ((1, 1), (1, 1)) -> 1."""
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return _compact(value[0])
+    return value
 
 
 def layer_rows() -> list[tuple[str, str, str]]:

@@ -1,0 +1,490 @@
+"""What an editor shows about a spec: hovers, inlay hints, completions, definitions and the
+outline, computed from a compilation and character offsets.
+
+Framework-free and protocol-free: the language server (`cnnspec.lsp`) converts positions and
+wraps these in LSP types, and tests can call them directly. Every function tolerates a spec
+that does not compile: it answers from whatever the compiler still knows.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cnnspec import syntax as ast
+from cnnspec.backbones import BACKBONES, BackboneArgs
+from cnnspec.binding import Bound, describe
+from cnnspec.compiler import Compilation
+from cnnspec.ir import Graph, Node
+from cnnspec.layers import format_shape
+from cnnspec.lower import MODEL_SECTIONS, MODEL_SETTINGS, TOP_SECTIONS
+from cnnspec.reference import signature
+from cnnspec.registry import REGISTRY, LayerArgs, Params, activation_kinds, user_kinds
+from cnnspec.sections import SCHEMAS, SectionSchema
+from cnnspec.source import Span
+
+# --------------------------------------------------------------------------------------------
+# Hover
+
+
+def hover(compilation: Compilation, offset: int) -> str | None:
+    """Markdown for the thing at `offset`: a layer, a block, the backbone, or the model."""
+    spec = compilation.spec
+    if spec is None:
+        return None
+    graph = spec.model
+    backbone = graph.backbone
+    if backbone is not None and backbone.span.contains(offset):
+        nodes = [n for n in graph.nodes if n.name in backbone.nodes]
+        return _group_text(f"backbone {backbone.name}", nodes, backbone.library.keras_class)
+    for block, span in graph.blocks.items():
+        if span.contains(offset) and not block.startswith("backbone."):
+            path = tuple(block.split("."))
+            nodes = [n for n in graph.nodes if n.scope[: len(path)] == path]
+            return _group_text(f"block {block}", nodes)
+    nodes = _nodes_at(graph, offset)
+    if nodes:
+        return _node_text(nodes)
+    word = _word_at(compilation.source.text, offset)
+    if word in ("model", graph.name) and offset < _section_body_start(compilation, graph):
+        return model_text(compilation)
+    return None
+
+
+def model_text(compilation: Compilation) -> str:
+    """The whole model in a few lines: totals, output, and one line per phase."""
+    spec = compilation.spec
+    assert spec is not None
+    graph = spec.model
+    params = graph.params
+    lines = [
+        f"**model {graph.name}**: {len(graph.nodes)} layers, input "
+        f"{_shape(graph.input_shape)}, output {_shape(graph.output_shape)}",
+        "",
+        f"- params: {_params(params)}",
+        f"- MACs per example: {graph.macs:,}",
+        f"- activation memory per example (float32): {graph.memory_bytes / 2**20:,.1f} MiB",
+    ]
+    for plan in spec.phases:
+        unfrozen = f"; unfreezes {', '.join(plan.unfrozen)}" if plan.unfrozen else ""
+        lines.append(
+            f"- phase {plan.phase.name}: {plan.trainable_params:,} trainable params{unfrozen}"
+        )
+    return "\n".join(lines)
+
+
+def _nodes_at(graph: Graph, offset: int) -> list[Node]:
+    """The nodes made by the innermost call at `offset` (several when `repeat` copied it)."""
+    hits = [n for n in graph.nodes if n.span.contains(offset) and n.role != "join"]
+    if not hits:
+        return []
+    innermost = min(hits, key=lambda n: n.span.end - n.span.start)
+    return [n for n in hits if n.span == innermost.span]
+
+
+def _node_text(nodes: list[Node]) -> str:
+    node = nodes[0]
+    layer = node.layer
+    activation = getattr(layer, "activation", None)
+    kind = node.kind + (f" + {activation.kind}" if activation is not None else "")
+    copies = f" (and {len(nodes) - 1} more copies made by repeat)" if len(nodes) > 1 else ""
+    field_text = (
+        f"{node.receptive_field.size[0]}x{node.receptive_field.size[1]}, "
+        f"jump {node.receptive_field.jump[0]}"
+        if node.receptive_field
+        else "?"
+    )
+    cls = type(layer)
+    lines = [
+        f"**{node.name}**{copies}: `{kind}`",
+        "",
+        f"- output: {_shape(node.output_shape)}",
+        f"- params: {_params(node.params)}",
+        f"- MACs: {node.macs:,}",
+        f"- receptive field: {field_text}",
+        "",
+        "---",
+        f"`{cls.kind}({signature(cls)})`",
+        "",
+        cls.doc,
+    ]
+    return "\n".join(lines)
+
+
+def _group_text(title: str, nodes: list[Node], keras: str | None = None) -> str:
+    params = sum((n.params for n in nodes), Params())
+    last = nodes[-1] if nodes else None
+    lines = [
+        f"**{title}**: {len(nodes)} layers",
+        "",
+        f"- output: {_shape(last.output_shape if last else None)}",
+        f"- params: {_params(params)}",
+        f"- MACs: {sum(n.macs for n in nodes):,}",
+    ]
+    if keras:
+        lines.append(f"- keras.applications.{keras}, with its layer names")
+    return "\n".join(lines)
+
+
+def _section_body_start(compilation: Compilation, graph: Graph) -> int:
+    brace = compilation.source.text.find("{", graph.span.start)
+    return brace if brace >= 0 else graph.span.end
+
+
+# --------------------------------------------------------------------------------------------
+# Inlay hints
+
+
+def inlay_hints(compilation: Compilation) -> list[tuple[int, str]]:
+    """(offset, label) after each layer call: its output shape, and its parameters if any;
+    one hint for a whole backbone."""
+    spec = compilation.spec
+    if spec is None:
+        return []
+    graph = spec.model
+    by_span: dict[Span, list[Node]] = {}
+    backbone = set(graph.backbone.nodes) if graph.backbone else set()
+    text = compilation.source.text
+    for node in graph.nodes:
+        if node.name in backbone or node.output_shape is None:
+            continue
+        if text.startswith("residual", node.span.start):
+            continue  # a join or an automatic projection: no call of its own to annotate
+        by_span.setdefault(node.span, []).append(node)
+    hints = []
+    for span, nodes in by_span.items():
+        params = nodes[0].params.total
+        copies = f" each, {len(nodes)} copies" if len(nodes) > 1 else ""
+        label = f" → {_shape(nodes[-1].output_shape)}"
+        if params:
+            label += f" · {params:,} params{copies}"
+        hints.append((span.end, label))
+    if graph.backbone is not None:
+        nodes = [n for n in graph.nodes if n.name in backbone]
+        params = sum((n.params.total for n in nodes), 0)
+        hints.append(
+            (graph.backbone.span.end, f" → {_shape(nodes[-1].output_shape)} · {params:,} params")
+        )
+    return sorted(hints)
+
+
+# --------------------------------------------------------------------------------------------
+# Completion
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    label: str
+    kind: Literal["layer", "keyword", "argument", "value", "backbone", "setting", "call"]
+    detail: str = ""
+    documentation: str = ""
+    insert_text: str | None = None
+
+
+_STRING_OR_COMMENT = re.compile(r'"([^"\\\n]|\\.)*"?|\'([^\'\\\n]|\\.)*\'?|#[^\n]*')
+_WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*$")
+
+
+def completions(text: str, offset: int) -> list[Completion]:
+    """What may be typed at `offset`, from the text before it (which need not parse)."""
+    before = _STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), text[:offset])
+    sections, call = _context(before)
+    partial = re.search(r"[A-Za-z0-9_.]*$", before)
+    start = partial.start() if partial else offset
+    previous = _WORD_BEFORE.search(before[:start])
+    if call is not None:
+        return _call_completions(sections, call, before)
+    prior = (
+        previous.group(1) if previous and not before[:start].rstrip().endswith(("}", ")")) else None
+    )
+    return _item_completions(sections, prior)
+
+
+def _context(before: str) -> tuple[list[str], tuple[str, int] | None]:
+    """The enclosing section keys, outermost first, and the innermost unclosed call (its name
+    and where its arguments start)."""
+    sections: list[str] = []
+    parens: list[tuple[str, int]] = []
+    for index, char in enumerate(before):
+        if char == "{":
+            header = before[:index].rsplit("}", 1)[-1].rsplit("{", 1)[-1]
+            words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", header.split("\n")[-1] or header)
+            sections.append(words[0] if words else "")
+            parens.clear()
+        elif char == "}":
+            if sections:
+                sections.pop()
+            parens.clear()
+        elif char == "(":
+            name = _WORD_BEFORE.search(before[:index])
+            parens.append((name.group(1) if name else "", index + 1))
+        elif char == ")" and parens:
+            parens.pop()
+    return sections, (parens[-1] if parens else None)
+
+
+def _item_completions(sections: list[str], prior: str | None) -> list[Completion]:
+    if not sections:
+        return [Completion(key, "keyword", "section") for key in TOP_SECTIONS]
+    top = sections[0]
+    if top == "model":
+        if prior == "backbone":
+            return [
+                Completion(name, "backbone", f"keras.applications.{b.keras_class}")
+                for name, b in BACKBONES.items()
+            ]
+        items = [_layer_completion(kind) for kind in user_kinds()]
+        items += [Completion(key, "keyword", "section") for key in MODEL_SECTIONS]
+        if sections[-1] == "residual":
+            items.append(Completion("shortcut", "keyword", "section: the skip path"))
+        items += [Completion(key, "setting", "setting") for key in MODEL_SETTINGS]
+        return items
+    schema = SCHEMAS.get(top)
+    if schema is None:
+        return []
+    if len(sections) > 1 and sections[-1] in schema.sections:
+        schema = schema.sections[sections[-1]][1]
+    if prior is not None and prior in schema.choices:
+        return [
+            Completion(name, "value", signature(model), _doc(model))
+            for name, model in schema.choices[prior].items()
+        ]
+    if prior is not None and prior in schema.model.model_fields:
+        return _value_completions(schema.model, prior)
+    items = [Completion(key, "setting", "setting") for key in schema.settings()]
+    items += [
+        Completion(name, "call", signature(model), _doc(model))
+        for name, (_, model) in schema.calls.items()
+    ]
+    items += [Completion(key, "keyword", "section") for key in schema.sections]
+    return items
+
+
+def _call_completions(sections: list[str], call: tuple[str, int], before: str) -> list[Completion]:
+    name, start = call
+    model = _call_model(sections, name)
+    if model is None:
+        return []
+    argument = before[start:].rsplit(",", 1)[-1]
+    key = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*[A-Za-z0-9_.]*$", argument)
+    if key:
+        return _value_completions(model, key.group(1))
+    fields = model.model_fields
+    items = [
+        Completion(
+            f"{field_name}=",
+            "argument",
+            f"{field_name}: {_type_text(info.annotation)}"
+            + ("" if info.is_required() else f" = {_default_text(info.default)}"),
+            insert_text=f"{field_name}=",
+        )
+        for field_name, info in fields.items()
+    ]
+    if issubclass(model, LayerArgs):
+        items.append(Completion("name=", "argument", "name: an identifier", insert_text="name="))
+    return items
+
+
+def _call_model(sections: list[str], name: str) -> type[Bound] | None:
+    top = sections[0] if sections else ""
+    if top == "model":
+        if name in BACKBONES:
+            return BackboneArgs
+        cls = REGISTRY.get(name)
+        return cls if cls is not None and not cls.internal else None
+    schema: SectionSchema | None = SCHEMAS.get(top)
+    if schema is None:
+        return None
+    if len(sections) > 1 and sections[-1] in schema.sections:
+        schema = schema.sections[sections[-1]][1]
+    if name in schema.calls:
+        return schema.calls[name][1]
+    for choices in schema.choices.values():
+        if name in choices:
+            return choices[name]
+    return None
+
+
+def _value_completions(model: type[Bound], key: str) -> list[Completion]:
+    info = model.model_fields.get(key)
+    if info is None:
+        return []
+    if key == "activation":
+        return [Completion(kind, "value", "activation") for kind in ["linear", *activation_kinds()]]
+    values = _literal_values(info.annotation)
+    return [Completion(describe(v), "value", f"{key}") for v in values]
+
+
+def _literal_values(annotation: Any) -> list[Any]:
+    """The values a field's type allows by name: Literal members, true/false, none."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return list(typing.get_args(annotation))
+    if annotation is bool:
+        return [True, False]
+    if annotation is type(None):
+        return [None]
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        values: list[Any] = []
+        for arg in typing.get_args(annotation):
+            values += [v for v in _literal_values(arg) if v not in values]
+        return values
+    return []
+
+
+def _type_text(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    return re.sub(r"Annotated\[([^,\]]+)[^\]]*\]", r"\1", text)
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
+        return _default_text(value[0])
+    return describe(value)
+
+
+def _layer_completion(kind: str) -> Completion:
+    cls = REGISTRY[kind]
+    return Completion(kind, "layer", f"{kind}({signature(cls)})", cls.doc)
+
+
+def _doc(model: type[Bound]) -> str:
+    return str(getattr(model, "doc", "") or (model.__doc__ or "").strip())
+
+
+# --------------------------------------------------------------------------------------------
+# Go to definition
+
+
+def definition(compilation: Compilation, offset: int) -> list[Span]:
+    """Where the thing at `offset` is declared: the block a freeze statement names, or the
+    `defaults` that give a layer call its arguments."""
+    document = compilation.document
+    if document is None:
+        return []
+    found = _enclosing(document.items, offset, [])
+    if found is None:
+        return []
+    item, ancestors = found
+    spec = compilation.spec
+    if isinstance(item, ast.Setting) and item.key.text in ("freeze", "unfreeze") and spec:
+        target = item.value
+        name = target.text if isinstance(target, ast.Name) else getattr(target, "value", None)
+        if not isinstance(name, str):
+            return []
+        graph = spec.model
+        if name in graph.blocks:
+            return [graph.blocks[name]]
+        return [n.span for n in graph.nodes if n.name == name][:1]
+    if isinstance(item, ast.Call) and item.name.span.contains(offset):
+        kind = item.name.text
+        spans = []
+        for section in ancestors:
+            for sibling in section.items:
+                if sibling.span.start >= item.span.start:
+                    break
+                value = getattr(sibling, "value", None)
+                if (
+                    isinstance(sibling, ast.Setting)
+                    and sibling.key.text == "defaults"
+                    and isinstance(value, ast.Call)
+                    and value.name.text == kind
+                ):
+                    spans.append(sibling.span)
+        return spans
+    return []
+
+
+def _enclosing(
+    items: tuple[ast.Item, ...], offset: int, ancestors: list[ast.Section]
+) -> tuple[ast.Item, list[ast.Section]] | None:
+    for item in items:
+        if not item.span.contains(offset):
+            continue
+        if isinstance(item, ast.Section):
+            inner = _enclosing(item.items, offset, [*ancestors, item])
+            return inner if inner is not None else (item, ancestors)
+        return item, ancestors
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Outline
+
+
+@dataclass
+class Symbol:
+    name: str
+    kind: Literal["module", "namespace", "class", "function", "property"]
+    span: Span
+    selection: Span
+    detail: str = ""
+    children: list[Symbol] = field(default_factory=list)
+
+
+def outline(compilation: Compilation) -> list[Symbol]:
+    """Sections, blocks and layers, nested as written; layers carry their IR names."""
+    document = compilation.document
+    if document is None:
+        return []
+    names: dict[int, list[Node]] = {}
+    if compilation.spec is not None:
+        for node in compilation.spec.model.nodes:
+            names.setdefault(node.span.start, []).append(node)
+    return [_symbol(item, names, top=True) for item in document.items]
+
+
+def _symbol(item: ast.Item, nodes: dict[int, list[Node]], top: bool = False) -> Symbol:
+    if isinstance(item, ast.Section):
+        label = item.label
+        label_text = (
+            label.text if isinstance(label, ast.Name) else str(label.value) if label else ""
+        )
+        kind: Literal["module", "namespace", "class"] = (
+            "module" if item.key.text == "model" else "namespace" if top else "class"
+        )
+        return Symbol(
+            f"{item.key.text} {label_text}".strip(),
+            kind,
+            item.span,
+            label.span if label is not None else item.key.span,
+            children=[_symbol(child, nodes) for child in item.items],
+        )
+    if isinstance(item, ast.Call):
+        made = nodes.get(item.span.start, [])
+        shape = _shape(made[-1].output_shape) if made else ""
+        return Symbol(
+            made[0].name if made else item.name.text,
+            "function",
+            item.span,
+            item.name.span,
+            detail=f"{item.name.text} → {shape}" if made else item.name.text,
+        )
+    return Symbol(item.key.text, "property", item.span, item.key.span)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return format_shape(shape) if shape is not None else "?"
+
+
+def _params(params: Params) -> str:
+    return (
+        f"{params.total:,} ({params.trainable:,} trainable, {params.non_trainable:,} non-trainable)"
+    )
+
+
+def _word_at(text: str, offset: int) -> str:
+    start = offset
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    end = offset
+    while end < len(text) and (text[end].isalnum() or text[end] == "_"):
+        end += 1
+    return text[start:end]

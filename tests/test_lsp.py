@@ -1,0 +1,284 @@
+"""The language server, driven over stdio by a real LSP client as an editor drives it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pygls")
+
+from cnnspec.compiler import compile_text
+from cnnspec.lsp import Lines
+from cnnspec.source import Span
+from tests.conftest import ROOT, SPECS
+from tests.lsp_client import LspClient, position
+
+URI = "file:///work/spec.cnn"
+
+BAD = """model tiny {
+  input 32x32x3
+  defaults conv2d(kernel=3, padding=same, activation=relu)
+  block conv1 { conv2x(32)  maxpool(2) }
+  head { flatten()  dense(10, activation=softmax) }
+}
+data { source cifar10  rescale 1/255  labels onehot  validation test }
+train { freeze conv1  phase all { unfreeze conv1 } }
+"""
+GOOD = BAD.replace("conv2x(32)", "conv2d(32)")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[LspClient]:
+    client = LspClient("--debounce-ms", "30")
+    capabilities = client.initialize()["capabilities"]
+    for provider in (
+        "hoverProvider",
+        "completionProvider",
+        "documentFormattingProvider",
+        "definitionProvider",
+        "documentSymbolProvider",
+        "inlayHintProvider",
+    ):
+        assert capabilities.get(provider), provider
+    yield client
+    assert client.close() == 0
+
+
+def test_diagnostics_on_open_and_cleared_by_the_fix(client: LspClient) -> None:
+    client.open(URI, BAD)
+    published = client.wait_for("textDocument/publishDiagnostics", uri=URI)
+    (error,) = published["diagnostics"]
+    start = BAD.index("conv2x")
+    assert error["code"] == "E110"
+    assert error["severity"] == 1
+    assert error["range"] == {
+        "start": position(BAD, start),
+        "end": position(BAD, start + len("conv2x")),
+    }
+    assert "unknown layer 'conv2x'" in error["message"]
+    assert "hint: did you mean 'conv2d'?" in error["message"]
+
+    client.change(URI, GOOD, version=2)
+    fixed = client.wait_for("textDocument/publishDiagnostics", uri=URI, version=2)
+    assert fixed["diagnostics"] == []
+
+    # A burst of edits is checked once, on its final text; an edit back to an earlier text
+    # is still published under its own version.
+    client.change(URI, BAD, version=3)
+    client.change(URI, GOOD.replace("maxpool(2)", "maxpool(64)"), version=4)
+    client.change(URI, GOOD, version=5)
+    final = client.wait_for("textDocument/publishDiagnostics", uri=URI, version=5)
+    assert final["diagnostics"] == []
+
+
+def test_hover_shows_shape_params_and_arguments(client: LspClient) -> None:
+    client.open("file:///work/hover.cnn", GOOD)
+    at = GOOD.index("conv2d(32)") + 2
+    hover = client.request(
+        "textDocument/hover",
+        {"textDocument": {"uri": "file:///work/hover.cnn"}, "position": position(GOOD, at)},
+    )
+    text = hover["contents"]["value"]
+    assert "**conv1_conv2d_1**" in text
+    assert "output: (32, 32, 32)" in text
+    assert "params: 896 (896 trainable, 0 non-trainable)" in text
+    assert "MACs: 884,736" in text
+    assert "kernel=3" in text and "padding=valid" in text  # the arguments' defaults
+    block = client.request(
+        "textDocument/hover",
+        {
+            "textDocument": {"uri": "file:///work/hover.cnn"},
+            "position": position(GOOD, GOOD.index("conv1 {") + 1),
+        },
+    )
+    assert "**block conv1**: 2 layers" in block["contents"]["value"]
+    model = client.request(
+        "textDocument/hover",
+        {"textDocument": {"uri": "file:///work/hover.cnn"}, "position": position(GOOD, 2)},
+    )
+    assert "**model tiny**" in model["contents"]["value"]
+    assert "params: 82,826" in model["contents"]["value"]
+
+
+def test_inlay_hints_give_each_layer_its_shape(client: LspClient) -> None:
+    uri = "file:///work/hints.cnn"
+    client.open(uri, GOOD)
+    lines = GOOD.count("\n")
+    hints = client.request(
+        "textDocument/inlayHint",
+        {
+            "textDocument": {"uri": uri},
+            "range": {"start": {"line": 0, "character": 0}, "end": {"line": lines, "character": 0}},
+        },
+    )
+    labels = {(h["position"]["line"], h["label"]) for h in hints}
+    assert (3, " → (32, 32, 32) · 896 params") in labels
+    assert (3, " → (16, 16, 32)") in labels
+    assert (4, " → (8192,)") in labels
+    assert (4, " → (10,) · 81,930 params") in labels
+    conv = next(h for h in hints if h["label"].endswith("896 params"))
+    assert conv["position"] == position(GOOD, GOOD.index("conv2d(32)") + len("conv2d(32)"))
+
+
+def test_completion_knows_layers_arguments_and_values(client: LspClient) -> None:
+    uri = "file:///work/complete.cnn"
+    text = "model m {\n  input 8x8x3\n  conv2d(8, padding=)\n  \n}\n"
+    client.open(uri, text)
+
+    def labels(offset: int) -> list[str]:
+        result = client.request(
+            "textDocument/completion",
+            {"textDocument": {"uri": uri}, "position": position(text, offset)},
+        )
+        return [item["label"] for item in result["items"]]
+
+    assert labels(text.index("padding=") + len("padding=")) == ["same", "valid"]
+    arguments = labels(text.index("(8") + 1)
+    assert {"kernel=", "stride=", "activation=", "name="} <= set(arguments)
+    items = labels(text.index("\n  \n") + 3)
+    assert {"conv2d", "maxpool", "block", "residual", "backbone"} <= set(items)
+    assert labels(0) == ["model", "data", "augment", "train", "evaluate"]
+
+
+def test_definition_and_outline(client: LspClient) -> None:
+    uri = "file:///work/definition.cnn"
+    client.open(uri, GOOD)
+    where = client.request(
+        "textDocument/definition",
+        {
+            "textDocument": {"uri": uri},
+            "position": position(GOOD, GOOD.index("freeze conv1") + len("freeze c")),
+        },
+    )
+    label = GOOD.index("conv1 {")
+    assert where == [
+        {
+            "uri": uri,
+            "range": {"start": position(GOOD, label), "end": position(GOOD, label + 5)},
+        }
+    ]
+    defaults = client.request(
+        "textDocument/definition",
+        {"textDocument": {"uri": uri}, "position": position(GOOD, GOOD.index("conv2d(32)"))},
+    )
+    assert [d["range"]["start"]["line"] for d in defaults] == [2]
+    symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+    assert [s["name"] for s in symbols] == ["model tiny", "data", "train"]
+    block = next(s for s in symbols[0]["children"] if s["name"] == "block conv1")
+    assert [c["name"] for c in block["children"]] == ["conv1_conv2d_1", "conv1_maxpool_1"]
+
+
+def test_formatting_returns_the_canonical_text(client: LspClient) -> None:
+    from cnnspec.fmt import format_text
+
+    uri = "file:///work/format.cnn"
+    messy = "model   m {input 8x8x3\n\n\n   conv2d( 8 )  global_avg_pool() dense(2,activation=softmax)}\n"
+    client.open(uri, messy)
+    edits = client.request(
+        "textDocument/formatting",
+        {"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": True}},
+    )
+    expected = format_text(messy)
+    assert expected is not None and expected != messy
+    assert len(edits) == 1 and edits[0]["newText"] == expected
+    assert edits[0]["range"]["start"] == {"line": 0, "character": 0}
+    broken = "model m { conv2d( }"
+    client.change(uri, broken, version=2)
+    assert (
+        client.request(
+            "textDocument/formatting",
+            {"textDocument": {"uri": uri}, "options": {"tabSize": 2, "insertSpaces": True}},
+        )
+        == []
+    )
+
+
+def test_random_edits_never_kill_the_server(client: LspClient) -> None:
+    """Fuzz: bursts of random edits to the shipped specs, with requests in between; the
+    server answers every request, and its last diagnostics are those of the final text."""
+    rng = random.Random(7)
+    for number, path in enumerate([*SPECS, ROOT / "examples" / "mistakes.cnn"]):
+        uri = f"file:///work/fuzz{number}.cnn"
+        text = path.read_text()
+        client.open(uri, text)
+        version = 1
+        for _ in range(80):
+            text = _mutate(rng, text)
+            version += 1
+            client.change(uri, text, version)
+            offset = rng.randrange(len(text) + 1)
+            request = rng.choice(
+                ["textDocument/hover", "textDocument/completion", "textDocument/definition"]
+            )
+            client.request(
+                request, {"textDocument": {"uri": uri}, "position": position(text, offset)}
+            )
+        client.request(
+            "textDocument/inlayHint",
+            {
+                "textDocument": {"uri": uri},
+                "range": {"start": {"line": 0, "character": 0}, "end": position(text, len(text))},
+            },
+        )
+        client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+        final = client.wait_for("textDocument/publishDiagnostics", uri=uri, version=version)
+        expected = compile_text(text, path.name).diagnostics
+        lines = Lines(text)
+        assert [(d["code"], d["range"]) for d in final["diagnostics"]] == [
+            (d.code, _range(lines, d.span)) for d in expected
+        ]
+    assert client.process.poll() is None
+
+
+def _range(lines: Lines, span: Span) -> dict[str, dict[str, int]]:
+    result = lines.range(span)
+    return {
+        "start": {"line": result.start.line, "character": result.start.character},
+        "end": {"line": result.end.line, "character": result.end.character},
+    }
+
+
+def _mutate(rng: random.Random, text: str) -> str:
+    """One editor-like change: type or delete a few characters, or paste a piece elsewhere."""
+    at = rng.randrange(len(text) + 1)
+    choice = rng.random()
+    if choice < 0.4:
+        return (
+            text[:at]
+            + rng.choice(["(", ")", "{", "}", "x", "=", ",", " ", "3", "#", '"'])
+            + text[at:]
+        )
+    if choice < 0.8 and text:
+        return text[:at] + text[at + rng.randrange(1, 6) :]
+    piece = text[rng.randrange(len(text) + 1) :][: rng.randrange(1, 30)]
+    return text[:at] + piece + text[at:]
+
+
+def test_lines_count_utf16_like_lsp() -> None:
+    text = "a\n# é 😀 x\nend"
+    lines = Lines(text)
+    x = text.index("x")
+    at = lines.position(x)
+    assert (at.line, at.character) == (1, 7)  # 😀 is 2 UTF-16 units
+    assert lines.offset(lines.position(x)) == x
+    assert lines.offset(lines.position(len(text))) == len(text)
+
+
+def test_lsp_without_pygls_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['pygls'] = None; sys.modules['pygls.lsp.server'] = None\n"
+        "sys.argv = ['cnnspec', 'lsp']\nfrom cnnspec.cli import main\nmain()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "cnnspec: error: the language server needs pygls: pip install 'cnnspec[lsp]'"
+    )
