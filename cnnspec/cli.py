@@ -154,6 +154,96 @@ def check(
         raise typer.Exit(1)
 
 
+def _replace_text(path: Path, text: str) -> None:
+    """Write `text` over `path` atomically (a temporary file in the same folder, then a rename),
+    keeping its mode; through a symbolic link, the file it points to is replaced."""
+    import tempfile
+
+    real = Path(os.path.realpath(path))
+    mode = real.stat().st_mode & 0o7777
+    handle, temporary = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, real)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+def fmt(
+    specs: Annotated[
+        list[Path],
+        typer.Argument(help="Spec files to format in place; - formats standard input to stdout."),
+    ],
+    check_only: Annotated[
+        bool,
+        typer.Option("--check", help="Change nothing; exit 1 when a file would be reformatted."),
+    ] = False,
+    diff: Annotated[
+        bool, typer.Option("--diff", help="Print the changes as a unified diff; change nothing.")
+    ] = False,
+) -> None:
+    """Rewrite specs in the canonical layout, keeping their comments and their meaning."""
+    import difflib
+
+    from cnnspec.fmt import format_text
+
+    sources = [_load(path) for path in specs]
+    # Standard output carries the diff, or standard input's formatted text: status goes aside.
+    status_err = diff or (not check_only and any(str(p) == "-" for p in specs))
+    changed = unchanged = failed = 0
+    for path, source in zip(specs, sources, strict=True):
+        formatted = format_text(source.text, source.path)
+        if formatted is None:
+            failed += 1
+            compilation = compile_source(source)
+            if compilation.spec is None and compilation.diagnostics.has_errors:
+                _print_diagnostics(compilation)
+            else:  # the formatter's own guard refused: a bug, reported rather than written
+                typer.echo(f"cnnspec: error: {source.path} cannot be formatted safely", err=True)
+            continue
+        stdin = str(path) == "-"
+        if stdin and not (check_only or diff):
+            typer.echo(formatted, nl=False)
+        if formatted == source.text:
+            unchanged += 1
+            continue
+        changed += 1
+        if diff:
+            # A last line without its newline would run into the next line of the diff.
+            before = [line.removesuffix("\n") + "\n" for line in source.text.splitlines(True)]
+            lines = difflib.unified_diff(
+                before, formatted.splitlines(True), source.path, source.path
+            )
+            typer.echo("".join(lines), nl=False)
+        if check_only:
+            typer.echo(f"would reformat {source.path}", err=status_err)
+        elif not diff and not stdin:
+            try:
+                _replace_text(path, formatted)
+            except OSError as error:
+                typer.echo(f"cnnspec: error: cannot write {path}: {error.strerror}", err=True)
+                changed, failed = changed - 1, failed + 1
+                continue
+            typer.echo(f"reformatted {source.path}", err=status_err)
+    if not all(str(p) == "-" for p in specs) or check_only or diff:
+        would = check_only or diff
+        parts = [
+            f"{_plural(changed, 'file')} {'would be reformatted' if would else 'reformatted'}",
+            f"{_plural(unchanged, 'file')} {'already formatted' if would else 'left unchanged'}",
+        ]
+        if failed:
+            parts.append(f"{_plural(failed, 'file')} not formatted")
+        typer.echo(", ".join(parts), err=status_err)
+    if failed or ((check_only or diff) and changed):
+        raise typer.Exit(1)
+
+
 @app.command()
 def summary(
     spec: SpecPath,
@@ -514,6 +604,12 @@ def lsp(
         int,
         typer.Option("--debounce-ms", min=0, help="Wait after an edit before checking again."),
     ] = 150,
+    stdio: Annotated[
+        bool,
+        # Editors' LSP clients (vscode-languageclient, Neovim's) may pass --stdio: stdio is
+        # the only transport, so the flag is accepted and means nothing more.
+        typer.Option("--stdio", hidden=True),
+    ] = False,
 ) -> None:
     """Run the language server over stdio (for editors; needs cnnspec[lsp])."""
     try:
