@@ -7,9 +7,10 @@ every comment, string, number, size, keyword, name, call, argument key and brack
 scope its role in the parse tree calls for, as one token with the same extent. Every layer kind,
 setting and section the compiler knows must be in the grammar.
 
-With CNNSPEC_TEST_NPM=1 (and node and npm on the PATH) two more tests download npm packages: one
-builds the extension under strict TypeScript, one runs the grammar through VS Code's own engine
-(vscode-textmate with Oniguruma) and checks that it tokenizes exactly as tests/textmate.py does.
+Where node and npm are on the PATH (and CNNSPEC_TEST_NPM is not 0) two more tests download npm
+packages (about 5 s): one builds the extension under strict TypeScript, one runs the grammar
+through VS Code's own engine (vscode-textmate with Oniguruma) and checks that it tokenizes
+exactly as tests/textmate.py does. An unreachable npm registry skips them; a failing build fails.
 """
 
 from __future__ import annotations
@@ -708,8 +709,8 @@ def test_every_setting_and_section_is_in_the_grammar() -> None:
 
 
 def _npm_skip_reason() -> str | None:
-    if os.environ.get("CNNSPEC_TEST_NPM") != "1":
-        return "set CNNSPEC_TEST_NPM=1 to build with npm (downloads packages from the registry)"
+    if os.environ.get("CNNSPEC_TEST_NPM") == "0":
+        return "CNNSPEC_TEST_NPM=0"
     if shutil.which("node") is None or shutil.which("npm") is None:
         return "node and npm are not on the PATH"
     return None
@@ -726,6 +727,9 @@ def _npm(cwd: Path, *args: str) -> None:
         text=True,
         timeout=600,
     )
+    offline = ("ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNREFUSED", "ECONNRESET", "ENETUNREACH")
+    if result.returncode != 0 and args[0] == "install" and any(e in result.stderr for e in offline):
+        pytest.skip(f"the npm registry is unreachable: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, f"npm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
 
 
