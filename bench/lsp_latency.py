@@ -62,7 +62,7 @@ def main() -> None:
 
         diagnostics: list[float] = []
         for version in range(2, args.edits + 2):
-            current = broken if version % 2 else text
+            current = broken if version % 2 == 0 else text  # every edit changes the text
             started = time.perf_counter()
             client.change(uri, current, version)
             published = client.wait_for("textDocument/publishDiagnostics", uri=uri, version=version)
