@@ -556,3 +556,10 @@ def test_fmt_leaves_a_broken_file_alone(tmp_path: Path) -> None:
     missing = run("fmt", str(tmp_path / "nope.cnn"))
     no_traceback(missing)
     assert missing.returncode == 2
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_shipped_specs_are_in_the_canonical_layout(path: Path) -> None:
+    """The repository's own specs pass `cnnspec fmt --check`, as a user's CI would ask."""
+    text = path.read_text(encoding="utf-8")
+    assert format_text(text, str(path)) == text, f"run: cnnspec fmt {path.relative_to(ROOT)}"
