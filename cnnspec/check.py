@@ -46,7 +46,12 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
     for node in graph.nodes:
         source = producers.get(node.inputs[0]) if node.inputs else None
         in_shape = source.output_shape if source else graph.input_shape
-        if node.kind == "dense" and in_shape is not None and len(in_shape) == 3:
+        if (
+            node.kind == "dense"
+            and node.output_shape is not None  # unknown after an error: nothing to say
+            and in_shape is not None
+            and len(in_shape) == 3
+        ):
             diagnostics.warning(
                 "W201",
                 f"dense is applied to the {format_shape(in_shape)} tensor at every position",
@@ -311,7 +316,9 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
                 span,
                 "freeze them in an earlier phase, or drop the unfreeze",
             )
-        if trainable == 0 and total.trainable > 0:
+        # Unknown shapes (after an error) count no parameters: no verdict on them.
+        known = all(n.output_shape is not None for n in graph.nodes)
+        if trainable == 0 and total.trainable > 0 and known:
             diagnostics.warning(
                 "W312",
                 f"phase '{phase.name}' trains nothing: every layer is frozen",

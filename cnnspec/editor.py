@@ -190,6 +190,8 @@ _WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
 def completions(text: str, offset: int) -> list[Completion]:
     """What may be typed at `offset`, from the text before it (which need not parse)."""
+    if _inside_string_or_comment(text[:offset]):
+        return []
     before = _STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), text[:offset])
     sections, call = _context(before)
     partial = re.search(r"[A-Za-z0-9_.]*$", before)
@@ -203,6 +205,23 @@ def completions(text: str, offset: int) -> list[Completion]:
     return _item_completions(sections, prior)
 
 
+def _inside_string_or_comment(before: str) -> bool:
+    """Whether text ending here is inside a comment or an unclosed string."""
+    matches = list(_STRING_OR_COMMENT.finditer(before))
+    last = matches[-1] if matches else None
+    if last is None or last.end() != len(before):
+        return False
+    token = last.group(0)
+    return token.startswith("#") or len(token) == 1 or token[-1] != token[0]
+
+
+# Keys that open a section: the section a `{` opens is the last of these before it.
+_SECTION_KEYS = frozenset(
+    [*TOP_SECTIONS, *MODEL_SECTIONS, "shortcut"]
+    + [key for schema in SCHEMAS.values() for key in schema.sections]
+)
+
+
 def _context(before: str) -> tuple[list[str], tuple[str, int] | None]:
     """The enclosing section keys, outermost first, and the innermost unclosed call (its name
     and where its arguments start)."""
@@ -210,9 +229,10 @@ def _context(before: str) -> tuple[list[str], tuple[str, int] | None]:
     parens: list[tuple[str, int]] = []
     for index, char in enumerate(before):
         if char == "{":
-            header = before[:index].rsplit("}", 1)[-1].rsplit("{", 1)[-1]
-            words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", header.split("\n")[-1] or header)
-            sections.append(words[0] if words else "")
+            header = re.split(r"[{}()]", before[:index])[-1]
+            words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", header)
+            keys = [w for w in words if w in _SECTION_KEYS]
+            sections.append(keys[-1] if keys else (words[0] if words else ""))
             parens.clear()
         elif char == "}":
             if sections:
@@ -314,6 +334,8 @@ def _value_completions(model: type[Bound], key: str) -> list[Completion]:
         return []
     if key == "activation":
         return [Completion(kind, "value", "activation") for kind in ["linear", *activation_kinds()]]
+    if model is BackboneArgs and key == "weights":
+        return [Completion(v, "value", "weights") for v in ("imagenet", "none")]
     values = _literal_values(info.annotation)
     return [Completion(describe(v), "value", f"{key}") for v in values]
 

@@ -9,7 +9,7 @@ so a PyTorch model's parameter count equals the trainable count here).
 from math import prod
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from cnnspec.codegen import Call, Code
@@ -417,6 +417,12 @@ class ZeroPad(LayerArgs):
     padding: ZeroPadding = ((1, 1), (1, 1))
     kernel: Pair = (3, 3)
     stride: Pair = (1, 1)
+
+    @model_validator(mode="after")
+    def _window_only_with_same(self) -> "ZeroPad":
+        if self.padding != "same" and (self.kernel, self.stride) != ((3, 3), (1, 1)):
+            raise ValueError("kernel and stride only apply to zero_pad(same, ...)")
+        return self
 
     def pads(self, shape: Shape) -> Pads:
         if self.padding != "same":

@@ -186,7 +186,12 @@ class ModelLowering:
     def _backbone(self, item: ast.Setting, scope: Scope, x: Tensor) -> Tensor:
         """Inline a library network (cnnspec/backbones) in a `backbone` block, where its
         layers keep keras.applications' names."""
+        # Whatever goes wrong here, the tensor after it is unknown: guessing that a broken
+        # backbone passes its input through would only add errors that are not there.
+        unknown = Tensor(x.source, None, None)
         call = item.value
+        if isinstance(call, ast.Name):  # `backbone vgg16`: the defaults, as `optimizer adam`
+            call = ast.Call(call, (), call.span)
         if not isinstance(call, ast.Call):
             self.diagnostics.error(
                 "E104",
@@ -194,7 +199,7 @@ class ModelLowering:
                 item.value.span,
                 f"backbones: {', '.join(BACKBONES)}",
             )
-            return x
+            return unknown
         name = call.name.text
         library = BACKBONES.get(name)
         if library is None:
@@ -204,10 +209,10 @@ class ModelLowering:
                 call.name.span,
                 did_you_mean(name, BACKBONES) or f"backbones: {', '.join(BACKBONES)}",
             )
-            return x
+            return unknown
         args = bind_call(call, BackboneArgs, f"backbone {name}", self.diagnostics)
-        if args is None:
-            return x
+        if args is None or not self._weights_named(call):
+            return unknown
         if self.backbone is not None:
             self.diagnostics.error(
                 "E102",
@@ -215,18 +220,21 @@ class ModelLowering:
                 item.key.span,
                 f"first declared at line {self.backbone.span.line}",
             )
-            return x
+            return unknown
         model = library.model()
         # A misfit is reported and the network still built, so what follows is checked; only
         # a feature vector cannot go through it at all.
         if x.shape is not None and not self._backbone_fits(name, model, args, x.shape, call):
-            return Tensor(x.source, None, None)
+            return unknown
         # The library's own diagnostics point into its text: collect them apart, and report
         # the first at the user's `backbone` line.
         outer, self.diagnostics = self.diagnostics, Diagnostics(library.source())
         first = len(self.nodes)
         known_blocks = set(self.blocks)
         inner = self._open_block("backbone", item.key.span, scope)
+        # The library network is keras.applications' as it is: the user's `defaults` (an
+        # activation, padding, no bias) must not reach into it.
+        inner.parent = None
         try:
             body = tuple(
                 i
@@ -248,8 +256,11 @@ class ModelLowering:
         finally:
             problems, self.diagnostics = self.diagnostics, outer
         for problem in problems.errors[:1]:
+            hint = problem.hint
+            if problem.code == "E201":  # a shrinking map: the fix is a larger input
+                hint = f"{name} needs larger images (keras.applications takes 32x32 and up)"
             self.diagnostics.error(
-                problem.code, f"backbone {name}: {problem.message}", call.span, problem.hint
+                problem.code, f"backbone {name}: {problem.message}", call.span, hint
             )
         # Editors and messages point at the `backbone` line for every layer it brought.
         for node in self.nodes[first:]:
@@ -264,6 +275,27 @@ class ModelLowering:
             span=item.span,
         )
         return out
+
+    def _weights_named(self, call: ast.Call) -> bool:
+        """`weights=` takes the names imagenet and none, or a file path as a string: a
+        misspelt name (`weights=imagnet`) is an error, not a file that is missing later."""
+        for arg in call.args:
+            value = arg.value
+            if (
+                arg.key is not None
+                and arg.key.text == "weights"
+                and isinstance(value, ast.Name)
+                and value.text not in ("imagenet", "none")
+            ):
+                self.diagnostics.error(
+                    "E113",
+                    f"weights must be imagenet, none or a file path, not '{value.text}'",
+                    value.span,
+                    did_you_mean(value.text, ["imagenet", "none"])
+                    or 'write a weight file as a string: weights="vgg16_notop.h5"',
+                )
+                return False
+        return True
 
     def _backbone_fits(
         self,

@@ -646,13 +646,20 @@ LOAD_BACKBONE = '''
         if weights == "none":
             return
         try:
-            base = <NETWORK>(include_top=BACKBONE_TOP, weights=weights)
+            # At the spec's input size, so Keras picks the same weight file as the spec
+            # names (MobileNetV2 has one per size); kernels fit any size.
+            base = <NETWORK>(
+                include_top=BACKBONE_TOP, weights=weights, input_shape=INPUT_SHAPE
+            )
         except Exception as error:  # a failed download, a missing or foreign file
             message = f"cannot load {BACKBONE} weights {weights!r}: {error}"
             raise DataError(message) from error
         for layer in base.layers:
             if layer.weights:
-                model.get_layer(layer.name).set_weights(layer.get_weights())
+                try:
+                    model.get_layer(layer.name).set_weights(layer.get_weights())
+                except ValueError as error:  # e.g. the classifier at another image size
+                    raise DataError(f"{layer.name}: {error}") from error
         print(f"{BACKBONE} weights from {weights}")
 '''
 

@@ -444,7 +444,11 @@ LOAD_BACKBONE = '''
             raise DataError(f"cannot read Keras weights {path}: {error}") from error
         with file:
             if "layer_names" not in file.attrs:
-                raise DataError(f"{path} has no layer names: not a Keras .h5 weight file")
+                # Keras 3's .weights.h5 stores layers by position, not by name.
+                raise DataError(
+                    f"{path} has no layer names: use keras.applications' .h5 file "
+                    "(what --weights imagenet downloads), not a Keras 3 .weights.h5"
+                )
             arrays = {}
             for layer in map(text, file.attrs["layer_names"]):
                 names = [text(name) for name in file[layer].attrs.get("weight_names", [])]

@@ -253,3 +253,26 @@ def test_pneumonia_exports_to_onnx_and_verifies(tmp_path: Path) -> None:
     verified = run("verify", str(PNEUMONIA), "--image-size", "64")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "equivalent: every pair agrees within the tolerance" in verified.stdout
+
+
+def test_both_scripts_ask_for_the_same_imagenet_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MobileNetV2 has one ImageNet file per input size: the Keras script (through
+    keras.applications) and the PyTorch script (its own constant) must want the same one."""
+    from keras.src.applications import mobilenet_v2
+
+    spec = checked_spec(path=ROOT / "specs" / "mobilenet_v2_transfer.cnn")
+    torch_script = load_script(write_script(spec, tmp_path, "pytorch"))
+    keras_script = load_script(write_script(spec, tmp_path, "keras"))
+    asked: list[str] = []
+
+    def offline(fname: str, *args: object, **kwargs: object) -> str:
+        asked.append(fname)
+        raise OSError("offline")
+
+    monkeypatch.setattr(mobilenet_v2.file_utils, "get_file", offline)
+    with pytest.raises(keras_script.DataError, match="cannot load MobileNetV2 weights"):
+        keras_script.load_backbone_weights(keras_script.build_model(), "imagenet")
+    assert asked == [torch_script.KERAS_WEIGHTS_FILE]
+    assert torch_script.KERAS_WEIGHTS_FILE.endswith("_1.0_160_no_top.h5")

@@ -1,0 +1,73 @@
+"""What editors show, computed without the protocol: cnnspec.editor on whole, partial and
+broken specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnspec import editor
+from cnnspec.compiler import compile_text
+from tests.conftest import ROOT, SPECS
+
+
+def labels(text: str) -> list[str]:
+    return [c.label for c in editor.completions(text, len(text))]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model m { input 8x8x3  # a comment about conv",
+        'data { source directory("chest x',
+        "model m {\n  conv2d(8)  # what about ",
+    ],
+)
+def test_no_completion_inside_comments_or_strings(text: str) -> None:
+    assert labels(text) == []
+
+
+def test_completion_follows_the_section_it_is_in() -> None:
+    # A section opened after other items on the same line is still the one the cursor is in.
+    phase = labels("train { seed 1  phase x { ")
+    assert "early_stopping" in phase and "seed" not in phase and "phase" not in phase
+    assert "shortcut" in labels("model m { input 8x8x3  residual r { conv2d(4) ")
+    assert "shortcut" not in labels("model m { input 8x8x3  block b { ")
+    assert labels('data { source directory("x", ') == [
+        "path=",
+        "size=",
+        "grayscale_to_rgb=",
+        "color=",
+        "classes=",
+    ]
+    assert labels("model m {\n  backbone vgg16(weights=") == ["imagenet", "none"]
+    assert labels("model m {\n  backbone ") == ["vgg16", "vgg19", "resnet50", "mobilenet_v2"]
+    assert labels("train {\n  optimizer ") == ["adam", "adamw", "sgd", "rmsprop"]
+    assert labels("model m { conv2d(8, activation=leaky_relu(")[:1] == ["alpha="]
+
+
+def test_hover_and_hints_on_a_backbone_spec() -> None:
+    compilation = compile_text((ROOT / "specs" / "pneumonia_vgg16.cnn").read_text())
+    text = compilation.source.text
+    hover = editor.hover(compilation, text.index("vgg16("))
+    assert hover is not None and "**backbone vgg16**: 18 layers" in hover
+    assert "params: 14,714,688" in hover
+    hints = dict(editor.inlay_hints(compilation))
+    line_end = text.index("vgg16(weights=imagenet)") + len("vgg16(weights=imagenet)")
+    assert hints[line_end] == " → (7, 7, 512) · 14,714,688 params"
+    freeze = text.index("unfreeze backbone.block5") + len("unfreeze back")
+    (target,) = editor.definition(compilation, freeze)
+    assert text[target.start : target.end] == "backbone"
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_offset_of_a_broken_spec_answers(path: object) -> None:
+    """Every question at every offset of a spec cut short gets an answer, not an exception."""
+    text = path.read_text()  # type: ignore[attr-defined]
+    cut = text[: len(text) * 2 // 3]
+    compilation = compile_text(cut)
+    editor.inlay_hints(compilation)
+    editor.outline(compilation)
+    for offset in range(0, len(cut) + 1, 7):
+        editor.hover(compilation, offset)
+        editor.definition(compilation, offset)
+        editor.completions(cut, offset)
