@@ -21,7 +21,7 @@ from cnnspec.compiler import Compilation
 from cnnspec.ir import Graph, Node
 from cnnspec.layers import format_shape
 from cnnspec.lower import MODEL_SECTIONS, MODEL_SETTINGS, TOP_SECTIONS
-from cnnspec.reference import signature
+from cnnspec.reference import default_text, signature
 from cnnspec.registry import REGISTRY, LayerArgs, Params, activation_kinds, user_kinds
 from cnnspec.sections import SCHEMAS, SectionSchema
 from cnnspec.source import Span
@@ -145,15 +145,13 @@ def inlay_hints(compilation: Compilation) -> list[tuple[int, str]]:
     if spec is None:
         return []
     graph = spec.model
+    # Joins and automatic projections point at their `residual`, a backbone's layers at its
+    # line: only nodes made by a layer call written in the spec get a hint of their own.
+    calls = _call_spans(compilation.document.items) if compilation.document else set()
     by_span: dict[Span, list[Node]] = {}
-    backbone = set(graph.backbone.nodes) if graph.backbone else set()
-    text = compilation.source.text
     for node in graph.nodes:
-        if node.name in backbone or node.output_shape is None:
-            continue
-        if text.startswith("residual", node.span.start):
-            continue  # a join or an automatic projection: no call of its own to annotate
-        by_span.setdefault(node.span, []).append(node)
+        if node.span in calls and node.output_shape is not None:
+            by_span.setdefault(node.span, []).append(node)
     hints = []
     for span, nodes in by_span.items():
         params = nodes[0].params.total
@@ -163,12 +161,22 @@ def inlay_hints(compilation: Compilation) -> list[tuple[int, str]]:
             label += f" · {params:,} params{copies}"
         hints.append((span.end, label))
     if graph.backbone is not None:
-        nodes = [n for n in graph.nodes if n.name in backbone]
+        nodes = [n for n in graph.nodes if n.name in graph.backbone.nodes]
         params = sum((n.params.total for n in nodes), 0)
         hints.append(
             (graph.backbone.span.end, f" → {_shape(nodes[-1].output_shape)} · {params:,} params")
         )
     return sorted(hints)
+
+
+def _call_spans(items: tuple[ast.Item, ...]) -> set[Span]:
+    spans: set[Span] = set()
+    for item in items:
+        if isinstance(item, ast.Call):
+            spans.add(item.span)
+        elif isinstance(item, ast.Section):
+            spans |= _call_spans(item.items)
+    return spans
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +192,6 @@ class Completion:
     insert_text: str | None = None
 
 
-_STRING_OR_COMMENT = re.compile(r'"([^"\\\n]|\\.)*"?|\'([^\'\\\n]|\\.)*\'?|#[^\n]*')
 _WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*$")
 
 
@@ -192,7 +199,7 @@ def completions(text: str, offset: int) -> list[Completion]:
     """What may be typed at `offset`, from the text before it (which need not parse)."""
     if _inside_string_or_comment(text[:offset]):
         return []
-    before = _STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), text[:offset])
+    before = ast.STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), text[:offset])
     sections, call = _context(before)
     partial = re.search(r"[A-Za-z0-9_.]*$", before)
     start = partial.start() if partial else offset
@@ -207,7 +214,7 @@ def completions(text: str, offset: int) -> list[Completion]:
 
 def _inside_string_or_comment(before: str) -> bool:
     """Whether text ending here is inside a comment or an unclosed string."""
-    matches = list(_STRING_OR_COMMENT.finditer(before))
+    matches = list(ast.STRING_OR_COMMENT.finditer(before))
     last = matches[-1] if matches else None
     if last is None or last.end() != len(before):
         return False
@@ -298,7 +305,7 @@ def _call_completions(sections: list[str], call: tuple[str, int], before: str) -
             f"{field_name}=",
             "argument",
             f"{field_name}: {_type_text(info.annotation)}"
-            + ("" if info.is_required() else f" = {_default_text(info.default)}"),
+            + ("" if info.is_required() else f" = {default_text(info.default)}"),
             insert_text=f"{field_name}=",
         )
         for field_name, info in fields.items()
@@ -360,12 +367,6 @@ def _literal_values(annotation: Any) -> list[Any]:
 def _type_text(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "")
     return re.sub(r"Annotated\[([^,\]]+)[^\]]*\]", r"\1", text)
-
-
-def _default_text(value: Any) -> str:
-    if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
-        return _default_text(value[0])
-    return describe(value)
 
 
 def _layer_completion(kind: str) -> Completion:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source
 from cnnspec.syntax import (
+    STRING_OR_COMMENT,
     Call,
     Dims,
     Document,
@@ -79,7 +80,6 @@ GAP = "  "
 
 # The grammar's STRING terminals, then its COMMENT: scanning left to right consumes each string
 # whole, so only a `#` outside strings starts a match of the last alternative.
-_STRING_OR_COMMENT = re.compile(r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|#[^\n]*""")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ def collect_comments(text: str) -> list[Comment]:
     unclosed string can hide or fake a comment, just as it does for the parser.)"""
     line_starts = _line_starts(text)
     found = []
-    for match in _STRING_OR_COMMENT.finditer(text):
+    for match in STRING_OR_COMMENT.finditer(text):
         if match.group().startswith("#"):
             start = match.start()
             line = bisect.bisect_right(line_starts, start)

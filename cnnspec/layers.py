@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from cnnspec.codegen import Call, Code
+from cnnspec.codegen import Call, Code, literal
 from cnnspec.registry import (
     HOLE,
     KERAS_INPUT,
@@ -453,11 +453,10 @@ class ZeroPad(LayerArgs):
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         if self.padding == "same":
-            return TorchLayer(
-                None, f"pad_same({{x}}, {self.kernel}, {self.stride})", helpers=("pad_same",)
-            )
+            window = f"{literal(self.kernel)}, {literal(self.stride)}"
+            return TorchLayer(None, f"pad_same({{x}}, {window})", helpers=("pad_same",))
         (top, bottom), (left, right) = self.padding
-        return TorchLayer(None, f"F.pad({{x}}, ({left}, {right}, {top}, {bottom}))")
+        return TorchLayer(None, f"F.pad({{x}}, {literal((left, right, top, bottom))})")
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         (top, bottom), (left, right) = self.pads(shapes[0])

@@ -18,16 +18,16 @@ def signature(model: type[Bound]) -> str:
         if info.is_required():
             parts.append(name)
         else:
-            default = _compact(info.default)
-            parts.append(f"{name}={describe(default) if default is not None else 'none'}")
+            parts.append(f"{name}={default_text(info.default)}")
     return ", ".join(parts)
 
 
-def _compact(value: object) -> object:
-    """A square pair as one number, the way people write it: (3, 3) -> 3, ((1, 1), (1, 1)) -> 1."""
+def default_text(value: object) -> str:
+    """A default as a spec writes it; a square pair as one number: (3, 3) -> 3,
+    ((1, 1), (1, 1)) -> 1."""
     if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
-        return _compact(value[0])
-    return value
+        return default_text(value[0])
+    return describe(value) if value is not None else "none"
 
 
 def layer_rows() -> list[tuple[str, str, str]]:

@@ -18,6 +18,13 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source, Span
 
+# A string or a comment, as the grammar's STRING and COMMENT tokens read them, for scans that must
+# not take a `#` inside a string for a comment (the formatter's comments, an editor's context).
+# A string's closing quote is optional so that text being typed, `directory("chest x`, still
+# reads as a string; in a text that parses every string is closed.
+STRING_OR_COMMENT = re.compile(r""""(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|#[^\n]*""")
+
+
 # --------------------------------------------------------------------------------------------
 # Values
 

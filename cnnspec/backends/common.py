@@ -487,6 +487,19 @@ PLOT_ROC = '''
 '''
 
 
+def load_backbone_call(model: str, indent: int) -> str:
+    """main()'s call of the script's load_backbone_weights on `model` (a variable name of the
+    backend's), at `indent` levels; a missing or foreign weight file is one line of error."""
+    pad = INDENT * indent
+    lines = [
+        "try:",
+        f"{INDENT}load_backbone_weights({model}, args.weights)",
+        "except DataError as error:",
+        f'{INDENT}sys.exit(f"error: {{error}}")',
+    ]
+    return "".join(f"\n{pad}{line}" for line in lines)
+
+
 WEIGHTS_FLAG = """
     parser.add_argument(
         "--weights",

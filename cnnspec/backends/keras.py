@@ -23,6 +23,7 @@ from cnnspec.backends.common import (
     fill,
     generated_by,
     import_lines,
+    load_backbone_call,
     name_text,
     step_output,
     straight_line,
@@ -381,7 +382,7 @@ class _Script(Script):
                 MAIN,
                 PARSE_ARGS=self.parse_args(FLAGS),
                 SPLIT=split,
-                BACKBONE=CALL_LOAD_BACKBONE if self.graph.backbone else "",
+                BACKBONE=load_backbone_call("model", 2) if self.graph.backbone else "",
                 CURVES=curves,
                 TRAIN=train,
             )
@@ -663,11 +664,6 @@ LOAD_BACKBONE = '''
         print(f"{BACKBONE} weights from {weights}")
 '''
 
-CALL_LOAD_BACKBONE = """
-        try:
-            load_backbone_weights(model, args.weights)
-        except DataError as error:
-            sys.exit(f"error: {error}")"""
 
 FLAGS = """
         parser.add_argument(

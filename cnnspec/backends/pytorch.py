@@ -25,6 +25,7 @@ from cnnspec.backends.common import (
     fill,
     generated_by,
     import_lines,
+    load_backbone_call,
     name_text,
     step_output,
     straight_line,
@@ -394,7 +395,7 @@ class _Script(Script):
             MAIN,
             PARSE_ARGS=self.parse_args(FLAGS),
             SPLIT=split,
-            BACKBONE=CALL_LOAD_BACKBONE if self.graph.backbone else "",
+            BACKBONE=load_backbone_call("network", 1) if self.graph.backbone else "",
             CURVES=curves,
             CLASS_WEIGHT=weighting,
         )
@@ -501,11 +502,6 @@ LOAD_BACKBONE = '''
         print(f"backbone weights from {path}")
 '''
 
-CALL_LOAD_BACKBONE = """
-    try:
-        load_backbone_weights(network, args.weights)
-    except DataError as error:
-        sys.exit(f"error: {error}")"""
 
 SAME_PADDING = '''
     def same_padding(size, kernel, stride, dilation):

@@ -40,7 +40,8 @@ def checked_spec(
 
 def size_under_test(path: Path) -> int | None:
     """The image size a shipped spec is tested at: BACKBONE_TEST_SIZE for a backbone spec."""
-    return BACKBONE_TEST_SIZE if "\n  backbone " in path.read_text() else None
+    spec = compile_file(path).spec
+    return BACKBONE_TEST_SIZE if spec is not None and spec.model.backbone else None
 
 
 def shipped_spec(path: Path) -> Spec:
