@@ -4,17 +4,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test fuzz bench lock clean
 
 setup: $(STAMP)
 
-# Refreshed whenever pyproject.toml changes. torch is pinned to the CPU build on this machine's
-# wheel path first: a bare `torch` requirement would pull gigabytes of CUDA packages.
-$(STAMP): pyproject.toml
+# Refreshed whenever pyproject.toml or constraints.txt changes. Every package is pinned by
+# constraints.txt (`make lock` refreshes it), so each clone tests what CI tested. torch is
+# installed first, the CPU build on this machine's wheel path: a bare `torch` requirement
+# would pull gigabytes of CUDA packages.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[all,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	$(PY) -m compileall -q cnnspec
 	touch $(STAMP)
 
@@ -39,11 +41,35 @@ test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
+# The long random campaigns, kept out of CI: the property and fuzz tests with random seeds
+# and 20x the examples (tests/fuzzing.py), then the semantic campaign, which builds 2,000
+# random specs in Keras, PyTorch and ONNX and compares their counts and outputs
+# (tests/campaign.py; about 30 minutes on 2 cores).
+fuzz: setup
+	CNNSPEC_FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_property.py \
+		tests/test_fmt.py tests/test_lsp.py tests/frameworks/test_keras_script.py \
+		tests/frameworks/test_pytorch_script.py tests/frameworks/test_onnx_export.py \
+		-k "generated or random or mutants or matches"
+	$(PY) -m tests.campaign --specs 2000 --workers 2 --output runs/campaign
+
 bench: setup
 	$(PY) bench/check_speed.py
 	$(PY) bench/keras_pipeline.py
 	$(PY) bench/torch_train.py
 	$(PY) bench/inference.py
+
+# Re-resolve every package from pyproject.toml's ranges in a scratch environment and pin the
+# result in constraints.txt. Run it on purpose (a new TensorFlow, say), then `make test`.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet torch==2.13.0
+	.lock-venv/bin/python -m pip install --quiet '.[all,dev]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/python -m pip freeze --all \
+		| grep -v '^cnnspec' | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) build runs .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,22 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+# Hypothesis profiles (deterministic for `make test`, random for `make fuzz`), loaded before any
+# test module builds its settings.
+if importlib.util.find_spec("hypothesis") is not None:
+    import tests.fuzzing  # noqa: F401
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if importlib.util.find_spec("hypothesis") is None:
+        return None
+    from tests.fuzzing import FUZZ, FUZZ_SCALE, FUZZ_SEED
+
+    if not FUZZ:
+        return "cnnspec: deterministic (hypothesis derandomized, seeded mutants)"
+    return (
+        f"cnnspec fuzz: hypothesis random, {FUZZ_SCALE}x examples, mutation seed {FUZZ_SEED} "
+        f"(replay with CNNSPEC_FUZZ_SEED={FUZZ_SEED})"
+    )

@@ -51,12 +51,16 @@ JSON_KEYS = {
 }
 
 
-def run(*args: str, cwd: Path = ROOT, script: bool = False) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path = ROOT, script: bool = False, unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`cnnspec ARGS...` in a subprocess; `unset` names environment variables to leave out."""
     command = [str(CONSOLE_SCRIPT)] if script else [sys.executable, "-m", "cnnspec"]
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [*command, *args],
         cwd=cwd,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**env, "NO_COLOR": "1"},
         capture_output=True,
         text=True,
         timeout=120,

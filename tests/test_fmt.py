@@ -36,8 +36,10 @@ from tests.conftest import ROOT
 from tests.test_cli import no_traceback, run, write
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
+from tests.fuzzing import examples  # noqa: E402
 
 SHIPPED = sorted(
     [
@@ -205,12 +207,7 @@ def test_generated_specs() -> None:
     # test_property needs keras and torch only for its own tests; its strategy is pure text.
     property_tests = pytest.importorskip("tests.test_property")
 
-    @settings(
-        max_examples=100,
-        deadline=None,
-        derandomize=True,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @settings(max_examples=examples(100))
     @given(property_tests.specs(), st.integers(0, 2**32))
     def check(case: Any, seed: int) -> None:
         original = compile_text(case.text, "random.cnn")
@@ -268,7 +265,7 @@ def items(depth: int) -> st.SearchStrategy[str]:
     return st.one_of(*kinds)
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=examples(200))
 @given(st.lists(items(3), max_size=4), st.integers(0, 2**32))
 def test_random_syntax(parts: list[str], seed: int) -> None:
     """Every kind of value, label, nesting and comment position formats idempotently, keeping
@@ -281,7 +278,7 @@ def test_random_syntax(parts: list[str], seed: int) -> None:
         formatted_and_checked(layout)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=examples(300))
 @given(st.text(alphabet="ab1x2.-_ {}()[],=/#\"'\n\t\\", max_size=60))
 def test_any_text_never_raises(text: str) -> None:
     formatted = format_text(text)

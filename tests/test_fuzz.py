@@ -1,7 +1,8 @@
 """Mutation fuzzing of the shipped specs.
 
 Every shipped spec is mutated thousands of times by small, deterministic edits (a seeded
-`random.Random`, so a failure reproduces exactly), and every mutant is compiled in-process
+`random.Random`, so a failure reproduces exactly; `make fuzz` draws a fresh seed, prints it and
+mutates 20 times as much, see tests/fuzzing.py), and every mutant is compiled in-process
 through `compile_text`. Whatever the mutant, the checker must
 
 * not raise, and finish within a few seconds;
@@ -52,8 +53,10 @@ from cnnspec.compiler import compile_text
 from cnnspec.diagnostics import render_text
 from cnnspec.summary import to_json
 from tests.conftest import ROOT, SPECS
+from tests.fuzzing import FUZZ_SEED, examples
 
-MUTANTS_PER_CLASS = 150  # per spec and mutation class: 4 specs x 9 classes x 150 = 5,400 mutants
+# Per spec and mutation class: 4 specs x 9 classes x 150 = 5,400 mutants in CI (`make fuzz`: more).
+MUTANTS_PER_CLASS = examples(150)
 CLI_MUTANTS = 30
 SECONDS_PER_COMPILE = 5.0
 
@@ -346,7 +349,7 @@ def mutants(spec: str, mutation: str, count: int = MUTANTS_PER_CLASS) -> tuple[M
     text = (ROOT / "specs" / f"{spec}.cnn").read_text(encoding="utf-8")
     tokens = tokenize(text)
     # A seed per spec and mutation class: adding a class does not change the others' mutants.
-    rng = random.Random(f"{spec}/{mutation}")
+    rng = random.Random(f"{FUZZ_SEED}/{spec}/{mutation}")
     result = []
     for _ in range(count):
         mutated, description, invalid = MUTATIONS[mutation](text, tokens, rng)
@@ -498,7 +501,7 @@ HEADER = re.compile(r"^\S+:\d+:\d+: error\[E\d{3}\]: ", re.MULTILINE)
 
 
 def _cli_mutants() -> list[Mutant]:
-    rng = random.Random("cli")
+    rng = random.Random(f"{FUZZ_SEED}/cli")
     pool = [
         m for spec in SPEC_NAMES for mutation in sorted(MUTATIONS) for m in mutants(spec, mutation)
     ]

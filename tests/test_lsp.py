@@ -14,6 +14,7 @@ from cnnspec.compiler import compile_text
 from cnnspec.lsp import Lines
 from cnnspec.source import Span
 from tests.conftest import ROOT, SPECS
+from tests.fuzzing import FUZZ_SEED, examples
 from tests.lsp_client import LspClient, position
 
 URI = "file:///work/spec.cnn"
@@ -199,13 +200,13 @@ def test_formatting_returns_the_canonical_text(client: LspClient) -> None:
 def test_random_edits_never_kill_the_server(client: LspClient) -> None:
     """Fuzz: bursts of random edits to the shipped specs, with requests in between; the
     server answers every request, and its last diagnostics are those of the final text."""
-    rng = random.Random(7)
+    rng = random.Random(f"{FUZZ_SEED}/lsp")
     for number, path in enumerate([*SPECS, ROOT / "examples" / "mistakes.cnn"]):
         uri = f"file:///work/fuzz{number}.cnn"
         text = path.read_text()
         client.open(uri, text)
         version = 1
-        for _ in range(80):
+        for _ in range(examples(80)):
             text = _mutate(rng, text)
             version += 1
             client.change(uri, text, version)

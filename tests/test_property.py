@@ -27,13 +27,14 @@ pytest.importorskip("keras")
 pytest.importorskip("torch")
 pytest.importorskip("hypothesis")
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnnspec.compiler import compile_text
 from cnnspec.ir import Graph
 from tests.frameworks.keras_ref import build_keras
 from tests.frameworks.torch_ref import build_torch
+from tests.fuzzing import examples
 from tests.test_framework_counts import (
     function_mismatches,
     keras_mismatches,
@@ -324,24 +325,14 @@ def checked(case: Case) -> Graph:
     return graph
 
 
-@settings(
-    deadline=None,
-    max_examples=100,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=examples(100))
 @given(specs())
 def test_checker_matches_pytorch(case: Case) -> None:
     graph = checked(case)
     assert torch_mismatches(graph, build_torch(graph)) == [], case
 
 
-@settings(
-    deadline=None,
-    max_examples=25,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=examples(25))
 @given(specs())
 def test_checker_matches_keras(case: Case) -> None:
     graph = checked(case)

@@ -64,6 +64,40 @@ HELPERS = {
 }
 
 
+# TensorFlow writes start-up notes (CUDA probing, oneDNN) from C++ straight to the process's
+# stderr while it loads, before any log level applies: they are held back, and shown only if
+# loading fails. Its later log lines obey TF_CPP_MIN_LOG_LEVEL: errors only where a GPU is,
+# nothing on a machine without one (where every CUDA line is noise).
+QUIET_IMPORT = '''
+    @contextlib.contextmanager
+    def native_stderr_held_back():
+        """Hold back what native code writes to stderr; replay it if the block fails."""
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
+    # TensorFlow's start-up notes are held back; its later log lines show errors where a GPU
+    # is, and nothing on a machine without one.
+    GPU_DEVICE = os.path.exists("/dev/nvidiactl")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if GPU_DEVICE else "3")
+    with native_stderr_held_back():
+        import keras
+        import tensorflow as tf
+'''
+
+
 def emit(spec: Spec, source_name: str) -> str:
     """The whole script for `spec`, read from a file called `source_name`."""
     return stamp(
@@ -97,7 +131,7 @@ class _Script(Script):
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
 
     def imports(self) -> str:
-        stdlib = ["argparse", "json", "os", "sys"]
+        stdlib = ["argparse", "contextlib", "json", "os", "sys", "tempfile"]
         if isinstance(self.source, Cifar10):
             stdlib = sorted([*stdlib, "pickle"])
         lines = [f"import {m}" for m in stdlib]
@@ -120,12 +154,9 @@ class _Script(Script):
         if isinstance(self.source, Digits) or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
         lines.append("")
-        lines.append("# Quiet TensorFlow's start-up logging: it must be set before the import.")
-        lines.append('os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")')
         lines.append("")
-        lines.append("import keras")
-        lines.append("import tensorflow as tf")
-        lines.append(f"from keras import {', '.join(self.keras_modules())}")
+        lines.append(block(QUIET_IMPORT).rstrip("\n"))
+        lines.append(f"    from keras import {', '.join(self.keras_modules())}")
         return "\n".join(lines) + "\n"
 
     def keras_modules(self) -> list[str]:

@@ -24,12 +24,13 @@ pytest.importorskip("hypothesis")
 import onnx
 import onnxruntime
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from cnnspec import export as onnx_export
 from cnnspec.ir import Spec
 from tests.conftest import ROOT, SPECS
 from tests.frameworks.scripts import checked_spec, load_script, shipped_spec, write_script
+from tests.fuzzing import examples
 from tests.test_cli import no_traceback, run, write
 from tests.test_property import Case, specs
 
@@ -90,12 +91,7 @@ def test_export_equals_pytorch(path: Path, tmp_path: Path) -> None:
     assert largest_difference(shipped_spec(path), tmp_path) <= 1e-4
 
 
-@settings(
-    deadline=None,
-    max_examples=50,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=examples(50))
 @given(specs())
 def test_generated_specs_export_exactly(case: Case) -> None:
     spec = checked_spec(case.text)

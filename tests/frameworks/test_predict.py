@@ -126,7 +126,10 @@ def test_bench_reports_both_batch_sizes(digits_model: Path, tmp_path: Path) -> N
         assert match, line
         median, p90, rate = float(match[1]), float(match[2]), int(match[3].replace(",", ""))
         assert 0 < median <= p90
-        assert rate == pytest.approx(batch / (median / 1000), rel=0.01, abs=1)
+        # The median is printed to 0.001 ms and the rate comes from the unrounded median: at
+        # tens of microseconds per call that rounding alone moves the rate by a percent or more.
+        slowest, fastest = batch / ((median + 0.0005) / 1000), batch / ((median - 0.0005) / 1000)
+        assert slowest - 1 <= rate <= fastest + 1, (median, rate)
     assert lines[3] == "  BatchNormalization nodes after optimisation: 0"
     corrupt = write(tmp_path, "corrupt.onnx", "nope")
     assert "is not an ONNX model" in error_line(run("bench", str(corrupt)))

@@ -40,7 +40,7 @@ pytest.importorskip("hypothesis")
 
 import keras
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from cnnspec.ir import Graph, Spec
 from tests.conftest import ROOT, SPECS
@@ -54,6 +54,7 @@ from tests.frameworks.scripts import (
     write_tiny_image_folders,
 )
 from tests.frameworks.test_keras_script import randomise_batchnorm
+from tests.fuzzing import examples
 from tests.test_framework_counts import onednn_blind_spots
 from tests.test_property import Case, checked, specs
 
@@ -139,12 +140,7 @@ def test_build_model_matches_the_checker_and_keras(path: Path, tmp_path: Path) -
     assert difference is not None and difference <= 1e-4
 
 
-@settings(
-    deadline=None,
-    max_examples=100,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=examples(100))
 @given(specs())
 def test_generated_specs_mean_the_same_network(case: Case) -> None:
     graph = checked(case)

@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 from cnnspec import export as onnx_export
 from cnnspec import verify
 from tests.conftest import ROOT, SPECS
-from tests.frameworks.scripts import checked_spec, shipped_spec, size_under_test
+from tests.frameworks.scripts import checked_spec, shipped_spec, tensorflow_noise
 from tests.frameworks.test_onnx_export import torch_weights
 from tests.test_cli import no_traceback, run
 
@@ -28,15 +28,31 @@ pytestmark = pytest.mark.frameworks
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_verify_passes_on_every_shipped_spec(path: Path, tmp_path: Path) -> None:
+    spec = shipped_spec(path)
+    _, weights = torch_weights(spec, tmp_path)
+    report = verify.run_verify(spec, onnx_export.load_weights(weights), 1e-4)
+    assert report.skipped == {}
+    assert [(c.first, c.second) for c in report.comparisons] == [
+        ("keras", "pytorch"),
+        ("keras", "onnx"),
+        ("pytorch", "onnx"),
+    ]
+    assert report.passed(1e-4), report
+
+
+def test_verify_command_is_quiet_and_passes(tmp_path: Path) -> None:
+    """The whole command on a shipped spec: the table, the verdict, and on stderr nothing of
+    TensorFlow's start-up logging (CUDA probing, oneDNN notices, absl's warning)."""
+    path = ROOT / "specs" / "digits.cnn"
     _, weights = torch_weights(shipped_spec(path), tmp_path)
-    size = size_under_test(path)
-    resize = ["--image-size", str(size)] if size else []
-    result = run("verify", str(path), "--weights", str(weights), *resize)
+    # As a user runs it: without the test run's own TF_CPP_MIN_LOG_LEVEL.
+    result = run("verify", str(path), "--weights", str(weights), unset=("TF_CPP_MIN_LOG_LEVEL",))
     assert result.returncode == 0, result.stdout + result.stderr
     for pair in ("keras vs pytorch", "keras vs onnx", "pytorch vs onnx"):
         assert pair in result.stdout
     assert result.stdout.count(" ok") == 3
     assert "equivalent: every pair agrees within the tolerance" in result.stdout
+    assert tensorflow_noise(result.stderr) == [], result.stderr
     no_traceback(result)
 
 
