@@ -416,7 +416,7 @@ def export(
     except onnx_export.WeightError as error:
         typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
         raise typer.Exit(1) from None
-    except QuantizeError as error:
+    except (QuantizeError, onnx_export.ExportError) as error:
         typer.echo(f"cnnspec: error: {error}", err=True)
         raise typer.Exit(1) from None
     stem = spec.stem if str(spec) != "-" else checked.name
@@ -493,6 +493,20 @@ def verify(
         if c.first_divergence is not None:
             layer, error = c.first_divergence
             typer.echo(f"    first layer that differs: {layer} (max abs error {error:.3g})")
+    trainable, fixed = report.expected
+    if report.counts_agree:
+        where = ["the checker", *report.counts]
+        alike = ", ".join(where[:-1]) + " and " + where[-1] if len(where) > 1 else where[0]
+        typer.echo(
+            f"  parameters: {trainable + fixed:,} ({trainable:,} trainable) in {alike}  ok"
+        )
+    else:
+        typer.echo(f"  parameters: {trainable:,} trainable + {fixed:,} fixed in the checker")
+        for name, (got_trainable, got_fixed) in report.counts.items():
+            verdict = "ok" if (got_trainable, got_fixed) == report.expected else "DIFFERENT"
+            typer.echo(f"    {name}: {got_trainable:,} trainable + {got_fixed:,} fixed  {verdict}")
+    for mismatch in report.shape_mismatches:
+        typer.echo(f"  shape DIFFERENT: {mismatch}")
     if not report.comparisons:
         typer.echo(
             "cnnspec: error: fewer than two backends are installed: nothing to compare", err=True

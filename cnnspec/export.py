@@ -32,6 +32,10 @@ class WeightError(Exception):
     """The weights file does not fit the spec (missing or mis-shaped tensors)."""
 
 
+class ExportError(Exception):
+    """The spec cannot be exported as asked (an opset too old for what it needs)."""
+
+
 class _Builder:
     """Collects ONNX nodes and initializers; implements `cnnspec.registry.OnnxBuilder`."""
 
@@ -179,6 +183,29 @@ def foldable_batchnorms(graph: Graph) -> dict[str, str]:
     return folds
 
 
+POOLS = ("MaxPool", "AveragePool")
+
+
+def keep_pads_before_pools(builder: _Builder, opset: int) -> None:
+    """onnxruntime's PadFusion merges a zero Pad into the pads of the MaxPool or AveragePool
+    after it, which those ops fill with -inf or leave out of the average, as Keras's `same`
+    pooling does: the numbers change (and a session refuses the model when the padding
+    reaches the window). PadFusion leaves a Pad with an `axes` input alone (opset 18 on), so
+    such a Pad names its axes; Pads before convolutions stay fusable."""
+    feeds_pool = {i for node in builder.nodes if node.op_type in POOLS for i in node.input}
+    for node in builder.nodes:
+        if node.op_type != "Pad" or node.output[0] not in feeds_pool:
+            continue
+        if opset < 18:
+            raise ExportError(
+                f"{node.name} pads the input of a pooling layer, which needs --opset 18 or "
+                "later: onnxruntime merges such padding into the pooling with other numbers"
+            )
+        zero = builder.constant(f"{node.name}_value", [0.0])
+        axes = builder.constant(f"{node.name}_axes", [0, 1, 2, 3], (4,), dtype="int64")
+        node.input.extend([zero, axes])
+
+
 def fold_batchnorms(
     graph: Graph, weights: Mapping[str, np.ndarray], folds: dict[str, str]
 ) -> dict[str, np.ndarray]:
@@ -236,6 +263,7 @@ def export(
         values[node.name] = node.layer.onnx(
             builder, node.name, inputs, [shapes[i] for i in node.inputs]
         )
+    keep_pads_before_pools(builder, opset)
     last = values[graph.output or graph.INPUT]
     builder.nodes.append(helper.make_node("Identity", [last], [OUTPUT], name=OUTPUT))
     out_shape: list[int | str] = ["batch"]
@@ -269,11 +297,11 @@ def export(
     props = metadata(spec, spec.sha256, input_layout)
     if int8_calibration is not None:
         from cnnspec.predict import Preprocessing
-        from cnnspec.quantize import calibration_batch, quantize_int8
+        from cnnspec.quantize import calibration_batch, classifier_nodes, quantize_int8
 
         preprocessing = Preprocessing.from_metadata(props, Path(spec.path))
         batch = calibration_batch(int8_calibration, preprocessing)
-        model = quantize_int8(model, batch, INPUT)
+        model = quantize_int8(model, batch, INPUT, classifier_nodes(graph))
     props["cnnspec.precision"] = (
         "int8" if int8_calibration is not None else "float16" if fp16 else "float32"
     )

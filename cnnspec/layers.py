@@ -293,12 +293,42 @@ class DepthwiseConv2D(_Conv):
         return self._onnx_conv(graph, name, inputs[0], shapes[0], shapes[0][-1])
 
     def keras(self) -> list[KerasLayer]:
-        return self._keras_conv(
-            "layers.DepthwiseConv2D",
+        options: dict[str, object] = {
+            "depth_multiplier": self.depth_multiplier if self.depth_multiplier != 1 else None,
+            "depthwise_regularizer": _l2(self.l2),
+        }
+        if not self._unequal_strides:
+            return self._keras_conv("layers.DepthwiseConv2D", (_size(self.kernel),), **options)
+        # TensorFlow's CPU kernel refuses unequal strides (oneDNN, where it runs, accepts them).
+        # The stride-1 convolution sampled at every stride-th row and column is the same
+        # numbers on every device; `same` padding is then the strided window's, in front.
+        conv = keras_with_activation(
+            "StridedDepthwiseConv2D",
             (_size(self.kernel),),
-            depth_multiplier=self.depth_multiplier if self.depth_multiplier != 1 else None,
-            depthwise_regularizer=_l2(self.l2),
+            {
+                "subsample": self.stride,
+                **options,
+                "activation": None,
+                "use_bias": False if not self.use_bias else None,
+            },
+            self.activation,
         )
+        if self.padding == "same":
+            pads = Call("same_padding", KERAS_INPUT, self.kernel, self.stride)
+            return [KerasLayer("_pad", Call("layers.ZeroPadding2D", pads)), *conv]
+        if isinstance(self.padding, int) and self.padding:
+            return [KerasLayer("_pad", Call("layers.ZeroPadding2D", self.padding)), *conv]
+        return conv
+
+    @property
+    def _unequal_strides(self) -> bool:
+        return self.stride[0] != self.stride[1]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        if not self._unequal_strides:
+            return super().keras_helpers()
+        extra = ("same_padding",) if self.padding == "same" else ()
+        return (*super().keras_helpers(), "StridedDepthwiseConv2D", *extra)
 
 
 class _Pool(LayerArgs):

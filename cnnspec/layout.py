@@ -28,6 +28,8 @@ def flattened_inputs(graph: Graph) -> dict[str, tuple[int, int, int]]:
             shape = shapes.get(source)
             if shape is not None and len(shape) == 3:
                 origin[node.name] = (shape[0], shape[1], shape[2])
+            elif source in origin:  # flattening a vector changes nothing
+                origin[node.name] = origin[source]
             continue
         if source not in origin:
             continue

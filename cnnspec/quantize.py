@@ -1,15 +1,29 @@
-"""Static int8 quantisation of an exported model (QDQ format, per-channel weights) with
-onnxruntime.quantization, calibrated on images preprocessed exactly as `predict` does."""
+"""Static int8 quantisation of an exported model with onnxruntime.quantization, calibrated on
+images preprocessed exactly as `predict` does.
+
+The usual practice, which keeps a small classifier within a point of float32:
+- QDQ format with per-channel int8 weights and uint8 activations, calibrated by min/max on a
+  fixed set of images (the first CALIBRATION_LIMIT, so an export is reproducible);
+- 7-bit weights (`reduce_range`): x86 CPUs without VNNI multiply uint8 by int8 with
+  VPMADDUBSW, which adds two products into a saturating int16, and 255 x 127 x 2 overflows it;
+  with weights in [-64, 63] the sum stays below 32,767 on every CPU (VNNI machines lose
+  nothing but a bit of weight precision);
+- the classifier (the last layer with weights, and any activation after it, the output's
+  softmax or sigmoid) stays in float32: its few weights decide the answer, and quantising them
+  gains no speed worth that.
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cnnspec.ir import Graph
 from cnnspec.predict import PredictError, Preprocessing
 
 CALIBRATION_LIMIT = 512
@@ -46,8 +60,24 @@ def calibration_batch(source: str, preprocessing: Preprocessing) -> np.ndarray:
         raise QuantizeError(str(error)) from None
 
 
-def quantize_int8(model: Any, calibration: np.ndarray, input_name: str) -> Any:
-    """The model with int8 weights and activations (QDQ), calibrated on `calibration`."""
+def classifier_nodes(graph: Graph) -> list[str]:
+    """The model's output node back to its last layer with weights: what stays float32."""
+    nodes: list[str] = []
+    name = graph.output
+    while name is not None and name != graph.INPUT:
+        node = graph.node(name)
+        nodes.append(name)
+        if node.params.total or len(node.inputs) != 1:
+            break
+        name = node.inputs[0]
+    return nodes
+
+
+def quantize_int8(
+    model: Any, calibration: np.ndarray, input_name: str, keep_float: Sequence[str] = ()
+) -> Any:
+    """The model with int8 weights and activations (QDQ), calibrated on `calibration`; the
+    ONNX nodes of the IR nodes in `keep_float` (named after them) stay in float32."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -64,6 +94,11 @@ def quantize_int8(model: Any, calibration: np.ndarray, input_name: str) -> Any:
             batch = next(self.batches, None)
             return None if batch is None else {input_name: batch}
 
+    float_ops = [
+        node.name
+        for node in model.graph.node
+        if any(node.name == name or node.name.startswith(f"{name}_") for name in keep_float)
+    ]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser warns through the root logger about BN vectors
@@ -76,8 +111,10 @@ def quantize_int8(model: Any, calibration: np.ndarray, input_name: str) -> Any:
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=float_ops,
         )
         quantized = onnx.load(str(target))
     root.setLevel(level)

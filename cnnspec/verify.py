@@ -12,7 +12,7 @@ import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -40,9 +40,25 @@ class Report:
     skipped: dict[str, str]  # backend -> why
     comparisons: list[Comparison]
     batch: int
+    # What each framework's model holds, as (trainable, non-trainable) scalars: Keras's
+    # trainable and non-trainable weights; PyTorch's parameters and buffers (BatchNorm's
+    # running statistics, without its step counter). The checker's own is `expected`.
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    expected: tuple[int, int] = (0, 0)
+    # Layers whose output shape in a framework differs from the checker's: "keras: conv1 ...".
+    shape_mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def counts_agree(self) -> bool:
+        return all(count == self.expected for count in self.counts.values())
 
     def passed(self, tolerance: float) -> bool:
-        return bool(self.comparisons) and all(c.max_abs <= tolerance for c in self.comparisons)
+        return (
+            bool(self.comparisons)
+            and all(c.max_abs <= tolerance for c in self.comparisons)
+            and self.counts_agree
+            and not self.shape_mismatches
+        )
 
 
 def _available(package: str) -> bool:
@@ -89,6 +105,8 @@ def run_verify(
     outputs: dict[str, np.ndarray] = {}
     layers: dict[str, Callable[[], dict[str, np.ndarray]]] = {}
     skipped: dict[str, str] = {}
+    params = spec.model.params
+    report = Report([], skipped, [], batch, expected=(params.trainable, params.non_trainable))
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
         weights_path = directory / "weights.safetensors"
@@ -102,7 +120,7 @@ def run_verify(
                 skipped[name] = f"{package} is not installed"
                 continue
             runner = {"keras": _keras, "pytorch": _pytorch, "onnx": _onnx}[name]
-            outputs[name], layers[name] = runner(spec, weights, weights_path, directory, x)
+            outputs[name], layers[name] = runner(spec, weights_path, directory, x, report)
         comparisons = []
         names = list(outputs)
         for i, first in enumerate(names):
@@ -114,7 +132,8 @@ def run_verify(
                         spec, layers[first](), layers[second](), tolerance
                     )
                 comparisons.append(comparison)
-    return Report(names, skipped, comparisons, batch)
+    report.ran, report.comparisons = names, comparisons
+    return report
 
 
 def _locate(
@@ -133,13 +152,22 @@ def _locate(
 Runner = tuple[np.ndarray, Callable[[], dict[str, np.ndarray]]]
 
 
-def _keras(
-    spec: Spec, weights: Mapping[str, Any], path: Path, directory: Path, x: np.ndarray
-) -> Runner:
+def _size(variables: list[Any]) -> int:
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def _keras(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report) -> Runner:
     script = _load_script(spec, "keras", directory)
     import keras
 
     model = script.build_model()
+    report.counts["keras"] = (_size(model.trainable_weights), _size(model.non_trainable_weights))
+    for node in spec.model.nodes:
+        shape = tuple(model.get_layer(node.name).output.shape[1:])
+        if shape != node.output_shape:
+            report.shape_mismatches.append(
+                f"keras: {node.name} is {shape}, the checker says {node.output_shape}"
+            )
     script.load_weights(model, path)
     nhwc = x.transpose(0, 2, 3, 1).copy()
     output = np.asarray(model(nhwc, training=False))
@@ -155,13 +183,13 @@ def _keras(
     return output, per_layer
 
 
-def _pytorch(
-    spec: Spec, weights: Mapping[str, Any], path: Path, directory: Path, x: np.ndarray
-) -> Runner:
+def _pytorch(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report) -> Runner:
     script = _load_script(spec, "pytorch", directory)
     import torch
 
     net = script.build_model()
+    statistics = [b for n, b in net.named_buffers() if not n.endswith("num_batches_tracked")]
+    report.counts["pytorch"] = (_size(list(net.parameters())), _size(statistics))
     script.load_weights(net, path)
     net.eval()
     with torch.no_grad():
@@ -189,15 +217,13 @@ def _pytorch(
     return output, per_layer
 
 
-def _onnx(
-    spec: Spec, weights: Mapping[str, Any], path: Path, directory: Path, x: np.ndarray
-) -> Runner:
+def _onnx(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report) -> Runner:
     import onnxruntime
     from onnx import helper
 
-    from cnnspec.export import export
+    from cnnspec.export import export, load_weights
 
-    model = export(spec, weights)
+    model = export(spec, load_weights(path))
     session = onnxruntime.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
     )

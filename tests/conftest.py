@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
+
+# Before any test imports TensorFlow. CI machines (AVX2 without AVX-512 VNNI) run TensorFlow
+# without oneDNN, and TensorFlow's own CPU kernels refuse some things oneDNN accepts (unequal
+# depthwise strides): every machine runs the suite with the CI machine's kernels, and quietly.
+# `make fuzz` runs the semantic campaign with oneDNN both on and off.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.cnn"))

@@ -51,6 +51,31 @@ HELPERS = {
             """GELU with the tanh approximation (Keras's "gelu" string is the exact form)."""
             return keras.activations.gelu(x, approximate=True)
     ''',
+    "StridedDepthwiseConv2D": '''
+        @keras.saving.register_keras_serializable(package="cnnspec")
+        class StridedDepthwiseConv2D(layers.DepthwiseConv2D):
+            """A depthwise convolution with unequal strides, which TensorFlow's CPU kernel
+            refuses: the stride-1 convolution sampled at every `subsample`-th row and column,
+            which is the same numbers."""
+
+            def __init__(self, kernel_size, subsample=(1, 1), **kwargs):
+                super().__init__(kernel_size, **kwargs)
+                self.subsample = tuple(subsample)
+
+            def call(self, inputs):
+                rows, columns = self.subsample
+                return super().call(inputs)[:, ::rows, ::columns, :]
+
+            def compute_output_shape(self, input_shape):
+                batch, height, width, channels = super().compute_output_shape(input_shape)
+                rows, columns = self.subsample
+                height = None if height is None else -(-height // rows)
+                width = None if width is None else -(-width // columns)
+                return (batch, height, width, channels)
+
+            def get_config(self):
+                return {**super().get_config(), "subsample": self.subsample}
+    ''',
     "same_padding": '''
         def same_padding(x, kernel, stride):
             """The zeros TensorFlow's `same` padding adds around x for this window, as

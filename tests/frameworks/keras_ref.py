@@ -78,11 +78,44 @@ def _conv(node: Node, x: Any) -> Any:
     }
     if node.kind == "conv2d":
         return layers.Conv2D(a.filters, kernel_regularizer=_regularizer(a.l2), **common)(x)
+    if a.stride[0] != a.stride[1]:
+        # TensorFlow's CPU kernel (without oneDNN) refuses unequal depthwise strides: pad for
+        # the strided window, convolve with stride 1, keep every stride-th row and column.
+        if padding == "same":
+            pads = [
+                same_pads(int(size), k, s, 1)
+                for size, k, s in zip(x.shape[1:3], a.kernel, a.stride, strict=True)
+            ]
+            x = layers.ZeroPadding2D(tuple(pads), name=f"{node.name}_pad")(x)
+        common = {**common, "strides": (1, 1), "padding": "valid"}
+        return _Subsampled(a.stride, depth_multiplier=a.depth_multiplier, **common)(x)
     return layers.DepthwiseConv2D(
         depth_multiplier=a.depth_multiplier,
         depthwise_regularizer=_regularizer(a.l2),
         **common,
     )(x)
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's `same` padding along one axis, (before, after), written out anew here."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+class _Subsampled(layers.DepthwiseConv2D):
+    """A stride-1 depthwise convolution keeping every `step`-th row and column."""
+
+    def __init__(self, step: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+
+    def call(self, inputs: Any) -> Any:
+        return super().call(inputs)[:, :: self.step[0], :: self.step[1], :]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        batch, height, width, channels = super().compute_output_shape(input_shape)
+        return (batch, -(-height // self.step[0]), -(-width // self.step[1]), channels)
 
 
 def _layer(node: Node) -> layers.Layer:

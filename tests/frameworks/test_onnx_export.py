@@ -279,3 +279,23 @@ def test_int8_needs_calibration_data(tmp_path: Path) -> None:
     assert wrong.returncode == 1
     assert "fits only 8x8x1 models" in wrong.stderr
     no_traceback(wrong)
+
+
+def test_padding_before_a_pool_survives_onnxruntime_optimisation(tmp_path: Path) -> None:
+    """A zero_pad's Pad before a pooling layer keeps its zeros under onnxruntime's full
+    optimisation (its PadFusion would make them -inf, or leave them out of the average, or
+    refuse the model outright); with an opset older than 18 the export says why it cannot."""
+    path = ROOT / "tests" / "regressions" / "zero_pad_before_pools.cnn"
+    spec = checked_spec(path=path)
+    model = onnx_export.export(spec, onnx_export.initial_weights(spec, 0))
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    onnxruntime.InferenceSession(model.SerializeToString(), options, ["CPUExecutionProvider"])
+    optimised = onnx.load(str(tmp_path / "optimised.onnx"))
+    assert [n.op_type for n in optimised.graph.node].count("Pad") == 3
+    result = run("export", str(path), "--opset", "17", "-o", str(tmp_path / "old.onnx"))
+    assert result.returncode == 1
+    assert "needs --opset 18 or later" in result.stderr
+    no_traceback(result)
+    assert not (tmp_path / "old.onnx").exists()

@@ -1,0 +1,561 @@
+"""The semantic campaign: random specs, checked, then built and run in Keras, PyTorch and ONNX.
+
+    python -m tests.campaign --specs 2000 --workers 2 --output runs/campaign
+
+Each spec is drawn from a seeded generator (spec N of seed S is always the same text) that
+writes every layer kind in the registry with every form its arguments take (numbers and
+(h, w) pairs, dilations, `same`/`valid`/integer padding, activations by name and with
+arguments), in blocks, `repeat`s and residuals with and without a written `shortcut`, with
+`defaults`, and with library backbones at small sizes. The generator is loose on purpose: it
+does not know the shapes, so many specs are refused, and now and then it writes a value out of
+range. What must hold:
+
+- the checker never raises, and every error it reports is located in the text;
+- a spec it accepts runs in every backend (`cnnspec.verify`): the generated Keras and PyTorch
+  models and the exported ONNX model under onnxruntime hold exactly the checker's trainable and
+  non-trainable counts, every Keras layer has the checker's shape, and with the same random
+  weights (random biases and BatchNorm statistics too) all three give the same outputs within
+  1e-4. Nothing may crash.
+
+Half the workers run TensorFlow without oneDNN (TF_ENABLE_ONEDNN_OPTS=0), as it runs on CPUs
+without AVX-512 VNNI (where its own kernels refuse some things oneDNN accepts), and half with it.
+Failures are written to OUTPUT/failures/ as specs with the error in a comment; each bug found
+becomes a case in tests/regressions/, which `make test` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# The generator
+
+ACTIVATIONS = [
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu(alpha=0.05)",
+    "elu",
+    "elu(alpha=0.5)",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "gelu",
+    "gelu(approximate=true)",
+    "swish",
+    "linear",
+]
+BACKBONES = ["vgg16", "vgg19", "resnet50", "mobilenet_v2"]
+# The argument forms and constructs the campaign must have covered in accepted specs.
+FORMS = {
+    "(h, w) kernel or pool": r"(kernel=|pool\(|maxpool\(|avgpool\()\(\d+, \d+\)",
+    "unequal strides": r"stride=\((\d+), (?!\1\))\d+\)",
+    "dilation": r"dilation=",
+    "integer padding": r"padding=\d",
+    "zero_pad(same, ...)": r"zero_pad\(same",
+    "activation with arguments": r"activation=\w+\(",
+    "defaults": r"defaults ",
+    "repeat": r"repeat \d",
+    "residual without a written shortcut": r"residual[^{]*\{(?![^}]*shortcut)",
+    "residual with a written shortcut": r"shortcut \{ conv2d",
+    "residual with an identity shortcut": r"shortcut \{ \}",
+    "nested residual": r"residual[^{]*\{[^}]*residual",
+    "backbone": r"backbone \w+",
+    "named layer": r"name=",
+}
+
+
+class Writer:
+    """Random spec text from one seeded `random.Random`."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.names = 0
+
+    def chance(self, p: float) -> bool:
+        return self.rng.random() < p
+
+    def pair(self, low: int, high: int) -> str:
+        """An int, or now and then an (h, w) pair of ints."""
+        first = self.rng.randint(low, high)
+        if self.chance(0.3):
+            return f"({first}, {self.rng.randint(low, high)})"
+        return str(first)
+
+    def bad(self) -> bool:
+        """Whether to write a value out of range this time (refused: a located error)."""
+        return self.chance(0.01)
+
+    def call(self, name: str, positional: list[str], options: dict[str, str | None]) -> str:
+        args = positional + [f"{k}={v}" for k, v in options.items() if v is not None]
+        if self.chance(0.05):
+            self.names += 1
+            args.append(f"name=n{self.names}")
+        return f"{name}({', '.join(args)})"
+
+    def maybe(self, p: float, value: Callable[[], str]) -> str | None:
+        return value() if self.chance(p) else None
+
+    def activation(self) -> str:
+        return self.rng.choice(ACTIVATIONS)
+
+    def padding(self) -> str:
+        return self.rng.choice(["same", "same", "valid", "0", "1", "2", "3"])
+
+    def window(self, strided: bool = True) -> dict[str, str | None]:
+        """Kernel, stride, padding and dilation of a convolution (stride or dilation)."""
+        stride = self.pair(1, 3) if strided and self.chance(0.4) else None
+        dilation = self.pair(1, 3) if stride is None and self.chance(0.25) else None
+        return {
+            "kernel": self.pair(0 if self.bad() else 1, 5) if self.chance(0.8) else None,
+            "stride": stride,
+            "padding": self.padding() if self.chance(0.8) else None,
+            "dilation": dilation,
+        }
+
+    def conv_extras(self) -> dict[str, str | None]:
+        return {
+            "activation": self.maybe(0.5, self.activation),
+            "l2": self.maybe(0.2, lambda: self.rng.choice(["1e-4", "0", "0.01"])),
+            "use_bias": self.maybe(0.3, lambda: self.rng.choice(["true", "false"])),
+        }
+
+    # ---- one generator per layer kind, by registry name
+
+    def conv2d(self) -> str:
+        filters = str(self.rng.randint(0 if self.bad() else 1, 8))
+        return self.call("conv2d", [filters], {**self.window(), **self.conv_extras()})
+
+    def depthwise_conv2d(self) -> str:
+        multiplier = self.maybe(0.3, lambda: str(self.rng.randint(1, 3)))
+        options = {**self.window(), **self.conv_extras(), "depth_multiplier": multiplier}
+        return self.call("depthwise_conv2d", [], options)
+
+    def _pool(self, kind: str) -> str:
+        options = {
+            "stride": self.maybe(0.4, lambda: self.pair(1, 3)),
+            "padding": self.maybe(0.6, lambda: self.rng.choice(["same", "valid"])),
+        }
+        return self.call(kind, [self.pair(1, 4)] if self.chance(0.8) else [], options)
+
+    def maxpool(self) -> str:
+        return self._pool("maxpool")
+
+    def avgpool(self) -> str:
+        return self._pool("avgpool")
+
+    def zero_pad(self) -> str:
+        form = self.rng.randrange(5)
+        if form == 0:
+            return self.call("zero_pad", [], {})
+        if form == 1:
+            return self.call("zero_pad", [str(self.rng.randint(0, 3))], {})
+        if form == 2:
+            return self.call(
+                "zero_pad", [f"({self.rng.randint(0, 2)}, {self.rng.randint(0, 2)})"], {}
+            )
+        if form == 3:
+            pads = [self.rng.randint(0, 2) for _ in range(4)]
+            return self.call("zero_pad", [f"(({pads[0]}, {pads[1]}), ({pads[2]}, {pads[3]}))"], {})
+        options = {"kernel": self.pair(1, 5), "stride": self.maybe(0.7, lambda: self.pair(1, 3))}
+        return self.call("zero_pad", ["same"], options)
+
+    def global_avg_pool(self) -> str:
+        return "global_avg_pool()"
+
+    def global_max_pool(self) -> str:
+        return "global_max_pool()"
+
+    def batchnorm(self) -> str:
+        options = {
+            "epsilon": self.maybe(0.3, lambda: self.rng.choice(["1e-5", "0.01", "0.1"])),
+            "momentum": self.maybe(0.3, lambda: self.rng.choice(["0.9", "0.5", "0", "0.999"])),
+        }
+        return self.call("batchnorm", [], options)
+
+    def dropout(self) -> str:
+        rate = "1.5" if self.bad() else self.rng.choice(["0", "0.1", "0.5"])
+        return self.call("dropout", [rate], {})
+
+    def spatial_dropout(self) -> str:
+        return self.call("spatial_dropout", [self.rng.choice(["0", "0.2"])], {})
+
+    def flatten(self) -> str:
+        return "flatten()"
+
+    def dense(self) -> str:
+        return self.call("dense", [str(self.rng.randint(1, 12))], self.conv_extras())
+
+    def relu(self) -> str:
+        return "relu()"
+
+    def relu6(self) -> str:
+        return "relu6()"
+
+    def leaky_relu(self) -> str:
+        return self.call("leaky_relu", [], {"alpha": self.maybe(0.5, lambda: "0.1")})
+
+    def elu(self) -> str:
+        return self.call("elu", [], {"alpha": self.maybe(0.5, lambda: "0.7")})
+
+    def sigmoid(self) -> str:
+        return "sigmoid()"
+
+    def tanh(self) -> str:
+        return "tanh()"
+
+    def softmax(self) -> str:
+        return "softmax()"
+
+    def gelu(self) -> str:
+        return self.call("gelu", [], {"approximate": self.maybe(0.5, lambda: "true")})
+
+    def swish(self) -> str:
+        return "swish()"
+
+    # ---- structure
+
+    SPATIAL_WEIGHTS: ClassVar[dict[str, int]] = {
+        "conv2d": 8,
+        "depthwise_conv2d": 4,
+        "maxpool": 2,
+        "avgpool": 2,
+        "zero_pad": 1,
+        "batchnorm": 3,
+        "dropout": 1,
+        "spatial_dropout": 1,
+        "dense": 1,
+    }
+
+    def layer(self, kinds: list[str]) -> str:
+        """A spatial layer (weighted as above) or an activation."""
+        if self.chance(0.2):
+            return getattr(self, self.rng.choice(kinds))()
+        weights = self.SPATIAL_WEIGHTS
+        kind = self.rng.choices(list(weights), weights=list(weights.values()))[0]
+        return getattr(self, kind)()
+
+    def items(self, kinds: list[str], depth: int, low: int, high: int) -> list[str]:
+        result = []
+        for _ in range(self.rng.randint(low, high)):
+            roll = self.rng.random()
+            if depth < 2 and roll < 0.12:
+                result.append(self.residual(kinds, depth + 1))
+            elif depth < 2 and roll < 0.18:
+                body = " ".join(self.items(kinds, depth + 1, 1, 3))
+                result.append(f"repeat {self.rng.randint(1, 3)} {{ {body} }}")
+            elif depth < 2 and roll < 0.25:
+                self.names += 1
+                body = " ".join(self.items(kinds, depth + 1, 1, 3))
+                result.append(f"block b{self.names} {{ {body} }}")
+            else:
+                result.append(self.layer(kinds))
+        return result
+
+    def residual(self, kinds: list[str], depth: int) -> str:
+        label = ""
+        if self.chance(0.3):
+            self.names += 1
+            label = f" r{self.names}"
+        if self.chance(0.35):
+            # A basic block with the projection written out, or an identity shortcut.
+            filters = self.rng.randint(1, 8)
+            stride = self.rng.choice([1, 1, 2])
+            body = (
+                f"conv2d({filters}, stride={stride}, padding=same) batchnorm() relu() "
+                f"conv2d({filters}, padding=same)"
+            )
+            if self.chance(0.7):
+                shortcut = f"shortcut {{ conv2d({filters}, kernel=1, stride={stride}) }}"
+            else:
+                shortcut = "shortcut { }"
+            return f"residual{label} {{ {body} {shortcut} }}"
+        body = " ".join(self.items(kinds, depth, 1, 3))
+        return f"residual{label} {{ {body} }}"
+
+    def head(self) -> tuple[str, str | None]:
+        """The head, and the data section it needs (binary labels for one sigmoid unit)."""
+        parts = [self.rng.choice(["flatten()", "global_avg_pool()", "global_max_pool()"])]
+        if self.chance(0.4):
+            parts.append(self.dense())
+            if self.chance(0.5):
+                parts.append(self.rng.choice([self.batchnorm(), self.dropout(), self.relu()]))
+        classes = self.rng.randint(2, 10)
+        ending = self.rng.randrange(4)
+        data = None
+        if ending == 0:
+            parts.append(f"dense({classes}) softmax()")
+        elif ending == 1:
+            parts.append("dense(1, activation=sigmoid)")
+            data = "data { labels binary }"
+        else:
+            parts.append(f"dense({classes}, activation=softmax)")
+        return f"head {{ {' '.join(parts)} }}", data
+
+    def spec(self, index: int, kinds: list[str]) -> str:
+        lines = [f"model fuzz_{index} {{"]
+        backbone = self.chance(0.025)
+        if backbone:
+            size = self.rng.choice([32, 48, 64])
+            lines.append(f"  input {size}x{size}x3")
+        else:
+            h = self.rng.randint(1, 40) if self.chance(0.1) else self.rng.randint(8, 40)
+            w = h if self.chance(0.6) else self.rng.randint(4, 40)
+            lines.append(f"  input {h}x{w}x{self.rng.randint(1, 5)}")
+        if self.chance(0.2):
+            kind = self.rng.choice(["conv2d", "depthwise_conv2d", "batchnorm", "maxpool"])
+            options = {
+                "conv2d": "kernel=3, padding=same",
+                "depthwise_conv2d": "padding=same, use_bias=false",
+                "batchnorm": "epsilon=1e-5, momentum=0.9",
+                "maxpool": "padding=same",
+            }[kind]
+            lines.append(f"  defaults {kind}({options})")
+        if backbone:
+            name = self.rng.choice(BACKBONES)
+            pooling = self.rng.choice(["none", "avg", "max"])
+            lines.append(f"  backbone {name}(weights=none, pooling={pooling})")
+            if pooling == "none" and self.chance(0.5):
+                lines.append("  " + self.layer(kinds))
+        else:
+            lines += ["  " + item for item in self.items(kinds, 0, 1, 6)]
+        head, data = self.head()
+        lines.append("  " + head)
+        lines.append("}")
+        if data:
+            lines.append(data)
+        return "\n".join(lines) + "\n"
+
+
+def layer_kinds() -> list[str]:
+    """Every layer kind a spec may call; the generator has a method for each."""
+    import cnnspec.layers  # noqa: F401  (registers the kinds)
+    from cnnspec.registry import user_kinds
+
+    kinds = user_kinds()
+    missing = [kind for kind in kinds if not hasattr(Writer, kind)]
+    assert not missing, f"the campaign has no generator for layer kinds {missing}"
+    return kinds
+
+
+def spec_text(seed: str, index: int) -> str:
+    """Spec `index` of campaign `seed`: always the same text."""
+    return Writer(random.Random(f"{seed}/{index}")).spec(index, layer_kinds())
+
+
+# --------------------------------------------------------------------------------------------
+# Examining one spec
+
+
+def random_weights(spec: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random tensors in the canonical layout: kernels at Glorot's scale, biases and BatchNorm
+    statistics random too, so that a bias or a statistic dropped anywhere shows."""
+    shapes = spec.model.value_shapes()
+    weights: dict[str, np.ndarray] = {}
+    for node in spec.model.nodes:
+        for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
+            key = f"{node.name}.{suffix}"
+            if node.kind == "batchnorm":
+                low, high = {"weight": (0.5, 1.5), "running_var": (0.5, 2.0)}.get(
+                    suffix, (-0.5, 0.5)
+                )
+                values = rng.uniform(low, high, shape)
+            elif suffix == "bias":
+                values = rng.normal(0.0, 0.1, shape)
+            else:
+                receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+                limit = np.sqrt(6.0 / (shape[1] * receptive + shape[0] * receptive))
+                values = rng.uniform(-limit, limit, shape)
+            weights[key] = values.astype(np.float32)
+    return weights
+
+
+@dataclass
+class Outcome:
+    index: int
+    text: str
+    accepted: bool = False
+    codes: list[str] = field(default_factory=list)  # refused: the error codes
+    kinds: list[str] = field(default_factory=list)  # accepted: the layer kinds it holds
+    failure: str | None = None  # what went wrong, if anything
+    seconds: float = 0.0
+
+
+def examine(text: str, index: int = 0, tolerance: float = 1e-4) -> Outcome:
+    """Check one spec; if the checker accepts it, verify it across the three frameworks."""
+    from cnnspec.compiler import compile_text
+    from cnnspec.verify import run_verify
+
+    started = time.perf_counter()
+    outcome = Outcome(index, text)
+    try:
+        compilation = compile_text(text, "fuzz.cnn")
+        lines = text.count("\n") + 1
+        for diagnostic in compilation.diagnostics:
+            if not (1 <= diagnostic.span.line <= lines):
+                outcome.failure = f"diagnostic outside the text: {diagnostic}"
+        if not compilation.ok or compilation.spec is None:
+            outcome.codes = sorted({d.code for d in compilation.diagnostics.errors})
+            if not outcome.codes and outcome.failure is None:
+                outcome.failure = "refused without an error"
+            return outcome
+        spec = compilation.spec
+        outcome.accepted = True
+        outcome.kinds = sorted({node.kind for node in spec.model.nodes})
+        weights = random_weights(spec, np.random.default_rng(index))
+        report = run_verify(spec, weights, tolerance, batch=2, seed=index)
+        problems = []
+        if report.skipped:
+            problems.append(f"skipped {report.skipped}")
+        for c in report.comparisons:
+            if not c.max_abs <= tolerance:
+                where = f" from {c.first_divergence[0]}" if c.first_divergence else ""
+                problems.append(f"{c.first} vs {c.second}: {c.max_abs:.3g}{where}")
+        if not report.counts_agree:
+            problems.append(f"counts {report.counts}, checker {report.expected}")
+        problems += report.shape_mismatches
+        if problems:
+            outcome.failure = "; ".join(problems)
+    except Exception:
+        outcome.failure = traceback.format_exc(limit=8)
+    finally:
+        outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# Workers
+
+
+def _start_worker(onednn: bool) -> None:
+    """Before TensorFlow loads: oneDNN on or off, and one thread per framework, since the
+    campaign runs a worker per core."""
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn else "0"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import warnings
+
+    warnings.filterwarnings("ignore", message="You are using a softmax over axis")
+    import tensorflow as tf
+    import torch
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    torch.set_num_threads(1)
+
+
+def _run_one(seed: str, index: int, onednn: bool) -> dict[str, Any]:
+    import keras
+
+    keras.backend.clear_session()
+    outcome = examine(spec_text(seed, index), index)
+    return {**outcome.__dict__, "onednn": onednn}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--specs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", default=None, help="the campaign's seed (default: random)")
+    parser.add_argument("--output", default="runs/campaign")
+    parser.add_argument("--first", type=int, default=0, help="start at spec N (to replay)")
+    args = parser.parse_args(argv)
+    seed = args.seed or str(random.SystemRandom().randrange(2**32))
+    output = Path(args.output)
+    (output / "failures").mkdir(parents=True, exist_ok=True)
+    print(f"campaign seed {seed}: {args.specs} specs on {args.workers} workers", flush=True)
+    layer_kinds()
+
+    # multiprocessing.Pool rather than concurrent.futures: Python 3.11's ProcessPoolExecutor
+    # can hang when workers retire (max_tasks_per_child), and workers are retired here to give
+    # back what TensorFlow keeps between models.
+    context = get_context("spawn")
+    halves = [False, True] if args.workers > 1 else [False]
+    pools = {
+        onednn: context.Pool(
+            max(1, args.workers // len(halves)),
+            initializer=_start_worker,
+            initargs=(onednn,),
+            maxtasksperchild=100,
+        )
+        for onednn in halves
+    }
+    started = time.perf_counter()
+    pending = []
+    for index in range(args.first, args.first + args.specs):
+        onednn = halves[index % len(halves)]
+        pending.append(pools[onednn].apply_async(_run_one, (seed, index, onednn)))
+    results = []
+    tried = accepted = refused = failed = 0
+    codes: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    forms: Counter[str] = Counter()
+    for task in pending:
+        try:
+            result = task.get(timeout=600)
+        except Exception as error:  # a hang, or a crash in native code
+            result = {"index": -1, "text": "", "accepted": False, "failure": repr(error)}
+        results.append(result)
+        tried += 1
+        if result.get("accepted"):
+            accepted += 1
+            kinds.update(result["kinds"])
+            forms.update(f for f, pattern in FORMS.items() if re.search(pattern, result["text"]))
+        else:
+            refused += 1
+            codes.update(result.get("codes", []))
+        if result.get("failure"):
+            failed += 1
+            path = output / "failures" / f"{result['index']:05d}.cnn"
+            comment = "".join(f"# {line}\n" for line in str(result["failure"]).splitlines())
+            onednn_note = f"# oneDNN {'on' if result.get('onednn') else 'off'}\n"
+            path.write_text(comment + onednn_note + result["text"], encoding="utf-8")
+            print(f"FAILED spec {result['index']}: {str(result['failure'])[:300]}", flush=True)
+        if tried % 100 == 0:
+            print(
+                f"{tried} tried, {accepted} accepted, {refused} refused, {failed} failed "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    for pool in pools.values():
+        pool.close()
+        pool.join()
+    elapsed = time.perf_counter() - started
+    all_kinds = layer_kinds()
+    summary = {
+        "seed": seed,
+        "tried": tried,
+        "accepted": accepted,
+        "refused": refused,
+        "failures": failed,
+        "seconds": round(elapsed, 1),
+        "refusal_codes": dict(codes.most_common()),
+        "accepted_specs_per_kind": {k: kinds[k] for k in all_kinds},
+        "kinds_never_accepted": [k for k in all_kinds if not kinds[k]],
+        "accepted_specs_per_form": {f: forms[f] for f in FORMS},
+        "forms_never_accepted": [f for f in FORMS if not forms[f]],
+    }
+    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output / "results.json").write_text(json.dumps(results) + "\n")
+    print(json.dumps(summary, indent=2))
+    uncovered = summary["kinds_never_accepted"] or summary["forms_never_accepted"]
+    return 1 if failed or uncovered else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
