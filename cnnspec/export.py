@@ -21,6 +21,7 @@ import numpy as np
 from cnnspec import __version__
 from cnnspec.ir import Graph, Spec
 from cnnspec.layers import BatchNorm, Dense, Dropout
+from cnnspec.sections import Digits
 
 DEFAULT_OPSET = 18
 INPUT = "image"
@@ -300,7 +301,9 @@ def export(
         from cnnspec.quantize import calibration_batch, classifier_nodes, quantize_int8
 
         preprocessing = Preprocessing.from_metadata(props, Path(spec.path))
-        batch = calibration_batch(int8_calibration, preprocessing)
+        source = spec.data.source
+        fraction = source.test_fraction if isinstance(source, Digits) else 0.2
+        batch = calibration_batch(int8_calibration, preprocessing, (fraction, spec.train.seed))
         model = quantize_int8(model, batch, INPUT, classifier_nodes(graph))
     props["cnnspec.precision"] = (
         "int8" if int8_calibration is not None else "float16" if fp16 else "float32"

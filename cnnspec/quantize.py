@@ -34,15 +34,25 @@ class QuantizeError(Exception):
     """Calibration data is missing or unusable; reported as one line."""
 
 
-def calibration_batch(source: str, preprocessing: Preprocessing) -> np.ndarray:
+def calibration_batch(
+    source: str, preprocessing: Preprocessing, holdout: tuple[float, int] = (0.2, 0)
+) -> np.ndarray:
     """Up to CALIBRATION_LIMIT model inputs: `digits` (scikit-learn's bundled images, for
-    models trained on them) or a folder searched recursively for images."""
+    models trained on them: the first of the training split that the scripts hold `holdout`
+    = (test fraction, seed) out of, so the test images stay unseen) or a folder searched
+    recursively for images, in sorted order."""
     if source == "digits":
         from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
 
-        images = load_digits().images[:CALIBRATION_LIMIT, :, :, np.newaxis].astype(np.float32)
         if (preprocessing.height, preprocessing.width, preprocessing.channels) != (8, 8, 1):
             raise QuantizeError("calibration data 'digits' fits only 8x8x1 models")
+        digits = load_digits()
+        fraction, seed = holdout
+        train, _ = train_test_split(
+            digits.images, test_size=fraction, stratify=digits.target, random_state=seed
+        )
+        images = train[:CALIBRATION_LIMIT, :, :, np.newaxis].astype(np.float32)
         x = images * preprocessing.rescale  # the digits are already in their own 0-16 scale
         if preprocessing.mean is not None and preprocessing.std is not None:
             x = (x - np.asarray(preprocessing.mean)) / np.asarray(preprocessing.std)
