@@ -1,18 +1,16 @@
-"""Binding a call from the syntax tree (`conv2d(32, kernel=3)`) to a validated pydantic model.
+"""Binding a call from the syntax tree (`conv2d(32, kernel=3)`) to a validated argument model.
 
-Layers, optimizers, callbacks, augmentations and data sources are all calls with a pydantic
-argument model; they share this one binder, so every one of them reports unknown, missing,
-duplicated and out-of-range arguments the same way, at the argument's own span.
+Layers, optimizers, callbacks, augmentations and data sources are all calls with an argument
+model (`cnnspec.schema`); they share this one binder, so every one of them reports unknown,
+missing, duplicated and out-of-range arguments the same way, at the argument's own span.
 """
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
-
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.schema import Invalid, Model, Problem
 from cnnspec.source import Span
 
 
@@ -29,7 +27,7 @@ _CONSTANTS: dict[str, Any] = {"true": True, "false": False, "none": None}
 
 
 def to_python(value: ast.Value) -> Any:
-    """The plain Python value of a syntax-tree value: what pydantic validates."""
+    """The plain Python value of a syntax-tree value: what an argument model validates."""
     match value:
         case ast.Number(value=number):
             return number
@@ -56,20 +54,16 @@ def value_span(value: ast.Value) -> Span:
     return value.span
 
 
-class Bound(BaseModel):
+class Bound(Model):
     """A model bound from spec text: it remembers where it and each of its arguments came from."""
-
-    model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False
-    )
 
     # Positional arguments, in order. Everything else is keyword-only.
     positional: ClassVar[tuple[str, ...]] = ()
     # A field that collects any further positional arguments, as in `metrics(accuracy, auc)`.
     varargs: ClassVar[str | None] = None
-    # Names shown in completion and did-you-mean; by default all fields.
-    _span: Span | None = PrivateAttr(default=None)
-    _arg_spans: dict[str, Span] = PrivateAttr(default_factory=dict)
+    # Where the call and each argument were written (set by `located`; replaced, never mutated).
+    _span: Span | None = None
+    _arg_spans: dict[str, Span] = {}  # noqa: RUF012
 
     @property
     def span(self) -> Span | None:
@@ -101,45 +95,13 @@ class BoundArg:
     key_span: Span
 
 
-def error_text(error: dict[str, Any]) -> tuple[str, str | None]:
-    """A pydantic error as a short message and an optional hint."""
-    ctx = error.get("ctx") or {}
-    message = str(error.get("msg", "invalid value"))
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    elif message.startswith("Input should be"):
-        message = "must be" + message[len("Input should be") :]
-    hint = ctx.get("hint") if isinstance(ctx, dict) else None
-    if error.get("type") == "literal_error" and isinstance(error.get("input"), str):
-        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        hint = did_you_mean(error["input"], choices)
-    return message, hint if isinstance(hint, str) else None
-
-
-def most_relevant(errors: list[Any]) -> list[Any]:
-    """One error per argument. A union type (`padding`: a word or a number) fails once per
-    alternative; keep the alternative that matches what was written: the word list for a word,
-    the numeric bound for a number."""
-    by_field: dict[object, list[Any]] = {}
-    for error in errors:
-        loc = error.get("loc") or ()
-        by_field.setdefault(loc[0] if loc else None, []).append(error)
-    chosen = []
-    for group in by_field.values():
-        if len(group) == 1:
-            chosen.append(group[0])
-            continue
-        written = group[0].get("input")
-        if isinstance(written, str):
-            preferred = [e for e in group if e.get("type") == "literal_error"]
-        else:
-            preferred = [
-                e
-                for e in group
-                if e.get("type") != "literal_error" and not str(e.get("type")).endswith("_type")
-            ]
-        chosen.append((preferred or group)[0])
-    return chosen
+def problem_text(problem: Problem) -> tuple[str, str | None]:
+    """A problem's message, and its hint: for a word that is not one of the allowed ones, the
+    closest of them."""
+    hint = problem.hint
+    if hint is None and problem.kind == "choice" and isinstance(problem.value, str):
+        hint = did_you_mean(problem.value, [str(c) for c in problem.choices])
+    return problem.message, hint
 
 
 def phrase(field: str | None, what: str, message: str, value: Any) -> str:
@@ -252,17 +214,15 @@ def validate(
     name_span: Span | None = None,
     complete: bool = True,
 ) -> M | None:
-    """Validate collected arguments; report each pydantic error at its argument's span.
+    """Validate collected arguments; report each problem at its argument's span.
     When some arguments could not be placed (`complete=False`), 'missing argument' errors are
     left out: the misplaced argument was probably meant to supply it."""
     try:
         bound = model.model_validate({k: a.value for k, a in args.items()})
-    except ValidationError as exc:
-        for error in most_relevant(exc.errors(include_url=False)):
-            loc = error.get("loc") or ()
-            field = str(loc[0]) if loc else None
-            message, hint = error_text(error)
-            if error.get("type") == "missing" and field is not None:
+    except Invalid as invalid:
+        for problem in invalid.problems:
+            field = problem.field
+            if problem.kind == "missing" and field is not None:
                 if not complete:
                     continue
                 diagnostics.error(
@@ -272,6 +232,7 @@ def validate(
                     _missing_hint(model, field),
                 )
                 continue
+            message, hint = problem_text(problem)
             arg = args.get(field) if field else None
             span = arg.span if arg else call_span
             diagnostics.error(
@@ -299,7 +260,7 @@ def bind_call(call: ast.Call, model: type[M], what: str, diagnostics: Diagnostic
 
 def bind_value(value: CallValue | str, model: type[M], what: str) -> M:
     """Bind a call or bare name that arrived as a value inside another call's arguments
-    (for example `activation=leaky_relu(alpha=0.1)`). Raises ValueError, which pydantic turns
+    (for example `activation=leaky_relu(alpha=0.1)`). Raises ValueError, which validation turns
     into an error located at the enclosing argument."""
     if isinstance(value, str):
         return model.model_validate({})
@@ -314,8 +275,7 @@ def bind_value(value: CallValue | str, model: type[M], what: str) -> M:
         args[key] = item
     try:
         return model.model_validate(args)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        message, _ = error_text(first)
-        field = ".".join(str(p) for p in first.get("loc", ()))
-        raise ValueError(f"argument '{field}' of {what} {message}") from None
+    except Invalid as invalid:
+        first = invalid.problems[0]
+        where = f"argument '{first.field}' of {what}" if first.field else what
+        raise ValueError(f"{where} {first.message}") from None

@@ -6,39 +6,31 @@ errors such as a missing file. No input produces a Python traceback.
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
 import sys
-from enum import StrEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any, NoReturn
 
 from cnnspec import __version__
 from cnnspec.compiler import Compilation, compile_source
 from cnnspec.diagnostics import Severity, render_json, render_text
 from cnnspec.source import Source
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="A declarative model-spec compiler for convolutional networks.",
-)
+
+class Exit(Exception):
+    """Leave the command with this exit status (what it had to say is already printed)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
-class DiagnosticFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
-class SummaryFormat(StrEnum):
-    table = "table"
-    json = "json"
-
-
-SpecPath = Annotated[Path, typer.Argument(help="A .cnn spec file.", show_default=False)]
+def echo(message: str = "", err: bool = False, nl: bool = True) -> None:
+    stream = sys.stderr if err else sys.stdout
+    stream.write(message + ("\n" if nl else ""))
+    stream.flush()
 
 
 def _color(stream: object) -> bool:
@@ -65,9 +57,9 @@ def _load(path: Path) -> Source:
         _usage_error(f"cannot read {path}: {error.strerror}")
 
 
-def _usage_error(message: str) -> typer.Exit:
-    typer.echo(f"cnnspec: error: {message}", err=True)
-    raise typer.Exit(2)
+def _usage_error(message: str) -> NoReturn:
+    echo(f"cnnspec: error: {message}", err=True)
+    raise Exit(2)
 
 
 def _print_diagnostics(compilation: Compilation) -> None:
@@ -78,7 +70,7 @@ def _print_diagnostics(compilation: Compilation) -> None:
         style = "1;31" if diagnostic.severity is Severity.ERROR else "1;33"
         label = f"{diagnostic.severity}[{diagnostic.code}]"
         head = head.replace(label, _paint(label, style, color), 1)
-        typer.echo(f"{head}\n{rest}\n", err=True)
+        echo(f"{head}\n{rest}\n", err=True)
 
 
 def _tally(compilations: list[Compilation]) -> tuple[int, int]:
@@ -97,10 +89,8 @@ def _checked_or_exit(
     _print_diagnostics(compilation)
     if not compilation.ok or compilation.spec is None:
         errors, warnings = _tally([compilation])
-        typer.echo(
-            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{consequence}", err=True
-        )
-        raise typer.Exit(1)
+        echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{consequence}", err=True)
+        raise Exit(1)
     return compilation
 
 
@@ -111,47 +101,39 @@ def _write_or_exit(target: Path, content: str | bytes, force: bool, state: Any =
     try:
         return str(write_generated(target, content, force=force, state=state))
     except Refused as refused:
-        typer.echo(f"cnnspec: error: {refused}", err=True)
-        typer.echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
-        raise typer.Exit(1) from None
+        echo(f"cnnspec: error: {refused}", err=True)
+        echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
+        raise Exit(1) from None
     except OSError as error:
-        typer.echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
-        raise typer.Exit(1) from None
+        echo(f"cnnspec: error: cannot write {target}: {error.strerror}", err=True)
+        raise Exit(1) from None
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-@app.command()
-def check(
-    specs: Annotated[
-        list[Path], typer.Argument(help="One or more .cnn spec files; - reads standard input.")
-    ],
-    format: Annotated[
-        DiagnosticFormat, typer.Option("--format", "-f", help="text, or json for editors and CI.")
-    ] = DiagnosticFormat.text,
-) -> None:
+def check(args: argparse.Namespace) -> None:
     """Parse and check specs: shapes, parameters, data and training schedule."""
-    compilations = [compile_source(_load(path)) for path in specs]
-    if format is DiagnosticFormat.json:
-        typer.echo(render_json((c.source, c.diagnostics) for c in compilations))
+    compilations = [compile_source(_load(path)) for path in args.specs]
+    if args.format == "json":
+        echo(render_json((c.source, c.diagnostics) for c in compilations))
     else:
         for compilation in compilations:
             _print_diagnostics(compilation)
             spec = compilation.spec
             if compilation.ok and spec is not None:
                 params = spec.model.params
-                typer.echo(
+                echo(
                     f"{compilation.source.path}: ok: {_plural(len(spec.model.nodes), 'layer')}, "
                     f"{params.total:,} params ({params.trainable:,} trainable), "
                     f"output {spec.model.output_shape}"
                 )
         errors, warnings = _tally(compilations)
         if errors or warnings:
-            typer.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
+            echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
     if any(c.diagnostics.has_errors for c in compilations):
-        raise typer.Exit(1)
+        raise Exit(1)
 
 
 def _replace_text(path: Path, text: str) -> None:
@@ -174,25 +156,13 @@ def _replace_text(path: Path, text: str) -> None:
         raise
 
 
-@app.command()
-def fmt(
-    specs: Annotated[
-        list[Path],
-        typer.Argument(help="Spec files to format in place; - formats standard input to stdout."),
-    ],
-    check_only: Annotated[
-        bool,
-        typer.Option("--check", help="Change nothing; exit 1 when a file would be reformatted."),
-    ] = False,
-    diff: Annotated[
-        bool, typer.Option("--diff", help="Print the changes as a unified diff; change nothing.")
-    ] = False,
-) -> None:
+def fmt(args: argparse.Namespace) -> None:
     """Rewrite specs in the canonical layout, keeping their comments and their meaning."""
     import difflib
 
     from cnnspec.fmt import format_text
 
+    specs, check_only, diff = args.specs, args.check, args.diff
     sources = [_load(path) for path in specs]
     # Standard output carries the diff, or standard input's formatted text: status goes aside.
     status_err = diff or (not check_only and any(str(p) == "-" for p in specs))
@@ -205,11 +175,11 @@ def fmt(
             if compilation.spec is None and compilation.diagnostics.has_errors:
                 _print_diagnostics(compilation)
             else:  # the formatter's own guard refused: a bug, reported rather than written
-                typer.echo(f"cnnspec: error: {source.path} cannot be formatted safely", err=True)
+                echo(f"cnnspec: error: {source.path} cannot be formatted safely", err=True)
             continue
         stdin = str(path) == "-"
         if stdin and not (check_only or diff):
-            typer.echo(formatted, nl=False)
+            echo(formatted, nl=False)
         if formatted == source.text:
             unchanged += 1
             continue
@@ -220,17 +190,17 @@ def fmt(
             lines = difflib.unified_diff(
                 before, formatted.splitlines(True), source.path, source.path
             )
-            typer.echo("".join(lines), nl=False)
+            echo("".join(lines), nl=False)
         if check_only:
-            typer.echo(f"would reformat {source.path}", err=status_err)
+            echo(f"would reformat {source.path}", err=status_err)
         elif not diff and not stdin:
             try:
                 _replace_text(path, formatted)
             except OSError as error:
-                typer.echo(f"cnnspec: error: cannot write {path}: {error.strerror}", err=True)
+                echo(f"cnnspec: error: cannot write {path}: {error.strerror}", err=True)
                 changed, failed = changed - 1, failed + 1
                 continue
-            typer.echo(f"reformatted {source.path}", err=status_err)
+            echo(f"reformatted {source.path}", err=status_err)
     if not all(str(p) == "-" for p in specs) or check_only or diff:
         would = check_only or diff
         parts = [
@@ -239,29 +209,25 @@ def fmt(
         ]
         if failed:
             parts.append(f"{_plural(failed, 'file')} not formatted")
-        typer.echo(", ".join(parts), err=status_err)
+        echo(", ".join(parts), err=status_err)
     if failed or ((check_only or diff) and changed):
-        raise typer.Exit(1)
+        raise Exit(1)
 
 
-@app.command()
-def summary(
-    spec: SpecPath,
-    format: Annotated[
-        SummaryFormat, typer.Option("--format", "-f", help="table, or json for tools.")
-    ] = SummaryFormat.table,
-) -> None:
+def summary(args: argparse.Namespace) -> None:
     """Show every layer's output shape, parameters, MACs and receptive field."""
     from cnnspec.summary import render_table, to_json
 
-    compilation = compile_source(_load(spec))
+    compilation = compile_source(_load(args.spec))
     _print_diagnostics(compilation)
     if not compilation.ok or compilation.spec is None:
         errors, warnings = _tally([compilation])
-        typer.echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
-        raise typer.Exit(1)
-    if format is SummaryFormat.json:
-        typer.echo(json.dumps(to_json(compilation.spec), indent=2))
+        echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
+        raise Exit(1)
+    if args.format == "json":
+        import json
+
+        echo(json.dumps(to_json(compilation.spec), indent=2))
         return
     from rich.console import Console
 
@@ -272,112 +238,29 @@ def summary(
     console.print(render_table(compilation.spec))
 
 
-class Backend(StrEnum):
-    keras = "keras"
-    pytorch = "pytorch"
-
-
-@app.command()
-def build(
-    spec: SpecPath,
-    backend: Annotated[
-        Backend, typer.Option("--backend", "-b", help="What to generate.")
-    ] = Backend.keras,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output",
-            "-o",
-            help="Output file (default: build/<spec>_<backend>.py).",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Overwrite a file cnnspec did not write, or one edited since."
-        ),
-    ] = False,
-) -> None:
+def build(args: argparse.Namespace) -> None:
     """Generate a standalone training script for a spec."""
     from cnnspec.backends import backend as load_backend
 
+    spec, output, force = args.spec, args.output, args.force
     compilation = _checked_or_exit(spec, "; nothing written")
-    module = load_backend(backend.value)
+    module = load_backend(args.backend)
     stem = spec.stem if str(spec) != "-" else compilation.spec.name
     source_name = spec.name if str(spec) != "-" else "<stdin>"
     target = output or Path("build") / f"{stem}{module.SUFFIX}"
     text = module.emit(compilation.spec, source_name)
     outcome = _write_or_exit(target, text, force)
     lines = text.count("\n")
-    typer.echo(f"{outcome} {target} ({backend.value}, {lines} lines)")
+    echo(f"{outcome} {target} ({args.backend}, {lines} lines)")
 
 
-class InputLayout(StrEnum):
-    nchw = "nchw"
-    nhwc = "nhwc"
-
-
-ImageSize = Annotated[
-    int | None,
-    typer.Option(
-        "--image-size",
-        min=1,
-        help="Build for N x N inputs instead of the spec's size, as the scripts' --image-size.",
-        show_default=False,
-    ),
-]
-
-
-@app.command()
-def export(
-    spec: SpecPath,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--weights",
-            "-w",
-            help="weights.safetensors written by a generated script (default: initialised "
-            "from the spec's seed).",
-            show_default=False,
-        ),
-    ] = None,
-    image_size: ImageSize = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Output file (default: build/<spec>.onnx).", show_default=False
-        ),
-    ] = None,
-    opset: Annotated[int, typer.Option("--opset", min=13, help="ONNX opset.")] = 18,
-    input_layout: Annotated[
-        InputLayout, typer.Option("--input-layout", help="nhwc adds a transpose in front.")
-    ] = InputLayout.nchw,
-    fp16: Annotated[
-        bool, typer.Option("--fp16", help="float16 weights and arithmetic; float32 input/output.")
-    ] = False,
-    int8: Annotated[
-        bool, typer.Option("--int8", help="Static int8 quantisation (needs --calibration-data).")
-    ] = False,
-    calibration_data: Annotated[
-        str | None,
-        typer.Option(
-            "--calibration-data",
-            help="A folder of images, or 'digits', to calibrate --int8 on.",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Overwrite a file cnnspec did not write, or one edited since."
-        ),
-    ] = False,
-) -> None:
+def export(args: argparse.Namespace) -> None:
     """Export the spec's network to ONNX, with trained or seeded weights."""
     from cnnspec.artifact import State
 
-    compilation = _checked_or_exit(spec, "; nothing written", image_size)
+    spec, weights, output, force = args.spec, args.weights, args.output, args.force
+    opset, fp16, int8, calibration_data = args.opset, args.fp16, args.int8, args.calibration_data
+    compilation = _checked_or_exit(spec, "; nothing written", args.image_size)
     checked = compilation.spec
     try:
         import onnx
@@ -385,13 +268,11 @@ def export(
         from cnnspec import export as onnx_export
         from cnnspec.quantize import QuantizeError
     except ImportError:
-        typer.echo(
-            "cnnspec: error: export needs the onnx package: pip install 'cnnspec[onnx]'", err=True
-        )
-        raise typer.Exit(1) from None
+        echo("cnnspec: error: export needs the onnx package: pip install 'cnnspec[onnx]'", err=True)
+        raise Exit(1) from None
     if weights is None:
         tensors = onnx_export.initial_weights(checked, checked.train.seed)
-        typer.echo(
+        echo(
             f"cnnspec: warning: no --weights: initialised from seed {checked.train.seed}; "
             "the model predicts nothing useful",
             err=True,
@@ -402,23 +283,23 @@ def export(
         except FileNotFoundError:
             _usage_error(f"no such file: {weights}")
         except Exception as error:  # safetensors reports a bad header as several types
-            typer.echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
-            raise typer.Exit(1) from None
+            echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
+            raise Exit(1) from None
     try:
         if int8 and fp16:
             _usage_error("--int8 and --fp16 exclude each other")
         if int8 and calibration_data is None:
             _usage_error("--int8 needs --calibration-data DIR or --calibration-data digits")
         model = onnx_export.export(
-            checked, tensors, opset, input_layout.value, fp16, calibration_data if int8 else None
+            checked, tensors, opset, args.input_layout, fp16, calibration_data if int8 else None
         )
         onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
-        typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
-        raise typer.Exit(1) from None
+        echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
+        raise Exit(1) from None
     except (QuantizeError, onnx_export.ExportError) as error:
-        typer.echo(f"cnnspec: error: {error}", err=True)
-        raise typer.Exit(1) from None
+        echo(f"cnnspec: error: {error}", err=True)
+        raise Exit(1) from None
     stem = spec.stem if str(spec) != "-" else checked.name
     target = output or Path("build") / f"{stem}.onnx"
 
@@ -434,7 +315,7 @@ def export(
     outcome = _write_or_exit(target, model.SerializeToString(), force, state)
     params = checked.model.params.total
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    typer.echo(
+    echo(
         f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}"
         f"{', int8' if int8 else ''}, "
         f"{params:,} parameters, "
@@ -442,21 +323,10 @@ def export(
     )
 
 
-@app.command()
-def verify(
-    spec: SpecPath,
-    weights: Annotated[
-        Path | None,
-        typer.Option(
-            "--weights", "-w", help="weights.safetensors (default: seeded).", show_default=False
-        ),
-    ] = None,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed error.")] = 1e-4,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Random inputs to compare.")] = 4,
-    image_size: ImageSize = None,
-) -> None:
+def verify(args: argparse.Namespace) -> None:
     """Prove that Keras, PyTorch and ONNX compute the same outputs with the same weights."""
-    compilation = _checked_or_exit(spec, image_size=image_size)
+    weights, tolerance = args.weights, args.tolerance
+    compilation = _checked_or_exit(args.spec, image_size=args.image_size)
     checked = compilation.spec
     assert checked is not None
     from cnnspec import export as onnx_export
@@ -472,186 +342,318 @@ def verify(
         except FileNotFoundError:
             _usage_error(f"no such file: {weights}")
         except onnx_export.WeightError as error:
-            typer.echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
-            raise typer.Exit(1) from None
+            echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
+            raise Exit(1) from None
         except Exception as error:
-            typer.echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
-            raise typer.Exit(1) from None
+            echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
+            raise Exit(1) from None
         source = str(weights)
-    report = run_verify(checked, tensors, tolerance, batch)
-    typer.echo(
+    report = run_verify(checked, tensors, tolerance, args.batch)
+    echo(
         f"verify {checked.name}: {len(report.ran)} backends, {report.batch} random inputs, "
         f"{source}, tolerance {tolerance:g}"
     )
     for name, why in report.skipped.items():
-        typer.echo(f"  skipped {name}: {why}")
-    typer.echo(f"  {'pair':<20} {'max abs error':>14} {'max rel error':>14}")
+        echo(f"  skipped {name}: {why}")
+    echo(f"  {'pair':<20} {'max abs error':>14} {'max rel error':>14}")
     for c in report.comparisons:
         verdict = "ok" if c.max_abs <= tolerance else "DIFFERENT"
         pair = f"{c.first} vs {c.second}"
-        typer.echo(f"  {pair:<20} {c.max_abs:>14.3g} {c.max_rel:>14.3g}  {verdict}")
+        echo(f"  {pair:<20} {c.max_abs:>14.3g} {c.max_rel:>14.3g}  {verdict}")
         if c.first_divergence is not None:
             layer, error = c.first_divergence
-            typer.echo(f"    first layer that differs: {layer} (max abs error {error:.3g})")
+            echo(f"    first layer that differs: {layer} (max abs error {error:.3g})")
     trainable, fixed = report.expected
     if report.counts_agree:
         where = ["the checker", *report.counts]
         alike = ", ".join(where[:-1]) + " and " + where[-1] if len(where) > 1 else where[0]
-        typer.echo(
-            f"  parameters: {trainable + fixed:,} ({trainable:,} trainable) in {alike}  ok"
-        )
+        echo(f"  parameters: {trainable + fixed:,} ({trainable:,} trainable) in {alike}  ok")
     else:
-        typer.echo(f"  parameters: {trainable:,} trainable + {fixed:,} fixed in the checker")
+        echo(f"  parameters: {trainable:,} trainable + {fixed:,} fixed in the checker")
         for name, (got_trainable, got_fixed) in report.counts.items():
             verdict = "ok" if (got_trainable, got_fixed) == report.expected else "DIFFERENT"
-            typer.echo(f"    {name}: {got_trainable:,} trainable + {got_fixed:,} fixed  {verdict}")
+            echo(f"    {name}: {got_trainable:,} trainable + {got_fixed:,} fixed  {verdict}")
     for mismatch in report.shape_mismatches:
-        typer.echo(f"  shape DIFFERENT: {mismatch}")
+        echo(f"  shape DIFFERENT: {mismatch}")
     if not report.comparisons:
-        typer.echo(
-            "cnnspec: error: fewer than two backends are installed: nothing to compare", err=True
-        )
-        raise typer.Exit(1)
+        echo("cnnspec: error: fewer than two backends are installed: nothing to compare", err=True)
+        raise Exit(1)
     if not report.passed(tolerance):
-        raise typer.Exit(1)
-    typer.echo("equivalent: every pair agrees within the tolerance")
+        raise Exit(1)
+    echo("equivalent: every pair agrees within the tolerance")
 
 
-class Provider(StrEnum):
-    auto = "auto"
-    cuda = "cuda"
-    tensorrt = "tensorrt"
-    cpu = "cpu"
-
-
-class PredictFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
-@app.command()
-def predict(
-    model: Annotated[Path, typer.Argument(help="A model written by `cnnspec export`.")],
-    images: Annotated[list[Path], typer.Argument(help="PNG or JPEG files.")],
-    provider: Annotated[
-        Provider, typer.Option("--provider", help="auto tries TensorRT, CUDA, then CPU.")
-    ] = Provider.auto,
-    top: Annotated[int, typer.Option("--top", min=1, help="Classes to show per image.")] = 3,
-    format: Annotated[
-        PredictFormat, typer.Option("--format", "-f", help="text, or json.")
-    ] = PredictFormat.text,
-) -> None:
+def predict(args: argparse.Namespace) -> None:
     """Classify images with an exported ONNX model under onnxruntime."""
     try:
         from cnnspec.predict import PredictError
         from cnnspec.predict import predict as run_predict
     except ImportError:
-        typer.echo(
-            "cnnspec: error: predict needs onnxruntime: pip install 'cnnspec[onnx]'", err=True
-        )
-        raise typer.Exit(1) from None
+        echo("cnnspec: error: predict needs onnxruntime: pip install 'cnnspec[onnx]'", err=True)
+        raise Exit(1) from None
     try:
-        results, ran = run_predict(model, images, provider.value, top)
+        results, ran = run_predict(args.model, args.images, args.provider, args.top)
     except PredictError as error:
-        typer.echo(f"cnnspec: error: {error}", err=True)
-        raise typer.Exit(1) from None
-    if format is PredictFormat.json:
-        typer.echo(json.dumps({"provider": ran, "predictions": results}, indent=2))
+        echo(f"cnnspec: error: {error}", err=True)
+        raise Exit(1) from None
+    if args.format == "json":
+        import json
+
+        echo(json.dumps({"provider": ran, "predictions": results}, indent=2))
         return
-    typer.echo(f"ran on {ran}")
+    echo(f"ran on {ran}")
     for result in results:
         best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-        typer.echo(f"{result['image']}: {result['prediction']}  ({best})")
+        echo(f"{result['image']}: {result['prediction']}  ({best})")
 
 
-@app.command("bench")
-def bench_command(
-    model: Annotated[Path, typer.Argument(help="A model written by `cnnspec export`.")],
-    provider: Annotated[
-        Provider, typer.Option("--provider", help="auto tries TensorRT, CUDA, then CPU.")
-    ] = Provider.auto,
-    calls: Annotated[int, typer.Option("--calls", min=10, help="Timed calls at batch 1.")] = 200,
-) -> None:
+def bench_command(args: argparse.Namespace) -> None:
     """Latency and throughput of an exported model under onnxruntime."""
     try:
         from cnnspec.benchmark import bench
         from cnnspec.predict import PredictError
     except ImportError:
-        typer.echo("cnnspec: error: bench needs onnxruntime: pip install 'cnnspec[onnx]'", err=True)
-        raise typer.Exit(1) from None
+        echo("cnnspec: error: bench needs onnxruntime: pip install 'cnnspec[onnx]'", err=True)
+        raise Exit(1) from None
+    model = args.model
     try:
-        report = bench(model, provider.value, calls)
+        report = bench(model, args.provider, args.calls)
     except PredictError as error:
-        typer.echo(f"cnnspec: error: {error}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{model} on {report.provider}, full graph optimisation")
+        echo(f"cnnspec: error: {error}", err=True)
+        raise Exit(1) from None
+    echo(f"{model} on {report.provider}, full graph optimisation")
     for timing in report.timings:
-        typer.echo(
+        echo(
             f"  batch {timing.batch:>2}: {timing.median_ms:8.3f} ms median "
             f"(p90 {timing.p90_ms:.3f}), {timing.images_per_second:,.0f} images/s"
         )
     left = report.optimised_ops.get("BatchNormalization", 0)
-    typer.echo(f"  BatchNormalization nodes after optimisation: {left}")
+    echo(f"  BatchNormalization nodes after optimisation: {left}")
 
 
-@app.command()
-def layers(
-    markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table.")] = False,
-) -> None:
+def layers(args: argparse.Namespace) -> None:
     """List every layer kind with its arguments and defaults."""
     from cnnspec.reference import layer_rows
 
     rows = layer_rows()
-    if markdown:
-        typer.echo("| layer | arguments (defaults) | what it does |\n|---|---|---|")
+    if args.markdown:
+        echo("| layer | arguments (defaults) | what it does |\n|---|---|---|")
         for name, args, doc in rows:
-            typer.echo(f"| `{name}` | {args} | {doc} |")
+            echo(f"| `{name}` | {args} | {doc} |")
         return
     width = max(len(name) for name, _, _ in rows)
     for name, args, doc in rows:
-        typer.echo(f"{name.ljust(width)}  {args}\n{' ' * width}  {doc}")
+        echo(f"{name.ljust(width)}  {args}\n{' ' * width}  {doc}")
 
 
-@app.command()
-def lsp(
-    debounce_ms: Annotated[
-        int,
-        typer.Option("--debounce-ms", min=0, help="Wait after an edit before checking again."),
-    ] = 150,
-    stdio: Annotated[
-        bool,
-        # Editors' LSP clients (vscode-languageclient, Neovim's) may pass --stdio: stdio is
-        # the only transport, so the flag is accepted and means nothing more.
-        typer.Option("--stdio", hidden=True),
-    ] = False,
-) -> None:
+def lsp(args: argparse.Namespace) -> None:
     """Run the language server over stdio (for editors; needs cnnspec[lsp])."""
     try:
         from cnnspec.lsp import serve
     except ImportError:
-        typer.echo(
+        echo(
             "cnnspec: error: the language server needs pygls: pip install 'cnnspec[lsp]'",
             err=True,
         )
-        raise typer.Exit(1) from None
-    serve(debounce_ms / 1000)
+        raise Exit(1) from None
+    serve(args.debounce_ms / 1000)
 
 
-@app.command()
-def version() -> None:
+def version(args: argparse.Namespace) -> None:
     """Print the cnnspec version."""
-    typer.echo(f"cnnspec {__version__}")
+    echo(f"cnnspec {__version__}")
 
 
-def main() -> None:
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnspec",
+        description="A declarative model-spec compiler for convolutional networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
+        doc = (run.__doc__ or "").strip()
+        sub = commands.add_parser(name, help=doc.split("\n")[0], description=doc)
+        sub.set_defaults(run=run)
+        return sub
+
+    spec_help = "a .cnn spec file; - reads standard input"
+    image_size_help = (
+        "build for N x N inputs instead of the spec's size, as the scripts' --image-size"
+    )
+    force_help = "overwrite a file cnnspec did not write, or one edited since"
+    providers = ["auto", "cuda", "tensorrt", "cpu"]
+
+    sub = command("check", check)
+    sub.add_argument(
+        "specs", nargs="+", type=Path, metavar="SPEC", help="spec files; - reads standard input"
+    )
+    sub.add_argument(
+        "--format",
+        "-f",
+        choices=["text", "json"],
+        default="text",
+        help="text, or json for editors and CI",
+    )
+
+    sub = command("fmt", fmt)
+    sub.add_argument(
+        "specs",
+        nargs="+",
+        type=Path,
+        metavar="SPEC",
+        help="spec files to format in place; - formats standard input to stdout",
+    )
+    sub.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 when a file would be reformatted",
+    )
+    sub.add_argument(
+        "--diff", action="store_true", help="print the changes as a unified diff; change nothing"
+    )
+
+    sub = command("summary", summary)
+    sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
+    sub.add_argument(
+        "--format",
+        "-f",
+        choices=["table", "json"],
+        default="table",
+        help="table, or json for tools",
+    )
+
+    sub = command("build", build)
+    sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
+    sub.add_argument(
+        "--backend",
+        "-b",
+        choices=["keras", "pytorch"],
+        default="keras",
+        help="what to generate (default: keras)",
+    )
+    sub.add_argument(
+        "--output", "-o", type=Path, help="output file (default: build/<spec>_<backend>.py)"
+    )
+    sub.add_argument("--force", action="store_true", help=force_help)
+
+    sub = command("export", export)
+    sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
+    sub.add_argument(
+        "--weights",
+        "-w",
+        type=Path,
+        help="weights.safetensors written by a generated script (default: initialised from the spec's seed)",
+    )
+    sub.add_argument("--image-size", type=_at_least(1), metavar="N", help=image_size_help)
+    sub.add_argument("--output", "-o", type=Path, help="output file (default: build/<spec>.onnx)")
+    sub.add_argument("--opset", type=_at_least(13), default=18, help="ONNX opset (default: 18)")
+    sub.add_argument(
+        "--input-layout",
+        choices=["nchw", "nhwc"],
+        default="nchw",
+        help="nhwc adds a transpose in front",
+    )
+    sub.add_argument(
+        "--fp16", action="store_true", help="float16 weights and arithmetic; float32 input/output"
+    )
+    sub.add_argument(
+        "--int8", action="store_true", help="static int8 quantisation (needs --calibration-data)"
+    )
+    sub.add_argument(
+        "--calibration-data",
+        metavar="DIR",
+        help="a folder of images, or 'digits', to calibrate --int8 on",
+    )
+    sub.add_argument("--force", action="store_true", help=force_help)
+
+    sub = command("verify", verify)
+    sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
+    sub.add_argument("--weights", "-w", type=Path, help="weights.safetensors (default: seeded)")
+    sub.add_argument(
+        "--tolerance", type=float, default=1e-4, help="largest allowed error (default: 1e-4)"
+    )
+    sub.add_argument(
+        "--batch", type=_at_least(1), default=4, help="random inputs to compare (default: 4)"
+    )
+    sub.add_argument("--image-size", type=_at_least(1), metavar="N", help=image_size_help)
+
+    sub = command("predict", predict)
+    sub.add_argument(
+        "model", type=Path, metavar="MODEL", help="a model written by `cnnspec export`"
+    )
+    sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG or JPEG files")
+    sub.add_argument(
+        "--provider", choices=providers, default="auto", help="auto tries TensorRT, CUDA, then CPU"
+    )
+    sub.add_argument(
+        "--top", type=_at_least(1), default=3, help="classes to show per image (default: 3)"
+    )
+    sub.add_argument(
+        "--format", "-f", choices=["text", "json"], default="text", help="text, or json"
+    )
+
+    sub = command("bench", bench_command)
+    sub.add_argument(
+        "model", type=Path, metavar="MODEL", help="a model written by `cnnspec export`"
+    )
+    sub.add_argument(
+        "--provider", choices=providers, default="auto", help="auto tries TensorRT, CUDA, then CPU"
+    )
+    sub.add_argument(
+        "--calls", type=_at_least(10), default=200, help="timed calls at batch 1 (default: 200)"
+    )
+
+    sub = command("layers", layers)
+    sub.add_argument("--markdown", action="store_true", help="a markdown table")
+
+    sub = command("lsp", lsp)
+    sub.add_argument(
+        "--debounce-ms",
+        type=_at_least(0),
+        default=150,
+        help="wait after an edit before checking again (default: 150)",
+    )
+    # Editors' LSP clients (vscode-languageclient, Neovim's) may pass --stdio: stdio is the
+    # only transport, so the flag is accepted and means nothing more.
+    sub.add_argument("--stdio", action="store_true", help=argparse.SUPPRESS)
+
+    command("version", version)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    parser = _parser()
+    args = parser.parse_args(argv)  # a usage error exits here, with status 2
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        sys.exit(2)
     try:
-        app()
+        args.run(args)
+    except Exit as exit:
+        sys.exit(exit.code)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as error:  # a bug in cnnspec: still no traceback, and a way to report it
-        typer.echo(
+        echo(
             f"cnnspec: internal error: {type(error).__name__}: {error}\n"
             "please report this, with the spec that caused it",
             err=True,
         )
         sys.exit(70)
+    sys.exit(0)

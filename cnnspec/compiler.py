@@ -51,8 +51,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         return Compilation(source, diagnostics, None, document)
     spec = Spec(
         name=lowered.graph.name,
-        path=source.path,
-        sha256=source.sha256,
+        source=source,
         model=lowered.graph,
         data=lowered.data or DataSection(),
         augment=lowered.augment or AugmentSection(),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -133,6 +131,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     prefixed = [c for c in pool if c.startswith(word) and c != word] if len(word) >= 2 else []
     if len(prefixed) == 1:
         return f"did you mean '{prefixed[0]}'?"
+    import difflib  # here, not at the top: `cnnspec check` on a good spec never needs it
+
     matches = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not matches:
         lowered = {c.lower(): c for c in pool}
@@ -160,6 +160,8 @@ def render_text(diagnostic: Diagnostic, source: Source) -> str:
 
 
 def render_json(groups: Iterable[tuple[Source, Iterable[Diagnostic]]]) -> str:
+    import json
+
     return json.dumps(
         [d.to_json(source.path) for source, diagnostics in groups for d in diagnostics], indent=2
     )

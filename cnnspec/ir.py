@@ -5,32 +5,29 @@ shape, its parameter counts, MACs and receptive field, computed once by the lowe
 backends read them and never recompute them.
 """
 
+from dataclasses import dataclass, field
 from math import prod
 from typing import ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, SerializeAsAny
 
 from cnnspec.backbones import BACKBONES, Backbone, BackboneArgs
 from cnnspec.registry import LayerArgs, Params, Shape
 from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, Phase, TrainSection
-from cnnspec.source import Span
+from cnnspec.source import Source, Span
 
 FLOAT32_BYTES = 4
 
 
-class ReceptiveField(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+@dataclass(frozen=True, slots=True)
+class ReceptiveField:
     size: tuple[int, int]
     jump: tuple[int, int]
 
 
-class Node(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
+@dataclass(kw_only=True)
+class Node:
     name: str
     kind: str
-    layer: SerializeAsAny[LayerArgs]
+    layer: LayerArgs
     inputs: tuple[str, ...]
     span: Span
     # Enclosing named blocks, outermost first: ("stage2", "unit1"). Freeze patterns match these.
@@ -38,7 +35,7 @@ class Node(BaseModel):
     # "shortcut" marks the projection the compiler inserts on a residual's skip path.
     role: Literal["layer", "shortcut", "join"] = "layer"
     output_shape: Shape | None = None
-    params: Params = Params()
+    params: Params = field(default_factory=Params)
     macs: int = 0
     receptive_field: ReceptiveField | None = None
 
@@ -48,11 +45,10 @@ class Node(BaseModel):
         return prod(self.output_shape) * FLOAT32_BYTES if self.output_shape else 0
 
 
-class BackboneUse(BaseModel):
+@dataclass(kw_only=True)
+class BackboneUse:
     """A model's `backbone NAME(...)`: the library network, its arguments, and the nodes it
     became (in the `backbone` block, named as keras.applications names them)."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     name: str
     args: BackboneArgs
@@ -64,19 +60,18 @@ class BackboneUse(BaseModel):
         return BACKBONES[self.name]
 
 
-class Graph(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
+@dataclass(kw_only=True)
+class Graph:
     name: str
     span: Span
     input_shape: tuple[int, int, int] | None = None
     input_span: Span | None = None
     # The input as the spec declares it, when compiled at another image size.
     declared_input: tuple[int, int, int] | None = None
-    nodes: list[Node] = []
+    nodes: list[Node] = field(default_factory=list)
     output: str | None = None
     # Declared block names (dotted for nested ones) and where they are declared.
-    blocks: dict[str, Span] = {}
+    blocks: dict[str, Span] = field(default_factory=dict)
     # True when the model's last layer could not be built: its output is then unknown, and the
     # checks of the output (loss, classes, threshold) are skipped rather than judge the layer
     # before it.
@@ -128,10 +123,9 @@ class Graph(BaseModel):
         return sum(n.memory_bytes for n in self.nodes)
 
 
-class PhasePlan(BaseModel):
+@dataclass(kw_only=True)
+class PhasePlan:
     """A training phase with its freeze set resolved against the model."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     phase: Phase
     frozen: frozenset[str]
@@ -141,15 +135,22 @@ class PhasePlan(BaseModel):
     non_trainable_params: int
 
 
-class Spec(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
+@dataclass(kw_only=True)
+class Spec:
     name: str
-    path: str
-    sha256: str
+    source: Source
     model: Graph
     data: DataSection
     augment: AugmentSection
     train: TrainSection
     evaluate: EvaluateSection
-    phases: list[PhasePlan] = []
+    phases: list[PhasePlan] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+    @property
+    def sha256(self) -> str:
+        """The spec text's digest, recorded in exported models."""
+        return self.source.sha256

@@ -9,9 +9,6 @@ so a PyTorch model's parameter count equals the trainable count here).
 from math import prod
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
-from pydantic_core import PydanticCustomError
-
 from cnnspec.codegen import Call, Code, literal
 from cnnspec.registry import (
     HOLE,
@@ -32,6 +29,7 @@ from cnnspec.registry import (
     Window,
     register,
 )
+from cnnspec.schema import Before, Field, Problem, model_validator
 
 
 def spatial(shape: Shape, kind: str) -> tuple[int, int, int]:
@@ -426,14 +424,13 @@ def _zero_padding(value: Any) -> Any:
         and all(isinstance(v, tuple) and len(v) == 2 and all(map(amount, v)) for v in value)
     ):
         return value
-    raise PydanticCustomError(
-        "padding",
+    raise Problem(
         "must be an amount, (height, width), ((top, bottom), (left, right)) or same",
-        {"hint": "for example 3, (1, 2) or ((0, 1), (0, 1))"},
+        hint="for example 3, (1, 2) or ((0, 1), (0, 1))",
     )
 
 
-ZeroPadding = Annotated[Pads | Literal["same"], BeforeValidator(_zero_padding)]
+ZeroPadding = Annotated[Pads | Literal["same"], Before(_zero_padding)]
 
 
 @register

@@ -1,19 +1,17 @@
 """The layer registry: one entry per layer kind, holding everything the compiler knows about it.
 
-An entry is a pydantic model of the layer's arguments (defaults and bounds included) whose methods
-give its shape rule, parameter rule, MACs and receptive-field step. The grammar never names a
+An entry is a model of the layer's arguments (`cnnspec.schema`: defaults and bounds included)
+whose methods give its shape rule, parameter rule, MACs and receptive-field step. The grammar never names a
 layer: the lowering pass looks calls up here, so adding a layer touches only `cnnspec.layers`.
 """
 
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BeforeValidator, Field
-from pydantic_core import PydanticCustomError
-
 from cnnspec.binding import Bound, CallValue, bind_value
 from cnnspec.codegen import Call, Code
 from cnnspec.diagnostics import did_you_mean
+from cnnspec.schema import Before, Field, Problem
 
 Shape = tuple[int, ...]
 """A tensor shape without the batch axis, in Keras order: (H, W, C) or (C,)."""
@@ -198,7 +196,7 @@ def activation_kinds() -> list[str]:
 
 def _pair(value: Any) -> Any:
     if isinstance(value, bool):
-        raise PydanticCustomError("pair", "must be a positive integer or a pair of them")
+        raise Problem("must be a positive integer or a pair of them")
     if isinstance(value, int):
         value = (value, value)
     if (
@@ -207,12 +205,10 @@ def _pair(value: Any) -> Any:
         and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
     ):
         return value
-    raise PydanticCustomError(
-        "pair", "must be a positive integer or a pair of them", {"hint": "for example 3 or (3, 5)"}
-    )
+    raise Problem("must be a positive integer or a pair of them", hint="for example 3 or (3, 5)")
 
 
-Pair = Annotated[tuple[int, int], BeforeValidator(_pair)]
+Pair = Annotated[tuple[int, int], Before(_pair)]
 """An int or an (h, w) pair of positive ints, normalised to a pair."""
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -232,16 +228,12 @@ def _activation(value: Any) -> Any:
             hint = did_you_mean(name, activation_kinds()) or "one of: " + ", ".join(
                 activation_kinds()
             )
-            raise PydanticCustomError(
-                "activation", "unknown activation '{name}'", {"name": name, "hint": hint}
-            )
+            raise Problem(f"unknown activation '{name}'", hint=hint)
         return bind_value(value, cls, name)
-    raise PydanticCustomError(
-        "activation", "must be an activation such as relu or leaky_relu(alpha=0.1)"
-    )
+    raise Problem("must be an activation such as relu or leaky_relu(alpha=0.1)")
 
 
-Activation = Annotated[LayerArgs | None, BeforeValidator(_activation)]
+Activation = Annotated[LayerArgs | None, Before(_activation)]
 """`relu`, `leaky_relu(alpha=0.1)`, `linear`: normalised to an activation layer's args or None."""
 
 Padding = Literal["same", "valid"] | Annotated[int, Field(ge=0)]

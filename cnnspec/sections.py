@@ -7,21 +7,11 @@ errors. Cross-section rules (a monitored metric must exist, the loss must fit th
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
-
 from cnnspec import syntax as ast
-from cnnspec.binding import (
-    Bound,
-    bind_call,
-    describe,
-    error_text,
-    most_relevant,
-    phrase,
-    to_python,
-)
+from cnnspec.binding import Bound, bind_call, describe, phrase, problem_text, to_python
 from cnnspec.codegen import Call, Code, literal
 from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.schema import Before, Field, Invalid, Problem, field_validator, model_validator
 from cnnspec.source import Span
 
 Fraction01 = Annotated[float, Field(ge=0, lt=1)]
@@ -30,13 +20,11 @@ Positive = Annotated[float, Field(gt=0)]
 
 def _monitor(value: object) -> object:
     if isinstance(value, str) and not value.isidentifier():
-        raise PydanticCustomError(
-            "monitor", "must be a metric name such as val_loss or val_accuracy"
-        )
+        raise Problem("must be a metric name such as val_loss or val_accuracy")
     return value
 
 
-Monitor = Annotated[str, BeforeValidator(_monitor)]
+Monitor = Annotated[str, Before(_monitor)]
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -728,8 +716,8 @@ def _bind_choice(
     if call is None:
         try:
             return model.model_validate({}).located(value.span, {})
-        except ValidationError as exc:
-            missing = [str(e["loc"][0]) for e in exc.errors() if e.get("loc")]
+        except Invalid as invalid:
+            missing = [p.field for p in invalid.problems if p.field]
             diagnostics.error(
                 "E112",
                 f"{what} {name} needs argument '{missing[0] if missing else '?'}'",
@@ -856,11 +844,10 @@ def bind_section(
         return None
     try:
         model = schema.model.model_validate(values)
-    except ValidationError as exc:
-        for error in most_relevant(exc.errors(include_url=False)):
-            loc = error.get("loc") or ()
-            key = str(loc[0]) if loc else ""
-            message, hint = error_text(error)
+    except Invalid as invalid:
+        for problem in invalid.problems:
+            key = problem.field or ""
+            message, hint = problem_text(problem)
             diagnostics.error(
                 "E113",
                 phrase(None, f"'{key}' in {what}", message, values.get(key)),

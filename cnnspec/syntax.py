@@ -1,19 +1,24 @@
 """The syntax tree of a spec, and the parser that builds it with every node's span.
 
-The tree mirrors the generic grammar: settings, calls and sections. Meaning is given later, by
-`cnnspec.lower`, so this module knows nothing about layers or sections.
+The tree mirrors the generic grammar (cnnspec/grammar.lark): settings, calls and sections.
+Meaning is given later, by `cnnspec.lower`, so this module knows nothing about layers or
+sections.
+
+The parser is written by hand, a recursive descent over one regular-expression lexer. The
+grammar file is its specification: the tests parse every shipped spec, every diagnostics
+fixture and thousands of random and mutated texts with both this parser and lark's LALR parser
+built from grammar.lark, and require the same trees, the same first error at the same token
+and the same set of tokens that could have come there. Written by hand because it is what
+`cnnspec check` spends its start-up on otherwise: importing lark and loading its tables took a
+quarter of a whole check process.
 """
 
 from __future__ import annotations
 
-import functools
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Union
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source, Span
@@ -122,40 +127,247 @@ class Document:
 
 
 # --------------------------------------------------------------------------------------------
-# Parsing
+# Tokens: the grammar's terminals, tried in its priority order (DIMS, NUMBER, INT first).
+
+_TOKENS = re.compile(
+    r"""(?P<WS>\s+)
+      | (?P<COMMENT>\#[^\n]*)
+      | (?P<DIMS>-?[0-9]+(?:x-?[0-9]+)+(?![A-Za-z0-9_.]))
+      | (?P<NUMBER>-?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|-?[0-9]+[eE][-+]?[0-9]+)
+      | (?P<INT>-?[0-9]+)
+      | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_*][A-Za-z0-9_*]*)*)
+      | (?P<STRING>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+      | (?P<LBRACE>\{) | (?P<RBRACE>\}) | (?P<LPAR>\() | (?P<RPAR>\)) | (?P<LSQB>\[)
+      | (?P<RSQB>\]) | (?P<COMMA>,) | (?P<EQUAL>=) | (?P<SLASH>/)""",
+    re.VERBOSE,
+)
+END = "$END"
 
 
-@functools.cache
-def _parser() -> Lark:
-    grammar = resources.files("cnnspec").joinpath("grammar.lark").read_text(encoding="utf-8")
-    # cache=True keeps the LALR tables between processes: it makes `cnnspec check` start fast.
-    return Lark(
-        grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True, cache=True
-    )
+@dataclass(frozen=True, slots=True)
+class Token:
+    type: str
+    text: str
+    start: int
+    end: int
 
 
-def _token_span(token: Token) -> Span:
-    return Span(
-        token.line or 1,
-        token.column or 1,
-        token.end_line or token.line or 1,
-        token.end_column or (token.column or 1) + 1,
-        token.start_pos or 0,
-        token.end_pos or (token.start_pos or 0) + 1,
-    )
+class _Unexpected(Exception):
+    """A syntax error: `token` (a real token, an ERROR at a character no terminal matches, or
+    END), and the tokens that could have come there instead."""
+
+    def __init__(self, token: Token, expected: frozenset[str]) -> None:
+        super().__init__(token.text)
+        self.token = token
+        self.expected = expected
 
 
-def _tree_span(tree: Tree) -> Span:
-    meta = tree.meta
-    return Span(
-        meta.line, meta.column, meta.end_line, meta.end_column, meta.start_pos, meta.end_pos
-    )
+def _lex(text: str) -> list[Token]:
+    """The tokens of `text` (whitespace and comments dropped), ending with END, or with an
+    ERROR token at the first character no terminal matches."""
+    tokens = []
+    position, length = 0, len(text)
+    match = _TOKENS.match
+    while position < length:
+        found = match(text, position)
+        if found is None:
+            tokens.append(Token("ERROR", text[position], position, position + 1))
+            return tokens
+        kind = found.lastgroup
+        assert kind is not None
+        if kind != "WS" and kind != "COMMENT":
+            tokens.append(Token(kind, found.group(), position, found.end()))
+        position = found.end()
+    tokens.append(Token(END, "", length, length))
+    return tokens
 
 
-def _number(token: Token) -> Number:
-    text = str(token)
-    value: int | float = int(text) if token.type == "INT" else float(text)
-    return Number(value, text, _token_span(token))
+class _Parser:
+    """Recursive descent over the grammar, one method per rule. On a token that cannot come
+    next it raises _Unexpected with the set of tokens that could have: after a value, what may
+    follow it in its place (`follow`), and what would continue the value itself (`(` after a
+    name makes a call, `/` after a number a fraction, `=` after an argument's name a key)."""
+
+    def __init__(self, source: Source, tokens: list[Token]) -> None:
+        self.tokens = tokens
+        self.index = 0
+        self.bad_value: _BadValue | None = None
+        text = source.text
+        self.line_starts = [0, *(i + 1 for i, ch in enumerate(text) if ch == "\n")]
+
+    # ---- tokens and positions
+
+    @property
+    def next(self) -> Token:
+        return self.tokens[self.index]
+
+    def after_next(self) -> str:
+        return self.tokens[min(self.index + 1, len(self.tokens) - 1)].type
+
+    def take(self, expected: frozenset[str]) -> Token:
+        token = self.tokens[self.index]
+        if token.type not in expected:
+            raise _Unexpected(token, expected)
+        self.index += 1
+        return token
+
+    def expect(self, expected: frozenset[str]) -> None:
+        """What comes next must be one of `expected` (it is read by the caller)."""
+        if self.tokens[self.index].type not in expected:
+            raise _Unexpected(self.tokens[self.index], expected)
+
+    @property
+    def last(self) -> Token:
+        return self.tokens[self.index - 1]
+
+    def position(self, offset: int) -> tuple[int, int]:
+        line = bisect_right(self.line_starts, offset)
+        return line, offset - self.line_starts[line - 1] + 1
+
+    def span(self, first: Token, last: Token) -> Span:
+        line, column = self.position(first.start)
+        end_line, end_column = self.position(last.end)
+        return Span(line, column, end_line, end_column, first.start, last.end)
+
+    # ---- items
+
+    def items(self, closer: str) -> tuple[Item, ...]:
+        """Items up to `closer`: RBRACE in a section, END at the top."""
+        items = []
+        follow = frozenset({"NAME", closer})
+        while self.next.type != closer:
+            items.append(self.item(follow))
+        return tuple(items)
+
+    def item(self, follow: frozenset[str]) -> Item:
+        key = self.take(follow)
+        kind = self.next.type
+        if kind == "LPAR":
+            return self.call(key, follow)
+        if kind == "LBRACE":
+            return self.section(key, None)
+        if kind in ("NAME", "INT") and self.after_next() == "LBRACE":
+            token = self.take(_LABEL)
+            return self.section(key, self.name(token) if kind == "NAME" else self.number(token))
+        # A setting: `key value`. A label would have needed its `{` right here.
+        self.expect(_SETTING_VALUE | {"LPAR", "LBRACE"})
+        value = self.value(follow, setting=True)
+        return Setting(self.name(key), value, self.span(key, self.last))
+
+    def section(self, key: Token, label: Name | Number | None) -> Section:
+        self.take(_LBRACE)
+        items = self.items("RBRACE")
+        closing = self.take(_RBRACE)
+        return Section(self.name(key), label, items, self.span(key, closing))
+
+    def call(self, name: Token, follow: frozenset[str]) -> Call:
+        self.take(_LPAR)
+        args: list[Arg] = []
+        expected = _VALUE | {"RPAR"}
+        while self.next.type != "RPAR":
+            first = self.next
+            self.expect(expected)
+            key = None
+            if first.type == "NAME" and self.after_next() == "EQUAL":
+                key = self.name(first)
+                self.index += 2
+                self.expect(_VALUE)
+            value = self.value(_ARG_END, keyed=key is not None)
+            args.append(Arg(key, value, self.span(first, self.last)))
+            if self.next.type == "COMMA":
+                self.index += 1
+                expected = _VALUE | {"RPAR"}
+            else:
+                self.expect(_ARG_END)
+        closing = self.take(_RPAR)
+        self.expect(follow)
+        return Call(self.name(name), tuple(args), self.span(name, closing))
+
+    # ---- values
+
+    def value(self, follow: frozenset[str], setting: bool = False, keyed: bool = True) -> Value:
+        """A value, then a check that what comes next may follow it. In a setting a value is
+        never a tuple, and a name or a number might have been a section's label (then `{`
+        would come); in a call an argument's name might have been its key (`=`)."""
+        token = self.take(_SETTING_VALUE if setting else _VALUE)
+        kind = token.type
+        if kind == "NAME":
+            if self.next.type == "LPAR":
+                return self.call(token, follow)
+            label = {"LBRACE"} if setting else set()
+            self.expect(follow | {"LPAR"} | label | (set() if keyed else {"EQUAL"}))
+            return self.name(token)
+        if kind in ("INT", "NUMBER"):
+            if self.next.type == "SLASH":
+                self.index += 1
+                denominator = self.take(_NUMBERS)
+                self.expect(follow)
+                return self.fraction(token, denominator)
+            label = {"LBRACE"} if setting and kind == "INT" else set()
+            self.expect(follow | {"SLASH"} | label)
+            return self.number(token)
+        if kind == "DIMS":
+            self.expect(follow)
+            return Dims(tuple(int(part) for part in token.text.split("x")), self.leaf(token))
+        if kind == "STRING":
+            self.expect(follow)
+            return String(_unquote(token.text), self.leaf(token))
+        if kind == "LSQB":
+            values = self.values("RSQB", tuple_=False)
+            self.expect(follow)
+            return ListValue(values, self.span(token, self.last))
+        values = self.values("RPAR", tuple_=True)  # LPAR in a value's place opens a tuple
+        self.expect(follow)
+        return TupleValue(values, self.span(token, self.last))
+
+    def values(self, closer: str, tuple_: bool) -> tuple[Value, ...]:
+        """The items of a list or a tuple after its opening bracket, through its closing one.
+        A tuple holds at least one item and a comma: `(x,)`."""
+        items: list[Value] = []
+        closing = frozenset({closer})
+        expected = _VALUE if tuple_ else _VALUE | closing
+        while True:
+            self.expect(expected)
+            if self.next.type == closer:
+                self.index += 1
+                return tuple(items)
+            first_of_tuple = tuple_ and not items
+            follow = _COMMA if first_of_tuple else _COMMA | closing
+            items.append(self.value(follow))
+            if self.next.type == "COMMA":
+                self.index += 1
+                expected = _VALUE | closing
+            else:
+                expected = closing
+
+    # ---- leaves
+
+    def leaf(self, token: Token) -> Span:
+        return self.span(token, token)
+
+    def name(self, token: Token) -> Name:
+        return Name(token.text, self.leaf(token))
+
+    def number(self, token: Token) -> Number:
+        value: int | float = int(token.text) if token.type == "INT" else float(token.text)
+        return Number(value, token.text, self.leaf(token))
+
+    def fraction(self, numerator_token: Token, denominator_token: Token) -> Fraction:
+        numerator, denominator = self.number(numerator_token), self.number(denominator_token)
+        span = numerator.span.to(denominator.span)
+        if denominator.value == 0 and self.bad_value is None:
+            message = f"{numerator.text}/{denominator.text} divides by zero"
+            self.bad_value = _BadValue(span, message)
+        return Fraction(numerator, denominator, span)
+
+
+_VALUE = frozenset({"NAME", "INT", "NUMBER", "DIMS", "STRING", "LSQB", "LPAR"})
+_SETTING_VALUE = _VALUE - {"LPAR"}  # a setting's value is never a tuple: `key (` is a call
+_LABEL = frozenset({"NAME", "INT"})
+_NUMBERS = frozenset({"INT", "NUMBER"})
+_ARG_END = frozenset({"COMMA", "RPAR"})
+_COMMA = frozenset({"COMMA"})
+_LBRACE, _RBRACE, _LPAR, _RPAR = (frozenset({t}) for t in ("LBRACE", "RBRACE", "LPAR", "RPAR"))
 
 
 def _unquote(text: str) -> str:
@@ -170,65 +382,6 @@ class _BadValue(Exception):
         super().__init__(message)
         self.span = span
         self.message = message
-
-
-def _value(node: Tree | Token) -> Value:
-    assert isinstance(node, Tree), node
-    kind = node.data
-    children = node.children
-    if kind == "number":
-        return _number(children[0])
-    if kind == "name":
-        return Name(str(children[0]), _token_span(children[0]))
-    if kind == "string":
-        return String(_unquote(str(children[0])), _token_span(children[0]))
-    if kind == "dims":
-        token = children[0]
-        return Dims(tuple(int(part) for part in str(token).split("x")), _token_span(token))
-    if kind == "fraction":
-        numerator, denominator = _number(children[0]), _number(children[1])
-        span = numerator.span.to(denominator.span)
-        if denominator.value == 0:
-            raise _BadValue(span, f"{numerator.text}/{denominator.text} divides by zero")
-        return Fraction(numerator, denominator, span)
-    if kind == "call":
-        return _call(node)
-    if kind == "list":
-        return ListValue(tuple(_value(c) for c in children if c is not None), _tree_span(node))
-    if kind == "tuple":
-        return TupleValue(tuple(_value(c) for c in children if c is not None), _tree_span(node))
-    raise AssertionError(f"unexpected value node {kind}")
-
-
-def _call(node: Tree) -> Call:
-    name_token, *arg_nodes = node.children
-    args = []
-    for arg in arg_nodes:
-        if arg is None:
-            continue
-        key_token, value_node = arg.children
-        key = Name(str(key_token), _token_span(key_token)) if key_token is not None else None
-        args.append(Arg(key, _value(value_node), _tree_span(arg)))
-    return Call(Name(str(name_token), _token_span(name_token)), tuple(args), _tree_span(node))
-
-
-def _item(node: Tree) -> Item:
-    if node.data == "call":
-        return _call(node)
-    if node.data == "setting":
-        key, value = node.children
-        return Setting(Name(str(key), _token_span(key)), _value(value), _tree_span(node))
-    if node.data == "section":
-        key, label, *items = node.children
-        label_value = _value(label) if label is not None else None
-        assert label_value is None or isinstance(label_value, Name | Number)
-        return Section(
-            Name(str(key), _token_span(key)),
-            label_value,
-            tuple(_item(i) for i in items),
-            _tree_span(node),
-        )
-    raise AssertionError(f"unexpected item node {node.data}")
 
 
 _TOKEN_WORDS = {
@@ -283,21 +436,11 @@ def _unclosed_bracket(source: Source, upto: int) -> tuple[str, int] | None:
     return stack[-1] if stack else None
 
 
-def _acceptable(error: UnexpectedInput) -> set[str]:
-    """The tokens the parser would really accept here. LALR's own `expected` set can include
-    tokens of merged states (a ']' inside a call), so ask the parser state itself; a '/' that
-    would only continue a fraction is left out as noise."""
-    expected = set(getattr(error, "expected", set()) or set())
-    interactive = getattr(error, "interactive_parser", None)
-    if interactive is not None:
-        expected = set(interactive.accepts())
-    return expected - {"SLASH"}
-
-
-def _report(error: UnexpectedInput, source: Source, diagnostics: Diagnostics) -> None:
-    if isinstance(error, UnexpectedCharacters):
-        offset = error.pos_in_stream
-        char = source.text[offset] if offset < len(source.text) else ""
+def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> None:
+    token = error.token
+    if token.type == "ERROR":
+        offset = token.start
+        char = token.text
         hint = None
         if char == '"' or char == "'":
             hint = "strings must be closed on the same line"
@@ -305,10 +448,9 @@ def _report(error: UnexpectedInput, source: Source, diagnostics: Diagnostics) ->
             hint = "numbers look like 3, 0.5, 1e-4 or 1/255; sizes like 32x32x3"
         diagnostics.error("E001", f"unexpected character {char!r}", source.span_at(offset), hint)
         return
-    token = getattr(error, "token", None)
-    at_end = isinstance(error, UnexpectedEOF) or (token is not None and token.type == "$END")
-    expected = _acceptable(error)
-    if at_end:
+    # A `/` that would only continue a fraction is left out of what was expected, as noise.
+    expected = set(error.expected) - {"SLASH"}
+    if token.type == END:
         opened = _unclosed_bracket(source, len(source.text))
         if opened is not None:
             bracket, offset = opened
@@ -328,30 +470,19 @@ def _report(error: UnexpectedInput, source: Source, diagnostics: Diagnostics) ->
                 f"expected {_describe_expected(expected)}" if expected else None,
             )
         return
-    assert isinstance(error, UnexpectedToken) and token is not None
-    text = str(token)
-    span = _token_span(token)
+    span = source.span_at(token.start, token.end - token.start)
     hint = f"expected {_describe_expected(expected)}" if expected else None
     if token.type in {"INT", "NUMBER", "DIMS", "STRING"} and "NAME" in expected:
         hint = "every item is `key value`, `name(args)` or `name { ... }`: a value needs a key"
     if token.type == "RBRACE":
-        opened = _unclosed_bracket(source, token.start_pos or 0)
+        opened = _unclosed_bracket(source, token.start)
         if opened is None or opened[0] != "{":
             hint = "this '}' closes nothing"
-    diagnostics.error("E002", f"unexpected {text!r}", span, hint)
+    diagnostics.error("E002", f"unexpected {token.text!r}", span, hint)
 
 
 # A top-level section written at the start of a line: where parsing resumes after an error.
 _SECTION_START = re.compile(r"^(?:model|data|augment|train|evaluate)\b[^\n{}]*\{", re.MULTILINE)
-
-
-def _error_offset(error: UnexpectedInput, text: str) -> int:
-    if isinstance(error, UnexpectedCharacters):
-        return error.pos_in_stream
-    token = getattr(error, "token", None)
-    if token is None or token.type == "$END" or token.start_pos is None:
-        return len(text)
-    return token.start_pos
 
 
 def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
@@ -364,12 +495,13 @@ def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
     text = source.text
     failed = False
     while True:
+        parser = _Parser(Source(source.path, text), _lex(text))
         try:
-            tree = _parser().parse(text)
-        except UnexpectedInput as error:
+            items = parser.items(END)
+        except _Unexpected as error:
             failed = True
             _report(error, Source(source.path, text), diagnostics)
-            offset = _error_offset(error, text)
+            offset = error.token.start
             resume = next((m.start() for m in _SECTION_START.finditer(text, offset + 1)), None)
             if resume is None:
                 return None
@@ -378,8 +510,7 @@ def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
         break
     if failed:
         return None
-    try:
-        return Document(source, tuple(_item(child) for child in tree.children))
-    except _BadValue as error:
-        diagnostics.error("E104", error.message, error.span)
+    if parser.bad_value is not None:
+        diagnostics.error("E104", parser.bad_value.message, parser.bad_value.span)
         return None
+    return Document(source, items)

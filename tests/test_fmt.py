@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 from lark import Lark, Token
-from pydantic import BaseModel
 
 from cnnspec.compiler import Compilation, compile_text
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.fmt import WIDTH, collect_comments, format_text
+from cnnspec.schema import Model
 from cnnspec.source import Source, Span
 from cnnspec.summary import to_json
 from cnnspec.syntax import parse
@@ -71,17 +71,16 @@ def lark_comments(text: str) -> Counter[str]:
 
 
 def project(value: Any) -> Any:
-    """A compiled spec without its spans (and source hash): what formatting must keep. Class
+    """A compiled spec without its spans (and source text): what formatting must keep. Class
     names are kept, so an Adam is never equal to an SGD with the same fields."""
     if isinstance(value, Span):
         return None
-    if isinstance(value, BaseModel):
+    if isinstance(value, Model):
         fields = type(value).model_fields
-        items = {name: project(getattr(value, name)) for name in fields if name != "sha256"}
-        return (type(value).__name__, items)
+        return (type(value).__name__, {name: project(getattr(value, name)) for name in fields})
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields_ = dataclasses.fields(value)
-        return (type(value).__name__, {f.name: project(getattr(value, f.name)) for f in fields_})
+        fields_ = [f.name for f in dataclasses.fields(value) if f.name != "source"]
+        return (type(value).__name__, {name: project(getattr(value, name)) for name in fields_})
     if isinstance(value, dict):
         return {key: project(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from cnnspec import syntax as ast
@@ -56,7 +56,7 @@ class Backbone:
         return f"{KERAS_WEIGHTS_URL}{self.folder}/{self.weights_file(include_top, size)}"
 
     def source(self) -> Source:
-        text = resources.files(__package__).joinpath(f"{self.name}.cnn").read_text("utf-8")
+        text = Path(__file__).with_name(f"{self.name}.cnn").read_text("utf-8")
         return Source(f"<backbone {self.name}>", text)
 
     def model(self) -> ast.Section:

@@ -50,7 +50,9 @@ def test_verify_command_is_quiet_and_passes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for pair in ("keras vs pytorch", "keras vs onnx", "pytorch vs onnx"):
         assert pair in result.stdout
-    assert result.stdout.count(" ok") == 3
+    assert result.stdout.count(" ok") == 4
+    counts = "parameters: 45,546 (45,354 trainable) in the checker, keras and pytorch  ok"
+    assert counts in result.stdout
     assert "equivalent: every pair agrees within the tolerance" in result.stdout
     assert tensorflow_noise(result.stderr) == [], result.stderr
     no_traceback(result)
