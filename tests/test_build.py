@@ -273,3 +273,38 @@ def test_injection_through_the_command_line(tmp_path: Path) -> None:
     script = (tmp_path / "out.py").read_text()
     assert "\nimport os\n" not in script.split('"""', 1)[0]
     compile(script, "out.py", "exec")
+
+
+LIBRARIES = ("tensorflow", "keras", "torch", "numpy", "sklearn", "matplotlib")
+PROBE = """
+import runpy, sys
+sys.argv = [{script!r}, *{args!r}]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+loaded = sorted(m for m in {libraries!r} if m in sys.modules)
+print("LOADED", code, *loaded)
+"""
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("args", [["--help"], ["--epochs", "three"], ["--no-such-flag"]])
+def test_scripts_answer_the_command_line_before_loading_libraries(
+    backend_name: str, args: list[str], tmp_path: Path
+) -> None:
+    """`--help` and a mistyped flag answer at once: the script parses its command line before
+    it imports TensorFlow, PyTorch, numpy or scikit-learn (which take seconds)."""
+    script = tmp_path / f"digits{backend(backend_name).SUFFIX}"
+    script.write_text(generate(ROOT / "specs" / "digits.cnn", backend_name), encoding="utf-8")
+    probe = PROBE.format(script=str(script), args=args, libraries=LIBRARIES)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    line = result.stdout.strip().splitlines()[-1]
+    expected_code = 0 if args == ["--help"] else 2
+    assert line == f"LOADED {expected_code}", result.stdout + result.stderr
+    if args == ["--help"]:
+        assert "--output-dir" in result.stdout
+    else:
+        assert "error:" in result.stderr and "Traceback" not in result.stderr

@@ -196,6 +196,14 @@ class Script:
         assert graph.input_shape is not None
         out: list[str] = []
         out.append(f"SPEC_NAME = {literal(spec.name)}")
+        if isinstance(self.source, Cifar10):
+            out.append(
+                'CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"'
+            )
+            out.append(
+                'KERAS_DATASETS = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) '
+                '/ "datasets"'
+            )
         out.append(f"INPUT_SHAPE = {literal(graph.input_shape)}")
         out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
         out.append(f"SEED = {literal(spec.train.seed)}")
@@ -284,6 +292,34 @@ class Script:
             parts.append(block(PLOT_ROC))
         return parts
 
+    def preamble(self, extra_flags: str) -> str:
+        """The top of the script: its docstring, the standard library, the spec's constants and
+        the command line, parsed before the libraries are imported (they take seconds, so
+        `--help` and a mistyped flag answer at once), then the libraries, with what native code
+        prints while they load held back."""
+        stdlib = sorted(self.stdlib_imports())
+        imports = [f"import {m}" for m in stdlib] + ["from pathlib import Path"]
+        libraries = [f"    {line}" if line.strip() else line for line in self.library_imports()]
+        head = f"{self.docstring()}\n" + "\n".join(imports) + f"\n\n{self.constants()}"
+        parts = [
+            head,
+            self.parse_args(extra_flags),
+            block(PARSE_FIRST),
+            block(NATIVE_STDERR),
+            "\n".join([*self.environment(), "with native_stderr_held_back():", *libraries]) + "\n",
+        ]
+        return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+    def stdlib_imports(self) -> list[str]:
+        raise NotImplementedError
+
+    def library_imports(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> list[str]:
+        """Statements that must run before the libraries are imported."""
+        return []
+
     def parse_args(self, extra_flags: str) -> str:
         """The command line every script shares (the spec's data, output, epochs, batch size,
         subset, seed, image size, a backbone's weights) plus the backend's own flags."""
@@ -341,11 +377,34 @@ class Script:
         )
 
 
+PARSE_FIRST = """
+    if __name__ == "__main__":
+        parse_args()  # --help and a mistyped flag answer here, before the libraries load
+"""
+
+NATIVE_STDERR = '''
+    @contextlib.contextmanager
+    def native_stderr_held_back():
+        """Hold back what native code writes to stderr while the libraries load
+        (TensorFlow's notes on CUDA and oneDNN come before any log level applies);
+        show it if loading fails."""
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+'''
+
 CIFAR10_LOADER = '''
-    CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    KERAS_DATASETS = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-
     def find_cifar10(data_dir):
         """The cifar-10-batches-py folder in `data_dir`, as Keras's cache keeps it."""
         data_dir = Path(data_dir)

@@ -89,40 +89,6 @@ HELPERS = {
 }
 
 
-# TensorFlow writes start-up notes (CUDA probing, oneDNN) from C++ straight to the process's
-# stderr while it loads, before any log level applies: they are held back, and shown only if
-# loading fails. Its later log lines obey TF_CPP_MIN_LOG_LEVEL: errors only where a GPU is,
-# nothing on a machine without one (where every CUDA line is noise).
-QUIET_IMPORT = '''
-    @contextlib.contextmanager
-    def native_stderr_held_back():
-        """Hold back what native code writes to stderr; replay it if the block fails."""
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                yield
-            except BaseException:
-                os.dup2(saved, 2)
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
-                raise
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-
-
-    # TensorFlow's start-up notes are held back; its later log lines show errors where a GPU
-    # is, and nothing on a machine without one.
-    GPU_DEVICE = os.path.exists("/dev/nvidiactl")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if GPU_DEVICE else "3")
-    with native_stderr_held_back():
-        import keras
-        import tensorflow as tf
-'''
-
-
 def emit(spec: Spec, source_name: str) -> str:
     """The whole script for `spec`, read from a file called `source_name`."""
     return stamp(
@@ -139,9 +105,8 @@ class _Script(Script):
     # ---------------------------------------------------------------------------------------
 
     def render(self) -> str:
-        head = f"{self.docstring()}\n{self.imports()}\n{self.constants()}"
         parts = [
-            head,
+            self.preamble(FLAGS),
             *self.helpers(),
             self.build_model(),
             self.build_augmentation(),
@@ -155,14 +120,15 @@ class _Script(Script):
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
 
-    def imports(self) -> str:
+    def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "json", "os", "sys", "tempfile"]
         if isinstance(self.source, Cifar10):
-            stdlib = sorted([*stdlib, "pickle"])
-        lines = [f"import {m}" for m in stdlib]
-        lines.append("from pathlib import Path")
-        lines.append("")
-        lines.append("import numpy as np")
+            stdlib.append("pickle")
+        return stdlib
+
+    def library_imports(self) -> list[str]:
+        lines = ["import keras", "import numpy as np", "import tensorflow as tf"]
+        lines.append(f"from keras import {', '.join(self.keras_modules())}")
         if self.plots():
             lines.append("from matplotlib.figure import Figure")
         lines.append("from safetensors.numpy import load_file, save_file")
@@ -178,11 +144,14 @@ class _Script(Script):
         lines += import_lines("sklearn.metrics", sklearn)
         if isinstance(self.source, Digits) or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
-        lines.append("")
-        lines.append("")
-        lines.append(block(QUIET_IMPORT).rstrip("\n"))
-        lines.append(f"    from keras import {', '.join(self.keras_modules())}")
-        return "\n".join(lines) + "\n"
+        return lines
+
+    def environment(self) -> list[str]:
+        return [
+            "# TensorFlow's later log lines: errors where a GPU is, none on a machine without one.",
+            'GPU_DEVICE = os.path.exists("/dev/nvidiactl")',
+            'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if GPU_DEVICE else "3")',
+        ]
 
     def keras_modules(self) -> list[str]:
         return ["layers", "regularizers"] if self.graph.l2_factors() else ["layers"]
@@ -436,7 +405,6 @@ class _Script(Script):
         parts = [
             fill(
                 MAIN,
-                PARSE_ARGS=self.parse_args(FLAGS),
                 SPLIT=split,
                 BACKBONE=load_backbone_call("model", 2) if self.graph.backbone else "",
                 CURVES=curves,
@@ -731,9 +699,6 @@ FLAGS = """
 """
 
 MAIN = """
-    <PARSE_ARGS>
-
-
     def make_strategy(name):
         if name == "default":
             return tf.distribute.get_strategy()

@@ -62,9 +62,8 @@ class _Script(Script):
     MODEL_FILE = "model.pt"
 
     def render(self) -> str:
-        head = f"{self.docstring()}\n{self.imports()}\n{self.constants()}"
         parts = [
-            head,
+            self.preamble(FLAGS),
             *self.helpers(),
             self.model_class(),
             block(BUILD_MODEL),
@@ -82,18 +81,16 @@ class _Script(Script):
 
     # ---------------------------------------------------------------------------------------
 
-    def imports(self) -> str:
-        stdlib = ["argparse", "copy", "json", "os", "sys", "time"]
+    def stdlib_imports(self) -> list[str]:
+        stdlib = ["argparse", "contextlib", "copy", "json", "os", "sys", "tempfile", "time"]
         if isinstance(self.source, Cifar10):
             stdlib.append("pickle")
         if self.graph.backbone is not None:
             stdlib.append("urllib.request")
-        lines = [f"import {m}" for m in sorted(stdlib)]
-        lines.append("from pathlib import Path")
-        lines.append("")
-        lines.append("import numpy as np")
-        lines.append("import torch")
-        lines.append("import torch.nn.functional as F")
+        return stdlib
+
+    def library_imports(self) -> list[str]:
+        lines = ["import numpy as np", "import torch", "import torch.nn.functional as F"]
         if self.plots():
             lines.append("from matplotlib.figure import Figure")
         if isinstance(self.source, Directory):
@@ -115,7 +112,7 @@ class _Script(Script):
             "from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset"
         )
         lines.append("from tqdm import tqdm")
-        return "\n".join(lines) + "\n"
+        return lines
 
     def extra_constants(self) -> list[str]:
         out = []
@@ -393,7 +390,6 @@ class _Script(Script):
             weighting = "None"
         return fill(
             MAIN,
-            PARSE_ARGS=self.parse_args(FLAGS),
             SPLIT=split,
             BACKBONE=load_backbone_call("network", 1) if self.graph.backbone else "",
             CURVES=curves,
@@ -1048,9 +1044,6 @@ MAIN = """
         \"\"\"bf16 mixed precision on CUDA; full precision elsewhere.\"\"\"
         enabled = device.type == "cuda"
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-    <PARSE_ARGS>
 
 
     def take(split, count):
