@@ -61,9 +61,13 @@ class Bound(Model):
     positional: ClassVar[tuple[str, ...]] = ()
     # A field that collects any further positional arguments, as in `metrics(accuracy, auc)`.
     varargs: ClassVar[str | None] = None
+    # Argument names as Keras or PyTorch spell them, to the field: {"learning_rate": "lr"}.
+    aliases: ClassVar[dict[str, str]] = {}
     # Where the call and each argument were written (set by `located`; replaced, never mutated).
     _span: Span | None = None
     _arg_spans: dict[str, Span] = {}  # noqa: RUF012
+    # Fields whose written value was wrong (reported) and which hold their default instead.
+    _broken: frozenset[str] = frozenset()
 
     @property
     def span(self) -> Span | None:
@@ -77,6 +81,14 @@ class Bound(Model):
         self._span = span
         self._arg_spans = dict(arg_spans)
         return self
+
+    def broken_at(self, fields: set[str] | frozenset[str]) -> "Bound":
+        self._broken = frozenset(fields)
+        return self
+
+    def is_broken(self, *fields: str) -> bool:
+        """Whether any of `fields` was written wrong: checks that depend on it are skipped."""
+        return any(f in self._broken for f in fields)
 
     def explicit(self) -> dict[str, Any]:
         """The arguments that differ from their defaults: what a summary or a formatter shows."""
@@ -93,6 +105,8 @@ class BoundArg:
     value: Any
     span: Span
     key_span: Span
+    # For a varargs field: the span of each value, in order.
+    item_spans: tuple[Span, ...] = ()
 
 
 def problem_text(problem: Problem) -> tuple[str, str | None]:
@@ -110,7 +124,9 @@ def phrase(field: str | None, what: str, message: str, value: Any) -> str:
     label = f"argument '{field}' of {what}" if field else what
     shown = describe(value) if value is not None else None
     if message.startswith("must"):
-        return f"{label} {message}" + (f" (got {shown})" if shown is not None else "")
+        # `must be a number, not the string '1e-4'` has shown the value already.
+        said = shown is not None and not (isinstance(value, str) and repr(value) in message)
+        return f"{label} {message}" + (f" (got {shown})" if said else "")
     suffix = f" (got {shown})" if shown is not None and shown not in message else ""
     return f"{label}: {message}{suffix}"
 
@@ -151,7 +167,10 @@ def collect_args(
         ):
             rest = args.setdefault(model.varargs, BoundArg((), arg.span, arg.span))
             args[model.varargs] = BoundArg(
-                (*rest.value, to_python(arg.value)), rest.span.to(arg.span), rest.key_span
+                (*rest.value, to_python(arg.value)),
+                rest.span.to(arg.span),
+                rest.key_span,
+                (*rest.item_spans, arg.span),
             )
             continue
         if arg.key is None:
@@ -174,8 +193,16 @@ def collect_args(
             if key not in fields and key not in reserved:
                 ok = False
                 names = [*fields, *reserved]
-                hint = did_you_mean(key, names) or (
-                    f"{what} takes: {', '.join(names)}" if names else f"{what} takes no arguments"
+                alias = model.aliases.get(key)
+                hint = (
+                    f"cnnspec calls Keras's {key} '{alias}'"
+                    if alias
+                    else did_you_mean(key, names)
+                    or (
+                        f"{what} takes: {', '.join(names)}"
+                        if names
+                        else f"{what} takes no arguments"
+                    )
                 )
                 diagnostics.error("E111", f"{what} has no argument '{key}'", arg.key.span, hint)
                 continue
@@ -235,6 +262,16 @@ def validate(
             message, hint = problem_text(problem)
             arg = args.get(field) if field else None
             span = arg.span if arg else call_span
+            if arg is not None and problem.index is not None and arg.item_spans:
+                # One of several values, `f1` in metrics(accuracy, f1): point at it alone.
+                item = arg.value[problem.index]
+                diagnostics.error(
+                    "E113",
+                    f"{what} has no {describe(item)}: it takes {_choices(problem)}",
+                    arg.item_spans[problem.index],
+                    hint,
+                )
+                continue
             diagnostics.error(
                 "E113", phrase(field, what, message, arg.value if arg else None), span, hint
             )
@@ -242,6 +279,11 @@ def validate(
     if not complete:
         return None
     return bound.located(call_span, {k: a.span for k, a in args.items()})  # type: ignore[return-value]
+
+
+def _choices(problem: Problem) -> str:
+    names = [describe(c) for c in problem.choices]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def _missing_hint(model: type[Bound], field: str) -> str | None:

@@ -5,13 +5,14 @@ and warnings about layers that are legal but probably not what was meant."""
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from pathlib import Path
 
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph, Node, PhasePlan
 from cnnspec.layers import format_shape
 from cnnspec.lower import Lowered
 from cnnspec.registry import LayerArgs, activation_name
-from cnnspec.sections import LOSS_FOR_LABELS, METRIC_NAMES, Loss, Phase
+from cnnspec.sections import LOSS_FOR_LABELS, METRIC_NAMES, DataSection, Directory, Loss, Phase
 
 
 def output_activation(node: Node) -> LayerArgs | None:
@@ -35,6 +36,7 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
     _layer_warnings(graph, diagnostics)
     _output(lowered, graph, diagnostics)
     _data_fits_input(lowered, graph, diagnostics)
+    _data_source(lowered, diagnostics)
     if lowered.train is None:
         return []
     _monitors(lowered, diagnostics)
@@ -103,11 +105,14 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
     activation = output_activation(node)
     act_name = activation_name(activation)
     data, train, evaluate = lowered.data, lowered.train, lowered.evaluate
-    if data is not None and train is not None:
+    # A value written wrong is reported where it is; the checks that need it say nothing more.
+    if data is not None and train is not None and not data.is_broken("labels"):
         loss = effective_loss(lowered)
         assert loss is not None
         loss_span = train.span_of("loss") if train.loss is not None else None
-        if train.loss is not None and loss.labels != data.labels:
+        if train.is_broken("loss"):
+            pass
+        elif train.loss is not None and loss.labels != data.labels:
             right = LOSS_FOR_LABELS[data.labels].kind
             diagnostics.error(
                 "E302",
@@ -123,7 +128,7 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
                 node.span,
                 f"give the last layer activation={loss.activation}",
             )
-        classes = data.class_names()
+        classes = data_classes(data) if not data.is_broken("source", "classes") else None
         if data.labels == "binary":
             if units != 1:
                 diagnostics.error(
@@ -140,14 +145,22 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
                     "use labels onehot or sparse for more than two classes",
                 )
         elif classes is not None and units != len(classes):
+            found = ""
+            if data.class_names() is None and isinstance(data.source, Directory):
+                found = f" (the class folders of {data.source.path}/train: {', '.join(classes)})"
             diagnostics.error(
                 "E303",
-                f"the data has {len(classes)} classes, but the last layer has "
+                f"the data has {len(classes)} classes{found}, but the last layer has "
                 f"{units} unit{'s' if units != 1 else ''}",
                 node.span,
                 f"the last dense layer needs {len(classes)} units",
             )
-    if data is not None and train is not None and isinstance(train.class_weight, tuple):
+    if (
+        data is not None
+        and train is not None
+        and isinstance(train.class_weight, tuple)
+        and not data.is_broken("source", "classes", "labels")
+    ):
         names = data.class_names()
         expected = 2 if data.labels == "binary" else (len(names) if names else units)
         given = len(train.class_weight)
@@ -171,6 +184,56 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
             evaluate.span_of("threshold") or node.span,
             "thresholds apply to binary classifiers; multi-class predictions take the argmax",
         )
+
+
+def data_classes(data: DataSection) -> tuple[str, ...] | None:
+    """The data's class names: the spec's or the source's, or, for an image folder that names
+    none, the class folders of its train/ as the scripts will find them (sorted), when that
+    folder is here. A relative path is read from the working directory, as the scripts do."""
+    declared = data.class_names()
+    if declared is not None or not isinstance(data.source, Directory):
+        return declared
+    train = Path(data.source.path) / "train"
+    try:
+        return tuple(sorted(p.name for p in train.iterdir() if p.is_dir())) or None
+    except OSError:  # not there (yet), or unreadable: nothing to compare with
+        return None
+
+
+def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
+    """What the data source can give: a folder that is not there, a split it does not have."""
+    data = lowered.data
+    if data is None or data.source is None:
+        return
+    source = data.source
+    validation = data.span_of("validation")
+    if data.validation == "val" and not isinstance(source, Directory):
+        assert validation is not None  # `val` was written
+        diagnostics.error(
+            "E307",
+            f"validation val reads a val/ split, which source {source.kind} does not have",
+            validation,
+            "hold out part of the training data with `validation 0.1`, or use `validation test`",
+        )
+    if isinstance(source, Directory):
+        folder = Path(source.path)
+        span = source.span_of("path")
+        assert span is not None
+        if not folder.is_dir():
+            diagnostics.warning(
+                "W304",
+                f"no folder {source.path!r} here (a relative path is read from the working "
+                f"directory, {Path.cwd()})",
+                span,
+                "the scripts read it from their working directory, or from --data-dir",
+            )
+        elif data.validation == "val" and not (folder / "val").is_dir():
+            diagnostics.warning(
+                "W304",
+                f"validation val, but {source.path!r} has no val/ folder",
+                validation or span,
+                "add val/ with the class folders, or use `validation 0.1`",
+            )
 
 
 def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
@@ -224,14 +287,19 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
             base = monitor.removeprefix("val_")
             span = callback.span_of("monitor") or callback.span or phase.span
             assert span is not None
-            if monitor.startswith("val_") and data is not None and not data.has_validation:
+            if (
+                monitor.startswith("val_")
+                and data is not None
+                and not data.has_validation
+                and not data.is_broken("validation")
+            ):
                 diagnostics.error(
                     "E306",
                     f"{callback.kind} monitors '{monitor}', but there is no validation data",
                     span,
                     "add `validation test`, `validation val` or `validation 0.1` to data",
                 )
-            if base not in available:
+            if base not in available and not train.is_broken("metrics"):
                 if base in METRIC_NAMES:
                     hint = f"add {base} to metrics(...) in train"
                 else:
@@ -253,7 +321,12 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
                     f"use mode={natural} or leave mode out",
                 )
             patience = getattr(callback, "patience", None)
-            if patience is not None and phase.epochs is not None and patience >= phase.epochs:
+            if (
+                patience is not None
+                and phase.epochs is not None
+                and patience >= phase.epochs
+                and not phase.is_broken("epochs")
+            ):
                 diagnostics.warning(
                     "W302",
                     f"{callback.kind} patience {patience} is not less than the phase's "
@@ -295,7 +368,7 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
             hit = {n.name for n in graph.nodes if matches(rule.target, n)}
             if not hit:
                 all_matched = False
-                known = [*graph.blocks, *(n.name for n in graph.nodes)]
+                known = ["all", *graph.blocks, *(n.name for n in graph.nodes)]
                 diagnostics.warning(
                     "W310",
                     f"{rule.action} '{rule.target}' matches no layer",
@@ -309,7 +382,9 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
                 frozen -= hit
         trainable = sum(n.params.trainable for n in graph.nodes if n.name not in frozen)
         span = phase.span_of("name") or graph.span
-        if unfroze_any and all_matched and not (before - frozen) and plans:
+        # A freeze statement written wrong leaves the freeze set unknown: no verdict on it.
+        unsure = phase.is_broken("freezing")
+        if unfroze_any and all_matched and not (before - frozen) and plans and not unsure:
             diagnostics.warning(
                 "W311",
                 f"phase '{phase.name}' unfreezes nothing: those layers were already trainable",
@@ -318,7 +393,7 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
             )
         # Unknown shapes (after an error) count no parameters: no verdict on them.
         known = all(n.output_shape is not None for n in graph.nodes)
-        if trainable == 0 and total.trainable > 0 and known:
+        if trainable == 0 and total.trainable > 0 and known and not unsure:
             diagnostics.warning(
                 "W312",
                 f"phase '{phase.name}' trains nothing: every layer is frozen",

@@ -109,6 +109,30 @@ def _write_or_exit(target: Path, content: str | bytes, force: bool, state: Any =
         raise Exit(1) from None
 
 
+def _weights_or_exit(path: Path, spec: Any) -> Any:
+    """A weights.safetensors that fits `spec`; any problem with it is one line of error."""
+    from cnnspec import export as onnx_export
+
+    try:
+        tensors = onnx_export.load_weights(path)
+    except FileNotFoundError:
+        _usage_error(f"no such file: {path}")
+    except IsADirectoryError:
+        _usage_error(f"{path} is a directory, not a weights file")
+    except onnx_export.WeightError as error:  # another framework's file: it says which
+        echo(f"cnnspec: error: {error}", err=True)
+        raise Exit(1) from None
+    except Exception as error:  # safetensors reports a bad header as several types
+        echo(f"cnnspec: error: cannot read {path}: {error}", err=True)
+        raise Exit(1) from None
+    try:
+        onnx_export.check_weights(spec, tensors)
+    except onnx_export.WeightError as error:
+        echo(f"cnnspec: error: {path} does not fit {spec.name}: {error}", err=True)
+        raise Exit(1) from None
+    return tensors
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -278,13 +302,7 @@ def export(args: argparse.Namespace) -> None:
             err=True,
         )
     else:
-        try:
-            tensors = onnx_export.load_weights(weights)
-        except FileNotFoundError:
-            _usage_error(f"no such file: {weights}")
-        except Exception as error:  # safetensors reports a bad header as several types
-            echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
-            raise Exit(1) from None
+        tensors = _weights_or_exit(weights, checked)
     try:
         if int8 and fp16:
             _usage_error("--int8 and --fp16 exclude each other")
@@ -336,17 +354,7 @@ def verify(args: argparse.Namespace) -> None:
         tensors = onnx_export.initial_weights(checked, checked.train.seed)
         source = f"weights initialised from seed {checked.train.seed}"
     else:
-        try:
-            tensors = onnx_export.load_weights(weights)
-            onnx_export.check_weights(checked, tensors)
-        except FileNotFoundError:
-            _usage_error(f"no such file: {weights}")
-        except onnx_export.WeightError as error:
-            echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
-            raise Exit(1) from None
-        except Exception as error:
-            echo(f"cnnspec: error: cannot read {weights}: {error}", err=True)
-            raise Exit(1) from None
+        tensors = _weights_or_exit(weights, checked)
         source = str(weights)
     report = run_verify(checked, tensors, tolerance, args.batch)
     echo(

@@ -47,6 +47,7 @@ CODES: dict[str, str] = {
     "E304": "threshold needs a single sigmoid output",
     "E305": "input shape does not match the data",
     "E306": "validation metric without validation data",
+    "E307": "validation split the data source does not have",
     # warnings
     "W201": "dense layer applied to a spatial tensor",
     "W202": "softmax over a single unit",
@@ -54,6 +55,7 @@ CODES: dict[str, str] = {
     "W301": "monitor mode contradicts the metric",
     "W302": "callback patience can never trigger",
     "W303": "augmentation changes the meaning of the data",
+    "W304": "data folder not found",
     "W310": "freeze pattern matches no layer",
     "W311": "phase unfreezes nothing",
     "W312": "phase trains nothing",

@@ -108,8 +108,23 @@ def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:
+    """The tensors of a `weights.safetensors`; another framework's file is a WeightError that
+    says what it is and where the weights are."""
     from safetensors.numpy import load_file
 
+    with open(path, "rb") as stream:
+        head = stream.read(8)
+    suffix = Path(path).suffix.lower()
+    kind = None
+    if head.startswith(b"PK\x03\x04"):  # a zip: Keras 3's .keras, or torch.save's .pt
+        kind = "a PyTorch file (torch.save)" if suffix in (".pt", ".pth") else "a Keras model file"
+    elif head.startswith(b"\x89HDF"):
+        kind = "a Keras HDF5 file"
+    if kind is not None:
+        raise WeightError(
+            f"{path} is {kind}, not cnnspec's weights: the generated scripts save those as "
+            "weights.safetensors, beside model.keras and model.pt"
+        )
     return dict(load_file(str(path)))
 
 

@@ -127,6 +127,13 @@ def slide(
 
 
 class _Conv(LayerArgs):
+    aliases: ClassVar[dict[str, str]] = {
+        "kernel_size": "kernel",
+        "strides": "stride",
+        "dilation_rate": "dilation",
+        "kernel_regularizer": "l2",
+        "bias": "use_bias",
+    }
     kernel: Pair = (3, 3)
     stride: Pair = (1, 1)
     padding: Padding = "valid"
@@ -215,6 +222,7 @@ class _Conv(LayerArgs):
 @register
 class Conv2D(_Conv):
     kind: ClassVar[str] = "conv2d"
+    framework_names: ClassVar[tuple[str, ...]] = ("Conv2D", "Conv2d", "Convolution2D")
     doc: ClassVar[str] = "2-D convolution over (H, W, C) with `filters` output channels."
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
     filters: PositiveInt
@@ -260,6 +268,7 @@ class Conv2D(_Conv):
 @register
 class DepthwiseConv2D(_Conv):
     kind: ClassVar[str] = "depthwise_conv2d"
+    framework_names: ClassVar[tuple[str, ...]] = ("DepthwiseConv2D",)
     doc: ClassVar[str] = "Depthwise convolution: one spatial filter per input channel."
     positional: ClassVar[tuple[str, ...]] = ("kernel",)
     depth_multiplier: PositiveInt = 1
@@ -331,6 +340,11 @@ class DepthwiseConv2D(_Conv):
 
 class _Pool(LayerArgs):
     positional: ClassVar[tuple[str, ...]] = ("pool",)
+    aliases: ClassVar[dict[str, str]] = {
+        "pool_size": "pool",
+        "kernel_size": "pool",
+        "strides": "stride",
+    }
     pool: Pair = (2, 2)
     stride: Pair | None = None
     padding: Literal["same", "valid"] = "valid"
@@ -387,6 +401,7 @@ class _Pool(LayerArgs):
 @register
 class MaxPool(_Pool):
     kind: ClassVar[str] = "maxpool"
+    framework_names: ClassVar[tuple[str, ...]] = ("MaxPooling2D", "MaxPool2D", "MaxPool2d")
     keras_class: ClassVar[str] = "layers.MaxPooling2D"
     torch_class: ClassVar[str] = "MaxPool2d"
     onnx_op: ClassVar[str] = "MaxPool"
@@ -396,6 +411,7 @@ class MaxPool(_Pool):
 @register
 class AvgPool(_Pool):
     kind: ClassVar[str] = "avgpool"
+    framework_names: ClassVar[tuple[str, ...]] = ("AveragePooling2D", "AvgPool2D", "AvgPool2d")
     keras_class: ClassVar[str] = "layers.AveragePooling2D"
     torch_class: ClassVar[str] = "AvgPool2d"
     onnx_op: ClassVar[str] = "AveragePool"
@@ -436,6 +452,7 @@ ZeroPadding = Annotated[Pads | Literal["same"], Before(_zero_padding)]
 @register
 class ZeroPad(LayerArgs):
     kind: ClassVar[str] = "zero_pad"
+    framework_names: ClassVar[tuple[str, ...]] = ("ZeroPadding2D", "ZeroPad2d")
     doc: ClassVar[str] = (
         "Pads H and W with zeros; `same` pads what TensorFlow's `same` would for a window of "
         "`kernel` and `stride` (keras.applications' correct_pad), the odd pixel after."
@@ -519,6 +536,11 @@ class _GlobalPool(LayerArgs):
 @register
 class GlobalAvgPool(_GlobalPool):
     kind: ClassVar[str] = "global_avg_pool"
+    framework_names: ClassVar[tuple[str, ...]] = (
+        "GlobalAveragePooling2D",
+        "GlobalAvgPool2D",
+        "AdaptiveAvgPool2d",
+    )
     keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
     torch_reduce: ClassVar[str] = "mean"
     onnx_op: ClassVar[str] = "GlobalAveragePool"
@@ -528,6 +550,11 @@ class GlobalAvgPool(_GlobalPool):
 @register
 class GlobalMaxPool(_GlobalPool):
     kind: ClassVar[str] = "global_max_pool"
+    framework_names: ClassVar[tuple[str, ...]] = (
+        "GlobalMaxPooling2D",
+        "GlobalMaxPool2D",
+        "AdaptiveMaxPool2d",
+    )
     keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
     torch_reduce: ClassVar[str] = "amax"
     onnx_op: ClassVar[str] = "GlobalMaxPool"
@@ -537,6 +564,11 @@ class GlobalMaxPool(_GlobalPool):
 @register
 class BatchNorm(LayerArgs):
     kind: ClassVar[str] = "batchnorm"
+    framework_names: ClassVar[tuple[str, ...]] = (
+        "BatchNormalization",
+        "BatchNorm2d",
+        "BatchNorm1d",
+    )
     doc: ClassVar[str] = (
         "Batch normalisation over the last axis. `momentum` uses the Keras convention "
         "(0.99 keeps 99% of the running average); PyTorch's momentum is 1 - momentum."
@@ -575,6 +607,7 @@ class BatchNorm(LayerArgs):
 @register
 class Dropout(LayerArgs):
     kind: ClassVar[str] = "dropout"
+    framework_names: ClassVar[tuple[str, ...]] = ("Dropout",)
     doc: ClassVar[str] = "Zeroes a fraction `rate` of the units during training."
     positional: ClassVar[tuple[str, ...]] = ("rate",)
     rate: Rate
@@ -592,6 +625,7 @@ class Dropout(LayerArgs):
 @register
 class SpatialDropout(LayerArgs):
     kind: ClassVar[str] = "spatial_dropout"
+    framework_names: ClassVar[tuple[str, ...]] = ("SpatialDropout2D", "Dropout2d")
     doc: ClassVar[str] = "Drops whole feature maps (channels) during training."
     positional: ClassVar[tuple[str, ...]] = ("rate",)
     rate: Rate
@@ -613,6 +647,7 @@ class SpatialDropout(LayerArgs):
 @register
 class Flatten(LayerArgs):
     kind: ClassVar[str] = "flatten"
+    framework_names: ClassVar[tuple[str, ...]] = ("Flatten",)
     doc: ClassVar[str] = "Flattens (H, W, C) to (H*W*C,), in Keras's channels-last order."
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
@@ -635,6 +670,8 @@ class Flatten(LayerArgs):
 @register
 class Dense(LayerArgs):
     kind: ClassVar[str] = "dense"
+    aliases: ClassVar[dict[str, str]] = {"kernel_regularizer": "l2", "bias": "use_bias"}
+    framework_names: ClassVar[tuple[str, ...]] = ("Dense", "Linear")
     doc: ClassVar[str] = "Fully connected layer over the last axis."
     positional: ClassVar[tuple[str, ...]] = ("units",)
     units: PositiveInt
@@ -756,6 +793,7 @@ class _Activation(LayerArgs):
 @register
 class ReLU(_Activation):
     kind: ClassVar[str] = "relu"
+    framework_names: ClassVar[tuple[str, ...]] = ("ReLU",)
     onnx_op: ClassVar[str] = "Relu"
     torch_name: ClassVar[str] = "torch.relu"
     doc: ClassVar[str] = "max(x, 0)."
@@ -768,6 +806,7 @@ class ReLU(_Activation):
 @register
 class ReLU6(_Activation):
     kind: ClassVar[str] = "relu6"
+    framework_names: ClassVar[tuple[str, ...]] = ("ReLU6",)
     torch_name: ClassVar[str] = "F.relu6"
     doc: ClassVar[str] = "min(max(x, 0), 6)."
     keras_string: ClassVar[str | None] = "relu6"
@@ -783,6 +822,7 @@ class ReLU6(_Activation):
 @register
 class LeakyReLU(_Activation):
     kind: ClassVar[str] = "leaky_relu"
+    framework_names: ClassVar[tuple[str, ...]] = ("LeakyReLU",)
     torch_name: ClassVar[str] = "F.leaky_relu"
     doc: ClassVar[str] = "x for x > 0, alpha * x otherwise (Keras's default alpha, 0.3)."
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
@@ -802,6 +842,7 @@ class LeakyReLU(_Activation):
 @register
 class ELU(_Activation):
     kind: ClassVar[str] = "elu"
+    framework_names: ClassVar[tuple[str, ...]] = ("ELU",)
     torch_name: ClassVar[str] = "F.elu"
     doc: ClassVar[str] = "x for x > 0, alpha * (exp(x) - 1) otherwise."
     positional: ClassVar[tuple[str, ...]] = ("alpha",)
@@ -823,6 +864,7 @@ class ELU(_Activation):
 @register
 class Sigmoid(_Activation):
     kind: ClassVar[str] = "sigmoid"
+    framework_names: ClassVar[tuple[str, ...]] = ("Sigmoid",)
     onnx_op: ClassVar[str] = "Sigmoid"
     torch_name: ClassVar[str] = "torch.sigmoid"
     doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
@@ -832,6 +874,7 @@ class Sigmoid(_Activation):
 @register
 class Tanh(_Activation):
     kind: ClassVar[str] = "tanh"
+    framework_names: ClassVar[tuple[str, ...]] = ("Tanh",)
     onnx_op: ClassVar[str] = "Tanh"
     torch_name: ClassVar[str] = "torch.tanh"
     doc: ClassVar[str] = "Hyperbolic tangent."
@@ -841,6 +884,7 @@ class Tanh(_Activation):
 @register
 class Softmax(_Activation):
     kind: ClassVar[str] = "softmax"
+    framework_names: ClassVar[tuple[str, ...]] = ("Softmax",)
     torch_name: ClassVar[str] = "torch.softmax"
     doc: ClassVar[str] = "Normalised exponential over the last axis; a multi-class output."
     keras_string: ClassVar[str | None] = "softmax"
@@ -859,6 +903,7 @@ class Softmax(_Activation):
 @register
 class GELU(_Activation):
     kind: ClassVar[str] = "gelu"
+    framework_names: ClassVar[tuple[str, ...]] = ("GELU",)
     torch_name: ClassVar[str] = "F.gelu"
     doc: ClassVar[str] = "Gaussian error linear unit; `approximate=true` uses the tanh form."
     approximate: bool = False
@@ -896,6 +941,7 @@ class GELU(_Activation):
 @register
 class Swish(_Activation):
     kind: ClassVar[str] = "swish"
+    framework_names: ClassVar[tuple[str, ...]] = ("SiLU", "Swish")
     torch_name: ClassVar[str] = "F.silu"
     doc: ClassVar[str] = "x * sigmoid(x), also called SiLU."
     keras_string: ClassVar[str | None] = "swish"

@@ -20,7 +20,14 @@ from cnnspec.binding import BoundArg, bind_call, collect_args, validate
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import BackboneUse, Graph, Node, ReceptiveField
 from cnnspec.layers import BatchNorm, Conv2D, format_shape
-from cnnspec.registry import REGISTRY, LayerArgs, Shape, ShapeError, user_kinds
+from cnnspec.registry import (
+    REGISTRY,
+    LayerArgs,
+    Shape,
+    ShapeError,
+    kind_named_by_framework,
+    user_kinds,
+)
 from cnnspec.sections import (
     SCHEMAS,
     AugmentSection,
@@ -344,6 +351,9 @@ class ModelLowering:
         if cls is not None and not cls.internal:
             return cls
         hint = did_you_mean(kind, user_kinds())
+        known = kind_named_by_framework(kind)
+        if known is not None:
+            hint = f"cnnspec calls {kind} {known}()"
         if hint is None:
             elsewhere = [s for s, schema in SCHEMAS.items() if kind in schema.calls]
             if elsewhere:
@@ -432,13 +442,15 @@ class ModelLowering:
     # ---- layers and joins ----------------------------------------------------------------------
 
     def _layer(self, call: ast.Call, scope: Scope, x: Tensor) -> Tensor:
-        # A layer that cannot be built (unknown kind, bad arguments) passes its input through, so
-        # the layers after it are still checked: in this layer set none of them can fail
-        # *because* an earlier layer kept its input's shape, so this finds real errors only.
+        # A layer that cannot be built (unknown kind, bad arguments) leaves the shape unknown:
+        # the layers after it are still created and their arguments checked, but their shapes
+        # are not, since a layer that was meant to pool or flatten would otherwise make every
+        # later one look wrong (`GlobalAveragePooling2D()` then `dense(10)`).
         self.unbuilt = True
+        unknown = Tensor(x.source, None, None)
         cls = self._kind(call)
         if cls is None:
-            return x
+            return unknown
         args, complete = collect_args(
             call, cls, cls.kind, self.diagnostics, reserved=frozenset({"name"})
         )
@@ -453,7 +465,7 @@ class ModelLowering:
             complete,
         )
         if layer is None:
-            return x
+            return unknown
         self.unbuilt = False
         name = self._explicit_name(explicit) if explicit else None
         if name is not None and explicit is not None:

@@ -114,6 +114,9 @@ class LayerArgs(Bound):
     internal: ClassVar[bool] = False
     # Number of inputs; None for any number (at least two).
     arity: ClassVar[int | None] = 1
+    # What Keras and PyTorch call this kind ("BatchNormalization", "BatchNorm2d"): a spec that
+    # uses one of those names is told this kind's name.
+    framework_names: ClassVar[tuple[str, ...]] = ()
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return inputs[0]
@@ -184,6 +187,11 @@ def register(cls: L) -> L:
 def user_kinds() -> list[str]:
     """Layer kinds a spec may call, for completion and did-you-mean."""
     return sorted(k for k, cls in REGISTRY.items() if not cls.internal)
+
+
+def kind_named_by_framework(name: str) -> str | None:
+    """The kind Keras or PyTorch calls `name` (`MaxPooling2D` -> maxpool), if any."""
+    return next((k for k, cls in REGISTRY.items() if name in cls.framework_names), None)
 
 
 def activation_kinds() -> list[str]:

@@ -98,6 +98,8 @@ class Problem(Exception):
         self.value = value
         self.field = field
         self.choices = choices
+        # Which item of a tuple value is wrong, when one is.
+        self.index: int | None = None
 
     def at(self, field: str | None, value: Any) -> Problem:
         self.field = field
@@ -189,12 +191,14 @@ def _check(annotation: Any, value: Any) -> Any:
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        _quoted_number(value, "an integer")
         raise Problem("must be a valid integer", kind="type")
     if annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise Problem("must be a finite number", kind="type")
             return float(value)
+        _quoted_number(value, "a number")
         raise Problem("must be a valid number", kind="type")
     if annotation is bool:
         if isinstance(value, bool):
@@ -213,6 +217,20 @@ def _check(annotation: Any, value: Any) -> Any:
             return value
         raise Problem(f"must be {_describe(annotation)}", kind="type")
     raise TypeError(f"cannot check values of type {annotation!r}")
+
+
+def _quoted_number(value: Any, what: str) -> None:
+    """A number written in quotes, `lr="1e-4"`, is a string: say so."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return
+        raise Problem(
+            f"must be {what}, not the string {value!r}",
+            hint=f"remove the quotes: {value}",
+            kind="type",
+        )
 
 
 def _check_bounds(bounds: _Bounds, value: Any) -> None:
@@ -251,7 +269,14 @@ def _check_tuple(items: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
     if not isinstance(value, tuple):
         raise Problem("must be a valid tuple", kind="type")
     if len(items) == 2 and items[1] is Ellipsis:
-        return tuple(_check(items[0], v) for v in value)
+        checked = []
+        for index, item in enumerate(value):
+            try:
+                checked.append(_check(items[0], item))
+            except Problem as problem:
+                problem.index, problem.value = index, item
+                raise
+        return tuple(checked)
     if len(value) != len(items):
         raise Problem(f"must have {len(items)} items, not {len(value)}", kind="type")
     return tuple(_check(item, v) for item, v in zip(items, value, strict=True))

@@ -321,6 +321,7 @@ class AugmentSection(Bound):
 class Optimizer(Bound):
     kind: ClassVar[str]
     positional: ClassVar[tuple[str, ...]] = ("lr",)
+    aliases: ClassVar[dict[str, str]] = {"learning_rate": "lr"}
     keras_class: ClassVar[str]
     lr: Positive
 
@@ -602,6 +603,7 @@ class TrainSection(Bound):
         """Phases with the train-level settings filled in; one implicit phase when none is given.
         A phase that declares callbacks replaces the train-level callbacks; one that declares
         none inherits them."""
+        inherited = {"epochs", "optimizer", "callbacks", "freezing"}
         if not self.phases:
             phase = Phase(
                 epochs=self.epochs,
@@ -609,7 +611,8 @@ class TrainSection(Bound):
                 callbacks=self.callbacks,
                 freezing=self.freezing,
             )
-            return [phase.located(self.span, self._arg_spans)]  # type: ignore[list-item]
+            located = phase.located(self.span, self._arg_spans)
+            return [located.broken_at(self._broken & inherited)]  # type: ignore[list-item]
         result = []
         for index, declared in enumerate(self.phases):
             merged = declared.model_copy(
@@ -621,7 +624,12 @@ class TrainSection(Bound):
                     "freezing": (self.freezing if index == 0 else ()) + declared.freezing,
                 }
             )
-            result.append(merged.located(declared.span, declared._arg_spans))
+            # A value the phase takes from train is broken if train's is.
+            taken = {f for f in inherited if f != "freezing" and not getattr(declared, f)}
+            if index == 0:
+                taken.add("freezing")
+            broken = declared._broken | (self._broken & taken)
+            result.append(merged.located(declared.span, declared._arg_spans).broken_at(broken))
         return result
 
 
@@ -737,32 +745,34 @@ def bind_section(
     extra: dict[str, tuple[Any, Span]] | None = None,
 ) -> Bound | None:
     """Validate a section's items against its schema; report every problem at its own span.
-    `extra` supplies values that are not items, such as a phase's name from its label."""
+    `extra` supplies values that are not items, such as a phase's name from its label.
+
+    What is valid is bound even when other items are not: a field whose item is wrong keeps
+    its default and is recorded as broken (`Bound.broken`), so that the cross-section checks
+    still judge everything else and skip only what depends on the broken value."""
     values: dict[str, Any] = {k: v for k, (v, _) in (extra or {}).items()}
     spans: dict[str, Span] = {k: span for k, (_, span) in (extra or {}).items()}
-    ok = True
+    broken: set[str] = set()
     settings = set(schema.settings())
     for item in items:
         if isinstance(item, ast.Setting):
             key = item.key.text
             if key in schema.repeated:
                 target = item.value
+                field_name = schema.repeated[key]
                 if not isinstance(target, ast.Name | ast.String):
                     diagnostics.error(
                         "E104", f"{key} takes a block, layer name or pattern", target.span
                     )
-                    ok = False
+                    broken.add(field_name)
                     continue
                 rule = FreezeRule(action=key, target=str(to_python(target)))  # type: ignore[arg-type]
-                field_name = schema.repeated[key]
                 values[field_name] = (*values.get(field_name, ()), rule.located(item.span, {}))
                 continue
             if key not in settings:
-                ok = False
                 _unknown(key, item.key.span, schema, what, diagnostics, called=False)
                 continue
             if key in spans:
-                ok = False
                 diagnostics.error(
                     "E102",
                     f"'{key}' is set twice in {what}",
@@ -774,23 +784,21 @@ def bind_section(
             if key in schema.choices:
                 bound = _bind_choice(item.value, schema.choices[key], key, diagnostics)
                 if bound is None:
-                    ok = False
+                    broken.add(key)
                     continue
                 values[key] = bound
             elif isinstance(item.value, ast.Call):
-                ok = False
+                broken.add(key)
                 diagnostics.error("E104", f"'{key}' takes a value, not a call", item.value.span)
             else:
                 values[key] = to_python(item.value)
         elif isinstance(item, ast.Call):
             name = item.name.text
             if name not in schema.calls:
-                ok = False
                 _unknown(name, item.name.span, schema, what, diagnostics, called=True)
                 continue
             field_name, model = schema.calls[name]
             if name in spans:
-                ok = False
                 diagnostics.error(
                     "E102",
                     f"{name}(...) appears twice in {what}",
@@ -801,7 +809,7 @@ def bind_section(
             spans[name] = item.span
             bound = bind_call(item, model, name, diagnostics)
             if bound is None:
-                ok = False
+                broken.add(field_name)
                 continue
             if field_name == name or _is_single(schema.model, field_name):
                 values[field_name] = bound
@@ -811,19 +819,17 @@ def bind_section(
         else:
             key = item.key.text
             if key not in schema.sections:
-                ok = False
                 _unknown(key, item.key.span, schema, what, diagnostics, called=False)
                 continue
             field_name, sub_schema = schema.sections[key]
             if not isinstance(item.label, ast.Name):
-                ok = False
                 diagnostics.error(
                     "E104", f"{key} needs a name: `{key} NAME {{ ... }}`", item.key.span
                 )
+                broken.add(field_name)
                 continue
             existing = [p for p in values.get(field_name, ()) if getattr(p, "name", None)]
             if any(p.name == item.label.text for p in existing):
-                ok = False
                 diagnostics.error(
                     "E116", f"{key} '{item.label.text}' declared twice", item.label.span
                 )
@@ -837,25 +843,30 @@ def bind_section(
                 {"name": (item.label.text, item.label.span)},
             )
             if bound is None:
-                ok = False
+                broken.add(field_name)
                 continue
             values[field_name] = (*values.get(field_name, ()), bound)
-    if not ok:
-        return None
-    try:
-        model = schema.model.model_validate(values)
-    except Invalid as invalid:
-        for problem in invalid.problems:
-            key = problem.field or ""
-            message, hint = problem_text(problem)
-            diagnostics.error(
-                "E113",
-                phrase(None, f"'{key}' in {what}", message, values.get(key)),
-                spans.get(key, span),
-                hint,
-            )
-        return None
-    return model.located(span, spans)
+    # Values that are each well-formed can still be out of range: report them, leave them out.
+    while True:
+        try:
+            model = schema.model.model_validate(values)
+            break
+        except Invalid as invalid:
+            for problem in invalid.problems:
+                key = problem.field or ""
+                message, hint = problem_text(problem)
+                diagnostics.error(
+                    "E113",
+                    phrase(None, f"'{key}' in {what}", message, values.get(key)),
+                    spans.get(key, span),
+                    hint,
+                )
+            fields = {p.field for p in invalid.problems}
+            if None in fields or not fields & set(values):
+                return None  # a problem of the whole section, or one no value can undo
+            broken |= {f for f in fields if f is not None}
+            values = {k: v for k, v in values.items() if k not in fields}
+    return model.located(span, spans).broken_at(broken)
 
 
 def _is_single(model: type[Bound], field_name: str) -> bool:
@@ -866,7 +877,9 @@ def _is_single(model: type[Bound], field_name: str) -> bool:
 def _unknown(
     key: str, span: Span, schema: SectionSchema, what: str, diagnostics: Diagnostics, called: bool
 ) -> None:
-    if key in schema.calls and not called:
+    if key in ("learning_rate", "lr") and "optimizer" in schema.settings():
+        hint = "the learning rate is the optimizer's: `optimizer adam(lr=1e-3)`"
+    elif key in schema.calls and not called:
         hint = f"'{key}' is written as a call: {key}(...)"
     elif key in schema.settings() and called:
         hint = f"'{key}' is a setting: write `{key} VALUE`"

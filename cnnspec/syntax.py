@@ -446,6 +446,10 @@ def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> Non
             hint = "strings must be closed on the same line"
         elif char in "-+" or char.isdigit():
             hint = "numbers look like 3, 0.5, 1e-4 or 1/255; sizes like 32x32x3"
+        elif char == "*":
+            word = re.search(r"[\w.]*$", source.text[:offset])
+            pattern = f"{word.group() if word else ''}*"
+            hint = f'a glob pattern is a string: write it in quotes, "{pattern}"'
         diagnostics.error("E001", f"unexpected character {char!r}", source.span_at(offset), hint)
         return
     # A `/` that would only continue a fraction is left out of what was expected, as noise.

@@ -141,7 +141,9 @@ def test_check_shipped_spec(spec: Path) -> None:
     result = run("check", str(spec.relative_to(ROOT)))
     no_traceback(result)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # The only thing to say of a shipped spec: that its image folder is not in this checkout.
+    said = re.findall(r"^\S+:\d+:\d+: (\w+)\[(\w+)\]", result.stderr, re.MULTILINE)
+    assert set(said) <= {("warning", "W304")}, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 1
     match = OK_LINE.match(lines[0])

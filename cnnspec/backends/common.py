@@ -197,15 +197,22 @@ class Script:
         out: list[str] = []
         out.append(f"SPEC_NAME = {literal(spec.name)}")
         if isinstance(self.source, Cifar10):
-            out.append(
-                'CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"'
-            )
+            out.append('CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"')
             out.append(
                 'KERAS_DATASETS = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) '
                 '/ "datasets"'
             )
         out.append(f"INPUT_SHAPE = {literal(graph.input_shape)}")
-        out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
+        if isinstance(self.source, Directory) and self.spec.data.class_names() is None:
+            # As image_dataset_from_directory and ImageFolder do: the folders name the classes.
+            out.append(
+                "CLASS_NAMES = None  # train/'s class folders, sorted, once the data is read"
+            )
+        else:
+            out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
+        if isinstance(self.source, Directory):
+            count = 2 if self.binary else self._output_units()
+            out.append(f"CLASS_COUNT = {literal(count)}  # the classes the model tells apart")
         out.append(f"SEED = {literal(spec.train.seed)}")
         out.append(f"BATCH_SIZE = {literal(spec.train.batch)}")
         out.append(f"RESCALE = {number(data.rescale).text}")
@@ -454,6 +461,78 @@ DIGITS_LOADER = '''
             random_state=SEED,
         )
         return {"train": (x_train, y_train), "test": (x_test, y_test)}
+'''
+
+
+DATA_ERROR = '''
+    class DataError(Exception):
+        """The data is missing, empty or unreadable; main() prints it as one line."""
+'''
+
+
+# The checks a folder of images gets before training starts, so that a missing folder, a class
+# folder without images or a file that is not an image is one line, not a traceback later.
+DIRECTORY_FOLDERS = '''
+    IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+    IMAGE_SIGNATURES = (b"\\x89PNG", b"\\xff\\xd8\\xff", b"GIF8", b"BM")
+
+
+    def split_folders(data_dir):
+        """train/, val/ and test/ under `data_dir`, each checked for class folders of
+        images. The classes are the spec's, or else train/'s sub-folders, sorted, as Keras's
+        image_dataset_from_directory and torchvision's ImageFolder name them; CLASS_NAMES
+        is set to them."""
+        global CLASS_NAMES
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise DataError(
+                f"no data folder {root} (a relative path is read from the working "
+                f"directory, {Path.cwd()}); pass --data-dir to read the data from elsewhere"
+            )
+        splits = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+        if "train" not in splits or "test" not in splits:
+            raise DataError(f"{root} needs train/ and test/ folders of class sub-folders")
+        found = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
+        if CLASS_NAMES is None:
+            if len(found) != CLASS_COUNT:
+                raise DataError(
+                    f"{splits['train']} has {len(found)} class folders "
+                    f"({', '.join(found) or 'none'}), but the model tells {CLASS_COUNT} "
+                    "classes apart"
+                )
+            CLASS_NAMES = found
+        for split, folder in splits.items():
+            folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
+            if folders != sorted(CLASS_NAMES):
+                raise DataError(
+                    f"{folder} has class folders {folders}, but the classes are "
+                    f"{sorted(CLASS_NAMES)}"
+                )
+            counts = {name: len(image_files(folder / name)) for name in CLASS_NAMES}
+            empty = [name for name, count in counts.items() if not count]
+            if empty and (split == "train" or len(empty) == len(counts)):
+                where = folder / empty[0] if split == "train" else folder
+                raise DataError(f"{where} holds no PNG, JPEG, GIF or BMP image")
+        return splits
+
+
+    def image_files(folder):
+        """The images in a class folder, sorted; a file that is not one is an error."""
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for path in files:
+            with open(path, "rb") as stream:
+                if not stream.read(4).startswith(IMAGE_SIGNATURES):
+                    raise DataError(f"{path} is not a readable PNG, JPEG, GIF or BMP image")
+        return files
+'''
+
+
+CHECK_NOT_EMPTY = '''
+    def check_not_empty(splits):
+        """Every split holds examples: an empty one is a problem with the data."""
+        for name, (_, labels) in splits.items():
+            if len(labels) == 0:
+                raise DataError(f"the {name} split holds no examples")
 '''
 
 

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
+    CHECK_NOT_EMPTY,
     CIFAR10_LOADER,
+    DATA_ERROR,
     DIGITS_LOADER,
+    DIRECTORY_FOLDERS,
     NO_SOURCE_LOADER,
     SPLIT_VALIDATION,
     Script,
@@ -216,7 +219,9 @@ class _Script(Script):
             '    """Random transforms for training batches only, as Keras preprocessing layers."""',
         ]
         if not calls:
-            lines.append('    return keras.Sequential([], name="augmentation")')
+            # An empty keras.Sequential cannot be called ("it has no layers").
+            lines[1] = '    """The spec augments nothing: training batches go in as they are."""'
+            lines.append("    return None")
             return "\n".join(lines) + "\n"
         lines.append("    return keras.Sequential(")
         lines.append("        [")
@@ -238,19 +243,14 @@ class _Script(Script):
 
     def data_loader(self) -> list[str]:
         source = self.source
-        common = block(
-            '''
-            class DataError(Exception):
-                """The data is missing or unreadable; main() prints it as one line."""
-            '''
-        )
+        common = [block(DATA_ERROR), block(CHECK_NOT_EMPTY)]
         if isinstance(source, Cifar10):
-            return [common, block(CIFAR10_LOADER)]
+            return [*common, block(CIFAR10_LOADER)]
         if isinstance(source, Digits):
-            return [common, block(DIGITS_LOADER)]
+            return [*common, block(DIGITS_LOADER)]
         if isinstance(source, Directory):
-            return [common, block(DIRECTORY_LOADER)]
-        return [common, block(NO_SOURCE_LOADER)]
+            return [*common, block(DIRECTORY_FOLDERS), block(DIRECTORY_LOADER)]
+        return [*common, block(NO_SOURCE_LOADER)]
 
     def make_datasets(self) -> str:
         data = self.spec.data
@@ -388,6 +388,11 @@ class _Script(Script):
         split = ""
         if isinstance(self.spec.data.validation, float):
             split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"
+        elif self.spec.data.validation == "val":
+            split = (
+                '\n    if "val" not in splits:'
+                '\n        raise DataError(f"validation val, but {args.data_dir} has no val/ folder")'
+            )
         curves = (
             '\n    plot_curves(history, output_dir / "curves.png")'
             if self.spec.evaluate.wants("curves")
@@ -402,16 +407,24 @@ class _Script(Script):
             )
         else:
             train = "history = train(model, datasets, output_dir, epochs=args.epochs)"
+        decode = ""
+        if isinstance(self.source, Directory):
+            # A damaged image passes the header check and fails when TensorFlow decodes it.
+            decode = (
+                "\n    except tf.errors.InvalidArgumentError as error:"
+                '\n        sys.exit(f"error: an image is damaged: {decode_failure(error)}")'
+            )
         parts = [
             fill(
                 MAIN,
+                DECODE_ERROR=decode,
                 SPLIT=split,
                 BACKBONE=load_backbone_call("model", 2) if self.graph.backbone else "",
                 CURVES=curves,
                 TRAIN=train,
             )
         ]
-        if split:
+        if isinstance(self.spec.data.validation, float):
             parts.insert(0, block(SPLIT_VALIDATION))
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
 
@@ -458,15 +471,19 @@ DIRECTORY_LOADER = '''
         return tf.image.grayscale_to_rgb(image), label
 
 
+    def decode_failure(error):
+        """What TensorFlow says of an image it cannot decode (a file with an image's header
+        but damaged inside), without its graph trace."""
+        lines = error.message.splitlines()
+        said = [line for line in lines if "Error in user-defined function" in line]
+        return said[0].rsplit(": ", 1)[-1] if said else lines[0]
+
+
     def load_data(data_dir):
         """train/, val/ and test/ folders of class sub-folders: {split: (dataset, labels)},
         each dataset yielding (image, label) pairs in file order."""
-        root = Path(data_dir)
         splits = {}
-        for split in ("train", "val", "test"):
-            folder = root / split
-            if not folder.is_dir():
-                continue
+        for split, folder in split_folders(data_dir).items():
             dataset = keras.utils.image_dataset_from_directory(
                 folder,
                 labels="inferred",
@@ -483,8 +500,6 @@ DIRECTORY_LOADER = '''
             if COLOR_MODE == "grayscale" and INPUT_SHAPE[2] == 3:
                 dataset = dataset.map(to_rgb)
             splits[split] = (dataset, labels)
-        if "train" not in splits or "test" not in splits:
-            raise DataError(f"{root} needs train/ and test/ folders of class sub-folders")
         return splits
 '''
 
@@ -509,7 +524,7 @@ MAKE_DATASETS = '''
             images = tf.cast(images, "float32") * RESCALE
             if image_size is not None:
                 images = tf.image.resize(images, (image_size, image_size))
-            if training:
+            if training and augment is not None:
                 images = augment(images, training=True)<NORMALIZE>
             return images, <ENCODE>
 
@@ -717,16 +732,23 @@ MAIN = """
 
 
     def main(argv=None):
+        \"\"\"Train, evaluate and save; a problem with the data is one line of error.\"\"\"
         args = parse_args(argv)
+        try:
+            run(args)
+        except DataError as error:
+            sys.exit(f"error: {error}")<DECODE_ERROR>
+
+
+    def run(args):
         keras.utils.set_random_seed(args.seed)
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            splits = load_data(args.data_dir)
-        except DataError as error:
-            sys.exit(f"error: {error}")<SPLIT>
-        if args.subset:
+        splits = load_data(args.data_dir)<SPLIT>
+        check_not_empty(splits)
+        if args.subset is not None:
             splits = {name: take(split, args.subset) for name, split in splits.items()}
+            check_not_empty(splits)
         datasets = make_datasets(splits, args.batch_size, args.seed, args.image_size)
         input_shape = INPUT_SHAPE
         if args.image_size:

@@ -16,8 +16,11 @@ from textwrap import wrap
 
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
+    CHECK_NOT_EMPTY,
     CIFAR10_LOADER,
+    DATA_ERROR,
     DIGITS_LOADER,
+    DIRECTORY_FOLDERS,
     NO_SOURCE_LOADER,
     SPLIT_VALIDATION,
     Script,
@@ -253,14 +256,14 @@ class _Script(Script):
 
     def data_loader(self) -> list[str]:
         source = self.source
-        common = block(DATA_ERROR)
+        common = [block(DATA_ERROR), block(CHECK_NOT_EMPTY)]
         if isinstance(source, Cifar10):
-            return [common, block(CIFAR10_LOADER)]
+            return [*common, block(CIFAR10_LOADER)]
         if isinstance(source, Digits):
-            return [common, block(DIGITS_LOADER)]
+            return [*common, block(DIGITS_LOADER)]
         if isinstance(source, Directory):
-            return [common, block(DIRECTORY_LOADER)]
-        return [common, block(NO_SOURCE_LOADER)]
+            return [*common, block(DIRECTORY_FOLDERS), block(DIRECTORY_LOADER)]
+        return [*common, block(NO_SOURCE_LOADER)]
 
     def make_loaders(self) -> str:
         data = self.spec.data
@@ -379,6 +382,11 @@ class _Script(Script):
         split = ""
         if isinstance(self.spec.data.validation, float):
             split = "\n    splits = split_validation(splits, VALIDATION_FRACTION, SEED)"
+        elif self.spec.data.validation == "val":
+            split = (
+                '\n    if "val" not in splits:'
+                '\n        raise DataError(f"validation val, but {args.data_dir} has no val/ folder")'
+            )
         curves = (
             '\n        plot_curves(history, output_dir / "curves.png")'
             if self.spec.evaluate.wants("curves")
@@ -622,21 +630,16 @@ AUGMENT = '''
         return images
 '''
 
-DATA_ERROR = '''
-    class DataError(Exception):
-        """The data is missing or unreadable; main() prints it as one line."""
-'''
-
 DIRECTORY_LOADER = '''
     class ImageFolder(Dataset):
         """Images in class sub-folders, read with Pillow: (uint8 CHW tensor, label)."""
 
         def __init__(self, folder):
-            self.files = []
-            for label, name in enumerate(CLASS_NAMES):
-                for path in sorted((folder / name).glob("*")):
-                    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
-                        self.files.append((path, label))
+            self.files = [
+                (path, label)
+                for label, name in enumerate(CLASS_NAMES)
+                for path in image_files(folder / name)
+            ]
             self.labels = np.array([label for _, label in self.files], dtype="int64")
 
         def __len__(self):
@@ -644,10 +647,13 @@ DIRECTORY_LOADER = '''
 
         def __getitem__(self, index):
             path, label = self.files[index]
-            with Image.open(path) as image:
-                image = image.convert("L" if COLOR_MODE == "grayscale" else "RGB")
-                image = image.resize(INPUT_SHAPE[1::-1], Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype="uint8").reshape(*INPUT_SHAPE[:2], -1)
+            try:
+                with Image.open(path) as image:
+                    image = image.convert("L" if COLOR_MODE == "grayscale" else "RGB")
+                    image = image.resize(INPUT_SHAPE[1::-1], Image.Resampling.BILINEAR)
+                    pixels = np.asarray(image, dtype="uint8").reshape(*INPUT_SHAPE[:2], -1)
+            except (OSError, SyntaxError) as error:  # Pillow's errors for a damaged file
+                raise DataError(f"{path} cannot be read as an image: {error}") from None
             if pixels.shape[2] != INPUT_SHAPE[2]:
                 pixels = np.repeat(pixels, INPUT_SHAPE[2], axis=2)  # grayscale to RGB
             return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), label
@@ -655,14 +661,10 @@ DIRECTORY_LOADER = '''
 
     def load_data(data_dir):
         """train/, val/ and test/ folders of class sub-folders, by split."""
-        root = Path(data_dir)
         splits = {}
-        for split in ("train", "val", "test"):
-            if (root / split).is_dir():
-                dataset = ImageFolder(root / split)
-                splits[split] = (dataset, dataset.labels)
-        if "train" not in splits or "test" not in splits:
-            raise DataError(f"{root} needs train/ and test/ folders of class sub-folders")
+        for split, folder in split_folders(data_dir).items():
+            dataset = ImageFolder(folder)
+            splits[split] = (dataset, dataset.labels)
         return splits
 '''
 
@@ -1054,8 +1056,23 @@ MAIN = """
 
 
     def main(argv=None):
+        \"\"\"Train, evaluate and save; a problem with the data or the device is one line of
+        error.\"\"\"
         args = parse_args(argv)
+        try:
+            run(args)
+        except DataError as error:
+            sys.exit(f"error: {error}")
+
+
+    def run(args):
         distributed = "WORLD_SIZE" in os.environ
+        if args.device == "cuda" and not torch.cuda.is_available():
+            built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+            raise DataError(
+                f"--device cuda, but this PyTorch ({torch.__version__}, {built}) sees no "
+                "GPU; use --device cpu, or auto to take a GPU when there is one"
+            )
         if args.device == "auto":
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
@@ -1074,14 +1091,13 @@ MAIN = """
             torch.backends.cudnn.benchmark = True
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            splits = load_data(args.data_dir)
-        except DataError as error:
-            sys.exit(f"error: {error}")<SPLIT>
-        if args.subset:
+        splits = load_data(args.data_dir)<SPLIT>
+        check_not_empty(splits)
+        if args.subset is not None:
             splits = {name: take(split, args.subset) for name, split in splits.items()}
+            check_not_empty(splits)
         if args.image_size and FIXED_INPUT_SIZE:
-            sys.exit("error: --image-size: this model's flatten fixes its input size")
+            raise DataError("--image-size: this model's flatten fixes its input size")
         loaders = make_loaders(
             splits, args.batch_size, args.seed, args.image_size, distributed
         )
