@@ -12,7 +12,16 @@ from cnnspec.ir import Graph, Node, PhasePlan
 from cnnspec.layers import format_shape
 from cnnspec.lower import Lowered
 from cnnspec.registry import LayerArgs, activation_name
-from cnnspec.sections import LOSS_FOR_LABELS, METRIC_NAMES, DataSection, Directory, Loss, Phase
+from cnnspec.sections import (
+    LOSS_FOR_LABELS,
+    METRIC_NAMES,
+    DataSection,
+    Directory,
+    Loss,
+    Phase,
+    Rotation,
+    TrainSection,
+)
 
 
 def output_activation(node: Node) -> LayerArgs | None:
@@ -40,7 +49,28 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
     if lowered.train is None:
         return []
     _monitors(lowered, diagnostics)
+    _phase_callbacks(lowered.train, diagnostics)
     return plan_phases(graph, lowered.train.effective_phases(), diagnostics)
+
+
+def _phase_callbacks(train: TrainSection, diagnostics: Diagnostics) -> None:
+    """A phase that declares callbacks replaces train's: say which of train's it drops."""
+    if not train.callbacks or train.is_broken("callbacks"):
+        return
+    for phase in train.phases:
+        if not phase.callbacks:
+            continue
+        own = {c.kind for c in phase.callbacks}
+        dropped = [c.kind for c in train.callbacks if c.kind not in own]
+        if dropped:
+            listed = ", ".join(f"{kind}(...)" for kind in dropped)
+            diagnostics.warning(
+                "W307",
+                f"phase '{phase.name}' declares its own callbacks, so train's {listed} "
+                f"does not run in it",
+                phase.span_of("name") or phase.span or train.span,
+                "repeat it in the phase if it should, or leave the phase's callbacks out",
+            )
 
 
 def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
@@ -75,7 +105,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
             )
         if node.layer.is_activation and source is not None and node.role == "layer":
             before = getattr(source.layer, "activation", None)
-            if before is not None and before.kind == node.kind and node.kind != "softmax":
+            if before is not None and before.kind == node.kind:
                 diagnostics.warning(
                     "W203",
                     f"{node.kind} follows a layer that already applies {node.kind}",
@@ -263,7 +293,35 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
             graph.input_span or graph.span,
             f"declare `input {h}x{w}x{c}`",
         )
+    white = data.source.white
+    top = white * data.rescale
+    written = "rescale" in data._arg_spans  # the default, 1, is no one's mistake
+    if (
+        written
+        and not data.is_broken("rescale")
+        and data.normalize is None
+        and not 0.25 <= top <= 4
+    ):
+        denominator = round(1 / data.rescale) if data.rescale < 1 else 0
+        fraction = f"1/{denominator}" if denominator and 1 / denominator == data.rescale else ""
+        diagnostics.warning(
+            "W305",
+            f"rescale {fraction or f'{data.rescale:g}'} leaves the {data.source.kind} pixels in "
+            f"[0, {top:.3g}] (their white is {white:g})",
+            data.span_of("rescale") or data.source.span or graph.span,
+            f"`rescale 1/{white:g}` gives [0, 1]",
+        )
     augment = lowered.augment
+    rotation = augment.get("rotation") if augment is not None else None
+    if isinstance(rotation, Rotation) and rotation.degrees < 1:
+        degrees = rotation.degrees
+        diagnostics.warning(
+            "W306",
+            f"rotation({degrees:g}) turns images by at most {degrees:g} of a degree",
+            rotation.span or graph.span,
+            f"rotation takes degrees (Keras's RandomRotation takes a fraction of a turn: "
+            f"{degrees:g} of a turn is rotation({degrees * 360:g}))",
+        )
     if augment is not None and data.source.kind == "digits":
         flip = augment.get("flip")
         if flip is not None:

@@ -79,17 +79,25 @@ def _tally(compilations: list[Compilation]) -> tuple[int, int]:
     return errors, warnings
 
 
+STRICT = "--strict: warnings fail"
+
+
 def _checked_or_exit(
-    spec: Path, consequence: str = "", image_size: int | None = None
+    spec: Path, consequence: str = "", image_size: int | None = None, strict: bool = False
 ) -> Compilation:
-    """The spec compiled without errors (at `image_size` x `image_size` when given); otherwise
-    its diagnostics and exit status 1."""
+    """The spec compiled without errors (at `image_size` x `image_size` when given), and with
+    `strict` without warnings either; otherwise its diagnostics and exit status 1."""
     size = (image_size, image_size) if image_size else None
     compilation = compile_source(_load(spec), size)
     _print_diagnostics(compilation)
-    if not compilation.ok or compilation.spec is None:
-        errors, warnings = _tally([compilation])
-        echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{consequence}", err=True)
+    errors, warnings = _tally([compilation])
+    failed = strict and warnings
+    if not compilation.ok or compilation.spec is None or failed:
+        strictly = f" ({STRICT})" if failed else ""
+        echo(
+            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{strictly}{consequence}",
+            err=True,
+        )
         raise Exit(1)
     return compilation
 
@@ -155,8 +163,11 @@ def check(args: argparse.Namespace) -> None:
                 )
         errors, warnings = _tally(compilations)
         if errors or warnings:
-            echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
-    if any(c.diagnostics.has_errors for c in compilations):
+            strictly = f" ({STRICT})" if args.strict and warnings else ""
+            echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{strictly}", err=True)
+    if any(
+        c.diagnostics.has_errors or (args.strict and c.diagnostics.warnings) for c in compilations
+    ):
         raise Exit(1)
 
 
@@ -267,7 +278,7 @@ def build(args: argparse.Namespace) -> None:
     from cnnspec.backends import backend as load_backend
 
     spec, output, force = args.spec, args.output, args.force
-    compilation = _checked_or_exit(spec, "; nothing written")
+    compilation = _checked_or_exit(spec, "; nothing written", strict=args.strict)
     module = load_backend(args.backend)
     stem = spec.stem if str(spec) != "-" else compilation.spec.name
     source_name = spec.name if str(spec) != "-" else "<stdin>"
@@ -294,8 +305,22 @@ def export(args: argparse.Namespace) -> None:
     except ImportError:
         echo("cnnspec: error: export needs the onnx package: pip install 'cnnspec[onnx]'", err=True)
         raise Exit(1) from None
+    stem = spec.stem if str(spec) != "-" else checked.name
+    # Each precision has its own default file, so an int8 export never replaces the float one.
+    precision = ".int8" if int8 else ".fp16" if fp16 else ""
+    target = output or Path("build") / f"{stem}{precision}.onnx"
     if weights is None:
         tensors = onnx_export.initial_weights(checked, checked.train.seed)
+        source = f"seed {checked.train.seed}"
+        earlier = onnx_export.weights_source(target.read_bytes()) if target.is_file() else ""
+        if earlier and not earlier.startswith("seed ") and not force:
+            echo(
+                f"cnnspec: error: {target} holds an export of trained weights ({earlier}); "
+                "not replacing it with weights initialised from the seed",
+                err=True,
+            )
+            echo(f"  = hint: pass --weights {earlier}, or --force, or -o elsewhere", err=True)
+            raise Exit(1)
         echo(
             f"cnnspec: warning: no --weights: initialised from seed {checked.train.seed}; "
             "the model predicts nothing useful",
@@ -303,13 +328,20 @@ def export(args: argparse.Namespace) -> None:
         )
     else:
         tensors = _weights_or_exit(weights, checked)
+        source = str(weights)
     try:
         if int8 and fp16:
             _usage_error("--int8 and --fp16 exclude each other")
         if int8 and calibration_data is None:
             _usage_error("--int8 needs --calibration-data DIR or --calibration-data digits")
         model = onnx_export.export(
-            checked, tensors, opset, args.input_layout, fp16, calibration_data if int8 else None
+            checked,
+            tensors,
+            opset,
+            args.input_layout,
+            fp16,
+            calibration_data if int8 else None,
+            weights_source=source,
         )
         onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
@@ -318,9 +350,6 @@ def export(args: argparse.Namespace) -> None:
     except (QuantizeError, onnx_export.ExportError) as error:
         echo(f"cnnspec: error: {error}", err=True)
         raise Exit(1) from None
-    stem = spec.stem if str(spec) != "-" else checked.name
-    target = output or Path("build") / f"{stem}.onnx"
-
     def state(path: Path) -> State:
         try:
             data = path.read_bytes()
@@ -518,6 +547,7 @@ def _parser() -> argparse.ArgumentParser:
         default="text",
         help="text, or json for editors and CI",
     )
+    sub.add_argument("--strict", action="store_true", help="fail on warnings too (exit 1), for CI")
 
     sub = command("fmt", fmt)
     sub.add_argument(
@@ -559,6 +589,9 @@ def _parser() -> argparse.ArgumentParser:
         "--output", "-o", type=Path, help="output file (default: build/<spec>_<backend>.py)"
     )
     sub.add_argument("--force", action="store_true", help=force_help)
+    sub.add_argument(
+        "--strict", action="store_true", help="write nothing when the spec has warnings either"
+    )
 
     sub = command("export", export)
     sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnspec import __version__
+from cnnspec.check import data_classes
 from cnnspec.ir import Graph, Spec
 from cnnspec.layers import BatchNorm, Dense, Dropout
 from cnnspec.sections import Digits
@@ -148,7 +149,8 @@ def metadata(spec: Spec, source_text_sha256: str, layout: str) -> dict[str, str]
     data = spec.data
     assert spec.model.input_shape is not None
     h, w, c = spec.model.input_shape
-    classes = data.class_names() or tuple(
+    # An image folder that names no classes: its class folders, when they are here to read.
+    classes = data_classes(data) or tuple(
         str(i) for i in range((spec.model.output_shape or (1,))[-1])
     )
     return {
@@ -167,9 +169,7 @@ def metadata(spec: Spec, source_text_sha256: str, layout: str) -> dict[str, str]
         "cnnspec.labels": data.labels,
         # The pixel value of white in the training data (the digits go up to 16), which an
         # 8-bit image's 255 is mapped to before rescaling.
-        "cnnspec.pixel_max": repr(
-            16.0 if data.source is not None and data.source.kind == "digits" else 255.0
-        ),
+        "cnnspec.pixel_max": repr(data.source.white if data.source is not None else 255.0),
         "cnnspec.threshold": repr(spec.evaluate.threshold or 0.5),
     }
 
@@ -246,9 +246,11 @@ def export(
     input_layout: str = "nchw",
     fp16: bool = False,
     int8_calibration: str | None = None,
+    weights_source: str = "",
 ) -> Any:
     """The spec's network as an ONNX ModelProto with `weights` (canonical layout). With `fp16`
-    the weights and arithmetic are float16 while the input and output stay float32."""
+    the weights and arithmetic are float16 while the input and output stay float32.
+    `weights_source` (a file, or `seed N`) is recorded in the metadata."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -320,12 +322,24 @@ def export(
         fraction = source.test_fraction if isinstance(source, Digits) else 0.2
         batch = calibration_batch(int8_calibration, preprocessing, (fraction, spec.train.seed))
         model = quantize_int8(model, batch, INPUT, classifier_nodes(graph))
+    props["cnnspec.weights"] = weights_source
     props["cnnspec.precision"] = (
         "int8" if int8_calibration is not None else "float16" if fp16 else "float32"
     )
     props[HASH_KEY] = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
     onnx.helper.set_model_props(model, props)
     return model
+
+
+def weights_source(data: bytes) -> str:
+    """Where an exported model's weights came from (a file, or `seed N`), from its metadata."""
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
+    except Exception:  # not an ONNX file: nothing recorded
+        return ""
+    return props.get("cnnspec.weights", "")
 
 
 def model_state(data: bytes) -> str:

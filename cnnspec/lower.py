@@ -84,6 +84,7 @@ class ModelLowering:
         self.blocks: dict[str, Span] = {}
         self.too_big = False
         self.backbone: BackboneUse | None = None
+        self.image: tuple[int, int] | None = None  # the input's height and width
         # Whether the most recent layer call could not be built.
         self.unbuilt = False
 
@@ -106,6 +107,7 @@ class ModelLowering:
             input_span=input_span,
             declared_input=declared,
         )
+        self.image = (input_shape[0], input_shape[1]) if input_shape else None
         start_field = ReceptiveField(size=(1, 1), jump=(1, 1)) if input_shape else None
         out = self._walk(section.items, Scope(()), Tensor(Graph.INPUT, input_shape, start_field))
         graph.nodes = self.nodes
@@ -541,7 +543,7 @@ class ModelLowering:
             if node.output_shape is not None:
                 node.params = layer.params(known, node.output_shape)
                 node.macs = layer.macs(known, node.output_shape)
-                node.receptive_field = _receptive_field(layer, inputs, known[0])
+                node.receptive_field = _receptive_field(layer, inputs, self.image)
         self.nodes.append(node)
         return Tensor(name, node.output_shape, node.receptive_field)
 
@@ -667,7 +669,9 @@ def _projection_stride(size: int, out: int) -> int | None:
     return stride if (size - 1) // stride + 1 == out else None
 
 
-def _receptive_field(layer: LayerArgs, inputs: list[Tensor], shape: Shape) -> ReceptiveField | None:
+def _receptive_field(
+    layer: LayerArgs, inputs: list[Tensor], image: tuple[int, int] | None
+) -> ReceptiveField | None:
     fields = [t.field for t in inputs if t.field is not None]
     if not fields:
         return None
@@ -677,9 +681,10 @@ def _receptive_field(layer: LayerArgs, inputs: list[Tensor], shape: Shape) -> Re
     if window is None:
         return ReceptiveField(size=size, jump=jump)
     if window.global_:
-        if len(shape) == 3:
-            size = (size[0] + (shape[0] - 1) * jump[0], size[1] + (shape[1] - 1) * jump[1])
-        return ReceptiveField(size=size, jump=jump)
+        # After flatten or global pooling every unit sees the whole input, and there is one
+        # position: the field is the image, and so is the step to a next position.
+        whole = image or size
+        return ReceptiveField(size=whole, jump=whole)
     return ReceptiveField(
         size=(
             size[0] + window.dilation[0] * (window.kernel[0] - 1) * jump[0],

@@ -33,6 +33,8 @@ Monitor = Annotated[str, Before(_monitor)]
 class DataSource(Bound):
     kind: ClassVar[str]
     doc: ClassVar[str] = ""
+    # The value of a white pixel in the source's own images: 255, or 16 for the digits.
+    white: ClassVar[float] = 255.0
 
     def native_shape(self) -> tuple[int, int, int] | None:
         return None
@@ -60,6 +62,7 @@ class Cifar10(DataSource):
 class Digits(DataSource):
     kind: ClassVar[str] = "digits"
     doc: ClassVar[str] = "scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)."
+    white: ClassVar[float] = 16.0
     positional: ClassVar[tuple[str, ...]] = ("test_fraction",)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
 

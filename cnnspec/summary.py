@@ -5,7 +5,7 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
-from cnnspec.ir import FLOAT32_BYTES, Node, Spec
+from cnnspec.ir import FLOAT32_BYTES, Node, PhasePlan, Spec
 from cnnspec.layers import format_shape
 
 
@@ -44,6 +44,16 @@ def _layers(count: int) -> str:
 def _names(names: tuple[str, ...], shown: int = 6) -> str:
     text = ", ".join(names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def frozen_with_weights(spec: Spec, plan: PhasePlan) -> list[str]:
+    """The layers a phase freezes that have weights, in model order: pooling and activation
+    layers, which have nothing to freeze, are not counted (the same in the table and JSON)."""
+    return [n.name for n in spec.model.nodes if n.name in plan.frozen and n.params.total]
+
+
+def _callbacks(plan: PhasePlan) -> list[str]:
+    return [callback.kind for callback in plan.phase.callbacks]
 
 
 def to_json(spec: Spec) -> dict[str, Any]:
@@ -87,8 +97,9 @@ def to_json(spec: Spec) -> dict[str, Any]:
                 "epochs": plan.phase.epochs,
                 "trainable_params": plan.trainable_params,
                 "non_trainable_params": plan.non_trainable_params,
-                "frozen_layers": sorted(plan.frozen),
+                "frozen_layers": frozen_with_weights(spec, plan),
                 "unfrozen_layers": list(plan.unfrozen),
+                "callbacks": _callbacks(plan),
             }
             for plan in spec.phases
         ],
@@ -151,8 +162,8 @@ def render_table(spec: Spec) -> Any:
     for plan in spec.phases:
         count = plan.phase.epochs
         epochs = f", {count} epoch{'s' if count != 1 else ''}" if count else ""
-        # Layers without weights (pooling, activations) are not worth counting as frozen.
-        frozen = sum(1 for n in graph.nodes if n.name in plan.frozen and n.params.total)
+        frozen = len(frozen_with_weights(spec, plan))
+        callbacks = _callbacks(plan)
         lines.append(
             Text.assemble(
                 (f"phase {plan.phase.name}: ", "bold magenta"),
@@ -161,6 +172,7 @@ def render_table(spec: Spec) -> Any:
                 f"; unfreezes {_layers(len(plan.unfrozen))}: {_names(plan.unfrozen)}"
                 if plan.unfrozen
                 else "",
+                f"; callbacks: {', '.join(callbacks)}" if callbacks else "",
             )
         )
     return Group(table, *lines)

@@ -52,15 +52,21 @@ JSON_KEYS = {
 
 
 def run(
-    *args: str, cwd: Path = ROOT, script: bool = False, unset: tuple[str, ...] = ()
+    *args: str,
+    cwd: Path = ROOT,
+    script: bool = False,
+    unset: tuple[str, ...] = (),
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`cnnspec ARGS...` in a subprocess; `unset` names environment variables to leave out."""
+    """`cnnspec ARGS...` in a subprocess; `unset` names environment variables to leave out,
+    `input_text` is its standard input."""
     command = [str(CONSOLE_SCRIPT)] if script else [sys.executable, "-m", "cnnspec"]
     env = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [*command, *args],
         cwd=cwd,
         env={**env, "NO_COLOR": "1"},
+        input=input_text,
         capture_output=True,
         text=True,
         timeout=120,
@@ -119,7 +125,7 @@ model warns {
 PHASED = """\
 model phased {
   input 8x8x1
-  block features { conv2d(8)  batchnorm()  conv2d(16) }
+  block features { conv2d(8)  batchnorm()  conv2d(16)  maxpool(2) }
   head { global_avg_pool()  dense(10, activation=softmax) }
 }
 data { source digits  labels sparse  validation 0.1 }
@@ -462,9 +468,11 @@ def test_summary_phases(tmp_path: Path) -> None:
     # warmup freezes the whole features block: only the dense head trains.
     assert phases["warmup"]["trainable_params"] == 170
     assert phases["warmup"]["epochs"] == 5
+    # The layers with weights it freezes, in model order; the pooling has none to freeze, and
+    # the table counts the same three.
     assert phases["warmup"]["frozen_layers"] == [
-        "features_batchnorm_1",
         "features_conv2d_1",
+        "features_batchnorm_1",
         "features_conv2d_2",
     ]
     # middle starts from warmup's freeze set and unfreezes the second convolution.

@@ -168,7 +168,8 @@ class Script:
         return f"{stem}{self.SUFFIX}" if stem.isidentifier() else f"<spec>{self.SUFFIX}"
 
     def default_output_dir(self) -> str:
-        return f"runs/{self.run_name()}"
+        """runs/<spec>_keras or runs/<spec>_pytorch: the two scripts never share a folder."""
+        return f"runs/{self.run_name()}{self.SUFFIX.removesuffix('.py')}"
 
     def run_name(self) -> str:
         stem = self.source_name.rsplit("/", 1)[-1].removesuffix(".cnn")
@@ -216,7 +217,8 @@ class Script:
         out.append(f"SEED = {literal(spec.train.seed)}")
         out.append(f"BATCH_SIZE = {literal(spec.train.batch)}")
         out.append(f"RESCALE = {number(data.rescale).text}")
-        low, high = 0.0, self._source_max() * data.rescale
+        white = self.source.white if self.source is not None else 255.0
+        low, high = 0.0, white * data.rescale
         out.append(
             f"PIXEL_RANGE = {literal((low, high))}  # after rescaling, for brightness and contrast"
         )
@@ -356,9 +358,6 @@ class Script:
         if isinstance(self.source, Directory):
             return "DATA_PATH", "folder with train/, val/ and test/ class folders"
         return "None", "unused: the digits come with scikit-learn"
-
-    def _source_max(self) -> float:
-        return 16.0 if isinstance(self.source, Digits) else 255.0
 
     def class_weights(self) -> str:
         if self.spec.train.class_weight == "balanced":
@@ -568,16 +567,26 @@ WRITE_CONFUSION = """plot_confusion_matrix(
 
 
 PLOT_CURVES = '''
-    def plot_curves(history, path):
-        """Loss and accuracy per epoch, training against validation."""
+    def plot_curves(history, path, title):
+        """Loss and accuracy per epoch, training against validation; a dotted line where a
+        training phase ends and the next begins."""
         figure = Figure(figsize=(12, 4.5))
+        figure.suptitle(title)
+        epochs = [row["epoch"] for row in history]
+        starts = [
+            row["epoch"] - 0.5
+            for index, row in enumerate(history)
+            if index and row["phase"] != history[index - 1]["phase"]
+        ]
         for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
-            epochs = [row["epoch"] for row in history]
             for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
                 if all(key in row for row in history):
                     axis.plot(epochs, [row[key] for row in history], label=label)
+            for start in starts:
+                axis.axvline(start, color="grey", linestyle=":")
             axis.set_title(metric)
             axis.set_xlabel("epoch")
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.legend()
         figure.tight_layout()
         figure.savefig(path, dpi=120)

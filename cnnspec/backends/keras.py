@@ -134,6 +134,8 @@ class _Script(Script):
         lines.append(f"from keras import {', '.join(self.keras_modules())}")
         if self.plots():
             lines.append("from matplotlib.figure import Figure")
+            if self.spec.evaluate.wants("curves"):
+                lines.append("from matplotlib.ticker import MaxNLocator")
         lines.append("from safetensors.numpy import load_file, save_file")
         if isinstance(self.source, Digits):
             lines.append("from sklearn.datasets import load_digits")
@@ -394,7 +396,8 @@ class _Script(Script):
                 '\n        raise DataError(f"validation val, but {args.data_dir} has no val/ folder")'
             )
         curves = (
-            '\n    plot_curves(history, output_dir / "curves.png")'
+            "\n    title = f\"{SPEC_NAME}, keras: test accuracy {test['accuracy']:.4f}\""
+            '\n    plot_curves(history, output_dir / "curves.png", title)'
             if self.spec.evaluate.wants("curves")
             else ""
         )
@@ -590,11 +593,15 @@ FIT_PHASE = '''
             shuffle=False,  # the training dataset shuffles itself
             verbose=2,
         )
+        logged = dict(result.history)
+        # Keras logs the learning rate only where a callback changes it: record it always.
+        rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        logged.setdefault("learning_rate", [rate] * len(result.epoch))
         return [
             {
                 "phase": phase,
                 "epoch": epoch + 1,
-                **{key: float(values[index]) for key, values in result.history.items()},
+                **{key: float(values[index]) for key, values in logged.items()},
             }
             for index, epoch in enumerate(result.epoch)
         ]

@@ -96,6 +96,8 @@ class _Script(Script):
         lines = ["import numpy as np", "import torch", "import torch.nn.functional as F"]
         if self.plots():
             lines.append("from matplotlib.figure import Figure")
+            if self.spec.evaluate.wants("curves"):
+                lines.append("from matplotlib.ticker import MaxNLocator")
         if isinstance(self.source, Directory):
             lines.append("from PIL import Image")
         lines.append("from safetensors.torch import load_file, save_file")
@@ -388,7 +390,8 @@ class _Script(Script):
                 '\n        raise DataError(f"validation val, but {args.data_dir} has no val/ folder")'
             )
         curves = (
-            '\n        plot_curves(history, output_dir / "curves.png")'
+            "\n        title = f\"{SPEC_NAME}, pytorch: test accuracy {test['accuracy']:.4f}\""
+            '\n        plot_curves(history, output_dir / "curves.png", title)'
             if self.spec.evaluate.wants("curves")
             else ""
         )

@@ -1,0 +1,108 @@
+"""What a first-time user met in their first hour (issue 17), checked without a framework: the
+checker's answers to the slips of a first spec, `--strict`, and the summary's truths.
+
+The diagnostics themselves are pinned by fixtures (tests/diagnostics/train_every_error.cnn,
+names_framework.cnn, data_warnings.cnn, data_folders.cnn, syntax_glob.cnn); here are the command
+line and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cnnspec.compiler import compile_text
+from cnnspec.summary import render_table, to_json
+from tests.test_cli import no_traceback, run, write
+
+WARNED = """\
+model warned {
+  input 8x8x1
+  global_avg_pool()
+  dense(10, activation=softmax)
+}
+data { source digits  labels sparse  rescale 1/255 }
+"""
+
+
+def test_strict_turns_warnings_into_failures(tmp_path: Path) -> None:
+    spec = write(tmp_path, "warned.cnn", WARNED)
+    relaxed = run("check", str(spec))
+    assert relaxed.returncode == 0 and "warning[W305]" in relaxed.stderr
+    strict = run("check", "--strict", str(spec))
+    assert strict.returncode == 1
+    assert "0 errors, 1 warning (--strict: warnings fail)" in strict.stderr
+    built = run("build", "--strict", str(spec), "-o", str(tmp_path / "warned.py"))
+    assert built.returncode == 1 and "nothing written" in built.stderr
+    assert not (tmp_path / "warned.py").exists()
+    no_traceback(strict)
+    no_traceback(built)
+
+
+def test_every_error_in_one_run(tmp_path: Path) -> None:
+    """A string where a number goes, in train, hides none of the other checks."""
+    text = """\
+model m { input 8x8x1  conv2d(8)  global_avg_pool()  dense(5, activation=softmax) }
+data { source digits  labels sparse }
+train { optimizer adam(lr="1e-4")  early_stopping(monitor=val_auc) }
+"""
+    result = run("check", str(write(tmp_path, "m.cnn", text)))
+    assert result.returncode == 1
+    for code in ("E303", "E113", "E306", "E301"):
+        assert f"error[{code}]" in result.stderr, code
+    assert "4 errors, 0 warnings" in result.stderr
+    assert "not the string '1e-4'" in result.stderr and "remove the quotes" in result.stderr
+
+
+PHASES = """\
+model m {
+  input 8x8x1
+  block features { conv2d(8)  maxpool(2) }
+  head { global_avg_pool()  dense(10, activation=softmax) }
+}
+data { source digits  labels sparse  validation 0.1 }
+train {
+  early_stopping(monitor=val_loss, patience=3)
+  phase warmup { epochs 2  freeze features  reduce_lr(monitor=val_loss, patience=1) }
+  phase rest { epochs 4  unfreeze all }
+}
+"""
+
+
+def test_summary_shows_each_phases_callbacks_and_one_frozen_count() -> None:
+    compilation = compile_text(PHASES, "m.cnn")
+    assert compilation.spec is not None
+    codes = [d.code for d in compilation.diagnostics]
+    assert codes == ["W307"]  # warmup's own callbacks drop train's early_stopping
+    data = to_json(compilation.spec)
+    warmup, rest = data["phases"]
+    assert warmup["callbacks"] == ["reduce_lr"]
+    assert rest["callbacks"] == ["early_stopping"]
+    assert warmup["frozen_layers"] == ["features_conv2d_1"]  # not the maxpool
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(render_table(compilation.spec))
+    text = console.export_text()
+    assert "phase warmup: 90 trainable params, 2 epochs, 1 layer frozen; callbacks: reduce_lr" in (
+        text
+    )
+    assert "phase rest: 170 trainable params, 4 epochs" in text
+    assert "callbacks: early_stopping" in text
+
+
+def test_receptive_field_after_global_pooling_is_the_whole_input() -> None:
+    compilation = compile_text(PHASES, "m.cnn")
+    assert compilation.spec is not None
+    fields = {n.name: n.receptive_field for n in compilation.spec.model.nodes}
+    pooled = fields["head_global_avg_pool_1"]
+    assert pooled is not None and pooled.size == (8, 8) and pooled.jump == (8, 8)
+    assert fields["head_dense_1"] == pooled
+    summary = run("summary", "-", input_text=PHASES)
+    assert "8 /8" in summary.stdout
+
+
+def test_json_summary_is_valid(tmp_path: Path) -> None:
+    result = run("summary", "--format", "json", str(write(tmp_path, "m.cnn", PHASES)))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["phases"][0]["callbacks"] == ["reduce_lr"]
