@@ -154,9 +154,29 @@ class Script:
             f"    python {self.script_file()} --epochs 1 --subset 512",
             "",
             *writes,
+            "",
+            *wrap(self.model_file_note(), LINE_LENGTH),
             '"""',
         ]
         return "\n".join(lines) + "\n"
+
+    def preprocessing_text(self) -> str:
+        """What the network's input is, from the images as the data source gives them."""
+        white = self.source.white if self.source is not None else 255.0
+        steps = f"pixels (0 to {white:g}) times RESCALE"
+        if self.spec.data.normalize is not None:
+            steps += ", then (x - MEAN) / STD per channel"
+        return steps
+
+    def model_file_note(self) -> str:
+        """What the saved model takes as input: said where the artifacts are listed."""
+        raise NotImplementedError
+
+    def preprocessing_code(self) -> str:
+        """metrics.json's record of what the network takes."""
+        if self.spec.data.normalize is not None:
+            return '{"rescale": RESCALE, "mean": MEAN, "std": STD}'
+        return '{"rescale": RESCALE}'
 
     def source_name_text(self) -> str:
         name = self.source_name

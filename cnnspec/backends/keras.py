@@ -118,10 +118,18 @@ class _Script(Script):
             *self.training(),
             *self.evaluation(),
             *self.weights(),
+            self.inference(),
             self.backbone_weights(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
+
+    def model_file_note(self) -> str:
+        return (
+            f"{self.MODEL_FILE} predicts from images as the data source gives them: its first "
+            "layers rescale (and normalise) them. The network alone, build_model(), takes "
+            f"{self.preprocessing_text()}; metrics.json records both."
+        )
 
     def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "json", "os", "sys", "tempfile"]
@@ -288,6 +296,7 @@ class _Script(Script):
         if freezes:
             parts.append(block(SET_TRAINABLE))
         parts.append(self.train())
+        parts.append(block(RESUME_POINT))
         parts.append(block(FIT_PHASE))
         if self.spec.train.class_weight is not None:
             parts.append(self.class_weights())
@@ -298,9 +307,12 @@ class _Script(Script):
         loss = spec.train.loss or LOSS_FOR_LABELS[spec.data.labels]()
         metrics = self.metrics()
         lines = [
-            "def train(model, datasets, output_dir, epochs=None, class_weight=None):",
-            '    """Compile and fit the model, phase by phase; `epochs` caps each phase.',
-            '    Returns the per-epoch history."""',
+            "def train(model, datasets, output_dir, epochs=None, class_weight=None, resume=None):",
+            '    """Compile and fit the model, phase by phase; `epochs` caps each phase;',
+            "    `resume` carries on from where a run stopped (see ResumePoint). Returns the",
+            '    per-epoch history."""',
+            "    if resume is None:",
+            '        resume = ResumePoint(Path(output_dir) / "resume")',
             "    history = []",
         ]
         freezes = any(plan.frozen for plan in spec.phases)
@@ -336,6 +348,7 @@ class _Script(Script):
                 phase.name,
                 epochs,
                 *map(Code, ("epochs", "datasets", "callbacks", "class_weight", "len(history)")),
+                Code("resume"),
             )
             lines += statement("history += ", fit)
         lines.append("    return history")
@@ -380,6 +393,14 @@ class _Script(Script):
             fill(LOAD_WEIGHTS, DENSE=dense_back, STATS=stats_back),
         ]
 
+    def inference(self) -> str:
+        normalize = (
+            "\n    x = layers.Normalization(mean=MEAN, variance=[s * s for s in STD])(x)"
+            if self.spec.data.normalize is not None
+            else ""
+        )
+        return fill(INFERENCE_MODEL, NORMALIZE=normalize)
+
     def backbone_weights(self) -> str:
         backbone = self.graph.backbone
         if backbone is None:
@@ -401,15 +422,21 @@ class _Script(Script):
             if self.spec.evaluate.wants("curves")
             else ""
         )
-        if self.spec.train.class_weight is not None:
-            train = (
-                'weights = class_weights(splits["train"][1])\n        '
-                "history = train(\n"
-                "            model, datasets, output_dir, epochs=args.epochs, class_weight=weights\n"
-                "        )"
-            )
-        else:
-            train = "history = train(model, datasets, output_dir, epochs=args.epochs)"
+        weights = (
+            '\n        weights = class_weights(splits["train"][1])'
+            if self.spec.train.class_weight is not None
+            else "\n        weights = None"
+        )
+        train = (
+            weights + "\n        history = train(\n"
+            "            model,\n"
+            "            datasets,\n"
+            "            output_dir,\n"
+            "            epochs=args.epochs,\n"
+            "            class_weight=weights,\n"
+            "            resume=resume,\n"
+            "        )"
+        )
         decode = ""
         if isinstance(self.source, Directory):
             # A damaged image passes the header check and fails when TensorFlow decodes it.
@@ -424,6 +451,7 @@ class _Script(Script):
                 SPLIT=split,
                 BACKBONE=load_backbone_call("model", 2) if self.graph.backbone else "",
                 CURVES=curves,
+                PREPROCESSING=self.preprocessing_code(),
                 TRAIN=train,
             )
         ]
@@ -579,32 +607,147 @@ EVALUATE = '''
 '''
 
 
+RESUME_POINT = '''
+    class ResumePoint(keras.callbacks.Callback):
+        """Where a run is, saved after every epoch to <output-dir>/resume/: the weights,
+        the optimizer's state, the history, and the other callbacks' counters. A run
+        started with --resume carries on from it: the phases before the one saved last
+        are done, and that one trains on to its epochs (--epochs N: to N in all, as
+        initial_epoch does)."""
+
+        COUNTERS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
+        FILES = ("model.weights.h5", "optimizer.npz", "best_weights.npz", "state.json")
+
+        def __init__(self, folder, state=None):
+            super().__init__()
+            self.folder, self.state = Path(folder), state
+            self.phase, self.done, self.others, self.history = None, 0, [], []
+
+        @classmethod
+        def load(cls, folder):
+            folder = Path(folder)
+            if not (folder / "state.json").is_file():
+                raise DataError(f"--resume: no {folder / 'state.json'} to carry on from")
+            return cls(folder, json.loads((folder / "state.json").read_text()))
+
+        def progress(self, phase):
+            """The epochs this phase has trained, and whether it is over: a phase before
+            the one saved last, or that one stopped early."""
+            if self.state is None:
+                return [], False
+            rows = [row for row in self.state["history"] if row["phase"] == phase]
+            last = self.state["phase"] == phase
+            return rows, bool(rows) and (not last or self.state["stopped"])
+
+        def follow(self, phase, done, callbacks, history):
+            """The phase under way, after `done` epochs of the phases before it."""
+            self.phase, self.done, self.stopped = phase, done, False
+            self.others, self.history = callbacks, history
+
+        def restore(self, model):
+            """The saved weights and optimizer state, into the model compiled anew."""
+            model.load_weights(self.folder / "model.weights.h5")
+            model.optimizer.build(model.trainable_variables)
+            saved = np.load(self.folder / "optimizer.npz")
+            for index, variable in enumerate(model.optimizer.variables):
+                variable.assign(saved[f"v{index}"])
+            self.restoring = True
+
+        def on_train_begin(self, logs=None):
+            # After the other callbacks have reset their counters: the saved ones.
+            if not getattr(self, "restoring", False):
+                return
+            self.restoring = False
+            best = np.load(self.folder / "best_weights.npz")
+            for index, (callback, saved) in enumerate(
+                zip(self.others, self.state["callbacks"], strict=True)
+            ):
+                vars(callback).update(saved)
+                kept = [best[k] for k in sorted(best.files) if k.startswith(f"c{index}_")]
+                if kept:
+                    callback.best_weights = kept
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            # Keras logs the learning rate only where a callback changes it: always here.
+            rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            logs.setdefault("learning_rate", rate)
+            row = {key: float(value) for key, value in logs.items()}
+            self.history.append({"phase": self.phase, "epoch": epoch + 1, **row})
+            self.stopped = bool(self.model.stop_training)
+            self.save()
+
+        def save(self):
+            earlier = self.state["history"][: self.done] if self.state else []
+            self.state = {
+                "phase": self.phase,
+                "stopped": self.stopped,
+                "history": [*earlier, *self.history],
+                "callbacks": [
+                    {k: v for k, v in vars(c).items() if k in self.COUNTERS}
+                    for c in self.others
+                ],
+            }
+            kept = [getattr(c, "best_weights", None) or () for c in self.others]
+            best = {
+                f"c{index}_{number:04d}": weights
+                for index, weights_list in enumerate(kept)
+                for number, weights in enumerate(weights_list)
+            }
+            values = keras.ops.convert_to_numpy
+            optimizer = {
+                f"v{index}": values(variable)
+                for index, variable in enumerate(self.model.optimizer.variables)
+            }
+            # Each file is written whole, then renamed: a run stopped midway keeps the last.
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial = self.folder / "partial"
+            partial.mkdir(exist_ok=True)
+            self.model.save_weights(partial / "model.weights.h5")
+            np.savez(partial / "optimizer.npz", **optimizer)
+            np.savez(partial / "best_weights.npz", **best)
+            (partial / "state.json").write_text(json.dumps(self.state))
+            for name in self.FILES:
+                os.replace(partial / name, self.folder / name)
+'''
+
+INFERENCE_MODEL = '''
+    def inference_model(model):
+        """The network with the spec's preprocessing in front, as model.keras holds it: it
+        predicts from images as the data source gives them."""
+        inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
+        x = layers.Rescaling(RESCALE)(inputs)<NORMALIZE>
+        return keras.Model(inputs, model(x), name=f"{model.name}_inference")
+'''
+
 FIT_PHASE = '''
-    def fit_phase(model, phase, spec_epochs, cap, datasets, callbacks, class_weight, done):
-        """Fit one phase for its epochs (at most `cap`), continuing the epoch count."""
-        epochs = min(spec_epochs, cap) if cap else spec_epochs
-        result = model.fit(
+    def fit_phase(
+        model, phase, spec_epochs, cap, datasets, callbacks, class_weight, done, resume
+    ):
+        """Fit one phase for its epochs (at most `cap` in all, when given), continuing the
+        epoch count from `done`, or from where `resume` says this phase stopped."""
+        history, over = resume.progress(phase)
+        if over:
+            return history
+        resume.follow(phase, done, callbacks, history)
+        if history:
+            resume.restore(model)
+            print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
+        model.fit(
             datasets["train"],
             validation_data=datasets.get("val"),
-            initial_epoch=done,
-            epochs=done + epochs,
-            callbacks=callbacks,
+            initial_epoch=done + len(history),
+            epochs=done + min(spec_epochs, cap or spec_epochs),
+            callbacks=[*callbacks, resume],
             class_weight=class_weight,
             shuffle=False,  # the training dataset shuffles itself
             verbose=2,
         )
-        logged = dict(result.history)
-        # Keras logs the learning rate only where a callback changes it: record it always.
-        rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        logged.setdefault("learning_rate", [rate] * len(result.epoch))
-        return [
-            {
-                "phase": phase,
-                "epoch": epoch + 1,
-                **{key: float(values[index]) for key, values in logged.items()},
-            }
-            for index, epoch in enumerate(result.epoch)
-        ]
+        if resume.stopped or len(history) >= spec_epochs:
+            # Over: the next phase starts from here (the best weights, if restored). A phase
+            # cut short by --epochs keeps its last epoch's state, to carry on from.
+            resume.save()
+        return history
 '''
 
 
@@ -718,6 +861,11 @@ FLAGS = """
             default="default",
             help="mirrored: data-parallel over every GPU, or every CPU device without one",
         )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="carry on from --output-dir/resume/ (--epochs N: to N epochs in all)",
+        )
 """
 
 MAIN = """
@@ -762,15 +910,18 @@ MAIN = """
             input_shape = (args.image_size, args.image_size, INPUT_SHAPE[2])
 
         strategy = make_strategy(args.strategy)
+        resume = ResumePoint(output_dir / "resume")
+        if args.resume:
+            resume = ResumePoint.load(output_dir / "resume")
         with strategy.scope():
             model = build_model(input_shape)<BACKBONE>
-            model.summary()
-            <TRAIN>
+            model.summary()<TRAIN>
         test = evaluate(model, datasets, output_dir)<CURVES>
         metrics = {"spec": SPEC_NAME, "backend": "keras", "history": history, "test": test}
+        metrics["preprocessing"] = <PREPROCESSING>
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\\n")
         export_weights(model, output_dir / "weights.safetensors")
-        model.save(output_dir / "model.keras")
+        inference_model(model).save(output_dir / "model.keras")
         print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
         print(f"artifacts in {output_dir}")
 

@@ -84,6 +84,13 @@ class _Script(Script):
 
     # ---------------------------------------------------------------------------------------
 
+    def model_file_note(self) -> str:
+        return (
+            f"{self.MODEL_FILE} is the network's state dict (build_model() then "
+            "load_state_dict): it takes NCHW float32 "
+            f"{self.preprocessing_text()}, as metrics.json records."
+        )
+
     def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "copy", "json", "os", "sys", "tempfile", "time"]
         if isinstance(self.source, Cifar10):
@@ -296,6 +303,7 @@ class _Script(Script):
             parts.append(block(SET_TRAINABLE))
         parts.append(block(RUN_EPOCH))
         parts.append(self.train())
+        parts.append(block(RESUME_POINT))
         parts.append(block(FIT_PHASE))
         if self.spec.train.class_weight is not None:
             parts.append(self.class_weights())
@@ -325,13 +333,23 @@ class _Script(Script):
         spec = self.spec
         lines = [
             "def train(",
-            "    model, loaders, output_dir, device, epochs=None, class_weight=None, logits_of=None",
+            "    model,",
+            "    loaders,",
+            "    output_dir,",
+            "    device,",
+            "    epochs=None,",
+            "    class_weight=None,",
+            "    logits_of=None,",
+            "    resume=None,",
             "):",
             '    """Fit the model phase by phase: freeze, a new optimizer, the callbacks;',
             "    `epochs` caps each phase. `logits_of` computes the logits as trained (default",
-            '    model.logits; DDP or torch.compile wrap it). Returns the per-epoch history."""',
+            "    model.logits; DDP or torch.compile wrap it). `resume` carries on from where a",
+            '    run stopped (see ResumePoint). Returns the per-epoch history."""',
             "    if logits_of is None:",
             "        logits_of = model.logits",
+            "    if resume is None:",
+            '        resume = ResumePoint(Path(output_dir) / "resume.pt")',
             "    history = []",
         ]
         freezes = any(plan.frozen for plan in spec.phases)
@@ -365,10 +383,12 @@ class _Script(Script):
                 "fit_phase",
                 *map(Code, ("(model, logits_of)", "loaders", "optimizer", "callbacks")),
                 phase=phase.name,
-                epochs=Code(f"min({literal(epochs)}, epochs) if epochs else {literal(epochs)}"),
+                epochs=epochs,
+                cap=Code("epochs"),
                 device=Code("device"),
                 class_weight=Code("class_weight"),
                 done=Code("len(history)"),
+                resume=Code("resume"),
             )
             lines += statement("history += ", fit)
         lines.append("    return history")
@@ -404,6 +424,7 @@ class _Script(Script):
             SPLIT=split,
             BACKBONE=load_backbone_call("network", 1) if self.graph.backbone else "",
             CURVES=curves,
+            PREPROCESSING=self.preprocessing_code(),
             CLASS_WEIGHT=weighting,
         )
 
@@ -946,15 +967,101 @@ RUN_EPOCH = '''
         return logs, count / (time.perf_counter() - started)
 '''
 
+RESUME_POINT = '''
+    class ResumePoint:
+        """Where a run is, saved after every epoch to <output-dir>/resume.pt: the weights,
+        the history, and the optimizer, the callbacks and the random generators of the phase
+        under way. A run started with --resume carries on from it: the phases before that
+        one are done, and that one trains on to its epochs (--epochs N: to N in all)."""
+
+        def __init__(self, path, state=None):
+            self.path, self.state = Path(path), state
+
+        @classmethod
+        def load(cls, path):
+            path = Path(path)
+            if not path.is_file():
+                raise DataError(f"--resume: no {path} to carry on from")
+            return cls(path, torch.load(path, map_location="cpu", weights_only=False))
+
+        def progress(self, phase):
+            """The epochs this phase has trained, and whether it is over: a phase before
+            the one saved last, or that one stopped early."""
+            if self.state is None:
+                return [], False
+            rows = [row for row in self.state["history"] if row["phase"] == phase]
+            last = self.state["phase"] == phase
+            return rows, bool(rows) and (not last or self.state["stopped"])
+
+        def follow(self, phase, done, optimizer, callbacks, generators):
+            """The phase under way, after `done` epochs of the phases before it: what the
+            saves record and a restore sets."""
+            self.phase, self.done, self.optimizer = phase, done, optimizer
+            self.callbacks, self.generators = callbacks, generators
+
+        def restore(self):
+            state = self.state
+            self.optimizer.load_state_dict(state["optimizer"])
+            for callback, saved in zip(self.callbacks, state["callbacks"], strict=True):
+                vars(callback).update(saved)
+            for generator, saved in zip(self.generators, state["generators"], strict=True):
+                if generator is not None:
+                    generator.set_state(saved)
+            torch.set_rng_state(self.state["torch"])
+            np.random.set_state(self.state["numpy"])
+
+        def save(self, net, history, stopped):
+            """The phase's `history` so far, and whether it stopped early."""
+            if not is_main():
+                return
+            earlier = self.state["history"][: self.done] if self.state else []
+            self.state = {
+                "phase": self.phase,
+                "stopped": stopped,
+                "history": [*earlier, *history],
+                "model": net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "callbacks": [
+                    {k: v for k, v in vars(c).items() if k != "optimizer"}
+                    for c in self.callbacks
+                ],
+                "generators": [g.get_state() if g else None for g in self.generators],
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+            }
+            partial = self.path.with_suffix(".partial")
+            torch.save(self.state, partial)
+            os.replace(partial, self.path)  # a run stopped while saving keeps the last one
+'''
+
 FIT_PHASE = '''
     def fit_phase(
-        model, loaders, optimizer, callbacks, phase, epochs, device, class_weight, done
+        model,
+        loaders,
+        optimizer,
+        callbacks,
+        phase,
+        epochs,
+        cap,
+        device,
+        class_weight,
+        done,
+        resume,
     ):
-        """Fit one phase for `epochs` epochs, continuing the epoch count from `done`."""
+        """Fit one phase for its `epochs` (at most `cap` in all, when given), continuing the
+        epoch count from `done`, or from where `resume` says this phase stopped."""
         net, logits_of = model
+        history, over = resume.progress(phase)
+        if over:
+            return history
         generator = torch.Generator(device=device).manual_seed(SEED + done)
-        history = []
-        for epoch in range(done + 1, done + epochs + 1):
+        generators = [generator, loaders["train"].generator]
+        resume.follow(phase, done, optimizer, callbacks, generators)
+        if history:
+            resume.restore()
+            print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
+        stopped = False
+        for epoch in range(done + len(history) + 1, done + min(epochs, cap or epochs) + 1):
             logs, rate = run_epoch(
                 net, logits_of, loaders["train"], device, optimizer, class_weight, generator
             )
@@ -966,11 +1073,16 @@ FIT_PHASE = '''
             if is_main():
                 print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
             history.append({"phase": phase, "epoch": epoch, **logs})
-            stop = [callback.on_epoch_end(net, logs) for callback in callbacks]
-            if any(stop):
+            stopped = any([callback.on_epoch_end(net, logs) for callback in callbacks])
+            resume.save(net, history, stopped)
+            if stopped:
                 break
         for callback in callbacks:
             callback.on_train_end(net)
+        if stopped or len(history) >= epochs:
+            # Over: the next phase starts from here (the best weights, if restored). A phase
+            # cut short by --epochs keeps its last epoch's state, to carry on from.
+            resume.save(net, history, stopped)
         return history
 '''
 
@@ -1029,6 +1141,11 @@ WEIGHTS = '''
 FLAGS = """
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         parser.add_argument("--compile", action="store_true", help="use torch.compile")
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="carry on from --output-dir/resume.pt (--epochs N: to N epochs in all)",
+        )
 """
 
 MAIN = """
@@ -1106,6 +1223,10 @@ MAIN = """
         )
 
         network = build_model()<BACKBONE>
+        resume = ResumePoint(output_dir / "resume.pt")
+        if args.resume:
+            resume = ResumePoint.load(output_dir / "resume.pt")
+            network.load_state_dict(resume.state["model"])
         network = network.to(device)
         if device.type == "cuda":
             network = network.to(memory_format=torch.channels_last)
@@ -1128,11 +1249,13 @@ MAIN = """
             epochs=args.epochs,
             class_weight=<CLASS_WEIGHT>,
             logits_of=logits_of,
+            resume=resume,
         )
         if rank == 0:
             test = evaluate(network, loaders, output_dir, device)<CURVES>
-            metrics = {"spec": SPEC_NAME, "backend": "pytorch"}
-            metrics.update(history=history, test=test)
+            metrics = {"spec": SPEC_NAME, "backend": "pytorch", "history": history}
+            metrics["test"] = test
+            metrics["preprocessing"] = <PREPROCESSING>
             (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\\n")
             export_weights(network, output_dir / "weights.safetensors")
             torch.save(network.state_dict(), output_dir / "model.pt")

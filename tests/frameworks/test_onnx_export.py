@@ -10,6 +10,7 @@ same numbers on transposed input. The command writes atomically and never over a
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -315,3 +316,48 @@ def test_padding_before_a_pool_survives_onnxruntime_optimisation(tmp_path: Path)
     assert "needs --opset 18 or later" in result.stderr
     no_traceback(result)
     assert not (tmp_path / "old.onnx").exists()
+
+
+def test_exports_keep_to_their_own_files(tmp_path: Path) -> None:
+    """Each precision has its own default file, and weights initialised from the seed never
+    replace an export of trained weights without --force."""
+    from safetensors.numpy import save_file
+
+    spec_path = tmp_path / "digits.cnn"
+    spec_path.write_text((ROOT / "specs" / "digits.cnn").read_text())
+    weights = tmp_path / "weights.safetensors"
+    save_file(onnx_export.initial_weights(checked_spec(path=spec_path), 7), str(weights))
+    build = tmp_path / "build"
+
+    def export_(*args: str) -> subprocess.CompletedProcess[str]:
+        return run("export", str(spec_path), *args, cwd=tmp_path)
+
+    assert export_("-w", str(weights)).returncode == 0
+    assert export_("-w", str(weights), "--fp16").returncode == 0
+    assert sorted(p.name for p in build.iterdir()) == ["digits.fp16.onnx", "digits.onnx"]
+    trained = (build / "digits.onnx").read_bytes()
+    seeded = export_()
+    assert seeded.returncode == 1
+    assert "holds an export of trained weights" in seeded.stderr
+    assert (build / "digits.onnx").read_bytes() == trained
+    no_traceback(seeded)
+    assert export_("--force").returncode == 0
+    props = {p.key: p.value for p in onnx.load(str(build / "digits.onnx")).metadata_props}
+    assert props["cnnspec.weights"] == "seed 0"
+
+
+def test_a_keras_model_file_is_not_weights(tmp_path: Path) -> None:
+    fake = tmp_path / "model.keras"
+    fake.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    result = run(
+        "export",
+        str(ROOT / "specs" / "digits.cnn"),
+        "-w",
+        str(fake),
+        "-o",
+        str(tmp_path / "x.onnx"),
+    )
+    assert result.returncode == 1
+    assert "is a Keras model file, not cnnspec's weights" in result.stderr
+    assert "weights.safetensors" in result.stderr
+    no_traceback(result)
