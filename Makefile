@@ -32,8 +32,8 @@ demo: setup
 	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend pytorch
 	$(VENV)/bin/cnnspec build specs/digits.cnn --backend keras
 	$(VENV)/bin/cnnspec build specs/digits.cnn --backend pytorch
-	$(PY) build/digits_keras.py --output-dir runs/digits_keras
-	$(PY) build/digits_pytorch.py --output-dir runs/digits_pytorch
+	$(PY) build/digits_keras.py
+	$(PY) build/digits_pytorch.py
 	$(VENV)/bin/cnnspec export specs/digits.cnn --weights runs/digits_pytorch/weights.safetensors -o build/digits.onnx
 	$(VENV)/bin/cnnspec verify specs/digits.cnn --weights runs/digits_pytorch/weights.safetensors
 	$(PY) examples/write_digit_pngs.py runs/digit_images 5

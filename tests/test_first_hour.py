@@ -106,3 +106,33 @@ def test_json_summary_is_valid(tmp_path: Path) -> None:
     result = run("summary", "--format", "json", str(write(tmp_path, "m.cnn", PHASES)))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["phases"][0]["callbacks"] == ["reduce_lr"]
+
+
+def test_an_image_folders_classes_are_checked_against_the_head(tmp_path: Path) -> None:
+    """A spec that names no classes gets them from train/'s sub-folders, when they are there:
+    three folders and a head of four units is E303, naming the folders."""
+    for name in ("cat", "dog", "emu"):
+        (tmp_path / "imgs" / "train" / name).mkdir(parents=True)
+    text = f"""\
+model m {{ input 16x16x3  global_avg_pool()  dense(4, activation=softmax) }}
+data {{ source directory({str(tmp_path / "imgs")!r}, size=16x16)  labels sparse }}
+""".replace("'", '"')
+    compilation = compile_text(text, "m.cnn")
+    (error,) = compilation.diagnostics.errors
+    assert error.code == "E303"
+    assert "the data has 3 classes (the class folders of" in error.message
+    assert "cat, dog, emu), but the last layer has 4 units" in error.message
+    # Where the folder is not (yet), nothing to compare: a warning that it is not there.
+    elsewhere = text.replace(str(tmp_path / "imgs"), str(tmp_path / "nope"))
+    compilation = compile_text(elsewhere, "m.cnn")
+    assert [d.code for d in compilation.diagnostics] == ["W304"]
+
+
+def test_each_backend_has_its_own_default_output_folder() -> None:
+    from cnnspec.backends import backend
+
+    spec = compile_text((Path(__file__).parent.parent / "specs" / "digits.cnn").read_text())
+    assert spec.spec is not None
+    texts = {name: backend(name).emit(spec.spec, "digits.cnn") for name in ("keras", "pytorch")}
+    assert 'default="runs/digits_keras"' in texts["keras"]
+    assert 'default="runs/digits_pytorch"' in texts["pytorch"]
