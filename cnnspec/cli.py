@@ -270,7 +270,7 @@ def summary(args: argparse.Namespace) -> None:
     if not console.is_terminal:
         # Piped output has no width to measure: keep rows on one line rather than wrap at 80.
         console = Console(width=120)
-    console.print(render_table(compilation.spec))
+    console.print(render_table(compilation.spec), soft_wrap=True)
 
 
 def build(args: argparse.Namespace) -> None:
