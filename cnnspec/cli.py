@@ -350,6 +350,7 @@ def export(args: argparse.Namespace) -> None:
     except (QuantizeError, onnx_export.ExportError) as error:
         echo(f"cnnspec: error: {error}", err=True)
         raise Exit(1) from None
+
     def state(path: Path) -> State:
         try:
             data = path.read_bytes()
@@ -590,7 +591,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--force", action="store_true", help=force_help)
     sub.add_argument(
-        "--strict", action="store_true", help="write nothing when the spec has warnings either"
+        "--strict", action="store_true", help="write nothing when the spec has warnings, too"
     )
 
     sub = command("export", export)

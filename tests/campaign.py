@@ -45,21 +45,8 @@ import numpy as np
 # --------------------------------------------------------------------------------------------
 # The generator
 
-ACTIVATIONS = [
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "leaky_relu(alpha=0.05)",
-    "elu",
-    "elu(alpha=0.5)",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "gelu",
-    "gelu(approximate=true)",
-    "swish",
-    "linear",
-]
+# `activation=` values: every activation kind by name (from the registry), with arguments too.
+ACTIVATIONS_WITH_ARGUMENTS = ["leaky_relu(alpha=0.05)", "elu(alpha=0.5)", "gelu(approximate=true)"]
 BACKBONES = ["vgg16", "vgg19", "resnet50", "mobilenet_v2"]
 # The argument forms and constructs the campaign must have covered in accepted specs.
 FORMS = {
@@ -112,7 +99,9 @@ class Writer:
         return value() if self.chance(p) else None
 
     def activation(self) -> str:
-        return self.rng.choice(ACTIVATIONS)
+        from cnnspec.registry import activation_kinds
+
+        return self.rng.choice([*activation_kinds(), *ACTIVATIONS_WITH_ARGUMENTS, "linear"])
 
     def padding(self) -> str:
         return self.rng.choice(["same", "same", "valid", "0", "1", "2", "3"])
