@@ -162,11 +162,11 @@ class _Unexpected(Exception):
         self.expected = expected
 
 
-def _lex(text: str) -> list[Token]:
-    """The tokens of `text` (whitespace and comments dropped), ending with END, or with an
-    ERROR token at the first character no terminal matches."""
+def _lex(text: str, position: int = 0) -> list[Token]:
+    """The tokens of `text` from `position` (whitespace and comments dropped), ending with
+    END, or with an ERROR token at the first character no terminal matches."""
     tokens = []
-    position, length = 0, len(text)
+    length = len(text)
     match = _TOKENS.match
     while position < length:
         found = match(text, position)
@@ -189,6 +189,7 @@ class _Parser:
     name makes a call, `/` after a number a fraction, `=` after an argument's name a key)."""
 
     def __init__(self, source: Source, tokens: list[Token]) -> None:
+        self.text = source.text
         self.tokens = tokens
         self.index = 0
         self.bad_value: _BadValue | None = None
@@ -300,6 +301,7 @@ class _Parser:
         if kind in ("INT", "NUMBER"):
             if self.next.type == "SLASH":
                 self.index += 1
+                self.number_after_slash()
                 denominator = self.take(_NUMBERS)
                 self.expect(follow)
                 return self.fraction(token, denominator)
@@ -311,7 +313,13 @@ class _Parser:
             return Dims(tuple(int(part) for part in token.text.split("x")), self.leaf(token))
         if kind == "STRING":
             self.expect(follow)
-            return String(_unquote(token.text), self.leaf(token))
+            try:
+                return String(unquote(token.text), self.leaf(token))
+            except ValueError as error:
+                if self.bad_value is None:
+                    hint = "write \\\\ for a backslash"
+                    self.bad_value = _BadValue(self.leaf(token), str(error), hint)
+                return String(token.text[1:-1], self.leaf(token))
         if kind == "LSQB":
             values = self.values("RSQB", tuple_=False)
             self.expect(follow)
@@ -339,6 +347,17 @@ class _Parser:
                 expected = _VALUE | closing
             else:
                 expected = closing
+
+    def number_after_slash(self) -> None:
+        """After `/` only a number can come, and lark's contextual lexer reads only numbers
+        there: `1/32x32` is the number 32, then the name x32, not the size 32x32."""
+        token = self.next
+        if token.type == "DIMS":
+            digits = re.match(r"-?[0-9]+", token.text)
+            assert digits is not None
+            end = token.start + len(digits.group())
+            number = Token("INT", digits.group(), token.start, end)
+            self.tokens = [*self.tokens[: self.index], number, *_lex(self.text, end)]
 
     # ---- leaves
 
@@ -370,18 +389,58 @@ _COMMA = frozenset({"COMMA"})
 _LBRACE, _RBRACE, _LPAR, _RPAR = (frozenset({t}) for t in ("LBRACE", "RBRACE", "LPAR", "RPAR"))
 
 
-def _unquote(text: str) -> str:
-    body = text[1:-1]
-    return body.encode("utf-8").decode("unicode_escape") if "\\" in body else body
+_ESCAPE = re.compile(
+    r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|N\{[^}]*\}|[0-7]{1,3}|.)", re.S
+)
+_SIMPLE_ESCAPES = {
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\n": "",
+}
+
+
+def unquote(text: str) -> str:
+    """A STRING token's value: Python's escapes (`\\n`, `\\"`, `\\x41`, `\\u00e9`, `\\N{...}`)
+    decoded, and, as in Python, an unknown escape such as `\\d` in a Windows path kept as
+    written. An escape that cannot mean anything (`\\x4`, `\\N`, `\\U00110000`) raises
+    ValueError."""
+
+    def decode(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body in _SIMPLE_ESCAPES:
+            return _SIMPLE_ESCAPES[body]
+        if body[0] not in "xuUN01234567":
+            return match.group()
+        try:
+            if body[0] == "N":
+                import unicodedata
+
+                return unicodedata.lookup(body[2:-1])
+            return chr(int(body[1:], 16) if body[0] in "xuU" else int(body, 8))
+        except (ValueError, KeyError, IndexError):
+            raise ValueError(
+                f"the string has an escape that means nothing: {match.group()}"
+            ) from None
+
+    return _ESCAPE.sub(decode, text[1:-1])
 
 
 class _BadValue(Exception):
     """A value that parses but cannot mean anything, such as 1/0."""
 
-    def __init__(self, span: Span, message: str) -> None:
+    def __init__(self, span: Span, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.span = span
         self.message = message
+        self.hint = hint
 
 
 _TOKEN_WORDS = {
@@ -515,6 +574,7 @@ def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
     if failed:
         return None
     if parser.bad_value is not None:
-        diagnostics.error("E104", parser.bad_value.message, parser.bad_value.span)
+        bad = parser.bad_value
+        diagnostics.error("E104", bad.message, bad.span, bad.hint)
         return None
     return Document(source, items)
