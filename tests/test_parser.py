@@ -195,3 +195,30 @@ def test_random_grammatical_texts() -> None:
     ]
     for _ in range(examples(4000)):
         agree(" ".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # '/' then dimensions: lark's contextual lexer reads an INT after '/', then a name
+        "m { f(1/32x32) }",
+        "m { f(a=1/2x3, b=2) }",
+    ],
+)
+def test_cases_random_seeds_found(text: str) -> None:
+    agree(text)
+
+
+@pytest.mark.parametrize(
+    ("token", "value"),
+    [
+        ('"C:\\data"', "C:\\data"),  # an unknown escape is kept, as in Python
+        ('"a\\nb"', "a\nb"),
+        ('"d\\u00e9j\\xe0 vu"', "déjà vu"),
+        ('"\\N{GREEK SMALL LETTER MU}m"', "μm"),
+        ('"déjà"', "déjà"),
+        ("'it\\'s'", "it's"),
+    ],
+)
+def test_unquote_decodes_like_python(token: str, value: str) -> None:
+    assert ast.unquote(token) == value
