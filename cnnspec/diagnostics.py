@@ -37,7 +37,7 @@ CODES: dict[str, str] = {
     # shapes
     "E201": "spatial size shrinks below 1",
     "E202": "layer needs a spatial (H, W, C) input",
-    "E203": "residual branches cannot be joined",
+    "E203": "branches cannot be joined",
     "E204": "model output is not a vector",
     "E205": "layer settings conflict",
     # data, schedule and evaluation

@@ -22,7 +22,14 @@ from cnnspec.ir import Graph, Node
 from cnnspec.layers import format_shape
 from cnnspec.lower import MODEL_SECTIONS, MODEL_SETTINGS, TOP_SECTIONS
 from cnnspec.reference import default_text, signature
-from cnnspec.registry import REGISTRY, LayerArgs, Params, activation_kinds, user_kinds
+from cnnspec.registry import (
+    REGISTRY,
+    LayerArgs,
+    Params,
+    activation_kinds,
+    join_kinds,
+    user_kinds,
+)
 from cnnspec.sections import SCHEMAS, SectionSchema
 from cnnspec.source import Span
 
@@ -47,7 +54,8 @@ def hover(compilation: Compilation, offset: int) -> str | None:
             return _group_text(f"block {block}", nodes)
     nodes = _nodes_at(graph, offset)
     if nodes:
-        return _node_text(nodes)
+        shapes = graph.value_shapes() if nodes[0].role == "join" and graph.input_shape else {}
+        return _node_text(nodes, [shapes.get(i) for i in nodes[0].inputs] if shapes else None)
     word = _word_at(compilation.source.text, offset)
     if word in ("model", graph.name) and offset < _section_body_start(compilation, graph):
         return model_text(compilation)
@@ -77,15 +85,19 @@ def model_text(compilation: Compilation) -> str:
 
 
 def _nodes_at(graph: Graph, offset: int) -> list[Node]:
-    """The nodes made by the innermost call at `offset` (several when `repeat` copied it)."""
+    """The nodes made by the innermost call at `offset` (several when `repeat` copied it), or
+    the join whose keyword is there."""
     hits = [n for n in graph.nodes if n.span.contains(offset) and n.role != "join"]
+    if not hits:
+        hits = [n for n in graph.nodes if n.span.contains(offset) and n.role == "join"]
     if not hits:
         return []
     innermost = min(hits, key=lambda n: n.span.end - n.span.start)
     return [n for n in hits if n.span == innermost.span]
 
 
-def _node_text(nodes: list[Node]) -> str:
+def _node_text(nodes: list[Node], inputs: list[tuple[int, ...] | None] | None = None) -> str:
+    """A layer's hover; a join's also shows the shapes of the branches it joins."""
     node = nodes[0]
     layer = node.layer
     activation = getattr(layer, "activation", None)
@@ -98,16 +110,18 @@ def _node_text(nodes: list[Node]) -> str:
         else "?"
     )
     cls = type(layer)
+    usage = f"`{cls.kind} {{ branch {{ ... }} ... }}`" if cls.is_join else None
     lines = [
         f"**{node.name}**{copies}: `{kind}`",
         "",
+        *([f"- inputs: {', '.join(_shape(s) for s in inputs)}"] if inputs else []),
         f"- output: {_shape(node.output_shape)}",
         f"- params: {_params(node.params)}",
         f"- MACs: {node.macs:,}",
         f"- receptive field: {field_text}",
         "",
         "---",
-        f"`{cls.kind}({signature(cls)})`",
+        usage or f"`{cls.kind}({signature(cls)})`",
         "",
         cls.doc,
     ]
@@ -152,6 +166,11 @@ def inlay_hints(compilation: Compilation) -> list[tuple[int, str]]:
     for node in graph.nodes:
         if node.span in calls and node.output_shape is not None:
             by_span.setdefault(node.span, []).append(node)
+    # A join's output shows after its closing brace.
+    ends = _section_ends(compilation.document.items) if compilation.document else {}
+    for node in graph.nodes:
+        if node.role == "join" and node.span in ends and node.output_shape is not None:
+            by_span.setdefault(ends[node.span], []).append(node)
     hints = []
     for span, nodes in by_span.items():
         params = nodes[0].params.total
@@ -167,6 +186,16 @@ def inlay_hints(compilation: Compilation) -> list[tuple[int, str]]:
             (graph.backbone.span.end, f" → {_shape(nodes[-1].output_shape)} · {params:,} params")
         )
     return sorted(hints)
+
+
+def _section_ends(items: tuple[ast.Item, ...]) -> dict[Span, Span]:
+    """Each section's keyword span to the section's whole span."""
+    ends: dict[Span, Span] = {}
+    for item in items:
+        if isinstance(item, ast.Section):
+            ends[item.key.span] = item.span
+            ends.update(_section_ends(item.items))
+    return ends
 
 
 def _call_spans(items: tuple[ast.Item, ...]) -> set[Span]:
@@ -224,7 +253,7 @@ def _inside_string_or_comment(before: str) -> bool:
 
 # Keys that open a section: the section a `{` opens is the last of these before it.
 _SECTION_KEYS = frozenset(
-    [*TOP_SECTIONS, *MODEL_SECTIONS, "shortcut"]
+    [*TOP_SECTIONS, *MODEL_SECTIONS, "shortcut", "branch"]
     + [key for schema in SCHEMAS.values() for key in schema.sections]
 )
 
@@ -263,6 +292,8 @@ def _item_completions(sections: list[str], prior: str | None) -> list[Completion
                 Completion(name, "backbone", f"keras.applications.{b.keras_class}")
                 for name, b in BACKBONES.items()
             ]
+        if sections[-1] in join_kinds():
+            return [Completion("branch", "keyword", "section: a path from the join's input")]
         items = [_layer_completion(kind) for kind in user_kinds()]
         items += [Completion(key, "keyword", "section") for key in MODEL_SECTIONS]
         if sections[-1] == "residual":
@@ -469,11 +500,14 @@ def _symbol(item: ast.Item, nodes: dict[int, list[Node]], top: bool = False) -> 
         kind: Literal["module", "namespace", "class"] = (
             "module" if item.key.text == "model" else "namespace" if top else "class"
         )
+        # A residual's or a join's node starts at its keyword: its output is the section's.
+        made = [n for n in nodes.get(item.span.start, []) if n.role == "join"]
         return Symbol(
             f"{item.key.text} {label_text}".strip(),
             kind,
             item.span,
             label.span if label is not None else item.key.span,
+            detail=f"→ {_shape(made[-1].output_shape)}" if made else "",
             children=[_symbol(child, nodes) for child in item.items],
         )
     if isinstance(item, ast.Call):

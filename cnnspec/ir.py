@@ -34,6 +34,10 @@ class Node:
     scope: tuple[str, ...] = ()
     # "shortcut" marks the projection the compiler inserts on a residual's skip path.
     role: Literal["layer", "shortcut", "join"] = "layer"
+    # The path the node lies on, which generated code keeps in a variable of that name: "x" for
+    # the main chain, "shortcut" for a residual's skip path, "branch2" (or the branch's name)
+    # for a branch of a join.
+    lane: str = "x"
     output_shape: Shape | None = None
     params: Params = field(default_factory=Params)
     macs: int = 0

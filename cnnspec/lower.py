@@ -25,6 +25,7 @@ from cnnspec.registry import (
     LayerArgs,
     Shape,
     ShapeError,
+    join_kinds,
     kind_named_by_framework,
     user_kinds,
 )
@@ -39,7 +40,7 @@ from cnnspec.sections import (
 from cnnspec.source import Span
 
 MODEL_SETTINGS = ("input", "defaults", "backbone")
-MODEL_SECTIONS = ("block", "head", "residual", "repeat")
+MODEL_SECTIONS = ("block", "head", "residual", "repeat", *join_kinds())
 TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
 MAX_REPEAT = 1000
@@ -61,9 +62,11 @@ class Scope:
     path: tuple[str, ...]
     parent: Scope | None = None
     defaults: dict[str, dict[str, BoundArg]] = field(default_factory=dict)
+    # The variable generated code keeps this scope's chain in (see `Node.lane`).
+    lane: str = "x"
 
-    def child(self, name: str | None) -> Scope:
-        return Scope(self.path + ((name,) if name else ()), self)
+    def child(self, name: str | None, lane: str | None = None) -> Scope:
+        return Scope(self.path + ((name,) if name else ()), self, lane=lane or self.lane)
 
     def defaults_for(self, kind: str) -> dict[str, BoundArg]:
         inherited = self.parent.defaults_for(kind) if self.parent else {}
@@ -387,6 +390,8 @@ class ModelLowering:
                 else scope.child(None)
             )
             return self._residual(item, inner, x)
+        if key in REGISTRY and REGISTRY[key].is_join:
+            return self._join(item, scope, x)
         if key == "repeat":
             count = label.value if isinstance(label, ast.Number) else None
             if not isinstance(count, int) or count < 1:
@@ -417,13 +422,19 @@ class ModelLowering:
         hint = did_you_mean(key, [*MODEL_SECTIONS, *MODEL_SETTINGS])
         if key == "shortcut":
             hint = "a shortcut { ... } goes directly inside a residual"
+        if key == "branch":
+            hint = f"a branch {{ ... }} goes directly inside a join: {', '.join(join_kinds())}"
+        if key in ("concatenate", "cat", "mul"):
+            hint = did_you_mean(key, join_kinds()) or "write concat { branch { ... } ... }"
         if key in TOP_SECTIONS:
             hint = f"the {key} section goes at the top level, after the model's closing brace"
         self.diagnostics.error(
             "E101",
             f"unknown section '{key}' in model",
             item.key.span,
-            hint or "a model holds layers, `defaults`, and block/head/residual/repeat sections",
+            hint
+            or "a model holds layers, `defaults`, block/head/residual/repeat sections "
+            "and joins (add, concat, multiply)",
         )
         return x
 
@@ -521,7 +532,9 @@ class ModelLowering:
         span: Span,
         scope: Scope,
         role: str = "layer",
+        input_spans: list[Span] | None = None,
     ) -> Tensor:
+        """A node; `input_spans` locate a mismatch of a join's inputs at the branch."""
         self.names.setdefault(name, span)
         node = Node(
             name=name,
@@ -531,6 +544,7 @@ class ModelLowering:
             span=span,
             scope=scope.path,
             role=role,  # type: ignore[arg-type]
+            lane="shortcut" if role == "shortcut" else scope.lane,
         )
         shapes = [t.shape for t in inputs]
         if all(s is not None for s in shapes):
@@ -539,6 +553,8 @@ class ModelLowering:
                 node.output_shape = layer.output_shape(known)
             except ShapeError as error:
                 where = layer.span_of(error.field) if error.field else span
+                if input_spans and error.input is not None:
+                    where = input_spans[error.input]
                 self.diagnostics.error(error.code, error.message, where or span, error.hint)
             if node.output_shape is not None:
                 node.params = layer.params(known, node.output_shape)
@@ -590,6 +606,81 @@ class ModelLowering:
             role="join",
         )
 
+    def _join(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
+        """`concat NAME { branch { ... } branch { ... } }`: every branch starts from the join's
+        input (an empty one is the input itself), and the join combines their outputs."""
+        kind = item.key.text
+        label = item.label
+        if label is not None and not isinstance(label, ast.Name):
+            self.diagnostics.error("E104", "a join's name must be a name", label.span)
+            label = None
+        inner = (
+            self._open_block(label.text, label.span, scope)
+            if isinstance(label, ast.Name)
+            else scope.child(None)
+        )
+        branches: list[ast.Section] = []
+        for child in item.items:
+            if isinstance(child, ast.Section) and child.key.text == "branch":
+                branches.append(child)
+                continue
+            span = child.key.span if not isinstance(child, ast.Call) else child.span
+            self.diagnostics.error(
+                "E117",
+                "a join holds branches, not layers",
+                span,
+                f"put it in a branch: {kind} {{ branch {{ ... }} branch {{ ... }} }}, "
+                "or after the closing brace",
+            )
+        if len(branches) < 2:
+            self.diagnostics.error(
+                "E117",
+                f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} needs at least two branches",
+                item.key.span,
+                f"{kind} {{ branch {{ conv2d(32, 1) }} branch {{}} }}: each starts from the "
+                "same input, and an empty branch is the input itself",
+            )
+            return (
+                Tensor(x.source, None, None)
+                if not branches
+                else self._walk(branches[0].items, inner, x)
+            )
+        outputs = [
+            self._branch(branch, index, inner, x) for index, branch in enumerate(branches, 1)
+        ]
+        spans = [branch.key.span for branch in branches]
+        name = f"{label.text}_{kind}" if isinstance(label, ast.Name) else None
+        if name is not None and name in self.names:
+            name = None
+        return self._add(
+            name or self._auto_name(inner, kind),
+            REGISTRY[kind]().located(item.key.span, {}),
+            outputs,
+            item.key.span,
+            inner,
+            role="join",
+            input_spans=spans,
+        )
+
+    def _branch(self, branch: ast.Section, index: int, scope: Scope, x: Tensor) -> Tensor:
+        label = branch.label
+        if label is not None and not isinstance(label, ast.Name):
+            self.diagnostics.error("E104", "a branch's name must be a name", label.span)
+            label = None
+        # Generated code keeps the branch in a variable of its own, named after it if it can be.
+        if isinstance(label, ast.Name):
+            inner = self._open_block(label.text, label.span, scope)
+            lane = label.text if _IDENTIFIER.match(label.text) else f"branch{index}"
+        else:
+            inner = scope.child(None)
+            lane = f"branch{index}"
+        if scope.lane != "x":
+            lane = f"{scope.lane}_{lane}"
+        if keyword.iskeyword(lane) or lane in ("x", "inputs") or lane.startswith("shortcut"):
+            lane = f"branch{index}" if scope.lane == "x" else f"{scope.lane}_branch{index}"
+        inner.lane = lane
+        return self._walk(branch.items, inner, x)
+
     def _explicit_shortcut(
         self, section: ast.Section, scope: Scope, x: Tensor, body: Tensor
     ) -> Tensor:
@@ -599,7 +690,7 @@ class ModelLowering:
         first = len(self.nodes)
         out = self._walk(section.items, scope, x)
         for node in self.nodes[first:]:
-            node.role = "shortcut"
+            node.role, node.lane = "shortcut", "shortcut"
         if out.shape is not None and body.shape is not None and out.shape != body.shape:
             self.diagnostics.error(
                 "E203",

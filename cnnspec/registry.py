@@ -61,7 +61,8 @@ KERAS_INPUT = Code("\1")
 class TorchLayer:
     """How a node runs in PyTorch, on NCHW tensors. `module`, if any, is built in `__init__` as
     `self.<node>`; `apply` is the forward expression, a format string over `{module}` (that
-    attribute), `{x}` (the first input) and `{total}` (all inputs joined with ` + `);
+    attribute), `{x}` (the first input), `{inputs[i]}` (the i-th) and `{total}` (all inputs
+    joined with ` + `);
     `activation` is then applied to it (see `LayerArgs.torch_function`). `helpers` names helper
     classes the expression or module needs (see the PyTorch backend)."""
 
@@ -94,14 +95,23 @@ class Unsupported(Exception):
 
 
 class ShapeError(Exception):
-    """A layer cannot be applied to its input. `field` names the argument to point at."""
+    """A layer cannot be applied to its input. `field` names the argument to point at; `input`,
+    for a join, the index of the input that does not fit."""
 
-    def __init__(self, code: str, message: str, hint: str | None = None, field: str | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        hint: str | None = None,
+        field: str | None = None,
+        input: int | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.hint = hint
         self.field = field
+        self.input = input
 
 
 class LayerArgs(Bound):
@@ -110,8 +120,10 @@ class LayerArgs(Bound):
     kind: ClassVar[str]
     doc: ClassVar[str] = ""
     is_activation: ClassVar[bool] = False
-    # Created by the compiler (the join of a residual), never written in a spec.
+    # Not a call a spec writes: a join (see `is_join`) or a node the compiler makes.
     internal: ClassVar[bool] = False
+    # A join of branches, written as a section: `concat { branch { ... } branch { ... } }`.
+    is_join: ClassVar[bool] = False
     # Number of inputs; None for any number (at least two).
     arity: ClassVar[int | None] = 1
     # What Keras and PyTorch call this kind ("BatchNormalization", "BatchNorm2d"): a spec that
@@ -192,6 +204,11 @@ def user_kinds() -> list[str]:
 def kind_named_by_framework(name: str) -> str | None:
     """The kind Keras or PyTorch calls `name` (`MaxPooling2D` -> maxpool), if any."""
     return next((k for k, cls in REGISTRY.items() if name in cls.framework_names), None)
+
+
+def join_kinds() -> list[str]:
+    """Kinds written as a section of branches: add, concat, multiply."""
+    return sorted(k for k, cls in REGISTRY.items() if cls.is_join)
 
 
 def activation_kinds() -> list[str]:

@@ -63,6 +63,11 @@ FORMS = {
     "residual with an identity shortcut": r"shortcut \{ \}",
     "nested residual": r"residual[^{]*\{[^}]*residual",
     "backbone": r"backbone \w+",
+    "concat of branches": r"concat[^{]*\{ branch",
+    "add of branches": r"add[^{]*\{ branch",
+    "multiply of branches": r"multiply[^{]*\{ branch",
+    "identity branch": r"branch \{ \}",
+    "(C,) gate": r"global_\w+_pool\(\) (sigmoid|tanh)\(\) \}",
     "named layer": r"name=",
 }
 
@@ -252,6 +257,8 @@ class Writer:
                 self.names += 1
                 body = " ".join(self.items(kinds, depth + 1, 1, 3))
                 result.append(f"block b{self.names} {{ {body} }}")
+            elif depth < 2 and roll < 0.33:
+                result.append(self.join(kinds, depth + 1))
             else:
                 result.append(self.layer(kinds))
         return result
@@ -276,6 +283,59 @@ class Writer:
             return f"residual{label} {{ {body} {shortcut} }}"
         body = " ".join(self.items(kinds, depth, 1, 3))
         return f"residual{label} {{ {body} }}"
+
+    def join(self, kinds: list[str], depth: int) -> str:
+        """A join of two or three branches: some empty (the input itself), some written to fit
+        the join (`<kind>_branch`), some random (often refused: a located E203)."""
+        from cnnspec.registry import join_kinds
+
+        kind = self.rng.choice(join_kinds())
+        label = ""
+        if self.chance(0.3):
+            self.names += 1
+            label = f" j{self.names}"
+        branches = []
+        for _ in range(self.rng.randint(2, 3)):
+            roll = self.rng.random()
+            if roll < 0.25:
+                body = ""
+            elif roll < 0.75:
+                body = getattr(self, f"{kind}_branch")()
+            else:
+                body = " ".join(self.items(kinds, depth, 1, 2))
+            branches.append(f"branch {{ {body} }}" if body else "branch { }")
+        return f"{kind}{label} {{ {' '.join(branches)} }}"
+
+    def add_branch(self) -> str:
+        """Layers that keep the shape, so the branch can be added to the input."""
+        return self.rng.choice(
+            [
+                "depthwise_conv2d(3, padding=same) batchnorm()",
+                "maxpool(3, stride=1, padding=same)",
+                "relu() depthwise_conv2d((1, 3), padding=same)",
+            ]
+        )
+
+    def concat_branch(self) -> str:
+        """Layers that keep the map's size, whatever their channels."""
+        filters = self.rng.randint(1, 6)
+        return self.rng.choice(
+            [
+                f"conv2d({filters}, kernel={self.pair(1, 5)}, padding=same)",
+                f"avgpool(3, stride=1, padding=same) conv2d({filters}, kernel=1)",
+                f"conv2d({filters}, kernel=1) relu() depthwise_conv2d(3, padding=same)",
+            ]
+        )
+
+    def multiply_branch(self) -> str:
+        """A gate: a (C,) vector or a map of the input's shape."""
+        return self.rng.choice(
+            [
+                "global_avg_pool() sigmoid()",
+                "global_max_pool() tanh()",
+                "depthwise_conv2d(3, padding=same) sigmoid()",
+            ]
+        )
 
     def head(self) -> tuple[str, str | None]:
         """The head, and the data section it needs (binary labels for one sigmoid unit)."""
@@ -334,10 +394,11 @@ class Writer:
 def layer_kinds() -> list[str]:
     """Every layer kind a spec may call; the generator has a method for each."""
     import cnnspec.layers  # noqa: F401  (registers the kinds)
-    from cnnspec.registry import user_kinds
+    from cnnspec.registry import join_kinds, user_kinds
 
     kinds = user_kinds()
     missing = [kind for kind in kinds if not hasattr(Writer, kind)]
+    missing += [kind for kind in join_kinds() if not hasattr(Writer, f"{kind}_branch")]
     assert not missing, f"the campaign has no generator for layer kinds {missing}"
     return kinds
 
@@ -525,7 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         pool.close()
         pool.join()
     elapsed = time.perf_counter() - started
-    all_kinds = layer_kinds()
+    from cnnspec.registry import join_kinds
+
+    all_kinds = sorted({*layer_kinds(), *join_kinds()})
     summary = {
         "seed": seed,
         "tried": tried,

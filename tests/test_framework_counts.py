@@ -65,6 +65,7 @@ EXPECTED = {
     "pneumonia_vgg16": (14_863_553, 14_863_041),
     "resnet50_transfer": (23_597_957, 23_544_837),
     "mobilenet_v2_transfer": (2_264_389, 2_230_277),
+    "inception_digits": (15_986, 15_578),
 }
 STEMS = [spec.stem for spec in SPECS]
 

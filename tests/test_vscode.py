@@ -386,7 +386,7 @@ def _lark() -> Lark:
 
 
 SECTION_KEYWORDS = set(TOP_SECTIONS)
-BLOCK_KEYWORDS = {*MODEL_SECTIONS, "shortcut"} | {
+BLOCK_KEYWORDS = {*MODEL_SECTIONS, "shortcut", "branch"} | {
     key for schema in SCHEMAS.values() for key in schema.sections
 }
 SETTING_KEYWORDS = {*MODEL_SETTINGS, *PHASE_SCHEMA.settings()} | {

@@ -48,12 +48,6 @@ def import_lines(module: str, names: list[str]) -> list[str]:
     return [f"from {module} import (", *(f"{INDENT}{n}," for n in names), ")"]
 
 
-def shortcut_names() -> Iterator[str]:
-    yield "shortcut"
-    for index in count(2):
-        yield f"shortcut{index}"
-
-
 def number(value: float) -> Code:
     """`1 / 255` rather than 0.00392156862745098 when the value is exactly that fraction."""
     if 0 < value < 1:
@@ -63,54 +57,62 @@ def number(value: float) -> Code:
     return Code(literal(float(value)))
 
 
+def variants(name: str) -> Iterator[str]:
+    """`shortcut`, `shortcut2`, `shortcut3`, ...: the variables a lane may use."""
+    yield name
+    for index in count(2):
+        yield f"{name}{index}" if not name[-1].isdigit() else f"{name}_{index}"
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One node of a model in straight-line code: read `reads`, write `target`, then copy the
-    result to `saved` when a residual's shortcut or join needs it later."""
+    """One node of a model in straight-line code: first copy `save[1]` to `save[0]` when the
+    node is about to overwrite a value still needed, then read `reads` and write `target`."""
 
     node: Node
     reads: tuple[str, ...]
     target: str
-    saved: str | None
+    save: tuple[str, str] | None = None
 
 
 def straight_line(graph: Graph, inputs: str) -> Iterator[Step]:
-    """The DAG as assignments: the main chain lives in `x`; a value that a residual's shortcut or
-    join still needs is copied to `shortcut` (`shortcut2` when nested) as soon as it is made,
-    and shortcut layers write to a variable nobody still needs. `inputs` names the input."""
-    side_roles = ("shortcut", "join")
-    main_reads = Counter(v for n in graph.nodes if n.role not in side_roles for v in n.inputs)
-    side_reads = Counter(v for n in graph.nodes if n.role in side_roles for v in n.inputs)
-    main_reads[graph.output or graph.INPUT] += 1  # the return statement
-    needs: Counter[str] = Counter()  # variable -> reads of it still to come
-    variable = {graph.INPUT: inputs}  # value -> the variable its main chain reads
-    copy = {graph.INPUT: inputs}  # value -> the variable its shortcut and join read
+    """The DAG as assignments. Each node writes the variable of its lane (`Node.lane`): the main
+    chain lives in `x`, a branch of a join in `branch2` (or its name) and a residual's skip path
+    in `shortcut`. A node about to overwrite a value that is still needed first copies it to a
+    free `shortcut` variable (`shortcut = x` before a residual's body), except on a skip path,
+    which moves on to `shortcut2` instead. `inputs` names the input, never overwritten."""
+    pending = Counter(v for node in graph.nodes for v in node.inputs)
+    pending[graph.output or graph.INPUT] += 1  # the return statement
+    where = {graph.INPUT: inputs}  # value -> the variable it is read from
+    holds: dict[str, str] = {}  # variable -> the value in it
 
-    def spare() -> str:
-        return next(n for n in shortcut_names() if needs[n] <= 0)
+    def free(variable: str) -> bool:
+        value = holds.get(variable)
+        return value is None or pending[value] <= 0 or where[value] != variable
 
     for node in graph.nodes:
-        side = node.role in side_roles
-        reads = tuple(copy.get(v, variable[v]) if side else variable[v] for v in node.inputs)
-        needs.subtract(reads)
-        if node.role == "shortcut":
-            target = reads[0] if reads[0] != inputs and needs[reads[0]] <= 0 else spare()
+        reads = tuple(where[v] for v in node.inputs)
+        pending.subtract(node.inputs)
+        save = None
+        if node.lane == "shortcut":
+            target = next(v for v in variants("shortcut") if free(v))
         else:
-            target = "x"
-            assert needs["x"] <= 0, f"{node.name} would overwrite a value still needed"
-        variable[node.name] = target
-        needs[target] = main_reads[node.name]
-        saved = None
-        if side_reads[node.name]:
-            saved = spare() if main_reads[node.name] else None
-            needs[saved or target] += side_reads[node.name]
-            copy[node.name] = saved or target
-        yield Step(node, reads, target, saved)
+            target = node.lane
+            if not free(target):
+                spare = next(v for v in variants("shortcut") if free(v))
+                save = (spare, target)
+                where[holds[target]], holds[spare] = spare, holds[target]
+        where[node.name], holds[target] = target, node.name
+        yield Step(node, reads, target, save)
 
 
 def step_output(graph: Graph, inputs: str) -> str:
     """The variable holding the model's output after `straight_line`."""
-    return "x" if graph.output and graph.output != graph.INPUT else inputs
+    target = inputs
+    for step in straight_line(graph, inputs):
+        if step.node.name == graph.output:
+            target = step.target
+    return target
 
 
 class Script:

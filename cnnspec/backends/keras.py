@@ -203,6 +203,8 @@ class _Script(Script):
         scope: tuple[str, ...] = ()
         for step in straight_line(graph, "inputs"):
             node = step.node
+            if step.save:
+                lines.append(f"    {step.save[0]} = {step.save[1]}")
             if node.scope != scope and node.role != "shortcut":
                 lines.append(f"    # {'.'.join(name_text(s) for s in node.scope) or 'model'}")
                 scope = node.scope
@@ -213,8 +215,6 @@ class _Script(Script):
                 layer = Call(call.func, *call.args, **call.kwargs, name=name)
                 lines += statement(f"{step.target} = ", layer, f"({argument})")
                 argument = step.target
-            if step.saved:
-                lines.append(f"    {step.saved} = {step.target}")
         output = step_output(graph, "inputs")
         lines.append(f"    return keras.Model(inputs, {output}, name={literal(graph.name)})")
         return "\n".join(lines) + "\n"

@@ -230,6 +230,8 @@ class _Script(Script):
         for step in straight_line(graph, "inputs"):
             node = step.node
             layer = node.layer.torch([shapes[i] for i in node.inputs])
+            if step.save:
+                body.append(f"        {step.save[0]} = {step.save[1]}")
             if node.scope != scope and node.role != "shortcut":
                 comment = ".".join(name_text(s) for s in node.scope) or "model"
                 body.append(f"        # {comment}")
@@ -241,7 +243,10 @@ class _Script(Script):
             if layer.module is not None:
                 init += statement(f"self.{node.name} = ", layer.module, "", 2)
             expression = layer.apply.format(
-                module=f"self.{node.name}", x=step.reads[0], total=" + ".join(step.reads)
+                module=f"self.{node.name}",
+                x=step.reads[0],
+                total=" + ".join(step.reads),
+                inputs=step.reads,
             )
             activation = layer.activation
             if node.name == graph.output and activation is final:
@@ -250,8 +255,6 @@ class _Script(Script):
                 expression = literal(activation.torch_function()).replace(HOLE.text, expression)
             if expression != step.target:
                 body.append(f"        {step.target} = {expression}")
-            if step.saved:
-                body.append(f"        {step.saved} = {step.target}")
         body.append(f"        return {step_output(graph, 'inputs')}")
         if final is not None:
             applied = literal(final.torch_function()).replace(HOLE.text, "self.logits(inputs)")

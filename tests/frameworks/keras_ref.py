@@ -159,6 +159,10 @@ def build_keras(graph: Graph) -> keras.Model:
         args = [tensors[source] for source in node.inputs]
         if node.kind == "add":
             out = layers.Add(name=node.name)(args)
+        elif node.kind == "concat":
+            out = layers.Concatenate(name=node.name)(args)
+        elif node.kind == "multiply":
+            out = layers.Multiply(name=node.name)(args)
         elif node.kind == "zero_pad":
             (x,) = args
             pads = node.layer.pads(tuple(x.shape[1:]))

@@ -148,7 +148,7 @@ def load_canonical_into_torch(graph: Graph, tensors: dict[str, np.ndarray]) -> n
     return net.eval()
 
 
-@pytest.mark.parametrize("stem", ["cifar10", "lenet5", "digits"])
+@pytest.mark.parametrize("stem", ["cifar10", "lenet5", "digits", "inception_digits"])
 def test_exported_weights_are_in_pytorch_layout(stem: str, tmp_path: Path) -> None:
     graph, module = generated_model(ROOT / "specs" / f"{stem}.cnn", tmp_path)
     model = module.build_model()

@@ -251,9 +251,11 @@ def script_for(stem: str, tmp_path: Path) -> Path:
     return write_script(checked_spec(path=ROOT / "specs" / f"{stem}.cnn"), tmp_path, "pytorch")
 
 
-def test_digits_reaches_95_percent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stem", ["digits", "inception_digits"])
+def test_digits_reaches_95_percent(stem: str, tmp_path: Path) -> None:
+    """The plain CNN, and the one of branches, concat and a squeeze-and-excitation gate."""
     out = tmp_path / "run"
-    result = run_script(script_for("digits", tmp_path), "--output-dir", str(out))
+    result = run_script(script_for(stem, tmp_path), "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.95, metrics["test"]

@@ -135,6 +135,24 @@ class Add(nn.Module):
         return out
 
 
+class Concat(nn.Module):
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1)  # channels, whether (N, C) or (N, C, H, W)
+
+
+class Multiply(nn.Module):
+    """Keras broadcasts a (N, C) gate against an (N, H, W, C) map: here (N, C, 1, 1)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        rank = max(x.dim() for x in xs)
+        out = None
+        for x in xs:
+            x = x.reshape(*x.shape, *([1] * (rank - x.dim())))
+            out = x if out is None else out * x
+        assert out is not None
+        return out
+
+
 def activation_module(act: LayerArgs | None) -> nn.Module | None:
     if act is None:
         return None
@@ -158,6 +176,10 @@ def make_module(node: Node, inputs: list[torch.Tensor]) -> nn.Module:
     x = inputs[0]
     if kind == "add":
         return Add()
+    if kind == "concat":
+        return Concat()
+    if kind == "multiply":
+        return Multiply()
     if kind == "zero_pad":
         (top, bottom), (left, right) = a.pads(to_hwc(x.shape))
         return nn.ZeroPad2d((left, right, top, bottom))
