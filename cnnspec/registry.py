@@ -2,7 +2,7 @@
 
 An entry is a model of the layer's arguments (`cnnspec.schema`: defaults and bounds included)
 whose methods give its shape rule, parameter rule, MACs and receptive-field step. The grammar never names a
-layer: the lowering pass looks calls up here, so adding a layer touches only `cnnspec.layers`.
+layer: the lowering pass looks calls up here, so adding a layer touches only its module in `cnnspec.layers`.
 """
 
 from dataclasses import dataclass

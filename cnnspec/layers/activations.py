@@ -1,0 +1,204 @@
+"""Activations: usable as layers, `relu()`, and as arguments, `activation=relu`."""
+
+from typing import ClassVar
+
+from cnnspec.codegen import Call, Code
+from cnnspec.registry import (
+    HOLE,
+    KerasLayer,
+    LayerArgs,
+    NonNegFloat,
+    OnnxBuilder,
+    Shape,
+    TorchLayer,
+    register,
+)
+
+
+class _Activation(LayerArgs):
+    is_activation: ClassVar[bool] = True
+    # Keras's name for this activation as an `activation=` string, when it means the same.
+    keras_string: ClassVar[str | None] = None
+
+    def keras_name(self) -> str | None:
+        return self.keras_string
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Activation", self.keras_string))]
+
+    torch_name: ClassVar[str]
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE)
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(None, "{x}", activation=self)
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return self.onnx_apply(graph, name, inputs[0])
+
+    onnx_op: ClassVar[str] = ""
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op(self.onnx_op, [x], name)
+
+
+@register
+class ReLU(_Activation):
+    kind: ClassVar[str] = "relu"
+    framework_names: ClassVar[tuple[str, ...]] = ("ReLU",)
+    onnx_op: ClassVar[str] = "Relu"
+    torch_name: ClassVar[str] = "torch.relu"
+    doc: ClassVar[str] = "max(x, 0)."
+    keras_string: ClassVar[str | None] = "relu"
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.ReLU"))]
+
+
+@register
+class ReLU6(_Activation):
+    kind: ClassVar[str] = "relu6"
+    framework_names: ClassVar[tuple[str, ...]] = ("ReLU6",)
+    torch_name: ClassVar[str] = "F.relu6"
+    doc: ClassVar[str] = "min(max(x, 0), 6)."
+    keras_string: ClassVar[str | None] = "relu6"
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.ReLU", max_value=6.0))]
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        low, high = graph.constant(f"{name}_min", [0.0]), graph.constant(f"{name}_max", [6.0])
+        return graph.op("Clip", [x, low, high], name)
+
+
+@register
+class LeakyReLU(_Activation):
+    kind: ClassVar[str] = "leaky_relu"
+    framework_names: ClassVar[tuple[str, ...]] = ("LeakyReLU",)
+    torch_name: ClassVar[str] = "F.leaky_relu"
+    doc: ClassVar[str] = "x for x > 0, alpha * x otherwise (Keras's default alpha, 0.3)."
+    positional: ClassVar[tuple[str, ...]] = ("alpha",)
+    alpha: NonNegFloat = 0.3
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE, negative_slope=self.alpha)
+
+    def keras(self) -> list[KerasLayer]:
+        # Keras's "leaky_relu" string means a slope of 0.2, so the layer always says its alpha.
+        return [KerasLayer("", Call("layers.LeakyReLU", negative_slope=self.alpha))]
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("LeakyRelu", [x], name, alpha=self.alpha)
+
+
+@register
+class ELU(_Activation):
+    kind: ClassVar[str] = "elu"
+    framework_names: ClassVar[tuple[str, ...]] = ("ELU",)
+    torch_name: ClassVar[str] = "F.elu"
+    doc: ClassVar[str] = "x for x > 0, alpha * (exp(x) - 1) otherwise."
+    positional: ClassVar[tuple[str, ...]] = ("alpha",)
+    alpha: NonNegFloat = 1.0
+
+    def keras_name(self) -> str | None:
+        return "elu" if self.alpha == 1.0 else None
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE, **({} if self.alpha == 1.0 else {"alpha": self.alpha}))
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.ELU", alpha=self.alpha))]
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("Elu", [x], name, alpha=self.alpha)
+
+
+@register
+class Sigmoid(_Activation):
+    kind: ClassVar[str] = "sigmoid"
+    framework_names: ClassVar[tuple[str, ...]] = ("Sigmoid",)
+    onnx_op: ClassVar[str] = "Sigmoid"
+    torch_name: ClassVar[str] = "torch.sigmoid"
+    doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
+    keras_string: ClassVar[str | None] = "sigmoid"
+
+
+@register
+class Tanh(_Activation):
+    kind: ClassVar[str] = "tanh"
+    framework_names: ClassVar[tuple[str, ...]] = ("Tanh",)
+    onnx_op: ClassVar[str] = "Tanh"
+    torch_name: ClassVar[str] = "torch.tanh"
+    doc: ClassVar[str] = "Hyperbolic tangent."
+    keras_string: ClassVar[str | None] = "tanh"
+
+
+@register
+class Softmax(_Activation):
+    kind: ClassVar[str] = "softmax"
+    framework_names: ClassVar[tuple[str, ...]] = ("Softmax",)
+    torch_name: ClassVar[str] = "torch.softmax"
+    doc: ClassVar[str] = "Normalised exponential over the last axis; a multi-class output."
+    keras_string: ClassVar[str | None] = "softmax"
+
+    def torch_function(self) -> Call:
+        # Keras's last axis is PyTorch's dim 1 for (N, C) and (N, C, H, W) alike.
+        return Call(self.torch_name, HOLE, dim=1)
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Softmax"))]
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("Softmax", [x], name, axis=1)  # channels: Keras's last axis
+
+
+@register
+class GELU(_Activation):
+    kind: ClassVar[str] = "gelu"
+    framework_names: ClassVar[tuple[str, ...]] = ("GELU",)
+    torch_name: ClassVar[str] = "F.gelu"
+    doc: ClassVar[str] = "Gaussian error linear unit; `approximate=true` uses the tanh form."
+    approximate: bool = False
+
+    def keras_name(self) -> str | None:
+        return None if self.approximate else "gelu"
+
+    def torch_function(self) -> Call:
+        return Call(self.torch_name, HOLE, **({"approximate": "tanh"} if self.approximate else {}))
+
+    def keras(self) -> list[KerasLayer]:
+        activation = Code("gelu_tanh") if self.approximate else "gelu"
+        return [KerasLayer("", Call("layers.Activation", activation))]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return ("gelu_tanh",) if self.approximate else ()
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        # Written out so that any opset from 13 runs it (the Gelu op arrived in opset 20).
+        half = graph.constant(f"{name}_half", [0.5])
+        one = graph.constant(f"{name}_one", [1.0])
+        if self.approximate:
+            cube = graph.op("Mul", [x, graph.op("Mul", [x, x], f"{name}_sq")], f"{name}_cube")
+            scaled = graph.op("Mul", [cube, graph.constant(f"{name}_c", [0.044715])], f"{name}_sc")
+            inner = graph.op("Add", [x, scaled], f"{name}_inner")
+            root = graph.constant(f"{name}_root", [0.7978845608028654])  # sqrt(2 / pi)
+            core = graph.op("Tanh", [graph.op("Mul", [inner, root], f"{name}_arg")], f"{name}_t")
+        else:
+            root = graph.constant(f"{name}_root", [0.7071067811865476])  # 1 / sqrt(2)
+            core = graph.op("Erf", [graph.op("Mul", [x, root], f"{name}_arg")], f"{name}_erf")
+        gate = graph.op("Mul", [graph.op("Add", [core, one], f"{name}_1p"), half], f"{name}_g")
+        return graph.op("Mul", [x, gate], name)
+
+
+@register
+class Swish(_Activation):
+    kind: ClassVar[str] = "swish"
+    framework_names: ClassVar[tuple[str, ...]] = ("SiLU", "Swish")
+    torch_name: ClassVar[str] = "F.silu"
+    doc: ClassVar[str] = "x * sigmoid(x), also called SiLU."
+    keras_string: ClassVar[str | None] = "swish"
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        gate = graph.op("Sigmoid", [x], f"{name}_sigmoid")
+        return graph.op("Mul", [x, gate], name)

@@ -1,0 +1,106 @@
+"""What several layer modules share: shape arithmetic (Keras's rules for windows and
+`same` padding) and the emitters' helpers."""
+
+from cnnspec.codegen import Call
+from cnnspec.registry import (
+    KerasLayer,
+    LayerArgs,
+    Shape,
+    ShapeError,
+)
+
+
+def spatial(shape: Shape, kind: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(
+            "E202",
+            f"{kind} needs an (H, W, C) input, but gets {format_shape(shape)}",
+            "spatial layers must come before flatten() or global pooling",
+        )
+    h, w, c = shape
+    return h, w, c
+
+
+def format_shape(shape: Shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def scalar_or_pair(value: tuple[int, int]) -> int | tuple[int, int]:
+    """A square kernel or stride as one number, the way people write it."""
+    return value[0] if value[0] == value[1] else value
+
+
+def l2_regularizer(factor: float) -> Call | None:
+    return Call("regularizers.L2", factor) if factor else None
+
+
+def keras_with_activation(
+    func: str, args: tuple[object, ...], kwargs: dict[str, object], activation: LayerArgs | None
+) -> list[KerasLayer]:
+    """A Keras layer with its `activation=` (at the `activation` key's place in `kwargs`): the
+    activation's Keras name when Keras's named activation means the same, otherwise a separate
+    activation layer after it, named `<node>_act`."""
+    keras_name = activation.keras_name() if activation is not None else None
+    options = {k: v for k, v in {**kwargs, "activation": keras_name}.items() if v is not None}
+    layers_ = [KerasLayer("", Call(func, *args, **options))]
+    if activation is not None and keras_name is None:
+        layers_ += [KerasLayer("_act", a.call) for a in activation.keras()]
+    return layers_
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's `same` padding along one axis: (before, after), the odd pixel after."""
+    extent = dilation * (kernel - 1) + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def onnx_pads(
+    shape: Shape,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: str | int,
+) -> list[int]:
+    """ONNX `pads` ([top, left, bottom, right]) for Keras's padding on an (H, W, C) input."""
+    if padding == "same":
+        top, bottom = same_pads(shape[0], kernel[0], stride[0], dilation[0])
+        left, right = same_pads(shape[1], kernel[1], stride[1], dilation[1])
+        return [top, left, bottom, right]
+    amount = padding if isinstance(padding, int) else 0
+    return [amount] * 4
+
+
+def windowscalar_or_pair(
+    size: int, kernel: int, stride: int, dilation: int, padding: str | int
+) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    extent = dilation * (kernel - 1) + 1
+    padded = size + (2 * padding if isinstance(padding, int) else 0)
+    return (padded - extent) // stride + 1 if padded >= extent else 0
+
+
+def slide(
+    kind: str,
+    shape: Shape,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: str | int,
+    channels: int,
+) -> Shape:
+    """The output shape of a sliding window (convolution or pooling), with a located error
+    when the map would shrink below 1x1."""
+    h, w, _ = spatial(shape, kind)
+    out_h = windowscalar_or_pair(h, kernel[0], stride[0], dilation[0], padding)
+    out_w = windowscalar_or_pair(w, kernel[1], stride[1], dilation[1], padding)
+    if out_h < 1 or out_w < 1:
+        extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
+        raise ShapeError(
+            "E201",
+            f"{kind} shrinks the {h}x{w} map below 1x1: its window spans "
+            f"{extent[0]}x{extent[1]} with padding={padding}",
+            "use padding=same, a smaller kernel or pool, or remove a downsampling layer before it",
+        )
+    return (out_h, out_w, channels)

@@ -1,0 +1,247 @@
+"""Pooling and padding: maxpool, avgpool, zero_pad, and the global poolings."""
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from cnnspec.codegen import Call, literal
+from cnnspec.layers.base import (
+    onnx_pads,
+    same_pads,
+    scalar_or_pair,
+    slide,
+    spatial,
+)
+from cnnspec.registry import (
+    KERAS_INPUT,
+    KerasLayer,
+    LayerArgs,
+    OnnxBuilder,
+    Pair,
+    Shape,
+    TorchLayer,
+    Window,
+    register,
+)
+from cnnspec.schema import Before, Problem, model_validator
+
+
+class _Pool(LayerArgs):
+    positional: ClassVar[tuple[str, ...]] = ("pool",)
+    aliases: ClassVar[dict[str, str]] = {
+        "pool_size": "pool",
+        "kernel_size": "pool",
+        "strides": "stride",
+    }
+    pool: Pair = (2, 2)
+    stride: Pair | None = None
+    padding: Literal["same", "valid"] = "valid"
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return self.stride if self.stride is not None else self.pool
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        channels = spatial(inputs[0], self.kind)[2]
+        return slide(self.kind, inputs[0], self.pool, self.strides, (1, 1), self.padding, channels)
+
+    def window(self) -> Window:
+        return Window(self.pool, self.strides)
+
+    keras_class: ClassVar[str]
+    torch_class: ClassVar[str]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        options: dict[str, object] = {}
+        if self.strides != self.pool:
+            options["stride"] = scalar_or_pair(self.strides)
+        if self.padding == "same":
+            # Keras leaves `same` padding out of the max and the average: pad in forward.
+            helper = f"{self.torch_class}Same"
+            return TorchLayer(Call(helper, scalar_or_pair(self.pool), **options), helpers=(helper,))
+        return TorchLayer(Call(f"nn.{self.torch_class}", scalar_or_pair(self.pool), **options))
+
+    onnx_op: ClassVar[str]
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        # Keras leaves `same` padding out of both: ONNX pads with -inf for the max, and
+        # count_include_pad=0 leaves it out of the average.
+        options = {"count_include_pad": 0} if self.onnx_op == "AveragePool" else {}
+        return graph.op(
+            self.onnx_op,
+            inputs,
+            name,
+            kernel_shape=list(self.pool),
+            strides=list(self.strides),
+            pads=onnx_pads(shapes[0], self.pool, self.strides, (1, 1), self.padding),
+            **options,
+        )
+
+    def keras(self) -> list[KerasLayer]:
+        options: dict[str, object] = {}
+        if self.stride is not None and self.stride != self.pool:
+            options["strides"] = scalar_or_pair(self.stride)
+        if self.padding != "valid":
+            options["padding"] = self.padding
+        return [KerasLayer("", Call(self.keras_class, scalar_or_pair(self.pool), **options))]
+
+
+@register
+class MaxPool(_Pool):
+    kind: ClassVar[str] = "maxpool"
+    framework_names: ClassVar[tuple[str, ...]] = ("MaxPooling2D", "MaxPool2D", "MaxPool2d")
+    keras_class: ClassVar[str] = "layers.MaxPooling2D"
+    torch_class: ClassVar[str] = "MaxPool2d"
+    onnx_op: ClassVar[str] = "MaxPool"
+    doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
+
+
+@register
+class AvgPool(_Pool):
+    kind: ClassVar[str] = "avgpool"
+    framework_names: ClassVar[tuple[str, ...]] = ("AveragePooling2D", "AvgPool2D", "AvgPool2d")
+    keras_class: ClassVar[str] = "layers.AveragePooling2D"
+    torch_class: ClassVar[str] = "AvgPool2d"
+    onnx_op: ClassVar[str] = "AveragePool"
+    doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
+
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _zero_padding(value: Any) -> Any:
+    """`1`, `(1, 2)` (height, width) or `((0, 1), (0, 1))` ((top, bottom), (left, right)),
+    normalised to the last form; or `same`."""
+    if value == "same":
+        return value
+
+    def amount(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if amount(value):
+        value = (value, value)
+    if isinstance(value, tuple) and len(value) == 2 and all(amount(v) for v in value):
+        value = ((value[0], value[0]), (value[1], value[1]))
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, tuple) and len(v) == 2 and all(map(amount, v)) for v in value)
+    ):
+        return value
+    raise Problem(
+        "must be an amount, (height, width), ((top, bottom), (left, right)) or same",
+        hint="for example 3, (1, 2) or ((0, 1), (0, 1))",
+    )
+
+
+ZeroPadding = Annotated[Pads | Literal["same"], Before(_zero_padding)]
+
+
+@register
+class ZeroPad(LayerArgs):
+    kind: ClassVar[str] = "zero_pad"
+    framework_names: ClassVar[tuple[str, ...]] = ("ZeroPadding2D", "ZeroPad2d")
+    doc: ClassVar[str] = (
+        "Pads H and W with zeros; `same` pads what TensorFlow's `same` would for a window of "
+        "`kernel` and `stride` (keras.applications' correct_pad), the odd pixel after."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("padding",)
+    padding: ZeroPadding = ((1, 1), (1, 1))
+    kernel: Pair = (3, 3)
+    stride: Pair = (1, 1)
+
+    @model_validator(mode="after")
+    def _window_only_with_same(self) -> "ZeroPad":
+        if self.padding != "same" and (self.kernel, self.stride) != ((3, 3), (1, 1)):
+            raise ValueError("kernel and stride only apply to zero_pad(same, ...)")
+        return self
+
+    def pads(self, shape: Shape) -> Pads:
+        if self.padding != "same":
+            return self.padding
+        return (
+            same_pads(shape[0], self.kernel[0], self.stride[0], 1),
+            same_pads(shape[1], self.kernel[1], self.stride[1], 1),
+        )
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        h, w, c = spatial(inputs[0], self.kind)
+        (top, bottom), (left, right) = self.pads(inputs[0])
+        return (h + top + bottom, w + left + right, c)
+
+    def keras(self) -> list[KerasLayer]:
+        if self.padding == "same":
+            # The amount depends on the input's size, which --image-size may change.
+            amount: object = Call("same_padding", KERAS_INPUT, self.kernel, self.stride)
+        else:
+            (top, bottom), (left, right) = self.padding
+            amount = self.padding
+            if top == bottom and left == right:
+                amount = top if top == left else (top, left)
+        return [KerasLayer("", Call("layers.ZeroPadding2D", amount))]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return ("same_padding",) if self.padding == "same" else ()
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        if self.padding == "same":
+            window = f"{literal(self.kernel)}, {literal(self.stride)}"
+            return TorchLayer(None, f"pad_same({{x}}, {window})", helpers=("pad_same",))
+        (top, bottom), (left, right) = self.padding
+        return TorchLayer(None, f"F.pad({{x}}, {literal((left, right, top, bottom))})")
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        (top, bottom), (left, right) = self.pads(shapes[0])
+        pads = graph.constant(
+            f"{name}_pads", [0, 0, top, left, 0, 0, bottom, right], (8,), dtype="int64"
+        )
+        return graph.op("Pad", [inputs[0], pads], name)
+
+
+class _GlobalPool(LayerArgs):
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        return (spatial(inputs[0], self.kind)[2],)
+
+    def window(self) -> Window:
+        return Window(global_=True)
+
+    keras_class: ClassVar[str]
+    torch_reduce: ClassVar[str]
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call(self.keras_class))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(None, f"{{x}}.{self.torch_reduce}(dim=(2, 3))")
+
+    onnx_op: ClassVar[str]
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        pooled = graph.op(self.onnx_op, inputs, f"{name}_pool")
+        return graph.op("Flatten", [pooled], name, axis=1)
+
+
+@register
+class GlobalAvgPool(_GlobalPool):
+    kind: ClassVar[str] = "global_avg_pool"
+    framework_names: ClassVar[tuple[str, ...]] = (
+        "GlobalAveragePooling2D",
+        "GlobalAvgPool2D",
+        "AdaptiveAvgPool2d",
+    )
+    keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
+    torch_reduce: ClassVar[str] = "mean"
+    onnx_op: ClassVar[str] = "GlobalAveragePool"
+    doc: ClassVar[str] = "Averages each channel over H and W: (H, W, C) -> (C,)."
+
+
+@register
+class GlobalMaxPool(_GlobalPool):
+    kind: ClassVar[str] = "global_max_pool"
+    framework_names: ClassVar[tuple[str, ...]] = (
+        "GlobalMaxPooling2D",
+        "GlobalMaxPool2D",
+        "AdaptiveMaxPool2d",
+    )
+    keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
+    torch_reduce: ClassVar[str] = "amax"
+    onnx_op: ClassVar[str] = "GlobalMaxPool"
+    doc: ClassVar[str] = "Maximum of each channel over H and W: (H, W, C) -> (C,)."
