@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 from cnnspec import __version__
+from cnnspec.backends import BACKENDS
 from cnnspec.compiler import Compilation, compile_source
-from cnnspec.diagnostics import Severity, render_json, render_text
+from cnnspec.diagnostics import Diagnostics, Severity, render_json, render_text
 from cnnspec.source import Source
 
 
@@ -62,10 +64,11 @@ def _usage_error(message: str) -> NoReturn:
     raise Exit(2)
 
 
-def _print_diagnostics(compilation: Compilation) -> None:
+def _print_diagnostics(compilation: Compilation | Diagnostics) -> None:
+    diagnostics = compilation if isinstance(compilation, Diagnostics) else compilation.diagnostics
     color = _color(sys.stderr)
-    for diagnostic in compilation.diagnostics:
-        text = render_text(diagnostic, compilation.source)
+    for diagnostic in diagnostics:
+        text = render_text(diagnostic, diagnostics.source)
         head, _, rest = text.partition("\n")
         style = "1;31" if diagnostic.severity is Severity.ERROR else "1;33"
         label = f"{diagnostic.severity}[{diagnostic.code}]"
@@ -100,6 +103,23 @@ def _checked_or_exit(
         )
         raise Exit(1)
     return compilation
+
+
+@contextmanager
+def _backend_errors(compilation: Compilation, consequence: str = "") -> Iterator[None]:
+    """A layer that a backend cannot express is an error at its line (E401), and exit 1."""
+    from cnnspec.registry import Unsupported
+
+    try:
+        yield
+    except Unsupported as error:
+        diagnostics = Diagnostics(compilation.source)
+        diagnostics.error(
+            "E401", f"{error.backend} cannot express this: {error.message}", error.span, error.hint
+        )
+        _print_diagnostics(diagnostics)
+        echo(f"1 error{consequence}", err=True)
+        raise Exit(1) from None
 
 
 def _write_or_exit(target: Path, content: str | bytes, force: bool, state: Any = None) -> str:
@@ -283,7 +303,8 @@ def build(args: argparse.Namespace) -> None:
     stem = spec.stem if str(spec) != "-" else compilation.spec.name
     source_name = spec.name if str(spec) != "-" else "<stdin>"
     target = output or Path("build") / f"{stem}{module.SUFFIX}"
-    text = module.emit(compilation.spec, source_name)
+    with _backend_errors(compilation, "; nothing written"):
+        text = module.emit(compilation.spec, source_name)
     outcome = _write_or_exit(target, text, force)
     lines = text.count("\n")
     echo(f"{outcome} {target} ({args.backend}, {lines} lines)")
@@ -334,15 +355,16 @@ def export(args: argparse.Namespace) -> None:
             _usage_error("--int8 and --fp16 exclude each other")
         if int8 and calibration_data is None:
             _usage_error("--int8 needs --calibration-data DIR or --calibration-data digits")
-        model = onnx_export.export(
-            checked,
-            tensors,
-            opset,
-            args.input_layout,
-            fp16,
-            calibration_data if int8 else None,
-            weights_source=source,
-        )
+        with _backend_errors(compilation, "; nothing written"):
+            model = onnx_export.export(
+                checked,
+                tensors,
+                opset,
+                args.input_layout,
+                fp16,
+                calibration_data if int8 else None,
+                weights_source=source,
+            )
         onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
         echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
@@ -386,7 +408,8 @@ def verify(args: argparse.Namespace) -> None:
     else:
         tensors = _weights_or_exit(weights, checked)
         source = str(weights)
-    report = run_verify(checked, tensors, tolerance, args.batch)
+    with _backend_errors(compilation):
+        report = run_verify(checked, tensors, tolerance, args.batch)
     echo(
         f"verify {checked.name}: {len(report.ran)} backends, {report.batch} random inputs, "
         f"{source}, tolerance {tolerance:g}"
@@ -582,7 +605,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--backend",
         "-b",
-        choices=["keras", "pytorch"],
+        choices=BACKENDS,
         default="keras",
         help="what to generate (default: keras)",
     )

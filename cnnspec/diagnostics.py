@@ -48,6 +48,8 @@ CODES: dict[str, str] = {
     "E305": "input shape does not match the data",
     "E306": "validation metric without validation data",
     "E307": "validation split the data source does not have",
+    # backends
+    "E401": "a backend cannot express the layer",
     # warnings
     "W201": "dense layer applied to a spatial tensor",
     "W202": "softmax over a single unit",

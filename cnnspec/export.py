@@ -22,6 +22,7 @@ from cnnspec import __version__
 from cnnspec.check import data_classes
 from cnnspec.ir import Graph, Spec
 from cnnspec.layers import BatchNorm, Dense, Dropout
+from cnnspec.registry import emitting
 from cnnspec.sections import Digits
 
 DEFAULT_OPSET = 18
@@ -88,23 +89,24 @@ class _Builder:
 
 
 def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
-    """Deterministic weights in the canonical layout, initialised as Keras does: Glorot-uniform
-    kernels, zero biases, and BatchNorm at identity (gamma 1, beta 0, mean 0, variance 1)."""
+    """Deterministic weights in the canonical layout, initialised as Keras does: each layer entry
+    says which of its tensors are Glorot-uniform kernels and which start at a constant (zero
+    biases, BatchNorm at identity)."""
     rng = np.random.default_rng(seed)
     shapes = spec.model.value_shapes()
     weights: dict[str, np.ndarray] = {}
     for node in spec.model.nodes:
         for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
             key = f"{node.name}.{suffix}"
-            if suffix == "weight" and len(shape) >= 2:
+            value = node.layer.initial_value(suffix)
+            if value is None:
+                # Canonical kernels are (out, in, *window): Glorot's fans count the window.
                 receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
                 fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
                 limit = np.sqrt(6.0 / (fan_in + fan_out))
                 weights[key] = rng.uniform(-limit, limit, shape).astype(np.float32)
-            elif suffix in ("weight", "running_var"):
-                weights[key] = np.ones(shape, dtype=np.float32)
             else:
-                weights[key] = np.zeros(shape, dtype=np.float32)
+                weights[key] = np.full(shape, value, dtype=np.float32)
     return weights
 
 
@@ -278,9 +280,10 @@ def export(
         if node.name in folds:
             values[node.name] = inputs[0]  # folded into the dense layer that follows
             continue
-        values[node.name] = node.layer.onnx(
-            builder, node.name, inputs, [shapes[i] for i in node.inputs]
-        )
+        with emitting("onnx", node.span):
+            values[node.name] = node.layer.onnx(
+                builder, node.name, inputs, [shapes[i] for i in node.inputs]
+            )
     keep_pads_before_pools(builder, opset)
     last = values[graph.output or graph.INPUT]
     builder.nodes.append(helper.make_node("Identity", [last], [OUTPUT], name=OUTPUT))

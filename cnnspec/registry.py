@@ -5,6 +5,8 @@ whose methods give its shape rule, parameter rule, MACs and receptive-field step
 layer: the lowering pass looks calls up here, so adding a layer touches only its module in `cnnspec.layers`.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
@@ -46,6 +48,19 @@ class KerasLayer:
 
     suffix: str
     call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class KerasWeight:
+    """One weight of the Keras layer that carries a node's name: Keras's name for it (`kernel`),
+    the canonical tensor it is (`<node>.<suffix>`), and how the two layouts differ: `conv`
+    (HWIO and OIHW), `depthwise` ((kh, kw, C, M) and (C * M, 1, kh, kw)), `dense` ([in, out]
+    and [out, in]), `features` (a vector over the input's features, which follow the canonical
+    CHW order after a flatten: see cnnspec.layout) or `vector` (the same, a bias)."""
+
+    variable: str
+    suffix: str
+    layout: Literal["conv", "depthwise", "dense", "features", "vector"] = "vector"
 
 
 # Where a node's input goes in a PyTorch activation call: `Call("F.elu", HOLE, alpha=0.5)`.
@@ -91,7 +106,27 @@ class OnnxBuilder(Protocol):
 
 
 class Unsupported(Exception):
-    """A backend cannot express a layer as written; the message says why and what to do."""
+    """A backend cannot express a node as written. An entry's emitter raises it with the reason
+    and what to do; `emitting` locates it at the node; the CLI reports it as an error at the
+    spec's line (E401), never a traceback."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.span: Any = None  # the node's Span, once located
+        self.backend = ""
+
+
+@contextmanager
+def emitting(backend: str, span: Any) -> Iterator[None]:
+    """Around one node's emitter: an Unsupported it raises is located at `span`."""
+    try:
+        yield
+    except Unsupported as error:
+        error.span = error.span or span
+        error.backend = error.backend or backend
+        raise
 
 
 class ShapeError(Exception):
@@ -163,6 +198,16 @@ class LayerArgs(Bound):
         """The layer's tensors in the canonical layout (see cnnspec.layout): name suffix to
         shape, such as {"weight": (32, 3, 3, 3), "bias": (32,)}."""
         return {}
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        """The weights of the Keras layer carrying the node's name (the one `keras()` gives an
+        empty suffix), each with its canonical tensor: every tensor of `weight_shapes`."""
+        return ()
+
+    def initial_value(self, suffix: str) -> float | None:
+        """How a fresh model starts tensor `suffix`, as Keras initialises it: a constant, or
+        None for Glorot-uniform (a kernel)."""
+        return 0.0
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         """Add this node to an ONNX graph (NCHW); returns the name of its output."""

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnspec.backends import REGISTRY
 from cnnspec.ir import Spec
-
-BACKEND_PACKAGES = {"keras": "tensorflow", "pytorch": "torch", "onnx": "onnxruntime"}
 
 
 @dataclass
@@ -115,11 +114,11 @@ def run_verify(
         save_file(
             {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}, str(weights_path)
         )
-        for name, package in BACKEND_PACKAGES.items():
-            if not _available(package):
-                skipped[name] = f"{package} is not installed"
+        for name, registered in REGISTRY.items():
+            if not _available(registered.package):
+                skipped[name] = f"{registered.package} is not installed"
                 continue
-            runner = {"keras": _keras, "pytorch": _pytorch, "onnx": _onnx}[name]
+            runner = RUNNERS[name]
             outputs[name], layers[name] = runner(spec, weights_path, directory, x, report)
         comparisons = []
         names = list(outputs)
@@ -250,3 +249,11 @@ def _onnx(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report
         }
 
     return np.asarray(output), per_layer
+
+
+# How each registered backend runs a spec (a test checks that every backend has one).
+RUNNERS: dict[str, Callable[[Spec, Path, Path, np.ndarray, Report], Runner]] = {
+    "keras": _keras,
+    "pytorch": _pytorch,
+    "onnx": _onnx,
+}

@@ -101,8 +101,64 @@ def test_every_layer_kind_has_an_emitter_per_backend() -> None:
         output = layer.onnx(recorder, "node", inputs, [(8, 8, 3)] * arity)
         assert output in {*recorder.outputs, *inputs}, kind
         # The ONNX emitter reads exactly the canonical tensors the layer declares.
-        declared = {f"node.{suffix}" for suffix in layer.weight_shapes([(8, 8, 3)] * arity)}
+        shapes = layer.weight_shapes([(8, 8, 3)] * arity)
+        declared = {f"node.{suffix}" for suffix in shapes}
         assert recorder.weights == declared, kind
+        # Keras's weights map onto exactly those tensors, and each has a way to start.
+        assert {w.suffix for w in layer.keras_weights()} == set(shapes), kind
+        for suffix in shapes:
+            value = layer.initial_value(suffix)
+            assert value is None or isinstance(value, float), (kind, suffix)
+
+
+def test_every_backend_is_registered_once() -> None:
+    """The CLI's choices, `verify`'s runners and the script generators read one table."""
+    from cnnspec import cli, verify
+    from cnnspec.backends import REGISTRY
+
+    assert set(verify.RUNNERS) == set(REGISTRY)
+    assert tuple(name for name, b in REGISTRY.items() if b.script) == BACKENDS
+    for name in BACKENDS:
+        assert backend(name).SUFFIX.endswith(".py")
+    parser = cli._parser()
+    build = next(
+        a
+        for a in parser._subparsers._group_actions[0].choices["build"]._actions
+        if "--backend" in a.option_strings
+    )
+    assert tuple(build.choices) == BACKENDS
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_a_layer_a_backend_cannot_express_is_located(
+    backend_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An emitter that raises Unsupported becomes E401 at the layer's line, not a traceback,
+    and nothing is written."""
+    from cnnspec import cli
+    from cnnspec.layers import Dense
+    from cnnspec.registry import Unsupported
+
+    def refuse(self: object, *args: object) -> object:
+        raise Unsupported("no dense here", hint="use a 1x1 conv2d")
+
+    monkeypatch.setattr(Dense, "keras" if backend_name == "keras" else "torch", refuse)
+    target = tmp_path / "out.py"
+    spec = ROOT / "specs" / "digits.cnn"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["build", str(spec), "--backend", backend_name, "-o", str(target)])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    line = next(i for i, t in enumerate(spec.read_text().splitlines(), 1) if "dense(64" in t)
+    assert (
+        f"digits.cnn:{line}:5: error[E401]: {backend_name} cannot express this: no dense here"
+        in err
+    )
+    assert "hint: use a 1x1 conv2d" in err and "Traceback" not in err
+    assert not target.exists()
 
 
 class _RecordingBuilder:

@@ -34,7 +34,7 @@ from cnnspec.backends.common import (
 from cnnspec.codegen import Call, Code, literal, sequence, statement
 from cnnspec.ir import Spec
 from cnnspec.layout import flattened_inputs
-from cnnspec.registry import KERAS_INPUT
+from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
     Cifar10,
@@ -173,14 +173,27 @@ class _Script(Script):
     # constants
 
     def extra_constants(self) -> list[str]:
-        flattened = flattened_inputs(self.graph)
-        if not flattened:
-            return []
-        return [
-            "# Layers fed by a flattened (H, W, C) map: their weights over those features",
-            "# are stored in (C, H, W) order, as PyTorch and ONNX flatten.",
-            f"FLATTENED_FROM = {literal(flattened)}",
+        lines = [
+            "# Where each weight of a Keras layer goes in cnnspec's layout (the PyTorch names",
+            "# and shapes that weights.safetensors holds): tensor suffix and layout, by layer",
+            "# class and weight name.",
+            "WEIGHT_LAYOUT = {",
         ]
+        for keras_class, weights in self.weight_table():
+            lines.append(f"    {literal(keras_class)}: {{")
+            for weight in weights:
+                place = literal((weight.suffix, weight.layout))
+                lines.append(f"        {literal(weight.variable)}: {place},")
+            lines.append("    },")
+        lines[-1:] = [*lines[-1:], "}"] if len(lines) > 4 else ["WEIGHT_LAYOUT = {}"]
+        flattened = flattened_inputs(self.graph)
+        if flattened:
+            lines += [
+                "# Layers fed by a flattened (H, W, C) map: their weights over those features",
+                "# are stored in (C, H, W) order, as PyTorch and ONNX flatten.",
+                f"FLATTENED_FROM = {literal(flattened)}",
+            ]
+        return lines
 
     def helpers(self) -> list[str]:
         names = sorted({h for node in self.graph.nodes for h in node.layer.keras_helpers()})
@@ -209,7 +222,9 @@ class _Script(Script):
                 lines.append(f"    # {'.'.join(name_text(s) for s in node.scope) or 'model'}")
                 scope = node.scope
             argument = f"[{', '.join(step.reads)}]" if len(step.reads) > 1 else step.reads[0]
-            for keras_layer in node.layer.keras():
+            with emitting("keras", node.span):
+                emitted = node.layer.keras()
+            for keras_layer in emitted:
                 call = _applied_to(keras_layer.call, Code(argument))
                 name = node.name + keras_layer.suffix
                 layer = Call(call.func, *call.args, **call.kwargs, name=name)
@@ -378,20 +393,45 @@ class _Script(Script):
         return self.evaluation_parts(EVALUATE, TRUTH=truth)
 
     def weights(self) -> list[str]:
+        """The weight table of this model's Keras layer classes (from their registry entries),
+        and the conversions between Keras's layouts and the canonical one that it needs."""
         flattened = bool(flattened_inputs(self.graph))
-        if flattened:
-            to_chw = block(TO_CHW)
-            dense = "\n            kernel = to_chw(kernel, name)"
-            dense_back = "\n            kernel = from_chw(kernel, name)"
-            stats = "\n            vectors = [to_chw(v, name) for v in vectors]"
-            stats_back = "\n            vectors = [from_chw(v, name) for v in vectors]"
-        else:
-            to_chw = dense = dense_back = stats = stats_back = ""
-        return [
-            to_chw,
-            fill(EXPORT_WEIGHTS, DENSE=dense, STATS=stats),
-            fill(LOAD_WEIGHTS, DENSE=dense_back, STATS=stats_back),
+        used = sorted({w.layout for _, weights in self.weight_table() for w in weights})
+        # Without a flatten there is nothing to reorder: features are vectors like any other.
+        kept = [
+            layout for layout in used if layout not in (VECTORS if not flattened else ("vector",))
         ]
+        from_keras = [FROM_KERAS[layout] for layout in kept]
+        to_keras = [TO_KERAS[layout] for layout in kept]
+        if not flattened:
+            from_keras = [line.replace("to_chw(value, name)", "value") for line in from_keras]
+            to_keras = [line.replace("from_chw(tensor.T, name)", "tensor.T") for line in to_keras]
+        from_keras.append("return value")
+        to_keras.append("return tensor")
+        indent = "\n    "
+        return [
+            block(TO_CHW) if flattened else "",
+            fill(
+                WEIGHT_FUNCTIONS,
+                FROM_KERAS=indent.join("\n".join(from_keras).split("\n")),
+                TO_KERAS=indent.join("\n".join(to_keras).split("\n")),
+            ),
+        ]
+
+    def weight_table(self) -> list[tuple[str, tuple[KerasWeight, ...]]]:
+        """Each Keras layer class that carries weights here, with its weights, merged over the
+        nodes that use it."""
+        table: dict[str, dict[str, KerasWeight]] = {}
+        shapes = self.graph.value_shapes() if self.graph.input_shape else {}
+        for node in self.graph.nodes:
+            weights = node.layer.keras_weights()
+            if not weights and not node.layer.weight_shapes([shapes[i] for i in node.inputs]):
+                continue
+            with emitting("keras", node.span):
+                named = next(k for k in node.layer.keras() if k.suffix == "")
+            keras_class = named.call.func.rsplit(".", 1)[-1]
+            table.setdefault(keras_class, {}).update({w.variable: w for w in weights})
+        return [(name, tuple(weights.values())) for name, weights in sorted(table.items())]
 
     def inference(self) -> str:
         normalize = (
@@ -772,60 +812,75 @@ TO_CHW = '''
         return tensor.transpose(1, 2, 0, *range(3, tensor.ndim)).reshape(-1, *rest)
 '''
 
-EXPORT_WEIGHTS = '''
+# How a Keras weight becomes a canonical tensor and back, per layout (`vector`, the same in
+# both, is the functions' final return).
+VECTORS = ("features", "vector")
+FROM_KERAS = {
+    "conv": """if layout == "conv":  # (kh, kw, in, out) -> (out, in, kh, kw)
+    return value.transpose(3, 2, 0, 1)""",
+    "depthwise": """if layout == "depthwise":  # (kh, kw, C, M) -> (C * M, 1, kh, kw)
+    kh, kw, channels, multiplier = value.shape
+    return value.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)""",
+    "dense": """if layout == "dense":  # (in, out) -> (out, in)
+    return to_chw(value, name).T""",
+    "features": """if layout == "features":
+    return to_chw(value, name)""",
+}
+TO_KERAS = {
+    "conv": """if layout == "conv":
+    return tensor.transpose(2, 3, 1, 0)""",
+    "depthwise": """if layout == "depthwise":
+    kh, kw, channels, multiplier = shape
+    return tensor.reshape(channels, multiplier, kh, kw).transpose(2, 3, 0, 1)""",
+    "dense": """if layout == "dense":
+    return from_chw(tensor.T, name)""",
+    "features": """if layout == "features":
+    return from_chw(tensor, name)""",
+}
+
+WEIGHT_FUNCTIONS = '''
+    def weight_place(layer, weight):
+        """The canonical tensor a Keras weight is, and its layout (see WEIGHT_LAYOUT)."""
+        kind = type(layer).__name__
+        if weight.name not in WEIGHT_LAYOUT.get(kind, {}):
+            raise ValueError(f"{layer.name}: no canonical tensor for {kind}.{weight.name}")
+        suffix, layout = WEIGHT_LAYOUT[kind][weight.name]
+        return f"{layer.name}.{suffix}", layout
+
+
+    def from_keras(value, layout, name):
+        """A Keras weight in cnnspec's layout."""
+        <FROM_KERAS>
+
+
+    def to_keras(tensor, layout, shape, name):
+        """A canonical tensor in the layout of the Keras weight of `shape`."""
+        <TO_KERAS>
+
+
     def export_weights(model, path):
         """Save the weights in cnnspec's backend-neutral layout: PyTorch names and shapes
         (OIHW kernels, [out, in] dense matrices, features after a flatten in CHW order)."""
         tensors = {}
         for layer in model.layers:
-            name = layer.name
-            if isinstance(layer, layers.DepthwiseConv2D):
-                kernel = np.asarray(layer.kernel)  # (kh, kw, in, multiplier)
-                kh, kw, channels, multiplier = kernel.shape
-                kernel = kernel.transpose(2, 3, 0, 1)
-                tensors[f"{name}.weight"] = kernel.reshape(channels * multiplier, 1, kh, kw)
-            elif isinstance(layer, layers.Conv2D):
-                tensors[f"{name}.weight"] = np.asarray(layer.kernel).transpose(3, 2, 0, 1)
-            elif isinstance(layer, layers.Dense):
-                kernel = np.asarray(layer.kernel)<DENSE>
-                tensors[f"{name}.weight"] = kernel.T
-            elif isinstance(layer, layers.BatchNormalization):
-                vectors = [np.asarray(v) for v in layer.weights]<STATS>
-                keys = ("weight", "bias", "running_mean", "running_var")
-                for key, vector in zip(keys, vectors, strict=True):
-                    tensors[f"{name}.{key}"] = vector
-                continue
-            else:
-                continue
-            if layer.use_bias:
-                tensors[f"{name}.bias"] = np.asarray(layer.bias)
+            for weight in layer.weights:
+                key, layout = weight_place(layer, weight)
+                tensors[key] = from_keras(np.asarray(weight), layout, layer.name)
         tensors = {k: np.ascontiguousarray(v, dtype="float32") for k, v in tensors.items()}
         save_file(tensors, str(path))
-'''
 
-LOAD_WEIGHTS = '''
+
     def load_weights(model, path):
         """Load weights saved in cnnspec's layout (by this script or another backend's)."""
         tensors = load_file(str(path))
         for layer in model.layers:
-            name = layer.name
-            if isinstance(layer, layers.DepthwiseConv2D):
-                kernel = tensors[f"{name}.weight"]  # (in * multiplier, 1, kh, kw)
-                kh, kw, channels, multiplier = layer.kernel.shape
-                kernel = kernel.reshape(channels, multiplier, kh, kw).transpose(2, 3, 0, 1)
-            elif isinstance(layer, layers.Conv2D):
-                kernel = tensors[f"{name}.weight"].transpose(2, 3, 1, 0)
-            elif isinstance(layer, layers.Dense):
-                kernel = tensors[f"{name}.weight"].T<DENSE>
-            elif isinstance(layer, layers.BatchNormalization):
-                keys = ("weight", "bias", "running_mean", "running_var")
-                vectors = [tensors[f"{name}.{k}"] for k in keys]<STATS>
-                layer.set_weights(vectors)
-                continue
-            else:
-                continue
-            values = [kernel, tensors[f"{name}.bias"]] if layer.use_bias else [kernel]
-            layer.set_weights(values)
+            values = []
+            for weight in layer.weights:
+                key, layout = weight_place(layer, weight)
+                shape = tuple(weight.shape)
+                values.append(to_keras(tensors[key], layout, shape, layer.name))
+            if values:
+                layer.set_weights(values)
 '''
 
 LOAD_BACKBONE = '''

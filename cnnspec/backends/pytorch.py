@@ -36,7 +36,7 @@ from cnnspec.backends.common import (
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph, Spec
 from cnnspec.layout import flattened_inputs
-from cnnspec.registry import HOLE, LayerArgs
+from cnnspec.registry import HOLE, LayerArgs, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
     Cifar10,
@@ -181,7 +181,8 @@ class _Script(Script):
         names = set()
         shapes = self.graph.value_shapes()
         for node in self.graph.nodes:
-            names.update(node.layer.torch([shapes[i] for i in node.inputs]).helpers)
+            with emitting("pytorch", node.span):
+                names.update(node.layer.torch([shapes[i] for i in node.inputs]).helpers)
         if not names:
             return []
         parts = [block(SAME_PADDING)]
@@ -199,7 +200,8 @@ class _Script(Script):
         if node is None:
             return None
         shapes = self.graph.value_shapes()
-        activation = node.layer.torch([shapes[i] for i in node.inputs]).activation
+        with emitting("pytorch", node.span):
+            activation = node.layer.torch([shapes[i] for i in node.inputs]).activation
         if activation is not None and activation.kind in OUTPUT_ACTIVATIONS:
             return activation
         return None
@@ -229,7 +231,8 @@ class _Script(Script):
         scope: tuple[str, ...] = ()
         for step in straight_line(graph, "inputs"):
             node = step.node
-            layer = node.layer.torch([shapes[i] for i in node.inputs])
+            with emitting("pytorch", node.span):
+                layer = node.layer.torch([shapes[i] for i in node.inputs])
             if step.save:
                 body.append(f"        {step.save[0]} = {step.save[1]}")
             if node.scope != scope and node.role != "shortcut":

@@ -24,6 +24,10 @@ class _Activation(LayerArgs):
         return self.keras_string
 
     def keras(self) -> list[KerasLayer]:
+        # layers.Activation(None) is the identity: an activation without a Keras name must
+        # say how Keras computes it.
+        if self.keras_string is None:
+            raise NotImplementedError(f"activation {self.kind!r} has no Keras emitter")
         return [KerasLayer("", Call("layers.Activation", self.keras_string))]
 
     torch_name: ClassVar[str]

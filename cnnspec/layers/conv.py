@@ -1,7 +1,7 @@
 """Convolutions: conv2d and depthwise_conv2d."""
 
 from math import prod
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from cnnspec.codegen import Call
 from cnnspec.layers.base import (
@@ -16,6 +16,7 @@ from cnnspec.registry import (
     KERAS_INPUT,
     Activation,
     KerasLayer,
+    KerasWeight,
     LayerArgs,
     NonNegFloat,
     OnnxBuilder,
@@ -58,6 +59,15 @@ class _Conv(LayerArgs):
 
     def window(self) -> Window:
         return Window(self.kernel, self.stride, self.dilation)
+
+    kernel_layout: ClassVar[Literal["conv", "depthwise"]] = "conv"
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        kernel = KerasWeight("kernel", "weight", self.kernel_layout)
+        return (kernel, KerasWeight("bias", "bias")) if self.use_bias else (kernel,)
+
+    def initial_value(self, suffix: str) -> float | None:
+        return None if suffix == "weight" else 0.0
 
     def l2_factor(self) -> float:
         return self.l2
@@ -176,6 +186,7 @@ class DepthwiseConv2D(_Conv):
     framework_names: ClassVar[tuple[str, ...]] = ("DepthwiseConv2D",)
     doc: ClassVar[str] = "Depthwise convolution: one spatial filter per input channel."
     positional: ClassVar[tuple[str, ...]] = ("kernel",)
+    kernel_layout: ClassVar[Literal["conv", "depthwise"]] = "depthwise"
     depth_multiplier: PositiveInt = 1
 
     def output_shape(self, inputs: list[Shape]) -> Shape:

@@ -12,6 +12,7 @@ from cnnspec.layers.base import (
 from cnnspec.registry import (
     Activation,
     KerasLayer,
+    KerasWeight,
     LayerArgs,
     NonNegFloat,
     OnnxBuilder,
@@ -135,6 +136,13 @@ class Dense(LayerArgs):
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         shapes = {"weight": (self.units, inputs[0][-1])}
         return {**shapes, "bias": (self.units,)} if self.use_bias else shapes
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        kernel = KerasWeight("kernel", "weight", "dense")
+        return (kernel, KerasWeight("bias", "bias")) if self.use_bias else (kernel,)
+
+    def initial_value(self, suffix: str) -> float | None:
+        return None if suffix == "weight" else 0.0
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         weight = graph.weight(f"{name}.weight")

@@ -5,6 +5,7 @@ from typing import ClassVar
 from cnnspec.codegen import Call
 from cnnspec.registry import (
     KerasLayer,
+    KerasWeight,
     LayerArgs,
     OnnxBuilder,
     Params,
@@ -51,6 +52,17 @@ class BatchNorm(LayerArgs):
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         channels = (inputs[0][-1],)
         return {k: channels for k in ("weight", "bias", "running_mean", "running_var")}
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        return (
+            KerasWeight("gamma", "weight", "features"),
+            KerasWeight("beta", "bias", "features"),
+            KerasWeight("moving_mean", "running_mean", "features"),
+            KerasWeight("moving_variance", "running_var", "features"),
+        )
+
+    def initial_value(self, suffix: str) -> float | None:
+        return 1.0 if suffix in ("weight", "running_var") else 0.0
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         keys = ("weight", "bias", "running_mean", "running_var")
