@@ -141,6 +141,10 @@ class DataSection(Bound):
 # augment
 
 
+# What the PyTorch script's augmentation functions take: the batch and the training generator.
+IMAGES, GENERATOR = Code("images"), Code("generator")
+
+
 class Augmentation(Bound):
     kind: ClassVar[str]
     doc: ClassVar[str] = ""
@@ -152,9 +156,14 @@ class Augmentation(Bound):
         `fill` holds the geometric layers' fill options."""
         raise NotImplementedError(f"augmentation {self.kind!r} has no Keras emitter")
 
-    def torch_settings(self) -> dict[str, object]:
-        """This step's entries in the PyTorch script's AUGMENT table."""
+    def torch(self) -> Call | None:
+        """The PyTorch script's call of this step on `images` (None: an option of other
+        steps), one of the script's augmentation functions (see `torch_helpers`)."""
         raise NotImplementedError(f"augmentation {self.kind!r} has no PyTorch emitter")
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        """The PyTorch script's augmentation functions this step calls, in dependency order."""
+        return ()
 
 
 class Rotation(Augmentation):
@@ -168,8 +177,11 @@ class Rotation(Augmentation):
         # Keras takes a fraction of a full turn; the spec says degrees.
         return Call("layers.RandomRotation", Code(f"{literal(self.degrees)} / 360"), **fill)
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"rotation": self.degrees}
+    def torch(self) -> Call | None:
+        return Call("random_rotation", IMAGES, GENERATOR, self.degrees)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "warp", "random_rotation")
 
 
 class Shift(Augmentation):
@@ -190,8 +202,11 @@ class Shift(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("layers.RandomTranslation", self.height, self.width, **fill)
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"shift": (self.width, self.height)}
+    def torch(self) -> Call | None:
+        return Call("random_translation", IMAGES, GENERATOR, self.height, self.width)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "warp", "random_translation")
 
 
 class Flip(Augmentation):
@@ -203,8 +218,11 @@ class Flip(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("layers.RandomFlip", self.mode)
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"flip": self.mode}
+    def torch(self) -> Call | None:
+        return Call("random_flip", IMAGES, GENERATOR, self.mode)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "random_flip")
 
 
 class Zoom(Augmentation):
@@ -217,8 +235,11 @@ class Zoom(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("layers.RandomZoom", self.factor, self.factor, **fill)
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"zoom": self.factor}
+    def torch(self) -> Call | None:
+        return Call("random_zoom", IMAGES, GENERATOR, self.factor)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "warp", "random_zoom")
 
 
 class Shear(Augmentation):
@@ -231,8 +252,11 @@ class Shear(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("layers.RandomShear", x_factor=self.factor, **fill)
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"shear": self.factor}
+    def torch(self) -> Call | None:
+        return Call("random_shear", IMAGES, GENERATOR, self.factor)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "warp", "random_shear")
 
 
 class Brightness(Augmentation):
@@ -244,8 +268,11 @@ class Brightness(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("layers.RandomBrightness", self.factor, value_range=Code("PIXEL_RANGE"))
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"brightness": self.factor}
+    def torch(self) -> Call | None:
+        return Call("random_brightness", IMAGES, GENERATOR, self.factor)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "random_brightness")
 
 
 class Contrast(Augmentation):
@@ -257,8 +284,11 @@ class Contrast(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("layers.RandomContrast", self.factor, value_range=Code("PIXEL_RANGE"))
 
-    def torch_settings(self) -> dict[str, object]:
-        return {"contrast": self.factor}
+    def torch(self) -> Call | None:
+        return Call("random_contrast", IMAGES, GENERATOR, self.factor)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("uniform", "random_contrast")
 
 
 class Fill(Augmentation):
@@ -278,8 +308,8 @@ class Fill(Augmentation):
     def keras(self, fill: dict[str, object]) -> Call | None:
         return None  # an option of the geometric layers
 
-    def torch_settings(self) -> dict[str, object]:
-        return {}  # read by the geometric warp, see AugmentSection.torch_table
+    def torch(self) -> Call | None:
+        return None  # FILL and FILL_VALUE, read by the geometric steps' warp
 
 
 AUGMENTATIONS: dict[str, type[Bound]] = {
@@ -303,18 +333,21 @@ class AugmentSection(Bound):
         calls = [step.keras(options) for step in self.steps]
         return [call for call in calls if call is not None]
 
-    def torch_table(self) -> dict[str, object]:
-        """The PyTorch script's AUGMENT table: each step's settings, and the fill of the
-        geometric warp when there is one."""
-        table: dict[str, object] = {}
-        for step in self.steps:
-            table.update(step.torch_settings())
-        if any(step.geometric for step in self.steps):
-            fill = self.fill()
-            table["fill"] = fill.mode
-            if fill.mode == "constant":
-                table["fill_value"] = fill.value
-        return table
+    def torch_calls(self) -> list[Call]:
+        """The PyTorch script's augmentation, one call per step in the spec's order."""
+        calls = [step.torch() for step in self.steps]
+        return [call for call in calls if call is not None]
+
+    def torch_helpers(self) -> list[str]:
+        """The augmentation functions the PyTorch script needs, each once, dependencies first."""
+        return list(dict.fromkeys(h for step in self.steps for h in step.torch_helpers()))
+
+    def torch_fill(self) -> dict[str, object]:
+        """FILL and FILL_VALUE of the geometric steps' warp, when there are any."""
+        if not any(step.geometric for step in self.steps):
+            return {}
+        fill = self.fill()
+        return {"FILL": fill.mode, "FILL_VALUE": fill.value if fill.mode == "constant" else 0.0}
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ tests/frameworks/test_keras_script.py builds and trains what these scripts descr
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,61 @@ def test_every_layer_kind_has_an_emitter_per_backend() -> None:
         for suffix in shapes:
             value = layer.initial_value(suffix)
             assert value is None or isinstance(value, float), (kind, suffix)
+
+
+def _test_inputs() -> str:
+    """Every spec text the tests feed the tool: shipped specs, fixtures and test sources."""
+    paths = [*ROOT.glob("specs/*.cnn"), *ROOT.glob("tests/**/*.cnn"), *ROOT.glob("tests/**/*.py")]
+    return "\n".join(path.read_text("utf-8") for path in paths)
+
+
+def test_every_kind_has_a_test_case() -> None:
+    """A layer, join or augmentation that no spec, fixture or test writes is untested."""
+    from cnnspec.sections import AUGMENTATIONS
+
+    corpus = _test_inputs()
+    for kind, cls in REGISTRY.items():
+        pattern = rf"\b{kind} *\{{" if cls.is_join else rf"\b{kind}\("
+        assert re.search(pattern, corpus), f"no spec or test uses layer kind {kind!r}"
+    for kind in AUGMENTATIONS:
+        assert re.search(rf"\b{kind}\(", corpus), f"no spec or test uses augmentation {kind!r}"
+
+
+def test_every_augmentation_has_an_emitter_per_backend() -> None:
+    """Each step becomes a Keras preprocessing layer and a call of the PyTorch script's own
+    function, in the spec's order; only `fill`, an option of the others, becomes neither."""
+    from cnnspec.sections import AUGMENTATIONS
+
+    required = {"degrees": 10.0, "factor": 0.1}
+    for kind, cls in AUGMENTATIONS.items():
+        needed = {k: v for k, v in required.items() if k in cls.model_fields}
+        step = cls.model_validate(needed)
+        keras_call = step.keras({"fill_mode": "nearest"})
+        torch_call = step.torch()
+        assert (keras_call is None) == (torch_call is None) == (kind == "fill"), kind
+        for helper in step.torch_helpers():
+            assert helper in pytorch_backend.AUGMENTATIONS, (kind, helper)
+        if torch_call is not None:
+            assert torch_call.func == step.torch_helpers()[-1], kind
+
+
+def test_pytorch_augments_in_the_spec_order() -> None:
+    text = (ROOT / "specs" / "cifar10.cnn").read_text("utf-8")
+    reordered = text.replace(
+        "augment { rotation(15)  shift(width=0.1, height=0.1)  flip(horizontal)  zoom(0.1)",
+        "augment { zoom(0.1)  flip(horizontal)  shift(width=0.1, height=0.1)  rotation(15)",
+    )
+    assert reordered != text
+    for source, order in (
+        (text, ["rotation", "translation", "flip", "zoom"]),
+        (reordered, ["zoom", "flip", "translation", "rotation"]),
+    ):
+        compilation = compile_text(source, "cifar10.cnn")
+        assert compilation.spec is not None
+        script = backend("pytorch").emit(compilation.spec, "cifar10.cnn")
+        body = script[script.index("def augment(") :]
+        calls = re.findall(r"images = random_(\w+)\(", body.split("return images")[0])
+        assert calls == order
 
 
 def test_every_backend_is_registered_once() -> None:

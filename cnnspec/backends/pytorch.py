@@ -70,7 +70,7 @@ class _Script(Script):
             *self.helpers(),
             self.model_class(),
             block(BUILD_MODEL),
-            block(AUGMENT),
+            *self.augmentation(),
             *self.data_loader(),
             self.make_loaders(),
             block(CALLBACKS),
@@ -126,14 +126,32 @@ class _Script(Script):
         lines.append("from tqdm import tqdm")
         return lines
 
+    def augmentation(self) -> list[str]:
+        """The augment section as code: its steps' functions, and `augment`, which calls them
+        in the spec's order, as Keras's augmentation model does."""
+        augment = self.spec.augment
+        parts = [block(AUGMENTATIONS[name]) for name in augment.torch_helpers()]
+        lines = ["def augment(images, generator):"]
+        calls = augment.torch_calls()
+        if not calls:
+            lines.append('    """The spec augments nothing: training batches go in as they are."""')
+        else:
+            lines.append('    """The spec\'s augmentation of a training batch, in its order."""')
+            for call in calls:
+                lines += statement("images = ", call, "", 1)
+        lines.append("    return images")
+        return [*parts, "\n".join(lines) + "\n"]
+
     def extra_constants(self) -> list[str]:
         out = []
         loss = self.spec.train.loss or LOSS_FOR_LABELS[self.spec.data.labels]()
         smoothing = getattr(loss, "label_smoothing", 0.0)
         if smoothing:
             out.append(f"LABEL_SMOOTHING = {literal(smoothing)}")
-        augment = self.spec.augment.torch_table()
-        out += mapping("AUGMENT = ", augment)
+        fill = self.spec.augment.torch_fill()
+        if fill:
+            out.append("# How the geometric augmentations fill the pixels they uncover.")
+            out += [f"{name} = {literal(value)}" for name, value in fill.items()]
         out.append("# L2 factors by layer: Keras adds factor * sum(kernel ** 2) to the loss.")
         out += mapping("L2 = ", self.graph.l2_factors())
         out.append(f"METRICS = {literal(list(self.spec.train.metrics.names))}")
@@ -604,61 +622,98 @@ BUILD_MODEL = '''
             return self.net.logits(inputs)
 '''
 
-AUGMENT = '''
-    def augment(images, generator):
-        """The spec's augmentation on a batch (N, C, H, W) on its device: one random affine
-        warp per image (rotation, shift, zoom, shear), flips, brightness and contrast."""
-        if not AUGMENT:
-            return images
-        n, device = images.shape[0], images.device
-
-        def uniform(low, high, *shape):
+# The augmentation functions, one per step kind (see Augmentation.torch_helpers): each
+# transforms a batch (N, C, H, W) on its device, drawing from the training generator.
+AUGMENTATIONS = {
+    "uniform": '''
+        def uniform(generator, images, low, high, *shape):
+            """Random numbers in [low, high), `shape` of them per image."""
+            n = images.shape[0]
             values = torch.rand(n, *shape, generator=generator, device=generator.device)
-            return (low + (high - low) * values).to(device)
-
-        if any(key in AUGMENT for key in ("rotation", "shift", "zoom", "shear")):
-            angle = torch.deg2rad(uniform(-1, 1) * AUGMENT.get("rotation", 0.0))
-            zoom = AUGMENT.get("zoom", 0.0)
-            scale = uniform(1 - zoom, 1 + zoom, 2)
-            shear = uniform(-1, 1) * AUGMENT.get("shear", 0.0)
-            width, height = AUGMENT.get("shift", (0.0, 0.0))
-            # Output-to-input sampling grid in [-1, 1] coordinates (F.affine_grid).
-            cos, sin = torch.cos(angle), torch.sin(angle)
-            theta = torch.zeros(n, 2, 3, device=device)
-            theta[:, 0, 0] = scale[:, 0] * cos
-            theta[:, 0, 1] = scale[:, 0] * (-sin + shear * cos)
-            theta[:, 1, 0] = scale[:, 1] * sin
-            theta[:, 1, 1] = scale[:, 1] * (cos + shear * sin)
-            theta[:, 0, 2] = 2 * width * uniform(-1, 1)
-            theta[:, 1, 2] = 2 * height * uniform(-1, 1)
+            return (low + (high - low) * values).to(images.device)
+    ''',
+    "warp": '''
+        def warp(images, theta):
+            """Resample each image through its affine map (output to input, in [-1, 1]
+            coordinates); uncovered pixels are filled as the spec's `fill` says."""
             grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-            fill = AUGMENT["fill"]
-            if fill == "wrap":
+            if FILL == "wrap":
                 grid = torch.remainder(grid + 1, 2) - 1
-            padding = {"reflect": "reflection", "constant": "zeros"}.get(fill, "border")
+            padding = {"reflect": "reflection", "constant": "zeros"}.get(FILL, "border")
             warped = F.grid_sample(images, grid, padding_mode=padding, align_corners=False)
-            if fill == "constant" and AUGMENT.get("fill_value", 0.0):
+            if FILL == "constant" and FILL_VALUE:
                 ones = torch.ones_like(images[:, :1])
-                covered = F.grid_sample(ones, grid, padding_mode="zeros")
-                warped = warped + (1 - covered) * AUGMENT["fill_value"]
-            images = warped
-        flip = AUGMENT.get("flip")
-        if flip in ("horizontal", "horizontal_and_vertical"):
-            chosen = uniform(0, 1).view(n, 1, 1, 1) < 0.5
-            images = torch.where(chosen, images.flip(3), images)
-        if flip in ("vertical", "horizontal_and_vertical"):
-            chosen = uniform(0, 1).view(n, 1, 1, 1) < 0.5
-            images = torch.where(chosen, images.flip(2), images)
-        low, high = PIXEL_RANGE
-        if "brightness" in AUGMENT:
-            shift = uniform(-1, 1).view(n, 1, 1, 1) * AUGMENT["brightness"] * (high - low)
-            images = (images + shift).clamp(low, high)
-        if "contrast" in AUGMENT:
-            factor = 1 + uniform(-1, 1).view(n, 1, 1, 1) * AUGMENT["contrast"]
+                covered = F.grid_sample(ones, grid, padding_mode="zeros", align_corners=False)
+                warped = warped + (1 - covered) * FILL_VALUE
+            return warped
+
+
+        def identity_maps(images):
+            """One identity affine map per image, to edit."""
+            theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
+            theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+            return theta
+    ''',
+    "random_rotation": '''
+        def random_rotation(images, generator, degrees):
+            """Rotate each image by up to +/- `degrees`."""
+            angle = torch.deg2rad(uniform(generator, images, -degrees, degrees))
+            theta = identity_maps(images)
+            theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), -torch.sin(angle)
+            theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
+            return warp(images, theta)
+    ''',
+    "random_translation": '''
+        def random_translation(images, generator, height, width):
+            """Shift each image by up to a fraction of its height and width."""
+            theta = identity_maps(images)
+            theta[:, 0, 2] = 2 * width * uniform(generator, images, -1, 1)
+            theta[:, 1, 2] = 2 * height * uniform(generator, images, -1, 1)
+            return warp(images, theta)
+    ''',
+    "random_zoom": '''
+        def random_zoom(images, generator, factor):
+            """Zoom each image in or out by up to `factor`, height and width apart."""
+            scale = uniform(generator, images, 1 - factor, 1 + factor, 2)
+            theta = identity_maps(images)
+            theta[:, 0, 0], theta[:, 1, 1] = scale[:, 0], scale[:, 1]
+            return warp(images, theta)
+    ''',
+    "random_shear": '''
+        def random_shear(images, generator, factor):
+            """Shear each image horizontally by up to `factor`."""
+            theta = identity_maps(images)
+            theta[:, 0, 1] = uniform(generator, images, -factor, factor)
+            return warp(images, theta)
+    ''',
+    "random_flip": '''
+        def random_flip(images, generator, mode):
+            """Mirror each image with probability 1/2 along each axis `mode` names."""
+            n = images.shape[0]
+            if mode in ("horizontal", "horizontal_and_vertical"):
+                chosen = uniform(generator, images, 0, 1).view(n, 1, 1, 1) < 0.5
+                images = torch.where(chosen, images.flip(3), images)
+            if mode in ("vertical", "horizontal_and_vertical"):
+                chosen = uniform(generator, images, 0, 1).view(n, 1, 1, 1) < 0.5
+                images = torch.where(chosen, images.flip(2), images)
+            return images
+    ''',
+    "random_brightness": '''
+        def random_brightness(images, generator, factor):
+            """Shift each image's pixels by up to +/- `factor` of the pixel range."""
+            low, high = PIXEL_RANGE
+            shift = uniform(generator, images, -factor, factor).view(-1, 1, 1, 1)
+            return (images + shift * (high - low)).clamp(low, high)
+    ''',
+    "random_contrast": '''
+        def random_contrast(images, generator, factor):
+            """Scale each image's contrast by a factor in [1 - factor, 1 + factor]."""
+            low, high = PIXEL_RANGE
+            scale = 1 + uniform(generator, images, -factor, factor).view(-1, 1, 1, 1)
             mean = images.mean(dim=(2, 3), keepdim=True)
-            images = ((images - mean) * factor + mean).clamp(low, high)
-        return images
-'''
+            return ((images - mean) * scale + mean).clamp(low, high)
+    ''',
+}
 
 DIRECTORY_LOADER = '''
     class ImageFolder(Dataset):

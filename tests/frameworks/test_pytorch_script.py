@@ -362,3 +362,45 @@ def test_compile_flag_trains(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "weights.safetensors").exists()
+
+
+EVERY_AUGMENTATION = (
+    "augment { rotation(10)  shift(0.1)  flip(horizontal_and_vertical)  zoom(0.1)  shear(0.1)"
+    "  brightness(0.2)  contrast(0.3)  fill(constant, value=0.5) }"
+)
+
+
+@pytest.mark.parametrize("backend_name", ["pytorch", "keras"])
+def test_every_augmentation_transforms_a_batch(backend_name: str, tmp_path: Path) -> None:
+    """All augmentation steps at once, in both scripts: the batch keeps its shape and pixel
+    range, is changed, and the same seed gives the same batch."""
+    from sklearn.datasets import load_digits
+
+    text = (ROOT / "specs" / "digits.cnn").read_text("utf-8")
+    text = text.replace("augment { shift(0.1)  fill(nearest) }", EVERY_AUGMENTATION)
+    assert EVERY_AUGMENTATION in text
+    module = load_script(write_script(checked_spec(text), tmp_path, backend_name))
+    pixels = (load_digits().images[:16, np.newaxis] / 16).astype("float32")  # rescaled NCHW
+
+    if backend_name == "pytorch":
+
+        def augmented(seed: int) -> np.ndarray:
+            generator = torch.Generator().manual_seed(seed)
+            return module.augment(torch.from_numpy(pixels), generator).numpy()
+
+        low, high = module.PIXEL_RANGE
+    else:
+
+        def augmented(seed: int) -> np.ndarray:
+            layers = module.build_augmentation(seed)
+            out = layers(pixels.transpose(0, 2, 3, 1), training=True)
+            return np.asarray(out).transpose(0, 3, 1, 2)
+
+        low, high = module.PIXEL_RANGE
+
+    first, again, other = augmented(1), augmented(1), augmented(2)
+    assert first.shape == pixels.shape
+    assert low - 1e-4 <= first.min() and first.max() <= high + 1e-4
+    assert np.abs(first - pixels).mean() > 0.05
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
