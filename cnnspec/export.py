@@ -233,8 +233,12 @@ def fold_batchnorms(
     for bn, dense in folds.items():
         layer = graph.node(bn).layer
         assert isinstance(layer, BatchNorm)
-        scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + layer.epsilon)
-        shift = weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale
+        # scale=false and center=false leave gamma 1 and beta 0.
+        variance = weights[f"{bn}.running_var"]
+        gamma = weights.get(f"{bn}.weight", np.ones_like(variance))
+        beta = weights.get(f"{bn}.bias", np.zeros_like(variance))
+        scale = gamma / np.sqrt(variance + layer.epsilon)
+        shift = beta - weights[f"{bn}.running_mean"] * scale
         kernel = weights[f"{dense}.weight"].astype(np.float64)
         result[f"{dense}.bias"] = (weights[f"{dense}.bias"] + kernel @ shift).astype(np.float32)
         result[f"{dense}.weight"] = (kernel * scale[None, :]).astype(np.float32)

@@ -56,11 +56,12 @@ class KerasWeight:
     the canonical tensor it is (`<node>.<suffix>`), and how the two layouts differ: `conv`
     (HWIO and OIHW), `depthwise` ((kh, kw, C, M) and (C * M, 1, kh, kw)), `dense` ([in, out]
     and [out, in]), `features` (a vector over the input's features, which follow the canonical
-    CHW order after a flatten: see cnnspec.layout) or `vector` (the same, a bias)."""
+    CHW order after a flatten: see cnnspec.layout), `vector` (the same, a bias) or `scalar`
+    (a Keras scalar, such as Normalization's sample count, held as a (1,) tensor)."""
 
     variable: str
     suffix: str
-    layout: Literal["conv", "depthwise", "dense", "features", "vector"] = "vector"
+    layout: Literal["conv", "depthwise", "dense", "features", "vector", "scalar"] = "vector"
 
 
 # Where a node's input goes in a PyTorch activation call: `Call("F.elu", HOLE, alpha=0.5)`.

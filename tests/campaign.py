@@ -133,7 +133,17 @@ class Writer:
 
     def conv2d(self) -> str:
         filters = str(self.rng.randint(0 if self.bad() else 1, 8))
-        return self.call("conv2d", [filters], {**self.window(), **self.conv_extras()})
+        # Grouped now and then: refused (a located E205) unless both channel counts divide.
+        groups = self.maybe(0.15, lambda: self.rng.choice(["1", "2", "3"]))
+        options = {**self.window(), **self.conv_extras(), "groups": groups}
+        return self.call("conv2d", [filters], options)
+
+    def separable_conv2d(self) -> str:
+        filters = str(self.rng.randint(0 if self.bad() else 1, 8))
+        multiplier = self.maybe(0.3, lambda: str(self.rng.randint(1, 3)))
+        extras = {**self.conv_extras(), "l2": None}  # it takes no l2
+        options = {**self.window(), **extras, "depth_multiplier": multiplier}
+        return self.call("separable_conv2d", [filters], options)
 
     def depthwise_conv2d(self) -> str:
         multiplier = self.maybe(0.3, lambda: str(self.rng.randint(1, 3)))
@@ -169,18 +179,53 @@ class Writer:
         options = {"kernel": self.pair(1, 5), "stride": self.maybe(0.7, lambda: self.pair(1, 3))}
         return self.call("zero_pad", ["same"], options)
 
+    def crop(self) -> str:
+        form = self.rng.randrange(3)
+        if form == 0:
+            return self.call("crop", [str(self.rng.randint(0, 2))], {})
+        if form == 1:
+            return self.call("crop", [f"({self.rng.randint(0, 2)}, {self.rng.randint(0, 2)})"], {})
+        crops = [self.rng.randint(0, 2) for _ in range(4)]
+        return self.call("crop", [f"(({crops[0]}, {crops[1]}), ({crops[2]}, {crops[3]}))"], {})
+
     def global_avg_pool(self) -> str:
-        return "global_avg_pool()"
+        return self.call("global_avg_pool", [], {"keepdims": self.maybe(0.2, lambda: "true")})
 
     def global_max_pool(self) -> str:
-        return "global_max_pool()"
+        return self.call("global_max_pool", [], {"keepdims": self.maybe(0.2, lambda: "true")})
 
     def batchnorm(self) -> str:
         options = {
             "epsilon": self.maybe(0.3, lambda: self.rng.choice(["1e-5", "0.01", "0.1"])),
             "momentum": self.maybe(0.3, lambda: self.rng.choice(["0.9", "0.5", "0", "0.999"])),
+            "center": self.maybe(0.15, lambda: "false"),
+            "scale": self.maybe(0.15, lambda: "false"),
         }
         return self.call("batchnorm", [], options)
+
+    def layer_norm(self) -> str:
+        return self.call("layer_norm", [], {"epsilon": self.maybe(0.3, lambda: "1e-6")})
+
+    def normalization(self) -> str:
+        if self.chance(0.5):
+            return "normalization()"
+        # One value for all channels (a list per channel is refused unless it fits).
+        values = self.rng.choice(["mean=0.5, variance=2", "mean=[0.1, 0.2], variance=[1, 4]"])
+        return f"normalization({values})"
+
+    def rescaling(self) -> str:
+        scale = self.rng.choice(["1/255", "0.17", "2", "[1, 2, 3]"])
+        return self.call("rescaling", [scale], {"offset": self.maybe(0.3, lambda: "-1")})
+
+    def stochastic_depth(self) -> str:
+        return self.call("stochastic_depth", [self.rng.choice(["0", "0.2"])], {})
+
+    def layer_scale(self) -> str:
+        return self.call("layer_scale", [], {"init": self.maybe(0.5, lambda: "0.5")})
+
+    def reshape(self) -> str:
+        """Often refused (the generator does not know the element count): a located E205."""
+        return self.call("reshape", [self.rng.choice(["-1", "(1, 1, -1)", "(2, -1, 1)"])], {})
 
     def dropout(self) -> str:
         rate = "1.5" if self.bad() else self.rng.choice(["0", "0.1", "0.5"])
@@ -222,6 +267,12 @@ class Writer:
     def swish(self) -> str:
         return "swish()"
 
+    def hard_sigmoid(self) -> str:
+        return "hard_sigmoid()"
+
+    def hard_swish(self) -> str:
+        return "hard_swish()"
+
     # ---- structure
 
     SPATIAL_WEIGHTS: ClassVar[dict[str, int]] = {
@@ -231,6 +282,14 @@ class Writer:
         "avgpool": 2,
         "zero_pad": 1,
         "batchnorm": 3,
+        "separable_conv2d": 2,
+        "crop": 1,
+        "layer_norm": 1,
+        "normalization": 1,
+        "rescaling": 1,
+        "stochastic_depth": 1,
+        "layer_scale": 1,
+        "reshape": 1,
         "dropout": 1,
         "spatial_dropout": 1,
         "dense": 1,
@@ -420,13 +479,18 @@ def random_weights(spec: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
     for node in spec.model.nodes:
         for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
             key = f"{node.name}.{suffix}"
-            if node.kind == "batchnorm":
-                low, high = {"weight": (0.5, 1.5), "running_var": (0.5, 2.0)}.get(
-                    suffix, (-0.5, 0.5)
-                )
+            if len(shape) < 2:
+                # Vectors: scales and variances positive, the rest either way.
+                low, high = {
+                    "weight": (0.5, 1.5),
+                    "running_var": (0.5, 2.0),
+                    "variance": (0.5, 2.0),
+                }.get(suffix, (-0.5, 0.5))
                 values = rng.uniform(low, high, shape)
-            elif suffix == "bias":
-                values = rng.normal(0.0, 0.1, shape)
+                if suffix == "count":
+                    values = np.round(100 * values + 100)  # Keras holds an integer
+                elif suffix.endswith("bias"):
+                    values = rng.normal(0.0, 0.1, shape)
             else:
                 receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
                 limit = np.sqrt(6.0 / (shape[1] * receptive + shape[0] * receptive))

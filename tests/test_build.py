@@ -84,6 +84,10 @@ def test_every_layer_kind_has_an_emitter_per_backend() -> None:
     a user's build. Each is called on the kind's defaults, on an (8, 8, 3) map."""
     defaults = {"conv2d": {"filters": 4}, "dense": {"units": 4}, "dropout": {"rate": 0.1}}
     defaults["spatial_dropout"] = {"rate": 0.1}
+    defaults["separable_conv2d"] = {"filters": 4}
+    defaults["stochastic_depth"] = {"rate": 0.1}
+    defaults["rescaling"] = {"scale": 0.5}
+    defaults["reshape"] = {"target": (-1,)}
     for kind, cls in REGISTRY.items():
         layer = cls.model_validate(defaults.get(kind, {}))
         emitted = layer.keras()

@@ -79,6 +79,32 @@ HELPERS = {
             def get_config(self):
                 return {**super().get_config(), "subsample": self.subsample}
     ''',
+    "LayerScale": '''
+        @keras.saving.register_keras_serializable(package="cnnspec")
+        class LayerScale(layers.Layer):
+            """ConvNeXt's layer scale: the input times a learnt scale per channel (`gamma`),
+            which starts at `init_values`."""
+
+            def __init__(self, init_values=1e-6, **kwargs):
+                super().__init__(**kwargs)
+                self.init_values = init_values
+
+            def build(self, input_shape):
+                self.gamma = self.add_weight(
+                    name="gamma",
+                    shape=(input_shape[-1],),
+                    initializer=keras.initializers.Constant(self.init_values),
+                )
+
+            def call(self, inputs):
+                return inputs * self.gamma
+
+            def compute_output_shape(self, input_shape):
+                return input_shape
+
+            def get_config(self):
+                return {**super().get_config(), "init_values": self.init_values}
+    ''',
     "same_padding": '''
         def same_padding(x, kernel, stride):
             """The zeros TensorFlow's `same` padding adds around x for this window, as
@@ -415,6 +441,7 @@ class _Script(Script):
                 WEIGHT_FUNCTIONS,
                 FROM_KERAS=indent.join("\n".join(from_keras).split("\n")),
                 TO_KERAS=indent.join("\n".join(to_keras).split("\n")),
+                FINALIZE=FINALIZE if "Normalization" in dict(self.weight_table()) else "",
             ),
         ]
 
@@ -825,6 +852,8 @@ FROM_KERAS = {
     return to_chw(value, name).T""",
     "features": """if layout == "features":
     return to_chw(value, name)""",
+    "scalar": """if layout == "scalar":  # () -> (1,)
+    return value.reshape(1)""",
 }
 TO_KERAS = {
     "conv": """if layout == "conv":
@@ -836,6 +865,8 @@ TO_KERAS = {
     return from_chw(tensor.T, name)""",
     "features": """if layout == "features":
     return from_chw(tensor, name)""",
+    "scalar": """if layout == "scalar":
+    return tensor.reshape(shape)""",
 }
 
 WEIGHT_FUNCTIONS = '''
@@ -880,8 +911,13 @@ WEIGHT_FUNCTIONS = '''
                 shape = tuple(weight.shape)
                 values.append(to_keras(tensors[key], layout, shape, layer.name))
             if values:
-                layer.set_weights(values)
+                layer.set_weights(values)<FINALIZE>
 '''
+
+# Keras's Normalization computes with copies of its statistics, which set_weights leaves stale.
+FINALIZE = """
+            if isinstance(layer, layers.Normalization):
+                layer.finalize_state()"""
 
 LOAD_BACKBONE = '''
     def load_backbone_weights(model, weights):

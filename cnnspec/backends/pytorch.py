@@ -592,6 +592,112 @@ HELPERS = {
                 kernel, stride = pair(self.kernel_size), pair(self.stride)
                 return super().forward(pad_same(x, kernel, stride, value=-torch.inf))
     ''',
+    "SeparableConv2d": '''
+        class SeparableConv2d(nn.Module):
+            """Keras's SeparableConv2D: a depthwise convolution (`depth_multiplier` filters
+            per input channel, no bias), then a 1x1 convolution over its channels."""
+
+            def __init__(
+                self,
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=1,
+                padding=0,
+                dilation=1,
+                depth_multiplier=1,
+                bias=True,
+            ):
+                super().__init__()
+                self.same = padding == "same"
+                middle = in_channels * depth_multiplier
+                self.depthwise = nn.Conv2d(
+                    in_channels,
+                    middle,
+                    kernel_size,
+                    stride,
+                    0 if self.same else padding,
+                    dilation,
+                    groups=in_channels,
+                    bias=False,
+                )
+                self.pointwise = nn.Conv2d(middle, out_channels, 1, bias=bias)
+
+            def forward(self, x):
+                conv = self.depthwise
+                if self.same:
+                    x = pad_same(x, conv.kernel_size, conv.stride, conv.dilation)
+                return self.pointwise(conv(x))
+    ''',
+    "partial_batchnorm": '''
+        def partial_batchnorm(batchnorm, num_features, scale, center, **options):
+            """A BatchNorm with only its learnt scale (`weight`) or only its learnt shift
+            (`bias`), as Keras's scale=False or center=False."""
+            module = batchnorm(num_features, affine=False, **options)
+            if scale:
+                module.weight = nn.Parameter(torch.ones(num_features))
+            if center:
+                module.bias = nn.Parameter(torch.zeros(num_features))
+            return module
+    ''',
+    "Normalization": '''
+        class Normalization(nn.Module):
+            """Keras's Normalization over the channels: (x - mean) / max(sqrt(variance),
+            1e-7). Without given values it holds them, with Keras's sample count."""
+
+            def __init__(self, channels, mean=None, variance=None):
+                super().__init__()
+                self.values = None if mean is None else (mean, variance)
+                if mean is None:
+                    self.register_buffer("mean", torch.zeros(channels))
+                    self.register_buffer("variance", torch.ones(channels))
+                    self.register_buffer("count", torch.zeros(1))
+
+            def forward(self, x):
+                if self.values is None:
+                    mean, variance = self.mean, self.variance
+                else:
+                    mean, variance = (x.new_tensor(v) for v in self.values)
+                shape = (-1,) + (1,) * (x.dim() - 2)
+                deviation = variance.sqrt().clamp_min(1e-7)
+                return (x - mean.view(shape)) / deviation.view(shape)
+    ''',
+    "rescale_channels": '''
+        def rescale_channels(x, scale, offset):
+            """x * scale + offset with a value per channel (or one for all), as Keras's
+            Rescaling."""
+            shape = (-1,) + (1,) * (x.dim() - 2)
+            return x * x.new_tensor(scale).view(shape) + x.new_tensor(offset).view(shape)
+    ''',
+    "DropPath": '''
+        class DropPath(nn.Module):
+            """Stochastic depth: in training, zero each sample's whole input with
+            probability `rate` and scale the rest by 1 / (1 - rate), as Keras's
+            Dropout(rate, noise_shape=(None, 1, 1, 1)); the identity at inference."""
+
+            def __init__(self, rate):
+                super().__init__()
+                self.rate = rate
+
+            def forward(self, x):
+                if not self.training or self.rate == 0:
+                    return x
+                keep = 1.0 - self.rate
+                shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+                mask = torch.rand(shape, device=x.device) >= self.rate
+                return x * mask.to(x.dtype) / keep
+    ''',
+    "LayerScale": '''
+        class LayerScale(nn.Module):
+            """ConvNeXt's layer scale: the input times a learnt scale per channel."""
+
+            def __init__(self, channels, init_values):
+                super().__init__()
+                self.weight = nn.Parameter(torch.full((channels,), float(init_values)))
+
+            def forward(self, x):
+                return x * self.weight.view((-1,) + (1,) * (x.dim() - 2))
+    ''',
     "AvgPool2dSame": '''
         class AvgPool2dSame(nn.AvgPool2d):
             """Average pooling with `same` padding left out of the average, as in Keras."""

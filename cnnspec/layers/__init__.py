@@ -10,6 +10,8 @@ so a PyTorch model's parameter count equals the trainable count here).
 from cnnspec.layers.activations import (
     ELU,
     GELU,
+    HardSigmoid,
+    HardSwish,
     LeakyReLU,
     ReLU,
     ReLU6,
@@ -19,11 +21,27 @@ from cnnspec.layers.activations import (
     Tanh,
 )
 from cnnspec.layers.base import format_shape, same_pads, spatial
-from cnnspec.layers.conv import Conv2D, DepthwiseConv2D
-from cnnspec.layers.core import Dense, Dropout, Flatten, SpatialDropout
+from cnnspec.layers.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from cnnspec.layers.core import (
+    Dense,
+    Dropout,
+    Flatten,
+    LayerScale,
+    Rescaling,
+    Reshape,
+    SpatialDropout,
+    StochasticDepth,
+)
 from cnnspec.layers.joins import Add, Concat, Multiply
-from cnnspec.layers.normalization import BatchNorm
-from cnnspec.layers.pooling import AvgPool, GlobalAvgPool, GlobalMaxPool, MaxPool, ZeroPad
+from cnnspec.layers.normalization import BatchNorm, LayerNorm, Normalization
+from cnnspec.layers.pooling import (
+    AvgPool,
+    Crop,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    MaxPool,
+    ZeroPad,
+)
 
 __all__ = [
     "ELU",
@@ -33,20 +51,30 @@ __all__ = [
     "BatchNorm",
     "Concat",
     "Conv2D",
+    "Crop",
     "Dense",
     "DepthwiseConv2D",
     "Dropout",
     "Flatten",
     "GlobalAvgPool",
     "GlobalMaxPool",
+    "HardSigmoid",
+    "HardSwish",
+    "LayerNorm",
+    "LayerScale",
     "LeakyReLU",
     "MaxPool",
     "Multiply",
+    "Normalization",
     "ReLU",
     "ReLU6",
+    "Rescaling",
+    "Reshape",
+    "SeparableConv2D",
     "Sigmoid",
     "Softmax",
     "SpatialDropout",
+    "StochasticDepth",
     "Swish",
     "Tanh",
     "ZeroPad",

@@ -206,3 +206,31 @@ class Swish(_Activation):
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         gate = graph.op("Sigmoid", [x], f"{name}_sigmoid")
         return graph.op("Mul", [x, gate], name)
+
+
+@register
+class HardSigmoid(_Activation):
+    kind: ClassVar[str] = "hard_sigmoid"
+    framework_names: ClassVar[tuple[str, ...]] = ("HardSigmoid", "Hardsigmoid")
+    torch_name: ClassVar[str] = "F.hardsigmoid"
+    doc: ClassVar[str] = (
+        "relu6(x + 3) / 6: MobileNetV3's gate (Keras 3's hard_sigmoid is the same function)."
+    )
+    keras_string: ClassVar[str | None] = "hard_sigmoid"
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        return graph.op("HardSigmoid", [x], name, alpha=1.0 / 6.0, beta=0.5)
+
+
+@register
+class HardSwish(_Activation):
+    kind: ClassVar[str] = "hard_swish"
+    framework_names: ClassVar[tuple[str, ...]] = ("HardSwish", "Hardswish", "HardSiLU")
+    torch_name: ClassVar[str] = "F.hardswish"
+    doc: ClassVar[str] = "x * relu6(x + 3) / 6: MobileNetV3's activation (hard SiLU)."
+    keras_string: ClassVar[str | None] = "hard_swish"
+
+    def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
+        # Written out (the HardSwish op needs opset 14).
+        gate = graph.op("HardSigmoid", [x], f"{name}_gate", alpha=1.0 / 6.0, beta=0.5)
+        return graph.op("Mul", [x, gate], name)

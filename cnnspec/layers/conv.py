@@ -1,4 +1,4 @@
-"""Convolutions: conv2d and depthwise_conv2d."""
+"""Convolutions: conv2d (grouped too), depthwise_conv2d and separable_conv2d."""
 
 from math import prod
 from typing import ClassVar, Literal
@@ -30,6 +30,7 @@ from cnnspec.registry import (
     Window,
     register,
 )
+from cnnspec.schema import Problem, field_validator
 
 
 class _Conv(LayerArgs):
@@ -138,12 +139,26 @@ class _Conv(LayerArgs):
 class Conv2D(_Conv):
     kind: ClassVar[str] = "conv2d"
     framework_names: ClassVar[tuple[str, ...]] = ("Conv2D", "Conv2d", "Convolution2D")
-    doc: ClassVar[str] = "2-D convolution over (H, W, C) with `filters` output channels."
+    doc: ClassVar[str] = (
+        "2-D convolution over (H, W, C) with `filters` output channels; `groups` splits the "
+        "input and output channels into that many independent convolutions (ResNeXt, RegNet)."
+    )
     positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
     filters: PositiveInt
+    groups: PositiveInt = 1
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         self._check_stride_dilation()
+        channels = spatial(inputs[0], self.kind)[2]
+        for what, count in (("filters", self.filters), ("input channels", channels)):
+            if count % self.groups:
+                raise ShapeError(
+                    "E205",
+                    f"conv2d with groups={self.groups} needs {what} divisible by "
+                    f"{self.groups}, but has {count}",
+                    "each group convolves an equal share of the input and output channels",
+                    field="groups",
+                )
         return slide(
             self.kind,
             inputs[0],
@@ -155,27 +170,28 @@ class Conv2D(_Conv):
         )
 
     def params(self, inputs: list[Shape], output: Shape) -> Params:
-        c_in = inputs[0][-1]
+        c_in = inputs[0][-1] // self.groups
         weights = self.kernel[0] * self.kernel[1] * c_in * self.filters
         return Params(weights + (self.filters if self.use_bias else 0))
 
     def macs(self, inputs: list[Shape], output: Shape) -> int:
-        return prod(output) * self.kernel[0] * self.kernel[1] * inputs[0][-1]
+        return prod(output) * self.kernel[0] * self.kernel[1] * (inputs[0][-1] // self.groups)
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
-        return self._torch_conv(inputs[0][-1], self.filters, 1)
+        return self._torch_conv(inputs[0][-1], self.filters, self.groups)
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
-        shapes = {"weight": (self.filters, inputs[0][-1], *self.kernel)}
+        shapes = {"weight": (self.filters, inputs[0][-1] // self.groups, *self.kernel)}
         return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
-        return self._onnx_conv(graph, name, inputs[0], shapes[0], 1)
+        return self._onnx_conv(graph, name, inputs[0], shapes[0], self.groups)
 
     def keras(self) -> list[KerasLayer]:
         return self._keras_conv(
             "layers.Conv2D",
             (self.filters, scalar_or_pair(self.kernel)),
+            groups=self.groups if self.groups != 1 else None,
             kernel_regularizer=l2_regularizer(self.l2),
         )
 
@@ -254,3 +270,117 @@ class DepthwiseConv2D(_Conv):
             return super().keras_helpers()
         extra = ("same_padding",) if self.padding == "same" else ()
         return (*super().keras_helpers(), "StridedDepthwiseConv2D", *extra)
+
+
+@register
+class SeparableConv2D(_Conv):
+    kind: ClassVar[str] = "separable_conv2d"
+    framework_names: ClassVar[tuple[str, ...]] = ("SeparableConv2D", "SeparableConvolution2D")
+    doc: ClassVar[str] = (
+        "Depthwise-separable convolution (Xception, NASNet): a depthwise convolution with "
+        "`depth_multiplier` filters per input channel and no bias, then a 1x1 convolution to "
+        "`filters` channels (with the bias)."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("filters", "kernel")
+    filters: PositiveInt
+    depth_multiplier: PositiveInt = 1
+
+    @field_validator("l2")
+    @classmethod
+    def _no_l2(cls, value: float) -> float:
+        if value:
+            raise Problem(
+                "must be 0: Keras's SeparableConv2D would need a penalty for each of its kernels",
+                hint="leave l2 out, or write depthwise_conv2d() and conv2d(kernel=1, l2=...)",
+            )
+        return value
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        self._check_stride_dilation()
+        if self.stride[0] != self.stride[1]:
+            raise ShapeError(
+                "E205",
+                "separable_conv2d needs equal strides: TensorFlow's kernel refuses "
+                f"stride={self.stride}",
+                "use depthwise_conv2d(stride=...) and conv2d(kernel=1) instead",
+                field="stride",
+            )
+        return slide(
+            self.kind,
+            inputs[0],
+            self.kernel,
+            self.stride,
+            self.dilation,
+            self.padding,
+            self.filters,
+        )
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        middle = inputs[0][-1] * self.depth_multiplier
+        depthwise = self.kernel[0] * self.kernel[1] * middle
+        pointwise = middle * self.filters + (self.filters if self.use_bias else 0)
+        return Params(depthwise + pointwise)
+
+    def macs(self, inputs: list[Shape], output: Shape) -> int:
+        middle = inputs[0][-1] * self.depth_multiplier
+        positions = output[0] * output[1]
+        return positions * middle * (self.kernel[0] * self.kernel[1] + self.filters)
+
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        middle = inputs[0][-1] * self.depth_multiplier
+        shapes = {
+            "depthwise.weight": (middle, 1, *self.kernel),
+            "pointwise.weight": (self.filters, middle, 1, 1),
+        }
+        return {**shapes, "pointwise.bias": (self.filters,)} if self.use_bias else shapes
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        kernels = (
+            KerasWeight("depthwise_kernel", "depthwise.weight", "depthwise"),
+            KerasWeight("pointwise_kernel", "pointwise.weight", "conv"),
+        )
+        return (*kernels, KerasWeight("bias", "pointwise.bias")) if self.use_bias else kernels
+
+    def initial_value(self, suffix: str) -> float | None:
+        return None if suffix.endswith("weight") else 0.0
+
+    def keras(self) -> list[KerasLayer]:
+        return self._keras_conv(
+            "layers.SeparableConv2D",
+            (self.filters, scalar_or_pair(self.kernel)),
+            depth_multiplier=self.depth_multiplier if self.depth_multiplier != 1 else None,
+        )
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        kwargs: dict[str, object] = {}
+        if self.stride != (1, 1):
+            kwargs["stride"] = scalar_or_pair(self.stride)
+        if self.padding == "same" or (isinstance(self.padding, int) and self.padding):
+            kwargs["padding"] = self.padding
+        if self.dilation != (1, 1):
+            kwargs["dilation"] = scalar_or_pair(self.dilation)
+        if self.depth_multiplier != 1:
+            kwargs["depth_multiplier"] = self.depth_multiplier
+        if not self.use_bias:
+            kwargs["bias"] = False
+        call = Call(
+            "SeparableConv2d", inputs[0][-1], self.filters, scalar_or_pair(self.kernel), **kwargs
+        )
+        return TorchLayer(call, activation=self.activation, helpers=("SeparableConv2d",))
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        depthwise = graph.op(
+            "Conv",
+            [inputs[0], graph.weight(f"{name}.depthwise.weight")],
+            f"{name}_depthwise",
+            kernel_shape=list(self.kernel),
+            strides=list(self.stride),
+            dilations=list(self.dilation),
+            pads=onnx_pads(shapes[0], self.kernel, self.stride, self.dilation, self.padding),
+            group=shapes[0][-1],
+        )
+        pointwise = [graph.weight(f"{name}.pointwise.weight")]
+        if self.use_bias:
+            pointwise.append(graph.weight(f"{name}.pointwise.bias"))
+        y = graph.op("Conv", [depthwise, *pointwise], name, kernel_shape=[1, 1])
+        return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y

@@ -1,13 +1,22 @@
-"""Dropout, flatten and dense."""
+"""Dropout, flatten and dense; the element-wise rescaling, layer_scale and stochastic_depth;
+reshape."""
 
 from math import prod
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from cnnspec.codegen import Call
+from cnnspec.codegen import Call, literal
 from cnnspec.layers.base import (
+    format_shape,
     keras_with_activation,
     l2_regularizer,
     spatial,
+)
+from cnnspec.layers.normalization import (
+    PerChannel,
+    channel_constant,
+    channel_shape,
+    check_per_channel,
+    per_channel_literal,
 )
 from cnnspec.registry import (
     Activation,
@@ -20,10 +29,12 @@ from cnnspec.registry import (
     PositiveInt,
     Rate,
     Shape,
+    ShapeError,
     TorchLayer,
     Window,
     register,
 )
+from cnnspec.schema import Before, Problem
 
 
 @register
@@ -158,3 +169,198 @@ class Dense(LayerArgs):
                 y = graph.op("Add", [y, *bias], f"{name}_bias")
             y = graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
         return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
+
+
+@register
+class Rescaling(LayerArgs):
+    kind: ClassVar[str] = "rescaling"
+    framework_names: ClassVar[tuple[str, ...]] = ("Rescaling",)
+    doc: ClassVar[str] = (
+        "x * scale + offset, with one number for all channels or one per channel: a model's "
+        "own preprocessing (`rescaling(1/127.5, offset=-1)`), or a residual branch scaled "
+        "before an add, as InceptionResNetV2's scaled residuals."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("scale",)
+    scale: PerChannel
+    offset: PerChannel = (0.0,)
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        check_per_channel(self.kind, "scale", self.scale, inputs[0])
+        check_per_channel(self.kind, "offset", self.offset, inputs[0])
+        return inputs[0]
+
+    def keras(self) -> list[KerasLayer]:
+        options = {} if self.offset == (0.0,) else {"offset": per_channel_literal(self.offset)}
+        call = Call("layers.Rescaling", per_channel_literal(self.scale), **options)
+        return [KerasLayer("", call)]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        if len(self.scale) == 1 and len(self.offset) == 1:
+            apply = f"{{x}} * {literal(self.scale[0])}"
+            if self.offset != (0.0,):
+                apply += f" + {literal(self.offset[0])}"
+            return TorchLayer(None, apply)
+        arguments = f"{literal(self.scale)}, {literal(self.offset)}"
+        return TorchLayer(
+            None, f"rescale_channels({{x}}, {arguments})", helpers=("rescale_channels",)
+        )
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        scale = channel_constant(graph, f"{name}_scale", self.scale, shapes[0])
+        if self.offset == (0.0,):
+            return graph.op("Mul", [inputs[0], scale], name)
+        scaled = graph.op("Mul", [inputs[0], scale], f"{name}_scaled")
+        offset = channel_constant(graph, f"{name}_offset", self.offset, shapes[0])
+        return graph.op("Add", [scaled, offset], name)
+
+
+@register
+class StochasticDepth(LayerArgs):
+    kind: ClassVar[str] = "stochastic_depth"
+    aliases: ClassVar[dict[str, str]] = {"drop_rate": "rate", "drop_path": "rate"}
+    framework_names: ClassVar[tuple[str, ...]] = ("StochasticDepth", "DropPath")
+    doc: ClassVar[str] = (
+        "Drop path: in training, zeroes a residual branch's whole output for a fraction `rate` "
+        "of the samples (scaling the rest by 1 / (1 - rate)); the identity at inference."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("rate",)
+    rate: Rate
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        spatial(inputs[0], self.kind)
+        return inputs[0]
+
+    def keras(self) -> list[KerasLayer]:
+        # What keras.applications' EfficientNet does: one draw per sample.
+        call = Call("layers.Dropout", self.rate, noise_shape=(None, 1, 1, 1))
+        return [KerasLayer("", call)]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(Call("DropPath", self.rate), helpers=("DropPath",))
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        return inputs[0]  # inference: no-op
+
+
+@register
+class LayerScale(LayerArgs):
+    kind: ClassVar[str] = "layer_scale"
+    aliases: ClassVar[dict[str, str]] = {"init_values": "init"}
+    framework_names: ClassVar[tuple[str, ...]] = ("LayerScale",)
+    doc: ClassVar[str] = (
+        "ConvNeXt's layer scale: the input times a learnt scale per channel, which starts at "
+        "`init`."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("init",)
+    init: float = 1e-6
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        return Params(trainable=output[-1])
+
+    def keras(self) -> list[KerasLayer]:
+        options = {} if self.init == 1e-6 else {"init_values": self.init}
+        return [KerasLayer("", Call("LayerScale", **options))]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return ("LayerScale",)
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        return TorchLayer(Call("LayerScale", inputs[0][-1], self.init), helpers=("LayerScale",))
+
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        return {"weight": (inputs[0][-1],)}
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        return (KerasWeight("gamma", "weight", "features"),)
+
+    def initial_value(self, suffix: str) -> float | None:
+        return self.init
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        scale = channel_shape(graph, f"{name}_scale", graph.weight(f"{name}.weight"), shapes[0])
+        return graph.op("Mul", [inputs[0], scale], name)
+
+
+def _target(value: Any) -> Any:
+    """`8`, `(1, 1, 8)` or `1x1x8`: a vector's length or a map's (H, W, C), -1 for one
+    axis to infer."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not (
+        isinstance(value, tuple)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise Problem("must be a shape such as (1, 1, 64), 4x4x8 or 256")
+    if len(value) not in (1, 3):
+        raise Problem(
+            f"must have 1 or 3 axes, not {len(value)}",
+            hint="a vector (C,) or a map (H, W, C), without the batch axis",
+        )
+    if any(v < 1 and v != -1 for v in value) or list(value).count(-1) > 1:
+        raise Problem(
+            "must hold positive sizes and at most one -1",
+            hint="-1 stands for the one size that makes the element counts equal",
+        )
+    return value
+
+
+@register
+class Reshape(LayerArgs):
+    kind: ClassVar[str] = "reshape"
+    framework_names: ClassVar[tuple[str, ...]] = ("Reshape",)
+    doc: ClassVar[str] = (
+        "Gives the elements (in Keras's channels-last order) a new shape: a vector (C,) or a "
+        "map (H, W, C), with -1 for one size to infer, as `reshape((1, 1, 64))` after global "
+        "pooling."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("target",)
+    aliases: ClassVar[dict[str, str]] = {"target_shape": "target"}
+    target: Annotated[tuple[int, ...], Before(_target)]
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        total = prod(inputs[0])
+        known = prod(v for v in self.target if v != -1)
+        if -1 in self.target:
+            if total % known:
+                raise ShapeError(
+                    "E205",
+                    f"reshape cannot fit the {total} elements of {format_shape(inputs[0])} "
+                    f"into {format_shape(self.target)}: {total} is not a multiple of {known}",
+                    "the sizes other than -1 must divide the element count",
+                    field="target",
+                )
+            return tuple(total // known if v == -1 else v for v in self.target)
+        if known != total:
+            raise ShapeError(
+                "E205",
+                f"reshape cannot make {format_shape(inputs[0])} ({total} elements) into "
+                f"{format_shape(self.target)} ({known} elements)",
+                "the element counts must be equal; write -1 for one size to infer it",
+                field="target",
+            )
+        return self.target
+
+    def keras(self) -> list[KerasLayer]:
+        return [KerasLayer("", Call("layers.Reshape", self.target))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        # Keras's order is channels-last: go through NHWC on both sides of a map.
+        source = "{x}.permute(0, 2, 3, 1)" if len(inputs[0]) == 3 else "{x}"
+        sizes = ", ".join(str(v) for v in self.target)
+        apply = f"{source}.reshape({{x}}.shape[0], {sizes})"
+        if len(self.target) == 3:
+            apply += ".permute(0, 3, 1, 2)"
+        return TorchLayer(None, apply)
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        x = inputs[0]
+        if len(shapes[0]) == 3:
+            x = graph.op("Transpose", [x], f"{name}_nhwc", perm=[0, 2, 3, 1])
+        # 0 keeps the batch axis.
+        target = graph.constant(
+            f"{name}_shape", [0, *self.target], (len(self.target) + 1,), dtype="int64"
+        )
+        if len(self.target) == 1:
+            return graph.op("Reshape", [x, target], name)
+        y = graph.op("Reshape", [x, target], f"{name}_nhwc_out")
+        return graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])

@@ -1,8 +1,10 @@
-"""Normalisation layers: batchnorm."""
+"""Normalisation layers: batchnorm, layer_norm, and normalization (fixed or adaptable
+per-channel statistics, as a model's own preprocessing)."""
 
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from cnnspec.codegen import Call
+from cnnspec.codegen import Call, Code
+from cnnspec.layers.base import format_shape
 from cnnspec.registry import (
     KerasLayer,
     KerasWeight,
@@ -10,10 +12,27 @@ from cnnspec.registry import (
     OnnxBuilder,
     Params,
     Shape,
+    ShapeError,
     TorchLayer,
     register,
 )
-from cnnspec.schema import Field
+from cnnspec.schema import Before, Field, Problem, field_validator, model_validator
+
+
+def channel_shape(graph: OnnxBuilder, name: str, vector: str, shape: Shape) -> str:
+    """A per-channel vector, made (C, 1, 1) so that it broadcasts over an NCHW map."""
+    if len(shape) != 3:
+        return vector
+    axes = graph.constant(f"{name}_axes", [1, 2], (2,), dtype="int64")
+    return graph.op("Unsqueeze", [vector, axes], f"{name}_unsqueeze")
+
+
+def channel_constant(graph: OnnxBuilder, name: str, values: tuple[float, ...], shape: Shape) -> str:
+    """A constant per channel (or one for all), shaped to broadcast over the node's input."""
+    if len(values) == 1:
+        return graph.constant(name, list(values))
+    dims = (len(values), 1, 1) if len(shape) == 3 else (len(values),)
+    return graph.constant(name, list(values), dims)
 
 
 @register
@@ -26,14 +45,22 @@ class BatchNorm(LayerArgs):
     )
     doc: ClassVar[str] = (
         "Batch normalisation over the last axis. `momentum` uses the Keras convention "
-        "(0.99 keeps 99% of the running average); PyTorch's momentum is 1 - momentum."
+        "(0.99 keeps 99% of the running average); PyTorch's momentum is 1 - momentum. "
+        "`center=false` drops the learnt shift (beta), `scale=false` the learnt scale (gamma)."
     )
     epsilon: float = Field(default=1e-3, gt=0)
     momentum: float = Field(default=0.99, ge=0, lt=1)
+    center: bool = True
+    scale: bool = True
+
+    @property
+    def _affine(self) -> tuple[str, ...]:
+        """The learnt tensors: `weight` (gamma) and `bias` (beta), as far as there are."""
+        return ("weight",) * self.scale + ("bias",) * self.center
 
     def params(self, inputs: list[Shape], output: Shape) -> Params:
         channels = output[-1]
-        return Params(trainable=2 * channels, non_trainable=2 * channels)
+        return Params(trainable=len(self._affine) * channels, non_trainable=2 * channels)
 
     def keras(self) -> list[KerasLayer]:
         options: dict[str, object] = {}
@@ -41,22 +68,41 @@ class BatchNorm(LayerArgs):
             options["momentum"] = self.momentum
         if self.epsilon != 1e-3:
             options["epsilon"] = self.epsilon
+        if not self.center:
+            options["center"] = False
+        if not self.scale:
+            options["scale"] = False
         return [KerasLayer("", Call("layers.BatchNormalization", **options))]
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         # PyTorch's momentum weighs the new batch, Keras's the running average.
         func = "nn.BatchNorm2d" if len(inputs[0]) == 3 else "nn.BatchNorm1d"
         momentum = round(1 - self.momentum, 12)
-        return TorchLayer(Call(func, inputs[0][-1], eps=self.epsilon, momentum=momentum))
+        channels = inputs[0][-1]
+        if self.center == self.scale:
+            options = {} if self.center else {"affine": False}
+            return TorchLayer(Call(func, channels, eps=self.epsilon, momentum=momentum, **options))
+        # Only one of gamma and beta: PyTorch's affine flag has both or neither.
+        call = Call(
+            "partial_batchnorm",
+            Code(func),
+            channels,
+            scale=self.scale,
+            center=self.center,
+            eps=self.epsilon,
+            momentum=momentum,
+        )
+        return TorchLayer(call, helpers=("partial_batchnorm",))
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         channels = (inputs[0][-1],)
-        return {k: channels for k in ("weight", "bias", "running_mean", "running_var")}
+        return {k: channels for k in (*self._affine, "running_mean", "running_var")}
 
     def keras_weights(self) -> tuple[KerasWeight, ...]:
+        learnt = {"weight": KerasWeight("gamma", "weight", "features")}
+        learnt["bias"] = KerasWeight("beta", "bias", "features")
         return (
-            KerasWeight("gamma", "weight", "features"),
-            KerasWeight("beta", "bias", "features"),
+            *(learnt[key] for key in self._affine),
             KerasWeight("moving_mean", "running_mean", "features"),
             KerasWeight("moving_variance", "running_var", "features"),
         )
@@ -65,6 +111,187 @@ class BatchNorm(LayerArgs):
         return 1.0 if suffix in ("weight", "running_var") else 0.0
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
-        keys = ("weight", "bias", "running_mean", "running_var")
-        tensors = [graph.weight(f"{name}.{key}") for key in keys]
+        channels = shapes[0][-1]
+        tensors = []
+        for key, missing in (("weight", 1.0), ("bias", 0.0)):
+            if key in self._affine:
+                tensors.append(graph.weight(f"{name}.{key}"))
+            else:
+                tensors.append(graph.constant(f"{name}_{key}", [missing] * channels, (channels,)))
+        tensors += [graph.weight(f"{name}.{key}") for key in ("running_mean", "running_var")]
         return graph.op("BatchNormalization", [inputs[0], *tensors], name, epsilon=self.epsilon)
+
+
+@register
+class LayerNorm(LayerArgs):
+    kind: ClassVar[str] = "layer_norm"
+    framework_names: ClassVar[tuple[str, ...]] = ("LayerNormalization", "LayerNorm")
+    doc: ClassVar[str] = (
+        "Layer normalisation over the last axis (the channels, at every position), with a "
+        "learnt scale and shift per channel; Keras's epsilon, 1e-3, by default (ConvNeXt "
+        "uses 1e-6)."
+    )
+    epsilon: float = Field(default=1e-3, gt=0)
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        return Params(trainable=2 * output[-1])
+
+    def keras(self) -> list[KerasLayer]:
+        options = {"epsilon": self.epsilon} if self.epsilon != 1e-3 else {}
+        return [KerasLayer("", Call("layers.LayerNormalization", **options))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        call = Call("nn.LayerNorm", inputs[0][-1], eps=self.epsilon)
+        if len(inputs[0]) == 3:
+            # PyTorch normalises the trailing axes: bring the channels last and back.
+            return TorchLayer(call, "{module}({x}.movedim(1, -1)).movedim(-1, 1)")
+        return TorchLayer(call)
+
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        return {"weight": (inputs[0][-1],), "bias": (inputs[0][-1],)}
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        return (KerasWeight("gamma", "weight", "features"), KerasWeight("beta", "bias", "features"))
+
+    def initial_value(self, suffix: str) -> float | None:
+        return 1.0 if suffix == "weight" else 0.0
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        # Written out (the LayerNormalization op needs opset 17): the channel mean is a
+        # product with a (C, 1) column of 1 / C on the channels-last tensor.
+        channels = shapes[0][-1]
+        spatial_ = len(shapes[0]) == 3
+        x = inputs[0]
+        if spatial_:
+            x = graph.op("Transpose", [x], f"{name}_nhwc", perm=[0, 2, 3, 1])
+        column = graph.constant(f"{name}_column", [1.0 / channels] * channels, (channels, 1))
+        mean = graph.op("MatMul", [x, column], f"{name}_mean")
+        centred = graph.op("Sub", [x, mean], f"{name}_centred")
+        square = graph.op("Mul", [centred, centred], f"{name}_square")
+        variance = graph.op("MatMul", [square, column], f"{name}_variance")
+        epsilon = graph.constant(f"{name}_epsilon", [self.epsilon])
+        shifted = graph.op("Add", [variance, epsilon], f"{name}_shifted")
+        root = graph.op("Sqrt", [shifted], f"{name}_root")
+        normal = graph.op("Div", [centred, root], f"{name}_normal")
+        scaled = graph.op("Mul", [normal, graph.weight(f"{name}.weight")], f"{name}_scaled")
+        out_name = f"{name}_shift" if spatial_ else name
+        y = graph.op("Add", [scaled, graph.weight(f"{name}.bias")], out_name)
+        if spatial_:
+            y = graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
+        return y
+
+
+def _numbers(value: Any) -> Any:
+    """One number, or a tuple of them (one per channel)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (float(value),)
+    if isinstance(value, tuple) and value:
+        return value
+    raise Problem("must be a number or a list of numbers, one per channel")
+
+
+PerChannel = Annotated[tuple[float, ...], Before(_numbers)]
+"""A number for every channel, or one for all: normalised to a tuple (of one, for all)."""
+
+
+def check_per_channel(kind: str, field: str, values: tuple[float, ...], shape: Shape) -> None:
+    if len(values) not in (1, shape[-1]):
+        raise ShapeError(
+            "E205",
+            f"{kind} has {len(values)} values of {field}, but its input "
+            f"{format_shape(shape)} has {shape[-1]} channels",
+            "give one value for every channel, or a single value for all",
+            field=field,
+        )
+
+
+def per_channel_literal(values: tuple[float, ...]) -> object:
+    return values[0] if len(values) == 1 else list(values)
+
+
+@register
+class Normalization(LayerArgs):
+    kind: ClassVar[str] = "normalization"
+    framework_names: ClassVar[tuple[str, ...]] = ("Normalization",)
+    doc: ClassVar[str] = (
+        "(x - mean) / sqrt(variance) per channel, as Keras's Normalization layer. With `mean` "
+        "and `variance` given they are constants; without, the layer holds them (mean 0, "
+        "variance 1 until set, as Keras's adapt() sets them) as non-trainable weights, with "
+        "Keras's sample count (EfficientNet's first layers)."
+    )
+    mean: PerChannel | None = None
+    variance: PerChannel | None = None
+
+    @field_validator("variance")
+    @classmethod
+    def _not_negative(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and min(value) < 0:
+            raise Problem("must not be negative", hint="a variance is a squared deviation")
+        return value
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "Normalization":
+        if (self.mean is None) != (self.variance is None):
+            raise ValueError("mean and variance go together: give both, or neither")
+        return self
+
+    @property
+    def _held(self) -> bool:
+        return self.mean is None
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        for field in ("mean", "variance"):
+            values = getattr(self, field)
+            if values is not None:
+                check_per_channel(self.kind, field, values, inputs[0])
+        return inputs[0]
+
+    def params(self, inputs: list[Shape], output: Shape) -> Params:
+        return Params(non_trainable=2 * output[-1] + 1) if self._held else Params()
+
+    def keras(self) -> list[KerasLayer]:
+        if self.mean is None or self.variance is None:
+            return [KerasLayer("", Call("layers.Normalization"))]
+        mean, variance = per_channel_literal(self.mean), per_channel_literal(self.variance)
+        return [KerasLayer("", Call("layers.Normalization", mean=mean, variance=variance))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        options = {}
+        if self.mean is not None and self.variance is not None:
+            options = {"mean": self.mean, "variance": self.variance}
+        call = Call("Normalization", inputs[0][-1], **options)
+        return TorchLayer(call, helpers=("Normalization",))
+
+    def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
+        if not self._held:
+            return {}
+        channels = (inputs[0][-1],)
+        return {"mean": channels, "variance": channels, "count": (1,)}
+
+    def keras_weights(self) -> tuple[KerasWeight, ...]:
+        if not self._held:
+            return ()
+        return (
+            KerasWeight("mean", "mean", "features"),
+            KerasWeight("variance", "variance", "features"),
+            KerasWeight("count", "count", "scalar"),
+        )
+
+    def initial_value(self, suffix: str) -> float | None:
+        return 1.0 if suffix == "variance" else 0.0
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        shape = shapes[0]
+        if self.mean is None or self.variance is None:
+            graph.weight(f"{name}.count")  # carried along, as in the other frameworks
+            mean = channel_shape(graph, f"{name}_mean", graph.weight(f"{name}.mean"), shape)
+            variance = graph.weight(f"{name}.variance")
+            variance = channel_shape(graph, f"{name}_variance", variance, shape)
+        else:
+            mean = channel_constant(graph, f"{name}_mean", self.mean, shape)
+            variance = channel_constant(graph, f"{name}_variance", self.variance, shape)
+        root = graph.op("Sqrt", [variance], f"{name}_root")
+        # Keras divides by max(sqrt(variance), epsilon), its backend's 1e-7.
+        floor = graph.op("Max", [root, graph.constant(f"{name}_floor", [1e-7])], f"{name}_std")
+        centred = graph.op("Sub", [inputs[0], mean], f"{name}_centred")
+        return graph.op("Div", [centred, floor], name)

@@ -1,4 +1,5 @@
-"""Pooling and padding: maxpool, avgpool, zero_pad, and the global poolings."""
+"""Pooling, padding and cropping: maxpool, avgpool, zero_pad, cropping, and the global
+poolings."""
 
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -17,6 +18,7 @@ from cnnspec.registry import (
     OnnxBuilder,
     Pair,
     Shape,
+    ShapeError,
     TorchLayer,
     Window,
     register,
@@ -196,9 +198,78 @@ class ZeroPad(LayerArgs):
         return graph.op("Pad", [inputs[0], pads], name)
 
 
-class _GlobalPool(LayerArgs):
+def _cropping(value: Any) -> Any:
+    """The forms of zero_pad's amounts, without `same`."""
+    try:
+        if value != "same":
+            return _zero_padding(value)
+    except Problem:
+        pass
+    raise Problem(
+        "must be an amount, (height, width) or ((top, bottom), (left, right))",
+        hint="for example 1, (1, 2) or ((1, 0), (1, 0))",
+    )
+
+
+Crop = Annotated[Pads, Before(_cropping)]
+
+
+@register
+class Crop(LayerArgs):
+    kind: ClassVar[str] = "crop"
+    framework_names: ClassVar[tuple[str, ...]] = ("Cropping2D",)
+    doc: ClassVar[str] = (
+        "Removes rows and columns at the edges of H and W: an amount, (height, width) or "
+        "((top, bottom), (left, right)), as NASNet aligns its branches."
+    )
+    positional: ClassVar[tuple[str, ...]] = ("cropping",)
+    cropping: Crop = ((1, 1), (1, 1))
+
     def output_shape(self, inputs: list[Shape]) -> Shape:
-        return (spatial(inputs[0], self.kind)[2],)
+        h, w, c = spatial(inputs[0], self.kind)
+        (top, bottom), (left, right) = self.cropping
+        if h - top - bottom < 1 or w - left - right < 1:
+            raise ShapeError(
+                "E201",
+                f"crop removes {top + bottom} rows and {left + right} columns, which leaves "
+                f"nothing of the {h}x{w} map",
+                "crop less, or crop before the map is downsampled",
+                field="cropping",
+            )
+        return (h - top - bottom, w - left - right, c)
+
+    def keras(self) -> list[KerasLayer]:
+        (top, bottom), (left, right) = self.cropping
+        amount: object = self.cropping
+        if top == bottom and left == right:
+            amount = top if top == left else (top, left)
+        return [KerasLayer("", Call("layers.Cropping2D", amount))]
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        (top, bottom), (left, right) = self.cropping
+
+        def span(start: int, end: int) -> str:
+            # From the far edge, so that another image size crops the same.
+            return f"{start or ''}:{-end if end else ''}"
+
+        return TorchLayer(None, f"{{x}}[:, :, {span(top, bottom)}, {span(left, right)}]")
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        (top, bottom), (left, right) = self.cropping
+        end = 2**63 - 1  # ONNX's "to the end"
+        starts = graph.constant(f"{name}_starts", [top, left], (2,), dtype="int64")
+        ends = [-bottom if bottom else end, -right if right else end]
+        stops = graph.constant(f"{name}_ends", ends, (2,), dtype="int64")
+        axes = graph.constant(f"{name}_axes", [2, 3], (2,), dtype="int64")
+        return graph.op("Slice", [inputs[0], starts, stops, axes], name)
+
+
+class _GlobalPool(LayerArgs):
+    keepdims: bool = False
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        channels = spatial(inputs[0], self.kind)[2]
+        return (1, 1, channels) if self.keepdims else (channels,)
 
     def window(self) -> Window:
         return Window(global_=True)
@@ -207,14 +278,18 @@ class _GlobalPool(LayerArgs):
     torch_reduce: ClassVar[str]
 
     def keras(self) -> list[KerasLayer]:
-        return [KerasLayer("", Call(self.keras_class))]
+        options = {"keepdims": True} if self.keepdims else {}
+        return [KerasLayer("", Call(self.keras_class, **options))]
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
-        return TorchLayer(None, f"{{x}}.{self.torch_reduce}(dim=(2, 3))")
+        keep = ", keepdim=True" if self.keepdims else ""
+        return TorchLayer(None, f"{{x}}.{self.torch_reduce}(dim=(2, 3){keep})")
 
     onnx_op: ClassVar[str]
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        if self.keepdims:
+            return graph.op(self.onnx_op, inputs, name)  # (N, C, 1, 1), as Keras's (1, 1, C)
         pooled = graph.op(self.onnx_op, inputs, f"{name}_pool")
         return graph.op("Flatten", [pooled], name, axis=1)
 
@@ -230,7 +305,9 @@ class GlobalAvgPool(_GlobalPool):
     keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
     torch_reduce: ClassVar[str] = "mean"
     onnx_op: ClassVar[str] = "GlobalAveragePool"
-    doc: ClassVar[str] = "Averages each channel over H and W: (H, W, C) -> (C,)."
+    doc: ClassVar[str] = (
+        "Averages each channel over H and W: (H, W, C) -> (C,), or (1, 1, C) with keepdims=true."
+    )
 
 
 @register
@@ -244,4 +321,6 @@ class GlobalMaxPool(_GlobalPool):
     keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
     torch_reduce: ClassVar[str] = "amax"
     onnx_op: ClassVar[str] = "GlobalMaxPool"
-    doc: ClassVar[str] = "Maximum of each channel over H and W: (H, W, C) -> (C,)."
+    doc: ClassVar[str] = (
+        "Maximum of each channel over H and W: (H, W, C) -> (C,), or (1, 1, C) with keepdims=true."
+    )
