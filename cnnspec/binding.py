@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.expressions import EMPTY, Context, ExpressionError, evaluate, resolve
 from cnnspec.schema import Invalid, Model, Problem
 from cnnspec.source import Span
 
@@ -47,6 +48,13 @@ def to_python(value: ast.Value) -> Any:
                 tuple((a.key.text if a.key else None, to_python(a.value)) for a in args),
                 value,
             )
+        case ast.BinOp() | ast.Paren():
+            # Argument lists resolve expressions before they get here (collect_args); what is
+            # left is a value in a place that takes no expression, described as what it is.
+            try:
+                return evaluate(value)
+            except ExpressionError:
+                return "an expression"
     raise AssertionError(f"unexpected value {value!r}")
 
 
@@ -107,6 +115,9 @@ class BoundArg:
     key_span: Span
     # For a varargs field: the span of each value, in order.
     item_spans: tuple[Span, ...] = ()
+    # For a bare word inside a defined block that is not one of its variables (`rate` where
+    # only `rates` is): the hint if the word was not meant as a word.
+    word_hint: str | None = None
 
 
 def problem_text(problem: Problem) -> tuple[str, str | None]:
@@ -147,19 +158,26 @@ def collect_args(
     what: str,
     diagnostics: Diagnostics,
     reserved: frozenset[str] = frozenset(),
+    context: Context = EMPTY,
 ) -> tuple[dict[str, BoundArg], bool]:
     """Map a call's positional and keyword arguments onto the model's field names.
 
     `reserved` names (such as a layer's `name=`) are accepted and returned although the model does
     not declare them. Returns the arguments that could be placed, and whether all of them could:
     the caller still validates the placed ones, so one misspelt argument does not hide a bad value
-    in another.
+    in another. Expressions are replaced by their values first (`context` names the variables).
     """
     fields = model.model_fields
     args: dict[str, BoundArg] = {}
     ok = True
     positional_seen = 0
-    for arg in call.args:
+    for written in call.args:
+        try:
+            arg = ast.Arg(written.key, resolve(written.value, context), written.span)
+        except ExpressionError as error:
+            ok = False
+            diagnostics.error(error.code, error.message, error.span, error.hint)
+            continue
         if (
             arg.key is None
             and model.varargs is not None
@@ -210,7 +228,22 @@ def collect_args(
             ok = False
             diagnostics.error("E115", f"argument '{key}' of {what} given twice", arg.span)
             continue
-        args[key] = BoundArg(to_python(arg.value), arg.value.span, key_span)
+        word_hint = None
+        if (
+            isinstance(arg.value, ast.Name)
+            and context.variables
+            and arg.value.text
+            not in (
+                "true",
+                "false",
+                "none",
+            )
+        ):
+            word_hint = did_you_mean(arg.value.text, context.variables) or (
+                f"'{arg.value.text}' is not a variable here: they are "
+                f"{', '.join(sorted(context.variables))}"
+            )
+        args[key] = BoundArg(to_python(arg.value), arg.value.span, key_span, word_hint=word_hint)
     return args, ok
 
 
@@ -261,6 +294,8 @@ def validate(
                 continue
             message, hint = problem_text(problem)
             arg = args.get(field) if field else None
+            if arg is not None and arg.word_hint is not None and problem.kind != "choice":
+                hint = hint or arg.word_hint
             span = arg.span if arg else call_span
             if arg is not None and problem.index is not None and arg.item_spans:
                 # One of several values, `f1` in metrics(accuracy, f1): point at it alone.

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cnnspec.source import Source, Span
@@ -74,6 +75,10 @@ class Diagnostic:
     message: str
     span: Span
     hint: str | None = None
+    # Where the text at `span` was used from: the calls of the defined blocks it lies in,
+    # innermost first (`in mbconv(...) at line 40, column 5`). Not part of its identity: an
+    # error inside a definition is reported once, with the first call that showed it.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self, path: str) -> dict[str, object]:
         return {
@@ -86,6 +91,7 @@ class Diagnostic:
             "code": self.code,
             "message": self.message,
             "hint": self.hint,
+            "notes": list(self.notes),
         }
 
 
@@ -96,6 +102,17 @@ class Diagnostics:
         self.source = source
         self._items: list[Diagnostic] = []
         self._seen: set[Diagnostic] = set()
+        # The calls of defined blocks being expanded, outermost first: (what, span).
+        self._sites: list[tuple[str, Span]] = []
+
+    @contextmanager
+    def expanding(self, what: str, span: Span) -> Iterator[None]:
+        """Diagnostics found inside, away from the call itself, name the call in a note."""
+        self._sites.append((what, span))
+        try:
+            yield
+        finally:
+            self._sites.pop()
 
     def error(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
         self._add(Diagnostic(Severity.ERROR, code, message, span, hint))
@@ -108,6 +125,21 @@ class Diagnostics:
         # A layer inside `repeat`, or a bad value in `defaults`, is checked once per use: report
         # each distinct problem once.
         if diagnostic not in self._seen:
+            inside = diagnostic.span
+            notes = tuple(
+                f"in {what} at line {span.line}, column {span.column}"
+                for what, span in reversed(self._sites)
+                if not (span.start <= inside.start and inside.end <= span.end)
+            )
+            if notes and not diagnostic.notes:
+                diagnostic = Diagnostic(
+                    diagnostic.severity,
+                    diagnostic.code,
+                    diagnostic.message,
+                    diagnostic.span,
+                    diagnostic.hint,
+                    notes,
+                )
             self._seen.add(diagnostic)
             self._items.append(diagnostic)
 
@@ -163,6 +195,7 @@ def render_text(diagnostic: Diagnostic, source: Source) -> str:
     lines = [head, f" {gutter} | {line_text}", f" {pad} | {underline}"]
     if diagnostic.hint:
         lines.append(f" {pad} = hint: {diagnostic.hint}")
+    lines.extend(f" {pad} = note: {note}" for note in diagnostic.notes)
     return "\n".join(lines)
 
 

@@ -52,6 +52,9 @@ def hover(compilation: Compilation, offset: int) -> str | None:
             path = tuple(block.split("."))
             nodes = [n for n in graph.nodes if n.scope[: len(path)] == path]
             return _group_text(f"block {block}", nodes)
+    made = _instance_at(graph, compilation.source.text, offset)
+    if made:
+        return _group_text(made[0], made[1])
     nodes = _nodes_at(graph, offset)
     if nodes:
         shapes = graph.value_shapes() if nodes[0].role == "join" and graph.input_shape else {}
@@ -84,6 +87,18 @@ def model_text(compilation: Compilation) -> str:
     return "\n".join(lines)
 
 
+def _instance_at(graph: Graph, text: str, offset: int) -> tuple[str, list[Node]] | None:
+    """The call of a defined block whose name is at `offset`, and the nodes it made."""
+    nodes = [n for n in graph.nodes if n.site is not None and n.site.contains(offset)]
+    if not nodes or nodes[0].site is None:
+        return None
+    site = nodes[0].site
+    name = _word_at(text, site.start)
+    if name not in graph.definitions or offset > site.start + len(name):
+        return None
+    return f"{name}({text[site.start + len(name) + 1 : site.end - 1]})", nodes
+
+
 def _nodes_at(graph: Graph, offset: int) -> list[Node]:
     """The nodes made by the innermost call at `offset` (several when `repeat` copied it), or
     the join whose keyword is there."""
@@ -102,7 +117,7 @@ def _node_text(nodes: list[Node], inputs: list[tuple[int, ...] | None] | None = 
     layer = node.layer
     activation = getattr(layer, "activation", None)
     kind = node.kind + (f" + {activation.kind}" if activation is not None else "")
-    copies = f" (and {len(nodes) - 1} more copies made by repeat)" if len(nodes) > 1 else ""
+    copies = f" (and {len(nodes) - 1} more copies)" if len(nodes) > 1 else ""
     field_text = (
         f"{node.receptive_field.size[0]}x{node.receptive_field.size[1]}, "
         f"jump {node.receptive_field.jump[0]}"
@@ -163,15 +178,27 @@ def inlay_hints(compilation: Compilation) -> list[tuple[int, str]]:
     # line: only nodes made by a layer call written in the spec get a hint of their own.
     calls = _call_spans(compilation.document.items) if compilation.document else set()
     by_span: dict[Span, list[Node]] = {}
+    sites: dict[Span, list[Node]] = {}
     for node in graph.nodes:
-        if node.span in calls and node.output_shape is not None:
+        if node.site is not None:
+            # A define's lines are shared by its calls: the hint goes after each call.
+            sites.setdefault(node.site, []).append(node)
+        elif node.span in calls and node.output_shape is not None:
             by_span.setdefault(node.span, []).append(node)
     # A join's output shows after its closing brace.
     ends = _section_ends(compilation.document.items) if compilation.document else {}
     for node in graph.nodes:
-        if node.role == "join" and node.span in ends and node.output_shape is not None:
+        if (
+            node.role == "join"
+            and node.site is None
+            and node.span in ends
+            and node.output_shape is not None
+        ):
             by_span.setdefault(ends[node.span], []).append(node)
     hints = []
+    for site, nodes in sites.items():
+        params = sum(n.params.total for n in nodes)
+        hints.append((site.end, f" → {_shape(nodes[-1].output_shape)} · {params:,} params"))
     for span, nodes in by_span.items():
         params = nodes[0].params.total
         copies = f" each, {len(nodes)} copies" if len(nodes) > 1 else ""
@@ -433,6 +460,13 @@ def definition(compilation: Compilation, offset: int) -> list[Span]:
         if name in graph.blocks:
             return [graph.blocks[name]]
         return [n.span for n in graph.nodes if n.name == name][:1]
+    if (
+        isinstance(item, ast.Call)
+        and item.name.span.contains(offset)
+        and spec
+        and item.name.text in spec.model.definitions
+    ):
+        return [spec.model.definitions[item.name.text]]
     if isinstance(item, ast.Call) and item.name.span.contains(offset):
         kind = item.name.text
         spans = []
@@ -487,16 +521,15 @@ def outline(compilation: Compilation) -> list[Symbol]:
     names: dict[int, list[Node]] = {}
     if compilation.spec is not None:
         for node in compilation.spec.model.nodes:
-            names.setdefault(node.span.start, []).append(node)
+            if node.site is None:  # a define's lines are shared by all its calls
+                names.setdefault(node.span.start, []).append(node)
     return [_symbol(item, names, top=True) for item in document.items]
 
 
 def _symbol(item: ast.Item, nodes: dict[int, list[Node]], top: bool = False) -> Symbol:
     if isinstance(item, ast.Section):
         label = item.label
-        label_text = (
-            label.text if isinstance(label, ast.Name) else str(label.value) if label else ""
-        )
+        label_text = _label_text(label)
         kind: Literal["module", "namespace", "class"] = (
             "module" if item.key.text == "model" else "namespace" if top else "class"
         )
@@ -521,6 +554,23 @@ def _symbol(item: ast.Item, nodes: dict[int, list[Node]], top: bool = False) -> 
             detail=f"{item.name.text} → {shape}" if made else item.name.text,
         )
     return Symbol(item.key.text, "property", item.span, item.key.span)
+
+
+def _label_text(label: ast.Value | None) -> str:
+    match label:
+        case None:
+            return ""
+        case ast.Name(text=text) | ast.Number(text=text):
+            return text
+        case ast.Call(name=name, args=args):  # define mbconv(filters, expand=1)
+            return f"{name.text}({', '.join(a.key.text if a.key else _label_text(a.value) for a in args)})"
+        case ast.BinOp(op=op, left=left, right=right):
+            return f"{_label_text(left)} {op} {_label_text(right)}"
+        case ast.Paren(value=inner):
+            return f"({_label_text(inner)})"
+        case ast.String(value=text):
+            return repr(text)
+    return "…"
 
 
 # --------------------------------------------------------------------------------------------

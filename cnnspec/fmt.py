@@ -57,6 +57,7 @@ from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source
 from cnnspec.syntax import (
     STRING_OR_COMMENT,
+    BinOp,
     Call,
     Dims,
     Document,
@@ -65,6 +66,7 @@ from cnnspec.syntax import (
     ListValue,
     Name,
     Number,
+    Paren,
     Section,
     Setting,
     String,
@@ -259,6 +261,10 @@ def _value(value: Value, text: str) -> str:
     if isinstance(value, TupleValue):
         inside = ", ".join(_value(v, text) for v in value.items)
         return f"({inside},)" if len(value.items) == 1 else f"({inside})"
+    if isinstance(value, BinOp):
+        return f"{_value(value.left, text)} {value.op} {_value(value.right, text)}"
+    if isinstance(value, Paren):
+        return f"({_value(value.value, text)})"
     return value.name.text + "(" + ", ".join(_args(value, text)) + ")"
 
 
@@ -269,9 +275,15 @@ def _args(call: Call, text: str) -> list[str]:
     ]
 
 
-def _header(section: Section) -> str:
+def _header(section: Section, text: str) -> str:
     label = section.label
-    return section.key.text if label is None else f"{section.key.text} {label.text}"
+    return section.key.text if label is None else f"{section.key.text} {_value(label, text)}"
+
+
+def _setting_prefix(setting: Setting) -> str:
+    """`key ` or, for `let width = 2`, `let width = `."""
+    target = f"{setting.target.text} = " if setting.target is not None else ""
+    return f"{setting.key.text} {target}"
 
 
 def _has_comments(node: _Node) -> bool:
@@ -291,17 +303,17 @@ def _flat(node: _Node, text: str) -> str | None:
     assert node.body is not None
     body = node.body
     if not body.nodes and body.opener is None and not body.dangling:
-        return f"{_header(item)} {{}}"
+        return f"{_header(item, text)} {{}}"
     if item.span.line != item.span.end_line or any(
         _has_comments(n) or n.flat is None for n in body.nodes
     ):
         return None
-    return f"{_header(item)} {{ {GAP.join(n.flat or '' for n in body.nodes)} }}"
+    return f"{_header(item, text)} {{ {GAP.join(n.flat or '' for n in body.nodes)} }}"
 
 
 def _flat_text(item: Setting | Call, text: str) -> str:
     if isinstance(item, Setting):
-        return f"{item.key.text} {_value(item.value, text)}"
+        return f"{_setting_prefix(item)}{_value(item.value, text)}"
     return _value(item, text)
 
 
@@ -367,7 +379,7 @@ class _Writer:
         item = node.item
         if isinstance(item, Section):
             assert node.body is not None
-            self.line(f"{indent}{_header(item)} {{", blank)
+            self.line(f"{indent}{_header(item, self.text)} {{", blank)
             self.comment_after(node.body.opener)
             floor, self.floor = self.floor, len(self.lines)
             self.body(node.body, indent + INDENT)
@@ -378,7 +390,7 @@ class _Writer:
         if not isinstance(call, Call) or not call.args:
             self.line(indent + _flat_text(item, self.text), blank)
             return
-        prefix = f"{item.key.text} " if isinstance(item, Setting) else ""
+        prefix = _setting_prefix(item) if isinstance(item, Setting) else ""
         self.line(f"{indent}{prefix}{call.name.text}(", blank)
         args = _args(call, self.text)
         for i, arg in enumerate(args):
@@ -444,16 +456,20 @@ def _shape(document: Document, text: str) -> tuple[object, ...]:
             )
         if isinstance(v, Fraction):
             return ("fraction", v.numerator.text, v.denominator.text)
+        if isinstance(v, BinOp):
+            return ("binary", v.op, value(v.left), value(v.right))
+        if isinstance(v, Paren):
+            return ("paren", value(v.value))
         if isinstance(v, Name | Number):
             return (type(v).__name__, v.text)
         return (type(v).__name__, text[v.span.start : v.span.end])
 
     def item(i: Item) -> object:
         if isinstance(i, Section):
-            label = i.label and i.label.text
+            label = i.label and value(i.label)
             return ("section", i.key.text, label, tuple(item(c) for c in i.items))
         if isinstance(i, Setting):
-            return ("setting", i.key.text, value(i.value))
+            return ("setting", i.key.text, i.target and i.target.text, value(i.value))
         return value(i)
 
     return tuple(item(i) for i in document.items)

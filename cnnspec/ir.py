@@ -42,6 +42,9 @@ class Node:
     params: Params = field(default_factory=Params)
     macs: int = 0
     receptive_field: ReceptiveField | None = None
+    # For a node made by a call of a defined block, the outermost such call: where an editor
+    # shows it (`span` is the layer's line inside the definition, shared by every instance).
+    site: Span | None = None
 
     @property
     def memory_bytes(self) -> int:
@@ -76,6 +79,8 @@ class Graph:
     output: str | None = None
     # Declared block names (dotted for nested ones) and where they are declared.
     blocks: dict[str, Span] = field(default_factory=dict)
+    # Blocks defined with parameters (`define mbconv(...)`): name to where the name is written.
+    definitions: dict[str, Span] = field(default_factory=dict)
     # True when the model's last layer could not be built: its output is then unknown, and the
     # checks of the output (loss, classes, threshold) are skipped rather than judge the layer
     # before it.

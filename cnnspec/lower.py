@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from cnnspec import syntax as ast
 from cnnspec.backbones import BACKBONES, BackboneArgs
 from cnnspec.binding import BoundArg, bind_call, collect_args, validate
+from cnnspec.definitions import MAX_DEPTH, Definition, bind_instance, read_definitions
 from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.expressions import BUILTINS, EMPTY, Context, ExpressionError, evaluate, resolve
 from cnnspec.ir import BackboneUse, Graph, Node, ReceptiveField
 from cnnspec.layers import BatchNorm, Conv2D, format_shape
 from cnnspec.registry import (
@@ -39,9 +42,9 @@ from cnnspec.sections import (
 )
 from cnnspec.source import Span
 
-MODEL_SETTINGS = ("input", "defaults", "backbone")
-MODEL_SECTIONS = ("block", "head", "residual", "repeat", *join_kinds())
-TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate")
+MODEL_SETTINGS = ("input", "defaults", "backbone", "let")
+MODEL_SECTIONS = ("block", "head", "residual", "repeat", "if", "else", "define", *join_kinds())
+TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "define")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
@@ -64,9 +67,23 @@ class Scope:
     defaults: dict[str, dict[str, BoundArg]] = field(default_factory=dict)
     # The variable generated code keeps this scope's chain in (see `Node.lane`).
     lane: str = "x"
+    # The variables here: a define's parameters, `let`s, repeat's `index`.
+    context: Context = EMPTY
+    # The name of the innermost named instance of a define: layer names inside it are relative
+    # to it (`name=dwconv` in the instance block2a is block2a_dwconv), as keras.applications'.
+    instance: str | None = None
+    # The definitions being expanded here, outermost first (for recursion).
+    expanding: tuple[str, ...] = ()
 
     def child(self, name: str | None, lane: str | None = None) -> Scope:
-        return Scope(self.path + ((name,) if name else ()), self, lane=lane or self.lane)
+        return Scope(
+            self.path + ((name,) if name else ()),
+            self,
+            lane=lane or self.lane,
+            context=self.context,
+            instance=self.instance,
+            expanding=self.expanding,
+        )
 
     def defaults_for(self, kind: str) -> dict[str, BoundArg]:
         inherited = self.parent.defaults_for(kind) if self.parent else {}
@@ -90,10 +107,22 @@ class ModelLowering:
         self.image: tuple[int, int] | None = None  # the input's height and width
         # Whether the most recent layer call could not be built.
         self.unbuilt = False
+        # The blocks defined with parameters that this model can call (see cnnspec.definitions).
+        self.definitions: dict[str, Definition] = {}
 
     # ---- entry point -------------------------------------------------------------------------
 
-    def lower(self, section: ast.Section, fallback_name: str) -> Graph:
+    def lower(
+        self,
+        section: ast.Section,
+        fallback_name: str,
+        top: tuple[ast.Item, ...] = (),
+    ) -> Graph:
+        """The model `section`; `top` holds the file's other top-level items, whose `define`s
+        the model can use."""
+        self.definitions = {}
+        read_definitions(top, self.diagnostics, _reserved_names(), self.definitions)
+        read_definitions(section.items, self.diagnostics, _reserved_names(), self.definitions)
         name = section.label.text if isinstance(section.label, ast.Name) else fallback_name
         if isinstance(section.label, ast.Number):
             self.diagnostics.error(
@@ -116,6 +145,7 @@ class ModelLowering:
         graph.nodes = self.nodes
         graph.output = out.source
         graph.blocks = self.blocks
+        graph.definitions = {name: d.span for name, d in self.definitions.items()}
         graph.ends_unbuilt = self.unbuilt
         graph.backbone = self.backbone
         return graph
@@ -150,19 +180,202 @@ class ModelLowering:
     # ---- the walk ----------------------------------------------------------------------------
 
     def _walk(self, items: tuple[ast.Item, ...], scope: Scope, x: Tensor) -> Tensor:
+        # After an `if`: whether it took its body (None when its condition was wrong).
+        taken: bool | Literal["no if"] | None = "no if"
         for item in items:
-            if isinstance(item, ast.Call):
+            if isinstance(item, ast.Section) and item.key.text == "else":
+                x = self._else(item, taken, scope, x)
+                taken = "no if"
+                continue
+            taken = "no if"
+            if isinstance(item, ast.Call) and item.name.text in self.definitions:
+                x = self._instance(item, scope, x)
+            elif isinstance(item, ast.Call):
                 x = self._layer(item, scope, x)
             elif isinstance(item, ast.Setting) and item.key.text == "backbone":
                 x = self._backbone(item, scope, x)
             elif isinstance(item, ast.Setting):
-                self._setting(item, scope)
+                self._setting(item, scope, x)
+            elif item.key.text == "if":
+                # As in Python, an `if` opens no scope: a `let` inside it holds after it.
+                taken = self._condition(item, scope, x)
+                if taken:
+                    x = self._walk(item.items, scope, x)
+            elif item.key.text == "define":
+                continue  # read before the walk
             else:
                 x = self._section(item, scope, x)
         return x
 
-    def _setting(self, item: ast.Setting, scope: Scope) -> None:
+    # ---- defined blocks, variables and conditions -------------------------------------------
+
+    def _context(self, scope: Scope, x: Tensor) -> Context:
+        channels = x.shape[-1] if x.shape else None
+        return replace(scope.context, channels=channels)
+
+    def _instance(self, call: ast.Call, scope: Scope, x: Tensor) -> Tensor:
+        """A call of a defined block: its body, walked with its parameters as variables, in a
+        block named after the instance when it has `name=`."""
+        self.unbuilt = True
+        unknown = Tensor(x.source, None, None)
+        definition = self.definitions[call.name.text]
+        if definition.name in scope.expanding:
+            chain = " → ".join((*scope.expanding, definition.name))
+            self.diagnostics.error(
+                "E113",
+                f"{definition.name} uses itself ({chain})",
+                call.name.span,
+                "a defined block cannot contain itself, directly or through another",
+            )
+            return unknown
+        if len(scope.expanding) >= MAX_DEPTH:
+            self.diagnostics.error(
+                "E113",
+                f"defined blocks nest deeper than {MAX_DEPTH}",
+                call.name.span,
+                "check the defines that call one another",
+            )
+            return unknown
+        what = f"{definition.name}(...)"
+        with self.diagnostics.expanding(what, call.span):
+            instance = bind_instance(call, definition, self._context(scope, x), self.diagnostics)
+            if instance is None:
+                return unknown
+            if instance.name is not None and instance.name_span is not None:
+                if ".".join((*scope.path, instance.name)) in self.blocks:
+                    # Reported once, for the block; its layers' names would only repeat it.
+                    self._open_block(instance.name, instance.name_span, scope)
+                    return unknown
+                inner = self._open_block(instance.name, instance.name_span, scope)
+                inner.instance = (
+                    f"{scope.instance}_{instance.name}" if scope.instance else instance.name
+                )
+            else:
+                inner = scope.child(None)
+            own_name = inner.instance or definition.name
+            inner.context = Context(
+                variables={**instance.variables, "name": ast.String(own_name, call.span)}
+            )
+            inner.expanding = (*scope.expanding, definition.name)
+            first = len(self.nodes)
+            out = self._walk(definition.body, inner, x)
+        for node in self.nodes[first:]:
+            node.site = call.span  # the outermost call wins: it is the one in the model's text
+        return out
+
+    def _condition(self, item: ast.Section, scope: Scope, x: Tensor) -> bool | None:
+        """Whether an `if`'s condition holds; None (reported) when it is not true or false."""
+        if item.label is None:
+            self.diagnostics.error(
+                "E104", "if needs a condition", item.key.span, "if stride == 1 { ... }"
+            )
+            return None
+        try:
+            value = evaluate(item.label, self._context(scope, x))
+        except ExpressionError as error:
+            self.diagnostics.error(error.code, error.message, error.span, error.hint)
+            return None
+        if not isinstance(value, bool):
+            self.diagnostics.error(
+                "E104",
+                "an if's condition must be true or false",
+                item.label.span,
+                "compare: if expand != 1 { ... }",
+            )
+            return None
+        return value
+
+    def _else(
+        self, item: ast.Section, taken: bool | Literal["no if"] | None, scope: Scope, x: Tensor
+    ) -> Tensor:
+        if item.label is not None:
+            self.diagnostics.error(
+                "E104",
+                "else takes no condition",
+                item.label.span,
+                "nest another if inside the else: else { if ... { } }",
+            )
+            return x
+        if taken == "no if":
+            self.diagnostics.error("E117", "else must follow an if's closing brace", item.key.span)
+            return x
+        return x if taken is not False else self._walk(item.items, scope, x)
+
+    def _decided(
+        self, items: tuple[ast.Item, ...], scope: Scope, x: Tensor
+    ) -> tuple[ast.Item, ...]:
+        """`items` with each if/else replaced by the items of the branch taken: how a residual
+        finds a `shortcut` and a join its `branch`es written under a condition."""
+        if not any(isinstance(i, ast.Section) and i.key.text in ("if", "else") for i in items):
+            return items
+        decided: list[ast.Item] = []
+        taken: bool | None = None
+        for item in items:
+            if isinstance(item, ast.Section) and item.key.text == "if":
+                taken = self._condition(item, scope, x)
+                if taken:
+                    decided.extend(self._decided(item.items, scope, x))
+                continue
+            if isinstance(item, ast.Section) and item.key.text == "else" and taken is not None:
+                if not taken and item.label is None:
+                    decided.extend(self._decided(item.items, scope, x))
+                taken = None
+                continue
+            taken = None
+            decided.append(item)
+        return tuple(decided)
+
+    def _let(self, item: ast.Setting, scope: Scope, x: Tensor) -> None:
+        if item.target is None:
+            self.diagnostics.error(
+                "E104",
+                "let names a value",
+                item.value.span,
+                "let filters = 32 * width",
+            )
+            return
+        name = item.target.text
+        if not name.isidentifier() or name in BUILTINS or name == "name":
+            self.diagnostics.error(
+                "E104",
+                f"'{name}' cannot be a variable's name",
+                item.target.span,
+                "a variable is a plain name that is not a function or `name`",
+            )
+            return
+        try:
+            value = resolve(item.value, self._context(scope, x))
+        except ExpressionError as error:
+            self.diagnostics.error(error.code, error.message, error.span, error.hint)
+            return
+        scope.context = scope.context.bind(**{name: value})
+
+    def _label(self, label: ast.Value | None, scope: Scope, x: Tensor) -> ast.Value | None:
+        """A section's label with its expression evaluated: `block "stage" + str(index)`."""
+        if label is None or (
+            isinstance(label, ast.Name) and label.text not in scope.context.variables
+        ):
+            return label
+        try:
+            value = resolve(label, self._context(scope, x))
+        except ExpressionError as error:
+            self.diagnostics.error(error.code, error.message, error.span, error.hint)
+            return None
+        return ast.Name(value.value, value.span) if isinstance(value, ast.String) else value
+
+    def _setting(self, item: ast.Setting, scope: Scope, x: Tensor) -> None:
         key = item.key.text
+        if key == "let":
+            self._let(item, scope, x)
+            return
+        if item.target is not None:
+            self.diagnostics.error(
+                "E104",
+                f"only let takes `name = value`, not {key}",
+                item.target.span,
+                f"let {item.target.text} = ...",
+            )
+            return
         if key == "input":
             if scope.path or scope.parent is not None:
                 self.diagnostics.error(
@@ -192,7 +405,7 @@ class ModelLowering:
         cls = self._kind(call)
         if cls is None:
             return
-        args, _ = collect_args(call, cls, call.name.text, self.diagnostics)
+        args, _ = collect_args(call, cls, call.name.text, self.diagnostics, context=scope.context)
         scope.defaults.setdefault(cls.kind, {}).update(args)
 
     def _backbone(self, item: ast.Setting, scope: Scope, x: Tensor) -> Tensor:
@@ -355,7 +568,7 @@ class ModelLowering:
         cls = REGISTRY.get(kind)
         if cls is not None and not cls.internal:
             return cls
-        hint = did_you_mean(kind, user_kinds())
+        hint = did_you_mean(kind, [*user_kinds(), *self.definitions])
         known = kind_named_by_framework(kind)
         if known is not None:
             hint = f"cnnspec calls {kind} {known}()"
@@ -368,7 +581,11 @@ class ModelLowering:
 
     def _section(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
         key = item.key.text
-        label = item.label
+        if key == "repeat":
+            return self._repeat(item, scope, x)
+        label = self._label(item.label, scope, x)
+        if label is not item.label:
+            item = replace(item, label=label)
         if key == "block":
             if not isinstance(label, ast.Name) or "." in label.text:
                 self.diagnostics.error(
@@ -392,33 +609,6 @@ class ModelLowering:
             return self._residual(item, inner, x)
         if key in REGISTRY and REGISTRY[key].is_join:
             return self._join(item, scope, x)
-        if key == "repeat":
-            count = label.value if isinstance(label, ast.Number) else None
-            if not isinstance(count, int) or count < 1:
-                self.diagnostics.error(
-                    "E104",
-                    "repeat needs a positive count: `repeat 2 { ... }`",
-                    label.span if label is not None else item.key.span,
-                )
-                return x
-            if count > MAX_REPEAT:
-                self.diagnostics.error(
-                    "E113", f"repeat count {count} is more than {MAX_REPEAT}", label.span
-                )
-                return x
-            for _ in range(count):
-                if len(self.nodes) > MAX_NODES:
-                    if not self.too_big:
-                        self.too_big = True
-                        self.diagnostics.error(
-                            "E113",
-                            f"the model grows beyond {MAX_NODES:,} layers",
-                            item.key.span,
-                            "check the repeat counts",
-                        )
-                    return x
-                x = self._walk(item.items, scope.child(None), x)
-            return x
         hint = did_you_mean(key, [*MODEL_SECTIONS, *MODEL_SETTINGS])
         if key == "shortcut":
             hint = "a shortcut { ... } goes directly inside a residual"
@@ -438,15 +628,65 @@ class ModelLowering:
         )
         return x
 
+    def _repeat(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
+        """`repeat N { ... }`: the body N times, each with `index` 0, 1, ... N-1."""
+        label = item.label
+        try:
+            count = evaluate(label, self._context(scope, x)) if label is not None else None
+        except ExpressionError as error:
+            self.diagnostics.error(error.code, error.message, error.span, error.hint)
+            return Tensor(x.source, None, None)
+        if isinstance(count, float) and count.is_integer() and not isinstance(label, ast.Number):
+            count = int(count)
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or count < 0
+            or (count == 0 and isinstance(label, ast.Number))
+        ):
+            self.diagnostics.error(
+                "E104",
+                "repeat needs a positive count: `repeat 2 { ... }`",
+                label.span if label is not None else item.key.span,
+                f"the count here is {count!r}"
+                if label is not None and not isinstance(label, ast.Number)
+                else None,
+            )
+            return x
+        assert label is not None
+        if count > MAX_REPEAT:
+            self.diagnostics.error(
+                "E113", f"repeat count {count} is more than {MAX_REPEAT}", label.span
+            )
+            return x
+        for index in range(count):
+            if len(self.nodes) > MAX_NODES:
+                if not self.too_big:
+                    self.too_big = True
+                    self.diagnostics.error(
+                        "E113",
+                        f"the model grows beyond {MAX_NODES:,} layers",
+                        item.key.span,
+                        "check the repeat counts",
+                    )
+                return x
+            inner = scope.child(None)
+            inner.context = scope.context.bind(index=ast.Number(index, str(index), label.span))
+            x = self._walk(item.items, inner, x)
+        return x
+
     def _open_block(self, name: str, span: Span, scope: Scope) -> Scope:
         inner = scope.child(name)
         dotted = ".".join(inner.path)
         if dotted in self.blocks:
+            first = self.blocks[dotted]
             self.diagnostics.error(
                 "E116",
                 f"block '{dotted}' is declared twice",
                 span,
-                f"first declared at line {self.blocks[dotted].line}",
+                'each copy made by repeat needs a name of its own: "unit" + str(index + 1)'
+                if first == span
+                else f"first declared at line {first.line}",
             )
         else:
             self.blocks[dotted] = span
@@ -465,7 +705,12 @@ class ModelLowering:
         if cls is None:
             return unknown
         args, complete = collect_args(
-            call, cls, cls.kind, self.diagnostics, reserved=frozenset({"name"})
+            call,
+            cls,
+            cls.kind,
+            self.diagnostics,
+            reserved=frozenset({"name"}),
+            context=self._context(scope, x),
         )
         explicit = args.pop("name", None)
         layer = validate(
@@ -480,6 +725,8 @@ class ModelLowering:
         if layer is None:
             return unknown
         self.unbuilt = False
+        if explicit is not None and scope.instance and isinstance(explicit.value, str):
+            explicit = replace(explicit, value=f"{scope.instance}_{explicit.value}")
         name = self._explicit_name(explicit) if explicit else None
         if name is not None and explicit is not None:
             self.names[name] = explicit.span
@@ -564,9 +811,8 @@ class ModelLowering:
         return Tensor(name, node.output_shape, node.receptive_field)
 
     def _residual(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
-        shortcuts = [
-            i for i in item.items if isinstance(i, ast.Section) and i.key.text == "shortcut"
-        ]
+        items = self._decided(item.items, scope, x)
+        shortcuts = [i for i in items if isinstance(i, ast.Section) and i.key.text == "shortcut"]
         for extra in shortcuts[1:]:
             self.diagnostics.error(
                 "E102",
@@ -575,7 +821,7 @@ class ModelLowering:
                 f"first given at line {shortcuts[0].span.line}",
             )
         first = len(self.nodes)
-        body_items = tuple(i for i in item.items if not any(i is s for s in shortcuts))
+        body_items = tuple(i for i in items if not any(i is s for s in shortcuts))
         body = self._walk(body_items, scope, x)
         body_nodes = self.nodes[first:]
         if not body_nodes:
@@ -620,7 +866,7 @@ class ModelLowering:
             else scope.child(None)
         )
         branches: list[ast.Section] = []
-        for child in item.items:
+        for child in self._decided(item.items, inner, x):
             if isinstance(child, ast.Section) and child.key.text == "branch":
                 branches.append(child)
                 continue
@@ -800,6 +1046,16 @@ class Lowered:
     evaluate: EvaluateSection | None
 
 
+def _reserved_names() -> dict[str, str]:
+    """Names a define may not take, and what they already are."""
+    taken = {kind: "layer kind" for kind in user_kinds()}
+    taken.update({kind: "join" for kind in join_kinds()})
+    taken.update({key: "section" for key in (*MODEL_SECTIONS, "branch", "shortcut")})
+    taken.update({key: "setting" for key in MODEL_SETTINGS})
+    taken.update({name: "function" for name in BUILTINS})
+    return taken
+
+
 def lower_document(
     document: ast.Document, diagnostics: Diagnostics, image_size: tuple[int, int] | None = None
 ) -> Lowered:
@@ -819,6 +1075,8 @@ def lower_document(
             )
             continue
         key = item.key.text
+        if key == "define":
+            continue  # any number of them, read by the model's lowering
         if key not in TOP_SECTIONS:
             diagnostics.error(
                 "E101",
@@ -842,7 +1100,7 @@ def lower_document(
     graph = None
     if "model" in found:
         graph = ModelLowering(diagnostics, image_size).lower(
-            found["model"], Path(document.source.path).stem
+            found["model"], Path(document.source.path).stem, document.items
         )
     else:
         diagnostics.error(

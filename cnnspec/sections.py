@@ -11,6 +11,7 @@ from cnnspec import syntax as ast
 from cnnspec.binding import Bound, bind_call, describe, phrase, problem_text, to_python
 from cnnspec.codegen import Call, Code, literal
 from cnnspec.diagnostics import Diagnostics, did_you_mean
+from cnnspec.expressions import ExpressionError, resolve
 from cnnspec.schema import Before, Field, Invalid, Problem, field_validator, model_validator
 from cnnspec.source import Span
 
@@ -827,7 +828,11 @@ def bind_section(
                 broken.add(key)
                 diagnostics.error("E104", f"'{key}' takes a value, not a call", item.value.span)
             else:
-                values[key] = to_python(item.value)
+                try:
+                    values[key] = to_python(resolve(item.value))
+                except ExpressionError as error:
+                    broken.add(key)
+                    diagnostics.error(error.code, error.message, error.span, error.hint)
         elif isinstance(item, ast.Call):
             name = item.name.text
             if name not in schema.calls:

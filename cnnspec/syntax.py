@@ -83,6 +83,25 @@ class TupleValue:
 
 
 @dataclass(frozen=True, slots=True)
+class BinOp:
+    """`left op right`: op is one of + - * / == != < <= > >=. (A number divided by a number,
+    `1/255`, is a Fraction.)"""
+
+    op: str
+    left: Value
+    right: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Paren:
+    """`(value)`: kept so that text and formatter see the parentheses the writer wrote."""
+
+    value: Value
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Arg:
     key: Name | None
     value: Value
@@ -96,7 +115,9 @@ class Call:
     span: Span
 
 
-Value = Union[Name, Number, Fraction, Dims, String, ListValue, TupleValue, Call]  # noqa: UP007
+Value = Union[  # noqa: UP007
+    Name, Number, Fraction, Dims, String, ListValue, TupleValue, Call, BinOp, Paren
+]
 
 # --------------------------------------------------------------------------------------------
 # Items
@@ -104,15 +125,20 @@ Value = Union[Name, Number, Fraction, Dims, String, ListValue, TupleValue, Call]
 
 @dataclass(frozen=True, slots=True)
 class Setting:
+    """`key value`, or `key target = value` (`let filters = 32 * width`)."""
+
     key: Name
     value: Value
     span: Span
+    target: Name | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Section:
     key: Name
-    label: Name | Number | None
+    # A name or a number (`block conv1`, `repeat 3`), a call (`define mbconv(filters, ...)`) or
+    # any other expression (`if stride == 2`); what it may be is the lowering's concern.
+    label: Value | None
     items: tuple[Item, ...]
     span: Span
 
@@ -138,7 +164,8 @@ _TOKENS = re.compile(
       | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_*][A-Za-z0-9_*]*)*)
       | (?P<STRING>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
       | (?P<LBRACE>\{) | (?P<RBRACE>\}) | (?P<LPAR>\() | (?P<RPAR>\)) | (?P<LSQB>\[)
-      | (?P<RSQB>\]) | (?P<COMMA>,) | (?P<EQUAL>=) | (?P<SLASH>/)""",
+      | (?P<RSQB>\]) | (?P<COMMA>,) | (?P<COMPARE>==|!=|<=|>=|<|>) | (?P<EQUAL>=)
+      | (?P<SLASH>/) | (?P<PLUS>\+) | (?P<MINUS>-) | (?P<STAR>\*)""",
     re.VERBOSE,
 )
 END = "$END"
@@ -247,15 +274,21 @@ class _Parser:
             return self.call(key, follow)
         if kind == "LBRACE":
             return self.section(key, None)
-        if kind in ("NAME", "INT") and self.after_next() == "LBRACE":
-            token = self.take(_LABEL)
-            return self.section(key, self.name(token) if kind == "NAME" else self.number(token))
-        # A setting: `key value`. A label would have needed its `{` right here.
-        self.expect(_SETTING_VALUE | {"LPAR", "LBRACE"})
-        value = self.value(follow, setting=True)
+        if kind == "NAME" and self.after_next() == "EQUAL":
+            target = self.name(self.take(frozenset({"NAME"})))
+            self.index += 1
+            self.expect(_VALUE)
+            value = self.value(follow)
+            return Setting(self.name(key), value, self.span(key, self.last), target)
+        # A setting, `key value`, or a section's label, `key label {`: the same expression,
+        # told apart by the `{` after it.
+        self.expect(_HEAD | {"LPAR", "LBRACE"})
+        value = self.value(follow | {"LBRACE"}, head=True)
+        if self.next.type == "LBRACE":
+            return self.section(key, value)
         return Setting(self.name(key), value, self.span(key, self.last))
 
-    def section(self, key: Token, label: Name | Number | None) -> Section:
+    def section(self, key: Token, label: Value | None) -> Section:
         self.take(_LBRACE)
         items = self.items("RBRACE")
         closing = self.take(_RBRACE)
@@ -286,33 +319,42 @@ class _Parser:
 
     # ---- values
 
-    def value(self, follow: frozenset[str], setting: bool = False, keyed: bool = True) -> Value:
-        """A value, then a check that what comes next may follow it. In a setting a value is
-        never a tuple, and a name or a number might have been a section's label (then `{`
-        would come); in a call an argument's name might have been its key (`=`)."""
-        token = self.take(_SETTING_VALUE if setting else _VALUE)
+    def value(self, follow: frozenset[str], head: bool = False, keyed: bool = True) -> Value:
+        """An expression, then a check that what comes next may follow it: operands joined by
+        + - * / (left to right, * and / first) and at most one comparison. A setting's value
+        or a section's label (`head`) never starts with `(`; in a call an argument that is a
+        bare name might have been its key (`=`)."""
+        operands = [self.operand(_HEAD if head else _VALUE, follow)]
+        operators: list[Token] = []
+        compared = False
+        while True:
+            self.split_minus()
+            allowed = follow | _ARITHMETIC | (set() if compared else {"COMPARE"})
+            if isinstance(operands[-1], Name):  # a name might have been a call's
+                allowed |= {"LPAR"}
+            if (not keyed or head) and not operators and isinstance(operands[0], Name):
+                allowed |= {"EQUAL"}  # a call's keyword, or the target of `key target = value`
+            self.expect(allowed)
+            if self.next.type not in _OPERATORS:
+                return self.combine(operands, operators)
+            operator = self.take(_OPERATORS)
+            compared = compared or operator.type == "COMPARE"
+            operators.append(operator)
+            operands.append(self.operand(_VALUE, follow))
+
+    def operand(self, first: frozenset[str], follow: frozenset[str]) -> Value:
+        """One operand: a leaf, a call, a list, a tuple or a parenthesised expression."""
+        token = self.take(first)
         kind = token.type
         if kind == "NAME":
             if self.next.type == "LPAR":
-                return self.call(token, follow)
-            label = {"LBRACE"} if setting else set()
-            self.expect(follow | {"LPAR"} | label | (set() if keyed else {"EQUAL"}))
+                return self.call(token, _AFTER_OPERAND | follow)
             return self.name(token)
         if kind in ("INT", "NUMBER"):
-            if self.next.type == "SLASH":
-                self.index += 1
-                self.number_after_slash()
-                denominator = self.take(_NUMBERS)
-                self.expect(follow)
-                return self.fraction(token, denominator)
-            label = {"LBRACE"} if setting and kind == "INT" else set()
-            self.expect(follow | {"SLASH"} | label)
             return self.number(token)
         if kind == "DIMS":
-            self.expect(follow)
             return Dims(tuple(int(part) for part in token.text.split("x")), self.leaf(token))
         if kind == "STRING":
-            self.expect(follow)
             try:
                 return String(unquote(token.text), self.leaf(token))
             except ValueError as error:
@@ -322,42 +364,42 @@ class _Parser:
                 return String(token.text[1:-1], self.leaf(token))
         if kind == "LSQB":
             values = self.values("RSQB", tuple_=False)
-            self.expect(follow)
             return ListValue(values, self.span(token, self.last))
-        values = self.values("RPAR", tuple_=True)  # LPAR in a value's place opens a tuple
-        self.expect(follow)
-        return TupleValue(values, self.span(token, self.last))
+        # `(` opens a tuple, `(1, 2)`, or a parenthesised expression, `(a + 1)`.
+        self.expect(_VALUE)
+        inner = self.value(_COMMA | {"RPAR"})
+        if self.next.type == "RPAR":
+            closing = self.take(_RPAR)
+            return Paren(inner, self.span(token, closing))
+        self.take(_COMMA)
+        rest = self.values("RPAR", tuple_=False)
+        return TupleValue((inner, *rest), self.span(token, self.last))
 
     def values(self, closer: str, tuple_: bool) -> tuple[Value, ...]:
-        """The items of a list or a tuple after its opening bracket, through its closing one.
-        A tuple holds at least one item and a comma: `(x,)`."""
+        """The items of a list or a tuple after its opening bracket (a tuple's first item and
+        comma already read), through its closing one."""
         items: list[Value] = []
         closing = frozenset({closer})
-        expected = _VALUE if tuple_ else _VALUE | closing
+        expected = _VALUE | closing
         while True:
             self.expect(expected)
             if self.next.type == closer:
                 self.index += 1
                 return tuple(items)
-            first_of_tuple = tuple_ and not items
-            follow = _COMMA if first_of_tuple else _COMMA | closing
-            items.append(self.value(follow))
+            items.append(self.value(_COMMA | closing))
             if self.next.type == "COMMA":
                 self.index += 1
                 expected = _VALUE | closing
             else:
                 expected = closing
 
-    def number_after_slash(self) -> None:
-        """After `/` only a number can come, and lark's contextual lexer reads only numbers
-        there: `1/32x32` is the number 32, then the name x32, not the size 32x32."""
+    def split_minus(self) -> None:
+        """After an operand only an operator or what follows the value can come, and lark's
+        contextual lexer reads no number there: `a -1` and `a-1` are a minus and the number 1."""
         token = self.next
-        if token.type == "DIMS":
-            digits = re.match(r"-?[0-9]+", token.text)
-            assert digits is not None
-            end = token.start + len(digits.group())
-            number = Token("INT", digits.group(), token.start, end)
-            self.tokens = [*self.tokens[: self.index], number, *_lex(self.text, end)]
+        if token.type in _NUMBERS_OR_DIMS and token.text.startswith("-"):
+            minus = Token("MINUS", "-", token.start, token.start + 1)
+            self.tokens = [*self.tokens[: self.index], minus, *_lex(self.text, token.start + 1)]
 
     # ---- leaves
 
@@ -371,19 +413,41 @@ class _Parser:
         value: int | float = int(token.text) if token.type == "INT" else float(token.text)
         return Number(value, token.text, self.leaf(token))
 
-    def fraction(self, numerator_token: Token, denominator_token: Token) -> Fraction:
-        numerator, denominator = self.number(numerator_token), self.number(denominator_token)
-        span = numerator.span.to(denominator.span)
-        if denominator.value == 0 and self.bad_value is None:
-            message = f"{numerator.text}/{denominator.text} divides by zero"
-            self.bad_value = _BadValue(span, message)
-        return Fraction(numerator, denominator, span)
+    def combine(self, operands: list[Value], operators: list[Token]) -> Value:
+        """Operands and the operators between them as one tree: * and / bind tighter than +
+        and -, which bind tighter than a comparison; each level left to right."""
+        values, pending = [operands[0]], []
+
+        def reduce() -> None:
+            right, left = values.pop(), values.pop()
+            values.append(self.binary(pending.pop().text, left, right))
+
+        for operator, operand in zip(operators, operands[1:], strict=True):
+            while pending and _PRECEDENCE[pending[-1].type] >= _PRECEDENCE[operator.type]:
+                reduce()
+            pending.append(operator)
+            values.append(operand)
+        while pending:
+            reduce()
+        return values[0]
+
+    def binary(self, op: str, left: Value, right: Value) -> Value:
+        span = left.span.to(right.span)
+        if op != "/" or not isinstance(left, Number) or not isinstance(right, Number):
+            return BinOp(op, left, right, span)
+        if right.value == 0 and self.bad_value is None:
+            self.bad_value = _BadValue(span, f"{left.text}/{right.text} divides by zero")
+        return Fraction(left, right, span)
 
 
+_PRECEDENCE = {"COMPARE": 1, "PLUS": 2, "MINUS": 2, "STAR": 3, "SLASH": 3}
 _VALUE = frozenset({"NAME", "INT", "NUMBER", "DIMS", "STRING", "LSQB", "LPAR"})
-_SETTING_VALUE = _VALUE - {"LPAR"}  # a setting's value is never a tuple: `key (` is a call
-_LABEL = frozenset({"NAME", "INT"})
+_HEAD = _VALUE - {"LPAR"}  # a setting's value or a label never starts with `(`: `key (` is a call
 _NUMBERS = frozenset({"INT", "NUMBER"})
+_NUMBERS_OR_DIMS = frozenset({"INT", "NUMBER", "DIMS"})
+_ARITHMETIC = frozenset({"PLUS", "MINUS", "STAR", "SLASH"})
+_OPERATORS = _ARITHMETIC | {"COMPARE"}
+_AFTER_OPERAND = _OPERATORS
 _ARG_END = frozenset({"COMMA", "RPAR"})
 _COMMA = frozenset({"COMMA"})
 _LBRACE, _RBRACE, _LPAR, _RPAR = (frozenset({t}) for t in ("LBRACE", "RBRACE", "LPAR", "RPAR"))
@@ -505,14 +569,11 @@ def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> Non
             hint = "strings must be closed on the same line"
         elif char in "-+" or char.isdigit():
             hint = "numbers look like 3, 0.5, 1e-4 or 1/255; sizes like 32x32x3"
-        elif char == "*":
-            word = re.search(r"[\w.]*$", source.text[:offset])
-            pattern = f"{word.group() if word else ''}*"
-            hint = f'a glob pattern is a string: write it in quotes, "{pattern}"'
         diagnostics.error("E001", f"unexpected character {char!r}", source.span_at(offset), hint)
         return
-    # A `/` that would only continue a fraction is left out of what was expected, as noise.
-    expected = set(error.expected) - {"SLASH"}
+    # Operators, which may follow any value, are left out of what was expected, as noise.
+    expected = set(error.expected) - _OPERATORS
+    glob = _glob_before(source.text, token.start)
     if token.type == END:
         opened = _unclosed_bracket(source, len(source.text))
         if opened is not None:
@@ -530,18 +591,29 @@ def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> Non
                 "E003",
                 "unexpected end of file",
                 source.end_span(),
-                f"expected {_describe_expected(expected)}" if expected else None,
+                glob or (f"expected {_describe_expected(expected)}" if expected else None),
             )
         return
     span = source.span_at(token.start, token.end - token.start)
     hint = f"expected {_describe_expected(expected)}" if expected else None
     if token.type in {"INT", "NUMBER", "DIMS", "STRING"} and "NAME" in expected:
         hint = "every item is `key value`, `name(args)` or `name { ... }`: a value needs a key"
+    if token.type in ("MINUS", "PLUS") and not token.text[1:] and "INT" in expected:
+        hint = "numbers look like 3, 0.5, 1e-4 or 1/255; sizes like 32x32x3"
     if token.type == "RBRACE":
         opened = _unclosed_bracket(source, token.start)
         if opened is None or opened[0] != "{":
             hint = "this '}' closes nothing"
-    diagnostics.error("E002", f"unexpected {token.text!r}", span, hint)
+    diagnostics.error("E002", f"unexpected {token.text!r}", span, glob or hint)
+
+
+def _glob_before(text: str, offset: int) -> str | None:
+    """The hint for a glob written without quotes (`freeze conv_*`): a `*` right after a name,
+    which reads as a multiplication missing its right operand."""
+    found = re.search(r"([A-Za-z_][\w.]*\*)\s*$", text[:offset])
+    if found is None:
+        return None
+    return f'a glob pattern is a string: write it in quotes, "{found.group(1)}"'
 
 
 # A top-level section written at the start of a line: where parsing resumes after an error.

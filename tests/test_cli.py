@@ -48,6 +48,7 @@ JSON_KEYS = {
     "code",
     "message",
     "hint",
+    "notes",
 }
 
 
@@ -276,6 +277,7 @@ def test_check_json(tmp_path: Path) -> None:
         "code": "E110",
         "message": "unknown layer 'conv2x'",
         "hint": "did you mean 'conv2d'?",
+        "notes": [],
     }
 
 

@@ -367,7 +367,7 @@ def test_syntax_errors_in_several_sections_are_all_reported() -> None:
     found = [(d.span.line, d.span.column, d.code, d.hint) for d in compilation.diagnostics]
     assert found == [
         (3, 12, "E002", "expected ')' or ','"),
-        (7, 18, "E002", "expected '}' or a name"),
+        (7, 18, "E002", "expected '{', '}' or a name"),
         (8, 18, "E001", None),
     ]
     assert compilation.spec is None

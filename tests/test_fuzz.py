@@ -78,8 +78,9 @@ _TOKEN = re.compile(
 BRACKETS = frozenset("{}()[]")
 OPENERS = {"{": "}", "(": ")", "[": "]"}
 # Characters that start no token: inserted outside strings and comments, they cannot parse.
-BAD_CHARS = "@$%^&!?;~|`\\<>"
-ORDINARY_CHARS = "xX019-.,=/\"' \n_*+"
+# `!` is not bad on its own: before `=` it makes `!=`.
+BAD_CHARS = "@$%^&?;~|`\\"
+ORDINARY_CHARS = "xX019-.,=/\"' \n_*+<>!"
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ def test_completion_knows_layers_arguments_and_values(client: LspClient) -> None
     assert {"kernel=", "stride=", "activation=", "name="} <= set(arguments)
     items = labels(text.index("\n  \n") + 3)
     assert {"conv2d", "maxpool", "block", "residual", "backbone"} <= set(items)
-    assert labels(0) == ["model", "data", "augment", "train", "evaluate"]
+    assert labels(0) == ["model", "data", "augment", "train", "evaluate", "define"]
 
 
 def test_definition_and_outline(client: LspClient) -> None:

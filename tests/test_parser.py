@@ -44,6 +44,9 @@ TEXTS = sorted(
 )
 
 
+OPERATORS = {"SLASH", "PLUS", "MINUS", "STAR", "COMPARE"}
+
+
 @cache
 def _lark() -> Lark:
     grammar = (ROOT / "cnnspec" / "grammar.lark").read_text(encoding="utf-8")
@@ -80,10 +83,14 @@ def _value(node: Any) -> ast.Value:
     if kind == "dims":
         values = tuple(int(p) for p in str(children[0]).split("x"))
         return ast.Dims(values, _token_span(children[0]))
-    if kind == "fraction":
-        numerator, denominator = (_value(Tree("number", [c])) for c in children)
-        assert isinstance(numerator, ast.Number) and isinstance(denominator, ast.Number)
-        return ast.Fraction(numerator, denominator, numerator.span.to(denominator.span))
+    if kind == "binary":
+        left, op, right = _value(children[0]), str(children[1]), _value(children[2])
+        span = left.span.to(right.span)
+        if op == "/" and isinstance(left, ast.Number) and isinstance(right, ast.Number):
+            return ast.Fraction(left, right, span)
+        return ast.BinOp(op, left, right, span)
+    if kind == "paren":
+        return ast.Paren(_value(children[0]), _tree_span(node))
     if kind == "call":
         return _call(node)
     items = tuple(_value(c) for c in children if c is not None)
@@ -112,9 +119,16 @@ def _item(node: Any) -> ast.Item:
     name = ast.Name(str(key), _token_span(key))
     if node.data == "setting":
         return ast.Setting(name, _value(node.children[1]), _tree_span(node))
+    if node.data == "assignment":
+        target = node.children[1]
+        return ast.Setting(
+            name,
+            _value(node.children[2]),
+            _tree_span(node),
+            ast.Name(str(target), _token_span(target)),
+        )
     label = node.children[1]
     label_value = _value(label) if label is not None else None
-    assert label_value is None or isinstance(label_value, ast.Name | ast.Number)
     items = tuple(_item(c) for c in node.children[2:])
     return ast.Section(name, label_value, items, _tree_span(node))
 
@@ -130,7 +144,8 @@ def lark_parse(text: str) -> tuple[tuple[ast.Item, ...] | None, tuple[str, int, 
         token = error.token
         at_end = token.type == "$END"
         offset = len(text) if at_end else token.start_pos
-        accepted = set(error.interactive_parser.accepts()) - {"SLASH"}
+        # Operators may follow any operand: hints leave them out, as noise.
+        accepted = set(error.interactive_parser.accepts()) - OPERATORS
         return None, ("E003" if at_end else "E002", offset, accepted)
     return tuple(_item(child) for child in tree.children), None
 
@@ -191,7 +206,7 @@ def test_random_grammatical_texts() -> None:
     pieces = [
         *("model", "m", "conv2d", "x.y", "b_*", "block5", "{", "}", "(", ")", "[", "]", ","),
         *("=", "/", "3", "-1", "0.5", "1e-4", ".5", "1.", "32x32x3", "-2x3", '"s"', "'t'"),
-        *("# c\n", "\n", "3x", "1/255"),
+        *("# c\n", "\n", "3x", "1/255", "+", "-", "*", "==", "<", ">=", "let", "a", "="),
     ]
     for _ in range(examples(4000)):
         agree(" ".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))))

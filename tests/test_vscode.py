@@ -415,7 +415,7 @@ def _name_roles(tree: Tree[LarkToken]) -> dict[tuple[int, int], tuple[str, ...]]
                 put(token, (CONSTANT,) if token in ("true", "false", "none") else (VALUE_NAME,))
         elif node.data == "call":
             call(node)
-        elif node.data in ("list", "tuple"):
+        elif node.data in ("list", "tuple", "binary", "paren"):
             for child in node.children:
                 value(child)
 
@@ -441,13 +441,22 @@ def _name_roles(tree: Tree[LarkToken]) -> dict[tuple[int, int], tuple[str, ...]]
             put(key, (SETTING,))
             value(rest[0], freezing=key in ("freeze", "unfreeze"))
             return
+        if node.data == "assignment":  # let NAME = value
+            target, assigned = rest
+            assert isinstance(target, LarkToken)
+            put(key, (SETTING,))
+            put(target, (VALUE_NAME,))
+            value(assigned)
+            return
         assert key in SECTION_KEYWORDS | BLOCK_KEYWORDS, f"unknown section {key!r}"
         put(key, (SECTION,) if key in SECTION_KEYWORDS else (BLOCK,))
         label, *items = rest
-        if isinstance(label, Tree):
+        if isinstance(label, Tree) and label.data in ("name", "number"):
             (token,) = label.children
             assert isinstance(token, LarkToken)
             put(token, (SECTION_NAME,) if label.data == "name" else (NUMBER,))
+        elif isinstance(label, Tree):  # define's call, an if's condition
+            value(label)
         for child in items:
             assert isinstance(child, Tree)
             item(child)
