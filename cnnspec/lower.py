@@ -42,7 +42,7 @@ from cnnspec.sections import (
 )
 from cnnspec.source import Span
 
-MODEL_SETTINGS = ("input", "defaults", "backbone", "let")
+MODEL_SETTINGS = ("input", "defaults", "backbone", "let", "name")
 MODEL_SECTIONS = ("block", "head", "residual", "repeat", "if", "else", "define", *join_kinds())
 TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "define")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
@@ -376,6 +376,14 @@ class ModelLowering:
                 f"let {item.target.text} = ...",
             )
             return
+        if key == "name":
+            self.diagnostics.error(
+                "E117",
+                "name names a residual's or a join's node, inside it",
+                item.key.span,
+                "residual { name add  ... }; a layer takes name=...",
+            )
+            return
         if key == "input":
             if scope.path or scope.parent is not None:
                 self.diagnostics.error(
@@ -458,8 +466,24 @@ class ModelLowering:
         known_blocks = set(self.blocks)
         inner = self._open_block("backbone", item.key.span, scope)
         # The library network is keras.applications' as it is: the user's `defaults` (an
-        # activation, padding, no bias) must not reach into it.
+        # activation, padding, no bias) and defines must not reach into it. It sees the
+        # backbone's arguments, as keras.applications' constructors do (EfficientNet adds a
+        # layer for ImageNet weights only).
         inner.parent = None
+        inner.context = Context(
+            variables={
+                "include_top": ast.Name(str(args.include_top).lower(), call.span),
+                "weights": ast.Name("none", call.span)
+                if args.weights is None
+                else ast.String(args.weights, call.span),
+                "pooling": ast.Name(args.pooling or "none", call.span),
+            }
+        )
+        outer_definitions, self.definitions = self.definitions, {}
+        read_definitions(
+            library.top_items(), self.diagnostics, _reserved_names(), self.definitions
+        )
+        read_definitions(model.items, self.diagnostics, _reserved_names(), self.definitions)
         try:
             body = tuple(
                 i
@@ -480,6 +504,7 @@ class ModelLowering:
                 out = self._add(pool_name, pool, [out], call.span, inner)
         finally:
             problems, self.diagnostics = self.diagnostics, outer
+            self.definitions = outer_definitions
         for problem in problems.errors[:1]:
             hint = problem.hint
             if problem.code == "E201":  # a shrinking map: the fix is a larger input
@@ -810,8 +835,44 @@ class ModelLowering:
         self.nodes.append(node)
         return Tensor(name, node.output_shape, node.receptive_field)
 
+    def _join_name(
+        self, items: tuple[ast.Item, ...], scope: Scope, x: Tensor
+    ) -> tuple[tuple[ast.Item, ...], str | None]:
+        """A residual's or a join's `name NAME` setting, which names its join node as a layer's
+        name= does (relative to a define's instance), and the items without it."""
+        named = [i for i in items if isinstance(i, ast.Setting) and i.key.text == "name"]
+        rest = tuple(i for i in items if not any(i is n for n in named))
+        if not named:
+            return rest, None
+        for extra in named[1:]:
+            self.diagnostics.error("E102", "the join is named twice", extra.key.span)
+        setting = named[0]
+        try:
+            value = resolve(setting.value, self._context(scope, x))
+        except ExpressionError as error:
+            self.diagnostics.error(error.code, error.message, error.span, error.hint)
+            return rest, None
+        text = value.text if isinstance(value, ast.Name) else getattr(value, "value", None)
+        if not isinstance(text, str):
+            self.diagnostics.error(
+                "E104", "name takes a layer name such as mixed0", setting.value.span
+            )
+            return rest, None
+        prefixed = f"{scope.instance}_{text}" if scope.instance else text
+        name = self._explicit_name(BoundArg(prefixed, setting.value.span, setting.key.span))
+        if name is not None:
+            self.names[name] = setting.value.span
+        return rest, name
+
+    def _auto_join_name(self, scope: Scope, kind: str) -> str:
+        """An unnamed join inside a define's instance is `<instance>_<kind>` while that is free
+        (`block1a_add`, as keras.applications names them); elsewhere it is numbered."""
+        if scope.instance and f"{scope.instance}_{kind}" not in self.names:
+            return f"{scope.instance}_{kind}"
+        return self._auto_name(scope, kind)
+
     def _residual(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
-        items = self._decided(item.items, scope, x)
+        items, explicit = self._join_name(self._decided(item.items, scope, x), scope, x)
         shortcuts = [i for i in items if isinstance(i, ast.Section) and i.key.text == "shortcut"]
         for extra in shortcuts[1:]:
             self.diagnostics.error(
@@ -844,7 +905,7 @@ class ModelLowering:
         label = item.label.text if isinstance(item.label, ast.Name) else None
         name = f"{label}_add" if label and f"{label}_add" not in self.names else None
         return self._add(
-            name or self._auto_name(scope, "add"),
+            explicit or name or self._auto_join_name(scope, "add"),
             REGISTRY["add"](),
             [body, shortcut],
             item.key.span,
@@ -866,7 +927,8 @@ class ModelLowering:
             else scope.child(None)
         )
         branches: list[ast.Section] = []
-        for child in self._decided(item.items, inner, x):
+        children, explicit = self._join_name(self._decided(item.items, inner, x), scope, x)
+        for child in children:
             if isinstance(child, ast.Section) and child.key.text == "branch":
                 branches.append(child)
                 continue
@@ -899,7 +961,7 @@ class ModelLowering:
         if name is not None and name in self.names:
             name = None
         return self._add(
-            name or self._auto_name(inner, kind),
+            explicit or name or self._auto_join_name(scope, kind),
             REGISTRY[kind]().located(item.key.span, {}),
             outputs,
             item.key.span,

@@ -42,7 +42,14 @@ def test_completion_follows_the_section_it_is_in() -> None:
         "classes=",
     ]
     assert labels("model m {\n  backbone vgg16(weights=") == ["imagenet", "none"]
-    assert labels("model m {\n  backbone ") == ["vgg16", "vgg19", "resnet50", "mobilenet_v2"]
+    assert labels("model m {\n  backbone ") == [
+        "vgg16",
+        "vgg19",
+        "mobilenet_v2",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+    ]
     assert labels("train {\n  optimizer ") == ["adam", "adamw", "sgd", "rmsprop"]
     assert labels("model m { conv2d(8, activation=leaky_relu(")[:1] == ["alpha="]
 

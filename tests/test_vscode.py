@@ -77,6 +77,10 @@ PUNCTUATION = {
     "COMMA": "punctuation.separator.comma.cnnspec",
     "EQUAL": "keyword.operator.assignment.cnnspec",
     "SLASH": FRACTION,
+    "STAR": "keyword.operator.cnnspec",
+    "PLUS": "keyword.operator.cnnspec",
+    "MINUS": "keyword.operator.cnnspec",
+    "COMPARE": "keyword.operator.cnnspec",
 }
 CALL_PARENS = (
     "punctuation.section.arguments.begin.cnnspec",
@@ -451,7 +455,9 @@ def _name_roles(tree: Tree[LarkToken]) -> dict[tuple[int, int], tuple[str, ...]]
         assert key in SECTION_KEYWORDS | BLOCK_KEYWORDS, f"unknown section {key!r}"
         put(key, (SECTION,) if key in SECTION_KEYWORDS else (BLOCK,))
         label, *items = rest
-        if isinstance(label, Tree) and label.data in ("name", "number"):
+        if isinstance(label, Tree) and key in ("if", "repeat"):  # conditions and counts
+            value(label)
+        elif isinstance(label, Tree) and label.data in ("name", "number"):
             (token,) = label.children
             assert isinstance(token, LarkToken)
             put(token, (SECTION_NAME,) if label.data == "name" else (NUMBER,))

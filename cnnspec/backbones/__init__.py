@@ -11,6 +11,7 @@ network, and where Keras keeps its ImageNet weight files.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,8 +22,8 @@ from cnnspec.binding import Bound
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source
 
-KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# Input sizes MobileNetV2 has ImageNet weights for; Keras falls back to 224 for the others.
+KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+# Input sizes MobileNet (V1, V2) has ImageNet weights for; Keras falls back to 224 for the others.
 MOBILENET_SIZES = (96, 128, 160, 192, 224)
 
 
@@ -39,68 +40,173 @@ class BackboneArgs(Bound):
 class Backbone:
     name: str
     keras_class: str
-    # keras.applications' folder under KERAS_WEIGHTS_URL, and its file names with and without
-    # the classifier; `{size}` is MobileNetV2's input size.
-    folder: str
-    top_file: str
-    notop_file: str
+    # The library file that writes it (`efficientnet.cnn` holds B0 to B7, as `model NAME`).
+    family: str
+    # Where keras.applications downloads its ImageNet weights from, with and without the
+    # classifier; `{size}` is MobileNet's input size.
+    top_url: str
+    notop_url: str
 
     ARGS: ClassVar[type[BackboneArgs]] = BackboneArgs
 
     def weights_file(self, include_top: bool, size: int) -> str:
         """The file keras.applications downloads to ~/.keras/models for ImageNet weights."""
-        size = size if size in MOBILENET_SIZES else 224
-        return (self.top_file if include_top else self.notop_file).format(size=size)
+        return self.weights_url(include_top, size).rsplit("/", 1)[-1]
 
     def weights_url(self, include_top: bool, size: int) -> str:
-        return f"{KERAS_WEIGHTS_URL}{self.folder}/{self.weights_file(include_top, size)}"
+        size = size if size in MOBILENET_SIZES else 224
+        return (self.top_url if include_top else self.notop_url).format(size=size)
 
     def source(self) -> Source:
-        text = Path(__file__).with_name(f"{self.name}.cnn").read_text("utf-8")
+        text = Path(__file__).with_name(f"{self.family}.cnn").read_text("utf-8")
         return Source(f"<backbone {self.name}>", text)
 
     def model(self) -> ast.Section:
         """The library spec's model section, parsed once."""
-        return _model_section(self.name)
+        return _library(self.family, self.name)[0]
+
+    def top_items(self) -> tuple[ast.Item, ...]:
+        """The library file's top-level items: the `define`s its models use."""
+        return _library(self.family, self.name)[1]
 
 
-BACKBONES: dict[str, Backbone] = {
-    b.name: b
-    for b in (
-        Backbone(
-            "vgg16",
-            "VGG16",
-            "vgg16",
-            "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        ),
-        Backbone(
-            "vgg19",
-            "VGG19",
-            "vgg19",
-            "vgg19_weights_tf_dim_ordering_tf_kernels.h5",
-            "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        ),
-        Backbone(
-            "resnet50",
-            "ResNet50",
-            "resnet",
-            "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
-            "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        ),
+def _tf_kernels(folder: str, stem: str) -> tuple[str, str]:
+    """The weight files of the older families: `<stem>_weights_tf_dim_ordering_tf_kernels`."""
+    base = f"{KERAS}{folder}/{stem}_weights_tf_dim_ordering_tf_kernels"
+    return f"{base}.h5", f"{base}_notop.h5"
+
+
+def _catalog() -> list[Backbone]:
+    found = [
+        Backbone("vgg16", "VGG16", "vgg16", *_tf_kernels("vgg16", "vgg16")),
+        Backbone("vgg19", "VGG19", "vgg19", *_tf_kernels("vgg19", "vgg19")),
         Backbone(
             "mobilenet_v2",
             "MobileNetV2",
             "mobilenet_v2",
-            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}.h5",
-            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+            f"{KERAS}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{{size}}.h5",
+            f"{KERAS}mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{{size}}_no_top.h5",
         ),
-    )
-}
+        Backbone(
+            "mobilenet",
+            "MobileNet",
+            "mobilenet",
+            f"{KERAS}mobilenet/mobilenet_1_0_{{size}}_tf.h5",
+            f"{KERAS}mobilenet/mobilenet_1_0_{{size}}_tf_no_top.h5",
+        ),
+        Backbone("xception", "Xception", "xception", *_tf_kernels("xception", "xception")),
+        Backbone(
+            "inception_v3",
+            "InceptionV3",
+            "inception_v3",
+            *_tf_kernels("inception_v3", "inception_v3"),
+        ),
+        Backbone(
+            "inception_resnet_v2",
+            "InceptionResNetV2",
+            "inception_resnet_v2",
+            *_tf_kernels("inception_resnet_v2", "inception_resnet_v2"),
+        ),
+        Backbone(
+            "nasnet_mobile",
+            "NASNetMobile",
+            "nasnet",
+            f"{KERAS}nasnet/NASNet-mobile.h5",
+            f"{KERAS}nasnet/NASNet-mobile-no-top.h5",
+        ),
+        Backbone(
+            "nasnet_large",
+            "NASNetLarge",
+            "nasnet",
+            f"{KERAS}nasnet/NASNet-large.h5",
+            f"{KERAS}nasnet/NASNet-large-no-top.h5",
+        ),
+    ]
+    for depth in (50, 101, 152):
+        found.append(
+            Backbone(
+                f"resnet{depth}",
+                f"ResNet{depth}",
+                "resnet",
+                *_tf_kernels("resnet", f"resnet{depth}"),
+            )
+        )
+        found.append(
+            Backbone(
+                f"resnet{depth}_v2",
+                f"ResNet{depth}V2",
+                "resnet_v2",
+                *_tf_kernels("resnet", f"resnet{depth}v2"),
+            )
+        )
+    for depth in (121, 169, 201):
+        found.append(
+            Backbone(
+                f"densenet{depth}",
+                f"DenseNet{depth}",
+                "densenet",
+                *_tf_kernels("densenet", f"densenet{depth}"),
+            )
+        )
+    for size in ("small", "large"):
+        model = f"{size}_224_1.0_float"
+        found.append(
+            Backbone(
+                f"mobilenet_v3_{size}",
+                f"MobileNetV3{size.title()}",
+                "mobilenet_v3",
+                f"{KERAS}mobilenet_v3/weights_mobilenet_v3_{model}.h5",
+                f"{KERAS}mobilenet_v3/weights_mobilenet_v3_{model}_no_top_v2.h5",
+            )
+        )
+    for b in range(8):
+        found.append(
+            Backbone(
+                f"efficientnet_b{b}",
+                f"EfficientNetB{b}",
+                "efficientnet",
+                f"https://storage.googleapis.com/keras-applications/efficientnetb{b}.h5",
+                f"https://storage.googleapis.com/keras-applications/efficientnetb{b}_notop.h5",
+            )
+        )
+    for size in ("b0", "b1", "b2", "b3", "s", "m", "l"):
+        stem = f"{KERAS}efficientnet_v2/efficientnetv2-{size}"
+        found.append(
+            Backbone(
+                f"efficientnet_v2_{size}",
+                f"EfficientNetV2{size.upper()}",
+                "efficientnet_v2",
+                f"{stem}.h5",
+                f"{stem}_notop.h5",
+            )
+        )
+    for size in ("tiny", "small", "base", "large", "xlarge"):
+        stem = f"{KERAS}convnext/convnext_{size}"
+        found.append(
+            Backbone(
+                f"convnext_{size}",
+                f"ConvNeXt{size.title().replace('Xl', 'XL')}",
+                "convnext",
+                f"{stem}.h5",
+                f"{stem}_notop.h5",
+            )
+        )
+    return found
+
+
+def _written(backbone: Backbone) -> bool:
+    """Whether the backbone's family file writes it (a family grows one model at a time)."""
+    path = Path(__file__).with_name(f"{backbone.family}.cnn")
+    if not path.exists():
+        return False
+    return re.search(rf"^model {backbone.name} {{", path.read_text("utf-8"), re.M) is not None
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in _catalog() if _written(b)}
 
 
 @cache
-def _model_section(name: str) -> ast.Section:
+def _library(family: str, name: str) -> tuple[ast.Section, tuple[ast.Item, ...]]:
     source = BACKBONES[name].source()
     diagnostics = Diagnostics(source)
     document = ast.parse(source, diagnostics)
@@ -108,7 +214,10 @@ def _model_section(name: str) -> ast.Section:
     models = [
         item
         for item in document.items
-        if isinstance(item, ast.Section) and item.key.text == "model"
+        if isinstance(item, ast.Section)
+        and item.key.text == "model"
+        and isinstance(item.label, ast.Name)
+        and item.label.text == name
     ]
-    assert len(models) == 1, f"backbone {name} needs exactly one model"
-    return models[0]
+    assert len(models) == 1, f"{family}.cnn needs exactly one model {name}"
+    return models[0], document.items

@@ -20,9 +20,12 @@ import onnx
 import torch
 
 from cnnspec.backbones import BACKBONES
-from cnnspec.compiler import compile_text
-from cnnspec.ir import Graph
 from tests.conftest import ROOT
+from tests.frameworks.backbone_check import (
+    assert_equals_keras_applications,
+    assert_freezes_by_block,
+    assert_verifies,
+)
 from tests.frameworks.scripts import (
     checked_spec,
     load_script,
@@ -45,53 +48,21 @@ CASES = [
     ("resnet50", 224, True, None),
     ("mobilenet_v2", 97, False, None),
     ("mobilenet_v2", 224, True, None),
+    ("resnet101", 64, False, "max"),
+    ("resnet152", 224, True, None),
 ]
-
-
-def backbone_graph(name: str, size: int, include_top: bool, pooling: str | None) -> Graph:
-    """The checker's graph of `backbone name(...)` alone. Without a classifier or pooling the
-    output is a feature map, which the checker reports (E204, E302) but still describes."""
-    arguments = f"weights=none, include_top={str(include_top).lower()}"
-    if pooling:
-        arguments += f", pooling={pooling}"
-    text = f"model m {{ input {size}x{size}x3  backbone {name}({arguments}) }}"
-    compilation = compile_text(text)
-    assert {d.code for d in compilation.diagnostics.errors} <= {"E204", "E302"}
-    assert compilation.spec is not None
-    return compilation.spec.model
 
 
 @pytest.mark.parametrize(("name", "size", "include_top", "pooling"), CASES)
 def test_backbone_equals_keras_applications(
     name: str, size: int, include_top: bool, pooling: str | None
 ) -> None:
-    graph = backbone_graph(name, size, include_top, pooling)
-    keras.backend.clear_session()
-    network = getattr(keras.applications, BACKBONES[name].keras_class)
-    model = network(
-        include_top=include_top, weights=None, input_shape=(size, size, 3), pooling=pooling
-    )
-    params = graph.params
-    assert model.count_params() == params.total
-    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == params.trainable
-    nodes = {node.name: node for node in graph.nodes}
-    named = [
-        layer
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer | keras.layers.GlobalAveragePooling2D)
-        and not isinstance(layer, keras.layers.GlobalMaxPooling2D)
-    ]
-    # Every layer keras.applications names is a node of the same name, shape and size.
-    assert sorted(layer.name for layer in named) == sorted(
-        n.name for n in graph.nodes if "global" not in n.kind
-    )
-    for layer in named:
-        node = nodes[layer.name]
-        assert tuple(layer.output.shape[1:]) == node.output_shape, layer.name
-        assert layer.count_params() == node.params.total, layer.name
-    assert tuple(model.output.shape[1:]) == graph.output_shape
-    # ... all of them in the backbone block, where `freeze backbone` finds them.
-    assert all(node.scope[0] == "backbone" for node in graph.nodes)
+    assert_equals_keras_applications(name, size, include_top, pooling)
+
+
+def test_resnet152_verifies_and_freezes_by_stage() -> None:
+    assert_verifies("resnet152", 32)
+    assert_freezes_by_block("resnet101", 32, "conv4")
 
 
 def write_keras_weight_file(model: keras.Model, path: Path) -> None:
