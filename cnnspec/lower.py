@@ -480,9 +480,7 @@ class ModelLowering:
             }
         )
         outer_definitions, self.definitions = self.definitions, {}
-        read_definitions(
-            library.top_items(), self.diagnostics, _reserved_names(), self.definitions
-        )
+        read_definitions(library.top_items(), self.diagnostics, _reserved_names(), self.definitions)
         read_definitions(model.items, self.diagnostics, _reserved_names(), self.definitions)
         try:
             body = tuple(

@@ -51,6 +51,7 @@ model m {
   }
   block s1_unit1 {
     residual {
+      name s1_unit1_add
       conv2d(16, 3, stride=1, padding=same, use_bias=false, name=s1_unit1_a_conv)
       batchnorm(name=s1_unit1_a_bn)  relu(name=s1_unit1_a_relu)
       conv2d(16, 3, stride=1, padding=same, use_bias=false, name=s1_unit1_b_conv)
@@ -60,6 +61,7 @@ model m {
   }
   block s1_unit2 {
     residual {
+      name s1_unit2_add
       conv2d(16, 3, stride=1, padding=same, use_bias=false, name=s1_unit2_a_conv)
       batchnorm(name=s1_unit2_a_bn)  relu(name=s1_unit2_a_relu)
       conv2d(16, 3, stride=1, padding=same, use_bias=false, name=s1_unit2_b_conv)
@@ -70,6 +72,7 @@ model m {
   block s2 {
     block s2_unit1 {
       residual {
+        name s2_unit1_add
         conv2d(32, 3, stride=2, padding=same, use_bias=false, name=s2_unit1_a_conv)
         batchnorm(name=s2_unit1_a_bn)  relu(name=s2_unit1_a_relu)
         conv2d(32, 3, stride=1, padding=same, use_bias=false, name=s2_unit1_b_conv)
