@@ -11,6 +11,7 @@ from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph, Node, PhasePlan
 from cnnspec.layers import format_shape
 from cnnspec.lower import Lowered
+from cnnspec.preprocessing import DESCRIPTIONS, MODES, Mode, Pixels, describe
 from cnnspec.registry import LayerArgs, activation_name
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
@@ -18,6 +19,7 @@ from cnnspec.sections import (
     DataSection,
     Directory,
     Loss,
+    Normalize,
     Phase,
     Rotation,
     TrainSection,
@@ -45,6 +47,7 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
     _layer_warnings(graph, diagnostics)
     _output(lowered, graph, diagnostics)
     _data_fits_input(lowered, graph, diagnostics)
+    _preprocessing(lowered, graph, diagnostics)
     _data_source(lowered, diagnostics)
     if lowered.train is None:
         return []
@@ -266,6 +269,118 @@ def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
             )
 
 
+def pixels_of(data: DataSection) -> Pixels:
+    normalize = data.normalize
+    return Pixels(
+        data.rescale,
+        normalize.mean if normalize else None,
+        normalize.std if normalize else None,
+        data.color_order == "bgr",
+    )
+
+
+def _pixels_written(data: DataSection) -> list[str]:
+    return [
+        key
+        for key in ("rescale", "normalize", "color_order")
+        if key in data._arg_spans or (key == "normalize" and data.normalize is not None)
+    ]
+
+
+def preprocessing_mode(lowered: Lowered, data: DataSection) -> Mode | None:
+    """The keras.applications convention the input follows, when the spec names one or a
+    backbone with ImageNet weights implies it (the data section saying nothing of pixels)."""
+    backbone = lowered.graph.backbone if lowered.graph is not None else None
+    if data.preprocess is not None and data.preprocess != "imagenet":
+        return data.preprocess
+    if backbone is None:
+        return None
+    if data.preprocess == "imagenet":
+        return backbone.library.preprocessing
+    if not _pixels_written(data) and backbone.args.weights == "imagenet":
+        return backbone.library.preprocessing
+    return None
+
+
+def resolved_data(lowered: Lowered) -> DataSection:
+    """The data section with `preprocess` (said or implied) made into rescale, normalize and
+    color_order: what the backends build."""
+    data = lowered.data or DataSection()
+    mode = preprocessing_mode(lowered, data)
+    if mode is None:
+        return data
+    pixels = MODES[mode]
+    normalize = (
+        Normalize.model_validate({"mean": pixels.mean, "std": pixels.std})
+        if pixels.mean is not None
+        else None
+    )
+    return data.model_copy(
+        update={
+            "rescale": pixels.rescale,
+            "normalize": normalize,
+            "color_order": "bgr" if pixels.bgr else "rgb",
+        }
+    )
+
+
+def _preprocessing(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    data = lowered.data
+    if data is None:
+        return
+    written = _pixels_written(data)
+    where = data.span_of("preprocess") or graph.span
+    if data.preprocess is not None and written:
+        diagnostics.error(
+            "E205",
+            f"preprocess sets rescale, normalize and color_order itself, but {written[0]} is "
+            "given too",
+            data.span_of(written[0])
+            if written[0] != "normalize"
+            else (data.normalize.span if data.normalize and data.normalize.span else where),
+            f"leave {written[0]} out, or preprocess",
+        )
+        return
+    backbone = graph.backbone
+    if data.preprocess == "imagenet" and backbone is None:
+        diagnostics.error(
+            "E308",
+            "preprocess imagenet means what the backbone's weights expect, but there is no "
+            "backbone",
+            where,
+            "name the convention: preprocess caffe, tf, torch or raw",
+        )
+        return
+    if backbone is None or backbone.args.weights != "imagenet":
+        return
+    if graph.input_shape is not None and graph.input_shape[2] != 3:
+        return  # E305 says so already
+    expected = backbone.library.preprocessing
+    actual = pixels_of(resolved_data(lowered))
+    white = data.source.white if data.source is not None else 255.0
+    if white == 255.0 and actual.same_as(MODES[expected], 3):
+        return
+    first = written[0] if written else None
+    span = (
+        data.span_of("preprocess")
+        if data.preprocess is not None
+        else (data.normalize.span if first == "normalize" and data.normalize else None)
+        or (data.span_of(first) if first else None)
+        or backbone.args.span_of("weights")
+        or backbone.span
+    )
+    hint = "write `preprocess imagenet` in the data section"
+    if written:
+        hint += f" instead of {' and '.join(written)}"
+    diagnostics.warning(
+        "W308",
+        f"{backbone.name}'s ImageNet weights expect {expected} preprocessing "
+        f"({DESCRIPTIONS[expected]}), but the data gives {describe(actual, white)}",
+        span or graph.span,
+        hint,
+    )
+
+
 def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
     data = lowered.data
     if data is None or graph.input_shape is None:
@@ -298,6 +413,7 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
     written = "rescale" in data._arg_spans  # the default, 1, is no one's mistake
     if (
         written
+        and data.preprocess is None
         and not data.is_broken("rescale")
         and data.normalize is None
         and not 0.25 <= top <= 4

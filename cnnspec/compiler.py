@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnnspec.check import check
+from cnnspec.check import check, resolved_data
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.ir import Spec
 from cnnspec.lower import lower_document
-from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, TrainSection
+from cnnspec.sections import AugmentSection, EvaluateSection, TrainSection
 from cnnspec.source import Source
 from cnnspec.syntax import Document, parse
 
@@ -53,7 +53,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         name=lowered.graph.name,
         source=source,
         model=lowered.graph,
-        data=lowered.data or DataSection(),
+        data=resolved_data(lowered),
         augment=lowered.augment or AugmentSection(),
         train=lowered.train or TrainSection(),
         evaluate=lowered.evaluate or EvaluateSection(),

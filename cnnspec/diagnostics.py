@@ -49,6 +49,7 @@ CODES: dict[str, str] = {
     "E305": "input shape does not match the data",
     "E306": "validation metric without validation data",
     "E307": "validation split the data source does not have",
+    "E308": "preprocess imagenet without a backbone",
     # backends
     "E401": "a backend cannot express the layer",
     # warnings
@@ -62,6 +63,7 @@ CODES: dict[str, str] = {
     "W305": "rescale leaves the pixels in an unusual range",
     "W306": "rotation of less than a degree",
     "W307": "phase drops the train-level callbacks",
+    "W308": "input preprocessing differs from what the pretrained weights expect",
     "W310": "freeze pattern matches no layer",
     "W311": "phase unfreezes nothing",
     "W312": "phase trains nothing",

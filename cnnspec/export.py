@@ -168,6 +168,7 @@ def metadata(spec: Spec, source_text_sha256: str, layout: str) -> dict[str, str]
             if data.normalize
             else None
         ),
+        "cnnspec.color_order": data.color_order,
         "cnnspec.labels": data.labels,
         # The pixel value of white in the training data (the digits go up to 16), which an
         # 8-bit image's 255 is mapped to before rescaling.

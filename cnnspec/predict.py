@@ -33,6 +33,8 @@ class Preprocessing:
     rescale: float
     mean: list[float] | None
     std: list[float] | None
+    # "bgr": the channels are reversed before normalisation (Caffe-trained backbones).
+    color_order: str
     class_names: list[str]
     binary: bool
     threshold: float
@@ -53,6 +55,7 @@ class Preprocessing:
                 rescale=float(props.get("cnnspec.rescale", "1.0")),
                 mean=normalize["mean"] if normalize else None,
                 std=normalize["std"] if normalize else None,
+                color_order=props.get("cnnspec.color_order", "rgb"),
                 class_names=list(json.loads(props["cnnspec.class_names"])),
                 binary=props.get("cnnspec.labels") == "binary",
                 threshold=float(props.get("cnnspec.threshold", "0.5")),
@@ -75,6 +78,8 @@ class Preprocessing:
             raise PredictError(f"{image_path} is not a readable PNG or JPEG image") from None
         pixels = pixels.reshape(self.height, self.width, self.channels)
         pixels = pixels * (self.pixel_max / 255.0) * self.rescale
+        if self.color_order == "bgr":
+            pixels = pixels[..., ::-1]
         if self.mean is not None and self.std is not None:
             pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return pixels.transpose(2, 0, 1) if self.layout == "nchw" else pixels

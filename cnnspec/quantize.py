@@ -54,6 +54,8 @@ def calibration_batch(
         )
         images = train[:CALIBRATION_LIMIT, :, :, np.newaxis].astype(np.float32)
         x = images * preprocessing.rescale  # the digits are already in their own 0-16 scale
+        if preprocessing.color_order == "bgr":
+            x = x[..., ::-1]
         if preprocessing.mean is not None and preprocessing.std is not None:
             x = (x - np.asarray(preprocessing.mean)) / np.asarray(preprocessing.std)
         x = x.transpose(0, 3, 1, 2) if preprocessing.layout == "nchw" else x

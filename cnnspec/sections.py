@@ -122,8 +122,12 @@ class Normalize(Bound):
 
 class DataSection(Bound):
     source: SourceChoice | None = None
+    # A keras.applications convention (cnnspec.preprocessing), or `imagenet`: the backbone's.
+    preprocess: Literal["imagenet", "caffe", "tf", "torch", "raw"] | None = None
     rescale: Positive = 1.0
     normalize: Normalize | None = None
+    # bgr: the channels are reversed before normalisation, as Caffe-trained weights expect.
+    color_order: Literal["rgb", "bgr"] = "rgb"
     labels: Literal["onehot", "sparse", "binary"] = "onehot"
     validation: Literal["test", "val", "none"] | Annotated[float, Field(gt=0, lt=1)] = "none"
     classes: tuple[str, ...] | None = None

@@ -20,6 +20,7 @@ from typing import ClassVar, Literal
 from cnnspec import syntax as ast
 from cnnspec.binding import Bound
 from cnnspec.diagnostics import Diagnostics
+from cnnspec.preprocessing import Mode
 from cnnspec.source import Source
 
 KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -49,6 +50,11 @@ class Backbone:
 
     ARGS: ClassVar[type[BackboneArgs]] = BackboneArgs
 
+    @property
+    def preprocessing(self) -> Mode:
+        """What its ImageNet weights expect as input: keras.applications' preprocess_input."""
+        return PREPROCESSING[self.family]
+
     def weights_file(self, include_top: bool, size: int) -> str:
         """The file keras.applications downloads to ~/.keras/models for ImageNet weights."""
         return self.weights_url(include_top, size).rsplit("/", 1)[-1]
@@ -68,6 +74,26 @@ class Backbone:
     def top_items(self) -> tuple[ast.Item, ...]:
         """The library file's top-level items: the `define`s its models use."""
         return _library(self.family, self.name)[1]
+
+
+# keras.applications.<family>.preprocess_input, by family (see cnnspec.preprocessing).
+PREPROCESSING: dict[str, Mode] = {
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "resnet": "caffe",
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "resnet_v2": "tf",
+    "xception": "tf",
+    "inception_v3": "tf",
+    "inception_resnet_v2": "tf",
+    "nasnet": "tf",
+    "densenet": "torch",
+    "mobilenet_v3": "raw",
+    "efficientnet": "raw",
+    "efficientnet_v2": "raw",
+    "convnext": "raw",
+}
 
 
 def _tf_kernels(folder: str, stem: str) -> tuple[str, str]:

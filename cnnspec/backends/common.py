@@ -166,6 +166,8 @@ class Script:
         """What the network's input is, from the images as the data source gives them."""
         white = self.source.white if self.source is not None else 255.0
         steps = f"pixels (0 to {white:g}) times RESCALE"
+        if self.spec.data.color_order == "bgr":
+            steps += ", channels reversed to BGR"
         if self.spec.data.normalize is not None:
             steps += ", then (x - MEAN) / STD per channel"
         return steps
@@ -176,6 +178,8 @@ class Script:
 
     def preprocessing_code(self) -> str:
         """metrics.json's record of what the network takes."""
+        if self.spec.data.color_order == "bgr":
+            return "PREPROCESSING"  # a constant of its own: too long for the line
         if self.spec.data.normalize is not None:
             return '{"rescale": RESCALE, "mean": MEAN, "std": STD}'
         return '{"rescale": RESCALE}'
@@ -247,6 +251,12 @@ class Script:
         if data.normalize is not None:
             out.append(f"MEAN = {literal(data.normalize.mean)}")
             out.append(f"STD = {literal(data.normalize.std)}")
+        if data.color_order == "bgr":
+            stats = ', "mean": MEAN, "std": STD' if data.normalize is not None else ""
+            out.append(
+                "# The channels are reversed to BGR before normalising (Caffe-trained weights)."
+            )
+            out.append(f'PREPROCESSING = {{"rescale": RESCALE{stats}, "color_order": "bgr"}}')
         if isinstance(self.source, Digits):
             out.append(f"TEST_FRACTION = {literal(self.source.test_fraction)}")
         if isinstance(data.validation, float):

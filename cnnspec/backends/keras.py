@@ -315,6 +315,11 @@ class _Script(Script):
         else:
             to_dataset = "dataset = tf.data.Dataset.from_tensor_slices((images, labels))"
         normalize = "\n        images = (images - MEAN) / STD" if data.normalize else ""
+        if data.color_order == "bgr":
+            normalize = (
+                "\n        images = images[..., ::-1]  # RGB to BGR, as the weights expect"
+                + (normalize)
+            )
         validation = (
             '\n    if "test" in splits:\n        datasets["val"] = datasets["test"]'
             if data.validation == "test"
@@ -466,6 +471,8 @@ class _Script(Script):
             if self.spec.data.normalize is not None
             else ""
         )
+        if self.spec.data.color_order == "bgr":
+            normalize = "\n    x = keras.ops.flip(x, axis=-1)  # RGB to BGR" + normalize
         return fill(INFERENCE_MODEL, NORMALIZE=normalize)
 
     def backbone_weights(self) -> str:

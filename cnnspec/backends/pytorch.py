@@ -58,6 +58,61 @@ def emit(spec: Spec, source_name: str) -> str:
 
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid")
 
+# Names that `self.NAME` would resolve to the generated Net's methods or nn.Module's (class
+# attributes win over the submodules nn.Module registers): a layer with such a name, such as
+# MobileNetV3's classifier convolution `logits`, is read as self._modules["NAME"] instead.
+SHADOWED = frozenset(
+    [
+        "logits",
+        "forward",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "eval",
+        "extra_repr",
+        "float",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_module",
+        "register_parameter",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "type",
+        "xpu",
+        "zero_grad",
+    ]
+)
+
 
 class _Script(Script):
     FRAMEWORK = "PyTorch"
@@ -193,7 +248,32 @@ class _Script(Script):
             if flattened
             else ""
         )
-        return fill(LOAD_BACKBONE, REORDER=reorder)
+        kinds = [n.layer for n in self.graph.nodes if n.name in backbone.nodes and n.params.total]
+        # Keras's SeparableConv2D holds two kernels; a batchnorm without gamma or beta
+        # (scale=False, center=False) fewer tensors than PyTorch's affine pair.
+        separable = (
+            "if isinstance(module, SeparableConv2d):  # depthwise, pointwise[, bias]"
+            "\n            height, width, channels, multiplier = kernel.shape"
+            "\n            kernel = kernel.transpose(2, 3, 0, 1)"
+            "\n            kernel = kernel.reshape(channels * multiplier, 1, height, width)"
+            "\n            pointwise, *bias = rest"
+            "\n            tensors = [kernel, pointwise.transpose(3, 2, 0, 1), *bias]"
+            "\n            targets = [module.depthwise.weight, module.pointwise.weight]"
+            "\n            targets += [module.pointwise.bias][: len(bias)]"
+            "\n        el"
+            if any(layer.kind == "separable_conv2d" for layer in kinds)
+            else ""
+        )
+        partial = (
+            "\n            targets = [target for target in targets if target is not None]"
+            if any(
+                layer.kind == "batchnorm"
+                and not (getattr(layer, "scale", True) and getattr(layer, "center", True))
+                for layer in kinds
+            )
+            else ""
+        )
+        return fill(LOAD_BACKBONE, REORDER=reorder, SEPARABLE=separable, PARTIAL=partial)
 
     def helpers(self) -> list[str]:
         names = set()
@@ -264,7 +344,11 @@ class _Script(Script):
             if layer.module is not None:
                 init += statement(f"self.{node.name} = ", layer.module, "", 2)
             expression = layer.apply.format(
-                module=f"self.{node.name}",
+                module=(
+                    f'self._modules["{node.name}"]'
+                    if node.name in SHADOWED
+                    else f"self.{node.name}"
+                ),
                 x=step.reads[0],
                 total=" + ".join(step.reads),
                 inputs=step.reads,
@@ -305,6 +389,10 @@ class _Script(Script):
             if data.normalize
             else ""
         )
+        if data.color_order == "bgr":
+            normalize = "\n    images = images.flip(1)  # RGB to BGR, as the weights expect" + (
+                normalize
+            )
         validation = (
             '\n    if "test" in splits:\n        loaders["val"] = loaders["test"]'
             if data.validation == "test"
@@ -523,9 +611,9 @@ LOAD_BACKBONE = '''
             if module is None:
                 raise DataError(f"{path} has weights for {name}, which the model lacks")
             kernel, *rest = values
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            <SEPARABLE>if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 tensors = [kernel, *rest]  # gamma, beta, moving mean, moving variance
-                targets = [module.weight, module.bias]
+                targets = [module.weight, module.bias]<PARTIAL>
                 targets += [module.running_mean, module.running_var]
             elif isinstance(module, nn.Conv2d) and module.groups > 1:
                 height, width, channels, multiplier = kernel.shape
