@@ -25,6 +25,7 @@ from cnnspec.backends import keras as keras_backend
 from cnnspec.backends import pytorch as pytorch_backend
 from cnnspec.compiler import compile_file, compile_text
 from cnnspec.registry import REGISTRY
+from cnnspec.sections import LOSSES
 from tests.conftest import ROOT, SPECS
 from tests.test_cli import no_traceback, run, write
 
@@ -424,3 +425,14 @@ def test_scripts_answer_the_command_line_before_loading_libraries(
         assert "--output-dir" in result.stdout
     else:
         assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(LOSSES))
+def test_every_loss_carries_both_backends_code(kind: str) -> None:
+    loss = LOSSES[kind].model_validate({})
+    keras_call = loss.keras()  # type: ignore[attr-defined]
+    assert keras_call.func.startswith("keras.losses.")
+    torch_code = loss.torch()  # type: ignore[attr-defined]
+    # Statements that set `losses` from `logits` and `targets`, valid inside a function.
+    tree = ast.parse("def f(logits, targets):\n    " + torch_code + "\n    return losses")
+    assert tree.body

@@ -40,7 +40,6 @@ from cnnspec.sections import (
     Cifar10,
     Digits,
     Directory,
-    Loss,
 )
 
 NAME = "keras"
@@ -376,7 +375,7 @@ class _Script(Script):
             lines.append("    model.compile(")
             assert phase.optimizer is not None
             lines += statement("optimizer=", phase.optimizer.keras(), ",", 2)
-            lines += statement("loss=", _loss(loss), ",", 2)
+            lines += statement("loss=", loss.keras(), ",", 2)
             lines += sequence("metrics=", metrics, ",", 2)
             lines.append("    )")
             callbacks = [c.keras() for c in phase.callbacks]
@@ -553,18 +552,6 @@ def _applied_to(call: Call, tensor: Code) -> Call:
         *map(replace, call.args),
         **{key: replace(value) for key, value in call.kwargs.items()},
     )
-
-
-def _loss(loss: Loss) -> Call:
-    names = {
-        "categorical_crossentropy": "CategoricalCrossentropy",
-        "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
-        "binary_crossentropy": "BinaryCrossentropy",
-    }
-    options = {
-        k: v for k, v in loss.model_dump().items() if v != type(loss).model_fields[k].default
-    }
-    return Call(f"keras.losses.{names[loss.kind]}", **options)
 
 
 # -------------------------------------------------------------------------------------------

@@ -424,22 +424,8 @@ class _Script(Script):
         return parts
 
     def loss_code(self) -> str:
-        if self.binary:
-            smoothing = (
-                "\n    targets = targets * (1 - LABEL_SMOOTHING) + 0.5 * LABEL_SMOOTHING"
-                if "LABEL_SMOOTHING" in self.constants()
-                else ""
-            )
-            return (
-                "targets = targets.float().view(-1, 1)"
-                + smoothing
-                + '\n    losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")'
-                + "\n    losses = losses.view(-1)"
-            )
-        smoothing = (
-            ", label_smoothing=LABEL_SMOOTHING" if "LABEL_SMOOTHING" in self.constants() else ""
-        )
-        return f'losses = F.cross_entropy(logits, targets, reduction="none"{smoothing})'
+        loss = self.spec.train.loss or LOSS_FOR_LABELS[self.spec.data.labels]()
+        return loss.torch()
 
     def train(self) -> str:
         spec = self.spec
