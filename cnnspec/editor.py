@@ -260,12 +260,39 @@ def completions(text: str, offset: int) -> list[Completion]:
     partial = re.search(r"[A-Za-z0-9_.]*$", before)
     start = partial.start() if partial else offset
     previous = _WORD_BEFORE.search(before[:start])
+    defined = _defined_blocks(ast.STRING_OR_COMMENT.sub(lambda m: " " * len(m.group(0)), text))
     if call is not None:
+        if call[0] in defined and sections[:1] == ["model"]:
+            return [
+                Completion(
+                    f"{param}=", "argument", f"parameter of {call[0]}", insert_text=f"{param}="
+                )
+                for param in (*defined[call[0]], "name")
+            ]
         return _call_completions(sections, call, before)
     prior = (
         previous.group(1) if previous and not before[:start].rstrip().endswith(("}", ")")) else None
     )
-    return _item_completions(sections, prior)
+    items = _item_completions(sections, prior)
+    if sections[:1] == ["model"] and prior != "backbone" and sections[-1] not in join_kinds():
+        items += [
+            Completion(name, "call", f"{name}({', '.join(params)})", "a defined block")
+            for name, params in defined.items()
+        ]
+    return items
+
+
+_DEFINE = re.compile(r"(?<![\w.])define\s+([A-Za-z_]\w*)\s*(?:\(([^)]*)\))?")
+
+
+def _defined_blocks(text: str) -> dict[str, tuple[str, ...]]:
+    """The blocks the text defines (`define mbconv(filters, expand=1)`), with their
+    parameters: read from the text, which need not parse."""
+    found: dict[str, tuple[str, ...]] = {}
+    for match in _DEFINE.finditer(text):
+        params = re.findall(r"([A-Za-z_]\w*)\s*(?:=[^,]*)?(?:,|$)", match.group(2) or "")
+        found.setdefault(match.group(1), tuple(params))
+    return found
 
 
 def _inside_string_or_comment(before: str) -> bool:

@@ -311,3 +311,14 @@ def test_editor_knows_instances() -> None:
     assert not any(inside <= offset < text.index("}", inside) for offset in hints)
     symbols = editor.outline(compilation)
     assert symbols[0].name == "define conv_bn(filters, kernel, stride, act)"
+
+
+def test_completion_offers_defined_blocks_and_their_parameters() -> None:
+    text = "define mbconv(filters, expand=1) { relu() }\nmodel m {\n  input 8x8x1\n  \n  mbconv(3, "
+    items = editor.completions(text, text.index("\n  \n") + 3)
+    assert "mbconv" in [c.label for c in items]
+    assert [c.label for c in editor.completions(text, len(text))] == [
+        "filters=",
+        "expand=",
+        "name=",
+    ]
