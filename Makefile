@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test fuzz bench lock clean
+.PHONY: setup demo test test-library fuzz bench lock clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,12 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The other sizes of every library backbone family (EfficientNet B1-B7, EfficientNetV2 B1-L,
+# ConvNeXt Small-XLarge, DenseNet 169/201, ResNetV2 101/152, ...) against keras.applications:
+# the definitions `make test` checks through the required sizes, at every size (minutes).
+test-library: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m library tests/frameworks
 
 # The long random campaigns, kept out of CI: the property and fuzz tests with random seeds
 # and 20x the examples (tests/fuzzing.py), then the semantic campaign, which builds 2,000

@@ -83,6 +83,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
         in_shape = source.output_shape if source else graph.input_shape
         if (
             node.kind == "dense"
+            and node.scope[:1] != ("backbone",)  # ConvNeXt's pointwise dense layers, by design
             and node.output_shape is not None  # unknown after an error: nothing to say
             and in_shape is not None
             and len(in_shape) == 3

@@ -149,6 +149,12 @@ _NUMBER_OPS: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def _binary(op: str, node: ast.BinOp, left: Any, right: Any, context: Context) -> Any:
+    if op in ("==", "!="):
+        # A word is equal only to a word (`act == relu`); a word that is no variable compared
+        # with a number or true/false is a variable that does not exist here.
+        for operand, other, side in ((left, right, node.left), (right, left, node.right)):
+            if isinstance(operand, Word) and not operand.known and _is_number_or_bool(other):
+                _require_number(operand, side, op, context)
     if op == "==":
         return _same(left, right)
     if op == "!=":
@@ -160,6 +166,10 @@ def _binary(op: str, node: ast.BinOp, left: Any, right: Any, context: Context) -
     if op == "/" and right == 0:
         raise ExpressionError(f"{_text(node)} divides by zero", node.span)
     return _NUMBER_OPS[op](left, right)
+
+
+def _is_number_or_bool(value: Any) -> bool:
+    return isinstance(value, int | float)
 
 
 def _same(left: Any, right: Any) -> bool:

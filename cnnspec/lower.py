@@ -491,9 +491,12 @@ class ModelLowering:
             )
             out = self._walk(body, inner, x)
             head = [i for i in model.items if isinstance(i, ast.Section) and i.key.text == "head"]
+            pooled = out.shape is not None and len(out.shape) == 1
             if args.include_top:
                 out = self._walk(head[0].items, inner, out)
-            elif args.pooling is not None:
+            elif args.pooling is not None and not pooled:
+                # (A library that pools itself, as ConvNeXt does before its last layer norm,
+                # reads `pooling` and ends with a vector: nothing is left to pool.)
                 kind = "global_avg_pool" if args.pooling == "avg" else "global_max_pool"
                 pool = REGISTRY[kind]().located(call.span, {})
                 pool_name = f"{args.pooling}_pool"

@@ -24,8 +24,9 @@ from cnnspec.preprocessing import Mode
 from cnnspec.source import Source
 
 KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"
-# Input sizes MobileNet (V1, V2) has ImageNet weights for; Keras falls back to 224 for the others.
-MOBILENET_SIZES = (96, 128, 160, 192, 224)
+# Input sizes MobileNetV2 and MobileNet have ImageNet weight files for (`{size}` in their URLs);
+# Keras falls back to the 224 file for the others.
+SIZES_WITH_WEIGHTS = {"mobilenet_v2": (96, 128, 160, 192, 224), "mobilenet": (128, 160, 192, 224)}
 
 
 class BackboneArgs(Bound):
@@ -60,7 +61,7 @@ class Backbone:
         return self.weights_url(include_top, size).rsplit("/", 1)[-1]
 
     def weights_url(self, include_top: bool, size: int) -> str:
-        size = size if size in MOBILENET_SIZES else 224
+        size = size if size in SIZES_WITH_WEIGHTS.get(self.family, ()) else 224
         return (self.top_url if include_top else self.notop_url).format(size=size)
 
     def source(self) -> Source:

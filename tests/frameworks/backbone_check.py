@@ -24,6 +24,12 @@ from tests.frameworks.scripts import checked_spec
 _UNNAMED = (keras.layers.InputLayer,)
 
 
+def library(*values: object) -> object:
+    """A case for `make test-library` only: the other sizes of a family, whose definitions the
+    required sizes already exercise (`make test` stays within its time)."""
+    return pytest.param(*values, marks=pytest.mark.library)
+
+
 def backbone_graph(name: str, size: int, include_top: bool, pooling: str | None) -> Graph:
     """The checker's graph of `backbone name(...)` alone. Without a classifier or pooling the
     output is a feature map, which the checker reports (E204, E302) but still describes."""
