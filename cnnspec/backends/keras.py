@@ -12,6 +12,8 @@ the training phases. Everything else is fixed text. Every spec value reaches the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
     CHECK_NOT_EMPTY,
@@ -32,7 +34,7 @@ from cnnspec.backends.common import (
     straight_line,
 )
 from cnnspec.codegen import Call, Code, literal, sequence, statement
-from cnnspec.ir import Spec
+from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
 from cnnspec.sections import (
@@ -426,24 +428,17 @@ class _Script(Script):
         """The weight table of this model's Keras layer classes (from their registry entries),
         and the conversions between Keras's layouts and the canonical one that it needs."""
         flattened = bool(flattened_inputs(self.graph))
-        used = sorted({w.layout for _, weights in self.weight_table() for w in weights})
-        # Without a flatten there is nothing to reorder: features are vectors like any other.
-        kept = [
-            layout for layout in used if layout not in (VECTORS if not flattened else ("vector",))
-        ]
-        from_keras = [FROM_KERAS[layout] for layout in kept]
-        to_keras = [TO_KERAS[layout] for layout in kept]
+        used = [w.layout for _, weights in self.weight_table() for w in weights]
+        to_keras = [TO_KERAS[layout] for layout in kept_layouts(used, flattened)]
         if not flattened:
-            from_keras = [line.replace("to_chw(value, name)", "value") for line in from_keras]
             to_keras = [line.replace("from_chw(tensor.T, name)", "tensor.T") for line in to_keras]
-        from_keras.append("return value")
         to_keras.append("return tensor")
         indent = "\n    "
         return [
             block(TO_CHW) if flattened else "",
             fill(
                 WEIGHT_FUNCTIONS,
-                FROM_KERAS=indent.join("\n".join(from_keras).split("\n")),
+                FROM_KERAS=indent.join(from_keras_code(used, flattened).split("\n")),
                 TO_KERAS=indent.join("\n".join(to_keras).split("\n")),
                 FINALIZE=FINALIZE if "Normalization" in dict(self.weight_table()) else "",
             ),
@@ -452,17 +447,7 @@ class _Script(Script):
     def weight_table(self) -> list[tuple[str, tuple[KerasWeight, ...]]]:
         """Each Keras layer class that carries weights here, with its weights, merged over the
         nodes that use it."""
-        table: dict[str, dict[str, KerasWeight]] = {}
-        shapes = self.graph.value_shapes() if self.graph.input_shape else {}
-        for node in self.graph.nodes:
-            weights = node.layer.keras_weights()
-            if not weights and not node.layer.weight_shapes([shapes[i] for i in node.inputs]):
-                continue
-            with emitting("keras", node.span):
-                named = next(k for k in node.layer.keras() if k.suffix == "")
-            keras_class = named.call.func.rsplit(".", 1)[-1]
-            table.setdefault(keras_class, {}).update({w.variable: w for w in weights})
-        return [(name, tuple(weights.values())) for name, weights in sorted(table.items())]
+        return weight_table(self.graph, self.graph.nodes)
 
     def inference(self) -> str:
         normalize = (
@@ -833,6 +818,44 @@ TO_CHW = '''
         return tensor.transpose(1, 2, 0, *range(3, tensor.ndim)).reshape(-1, *rest)
 '''
 
+
+def keras_class(node: Node) -> str:
+    """The Keras layer class a node becomes (`Conv2D`, `BatchNormalization`)."""
+    with emitting("keras", node.span):
+        named = next(k for k in node.layer.keras() if k.suffix == "")
+    return named.call.func.rsplit(".", 1)[-1]
+
+
+def weight_table(graph: Graph, nodes: Iterable[Node]) -> list[tuple[str, tuple[KerasWeight, ...]]]:
+    """Each Keras layer class that carries weights among `nodes`, with its weights (in Keras's
+    order), merged over the nodes that use it."""
+    table: dict[str, dict[str, KerasWeight]] = {}
+    shapes = graph.value_shapes() if graph.input_shape else {}
+    for node in nodes:
+        weights = node.layer.keras_weights()
+        if not weights and not node.layer.weight_shapes([shapes[i] for i in node.inputs]):
+            continue
+        table.setdefault(keras_class(node), {}).update({w.variable: w for w in weights})
+    return [(name, tuple(weights.values())) for name, weights in sorted(table.items())]
+
+
+def kept_layouts(layouts: Iterable[str], flattened: bool) -> list[str]:
+    """The layouts that need code: without a flatten, features are vectors like any other."""
+    return [
+        layout
+        for layout in sorted(set(layouts))
+        if layout not in (VECTORS if not flattened else ("vector",))
+    ]
+
+
+def from_keras_code(layouts: Iterable[str], flattened: bool) -> str:
+    """The body of `from_keras(value, layout, name)`: a Keras weight in the canonical layout."""
+    lines = [FROM_KERAS[layout] for layout in kept_layouts(layouts, flattened)]
+    if not flattened:
+        lines = [line.replace("to_chw(value, name)", "value") for line in lines]
+    return "\n".join([*lines, "return value"])
+
+
 # How a Keras weight becomes a canonical tensor and back, per layout (`vector`, the same in
 # both, is the functions' final return).
 VECTORS = ("features", "vector")
@@ -920,6 +943,9 @@ LOAD_BACKBONE = '''
         weight file. `none` keeps the random initialisation."""
         if weights == "none":
             return
+        # keras.applications leaves some layers unnamed (Inception's conv2d_N): they take
+        # the names a fresh session gives them, which the spec's layers have.
+        keras.backend.clear_session()
         try:
             # At the spec's input size, so Keras picks the same weight file as the spec
             # names (MobileNetV2 has one per size); kernels fit any size.
@@ -929,7 +955,12 @@ LOAD_BACKBONE = '''
         except Exception as error:  # a failed download, a missing or foreign file
             message = f"cannot load {BACKBONE} weights {weights!r}: {error}"
             raise DataError(message) from error
-        for layer in base.layers:
+
+        def flat(layers):  # ConvNeXt's stem and downsampling steps are models inside it
+            for layer in layers:
+                yield from flat(layer.layers) if isinstance(layer, keras.Model) else [layer]
+
+        for layer in flat(base.layers):
             if layer.weights:
                 try:
                     model.get_layer(layer.name).set_weights(layer.get_weights())

@@ -33,8 +33,9 @@ from cnnspec.backends.common import (
     step_output,
     straight_line,
 )
+from cnnspec.backends.keras import from_keras_code, keras_class, weight_table
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
-from cnnspec.ir import Graph, Spec
+from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.registry import HOLE, LayerArgs, emitting
 from cnnspec.sections import (
@@ -221,59 +222,59 @@ class _Script(Script):
             )
             out.append(f"KERAS_WEIGHTS_FILE = {literal(library.weights_file(top, size))}")
             out.append(f"KERAS_WEIGHTS_URL = {literal(library.weights_url(top, size))}")
-            weighted = [n for n in self.graph.nodes if n.name in backbone.nodes and n.params.total]
-            out.append(
-                f"BACKBONE_LAYERS = {len(weighted)}  # layers with weights, all in the weight file"
-            )
-            flattened = {
-                name: shape
-                for name, shape in flattened_inputs(self.graph).items()
-                if name in backbone.nodes
-            }
-            if flattened:
-                out.append("# Keras flattens (H, W, C): rows of these matrices are reordered.")
-                out.append(f"FLATTENED_FROM = {literal(flattened)}")
+            out += self.backbone_tables()
+        return out
+
+    def backbone_nodes(self) -> list[Node]:
+        backbone = self.graph.backbone
+        names = set(backbone.nodes) if backbone is not None else set()
+        return [n for n in self.graph.nodes if n.name in names]
+
+    def backbone_tables(self) -> list[str]:
+        """Where keras.applications' weights go, from the registry entries of the backbone's
+        layers: the Keras class of each layer, and each class's weights as (state-dict suffix,
+        layout), the table the Keras script reads its own weights with."""
+        nodes = self.backbone_nodes()
+        table = weight_table(self.graph, nodes)
+        classes: dict[str, list[str]] = {}
+        for node in nodes:
+            if node.params.total:
+                classes.setdefault(keras_class(node), []).append(node.name)
+        out = ["# The backbone's Keras layer classes, and where their weights go (suffix, layout)."]
+        out.append("WEIGHT_LAYOUT = {")
+        for name, weights in table:
+            out.append(f"    {literal(name)}: {{")
+            out += [
+                f"        {literal(w.variable)}: {literal((w.suffix, w.layout))}," for w in weights
+            ]
+            out.append("    },")
+        out.append("}")
+        # The names of each class as one string (split when read): one line per name would
+        # make a ResNet152 script a thousand lines longer.
+        out.append("BACKBONE_CLASSES = {")
+        for name, layers in sorted(classes.items()):
+            out += _names_text(f"    {literal(name)}: ", layers, ",")
+        out.append("}")
+        flattened = {
+            name: shape
+            for name, shape in flattened_inputs(self.graph).items()
+            if name in {n.name for n in nodes}
+        }
+        if flattened:
+            out.append("# Keras flattens (H, W, C): rows of these matrices are reordered.")
+            out.append(f"FLATTENED_FROM = {literal(flattened)}")
         return out
 
     def backbone_weights(self) -> str:
-        backbone = self.graph.backbone
-        if backbone is None:
+        if self.graph.backbone is None:
             return ""
-        flattened = any(name in backbone.nodes for name in flattened_inputs(self.graph))
-        reorder = (
-            "\n            if name in FLATTENED_FROM:  # (H * W * C, out) -> (C * H * W, out)"
-            "\n                height, width, channels = FLATTENED_FROM[name]"
-            "\n                kernel = kernel.reshape(height, width, channels, -1)"
-            "\n                kernel = kernel.transpose(2, 0, 1, 3).reshape(-1, kernel.shape[-1])"
-            if flattened
-            else ""
-        )
-        kinds = [n.layer for n in self.graph.nodes if n.name in backbone.nodes and n.params.total]
-        # Keras's SeparableConv2D holds two kernels; a batchnorm without gamma or beta
-        # (scale=False, center=False) fewer tensors than PyTorch's affine pair.
-        separable = (
-            "if isinstance(module, SeparableConv2d):  # depthwise, pointwise[, bias]"
-            "\n            height, width, channels, multiplier = kernel.shape"
-            "\n            kernel = kernel.transpose(2, 3, 0, 1)"
-            "\n            kernel = kernel.reshape(channels * multiplier, 1, height, width)"
-            "\n            pointwise, *bias = rest"
-            "\n            tensors = [kernel, pointwise.transpose(3, 2, 0, 1), *bias]"
-            "\n            targets = [module.depthwise.weight, module.pointwise.weight]"
-            "\n            targets += [module.pointwise.bias][: len(bias)]"
-            "\n        el"
-            if any(layer.kind == "separable_conv2d" for layer in kinds)
-            else ""
-        )
-        partial = (
-            "\n            targets = [target for target in targets if target is not None]"
-            if any(
-                layer.kind == "batchnorm"
-                and not (getattr(layer, "scale", True) and getattr(layer, "center", True))
-                for layer in kinds
-            )
-            else ""
-        )
-        return fill(LOAD_BACKBONE, REORDER=reorder, SEPARABLE=separable, PARTIAL=partial)
+        nodes = self.backbone_nodes()
+        layouts = [w.layout for _, weights in weight_table(self.graph, nodes) for w in weights]
+        flattened = any(name in {n.name for n in nodes} for name in flattened_inputs(self.graph))
+        body = from_keras_code(layouts, flattened).split("\n")
+        parts = [block(TO_CHW_ONLY)] if flattened else []
+        parts.append(fill(LOAD_BACKBONE, FROM_KERAS="\n    ".join(body)))
+        return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def helpers(self) -> list[str]:
         names = set()
@@ -534,6 +535,23 @@ class _Script(Script):
 # -------------------------------------------------------------------------------------------
 # Fixed code. None of it contains a spec value: those are in the constants at the top.
 
+
+def _names_text(head: str, names: list[str], tail: str) -> list[str]:
+    """`head "a b c"tail`, as implicitly joined strings in parentheses when it is long."""
+    one = f"{head}{literal(' '.join(names))}{tail}"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    lines, current = [f"{head}("], ""
+    for name in names:
+        if current and len(current) + len(name) + 11 > LINE_LENGTH:
+            lines.append(f"        {literal(current)}")
+            current = ""
+        current += f"{name} "
+    lines.append(f"        {literal(current.rstrip())}")
+    lines.append(f"    ){tail}")
+    return lines
+
+
 LOAD_BACKBONE = '''
     def keras_weights_file(weights):
         """The Keras .h5 file behind --weights. For `imagenet`, keras.applications' own
@@ -558,8 +576,9 @@ LOAD_BACKBONE = '''
 
 
     def keras_arrays(path):
-        """{layer name: [arrays]} from a Keras .h5 weight file (keras.applications' format,
-        as Keras's save_weights wrote it before Keras 3: layer_names, then weight_names)."""
+        """[(layer, weight, index, array)] from a Keras .h5 weight file (keras.applications'
+        format, as Keras wrote it before Keras 3: layer_names, then weight_names such as
+        block1_conv1/kernel:0; a model inside the model holds its layers' weights)."""
         import h5py
 
         def text(value):
@@ -576,56 +595,64 @@ LOAD_BACKBONE = '''
                     f"{path} has no layer names: use keras.applications' .h5 file "
                     "(what --weights imagenet downloads), not a Keras 3 .weights.h5"
                 )
-            arrays = {}
-            for layer in map(text, file.attrs["layer_names"]):
-                names = [text(name) for name in file[layer].attrs.get("weight_names", [])]
-                if names:
-                    arrays[layer] = [np.asarray(file[layer][name]) for name in names]
-            return arrays
+            found = []
+            for group in map(text, file.attrs["layer_names"]):
+                for index, name in enumerate(file[group].attrs.get("weight_names", [])):
+                    parts = text(name).split(":")[0].split("/")
+                    layer = parts[-2] if len(parts) > 1 else group
+                    value = np.asarray(file[group][text(name)])
+                    found.append((layer, parts[-1], index, value))
+            return found
+
+
+    def from_keras(value, layout, name):
+        """A Keras weight in this model's layout (its state dict's shapes)."""
+        <FROM_KERAS>
 
 
     def load_backbone_weights(net, weights):
-        """Copy Keras weights into the backbone by layer name, from Keras's layouts (HWIO
-        kernels, [in, out] matrices) to PyTorch's. `none` keeps the initialisation."""
+        """Copy Keras weights into the backbone by layer name, through WEIGHT_LAYOUT: each
+        weight's place in the state dict and its layout. `none` keeps the initialisation."""
         if weights == "none":
             return
         path = keras_weights_file(weights)
-        modules = dict(net.named_modules())
-        arrays = keras_arrays(path)
-        for name, values in arrays.items():
-            module = modules.get(name)
-            if module is None:
-                raise DataError(f"{path} has weights for {name}, which the model lacks")
-            kernel, *rest = values
-            <SEPARABLE>if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                tensors = [kernel, *rest]  # gamma, beta, moving mean, moving variance
-                targets = [module.weight, module.bias]<PARTIAL>
-                targets += [module.running_mean, module.running_var]
-            elif isinstance(module, nn.Conv2d) and module.groups > 1:
-                height, width, channels, multiplier = kernel.shape
-                kernel = kernel.transpose(2, 3, 0, 1)
-                tensors = [kernel.reshape(channels * multiplier, 1, height, width), *rest]
-                targets = [module.weight, module.bias][: len(tensors)]
-            elif isinstance(module, nn.Conv2d):
-                tensors = [kernel.transpose(3, 2, 0, 1), *rest]
-                targets = [module.weight, module.bias][: len(tensors)]
-            else:<REORDER>
-                tensors = [kernel.T, *rest]
-                targets = [module.weight, module.bias][: len(tensors)]
-            for target, tensor in zip(targets, tensors, strict=True):
-                if tuple(target.shape) != tensor.shape:
-                    raise DataError(
-                        f"{path}: {name} holds {tensor.shape}, "
-                        f"the model needs {tuple(target.shape)}"
-                    )
-                with torch.no_grad():
-                    target.copy_(torch.from_numpy(np.ascontiguousarray(tensor)))
-        if len(arrays) != BACKBONE_LAYERS:
-            raise DataError(
-                f"{path} has weights for {len(arrays)} layers; the backbone has "
-                f"{BACKBONE_LAYERS}"
-            )
+        classes = {}
+        for kind, names in BACKBONE_CLASSES.items():
+            classes.update(dict.fromkeys(names.split(), kind))
+        state = net.state_dict()
+        loaded = {}
+        for layer, variable, index, value in keras_arrays(path):
+            if layer not in classes:
+                raise DataError(f"{path} has weights for {layer}, which the model lacks")
+            places = WEIGHT_LAYOUT[classes[layer]]
+            # By the weight's name; a file that names them otherwise, by their order.
+            suffix, layout = places.get(variable) or list(places.values())[index]
+            key = f"{layer}.{suffix}"
+            tensor = np.ascontiguousarray(from_keras(value, layout, layer), dtype="float32")
+            needed = tuple(state[key].shape) if key in state else None
+            if needed != tensor.shape:
+                raise DataError(
+                    f"{path}: {layer} holds {tensor.shape} for {variable}, "
+                    f"the model needs {needed}"
+                )
+            loaded[key] = torch.from_numpy(tensor)
+        missing = set(classes) - {key.split(".")[0] for key in loaded}
+        if missing:
+            raise DataError(f"{path} has no weights for {len(missing)} backbone layers")
+        net.load_state_dict(loaded, strict=False)
         print(f"backbone weights from {path}")
+'''
+
+
+TO_CHW_ONLY = '''
+    def to_chw(tensor, name):
+        """Rows over features Keras flattened as (H, W, C), reordered as (C, H, W)."""
+        if name not in FLATTENED_FROM:
+            return tensor
+        height, width, channels = FLATTENED_FROM[name]
+        rest = tensor.shape[1:]
+        tensor = tensor.reshape(height, width, channels, *rest)
+        return tensor.transpose(2, 0, 1, *range(3, tensor.ndim)).reshape(-1, *rest)
 '''
 
 

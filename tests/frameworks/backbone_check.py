@@ -5,6 +5,8 @@ and freezing by keras.applications' block names. Each family's test file lists i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,44 @@ def assert_freezes_by_block(name: str, size: int, block: str) -> None:
     assert plan.frozen & weighted == (backbone - {n.name for n in inside}) & weighted
     trained_outside = sum(n.params.trainable for n in graph.nodes if n.scope[:1] != ("backbone",))
     assert plan.trainable_params == trained_outside + sum(n.params.trainable for n in inside)
+
+
+def assert_weights_load_by_name(name: str, size: int, folder: Path) -> None:
+    """A weight file in keras.applications' layout (what weights=imagenet downloads), from the
+    keras.applications model with random weights and batchnorm statistics, loads by layer name
+    into both generated scripts, and both then compute what the keras.applications model does
+    on the same 0-255 pixels."""
+    import torch
+
+    from tests.frameworks.scripts import load_script, write_script
+    from tests.frameworks.test_backbones import write_keras_weight_file
+    from tests.frameworks.test_keras_script import randomise_batchnorm
+
+    source = keras_application(name, size, False, "avg")
+    randomise_batchnorm(source, seed=1)
+    weight_file = folder / f"{name}_notop.h5"
+    write_keras_weight_file(source, weight_file)
+    # The pooled features themselves are the output (the checker's E302 says a classifier
+    # would need a softmax; the scripts build the network all the same).
+    compilation = compile_text(
+        f"model t {{ input {size}x{size}x3  backbone {name}(weights=none, pooling=avg) }}"
+        "\ndata { labels sparse }"
+    )
+    assert {d.code for d in compilation.diagnostics.errors} == {"E302"}
+    spec = compilation.spec
+    assert spec is not None
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    expected = np.asarray(source(x, training=False))
+
+    keras_script = load_script(write_script(spec, folder, "keras"))
+    model = keras_script.build_model()
+    keras_script.load_backbone_weights(model, str(weight_file))
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), expected, atol=1e-4)
+
+    torch_script = load_script(write_script(spec, folder, "pytorch"))
+    net = torch_script.build_model()
+    torch_script.load_backbone_weights(net, str(weight_file))
+    net.eval()
+    with torch.no_grad():
+        got = net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4)

@@ -67,7 +67,15 @@ def test_resnet152_verifies_and_freezes_by_stage() -> None:
 
 def write_keras_weight_file(model: keras.Model, path: Path) -> None:
     """The HDF5 layout of keras.applications' weight files (what `weights=imagenet` downloads):
-    a `layer_names` attribute, and per layer its `weight_names` and one dataset each."""
+    a `layer_names` attribute, and per layer its `weight_names` (`block1_conv1/kernel:0`) and
+    one dataset each; a model inside the model (ConvNeXt's stem) is one group holding its
+    layers' weights (`convnext_tiny_stem_conv/kernel:0`)."""
+
+    def owned(layer: keras.Layer) -> list[tuple[str, np.ndarray]]:
+        if isinstance(layer, keras.Model):
+            return [item for inner in layer.layers for item in owned(inner)]
+        return [(f"{layer.name}/{weight.name}:0", np.asarray(weight)) for weight in layer.weights]
+
     with h5py.File(path, "w") as file:
         layers = [layer for layer in model.layers if layer.weights]
         file.attrs["layer_names"] = [layer.name.encode() for layer in layers]
@@ -75,10 +83,10 @@ def write_keras_weight_file(model: keras.Model, path: Path) -> None:
         file.attrs["keras_version"] = b"2.2.4"
         for layer in layers:
             group = file.create_group(layer.name)
-            names = [f"{layer.name}_{i}:0".encode() for i in range(len(layer.weights))]
-            group.attrs["weight_names"] = names
-            for name, value in zip(names, layer.get_weights(), strict=True):
-                group.create_dataset(name.decode(), data=value)
+            weights = owned(layer)
+            group.attrs["weight_names"] = [name.encode() for name, _ in weights]
+            for name, value in weights:
+                group.create_dataset(name, data=value)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2"])
