@@ -100,7 +100,9 @@ class CnnspecServer(LanguageServer):
                 else types.DiagnosticSeverity.Warning,
                 code=d.code,
                 source="cnnspec",
-                message=d.message + (f"\nhint: {d.hint}" if d.hint else ""),
+                message=d.message
+                + (f"\nhint: {d.hint}" if d.hint else "")
+                + "".join(f"\nnote: {note}" for note in d.notes),
             )
             for d in result.compilation.diagnostics
         ]

@@ -75,6 +75,19 @@ def test_diagnostics_on_open_and_cleared_by_the_fix(client: LspClient) -> None:
     assert final["diagnostics"] == []
 
 
+def test_an_error_inside_a_definition_names_its_call(client: LspClient) -> None:
+    uri = "file:///work/defined.cnn"
+    text = (
+        "define c(f, k) { conv2d(f, k) }\n"
+        "model m { input 8x8x1  c(4, 3)  c(4, 9)  flatten()  dense(2, activation=softmax) }\n"
+    )
+    client.open(uri, text)
+    (error,) = client.wait_for("textDocument/publishDiagnostics", uri=uri)["diagnostics"]
+    assert error["code"] == "E201"
+    assert error["range"]["start"] == position(text, text.index("conv2d"))
+    assert "\nnote: in c(...) at line 2, column 33" in error["message"]
+
+
 def test_hover_shows_shape_params_and_arguments(client: LspClient) -> None:
     client.open("file:///work/hover.cnn", GOOD)
     at = GOOD.index("conv2d(32)") + 2
