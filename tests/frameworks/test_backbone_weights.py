@@ -17,7 +17,6 @@ CASES = [
     ("efficientnet_v2_b0", 32),
     ("densenet121", 32),
     ("resnet50_v2", 32),
-    ("resnet101", 32),
     ("convnext_tiny", 32),
     ("mobilenet_v3_large", 32),
     ("mobilenet", 32),
