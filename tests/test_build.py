@@ -436,3 +436,17 @@ def test_every_loss_carries_both_backends_code(kind: str) -> None:
     # Statements that set `losses` from `logits` and `targets`, valid inside a function.
     tree = ast.parse("def f(logits, targets):\n    " + torch_code + "\n    return losses")
     assert tree.body
+
+
+def test_every_metric_is_an_entry_with_both_backends_code() -> None:
+    from typing import get_args
+
+    from cnnspec.sections import METRICS, Metrics
+
+    # The names a spec may write are the entries'.
+    literal, _ = get_args(Metrics.model_fields["names"].annotation)  # tuple[Literal[...], ...]
+    assert set(get_args(literal)) == set(METRICS)
+    for name, metric in METRICS.items():
+        assert metric.keras == name or metric.keras.func.startswith("keras.metrics.")  # type: ignore[union-attr]
+        body = metric.torch.replace("\n", "\n    ")
+        assert ast.parse(f"def f(probabilities, predicted, targets):\n    {body}").body

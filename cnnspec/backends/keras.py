@@ -39,6 +39,7 @@ from cnnspec.layout import flattened_inputs
 from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
+    METRICS,
     Cifar10,
     Digits,
     Directory,
@@ -402,17 +403,7 @@ class _Script(Script):
         return "\n".join(lines) + "\n"
 
     def metrics(self) -> list[object]:
-        result: list[object] = []
-        for name in self.spec.train.metrics.names:
-            if name == "accuracy":
-                result.append("accuracy")
-            elif name == "auc":
-                result.append(Call("keras.metrics.AUC", name="auc"))
-            elif name == "precision":
-                result.append(Call("keras.metrics.Precision", name="precision"))
-            elif name == "recall":
-                result.append(Call("keras.metrics.Recall", name="recall"))
-        return result
+        return [METRICS[name].keras for name in self.spec.train.metrics.names]
 
     # ---------------------------------------------------------------------------------------
     # evaluation, weights, main

@@ -40,6 +40,7 @@ from cnnspec.layout import flattened_inputs
 from cnnspec.registry import HOLE, LayerArgs, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
+    METRICS,
     Cifar10,
     Digits,
     Directory,
@@ -169,7 +170,10 @@ class _Script(Script):
         sklearn = ["accuracy_score", "classification_report"]
         if self.spec.evaluate.wants("confusion_matrix"):
             sklearn.append("confusion_matrix")
-        sklearn.append("roc_auc_score")  # the auc metric, and the binary test score
+        if self.binary:
+            sklearn.append("roc_auc_score")  # the test set's AUC
+        for name in self.spec.train.metrics.names:
+            sklearn += [i for i in METRICS[name].torch_imports if i not in sklearn]
         if "roc.png" in self.artifacts():
             sklearn.append("roc_curve")
         lines += import_lines("sklearn.metrics", sklearn)
@@ -411,7 +415,7 @@ class _Script(Script):
     # training
 
     def training(self) -> list[str]:
-        parts = [fill(LOSSES_AND_SCORES, LOSS=self.loss_code())]
+        parts = [fill(LOSSES_AND_SCORES, LOSS=self.loss_code(), SCORES=self.scores())]
         if any(plan.frozen for plan in self.spec.phases):
             parts.append(block(SET_TRAINABLE))
         parts.append(block(RUN_EPOCH))
@@ -423,6 +427,26 @@ class _Script(Script):
         if isinstance(self.spec.data.validation, float):
             parts.append(block(SPLIT_VALIDATION))
         return parts
+
+    def scores(self) -> str:
+        """`scores`, and one function per metric of the spec, from the metric entries."""
+        names = self.spec.train.metrics.names
+        lines = []
+        for name in names:
+            body = METRICS[name].torch.replace("\n", "\n    ")
+            lines += [
+                f"def metric_{name}(probabilities, predicted, targets):",
+                f'    """{name}, as Keras computes it over the epoch."""',
+                f"    {body}",
+                "",
+                "",
+            ]
+        calls = "\n".join(
+            f'    result["{name}"] = metric_{name}(probabilities, predicted, targets)'
+            for name in names
+        )
+        lines.append(fill(SCORES, CALLS=calls.strip()).strip("\n"))
+        return "\n".join(lines)
 
     def loss_code(self) -> str:
         loss = self.spec.train.loss or LOSS_FOR_LABELS[self.spec.data.labels]()
@@ -1119,6 +1143,20 @@ CALLBACKS = '''
             pass
 '''
 
+SCORES = '''
+def scores(probabilities, targets):
+    """The spec's metrics over an epoch, named as Keras names them."""
+    targets = targets.reshape(-1)
+    if probabilities.shape[1] == 1:
+        predicted = (probabilities[:, 0] >= 0.5).astype(int)
+    else:
+        predicted = probabilities.argmax(axis=1)
+    result = {}
+    <CALLS>
+    return result
+'''
+
+
 LOSSES_AND_SCORES = '''
     def data_loss(logits, targets, class_weight=None):
         """The loss on logits, per example, weighted by class as Keras weighs samples, then
@@ -1138,41 +1176,9 @@ LOSSES_AND_SCORES = '''
         return penalty
 
 
-    def scores(probabilities, targets):
-        """The spec's metrics over an epoch, named as Keras names them."""
-        targets = targets.reshape(-1)
-        if probabilities.shape[1] == 1:
-            predicted = (probabilities[:, 0] >= 0.5).astype(int)
-        else:
-            predicted = probabilities.argmax(axis=1)
-        result = {}
-        for metric in METRICS:
-            if metric == "accuracy":
-                result[metric] = float((predicted == targets).mean())
-            elif metric == "auc":
-                try:
-                    if probabilities.shape[1] == 1:
-                        value = roc_auc_score(targets, probabilities[:, 0])
-                    else:
-                        onehot = np.eye(probabilities.shape[1])[targets]
-                        value = roc_auc_score(onehot.ravel(), probabilities.ravel())
-                except ValueError:  # a single class in this set: AUC is undefined
-                    value = 0.5
-                result[metric] = float(value)
-            else:
-                positive = predicted == 1 if probabilities.shape[1] == 1 else None
-                if positive is None:  # multi-class: micro-averaged over one-hot columns
-                    onehot = np.eye(probabilities.shape[1])[targets]
-                    chosen = probabilities >= 0.5
-                    hits = float((chosen & (onehot == 1)).sum())
-                    total = chosen.sum() if metric == "precision" else onehot.sum()
-                else:
-                    hits = float((positive & (targets == 1)).sum())
-                    actual = targets == 1
-                    total = positive.sum() if metric == "precision" else actual.sum()
-                result[metric] = hits / total if total else 0.0
-        return result
+    <SCORES>
 '''
+
 
 SET_TRAINABLE = '''
     def set_trainable(model, frozen):

@@ -404,3 +404,39 @@ def test_every_augmentation_transforms_a_batch(backend_name: str, tmp_path: Path
     assert np.abs(first - pixels).mean() > 0.05
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("labels", ["binary", "sparse"])
+def test_epoch_metrics_are_keras_metrics(labels: str, tmp_path: Path) -> None:
+    """The PyTorch script's metrics (one function per metric entry) report what Keras's own
+    metric objects report on the same probabilities and labels (AUC: Keras interpolates over
+    200 thresholds, sklearn is exact)."""
+    units, activation = (1, "sigmoid") if labels == "binary" else (3, "softmax")
+    spec = checked_spec(
+        f"model m {{ input 4x4x1  flatten()  dense({units}, activation={activation}) }}\n"
+        f"data {{ labels {labels} }}\ntrain {{ metrics(accuracy, auc, precision, recall) }}"
+    )
+    script = load_script(write_script(spec, tmp_path, "pytorch"))
+    rng = np.random.default_rng(3)
+    targets = rng.integers(0, 2 if units == 1 else 3, 200)
+    logits = rng.normal(0, 1, (200, units)) + (targets[:, None] if units == 1 else 0)
+    if units == 1:
+        probabilities = 1 / (1 + np.exp(-logits))
+        truth = targets[:, None].astype("float32")
+    else:
+        logits[np.arange(200), targets] += 1.0
+        probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        truth = np.eye(3)[targets].astype("float32")
+    got = script.scores(probabilities, targets)
+    keras_metrics = {
+        "accuracy": keras.metrics.BinaryAccuracy()
+        if units == 1
+        else keras.metrics.CategoricalAccuracy(),
+        "auc": keras.metrics.AUC(),
+        "precision": keras.metrics.Precision(),
+        "recall": keras.metrics.Recall(),
+    }
+    for name, metric in keras_metrics.items():
+        metric.update_state(truth, probabilities.astype("float32"))
+        expected = float(metric.result())
+        assert got[name] == pytest.approx(expected, abs=1e-2 if name == "auc" else 1e-6), name
