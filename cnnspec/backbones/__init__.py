@@ -11,7 +11,6 @@ network, and where Keras keeps its ImageNet weight files.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -88,7 +87,6 @@ PREPROCESSING: dict[str, Mode] = {
     "xception": "tf",
     "inception_v3": "tf",
     "inception_resnet_v2": "tf",
-    "nasnet": "tf",
     "densenet": "torch",
     "mobilenet_v3": "raw",
     "efficientnet": "raw",
@@ -134,20 +132,8 @@ def _catalog() -> list[Backbone]:
             "inception_resnet_v2",
             *_tf_kernels("inception_resnet_v2", "inception_resnet_v2"),
         ),
-        Backbone(
-            "nasnet_mobile",
-            "NASNetMobile",
-            "nasnet",
-            f"{KERAS}nasnet/NASNet-mobile.h5",
-            f"{KERAS}nasnet/NASNet-mobile-no-top.h5",
-        ),
-        Backbone(
-            "nasnet_large",
-            "NASNetLarge",
-            "nasnet",
-            f"{KERAS}nasnet/NASNet-large.h5",
-            f"{KERAS}nasnet/NASNet-large-no-top.h5",
-        ),
+        # NASNetMobile and NASNetLarge are not here: a NASNet cell takes the outputs of the two
+        # cells before it, and the language's joins combine branches of one input.
     ]
     for depth in (50, 101, 152):
         found.append(
@@ -221,15 +207,7 @@ def _catalog() -> list[Backbone]:
     return found
 
 
-def _written(backbone: Backbone) -> bool:
-    """Whether the backbone's family file writes it (a family grows one model at a time)."""
-    path = Path(__file__).with_name(f"{backbone.family}.cnn")
-    if not path.exists():
-        return False
-    return re.search(rf"^model {backbone.name} {{", path.read_text("utf-8"), re.M) is not None
-
-
-BACKBONES: dict[str, Backbone] = {b.name: b for b in _catalog() if _written(b)}
+BACKBONES: dict[str, Backbone] = {b.name: b for b in _catalog()}
 
 
 @cache
