@@ -32,16 +32,40 @@ Monitor = Annotated[str, Before(_monitor)]
 
 
 class DataSource(Bound):
+    """A data source, with what each generated script needs of it: its loader (the blocks of
+    each backend's LOADERS table it names), its imports and its constants."""
+
     kind: ClassVar[str]
     doc: ClassVar[str] = ""
     # The value of a white pixel in the source's own images: 255, or 16 for the digits.
     white: ClassVar[float] = 255.0
+    # Each backend's loader: names in that backend's LOADERS table, in order.
+    loaders: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Standard-library modules and `from ... import ...` lines each backend's script needs.
+    stdlib: ClassVar[tuple[str, ...]] = ()
+    imports: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Whether the script splits the source's images itself (scikit-learn's train_test_split).
+    splits_itself: ClassVar[bool] = False
+    # Whether the loader yields a stream of (image, label) batches read from files, rather than
+    # arrays in memory: the Keras pipeline takes it as it is, a damaged file shows only when it
+    # is decoded, and the classes are the folders' (CLASS_COUNT; CLASS_NAMES once read).
+    streams_files: ClassVar[bool] = False
+    # The --data-dir default (an expression of the script) and its help.
+    data_dir: ClassVar[tuple[str, str]] = ("None", "unused: the source needs no folder")
 
     def native_shape(self) -> tuple[int, int, int] | None:
         return None
 
     def class_names(self) -> tuple[str, ...] | None:
         return None
+
+    def constants(self) -> list[str]:
+        """The script constants the loader reads (after the common ones)."""
+        return []
+
+    def source_constants(self) -> list[str]:
+        """Constants the script needs before the input shape (a download URL)."""
+        return []
 
 
 CIFAR10_CLASSES = (
@@ -52,6 +76,22 @@ CIFAR10_CLASSES = (
 class Cifar10(DataSource):
     kind: ClassVar[str] = "cifar10"
     doc: ClassVar[str] = "CIFAR-10 from a local `cifar-10-batches-py` folder: 32x32x3, 10 classes."
+    loaders: ClassVar[dict[str, tuple[str, ...]]] = {
+        "keras": ("CIFAR10_LOADER",),
+        "pytorch": ("CIFAR10_LOADER",),
+    }
+    stdlib: ClassVar[tuple[str, ...]] = ("pickle",)
+    data_dir: ClassVar[tuple[str, str]] = (
+        "KERAS_DATASETS",
+        "folder holding cifar-10-batches-py (default: Keras's cache)",
+    )
+
+    def source_constants(self) -> list[str]:
+        return [
+            'CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"',
+            'KERAS_DATASETS = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) '
+            '/ "datasets"',
+        ]
 
     def native_shape(self) -> tuple[int, int, int]:
         return (32, 32, 3)
@@ -65,7 +105,20 @@ class Digits(DataSource):
     doc: ClassVar[str] = "scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)."
     white: ClassVar[float] = 16.0
     positional: ClassVar[tuple[str, ...]] = ("test_fraction",)
+    loaders: ClassVar[dict[str, tuple[str, ...]]] = {
+        "keras": ("DIGITS_LOADER",),
+        "pytorch": ("DIGITS_LOADER",),
+    }
+    imports: ClassVar[dict[str, tuple[str, ...]]] = {
+        "keras": ("from sklearn.datasets import load_digits",),
+        "pytorch": ("from sklearn.datasets import load_digits",),
+    }
+    splits_itself: ClassVar[bool] = True
+    data_dir: ClassVar[tuple[str, str]] = ("None", "unused: the digits come with scikit-learn")
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    def constants(self) -> list[str]:
+        return [f"TEST_FRACTION = {literal(self.test_fraction)}"]
 
     def native_shape(self) -> tuple[int, int, int]:
         return (8, 8, 1)
@@ -78,6 +131,16 @@ class Directory(DataSource):
     kind: ClassVar[str] = "directory"
     doc: ClassVar[str] = "`train/`, `val/` and `test/` folders of class sub-folders."
     positional: ClassVar[tuple[str, ...]] = ("path",)
+    loaders: ClassVar[dict[str, tuple[str, ...]]] = {
+        "keras": ("DIRECTORY_FOLDERS", "DIRECTORY_LOADER"),
+        "pytorch": ("DIRECTORY_FOLDERS", "DIRECTORY_LOADER"),
+    }
+    imports: ClassVar[dict[str, tuple[str, ...]]] = {"pytorch": ("from PIL import Image",)}
+    streams_files: ClassVar[bool] = True
+    data_dir: ClassVar[tuple[str, str]] = (
+        "DATA_PATH",
+        "folder with train/, val/ and test/ class folders",
+    )
     path: str
     size: tuple[int, int] | None = None
     grayscale_to_rgb: bool = False
@@ -99,6 +162,14 @@ class Directory(DataSource):
 
     def class_names(self) -> tuple[str, ...] | None:
         return self.classes
+
+    def constants(self) -> list[str]:
+        # grayscale_to_rgb: read one channel, then repeat it three times for the model.
+        gray = self.color == "grayscale" or self.grayscale_to_rgb
+        return [
+            f"DATA_PATH = {literal(self.path)}",
+            f"COLOR_MODE = {literal('grayscale' if gray else 'rgb')}",
+        ]
 
 
 SourceChoice = Cifar10 | Digits | Directory

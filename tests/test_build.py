@@ -450,3 +450,14 @@ def test_every_metric_is_an_entry_with_both_backends_code() -> None:
         assert metric.keras == name or metric.keras.func.startswith("keras.metrics.")  # type: ignore[union-attr]
         body = metric.torch.replace("\n", "\n    ")
         assert ast.parse(f"def f(probabilities, predicted, targets):\n    {body}").body
+
+
+@pytest.mark.parametrize("backend_name", ["keras", "pytorch"])
+def test_every_data_source_names_a_loader_each_script_has(backend_name: str) -> None:
+    from cnnspec.sections import SOURCES
+
+    script = {"keras": keras_backend, "pytorch": pytorch_backend}[backend_name]._Script
+    for kind, source in SOURCES.items():
+        names = source.loaders.get(backend_name)  # type: ignore[attr-defined]
+        assert names, f"{kind} has no {backend_name} loader"
+        assert set(names) <= set(script.LOADERS), (kind, set(names) - set(script.LOADERS))

@@ -13,7 +13,7 @@ from textwrap import dedent, wrap
 from cnnspec import __version__
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, sequence, statement
 from cnnspec.ir import Graph, Node, Spec
-from cnnspec.sections import Cifar10, Digits, Directory
+from cnnspec.registry import Unsupported
 
 
 def block(text: str) -> str:
@@ -120,8 +120,11 @@ class Script:
     names and artifacts, and the framework-neutral blocks. Subclasses render the rest."""
 
     FRAMEWORK: str
+    NAME: str  # the backend's name, as data sources' `loaders` and `imports` key it
     SUFFIX: str
     MODEL_FILE: str
+    # The loader blocks this backend's data sources name (see DataSource.loaders).
+    LOADERS: dict[str, str]
 
     def __init__(self, spec: Spec, source_name: str) -> None:
         self.spec = spec
@@ -223,21 +226,19 @@ class Script:
         assert graph.input_shape is not None
         out: list[str] = []
         out.append(f"SPEC_NAME = {literal(spec.name)}")
-        if isinstance(self.source, Cifar10):
-            out.append('CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"')
-            out.append(
-                'KERAS_DATASETS = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) '
-                '/ "datasets"'
-            )
+        source = self.source
+        if source is not None:
+            out += source.source_constants()
         out.append(f"INPUT_SHAPE = {literal(graph.input_shape)}")
-        if isinstance(self.source, Directory) and self.spec.data.class_names() is None:
+        from_folders = source is not None and source.streams_files
+        if from_folders and self.spec.data.class_names() is None:
             # As image_dataset_from_directory and ImageFolder do: the folders name the classes.
             out.append(
                 "CLASS_NAMES = None  # train/'s class folders, sorted, once the data is read"
             )
         else:
             out += sequence("CLASS_NAMES = ", list(self.classes), indent=0)
-        if isinstance(self.source, Directory):
+        if from_folders:
             count = 2 if self.binary else self._output_units()
             out.append(f"CLASS_COUNT = {literal(count)}  # the classes the model tells apart")
         out.append(f"SEED = {literal(spec.train.seed)}")
@@ -257,15 +258,10 @@ class Script:
                 "# The channels are reversed to BGR before normalising (Caffe-trained weights)."
             )
             out.append(f'PREPROCESSING = {{"rescale": RESCALE{stats}, "color_order": "bgr"}}')
-        if isinstance(self.source, Digits):
-            out.append(f"TEST_FRACTION = {literal(self.source.test_fraction)}")
+        if source is not None:
+            out += source.constants()
         if isinstance(data.validation, float):
             out.append(f"VALIDATION_FRACTION = {literal(data.validation)}  # held out of training")
-        if isinstance(self.source, Directory):
-            out.append(f"DATA_PATH = {literal(self.source.path)}")
-            # grayscale_to_rgb: read one channel, then repeat it three times for the model.
-            gray = self.source.color == "grayscale" or self.source.grayscale_to_rgb
-            out.append(f"COLOR_MODE = {literal('grayscale' if gray else 'rgb')}")
         if self.binary:
             threshold = spec.evaluate.threshold or 0.5
             out.append(f"THRESHOLD = {literal(threshold)}  # decision threshold on P(class 1)")
@@ -385,11 +381,25 @@ class Script:
 
     def data_dir_option(self) -> tuple[str, str]:
         """The --data-dir default (an expression) and its help text, for the spec's source."""
-        if isinstance(self.source, Cifar10):
-            return "KERAS_DATASETS", "folder holding cifar-10-batches-py (default: Keras's cache)"
-        if isinstance(self.source, Directory):
-            return "DATA_PATH", "folder with train/, val/ and test/ class folders"
-        return "None", "unused: the digits come with scikit-learn"
+        if self.source is None:
+            return "None", "unused: the digits come with scikit-learn"
+        return self.source.data_dir
+
+    def data_loader(self) -> list[str]:
+        """DATA_ERROR, CHECK_NOT_EMPTY and the source's own loader blocks, as its entry names
+        them in this backend's LOADERS table."""
+        common = [block(DATA_ERROR), block(CHECK_NOT_EMPTY)]
+        if self.source is None:
+            return [*common, block(self.LOADERS["NO_SOURCE_LOADER"])]
+        names = self.source.loaders.get(self.NAME)
+        if names is None:
+            raise Unsupported(f"the {self.source.kind} source has no {self.NAME} loader")
+        return [*common, *(block(self.LOADERS[name]) for name in names)]
+
+    def source_imports(self) -> list[str]:
+        """The `from ... import ...` lines the source's loader needs in this backend."""
+        imports = list(self.source.imports.get(self.NAME, ())) if self.source else []
+        return imports
 
     def class_weights(self) -> str:
         if self.spec.train.class_weight == "balanced":
@@ -705,3 +715,13 @@ PARSE_ARGS = """
         <EXTRA_FLAGS>
         return parser.parse_args(argv)
 """
+
+
+# The loader blocks both scripts share, by the names data sources give them (each backend adds
+# its own DIRECTORY_LOADER).
+COMMON_LOADERS = {
+    "CIFAR10_LOADER": CIFAR10_LOADER,
+    "DIGITS_LOADER": DIGITS_LOADER,
+    "DIRECTORY_FOLDERS": DIRECTORY_FOLDERS,
+    "NO_SOURCE_LOADER": NO_SOURCE_LOADER,
+}

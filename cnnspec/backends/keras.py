@@ -16,12 +16,7 @@ from collections.abc import Iterable
 
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
-    CHECK_NOT_EMPTY,
-    CIFAR10_LOADER,
-    DATA_ERROR,
-    DIGITS_LOADER,
-    DIRECTORY_FOLDERS,
-    NO_SOURCE_LOADER,
+    COMMON_LOADERS,
     SPLIT_VALIDATION,
     Script,
     block,
@@ -40,9 +35,6 @@ from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
     METRICS,
-    Cifar10,
-    Digits,
-    Directory,
 )
 
 NAME = "keras"
@@ -130,6 +122,7 @@ def emit(spec: Spec, source_name: str) -> str:
 
 class _Script(Script):
     FRAMEWORK = "Keras"
+    NAME = "keras"
     SUFFIX = SUFFIX
     MODEL_FILE = "model.keras"
 
@@ -161,8 +154,7 @@ class _Script(Script):
 
     def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "json", "os", "sys", "tempfile"]
-        if isinstance(self.source, Cifar10):
-            stdlib.append("pickle")
+        stdlib += self.source.stdlib if self.source else ()
         return stdlib
 
     def library_imports(self) -> list[str]:
@@ -173,8 +165,7 @@ class _Script(Script):
             if self.spec.evaluate.wants("curves"):
                 lines.append("from matplotlib.ticker import MaxNLocator")
         lines.append("from safetensors.numpy import load_file, save_file")
-        if isinstance(self.source, Digits):
-            lines.append("from sklearn.datasets import load_digits")
+        lines += self.source_imports()
         sklearn = ["accuracy_score", "classification_report"]
         if self.spec.evaluate.wants("confusion_matrix"):
             sklearn.append("confusion_matrix")
@@ -183,7 +174,8 @@ class _Script(Script):
         if "roc.png" in self.artifacts():
             sklearn.append("roc_curve")
         lines += import_lines("sklearn.metrics", sklearn)
-        if isinstance(self.source, Digits) or isinstance(self.spec.data.validation, float):
+        splits = self.source is not None and self.source.splits_itself
+        if splits or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
         return lines
 
@@ -294,17 +286,6 @@ class _Script(Script):
     # ---------------------------------------------------------------------------------------
     # data
 
-    def data_loader(self) -> list[str]:
-        source = self.source
-        common = [block(DATA_ERROR), block(CHECK_NOT_EMPTY)]
-        if isinstance(source, Cifar10):
-            return [*common, block(CIFAR10_LOADER)]
-        if isinstance(source, Digits):
-            return [*common, block(DIGITS_LOADER)]
-        if isinstance(source, Directory):
-            return [*common, block(DIRECTORY_FOLDERS), block(DIRECTORY_LOADER)]
-        return [*common, block(NO_SOURCE_LOADER)]
-
     def make_datasets(self) -> str:
         data = self.spec.data
         encode = {
@@ -312,7 +293,7 @@ class _Script(Script):
             "binary": 'tf.reshape(tf.cast(labels, "float32"), (-1, 1))',
             "sparse": "labels",
         }[data.labels]
-        if isinstance(self.source, Directory):
+        if self.source is not None and self.source.streams_files:
             to_dataset = "dataset = images  # a tf.data.Dataset of (image, label) already"
         else:
             to_dataset = "dataset = tf.data.Dataset.from_tensor_slices((images, labels))"
@@ -487,7 +468,7 @@ class _Script(Script):
             "        )"
         )
         decode = ""
-        if isinstance(self.source, Directory):
+        if self.source is not None and self.source.streams_files:
             # A damaged image passes the header check and fails when TensorFlow decodes it.
             decode = (
                 "\n    except tf.errors.InvalidArgumentError as error:"
@@ -1036,3 +1017,6 @@ MAIN = """
     if __name__ == "__main__":
         main()
 """
+
+
+_Script.LOADERS = {**COMMON_LOADERS, "DIRECTORY_LOADER": DIRECTORY_LOADER}

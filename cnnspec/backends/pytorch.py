@@ -16,12 +16,7 @@ from textwrap import wrap
 
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
-    CHECK_NOT_EMPTY,
-    CIFAR10_LOADER,
-    DATA_ERROR,
-    DIGITS_LOADER,
-    DIRECTORY_FOLDERS,
-    NO_SOURCE_LOADER,
+    COMMON_LOADERS,
     SPLIT_VALIDATION,
     Script,
     block,
@@ -41,9 +36,6 @@ from cnnspec.registry import HOLE, LayerArgs, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
     METRICS,
-    Cifar10,
-    Digits,
-    Directory,
 )
 
 NAME = "pytorch"
@@ -118,6 +110,7 @@ SHADOWED = frozenset(
 
 class _Script(Script):
     FRAMEWORK = "PyTorch"
+    NAME = "pytorch"
     SUFFIX = SUFFIX
     MODEL_FILE = "model.pt"
 
@@ -150,8 +143,7 @@ class _Script(Script):
 
     def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "copy", "json", "os", "sys", "tempfile", "time"]
-        if isinstance(self.source, Cifar10):
-            stdlib.append("pickle")
+        stdlib += self.source.stdlib if self.source else ()
         if self.graph.backbone is not None:
             stdlib.append("urllib.request")
         return stdlib
@@ -162,11 +154,10 @@ class _Script(Script):
             lines.append("from matplotlib.figure import Figure")
             if self.spec.evaluate.wants("curves"):
                 lines.append("from matplotlib.ticker import MaxNLocator")
-        if isinstance(self.source, Directory):
-            lines.append("from PIL import Image")
+        imports = self.source_imports()
+        lines += [line for line in imports if line < "from safetensors"]
         lines.append("from safetensors.torch import load_file, save_file")
-        if isinstance(self.source, Digits):
-            lines.append("from sklearn.datasets import load_digits")
+        lines += [line for line in imports if line > "from safetensors"]
         sklearn = ["accuracy_score", "classification_report"]
         if self.spec.evaluate.wants("confusion_matrix"):
             sklearn.append("confusion_matrix")
@@ -177,7 +168,8 @@ class _Script(Script):
         if "roc.png" in self.artifacts():
             sklearn.append("roc_curve")
         lines += import_lines("sklearn.metrics", sklearn)
-        if isinstance(self.source, Digits) or isinstance(self.spec.data.validation, float):
+        splits = self.source is not None and self.source.splits_itself
+        if splits or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
         lines.append("from torch import nn")
         lines.append(
@@ -375,17 +367,6 @@ class _Script(Script):
 
     # ---------------------------------------------------------------------------------------
     # data
-
-    def data_loader(self) -> list[str]:
-        source = self.source
-        common = [block(DATA_ERROR), block(CHECK_NOT_EMPTY)]
-        if isinstance(source, Cifar10):
-            return [*common, block(CIFAR10_LOADER)]
-        if isinstance(source, Digits):
-            return [*common, block(DIGITS_LOADER)]
-        if isinstance(source, Directory):
-            return [*common, block(DIRECTORY_FOLDERS), block(DIRECTORY_LOADER)]
-        return [*common, block(NO_SOURCE_LOADER)]
 
     def make_loaders(self) -> str:
         data = self.spec.data
@@ -1542,3 +1523,6 @@ MAIN = """
     if __name__ == "__main__":
         main()
 """
+
+
+_Script.LOADERS = {**COMMON_LOADERS, "DIRECTORY_LOADER": DIRECTORY_LOADER}
