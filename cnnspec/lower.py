@@ -767,6 +767,15 @@ class ModelLowering:
                 arg.span,
             )
             return None
+        if value == "training":
+            # nn.Module's own flag: the PyTorch script could not hold a layer of that name.
+            self.diagnostics.error(
+                "E113",
+                "a layer name cannot be 'training'",
+                arg.span,
+                "for example training_1",
+            )
+            return None
         if keyword.iskeyword(value):
             # The PyTorch script names each module attribute after its layer: self.<name>.
             self.diagnostics.error(

@@ -371,3 +371,12 @@ def test_syntax_errors_in_several_sections_are_all_reported() -> None:
         (8, 18, "E001", None),
     ]
     assert compilation.spec is None
+
+
+def test_a_layer_cannot_be_named_training() -> None:
+    text = "model m { input 8x8x1  conv2d(4, name=training)  flatten() }\n"
+    diagnostics = list(compile_text(text, "t.cnn").diagnostics)
+    assert next((d.code, d.message) for d in diagnostics) == (
+        "E113",
+        "a layer name cannot be 'training'",
+    )

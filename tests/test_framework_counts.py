@@ -215,9 +215,7 @@ def test_checker_totals_are_the_pinned_ones(stem: str) -> None:
 @pytest.mark.parametrize(("stem", "original"), sorted(SAME_NETWORK.items()))
 def test_variants_have_their_originals_network(stem: str, original: str) -> None:
     def layers(graph: Graph) -> list[tuple[object, ...]]:
-        return [
-            (n.name, n.kind, n.inputs, n.output_shape, n.params, n.layer) for n in graph.nodes
-        ]
+        return [(n.name, n.kind, n.inputs, n.output_shape, n.params, n.layer) for n in graph.nodes]
 
     assert layers(graph_of(stem)) == layers(graph_of(original))
 

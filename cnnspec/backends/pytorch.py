@@ -1153,7 +1153,8 @@ LOSSES_AND_SCORES = '''
         factor * sum(kernel ** 2)."""
         penalty = 0.0
         for name, factor in L2.items():
-            penalty = penalty + factor * getattr(model, name).weight.square().sum()
+            # (_modules: a layer may be named like a method, `logits` or `train`)
+            penalty = penalty + factor * model._modules[name].weight.square().sum()
         return penalty
 
 

@@ -440,3 +440,16 @@ def test_epoch_metrics_are_keras_metrics(labels: str, tmp_path: Path) -> None:
         metric.update_state(truth, probabilities.astype("float32"))
         expected = float(metric.result())
         assert got[name] == pytest.approx(expected, abs=1e-2 if name == "auc" else 1e-6), name
+
+
+def test_a_layer_named_like_a_module_method_keeps_its_l2(tmp_path: Path) -> None:
+    spec = checked_spec(
+        "model m { input 8x8x1  conv2d(4, l2=0.5, name=train)  flatten()"
+        "  dense(2, activation=softmax) }\ndata { labels sparse }"
+    )
+    script = load_script(write_script(spec, tmp_path, "pytorch"))
+    net = script.build_model()
+    net.train()  # still nn.Module's method
+    kernel = net._modules["train"].weight
+    expected = 0.5 * float(kernel.square().sum())
+    assert float(script.l2_penalty(net)) == pytest.approx(expected, rel=1e-6)
