@@ -263,7 +263,10 @@ class Builtin:
         if self.varargs:
             if not positional:
                 raise ExpressionError(f"{name}() needs at least one value", node.span)
-            return self.function(*positional)
+            try:
+                return self.function(*positional)
+            except ValueError as error:
+                raise ExpressionError(f"{name}(): {error}", node.span) from None
         if len(positional) > len(self.params):
             raise ExpressionError(
                 f"{name}() takes {len(self.params)} argument{'s' if len(self.params) != 1 else ''}",
@@ -315,6 +318,24 @@ def _str(value: Any) -> str:
     return str(value)
 
 
+def _truth(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"needs true or false, got {_describe(value)}")
+    return value
+
+
+def _all(*values: Any) -> bool:
+    return all([_truth("all", v) for v in values])
+
+
+def _any(*values: Any) -> bool:
+    return any([_truth("any", v) for v in values])
+
+
+def _not(value: Any) -> bool:
+    return not _truth("not", value)
+
+
 def _channels(node: ast.Call, context: Context) -> int:
     if node.args:
         raise ExpressionError("channels() takes no arguments", node.span)
@@ -347,6 +368,10 @@ BUILTINS: dict[str, Builtin] = {
         doc="keras.applications' channel rounding",
     ),
     "letter": Builtin(_letter, ("index",), doc="0 → a, 1 → b, ... (block names: block2a)"),
+    # Conditions: all(stride == 1, filters_in == filters_out), any(...), not(project).
+    "all": Builtin(_all, ("conditions",), varargs=True, numbers=False),
+    "any": Builtin(_any, ("conditions",), varargs=True, numbers=False),
+    "not": Builtin(_not, ("condition",), numbers=False),
     "str": Builtin(_str, ("x",), numbers=False),
     "channels": _ChannelsBuiltin(lambda: 0, (), doc="the channel count of the input here"),
 }

@@ -322,3 +322,25 @@ def test_completion_offers_defined_blocks_and_their_parameters() -> None:
         "expand=",
         "name=",
     ]
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("all(1 == 1, 2 > 1)", True),
+        ("all(1 == 1, 2 < 1)", False),
+        ("any(1 == 2, 3 == 3)", True),
+        ("not(1 == 2)", True),
+    ],
+)
+def test_conditions_combine_with_all_any_and_not(expression: str, value: bool) -> None:
+    source = Source("t.cnn", f"m {{ let x = {expression} }}")
+    setting = parse(source, _diagnostics(source)).items[0].items[0]  # type: ignore[union-attr]
+    assert evaluate(setting.value, Context()) is value  # type: ignore[union-attr]
+
+
+def test_a_condition_must_be_true_or_false() -> None:
+    source = Source("t.cnn", "m { let x = all(1 == 1, 3) }")
+    setting = parse(source, _diagnostics(source)).items[0].items[0]  # type: ignore[union-attr]
+    with pytest.raises(ExpressionError, match=r"all\(\): needs true or false, got 3"):
+        evaluate(setting.value, Context())  # type: ignore[union-attr]
