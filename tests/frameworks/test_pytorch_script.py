@@ -451,5 +451,5 @@ def test_a_layer_named_like_a_module_method_keeps_its_l2(tmp_path: Path) -> None
     net = script.build_model()
     net.train()  # still nn.Module's method
     kernel = net._modules["train"].weight
-    expected = 0.5 * float(kernel.square().sum())
-    assert float(script.l2_penalty(net)) == pytest.approx(expected, rel=1e-6)
+    expected = 0.5 * float(kernel.detach().square().sum())
+    assert float(script.l2_penalty(net).detach()) == pytest.approx(expected, rel=1e-6)
