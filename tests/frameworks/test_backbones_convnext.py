@@ -73,8 +73,9 @@ def assert_equals_keras_convnext(
     assert all(node.scope[0] == "backbone" for node in graph.nodes)
 
 
-def test_convnext_tiny_with_the_classifier_equals_keras_applications() -> None:
-    assert_equals_keras_convnext("convnext_tiny", 224, include_top=True)
+@pytest.mark.parametrize("size", ["tiny", *(library(size) for size in SIZES[1:])])
+def test_convnext_with_the_classifier_equals_keras_applications(size: str) -> None:
+    assert_equals_keras_convnext(f"convnext_{size}", 224, include_top=True)
 
 
 POOLING = {"tiny": "avg", "small": "max"}

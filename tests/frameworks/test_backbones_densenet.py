@@ -32,6 +32,10 @@ CASES = [
     ("resnet50_v2", 32, False, None),
     library("resnet101_v2", 32, False, "avg"),
     library("resnet152_v2", 32, False, "max"),
+    library("densenet169", 224, True, None),
+    library("densenet201", 224, True, None),
+    library("resnet101_v2", 224, True, None),
+    library("resnet152_v2", 224, True, None),
 ]
 
 

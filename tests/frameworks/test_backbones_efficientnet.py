@@ -42,10 +42,15 @@ def test_without_the_classifier_equals_keras_applications(
     assert_equals_keras_applications(name, size, False, pooling)
 
 
-# The classifier at the native size, for the two smallest (the others only grow in width,
-# depth and input size, which the cases above check without the slow native-size builds).
+# The classifier at the native size: B0 in `make test`, the others (slow native-size builds)
+# in `make test-library`.
+NATIVE = [240, 260, 300, 380, 456, 528, 600]
+
+
 @pytest.mark.parametrize(
-    ("name", "size"), [("efficientnet_b0", 224), library("efficientnet_b1", 240)]
+    ("name", "size"),
+    [("efficientnet_b0", 224)]
+    + [library(f"efficientnet_b{b}", size) for b, size in enumerate(NATIVE, 1)],
 )
 def test_with_the_classifier_equals_keras_applications(name: str, size: int) -> None:
     assert_equals_keras_applications(name, size, True, None)

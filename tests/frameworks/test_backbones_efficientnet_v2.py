@@ -44,8 +44,23 @@ def test_without_the_classifier_equals_keras_applications(
 
 # The classifier at the native size, for B0 only (the others differ in width, depth, tables and
 # input size, which the cases above check without the slow native-size builds).
-def test_with_the_classifier_equals_keras_applications() -> None:
-    assert_equals_keras_applications("efficientnet_v2_b0", 224, True, None)
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("efficientnet_v2_b0", 224)]
+    + [
+        library(f"efficientnet_v2_{name}", size)
+        for name, size in (
+            ("b1", 240),
+            ("b2", 260),
+            ("b3", 300),
+            ("s", 384),
+            ("m", 480),
+            ("l", 480),
+        )
+    ],
+)
+def test_with_the_classifier_equals_keras_applications(name: str, size: int) -> None:
+    assert_equals_keras_applications(name, size, True, None)
 
 
 def _preprocessing(nodes: list, model) -> None:  # type: ignore[no-untyped-def]
