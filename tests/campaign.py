@@ -69,6 +69,8 @@ FORMS = {
     "identity branch": r"branch \{ \}",
     "(C,) gate": r"global_\w+_pool\(\) (sigmoid|tanh)\(\) \}",
     "named layer": r"name=",
+    "defined block": r"^define d\d+\(k",
+    "expression argument": r"k \* 2|k \+ 1",
 }
 
 
@@ -78,6 +80,8 @@ class Writer:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.names = 0
+        # `define` sections written for the spec, placed before its model.
+        self.defines: list[str] = []
 
     def chance(self, p: float) -> bool:
         return self.rng.random() < p
@@ -318,9 +322,27 @@ class Writer:
                 result.append(f"block b{self.names} {{ {body} }}")
             elif depth < 2 and roll < 0.33:
                 result.append(self.join(kinds, depth + 1))
+            elif depth < 2 and roll < 0.37:
+                result.append(self.defined(kinds, depth + 1))
             else:
                 result.append(self.layer(kinds))
         return result
+
+    def defined(self, kinds: list[str], depth: int) -> str:
+        """A block defined with a parameter and called once or twice (each call a block of its
+        own name, so explicit names inside stay unique), its body using the parameter in
+        expressions."""
+        self.names += 1
+        name = f"d{self.names}"
+        body = " ".join(self.items(kinds, depth + 1, 0, 2))
+        first = self.rng.choice(["conv2d(k, padding=same)", "conv2d(k * 2, kernel=1)"])
+        last = self.rng.choice(["", "if k > 2 { relu() } else { tanh() }", "dense(k + 1)"])
+        self.defines.append(f"define {name}(k, unused=1) {{ {first} {body} {last} }}")
+        calls = []
+        for _ in range(self.rng.randint(1, 2)):
+            self.names += 1
+            calls.append(f"{name}({self.rng.randint(1, 8)}, name=i{self.names})")
+        return " ".join(calls)
 
     def residual(self, kinds: list[str], depth: int) -> str:
         label = ""
@@ -447,7 +469,7 @@ class Writer:
         lines.append("}")
         if data:
             lines.append(data)
-        return "\n".join(lines) + "\n"
+        return "\n".join([*self.defines, *lines]) + "\n"
 
 
 def layer_kinds() -> list[str]:
