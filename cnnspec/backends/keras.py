@@ -916,8 +916,11 @@ LOAD_BACKBONE = '''
         if weights == "none":
             return
         # keras.applications leaves some layers unnamed (Inception's conv2d_N): they take
-        # the names a fresh session gives them, which the spec's layers have.
-        keras.backend.clear_session()
+        # the names a fresh session gives them, which the spec's layers have. Only the name
+        # counters are reset: clear_session() would break a distribution strategy's scope.
+        from keras.src.utils.naming import reset_uids
+
+        reset_uids()
         try:
             # At the spec's input size, so Keras picks the same weight file as the spec
             # names (MobileNetV2 has one per size); kernels fit any size.

@@ -26,3 +26,51 @@ CASES = [
 @pytest.mark.parametrize(("name", "size"), CASES)
 def test_keras_weight_files_load_by_layer_name(name: str, size: int, tmp_path: Path) -> None:
     assert_weights_load_by_name(name, size, tmp_path)
+
+
+def test_weights_load_inside_a_mirrored_strategy(tmp_path: Path) -> None:
+    """The Keras script loads backbone weights inside `strategy.scope()`; resetting Keras's
+    layer-name counters there (for keras.applications' unnamed layers) must leave the scope
+    and training intact."""
+    import keras
+
+    from tests.frameworks.backbone_check import keras_application
+    from tests.frameworks.scripts import (
+        checked_spec,
+        run_script,
+        write_script,
+        write_tiny_image_folders,
+    )
+    from tests.frameworks.test_backbones import write_keras_weight_file
+
+    source = keras_application("mobilenet_v3_small", 32, False, "avg")
+    weight_file = tmp_path / "notop.h5"
+    write_keras_weight_file(source, weight_file)
+    keras.backend.clear_session()
+    spec = checked_spec(
+        "model t { input 32x32x3  backbone mobilenet_v3_small(weights=none, pooling=avg)"
+        "  dense(2, activation=softmax) }\n"
+        'data { source directory("imgs", size=32x32)  labels sparse  validation val }\n'
+        "train { epochs 1  batch 4 }"
+    )
+    data = write_tiny_image_folders(tmp_path / "imgs", ("a", "b"), size=32)
+    script = write_script(spec, tmp_path, "keras")
+    out = tmp_path / "run"
+    driver = tmp_path / "mirrored.py"
+    driver.write_text(
+        "import runpy, sys\n"
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(\n"
+        "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2\n"
+        ")\n"
+        f"sys.argv = [{str(script)!r}, '--strategy', 'mirrored', '--epochs', '1',\n"
+        f"            '--data-dir', {str(data)!r}, '--weights', {str(weight_file)!r},\n"
+        f"            '--output-dir', {str(out)!r}]\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    )
+    result = run_script(driver)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mirrored over 2 devices" in result.stdout
+    assert f"weights from {weight_file}" in result.stdout
+    assert (out / "metrics.json").exists()
