@@ -407,7 +407,7 @@ class _Script(Script):
         to_keras.append("return tensor")
         indent = "\n    "
         return [
-            block(TO_CHW) if flattened else "",
+            block(TO_CHW) + "\n\n" + block(FROM_CHW) if flattened else "",
             fill(
                 WEIGHT_FUNCTIONS,
                 FROM_KERAS=indent.join(from_keras_code(used, flattened).split("\n")),
@@ -769,6 +769,8 @@ FIT_PHASE = '''
 '''
 
 
+# Keras's weights to the canonical layout (the PyTorch script reads keras.applications' files
+# with it too); FROM_CHW is the way back, for the Keras script alone.
 TO_CHW = '''
     def to_chw(tensor, name):
         """Reorder a leading (H * W * C) axis, as Keras flattens, to (C * H * W)."""
@@ -778,8 +780,9 @@ TO_CHW = '''
         rest = tensor.shape[1:]
         tensor = tensor.reshape(height, width, channels, *rest)
         return tensor.transpose(2, 0, 1, *range(3, tensor.ndim)).reshape(-1, *rest)
+'''
 
-
+FROM_CHW = '''
     def from_chw(tensor, name):
         """The inverse of to_chw."""
         if name not in FLATTENED_FROM:

@@ -28,7 +28,7 @@ from cnnspec.backends.common import (
     step_output,
     straight_line,
 )
-from cnnspec.backends.keras import from_keras_code, keras_class, weight_table
+from cnnspec.backends.keras import TO_CHW, from_keras_code, keras_class, weight_table
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
@@ -268,7 +268,7 @@ class _Script(Script):
         layouts = [w.layout for _, weights in weight_table(self.graph, nodes) for w in weights]
         flattened = any(name in {n.name for n in nodes} for name in flattened_inputs(self.graph))
         body = from_keras_code(layouts, flattened).split("\n")
-        parts = [block(TO_CHW_ONLY)] if flattened else []
+        parts = [block(TO_CHW)] if flattened else []
         parts.append(fill(LOAD_BACKBONE, FROM_KERAS="\n    ".join(body)))
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
 
@@ -646,18 +646,6 @@ LOAD_BACKBONE = '''
             raise DataError(f"{path} has no weights for {len(missing)} backbone layers")
         net.load_state_dict(loaded, strict=False)
         print(f"backbone weights from {path}")
-'''
-
-
-TO_CHW_ONLY = '''
-    def to_chw(tensor, name):
-        """Rows over features Keras flattened as (H, W, C), reordered as (C, H, W)."""
-        if name not in FLATTENED_FROM:
-            return tensor
-        height, width, channels = FLATTENED_FROM[name]
-        rest = tensor.shape[1:]
-        tensor = tensor.reshape(height, width, channels, *rest)
-        return tensor.transpose(2, 0, 1, *range(3, tensor.ndim)).reshape(-1, *rest)
 '''
 
 

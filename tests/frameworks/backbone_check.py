@@ -128,28 +128,33 @@ def assert_freezes_by_block(name: str, size: int, block: str) -> None:
     assert plan.trainable_params == trained_outside + sum(n.params.trainable for n in inside)
 
 
-def assert_weights_load_by_name(name: str, size: int, folder: Path) -> None:
+def assert_weights_load_by_name(
+    name: str, size: int, folder: Path, include_top: bool = False, atol: float = 1e-4
+) -> None:
     """A weight file in keras.applications' layout (what weights=imagenet downloads), from the
     keras.applications model with random weights and batchnorm statistics, loads by layer name
     into both generated scripts, and both then compute what the keras.applications model does
-    on the same 0-255 pixels."""
+    on the same 0-255 pixels (its classifier's probabilities with `include_top`, else its
+    average-pooled features)."""
     import torch
 
     from tests.frameworks.scripts import load_script, write_script
     from tests.frameworks.test_backbones import write_keras_weight_file
     from tests.frameworks.test_keras_script import randomise_batchnorm
 
-    source = keras_application(name, size, False, "avg")
+    source = keras_application(name, size, include_top, None if include_top else "avg")
     randomise_batchnorm(source, seed=1)
-    weight_file = folder / f"{name}_notop.h5"
+    weight_file = folder / f"{name}.h5"
     write_keras_weight_file(source, weight_file)
-    # The pooled features themselves are the output (the checker's E302 says a classifier
-    # would need a softmax; the scripts build the network all the same).
+    arguments = "include_top=true" if include_top else "pooling=avg"
     compilation = compile_text(
-        f"model t {{ input {size}x{size}x3  backbone {name}(weights=none, pooling=avg) }}"
+        f"model t {{ input {size}x{size}x3  backbone {name}(weights=none, {arguments}) }}"
         "\ndata { labels sparse }"
     )
-    assert {d.code for d in compilation.diagnostics.errors} == {"E302"}
+    # Pooled features as the output: the checker's E302 says a classifier would need a
+    # softmax; the scripts build the network all the same.
+    errors = {d.code for d in compilation.diagnostics.errors}
+    assert errors == (set() if include_top else {"E302"})
     spec = compilation.spec
     assert spec is not None
     x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
@@ -158,7 +163,7 @@ def assert_weights_load_by_name(name: str, size: int, folder: Path) -> None:
     keras_script = load_script(write_script(spec, folder, "keras"))
     model = keras_script.build_model()
     keras_script.load_backbone_weights(model, str(weight_file))
-    np.testing.assert_allclose(np.asarray(model(x, training=False)), expected, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), expected, atol=atol)
 
     torch_script = load_script(write_script(spec, folder, "pytorch"))
     net = torch_script.build_model()
@@ -166,4 +171,4 @@ def assert_weights_load_by_name(name: str, size: int, folder: Path) -> None:
     net.eval()
     with torch.no_grad():
         got = net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4)
+    np.testing.assert_allclose(got, expected, atol=atol)

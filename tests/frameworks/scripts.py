@@ -136,3 +136,21 @@ def write_tiny_image_folders(
                 pixels = rng.integers(0, 256, (size, size), dtype=np.uint8)
                 Image.fromarray(pixels, mode="L").save(folder / f"{number}.png")
     return root
+
+
+def run_mirrored(script: Path, folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a generated Keras script with `--strategy mirrored` on two logical CPU devices (set
+    before TensorFlow starts, hence a driver script of its own)."""
+    driver = folder / "mirrored.py"
+    argv = [str(script), "--strategy", "mirrored", *args]
+    driver.write_text(
+        "import runpy, sys\n"
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(\n"
+        "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2\n"
+        ")\n"
+        f"sys.argv = {argv!r}\n"
+        f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    )
+    return run_script(driver)

@@ -37,7 +37,7 @@ def test_weights_load_inside_a_mirrored_strategy(tmp_path: Path) -> None:
     from tests.frameworks.backbone_check import keras_application
     from tests.frameworks.scripts import (
         checked_spec,
-        run_script,
+        run_mirrored,
         write_script,
         write_tiny_image_folders,
     )
@@ -56,20 +56,12 @@ def test_weights_load_inside_a_mirrored_strategy(tmp_path: Path) -> None:
     data = write_tiny_image_folders(tmp_path / "imgs", ("a", "b"), size=32)
     script = write_script(spec, tmp_path, "keras")
     out = tmp_path / "run"
-    driver = tmp_path / "mirrored.py"
-    driver.write_text(
-        "import runpy, sys\n"
-        "import tensorflow as tf\n"
-        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-        "tf.config.set_logical_device_configuration(\n"
-        "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2\n"
-        ")\n"
-        f"sys.argv = [{str(script)!r}, '--strategy', 'mirrored', '--epochs', '1',\n"
-        f"            '--data-dir', {str(data)!r}, '--weights', {str(weight_file)!r},\n"
-        f"            '--output-dir', {str(out)!r}]\n"
-        f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    result = run_mirrored(
+        script,
+        tmp_path,
+        *("--epochs", "1", "--data-dir", str(data), "--weights", str(weight_file)),
+        *("--output-dir", str(out)),
     )
-    result = run_script(driver)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored over 2 devices" in result.stdout
     assert f"weights from {weight_file}" in result.stdout

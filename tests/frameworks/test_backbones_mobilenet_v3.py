@@ -23,8 +23,6 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("torch")
 
-import keras
-import torch
 
 from cnnspec import verify
 from tests.campaign import random_weights
@@ -32,10 +30,9 @@ from tests.frameworks.backbone_check import (
     assert_equals_keras_applications,
     assert_freezes_by_block,
     assert_verifies,
+    assert_weights_load_by_name,
 )
-from tests.frameworks.scripts import checked_spec, load_script, write_script
-from tests.frameworks.test_backbones import write_keras_weight_file
-from tests.frameworks.test_keras_script import randomise_batchnorm
+from tests.frameworks.scripts import checked_spec
 
 pytestmark = pytest.mark.frameworks
 
@@ -83,30 +80,7 @@ def test_classifier_weights_load_by_name_and_reproduce_keras_applications(tmp_pa
     """A weight file in keras.applications' layout (what weights=imagenet downloads for
     include_top=true) loads by layer name into both generated scripts, and both give
     MobileNetV3Small's own outputs on 0-255 pixels (its Rescaling is part of the network)."""
-    keras.backend.clear_session()
-    source = keras.applications.MobileNetV3Small(weights=None, input_shape=(224, 224, 3))
-    randomise_batchnorm(source, seed=1)
-    weight_file = tmp_path / "mobilenet_v3_small.h5"
-    write_keras_weight_file(source, weight_file)
-    spec = checked_spec(
-        "model t { input 224x224x3  backbone mobilenet_v3_small(weights=none, include_top=true) }"
-        "\ndata { labels sparse }"
-    )
-    x = np.random.default_rng(0).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
-    expected = np.asarray(source(x, training=False))
-
-    keras_script = load_script(write_script(spec, tmp_path, "keras"))
-    model = keras_script.build_model()
-    keras_script.load_backbone_weights(model, str(weight_file))
-    np.testing.assert_allclose(np.asarray(model(x, training=False)), expected, atol=1e-6)
-
-    torch_script = load_script(write_script(spec, tmp_path, "pytorch"))
-    net = torch_script.build_model()
-    torch_script.load_backbone_weights(net, str(weight_file))
-    net.eval()
-    with torch.no_grad():
-        got = net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert_weights_load_by_name("mobilenet_v3_small", 224, tmp_path, include_top=True, atol=1e-6)
 
 
 def test_layers_named_like_the_pytorch_nets_methods_still_run() -> None:

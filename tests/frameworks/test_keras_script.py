@@ -38,6 +38,7 @@ from tests.frameworks.keras_ref import build_keras
 from tests.frameworks.scripts import (
     checked_spec,
     load_script,
+    run_mirrored,
     run_script,
     shipped_spec,
     tensorflow_noise,
@@ -242,19 +243,7 @@ def test_digits_reaches_95_percent(tmp_path: Path) -> None:
 def test_mirrored_strategy_on_two_cpu_devices(tmp_path: Path) -> None:
     script = script_for("digits", tmp_path)
     out = tmp_path / "run"
-    driver = tmp_path / "mirrored.py"
-    driver.write_text(
-        "import runpy, sys\n"
-        "import tensorflow as tf\n"
-        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
-        "tf.config.set_logical_device_configuration(\n"
-        "    cpu, [tf.config.LogicalDeviceConfiguration()] * 2\n"
-        ")\n"
-        f"sys.argv = [{str(script)!r}, '--strategy', 'mirrored', '--epochs', '1',\n"
-        f"            '--output-dir', {str(out)!r}]\n"
-        f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
-    )
-    result = run_script(driver)
+    result = run_mirrored(script, tmp_path, "--epochs", "1", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "mirrored over 2 devices" in result.stdout
     assert (out / "metrics.json").exists()
