@@ -539,6 +539,71 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _dims(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be HxWxC, such as 224x224x3, not {text!r}")
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
+
+
+def import_command(args: argparse.Namespace) -> None:
+    """Bring a Keras, ONNX or PyTorch model into the language: a spec and its weights."""
+    from cnnspec.artifact import State, stamp, state_of
+    from cnnspec.importing import ImportFailure, import_model
+
+    source: str = args.model
+    try:
+        imported = import_model(source, args.input_size)
+    except ImportFailure as failure:
+        if failure.gaps:
+            echo(f"cnnspec: error: cannot import {source}: {failure.message}", err=True)
+            for gap in failure.gaps:
+                echo(f"  {gap}", err=True)
+        else:
+            echo(f"cnnspec: error: {failure.message}", err=True)
+        echo("nothing written", err=True)
+        raise Exit(1) from None
+    network, spec = imported.network, imported.spec
+    target: Path = args.output or Path(f"{network.name}.cnn")
+    weights_target = target.with_suffix(".safetensors")
+    try:
+        from safetensors.numpy import save
+    except ImportError:
+        echo("cnnspec: error: import needs safetensors: pip install 'cnnspec[import]'", err=True)
+        raise Exit(1) from None
+    data = save(imported.tensors, metadata={"cnnspec.imported_from": network.source})
+
+    def weights_state(path: Path) -> State:
+        try:
+            with open(path, "rb") as stream:
+                head = stream.read(8 + 4096)
+        except FileNotFoundError:
+            return State.absent
+        except OSError:
+            return State.foreign
+        return State.generated if b"cnnspec.imported_from" in head else State.foreign
+
+    # Both files or neither: a refusal of the second must not leave the first written.
+    for path, state in (
+        (target, state_of(target)),
+        (weights_target, weights_state(weights_target)),
+    ):
+        if state in (State.foreign, State.edited) and not args.force:
+            from cnnspec.artifact import Refused
+
+            echo(f"cnnspec: error: {Refused(path, state)}", err=True)
+            echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
+            raise Exit(1)
+    text = stamp(f"# imported by cnnspec {__version__} from {network.source}", imported.text)
+    outcome = _write_or_exit(target, text, args.force)
+    _write_or_exit(weights_target, data, args.force, weights_state)
+    params = spec.model.params
+    echo(
+        f"{outcome} {target} ({len(text.splitlines())} lines, {len(spec.model.nodes)} layers, "
+        f"{params.total:,} parameters) and {weights_target}"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnspec",
@@ -697,6 +762,21 @@ def _parser() -> argparse.ArgumentParser:
     # Editors' LSP clients (vscode-languageclient, Neovim's) may pass --stdio: stdio is the
     # only transport, so the flag is accepted and means nothing more.
     sub.add_argument("--stdio", action="store_true", help=argparse.SUPPRESS)
+
+    sub = command("import", import_command)
+    sub.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a Keras .keras or .h5 file, an ONNX file, or a PyTorch factory package.module:fn",
+    )
+    sub.add_argument("--output", "-o", type=Path, help="the spec to write (default: <model>.cnn)")
+    sub.add_argument(
+        "--input-size",
+        type=_dims,
+        metavar="HxWxC",
+        help="the input a PyTorch factory's model takes, such as 224x224x3",
+    )
+    sub.add_argument("--force", action="store_true", help=force_help)
 
     command("version", version)
     return parser
