@@ -564,6 +564,8 @@ def import_command(args: argparse.Namespace) -> None:
         echo("nothing written", err=True)
         raise Exit(1) from None
     network, spec = imported.network, imported.spec
+    for note in imported.notes:
+        echo(f"cnnspec: note: {note}", err=True)
     target: Path = args.output or Path(f"{network.name}.cnn")
     weights_target = target.with_suffix(".safetensors")
     try:

@@ -23,6 +23,8 @@ class Imported:
     tensors: dict[str, Any]  # canonical weights
     network: Network
     spec: Any  # the compiled cnnspec.ir.Spec
+    # What the spec does differently from the source, one line each (also comments in it).
+    notes: list[str]
 
 
 def read(source: str, input_size: tuple[int, int, int] | None = None) -> Network:
@@ -69,8 +71,9 @@ def import_network(network: Network) -> Imported:
     from cnnspec.importing import structure, weights, writer
 
     fold_activations(network)
+    notes = _probabilities(network)
     items = structure.nest(network)
-    text = writer.write(network, items)
+    text = "".join(f"# {note}\n" for note in notes) + writer.write(network, items)
     formatted = format_text(text) or text
     compilation = compile_text(formatted, f"{network.name}.cnn")
     if not compilation.ok or compilation.spec is None:
@@ -81,7 +84,23 @@ def import_network(network: Network) -> Imported:
     spec = compilation.spec
     _same_graph(network, spec.model)
     tensors = weights.canonical(network, spec.model)
-    return Imported(formatted, tensors, network, spec)
+    return Imported(formatted, tensors, network, spec, notes)
+
+
+def _probabilities(network: Network) -> list[str]:
+    """A cnnspec classifier outputs probabilities, and its scripts train and evaluate on them:
+    a model that ends in logits (as PyTorch classifiers do) gets the softmax (or, for one
+    unit, the sigmoid) that turns them into probabilities, on its last layer, and says so."""
+    last = network.producer().get(network.output)
+    if last is None or last.kind not in ("dense", "conv2d") or last.args.get("activation"):
+        return []
+    units = last.args.get("units", last.args.get("filters"))
+    activation = "sigmoid" if units == 1 else "softmax"
+    last.args["activation"] = activation
+    return [
+        f"{last.name} outputs logits in the source; here it applies {activation}, as a cnnspec",
+        f"classifier outputs probabilities: this model computes {activation}(source(x)).",
+    ]
 
 
 def _same_graph(network: Network, graph: Any) -> None:

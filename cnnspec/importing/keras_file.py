@@ -70,7 +70,7 @@ def _read_legacy_h5(path: Path, h5py: Any) -> tuple[dict[str, Any], dict[str, li
                 )
             config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
             variables: dict[str, list[Any]] = {}
-            group = store["model_weights"] if "model_weights" in store else store
+            group = store.get("model_weights", store)
             for layer_name in group:
                 layer_group = group[layer_name]
                 names = [
@@ -133,10 +133,7 @@ def network_from_config(
                 aliases[name] = INPUT
                 last = INPUT
                 continue
-            if sequential:
-                sources = [last]
-            else:
-                sources = _inbound(entry, name, gaps)
+            sources = [last] if sequential else _inbound(entry, name, gaps)
             if input_shape is None and sequential and not inputs and last == INPUT:
                 build = (
                     model_config.get("build_input_shape")

@@ -13,10 +13,7 @@ from cnnspec.layout import flattened_inputs
 def canonical(network: Network, graph: Graph) -> dict[str, Any]:
     import numpy as np
 
-    if not network.keras_variables:
-        tensors = dict(network.tensors)
-    else:
-        tensors = _from_keras(network, graph)
+    tensors = dict(network.tensors) if not network.keras_variables else _from_keras(network, graph)
     shapes = graph.value_shapes()
     expected: dict[str, tuple[int, ...]] = {}
     for node in graph.nodes:

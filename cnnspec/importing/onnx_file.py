@@ -1,0 +1,568 @@
+"""Reading an ONNX model (NCHW, as PyTorch and cnnspec export it) with the onnx package alone.
+
+Each node maps to a cnnspec kind; the small patterns exporters write for one layer are read
+back as that layer: Mul(x, Sigmoid(x)) is swish, a global pooling then Flatten is a global
+pooling without kept dimensions, Clip(0, 6) is relu6, a depthwise then a 1x1 convolution named
+as cnnspec names a separable convolution's halves is that convolution. Layers are named after
+their weights (`layer1.0.conv1.weight` is layer1_0_conv1) or the node's module path; in a model
+cnnspec exported, after the layers they were."""
+
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+from typing import Any
+
+from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, Spelled
+from cnnspec.layers.base import same_pads
+
+_ACTIVATIONS = {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "HardSwish": "hard_swish",
+}
+_JOINS = {"Add": "add", "Sum": "add", "Mul": "multiply", "Concat": "concat"}
+
+
+def read(path: Path) -> Network:
+    try:
+        import onnx
+    except ImportError:
+        raise ImportFailure("importing ONNX needs onnx: pip install 'cnnspec[import]'") from None
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf's DecodeError, and others for truncated files
+        raise ImportFailure(f"{path} is not a readable ONNX file: {error}") from None
+    return network_from_model(model, str(path))
+
+
+def network_from_model(model: Any, source: str) -> Network:
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 (shapes then come only from the layers)
+        pass
+    graph = model.graph
+    constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in constants]
+    if len(inputs) != 1:
+        raise ImportFailure(f"{source} has {len(inputs)} inputs; a cnnspec model has one image")
+    shapes = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in [*graph.input, *graph.value_info, *graph.output]
+    }
+    reader = _Reader(constants, shapes, source)
+    reader.read(inputs[0].name, list(graph.node))
+    if len(graph.output) != 1:
+        reader.gaps.append(
+            Gap("the graph", f"{len(graph.output)} outputs", "a cnnspec model has one output")
+        )
+    if reader.gaps:
+        raise ImportFailure("the model uses what cnnspec cannot express", reader.gaps)
+    assert reader.input_shape is not None
+    output = reader.value(graph.output[0].name)
+    name = _identifier(graph.name or Path(source).stem) or "imported"
+    return Network(
+        name=name,
+        input_shape=reader.input_shape,
+        layers=reader.layers,
+        output=output,
+        tensors=reader.tensors,
+        source=source,
+    )
+
+
+def _identifier(text: str) -> str:
+    cleaned = re.sub(r"\W+", "_", text).strip("_")
+    if not cleaned:
+        return ""
+    if cleaned[0].isdigit():
+        cleaned = f"m_{cleaned}"
+    if keyword.iskeyword(cleaned) or cleaned in (INPUT, "training"):
+        cleaned = f"{cleaned}_1"
+    return cleaned
+
+
+class _Reader:
+    def __init__(self, constants: dict[str, Any], shapes: dict[str, list[Any]], source: str):
+        self.constants = constants
+        self.shapes = shapes
+        self.source = source
+        self.aliases: dict[str, str] = {}
+        self.layers: list[Layer] = []
+        self.by_name: dict[str, Layer] = {}
+        self.tensors: dict[str, Any] = {}
+        self.gaps: list[Gap] = []
+        self.input_shape: tuple[int, int, int] | None = None
+        self.users: dict[str, int] = {}
+
+    # ---- values
+
+    def value(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+    def constant(self, name: str) -> Any | None:
+        return self.constants.get(name)
+
+    def hwc(self, value: str) -> tuple[int, ...] | None:
+        shape = self.shapes.get(value)
+        if not shape or any(d is None for d in shape[1:]):
+            return None
+        dims = shape[1:]
+        return (dims[1], dims[2], dims[0]) if len(dims) == 3 else tuple(dims)
+
+    # ---- naming
+
+    def name_for(self, node: Any, weight: str | None = None) -> str:
+        if weight is not None:
+            for suffix in (".weight", ".depthwise.weight", ".pointwise.weight", ".bias"):
+                if weight.endswith(suffix) and len(weight) > len(suffix):
+                    return self.unique(_identifier(weight[: -len(suffix)]))
+        raw = node.name or node.output[0]
+        if raw.startswith("/"):
+            parts = raw.strip("/").split("/")
+            op = parts.pop() if parts else node.op_type
+            path: list[str] = []
+            for part in parts:
+                if path and part.startswith(path[-1] + "."):
+                    path[-1] = part
+                else:
+                    path.append(part)
+            base = _identifier(".".join(path))
+            op_name = re.sub(r"_\d+$", "", op).lower()
+            if not base or node.op_type in _JOINS or base in self.by_name:
+                base = f"{base}_{op_name}" if base else op_name
+            return self.unique(base)
+        return self.unique(_identifier(raw) or node.op_type.lower())
+
+    def unique(self, name: str) -> str:
+        candidate, index = name, 1
+        while candidate in self.by_name or candidate in (INPUT, "training"):
+            index += 1
+            candidate = f"{name}_{index}"
+        return candidate
+
+    def add(self, node: Any, kind: str, args: dict[str, Any], sources: list[str],
+            name: str | None = None) -> Layer:
+        name = name or self.name_for(node)
+        layer = Layer(name, kind, args, tuple(sources), f"node '{node.name or node.output[0]}' ({node.op_type})")
+        self.layers.append(layer)
+        self.by_name[name] = layer
+        self.aliases[node.output[0]] = name
+        return layer
+
+    def gap(self, node: Any, what: str, why: str) -> None:
+        self.gaps.append(Gap(f"node '{node.name or node.output[0]}' ({node.op_type})", what, why))
+
+    # ---- nodes
+
+    def read(self, input_name: str, nodes: list[Any]) -> None:
+        import numpy as np
+
+        shape = self.shapes.get(input_name) or []
+        producers_of_input = [n for n in nodes if input_name in n.input]
+        first = producers_of_input[0] if len(producers_of_input) == 1 else None
+        attrs = _attributes(first) if first is not None else {}
+        if first is not None and first.op_type == "Transpose" and attrs.get("perm") == [0, 3, 1, 2]:
+            dims = shape[1:]
+            if len(dims) == 3 and all(isinstance(d, int) and d for d in dims):
+                self.input_shape = (dims[0], dims[1], dims[2])
+            self.aliases[first.output[0]] = INPUT
+            nodes = [n for n in nodes if n is not first]
+        else:
+            dims = shape[1:]
+            if len(dims) == 3 and all(isinstance(d, int) and d for d in dims):
+                self.input_shape = (dims[1], dims[2], dims[0])
+        if self.input_shape is None:
+            self.gaps.append(
+                Gap(f"input '{input_name}'", f"shape {shape}",
+                    "cnnspec needs a fixed (channels, height, width) image input")
+            )
+            return
+        self.aliases[input_name] = INPUT
+        for node in nodes:
+            for value in node.input:
+                self.users[value] = self.users.get(value, 0) + 1
+        for node in nodes:
+            if node.op_type == "Constant":
+                from onnx import numpy_helper
+
+                tensor = _attributes(node).get("value")
+                if tensor is not None:
+                    self.constants[node.output[0]] = numpy_helper.to_array(tensor)
+                continue
+            if node.op_type == "Identity" and node.input[0] in self.constants:
+                self.constants[node.output[0]] = self.constants[node.input[0]]
+                continue
+            try:
+                self.node(node, np)
+            except _Skip:
+                continue
+
+    def node(self, node: Any, np: Any) -> None:  # noqa: C901 (one case per op)
+        op = node.op_type
+        attrs = _attributes(node)
+        data = [i for i in node.input if i and i not in self.constants]
+        sources = [self.value(i) for i in data]
+        match op:
+            case "Identity" | "Dropout":
+                self.aliases[node.output[0]] = sources[0]
+            case "Conv":
+                self.conv(node, attrs, sources, np)
+            case "BatchNormalization":
+                self.batchnorm(node, attrs, sources)
+            case "Relu" | "Sigmoid" | "Tanh" | "HardSwish":
+                self.add(node, _ACTIVATIONS[op], {}, sources)
+            case "LeakyRelu":
+                self.add(node, "leaky_relu", {"alpha": _f32(attrs.get("alpha", 0.01))}, sources)
+            case "Elu":
+                self.add(node, "elu", {"alpha": _f32(attrs.get("alpha", 1.0))}, sources)
+            case "Softmax":
+                self.add(node, "softmax", {}, sources)
+            case "HardSigmoid":
+                alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+                if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+                    self.gap(node, f"HardSigmoid alpha={alpha:g} beta={beta:g}",
+                             "cnnspec's hard_sigmoid is relu6(x + 3) / 6")
+                    return
+                self.add(node, "hard_sigmoid", {}, sources)
+            case "Clip":
+                bounds = [self.constant(i) for i in node.input[1:3] if i]
+                low = float(bounds[0]) if bounds else attrs.get("min")
+                high = float(bounds[1]) if len(bounds) > 1 else attrs.get("max")
+                if low == 0.0 and high == 6.0:
+                    self.add(node, "relu6", {}, sources)
+                else:
+                    self.gap(node, f"Clip({low}, {high})", "cnnspec clips only as relu6")
+            case "Add" | "Sum" | "Mul" | "Concat":
+                self.join(node, attrs, sources, np)
+            case "MaxPool" | "AveragePool":
+                self.pool(node, attrs, sources)
+            case "GlobalAveragePool" | "GlobalMaxPool":
+                kind = "global_avg_pool" if "Average" in op else "global_max_pool"
+                self.add(node, kind, {"keepdims": True}, sources)
+            case "ReduceMean" | "ReduceMax":
+                axes = attrs.get("axes")
+                if axes is None and len(node.input) > 1:
+                    axes = [int(a) for a in self.constant(node.input[1]).tolist()]
+                if sorted(a % 4 for a in (axes or [])) != [2, 3]:
+                    self.gap(node, f"{op} over axes {axes}", "cnnspec pools over height and width")
+                    return
+                kind = "global_avg_pool" if op == "ReduceMean" else "global_max_pool"
+                self.add(node, kind, {"keepdims": bool(attrs.get("keepdims", 1))}, sources)
+            case "Flatten" | "Reshape" | "Squeeze":
+                self.flatten(node, attrs, sources)
+            case "Unsqueeze":
+                # A vector made (C, 1, 1) to meet maps at a join: cnnspec's joins do that.
+                self.aliases[node.output[0]] = sources[0]
+            case "Gemm":
+                self.gemm(node, attrs, sources)
+            case "MatMul":
+                self.matmul(node, sources)
+            case "Pad":
+                self.pad(node, attrs, sources)
+            case _:
+                self.gap(node, f"ONNX op {op}", "cnnspec has no layer for it")
+
+    def conv(self, node: Any, attrs: dict[str, Any], sources: list[str], np: Any) -> None:
+        weight_name = node.input[1]
+        weight = self.constant(weight_name)
+        if weight is None or weight.ndim != 4:
+            self.gap(node, "a convolution with computed weights", "cnnspec needs 2-D kernels")
+            return
+        bias = self.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        group = int(attrs.get("group", 1))
+        out, per_group, kh, kw = weight.shape
+        in_channels = per_group * group
+        args: dict[str, Any] = {
+            "kernel": (kh, kw),
+            "stride": tuple(attrs.get("strides", [1, 1])),
+            "dilation": tuple(attrs.get("dilations", [1, 1])),
+            "activation": None,
+            "use_bias": bias is not None,
+        }
+        padding = self.padding(node, attrs, sources[0], (kh, kw), "conv")
+        if padding is None:
+            return
+        args["padding"], sources = padding
+        if weight_name.endswith(".pointwise.weight") and (kh, kw) == (1, 1) and group == 1:
+            owner = self.by_name.get(sources[0])
+            if owner is not None and owner.kind == "depthwise_conv2d" and owner.name.endswith(
+                "_depthwise"
+            ):
+                self.layers.remove(owner)
+                del self.by_name[owner.name]
+                name = owner.name.removesuffix("_depthwise")
+                owner.args.pop("use_bias", None)
+                separable = {**owner.args, "filters": out, "use_bias": bias is not None}
+                layer = self.add(node, "separable_conv2d", separable, list(owner.inputs), name)
+                self.tensors[f"{name}.depthwise.weight"] = self.tensors.pop(f"{owner.name}.weight")
+                self.tensors[f"{name}.pointwise.weight"] = weight
+                if bias is not None:
+                    self.tensors[f"{name}.pointwise.bias"] = bias
+                del layer
+                return
+        if group == 1:
+            kind, args["filters"] = "conv2d", out
+        elif per_group == 1 and out % in_channels == 0:
+            kind, args["depth_multiplier"] = "depthwise_conv2d", out // in_channels
+        else:
+            kind, args["filters"], args["groups"] = "conv2d", out, group
+        if weight_name.endswith(".depthwise.weight"):
+            name = self.unique(_identifier(weight_name.removesuffix(".depthwise.weight")) + "_depthwise")
+        else:
+            name = self.name_for(node, weight_name)
+        self.add(node, kind, args, sources, name)
+        self.tensors[f"{name}.weight"] = weight
+        if bias is not None:
+            self.tensors[f"{name}.bias"] = bias
+
+    def padding(
+        self, node: Any, attrs: dict[str, Any], source: str, window: tuple[int, int], what: str
+    ) -> tuple[Any, list[str]] | None:
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+            self.gap(node, f"auto_pad={attrs['auto_pad']}", "write the pads out")
+            return None
+        if not any(pads):
+            return "valid", [source]
+        top, left, bottom, right = pads
+        strides = list(attrs.get("strides", [1, 1]))
+        dilations = list(attrs.get("dilations", [1, 1]))
+        shape = self.hwc(node.input[0])
+        if shape is not None and len(shape) == 3:
+            same = (
+                same_pads(shape[0], window[0], strides[0], dilations[0]),
+                same_pads(shape[1], window[1], strides[1], dilations[1]),
+            )
+            if ((top, bottom), (left, right)) == same:
+                return "same", [source]
+        if top == left == bottom == right and what == "conv":
+            return top, [source]
+        if what == "conv":
+            # Uneven padding: a zero_pad layer of its own before the convolution.
+            name = self.unique(self.name_for(node, node.input[1]) + "_pad")
+            self.by_name.pop(name, None)
+            layer = Layer(name, "zero_pad", {"padding": ((top, bottom), (left, right))},
+                          (source,), f"node '{node.name}' ({node.op_type})")
+            self.layers.append(layer)
+            self.by_name[name] = layer
+            return "valid", [name]
+        return None
+
+    def batchnorm(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        scale, bias, mean, var = (self.constant(i) for i in node.input[1:5])
+        if any(t is None for t in (scale, bias, mean, var)) or attrs.get("training_mode", 0):
+            self.gap(node, "batch normalization in training mode",
+                     "export the model in eval mode")
+            return
+        import numpy as np
+
+        name = self.name_for(node, node.input[1] if node.input[1].endswith(".weight") else None)
+        if not node.input[1].endswith(".weight") and node.input[3].endswith(".running_mean"):
+            name = self.unique(_identifier(node.input[3].removesuffix(".running_mean")))
+        center = node.input[2].endswith(".bias") or bool(np.any(bias != 0))
+        scaled = node.input[1].endswith(".weight") or bool(np.any(scale != 1))
+        args = {
+            "epsilon": _f32(attrs.get("epsilon", 1e-5)),
+            "momentum": _f32(attrs.get("momentum", 0.9)),
+            "center": center,
+            "scale": scaled,
+        }
+        self.add(node, "batchnorm", args, sources, name)
+        if scaled:
+            self.tensors[f"{name}.weight"] = scale
+        if center:
+            self.tensors[f"{name}.bias"] = bias
+        self.tensors[f"{name}.running_mean"] = mean
+        self.tensors[f"{name}.running_var"] = var
+
+    def join(self, node: Any, attrs: dict[str, Any], sources: list[str], np: Any) -> None:
+        op = node.op_type
+        if op == "Concat" and attrs.get("axis") not in (1, -3):
+            self.gap(node, f"Concat on axis {attrs.get('axis')}", "cnnspec joins channels")
+            return
+        if op == "Mul" and len(sources) == 2:
+            # swish: x * sigmoid(x), the sigmoid used nowhere else
+            for gate, other in ((sources[1], sources[0]), (sources[0], sources[1])):
+                layer = self.by_name.get(gate)
+                if (
+                    layer is not None
+                    and layer.kind in ("sigmoid", "hard_sigmoid")
+                    and layer.inputs == (other,)
+                    and self.users.get(_output_of(layer, self.aliases), 1) == 1
+                ):
+                    self.layers.remove(layer)
+                    del self.by_name[layer.name]
+                    kind = "swish" if layer.kind == "sigmoid" else "hard_swish"
+                    name = self.name_for(node)
+                    if layer.name.startswith(name + "_"):
+                        name = name  # cnnspec's own: the gate is `<name>_sigmoid`
+                    self.add(node, kind, {}, [other], name)
+                    return
+        if len(sources) == 1 and op in ("Add", "Mul"):
+            self.gap(node, f"{op} with a constant", "cnnspec adds and multiplies layer outputs")
+            return
+        if len(sources) < 2:
+            self.aliases[node.output[0]] = sources[0]
+            return
+        name = self.name_for(node)
+        self.add(node, _JOINS[op], {}, sources, name)
+
+    def pool(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        kernel = tuple(attrs["kernel_shape"])
+        stride = tuple(attrs.get("strides", [1, 1]))
+        kind = "maxpool" if node.op_type == "MaxPool" else "avgpool"
+        if attrs.get("ceil_mode", 0):
+            self.gap(node, "ceil_mode=1", "cnnspec pools as Keras does (floor)")
+            return
+        pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        padding: Any = "valid"
+        if any(pads):
+            found = self.padding(node, attrs, sources[0], kernel, "pool")
+            if found is None and kind == "maxpool" and self.non_negative(sources[0]):
+                # -inf padding and zero padding pick the same maximum over values >= 0 (after
+                # a ReLU, as ResNet's stem): a zero_pad, then the pooling, as Keras writes it.
+                name = self.name_for(node)
+                top, left, bottom, right = pads
+                layer = Layer(f"{name}_pad", "zero_pad",
+                              {"padding": ((top, bottom), (left, right))}, (sources[0],),
+                              f"node '{node.name}' ({node.op_type})")
+                self.layers.append(layer)
+                self.by_name[layer.name] = layer
+                self.add(node, kind, {"pool": kernel, "stride": stride, "padding": "valid"},
+                         [layer.name], name)
+                return
+            if found is None or (kind == "avgpool" and attrs.get("count_include_pad", 0)):
+                self.gap(node, f"{node.op_type} pads {pads}",
+                         "cnnspec pools with Keras's `same` padding or none")
+                return
+            padding = found[0]
+        self.add(node, kind, {"pool": kernel, "stride": stride, "padding": padding}, sources)
+
+    def non_negative(self, value: str) -> bool:
+        layer = self.by_name.get(value)
+        if layer is None:
+            return False
+        if layer.kind in ("relu", "relu6", "sigmoid", "hard_sigmoid", "softmax"):
+            return True
+        if layer.kind in ("maxpool", "zero_pad", "dropout"):
+            return self.non_negative(layer.inputs[0])
+        return False
+
+    def flatten(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        shape = self.hwc(node.input[0])
+        out = self.shapes.get(node.output[0])
+        if node.op_type == "Flatten" and attrs.get("axis", 1) != 1:
+            self.gap(node, f"Flatten axis={attrs.get('axis')}", "cnnspec flattens after the batch")
+            return
+        if node.op_type != "Flatten" and not (out is not None and len(out) == 2):
+            if (
+                node.op_type == "Reshape"
+                and out is not None
+                and len(out) == 4
+                and shape is not None
+                and len(shape) == 1
+            ):
+                channels, height, width = out[1:]
+                self.add(node, "reshape", {"target": (height, width, channels)}, sources)
+                return
+            self.gap(node, f"{node.op_type} to {out}", "cnnspec reshapes by flatten or reshape")
+            return
+        pooled = self.by_name.get(sources[0])
+        if (
+            pooled is not None
+            and pooled.kind.startswith("global_")
+            and pooled.args.get("keepdims")
+            and self.users.get(_output_of(pooled, self.aliases), 1) == 1
+        ):
+            pooled.args["keepdims"] = False
+            flat_name = self.name_for(node)
+            if pooled.name == f"{flat_name}_pool":  # cnnspec's own export
+                del self.by_name[pooled.name]
+                pooled.name = flat_name
+                self.by_name[flat_name] = pooled
+            else:
+                self.by_name.pop(flat_name, None)
+            self.aliases[node.output[0]] = pooled.name
+            return
+        if shape is not None and len(shape) == 1:
+            self.aliases[node.output[0]] = sources[0]  # flattening a vector does nothing
+            return
+        self.add(node, "flatten", {}, sources)
+
+    def gemm(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        weight = self.constant(node.input[1])
+        if weight is None or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
+            self.gap(node, "a Gemm that is not x W^T + b", "cnnspec's dense is x W^T + b")
+            return
+        if not attrs.get("transB", 0):
+            weight = weight.T
+        bias = self.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is not None and attrs.get("beta", 1.0) != 1.0:
+            bias = bias * attrs["beta"]
+        name = self.name_for(node, node.input[1])
+        self.add(node, "dense", {"units": int(weight.shape[0]), "activation": None,
+                                 "use_bias": bias is not None}, sources, name)
+        self.tensors[f"{name}.weight"] = weight
+        if bias is not None:
+            self.tensors[f"{name}.bias"] = bias.reshape(-1)
+
+    def matmul(self, node: Any, sources: list[str]) -> None:
+        weight = self.constant(node.input[1])
+        shape = self.hwc(node.input[0])
+        if weight is None or weight.ndim != 2 or shape is None or len(shape) != 1:
+            self.gap(node, "MatMul", "cnnspec multiplies a feature vector by a weight matrix")
+            return
+        name = self.name_for(node, node.input[1])
+        self.add(node, "dense", {"units": int(weight.shape[1]), "activation": None,
+                                 "use_bias": False}, sources, name)
+        self.tensors[f"{name}.weight"] = weight.T
+
+    def pad(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        mode = attrs.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        pads = attrs.get("pads")
+        if pads is None and len(node.input) > 1:
+            pads = [int(p) for p in self.constant(node.input[1]).tolist()]
+        value = self.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if mode != "constant" or (value is not None and float(value) != 0.0) or pads is None:
+            self.gap(node, f"{mode} padding", "cnnspec pads with zeros")
+            return
+        if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
+            self.gap(node, f"Pad {pads}", "cnnspec pads height and width")
+            return
+        top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+        self.add(node, "zero_pad", {"padding": ((top, bottom), (left, right))}, sources)
+
+
+class _Skip(Exception):
+    pass
+
+
+def _output_of(layer: Layer, aliases: dict[str, str]) -> str:
+    for onnx_name, target in aliases.items():
+        if target == layer.name:
+            return onnx_name
+    return layer.name
+
+
+def _f32(value: float) -> float:
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
+def _attributes(node: Any) -> dict[str, Any]:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+__all__ = ["Spelled", "read"]
