@@ -1,41 +1,385 @@
-"""The spec text of an imported network."""
+"""The spec text of an imported network, written the way a person writes one:
+
+- the arguments most layers of a kind share are a `defaults` line;
+- consecutive layers whose names share a prefix (`conv2_block1_*`) are one block, and blocks of
+  the same structure are calls of one `define` whose parameters are the arguments that differ
+  between them (one a multiple of another is written so: `4 * filters`);
+- consecutive calls with the same arguments, numbered names, are one `repeat`.
+
+Whatever it writes is compiled and compared with the source afterwards (cnnspec.importing)."""
 
 from __future__ import annotations
 
-from cnnspec.importing.network import Network
-from cnnspec.importing.render import call_text
-from cnnspec.importing.structure import Item, Join, Layer, Residual
+import keyword
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnspec.importing.network import Network, Spelled
+from cnnspec.importing.render import call_text, field_default, same_value, simplest, value_text
+from cnnspec.importing.structure import Item, Join, Layer, Residual, layers_of
 
 
-def write(network: Network, items: list[Item]) -> str:
+def write(network: Network, items: list[Item], structured: bool = True) -> str:
     h, w, c = network.input_shape
-    lines = [f"model {network.name} {{", f"  input {h}x{w}x{c}"]
-    lines += _items(items, 1)
+    defaults = _defaults(network.layers) if structured else {}
+    writer = _Writer(defaults, {layer.name for layer in network.layers})
+    body = writer.model(items) if structured else writer.items(items, 1)
+    lines = [*writer.definitions(), f"model {network.name} {{", f"  input {h}x{w}x{c}"]
+    for kind, values in defaults.items():
+        lines.append(f"  defaults {call_text(kind, values)}")
+    lines += body
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _items(items: list[Item], depth: int) -> list[str]:
-    pad = "  " * depth
-    lines: list[str] = []
-    for item in items:
-        if isinstance(item, Layer):
-            lines.append(pad + call_text(item.kind, item.args, item.name))
-        elif isinstance(item, Residual):
-            lines.append(pad + "residual {")
-            lines.append(pad + f"  name {item.layer.name}")
-            lines += _items(item.body, depth + 1)
-            if item.shortcut is not None:
-                lines.append(pad + "  shortcut {")
-                lines += _items(item.shortcut, depth + 2)
-                lines.append(pad + "  }")
-            lines.append(pad + "}")
-        elif isinstance(item, Join):
-            lines.append(pad + f"{item.layer.kind} {{")
-            lines.append(pad + f"  name {item.layer.name}")
-            for branch in item.branches:
-                lines.append(pad + "  branch {")
-                lines += _items(branch, depth + 2)
-                lines.append(pad + "  }")
-            lines.append(pad + "}")
-    return lines
+# ---- defaults ----------------------------------------------------------------------------------
+
+_NOT_DEFAULTED = {"activation", "filters", "units", "rate", "target", "mean", "variance"}
+
+
+def _defaults(layers: list[Layer]) -> dict[str, dict[str, Any]]:
+    from cnnspec.registry import REGISTRY
+
+    result: dict[str, dict[str, Any]] = {}
+    by_kind: dict[str, list[Layer]] = {}
+    for layer in layers:
+        by_kind.setdefault(layer.kind, []).append(layer)
+    for kind, members in sorted(by_kind.items()):
+        if len(members) < 3 or kind not in REGISTRY:
+            continue
+        chosen: dict[str, Any] = {}
+        for key, info in REGISTRY[kind].model_fields.items():
+            if info.is_required() or key in _NOT_DEFAULTED:
+                continue
+            values = [repr(simplest(m.args.get(key, info.default))) for m in members]
+            common, count = Counter(values).most_common(1)[0]
+            if count * 2 > len(members):
+                value = next(
+                    m.args.get(key, info.default)
+                    for m in members
+                    if repr(simplest(m.args.get(key, info.default))) == common
+                )
+                if not same_value(value, field_default(kind, key)):
+                    chosen[key] = value
+        if chosen:
+            result[kind] = chosen
+    return result
+
+
+# ---- templates of blocks -------------------------------------------------------------------------
+
+
+@dataclass
+class _Call:
+    kind: str
+    name: str | None  # relative to the block
+    slots: dict[str, int]  # argument -> slot number
+
+
+@dataclass
+class _Template:
+    lines: list[str | tuple[int, _Call]]  # structure lines, or (indent, call)
+    values: list[Any] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def skeleton(self) -> str:
+        return "\n".join(
+            line if isinstance(line, str) else f"{line[0]} {line[1].kind} {line[1].name} "
+            + ",".join(sorted(line[1].slots))
+            for line in self.lines
+        )
+
+
+@dataclass
+class _Group:
+    key: str
+    items: list[Item]
+    template: _Template | None = None
+
+
+_NUMBER_SUFFIX = re.compile(r"^(.*?)_?(\d+)$")
+
+
+def _key(item: Item) -> str:
+    """The block an item belongs to: its names' common prefix (`conv2_block1`)."""
+    names = [layer.name for layer in layers_of([item])]
+    tokens = [name.split("_") for name in names]
+    if len(names) == 1:
+        parts = tokens[0]
+        if len(parts) > 1 and parts[-1].isdigit():
+            parts = parts[:-1]
+        return "_".join(parts[:-1])
+    common: list[str] = []
+    for column in zip(*tokens, strict=False):
+        if len(set(column)) != 1:
+            break
+        common.append(column[0])
+    if len(common) == min(len(t) for t in tokens):
+        common = common[:-1]
+    return "_".join(common)
+
+
+class _Writer:
+    def __init__(self, defaults: dict[str, dict[str, Any]], names: set[str]) -> None:
+        self.defaults = defaults
+        self.names = names
+        self.defined: dict[str, tuple[str, list[str], list[str]]] = {}  # skeleton -> name, params, text
+
+    # ---- plain items
+
+    def items(self, items: list[Item], depth: int, prefix: str = "") -> list[str]:
+        pad = "  " * depth
+        lines: list[str] = []
+        for item in items:
+            if isinstance(item, Layer):
+                name = _relative(item.name, prefix)
+                lines.append(
+                    pad + call_text(item.kind, item.args, name, self.defaults.get(item.kind))
+                )
+            elif isinstance(item, Residual):
+                lines.append(pad + "residual {")
+                lines += self._join_name(item.layer, "add", prefix, pad)
+                lines += self.items(item.body, depth + 1, prefix)
+                if item.shortcut is not None:
+                    lines.append(pad + "  shortcut {")
+                    lines += self.items(item.shortcut, depth + 2, prefix)
+                    lines.append(pad + "  }")
+                lines.append(pad + "}")
+            elif isinstance(item, Join):
+                lines.append(pad + f"{item.layer.kind} {{")
+                lines += self._join_name(item.layer, item.layer.kind, prefix, pad)
+                for branch in item.branches:
+                    lines.append(pad + "  branch {")
+                    lines += self.items(branch, depth + 2, prefix)
+                    lines.append(pad + "  }")
+                lines.append(pad + "}")
+        return lines
+
+    def _join_name(self, layer: Layer, kind: str, prefix: str, pad: str) -> list[str]:
+        name = _relative(layer.name, prefix)
+        if prefix and name == kind:
+            return []  # a define's instance names its join <instance>_<kind>
+        return [pad + f"  name {value_text(name)}"]
+
+    # ---- the model, with blocks made definitions
+
+    def model(self, items: list[Item]) -> list[str]:
+        groups: list[Item | _Group] = []
+        for item in items:
+            key = _key(item)
+            last = groups[-1] if groups else None
+            if key and isinstance(last, _Group) and _nested(key, last.key):
+                last.items.append(item)
+            elif key and isinstance(last, _Group) and _nested(last.key, key):
+                last.items.append(item)  # `block_1_expand` then `block_1`: one block, block_1
+                last.key = key
+            elif key:
+                groups.append(_Group(key, [item]))
+            else:
+                groups.append(item)
+        blocks = [g for g in groups if isinstance(g, _Group) and len(layers_of(g.items)) > 1]
+        for group in blocks:
+            group.template = self._template(group)
+        shared: dict[str, list[_Group]] = {}
+        for group in blocks:
+            assert group.template is not None
+            shared.setdefault(group.template.skeleton(), []).append(group)
+        calls: list[tuple[str, list[Any], str] | Item | _Group] = []
+        for entry in groups:
+            if isinstance(entry, _Group) and entry.template is not None:
+                members = shared[entry.template.skeleton()]
+                if len(members) > 1 and all(m.template for m in members):
+                    calls.append(self._call(entry, members))
+                    continue
+            calls.append(entry)
+        return self._calls(calls)
+
+    def _template(self, group: _Group) -> _Template | None:
+        template = _Template([])
+        prefix = group.key + "_"
+        if not all(layer.name.startswith(prefix) for layer in layers_of(group.items)):
+            return None
+
+        def walk(items: list[Item], depth: int) -> None:
+            for item in items:
+                if isinstance(item, Layer):
+                    call = _Call(item.kind, _relative(item.name, group.key), {})
+                    from cnnspec.registry import REGISTRY
+
+                    for key, info in REGISTRY[item.kind].model_fields.items():
+                        if key in item.args or info.is_required():
+                            call.slots[key] = len(template.values)
+                            template.values.append(item.args.get(key))
+                            template.keys.append(key)
+                    template.lines.append((depth, call))
+                elif isinstance(item, Residual):
+                    template.lines.append("residual {")
+                    template.lines += [
+                        line.strip() for line in self._join_name(item.layer, "add", group.key, "")
+                    ]
+                    walk(item.body, depth + 1)
+                    if item.shortcut is not None:
+                        template.lines.append("shortcut {")
+                        walk(item.shortcut, depth + 2)
+                        template.lines.append("}")
+                    template.lines.append("}")
+                else:
+                    template.lines.append(f"{item.layer.kind} {{")
+                    template.lines += [
+                        line.strip()
+                        for line in self._join_name(item.layer, item.layer.kind, group.key, "")
+                    ]
+                    for branch in item.branches:
+                        template.lines.append("branch {")
+                        walk(branch, depth + 2)
+                        template.lines.append("}")
+                    template.lines.append("}")
+
+        walk(group.items, 0)
+        return template
+
+    def _call(self, group: _Group, members: list[_Group]) -> tuple[str, list[Any], str]:
+        template = group.template
+        assert template is not None
+        skeleton = template.skeleton()
+        if skeleton not in self.defined:
+            self.defined[skeleton] = self._define(members)
+        name, params, _ = self.defined[skeleton]
+        slots = self._param_slots[skeleton]
+        values = [simplest(template.values[slot]) for slot in slots]
+        return name, values, group.key
+
+    _param_slots: dict[str, list[int]] = {}  # noqa: RUF012 (set per instance in _define)
+
+    def _define(self, members: list[_Group]) -> tuple[str, list[str], list[str]]:
+        first = members[0].template
+        assert first is not None
+        count = len(first.values)
+        columns = [[simplest(m.template.values[i]) for m in members if m.template] for i in range(count)]
+        params: list[str] = []
+        param_slots: list[int] = []
+        expressions: dict[int, str] = {}
+        for index, column in enumerate(columns):
+            if all(repr(v) == repr(column[0]) for v in column):
+                continue
+            found = None
+            for param, slot in zip(params, param_slots, strict=True):
+                base = columns[slot]
+                if [repr(v) for v in base] == [repr(v) for v in column]:
+                    found = param
+                    break
+                if (
+                    all(isinstance(v, int) and not isinstance(v, bool) for v in (*base, *column))
+                    and all(b != 0 for b in base)
+                    and len({c / b for b, c in zip(base, column, strict=True)}) == 1
+                    and (column[0] / base[0]).is_integer()
+                ):
+                    found = f"{int(column[0] / base[0])} * {param}"
+                    break
+            if found is None:
+                key = first.keys[index]
+                found = _fresh(key, params)
+                params.append(found)
+                param_slots.append(index)
+            expressions[index] = found
+        name = self._define_name(members[0].key)
+        lines = [f"define {name}({', '.join(params)}) {{"]
+        for line in first.lines:
+            if isinstance(line, str):
+                lines.append(line)
+                continue
+            depth, call = line
+            args = {}
+            for key, slot in call.slots.items():
+                args[key] = Spelled(expressions[slot]) if slot in expressions else first.values[slot]
+            lines.append(call_text(call.kind, args, call.name, self.defaults.get(call.kind)))
+        lines.append("}")
+        skeleton = first.skeleton()
+        self._param_slots = {**self._param_slots, skeleton: param_slots}
+        return name, params, lines
+
+    def _define_name(self, key: str) -> str:
+        tokens = [t for t in key.split("_") if t]
+        stem = ""
+        for token in reversed(tokens):
+            stem = re.sub(r"\d+$", "", token)
+            if stem:
+                break
+        stem = (stem or "unit").lower()
+        from cnnspec.registry import REGISTRY
+
+        taken = {name for name, _, _ in self.defined.values()} | set(REGISTRY) | self.names
+        taken |= {"block", "residual", "repeat", "branch", "shortcut", "head", "model", "define"}
+        taken |= {"input", "defaults", "name", "index", "let", "if", "else", "backbone"}
+        candidate = stem
+        letter = 0
+        while candidate in taken or keyword.iskeyword(candidate):
+            candidate = f"{stem}_{chr(ord('a') + letter)}"
+            letter += 1
+        return candidate
+
+    def definitions(self) -> list[str]:
+        lines: list[str] = []
+        for _, _, text in self.defined.values():
+            lines += text
+            lines.append("")
+        return lines
+
+    def _calls(self, entries: list[Any]) -> list[str]:
+        lines: list[str] = []
+        index = 0
+        while index < len(entries):
+            entry = entries[index]
+            if isinstance(entry, tuple):
+                name, values, instance = entry
+                run = [entry]
+                match = _NUMBER_SUFFIX.match(instance)
+                while match and index + len(run) < len(entries):
+                    following = entries[index + len(run)]
+                    if not isinstance(following, tuple) or following[0] != name:
+                        break
+                    if [repr(v) for v in following[1]] != [repr(v) for v in values]:
+                        break
+                    nxt = _NUMBER_SUFFIX.match(following[2])
+                    number = int(match.group(2)) + len(run)
+                    if not nxt or following[2] != f"{instance[: match.start(2)]}{number}":
+                        break
+                    run.append(following)
+                args = ", ".join(value_text(v) for v in values)
+                args = f"{args}, " if args else ""
+                if len(run) > 1 and match:
+                    start = int(match.group(2))
+                    head = instance[: match.start(2)]
+                    offset = f" + {start}" if start else ""
+                    label = f'"{head}" + str(index{offset})'
+                    lines.append(f"  repeat {len(run)} {{ {name}({args}name={label}) }}")
+                else:
+                    lines.append(f"  {name}({args}name={value_text(instance)})")
+                index += len(run)
+                continue
+            if isinstance(entry, _Group):
+                lines += self.items(entry.items, 1)
+            else:
+                lines += self.items([entry], 1)
+            index += 1
+        return lines
+
+
+def _nested(key: str, block: str) -> bool:
+    return key == block or key.startswith(block + "_")
+
+
+def _fresh(key: str, taken: list[str]) -> str:
+    candidate, number = key, 1
+    while candidate in taken or candidate in ("name", "index"):
+        number += 1
+        candidate = f"{key}{number}"
+    return candidate
+
+
+def _relative(name: str, prefix: str) -> str:
+    if prefix and name.startswith(prefix + "_"):
+        return name[len(prefix) + 1 :]
+    return name
