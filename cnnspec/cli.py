@@ -364,6 +364,7 @@ def export(args: argparse.Namespace) -> None:
                 fp16,
                 calibration_data if int8 else None,
                 weights_source=source,
+                keep_batchnorms=args.keep_batchnorms,
             )
         onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
@@ -711,6 +712,12 @@ def _parser() -> argparse.ArgumentParser:
         "--calibration-data",
         metavar="DIR",
         help="a folder of images, or 'digits', to calibrate --int8 on",
+    )
+    sub.add_argument(
+        "--keep-batchnorms",
+        action="store_true",
+        help="keep batchnorms before dense layers as nodes rather than folding them in "
+        "(slower; `cnnspec import` then gives back every layer)",
     )
     sub.add_argument("--force", action="store_true", help=force_help)
 

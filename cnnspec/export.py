@@ -254,6 +254,7 @@ def export(
     fp16: bool = False,
     int8_calibration: str | None = None,
     weights_source: str = "",
+    keep_batchnorms: bool = False,
 ) -> Any:
     """The spec's network as an ONNX ModelProto with `weights` (canonical layout). With `fp16`
     the weights and arithmetic are float16 while the input and output stay float32.
@@ -265,7 +266,9 @@ def export(
 
     check_weights(spec, weights)
     graph = spec.model
-    folds = foldable_batchnorms(graph)
+    # Folding is exact and faster; kept, each batchnorm is a node of its own, which is what
+    # `cnnspec import` needs to give the spec back layer for layer.
+    folds = {} if keep_batchnorms else foldable_batchnorms(graph)
     weights = fold_batchnorms(graph, weights, folds)
     assert graph.input_shape is not None
     h, w, c = graph.input_shape

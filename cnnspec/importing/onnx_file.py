@@ -44,7 +44,7 @@ def network_from_model(model: Any, source: str) -> Network:
 
     try:
         model = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 (shapes then come only from the layers)
+    except Exception:
         pass
     graph = model.graph
     constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -52,7 +52,9 @@ def network_from_model(model: Any, source: str) -> Network:
     if len(inputs) != 1:
         raise ImportFailure(f"{source} has {len(inputs)} inputs; a cnnspec model has one image")
     shapes = {
-        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        v.name: [
+            d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
+        ]
         for v in [*graph.input, *graph.value_info, *graph.output]
     }
     reader = _Reader(constants, shapes, source)
@@ -103,8 +105,10 @@ class _Reader:
     # ---- values
 
     def value(self, name: str) -> str:
-        while name in self.aliases:
+        seen = {name}
+        while name in self.aliases and self.aliases[name] not in seen:
             name = self.aliases[name]
+            seen.add(name)
         return name
 
     def constant(self, name: str) -> Any | None:
@@ -148,10 +152,22 @@ class _Reader:
             candidate = f"{name}_{index}"
         return candidate
 
-    def add(self, node: Any, kind: str, args: dict[str, Any], sources: list[str],
-            name: str | None = None) -> Layer:
+    def add(
+        self,
+        node: Any,
+        kind: str,
+        args: dict[str, Any],
+        sources: list[str],
+        name: str | None = None,
+    ) -> Layer:
         name = name or self.name_for(node)
-        layer = Layer(name, kind, args, tuple(sources), f"node '{node.name or node.output[0]}' ({node.op_type})")
+        layer = Layer(
+            name,
+            kind,
+            args,
+            tuple(sources),
+            f"node '{node.name or node.output[0]}' ({node.op_type})",
+        )
         self.layers.append(layer)
         self.by_name[name] = layer
         self.aliases[node.output[0]] = name
@@ -181,8 +197,11 @@ class _Reader:
                 self.input_shape = (dims[1], dims[2], dims[0])
         if self.input_shape is None:
             self.gaps.append(
-                Gap(f"input '{input_name}'", f"shape {shape}",
-                    "cnnspec needs a fixed (channels, height, width) image input")
+                Gap(
+                    f"input '{input_name}'",
+                    f"shape {shape}",
+                    "cnnspec needs a fixed (channels, height, width) image input",
+                )
             )
             return
         self.aliases[input_name] = INPUT
@@ -205,11 +224,14 @@ class _Reader:
             except _Skip:
                 continue
 
-    def node(self, node: Any, np: Any) -> None:  # noqa: C901 (one case per op)
+    def node(self, node: Any, np: Any) -> None:
         op = node.op_type
         attrs = _attributes(node)
         data = [i for i in node.input if i and i not in self.constants]
         sources = [self.value(i) for i in data]
+        if not sources:
+            self.gap(node, f"ONNX op {op} on constants", "cnnspec computes on the image only")
+            return
         match op:
             case "Identity" | "Dropout":
                 self.aliases[node.output[0]] = sources[0]
@@ -228,8 +250,11 @@ class _Reader:
             case "HardSigmoid":
                 alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
                 if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
-                    self.gap(node, f"HardSigmoid alpha={alpha:g} beta={beta:g}",
-                             "cnnspec's hard_sigmoid is relu6(x + 3) / 6")
+                    self.gap(
+                        node,
+                        f"HardSigmoid alpha={alpha:g} beta={beta:g}",
+                        "cnnspec's hard_sigmoid is relu6(x + 3) / 6",
+                    )
                     return
                 self.add(node, "hard_sigmoid", {}, sources)
             case "Clip":
@@ -293,8 +318,10 @@ class _Reader:
         args["padding"], sources = padding
         if weight_name.endswith(".pointwise.weight") and (kh, kw) == (1, 1) and group == 1:
             owner = self.by_name.get(sources[0])
-            if owner is not None and owner.kind == "depthwise_conv2d" and owner.name.endswith(
-                "_depthwise"
+            if (
+                owner is not None
+                and owner.kind == "depthwise_conv2d"
+                and owner.name.endswith("_depthwise")
             ):
                 self.layers.remove(owner)
                 del self.by_name[owner.name]
@@ -315,7 +342,9 @@ class _Reader:
         else:
             kind, args["filters"], args["groups"] = "conv2d", out, group
         if weight_name.endswith(".depthwise.weight"):
-            name = self.unique(_identifier(weight_name.removesuffix(".depthwise.weight")) + "_depthwise")
+            name = self.unique(
+                _identifier(weight_name.removesuffix(".depthwise.weight")) + "_depthwise"
+            )
         else:
             name = self.name_for(node, weight_name)
         self.add(node, kind, args, sources, name)
@@ -349,8 +378,13 @@ class _Reader:
             # Uneven padding: a zero_pad layer of its own before the convolution.
             name = self.unique(self.name_for(node, node.input[1]) + "_pad")
             self.by_name.pop(name, None)
-            layer = Layer(name, "zero_pad", {"padding": ((top, bottom), (left, right))},
-                          (source,), f"node '{node.name}' ({node.op_type})")
+            layer = Layer(
+                name,
+                "zero_pad",
+                {"padding": ((top, bottom), (left, right))},
+                (source,),
+                f"node '{node.name}' ({node.op_type})",
+            )
             self.layers.append(layer)
             self.by_name[name] = layer
             return "valid", [name]
@@ -359,8 +393,7 @@ class _Reader:
     def batchnorm(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         scale, bias, mean, var = (self.constant(i) for i in node.input[1:5])
         if any(t is None for t in (scale, bias, mean, var)) or attrs.get("training_mode", 0):
-            self.gap(node, "batch normalization in training mode",
-                     "export the model in eval mode")
+            self.gap(node, "batch normalization in training mode", "export the model in eval mode")
             return
         import numpy as np
 
@@ -431,17 +464,29 @@ class _Reader:
                 # a ReLU, as ResNet's stem): a zero_pad, then the pooling, as Keras writes it.
                 name = self.name_for(node)
                 top, left, bottom, right = pads
-                layer = Layer(f"{name}_pad", "zero_pad",
-                              {"padding": ((top, bottom), (left, right))}, (sources[0],),
-                              f"node '{node.name}' ({node.op_type})")
+                layer = Layer(
+                    f"{name}_pad",
+                    "zero_pad",
+                    {"padding": ((top, bottom), (left, right))},
+                    (sources[0],),
+                    f"node '{node.name}' ({node.op_type})",
+                )
                 self.layers.append(layer)
                 self.by_name[layer.name] = layer
-                self.add(node, kind, {"pool": kernel, "stride": stride, "padding": "valid"},
-                         [layer.name], name)
+                self.add(
+                    node,
+                    kind,
+                    {"pool": kernel, "stride": stride, "padding": "valid"},
+                    [layer.name],
+                    name,
+                )
                 return
             if found is None or (kind == "avgpool" and attrs.get("count_include_pad", 0)):
-                self.gap(node, f"{node.op_type} pads {pads}",
-                         "cnnspec pools with Keras's `same` padding or none")
+                self.gap(
+                    node,
+                    f"{node.op_type} pads {pads}",
+                    "cnnspec pools with Keras's `same` padding or none",
+                )
                 return
             padding = found[0]
         self.add(node, kind, {"pool": kernel, "stride": stride, "padding": padding}, sources)
@@ -508,8 +553,13 @@ class _Reader:
         if bias is not None and attrs.get("beta", 1.0) != 1.0:
             bias = bias * attrs["beta"]
         name = self.name_for(node, node.input[1])
-        self.add(node, "dense", {"units": int(weight.shape[0]), "activation": None,
-                                 "use_bias": bias is not None}, sources, name)
+        self.add(
+            node,
+            "dense",
+            {"units": int(weight.shape[0]), "activation": None, "use_bias": bias is not None},
+            sources,
+            name,
+        )
         self.tensors[f"{name}.weight"] = weight
         if bias is not None:
             self.tensors[f"{name}.bias"] = bias.reshape(-1)
@@ -521,8 +571,13 @@ class _Reader:
             self.gap(node, "MatMul", "cnnspec multiplies a feature vector by a weight matrix")
             return
         name = self.name_for(node, node.input[1])
-        self.add(node, "dense", {"units": int(weight.shape[1]), "activation": None,
-                                 "use_bias": False}, sources, name)
+        self.add(
+            node,
+            "dense",
+            {"units": int(weight.shape[1]), "activation": None, "use_bias": False},
+            sources,
+            name,
+        )
         self.tensors[f"{name}.weight"] = weight.T
 
     def pad(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:

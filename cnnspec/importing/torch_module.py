@@ -36,14 +36,16 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
         sys.path.insert(0, str(Path.cwd()))  # `models:resnet18` from the current folder
     try:
         module = importlib.import_module(module_name)
-    except Exception as error:  # noqa: BLE001 (the user's code may raise anything)
-        raise ImportFailure(f"cannot import {module_name}: {type(error).__name__}: {error}") from None
+    except Exception as error:
+        raise ImportFailure(
+            f"cannot import {module_name}: {type(error).__name__}: {error}"
+        ) from None
     factory = getattr(module, factory_name, None)
     if factory is None:
         raise ImportFailure(f"{module_name} has no {factory_name}")
     try:
         model = factory()
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise ImportFailure(f"{target}() failed: {type(error).__name__}: {error}") from None
     if not isinstance(model, torch.nn.Module):
         raise ImportFailure(f"{target}() returned a {type(model).__name__}, not a torch.nn.Module")
@@ -63,7 +65,7 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
                 input_names=["image"],
                 opset_version=18,
             )
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise ImportFailure(
             f"PyTorch cannot export {target} to ONNX: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"

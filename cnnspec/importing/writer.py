@@ -31,6 +31,10 @@ def write(network: Network, items: list[Item], structured: bool = True) -> str:
         lines.append(f"  defaults {call_text(kind, values)}")
     lines += body
     lines.append("}")
+    last = network.producer().get(network.output)
+    if last is not None and "sigmoid" in (last.kind, last.args.get("activation")):
+        lines.append("")  # one sigmoid unit: a binary classifier, trained on labels 0 and 1
+        lines.append("data { labels binary }")
     return "\n".join(lines) + "\n"
 
 
@@ -86,8 +90,9 @@ class _Template:
 
     def skeleton(self) -> str:
         return "\n".join(
-            line if isinstance(line, str) else f"{line[0]} {line[1].kind} {line[1].name} "
-            + ",".join(sorted(line[1].slots))
+            line
+            if isinstance(line, str)
+            else f"{line[0]} {line[1].kind} {line[1].name} " + ",".join(sorted(line[1].slots))
             for line in self.lines
         )
 
@@ -125,7 +130,9 @@ class _Writer:
     def __init__(self, defaults: dict[str, dict[str, Any]], names: set[str]) -> None:
         self.defaults = defaults
         self.names = names
-        self.defined: dict[str, tuple[str, list[str], list[str]]] = {}  # skeleton -> name, params, text
+        self.defined: dict[
+            str, tuple[str, list[str], list[str]]
+        ] = {}  # skeleton -> name, params, text
 
     # ---- plain items
 
@@ -257,7 +264,9 @@ class _Writer:
         first = members[0].template
         assert first is not None
         count = len(first.values)
-        columns = [[simplest(m.template.values[i]) for m in members if m.template] for i in range(count)]
+        columns = [
+            [simplest(m.template.values[i]) for m in members if m.template] for i in range(count)
+        ]
         params: list[str] = []
         param_slots: list[int] = []
         expressions: dict[int, str] = {}
@@ -293,7 +302,9 @@ class _Writer:
             depth, call = line
             args = {}
             for key, slot in call.slots.items():
-                args[key] = Spelled(expressions[slot]) if slot in expressions else first.values[slot]
+                args[key] = (
+                    Spelled(expressions[slot]) if slot in expressions else first.values[slot]
+                )
             lines.append(call_text(call.kind, args, call.name, self.defaults.get(call.kind)))
         lines.append("}")
         skeleton = first.skeleton()

@@ -119,7 +119,14 @@ class BatchNorm(LayerArgs):
             else:
                 tensors.append(graph.constant(f"{name}_{key}", [missing] * channels, (channels,)))
         tensors += [graph.weight(f"{name}.{key}") for key in ("running_mean", "running_var")]
-        return graph.op("BatchNormalization", [inputs[0], *tensors], name, epsilon=self.epsilon)
+        # ONNX's momentum means what Keras's does (the weight of the running statistic).
+        return graph.op(
+            "BatchNormalization",
+            [inputs[0], *tensors],
+            name,
+            epsilon=self.epsilon,
+            momentum=self.momentum,
+        )
 
 
 @register
