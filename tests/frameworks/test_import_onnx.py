@@ -14,6 +14,8 @@ from cnnspec.importing.onnx_file import network_from_model
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
+pytestmark = pytest.mark.frameworks
+
 NETS = "tests.frameworks.import_models.torch_nets"
 SPECS = sorted(
     __import__("pathlib").Path(__file__).resolve().parents[2].joinpath("specs").glob("*.cnn")
