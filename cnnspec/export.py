@@ -288,10 +288,16 @@ def export(
         if node.name in folds:
             values[node.name] = inputs[0]  # folded into the dense layer that follows
             continue
+        first = len(builder.nodes)
         with emitting("onnx", node.span):
             values[node.name] = node.layer.onnx(
                 builder, node.name, inputs, [shapes[i] for i in node.inputs]
             )
+        # The layer's kind, where ONNX alone cannot tell (a grouped convolution with one
+        # channel per group is conv2d(groups=C) or depthwise_conv2d): `cnnspec import` reads it.
+        for made in builder.nodes[first:]:
+            if made.name == node.name:
+                made.doc_string = f"cnnspec {node.kind}"
     keep_pads_before_pools(builder, opset)
     last = values[graph.output or graph.INPUT]
     builder.nodes.append(helper.make_node("Identity", [last], [OUTPUT], name=OUTPUT))

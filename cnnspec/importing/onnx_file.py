@@ -9,6 +9,7 @@ cnnspec exported, after the layers they were."""
 
 from __future__ import annotations
 
+import contextlib
 import keyword
 import re
 from pathlib import Path
@@ -42,10 +43,8 @@ def network_from_model(model: Any, source: str) -> Network:
     import onnx
     from onnx import numpy_helper
 
-    try:
+    with contextlib.suppress(Exception):
         model = onnx.shape_inference.infer_shapes(model)
-    except Exception:
-        pass
     graph = model.graph
     constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in constants]
@@ -101,6 +100,8 @@ class _Reader:
         self.gaps: list[Gap] = []
         self.input_shape: tuple[int, int, int] | None = None
         self.users: dict[str, int] = {}
+        # The initializer a folded constant came from (`stage1.gamma` through an Unsqueeze).
+        self.origins: dict[str, str] = {}
 
     # ---- values
 
@@ -208,7 +209,15 @@ class _Reader:
         for node in nodes:
             for value in node.input:
                 self.users[value] = self.users.get(value, 0) + 1
+        composites, members = _composites(nodes, self.constants)
         for node in nodes:
+            if node.name in members:
+                continue
+            if node.name in composites:
+                kind, args, source, tensors = composites[node.name]
+                self.add(node, kind, args, [self.value(source)], node.name)
+                self.tensors.update(tensors)
+                continue
             if node.op_type == "Constant":
                 from onnx import numpy_helper
 
@@ -230,7 +239,12 @@ class _Reader:
         data = [i for i in node.input if i and i not in self.constants]
         sources = [self.value(i) for i in data]
         if not sources:
-            self.gap(node, f"ONNX op {op} on constants", "cnnspec computes on the image only")
+            folded = _fold(node, attrs, self.constants)
+            if folded is None:
+                self.gap(node, f"ONNX op {op} on constants", "cnnspec computes on the image only")
+                return
+            self.constants[node.output[0]] = folded
+            self.origins[node.output[0]] = self.origins.get(node.input[0], node.input[0])
             return
         match op:
             case "Identity" | "Dropout":
@@ -337,7 +351,7 @@ class _Reader:
                 return
         if group == 1:
             kind, args["filters"] = "conv2d", out
-        elif per_group == 1 and out % in_channels == 0:
+        elif per_group == 1 and out % in_channels == 0 and node.doc_string != "cnnspec conv2d":
             kind, args["depth_multiplier"] = "depthwise_conv2d", out // in_channels
         else:
             kind, args["filters"], args["groups"] = "conv2d", out, group
@@ -440,13 +454,60 @@ class _Reader:
                     self.add(node, kind, {}, [other], name)
                     return
         if len(sources) == 1 and op in ("Add", "Mul"):
-            self.gap(node, f"{op} with a constant", "cnnspec adds and multiplies layer outputs")
+            self.affine(node, sources[0], np)
             return
         if len(sources) < 2:
             self.aliases[node.output[0]] = sources[0]
             return
         name = self.name_for(node)
         self.add(node, _JOINS[op], {}, sources, name)
+
+    def affine(self, node: Any, source: str, np: Any) -> None:
+        """x * c or x + c with a constant c: a layer_scale when c is a weight, otherwise a
+        rescaling (an offset after a scale joins it: cnnspec's `<name>_scaled`, then `<name>`)."""
+        constant_name = next(i for i in node.input if i in self.constants)
+        value = np.asarray(self.constants[constant_name], dtype=np.float32)
+        origin = self.origins.get(constant_name, constant_name)
+        channels = self.hwc(node.input[0] if node.input[0] not in self.constants else node.input[1])
+        per_channel = channels[-1] if channels else None
+        if value.size not in (1, per_channel) or (
+            value.size > 1
+            and value.ndim > 1
+            and any(d != 1 for d in value.shape[-2:])
+            and value.ndim >= 3
+        ):
+            self.gap(
+                node,
+                f"{node.op_type} by a constant of shape {value.shape}",
+                "cnnspec scales per channel or by one number",
+            )
+            return
+        flat = value.reshape(-1)
+        if node.op_type == "Mul" and origin.endswith(".weight"):
+            name = self.unique(_identifier(origin.removesuffix(".weight")))
+            self.add(node, "layer_scale", {}, [source], name)
+            self.tensors[f"{name}.weight"] = flat.reshape(-1)
+            return
+        numbers = tuple(_f32(v) for v in flat)
+        amount = numbers[0] if len(numbers) == 1 else numbers
+        previous = self.by_name.get(source)
+        if node.op_type == "Add":
+            name = self.name_for(node)
+            if (
+                previous is not None
+                and previous.kind == "rescaling"
+                and same_zero(previous.args.get("offset", 0.0))
+                and previous.name == f"{name}_scaled"
+            ):
+                previous.args["offset"] = amount
+                del self.by_name[previous.name]
+                previous.name = name
+                self.by_name[name] = previous
+                self.aliases[node.output[0]] = name
+                return
+            self.add(node, "rescaling", {"scale": 1.0, "offset": amount}, [source], name)
+            return
+        self.add(node, "rescaling", {"scale": amount, "offset": 0.0}, [source])
 
     def pool(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         kernel = tuple(attrs["kernel_shape"])
@@ -595,6 +656,136 @@ class _Reader:
             return
         top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
         self.add(node, "zero_pad", {"padding": ((top, bottom), (left, right))}, sources)
+
+
+def same_zero(value: Any) -> bool:
+    values = value if isinstance(value, tuple) else (value,)
+    return all(v == 0.0 for v in values)
+
+
+def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | None:
+    """An op on constants only, computed (exporters write Unsqueeze and Transpose of weights)."""
+    import numpy as np
+
+    values = [constants.get(i) for i in node.input if i]
+    if any(v is None for v in values) or not values:
+        return None
+    x = values[0]
+    match node.op_type:
+        case "Unsqueeze":
+            axes = attrs.get("axes")
+            if axes is None and len(values) > 1:
+                axes = [int(a) for a in np.asarray(values[1]).reshape(-1)]
+            for axis in sorted(a % (x.ndim + len(axes)) for a in axes):
+                x = np.expand_dims(x, axis)
+            return x
+        case "Transpose":
+            return np.transpose(x, attrs.get("perm"))
+        case "Sqrt":
+            return np.sqrt(x)
+        case "Identity":
+            return x
+    return None
+
+
+# cnnspec's ONNX emitters write some layers as several nodes named `<layer>_<step>`, the last
+# one `<layer>`: the steps that tell each such layer apart, and all the steps it may have.
+_STEPS = {
+    "layer_norm": (
+        {"normal", "shifted"},
+        {
+            "nhwc",
+            "mean",
+            "centred",
+            "square",
+            "variance",
+            "shifted",
+            "root",
+            "normal",
+            "scaled",
+            "shift",
+        },
+    ),
+    "dense": ({"matmul"}, {"nhwc", "kernel", "matmul", "bias"}),
+    "gelu": ({"g", "1p"}, {"sq", "cube", "sc", "inner", "arg", "t", "erf", "1p", "g"}),
+    "normalization": ({"std"}, {"root", "std", "centred", "mean_unsqueeze", "variance_unsqueeze"}),
+    "reshape": ({"nhwc_out"}, {"nhwc", "nhwc_out"}),
+}
+
+
+def _composites(
+    nodes: list[Any], constants: dict[str, Any]
+) -> tuple[dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]], set[str]]:
+    """The layers cnnspec exported as several nodes: final node -> (kind, args, the layer's
+    input, its tensors); and the names of the steps, to skip."""
+    import numpy as np
+
+    by_name = {node.name: node for node in nodes}
+    steps: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        for split in range(len(node.name) - 1, 0, -1):
+            if node.name[split] != "_":
+                continue
+            owner, step = node.name[:split], node.name[split + 1 :]
+            if owner in by_name and any(step in every for _, every in _STEPS.values()):
+                steps.setdefault(owner, {})[step] = node
+                break
+    found: dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]] = {}
+    members: set[str] = set()
+    for owner, parts in steps.items():
+        kind = next(
+            (
+                k
+                for k, (signature, every) in _STEPS.items()
+                if signature <= set(parts) and set(parts) <= every
+            ),
+            None,
+        )
+        if kind is None and set(parts) == {"nhwc"} and by_name[owner].op_type == "Reshape":
+            kind = "reshape"  # a map to a vector: Transpose, then Reshape
+        if kind is None:
+            continue
+        final = by_name[owner]
+        first = parts.get("nhwc") or parts.get("mean") or parts.get("sq") or parts.get("arg")
+        first = first or parts.get("centred") or parts.get("matmul") or final
+        source = first.input[0]
+        args: dict[str, Any] = {}
+        tensors: dict[str, Any] = {}
+        if kind == "layer_norm":
+            epsilon = constants.get(f"{owner}_epsilon")
+            args["epsilon"] = float(str(np.float32(np.asarray(epsilon).reshape(-1)[0])))
+            tensors = {f"{owner}.{k}": constants[f"{owner}.{k}"] for k in ("weight", "bias")}
+        elif kind == "dense":
+            weight = constants[f"{owner}.weight"]
+            args = {
+                "units": int(weight.shape[0]),
+                "activation": None,
+                "use_bias": f"{owner}.bias" in constants,
+            }
+            tensors = {
+                k: constants[k] for k in (f"{owner}.weight", f"{owner}.bias") if k in constants
+            }
+        elif kind == "gelu":
+            args = {"approximate": "t" in parts}
+            source = (parts.get("sq") or parts.get("arg")).input[0]
+        elif kind == "normalization":
+            source = parts["centred"].input[0]
+            if f"{owner}.mean" in constants:
+                tensors = {
+                    f"{owner}.{k}": constants[f"{owner}.{k}"] for k in ("mean", "variance", "count")
+                }
+            else:
+                for key in ("mean", "variance"):
+                    values = np.asarray(constants[f"{owner}_{key}"]).reshape(-1)
+                    args[key] = tuple(float(str(np.float32(v))) for v in values)
+        elif kind == "reshape":
+            start = parts.get("nhwc") or parts.get("nhwc_out") or final
+            source = start.input[0]
+            shape = constants[f"{owner}_shape"].reshape(-1).tolist()
+            args["target"] = tuple(int(v) for v in shape[1:])
+        found[owner] = (kind, args, source, tensors)
+        members.update(node.name for node in parts.values())
+    return found, members
 
 
 class _Skip(Exception):

@@ -186,7 +186,14 @@ class _Writer:
                 groups.append(_Group(key, [item]))
             else:
                 groups.append(item)
-        blocks = [g for g in groups if isinstance(g, _Group) and len(layers_of(g.items)) > 1]
+        # A prefix split by other layers (MobileNetV3's re_lu_3 inside expanded_conv_1) would
+        # name two calls alike: such layers stay as they are.
+        keys = Counter(g.key for g in groups if isinstance(g, _Group))
+        blocks = [
+            g
+            for g in groups
+            if isinstance(g, _Group) and len(layers_of(g.items)) > 1 and keys[g.key] == 1
+        ]
         for group in blocks:
             group.template = self._template(group)
         shared: dict[str, list[_Group]] = {}
@@ -253,7 +260,7 @@ class _Writer:
         skeleton = template.skeleton()
         if skeleton not in self.defined:
             self.defined[skeleton] = self._define(members)
-        name, params, _ = self.defined[skeleton]
+        name, _params, _ = self.defined[skeleton]
         slots = self._param_slots[skeleton]
         values = [simplest(template.values[slot]) for slot in slots]
         return name, values, group.key
@@ -299,7 +306,7 @@ class _Writer:
             if isinstance(line, str):
                 lines.append(line)
                 continue
-            depth, call = line
+            _depth, call = line
             args = {}
             for key, slot in call.slots.items():
                 args[key] = (

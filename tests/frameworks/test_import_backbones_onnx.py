@@ -1,0 +1,66 @@
+"""Every library backbone round-trips through `cnnspec export` and `cnnspec import`: the same
+layers (names, kinds, shapes, counts) and outputs within 1e-4. One size of each family runs in
+`make test`; the other sizes under the `library` marker."""
+
+import numpy as np
+import pytest
+
+from cnnspec.backbones import BACKBONES
+from cnnspec.compiler import compile_text
+from cnnspec.export import export, initial_weights
+from cnnspec.importing import import_network
+from cnnspec.importing.onnx_file import network_from_model
+from tests.frameworks.test_import_onnx import INFERENCE_IDENTITIES, _nontrivial, _run
+
+pytestmark = pytest.mark.frameworks
+ort = pytest.importorskip("onnxruntime")
+
+REQUIRED = {
+    "vgg16",
+    "resnet50",
+    "resnet50_v2",
+    "densenet121",
+    "mobilenet",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "xception",
+    "inception_v3",
+    "inception_resnet_v2",
+    "efficientnet_b0",
+    "efficientnet_v2_b0",
+    "convnext_tiny",
+}
+SIZES = {"inception_v3": 75, "inception_resnet_v2": 75, "xception": 71}
+
+
+def _cases():
+    for name in sorted(BACKBONES):
+        marks = [] if name in REQUIRED else [pytest.mark.library]
+        yield pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+def test_library_backbone_round_trips_through_onnx(name):
+    size = SIZES.get(name, 32)
+    text = (
+        f"model t {{ input {size}x{size}x3  backbone {name}(weights=none, pooling=avg)"
+        "  dense(3, activation=softmax) }"
+    )
+    compilation = compile_text(text)
+    assert compilation.ok, [d.message for d in compilation.diagnostics]
+    spec = compilation.spec
+    model = export(spec, _nontrivial(initial_weights(spec, 0)), keep_batchnorms=True)
+    imported = import_network(network_from_model(model, name))
+    original = {n.name: n for n in spec.model.nodes if n.kind not in INFERENCE_IDENTITIES}
+    back = {n.name: n for n in imported.spec.model.nodes}
+    assert list(back) == list(original)
+    for key, node in original.items():
+        assert (back[key].kind, back[key].output_shape, back[key].params) == (
+            node.kind,
+            node.output_shape,
+            node.params,
+        ), key
+    x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
+    np.testing.assert_allclose(
+        _run(export(imported.spec, imported.tensors), x), _run(model, x), atol=1e-4
+    )
