@@ -477,9 +477,10 @@ def _layer(
             _channels_last(config, origin, gaps)
             pool = _pair(config["pool_size"])
             strides = config.get("strides")
+            stride = _pair(strides) if strides is not None else None
             return ("maxpool" if kind.startswith("Max") else "avgpool"), {
                 "pool": pool,
-                "stride": _pair(strides) if strides is not None else None,
+                "stride": None if stride == pool else stride,  # the pool's own, as Keras's default
                 "padding": config.get("padding", "valid"),
             }
         case "GlobalAveragePooling2D" | "GlobalMaxPooling2D":

@@ -550,7 +550,8 @@ class _Reader:
                 )
                 return
             padding = found[0]
-        self.add(node, kind, {"pool": kernel, "stride": stride, "padding": padding}, sources)
+        stride_arg = None if stride == kernel else stride
+        self.add(node, kind, {"pool": kernel, "stride": stride_arg, "padding": padding}, sources)
 
     def non_negative(self, value: str) -> bool:
         layer = self.by_name.get(value)

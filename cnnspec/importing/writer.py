@@ -40,7 +40,7 @@ def write(network: Network, items: list[Item], structured: bool = True) -> str:
 
 # ---- defaults ----------------------------------------------------------------------------------
 
-_NOT_DEFAULTED = {"activation", "filters", "units", "rate", "target", "mean", "variance"}
+_NOT_DEFAULTED = {"filters", "units", "rate", "target", "mean", "variance"}
 
 
 def _defaults(layers: list[Layer]) -> dict[str, dict[str, Any]]:
@@ -222,7 +222,10 @@ class _Writer:
                     call = _Call(item.kind, _relative(item.name, group.key), {})
                     from cnnspec.registry import REGISTRY
 
-                    for key, info in REGISTRY[item.kind].model_fields.items():
+                    fields = REGISTRY[item.kind].model_fields
+                    # Required arguments first: `block(filters, stride)`, as people order them.
+                    ordered = sorted(fields.items(), key=lambda f: not f[1].is_required())
+                    for key, info in ordered:
                         if key in item.args or info.is_required():
                             call.slots[key] = len(template.values)
                             template.values.append(item.args.get(key))
