@@ -63,7 +63,7 @@ def network_from_model(model: Any, source: str) -> Network:
             Gap("the graph", f"{len(graph.output)} outputs", "a cnnspec model has one output")
         )
     if reader.gaps:
-        raise ImportFailure("the model uses what cnnspec cannot express", reader.gaps)
+        raise ImportFailure("the model uses what cnnspec cannot express", _by_module(reader.gaps))
     assert reader.input_shape is not None
     output = reader.value(graph.output[0].name)
     name = _identifier(graph.name or Path(source).stem) or "imported"
@@ -657,6 +657,49 @@ class _Reader:
             return
         top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
         self.add(node, "zero_pad", {"padding": ((top, bottom), (left, right))}, sources)
+
+
+# Ops that compute shapes and indices around the real work (an LSTM's, a reshape's): reported
+# as part of the module they belong to, not one line each.
+_PLUMBING = {
+    "Shape",
+    "Gather",
+    "Slice",
+    "Concat",
+    "Expand",
+    "Unsqueeze",
+    "Squeeze",
+    "Transpose",
+    "Reshape",
+    "Cast",
+    "ConstantOfShape",
+    "Range",
+    "Equal",
+    "Where",
+    "Identity",
+}
+
+
+def _by_module(gaps: list[Gap]) -> list[Gap]:
+    """One gap per PyTorch module (node names `/lstm/...`), naming its most telling node."""
+    groups: dict[str, list[Gap]] = {}
+    for gap in gaps:
+        match = re.match(r"node '(/(?:[^']*/)?)[^/']*' \((\w+)\)", gap.where)
+        key = match.group(1) if match else gap.where
+        groups.setdefault(key, []).append(gap)
+    result = []
+    for key, members in groups.items():
+        telling = [g for g in members if g.where.rsplit("(", 1)[-1].rstrip(")") not in _PLUMBING]
+        chosen = (telling or members)[0]
+        if len(members) > 1:
+            module = key.strip("/").replace("/", ".") or "the forward"
+            chosen = Gap(
+                chosen.where,
+                chosen.what,
+                f"{chosen.why} (and {len(members) - 1} more nodes of {module})",
+            )
+        result.append(chosen)
+    return result
 
 
 def same_zero(value: Any) -> bool:
