@@ -73,8 +73,21 @@ def nest(network: Network) -> list[Item]:
         return items
 
     items = chain(INPUT, network.output)
-    placed = {layer.name for layer in _layers(items)}
+    placements = [layer.name for layer in _layers(items)]
+    placed = set(placements)
     gaps = []
+    # A layer reached from two joins' branches would be written twice: its output is used
+    # past the join that ends its branch.
+    for name in sorted({n for n in placements if placements.count(n) > 1}):
+        layer = producer[name]
+        gaps.append(
+            Gap(
+                layer.origin or name,
+                f"its output feeds {', '.join(used.get(name, []))}",
+                "a join combines branches that start from one value; a value used again "
+                "after the join that ends its branch cannot be written",
+            )
+        )
     for layer in network.layers:
         if layer.name not in placed:
             gaps.append(

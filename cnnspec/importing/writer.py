@@ -130,9 +130,9 @@ class _Writer:
     def __init__(self, defaults: dict[str, dict[str, Any]], names: set[str]) -> None:
         self.defaults = defaults
         self.names = names
-        self.defined: dict[
-            str, tuple[str, list[str], list[str]]
-        ] = {}  # skeleton -> name, params, text
+        # skeleton -> the define's name, parameters and text; and the slots its parameters take
+        self.defined: dict[str, tuple[str, list[str], list[str]]] = {}
+        self.param_slots: dict[str, list[int]] = {}
 
     # ---- plain items
 
@@ -264,11 +264,9 @@ class _Writer:
         if skeleton not in self.defined:
             self.defined[skeleton] = self._define(members)
         name, _params, _ = self.defined[skeleton]
-        slots = self._param_slots[skeleton]
+        slots = self.param_slots[skeleton]
         values = [simplest(template.values[slot]) for slot in slots]
         return name, values, group.key
-
-    _param_slots: dict[str, list[int]] = {}  # noqa: RUF012 (set per instance in _define)
 
     def _define(self, members: list[_Group]) -> tuple[str, list[str], list[str]]:
         first = members[0].template
@@ -318,7 +316,7 @@ class _Writer:
             lines.append(call_text(call.kind, args, call.name, self.defaults.get(call.kind)))
         lines.append("}")
         skeleton = first.skeleton()
-        self._param_slots = {**self._param_slots, skeleton: param_slots}
+        self.param_slots[skeleton] = param_slots
         return name, params, lines
 
     def _define_name(self, key: str) -> str:

@@ -1,0 +1,201 @@
+"""`cnnspec import` without frameworks: the nesting of a DAG into residuals and joins, the
+writer's blocks, defines, repeats and defaults on a network built here, the compile-and-compare
+guard, and the command's one-line errors. (Reading real Keras, ONNX and PyTorch models:
+tests/frameworks/test_import_*.py.)"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnnspec.cli import main
+from cnnspec.compiler import compile_text
+from cnnspec.fmt import format_text
+from cnnspec.importing import ImportFailure, import_network
+from cnnspec.importing.network import INPUT, Layer, Network
+from cnnspec.importing.structure import Join, Residual, nest
+
+pytest.importorskip("safetensors")
+
+
+def conv(name, filters, source, **args):
+    return Layer(
+        name,
+        "conv2d",
+        {
+            "filters": filters,
+            "kernel": (3, 3),
+            "padding": "same",
+            "activation": None,
+            "use_bias": True,
+            **args,
+        },
+        (source,),
+    )
+
+
+def bn(name, source):
+    return Layer(name, "batchnorm", {"epsilon": 1e-5, "momentum": 0.9}, (source,))
+
+
+def relu(name, source):
+    return Layer(name, "relu", {}, (source,))
+
+
+def unit(prefix, source, filters):
+    """A residual unit: conv-bn-relu-conv-bn, added to its input, then relu."""
+    return [
+        conv(f"{prefix}_conv1", filters, source),
+        bn(f"{prefix}_bn1", f"{prefix}_conv1"),
+        relu(f"{prefix}_relu1", f"{prefix}_bn1"),
+        conv(f"{prefix}_conv2", filters, f"{prefix}_relu1"),
+        bn(f"{prefix}_bn2", f"{prefix}_conv2"),
+        Layer(f"{prefix}_add", "add", {}, (f"{prefix}_bn2", source)),
+        relu(f"{prefix}_out", f"{prefix}_add"),
+    ]
+
+
+def weights_for(network: Network) -> dict:
+    """Canonical tensors of the right shapes, made from the compiled spec itself."""
+    from cnnspec.importing import structure, writer
+
+    text = writer.write(network, structure.nest(network))
+    spec = compile_text(format_text(text) or text).spec
+    shapes = spec.model.value_shapes()
+    tensors = {}
+    for node in spec.model.nodes:
+        for suffix, shape in node.layer.weight_shapes([shapes[i] for i in node.inputs]).items():
+            tensors[f"{node.name}.{suffix}"] = np.ones(shape, np.float32)
+    return tensors
+
+
+def resnet_like() -> Network:
+    layers = [conv("stem", 8, INPUT), relu("stem_relu", "stem")]
+    source = "stem_relu"
+    for index in range(1, 5):
+        layers += unit(f"stage_unit{index}", source, 8)
+        source = f"stage_unit{index}_out"
+    layers += [
+        Layer("pool", "global_avg_pool", {"keepdims": False}, (source,)),
+        Layer("fc", "dense", {"units": 3, "activation": "softmax", "use_bias": True}, ("pool",)),
+    ]
+    network = Network("tiny", (16, 16, 3), layers, "fc")
+    network.tensors = weights_for(network)
+    return network
+
+
+def test_identical_units_become_one_define_called_in_a_repeat():
+    imported = import_network(resnet_like())
+    text = imported.text
+    assert "define unit(filters) {" in text or "define unit() {" in text
+    assert "repeat 4 { unit(" in text and 'name="stage_unit" + str(index + 1)' in text
+    assert "defaults batchnorm(epsilon=1e-5, momentum=0.9)" in text
+    assert "defaults conv2d(padding=same)" in text
+    assert format_text(text) == text
+    names = [node.name for node in imported.spec.model.nodes]
+    assert names[:4] == ["stem", "stem_relu", "stage_unit1_conv1", "stage_unit1_bn1"]
+    assert "stage_unit4_add" in names
+
+
+def test_different_widths_become_parameters_and_multiples_expressions():
+    layers = [conv("stem", 4, INPUT)]
+    source = "stem"
+    for index, width in enumerate((8, 16, 32), 1):
+        p = f"b{index}"
+        layers += [conv(f"{p}_a", width, source), conv(f"{p}_b", 4 * width, f"{p}_a")]
+        source = f"{p}_b"
+    layers += [
+        Layer("gap", "global_avg_pool", {}, (source,)),
+        Layer("out", "dense", {"units": 2, "activation": "softmax"}, ("gap",)),
+    ]
+    network = Network("widths", (8, 8, 3), layers, "out")
+    network.tensors = weights_for(network)
+    text = import_network(network).text
+    assert "conv2d(4 * filters, name=b)" in text
+    assert "b(8, name=b1)" in text and "b(32, name=b3)" in text
+
+
+def test_a_residual_with_a_projection_has_the_projection_as_its_shortcut():
+    layers = [
+        conv("a", 8, INPUT, stride=(2, 2)),
+        conv("b", 8, "a"),
+        conv("proj", 8, INPUT, kernel=(1, 1), stride=(2, 2)),
+        Layer("sum", "add", {}, ("proj", "b")),
+    ]
+    items = nest(Network("n", (8, 8, 3), layers, "sum"))
+    assert isinstance(items[0], Residual)
+    assert [layer.name for layer in items[0].body] == ["a", "b"]
+    assert [layer.name for layer in items[0].shortcut] == ["proj"]
+
+
+def test_three_branches_are_a_join():
+    layers = [
+        conv("x1", 4, INPUT),
+        conv("x2", 4, INPUT),
+        conv("x3", 4, "x2"),
+        Layer("cat", "concat", {}, ("x1", "x3", INPUT)),
+    ]
+    items = nest(Network("n", (8, 8, 3), layers, "cat"))
+    assert isinstance(items[0], Join)
+    assert [len(branch) for branch in items[0].branches] == [1, 2, 0]
+
+
+def test_a_value_used_past_its_join_is_reported_not_guessed():
+    # NASNet-like: `b`, inside the first residual's body, is used again after its add.
+    layers = [
+        conv("a", 4, INPUT),
+        conv("b", 4, "a"),
+        conv("c", 4, "b"),
+        Layer("j1", "add", {}, ("a", "c")),
+        Layer("j2", "add", {}, ("j1", "b")),
+    ]
+    with pytest.raises(ImportFailure) as failure:
+        nest(Network("n", (8, 8, 3), layers, "j2"))
+    assert [str(g) for g in failure.value.gaps][0].startswith("b: its output feeds c, j2: ")
+
+
+def test_missing_weights_are_one_line_each():
+    network = resnet_like()
+    del network.tensors["stem.weight"]
+    with pytest.raises(ImportFailure) as failure:
+        import_network(network)
+    assert [str(g) for g in failure.value.gaps] == [
+        "stem: no tensor for stem.weight: the file lacks it"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "absent.keras", "no such file"),
+        (lambda d: d, "is a directory"),
+        (lambda d: _write(d / "notes.txt", b"hello"), "not a model file"),
+        (lambda d: _write(d / "w.pt", b"PK\x03\x04junk"), "PyTorch checkpoint"),
+        (lambda d: _write(d / "bad.keras", b"PK\x03\x04junk"), "not a readable .keras"),
+        (lambda d: _write(d / "bad.onnx", b"\x08\x01garbage"), "not a readable ONNX"),
+    ],
+)
+def test_bad_inputs_are_one_line_and_nothing_is_written(tmp_path, capsys, make, message):
+    pytest.importorskip("h5py")
+    pytest.importorskip("onnx")
+    source = make(tmp_path)
+    out = tmp_path / "out" / "m.cnn"
+    with pytest.raises(SystemExit) as exit:
+        main(["import", str(source), "-o", str(out)])
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert err.count("\n") == 2  # the error and `nothing written`
+    assert not out.parent.exists()
+
+
+def test_a_module_factory_needs_its_input_size(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["import", "some.module:factory"])
+    assert exit.value.code == 1
+    assert "--input-size HxWxC" in capsys.readouterr().err
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
