@@ -151,7 +151,7 @@ def test_a_value_used_past_its_join_is_reported_not_guessed():
     ]
     with pytest.raises(ImportFailure) as failure:
         nest(Network("n", (8, 8, 3), layers, "j2"))
-    assert [str(g) for g in failure.value.gaps][0].startswith("b: its output feeds c, j2: ")
+    assert str(failure.value.gaps[0]).startswith("b: its output feeds c, j2: ")
 
 
 def test_missing_weights_are_one_line_each():

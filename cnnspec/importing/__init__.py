@@ -76,6 +76,7 @@ def import_network(network: Network) -> Imported:
     text = "".join(f"# {note}\n" for note in notes) + writer.write(network, items)
     formatted = format_text(text) or text
     compilation = compile_text(formatted, f"{network.name}.cnn")
+    _classifier_or_fail(compilation)
     if not compilation.ok or compilation.spec is None:
         problems = [f"{d.span.line}: {d.message}" for d in compilation.diagnostics.errors]
         raise ImportFailure(
@@ -85,6 +86,22 @@ def import_network(network: Network) -> Imported:
     _same_graph(network, spec.model)
     tensors = weights.canonical(network, spec.model)
     return Imported(formatted, tensors, network, spec, notes)
+
+
+def _classifier_or_fail(compilation: Any) -> None:
+    """A cnnspec model is a classifier: a model that ends in features (a feature extractor,
+    keras.applications without its classifier) cannot be one, and says so in one line."""
+    for diagnostic in compilation.diagnostics.errors:
+        if diagnostic.code == "E204" or (
+            diagnostic.code == "E302" and "activation is linear" in diagnostic.message
+        ):
+            graph = compilation.spec.model if compilation.spec is not None else None
+            shape = graph.output_shape if graph is not None else None
+            raise ImportFailure(
+                f"the model ends in features {tuple(shape) if shape else ''}, not class scores: "
+                "a cnnspec model is a classifier; import it with its classifier (such as "
+                "include_top=True), or add one (global pooling and a dense layer) before saving"
+            )
 
 
 def _probabilities(network: Network) -> list[str]:

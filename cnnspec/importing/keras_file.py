@@ -40,11 +40,20 @@ def _read_keras_zip(path: Path, h5py: Any) -> tuple[dict[str, Any], dict[str, li
                 raise ImportFailure(f"{path} is a zip without config.json, not a .keras file")
             config = json.loads(archive.read("config.json"))
             weights = archive.read("model.weights.h5") if "model.weights.h5" in names else None
-    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError) as error:
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError) as error:
+        # ValueError: bad JSON and undecodable text alike
         raise ImportFailure(f"{path} is not a readable .keras file: {error}") from None
+    if not isinstance(config, dict):
+        raise ImportFailure(f"{path} is not a readable .keras file: its config is not a model")
     variables: dict[str, list[Any]] = {}
     if weights is not None:
-        with h5py.File(io.BytesIO(weights), "r") as store:
+        try:
+            store = h5py.File(io.BytesIO(weights), "r")
+        except OSError as error:
+            raise ImportFailure(
+                f"{path} is not a readable .keras file: its weights are not HDF5 ({error})"
+            ) from None
+        with store:
 
             def visit(name: str, item: Any) -> None:
                 if name.endswith("vars") and isinstance(item, h5py.Group):
@@ -96,6 +105,8 @@ def network_from_config(
 ) -> Network:
     model = config.get("config", {})
     class_name = config.get("class_name")
+    if class_name is None or not isinstance(model, dict):
+        raise ImportFailure(f"{source} holds no Keras model config")
     if class_name not in ("Functional", "Model", "Sequential"):
         raise ImportFailure(f"{source} holds a {class_name}, not a Keras model cnnspec can read")
     gaps: list[Gap] = []
@@ -108,7 +119,9 @@ def network_from_config(
             name = aliases[name]
         return name
 
-    def add_model(model_config: dict[str, Any], sequential: bool, inputs: list[str]) -> str:
+    def add_model(
+        model_config: dict[str, Any], sequential: bool, inputs: list[str], frozen: bool = False
+    ) -> str:
         nonlocal input_shape
         last = inputs[0] if inputs else INPUT
         for entry in model_config.get("layers", []):
@@ -144,11 +157,35 @@ def network_from_config(
                     input_shape = _image_shape(build, name, gaps)
             if kind in ("Functional", "Sequential", "Model"):
                 # A nested model (ConvNeXt's stem) is inlined: its layers keep their names.
-                out = add_model(layer_config, kind == "Sequential", [value(s) for s in sources])
+                out = add_model(
+                    layer_config,
+                    kind == "Sequential",
+                    [value(s) for s in sources],
+                    frozen or layer_config.get("trainable") is False,
+                )
                 aliases[name] = out
                 last = name
                 continue
             origin = f"layer '{name}' ({kind})"
+            frozen_here = frozen or layer_config.get("trainable") is False
+            if str(entry.get("module", "")).startswith("keras.src.ops") and _numbers_in(entry):
+                # `x + 3.0` in a functional model: an operation layer with a constant.
+                made = _operation(kind, entry, origin, gaps)
+                if made is not None:
+                    layers.append(Layer(name, "rescaling", made[0], (value(made[1]),), origin))
+                last = name
+                continue
+            if kind == "CustomScaleLayer" and len(sources) == 2:
+                # InceptionResNetV2's x + scale * branch: the branch's rescaling, then the add.
+                x, branch = (value(s) for s in sources)
+                scaled = f"{branch.rsplit('_', 1)[0]}_scale" if "_" in branch else f"{name}_scale"
+                scale = float(layer_config.get("scale", 1.0))
+                layers.append(
+                    Layer(scaled, "rescaling", {"scale": scale, "offset": 0.0}, (branch,), origin)
+                )
+                layers.append(Layer(name, "add", {}, (x, scaled), origin))
+                last = name
+                continue
             mapped = _layer(kind, layer_config, origin, gaps)
             if mapped is None:
                 last = name
@@ -158,7 +195,9 @@ def network_from_config(
                 last = name
                 continue
             layer_kind, args = mapped
-            layers.append(Layer(name, layer_kind, args, tuple(value(s) for s in sources), origin))
+            layers.append(
+                Layer(name, layer_kind, args, tuple(value(s) for s in sources), origin, frozen_here)
+            )
             last = name
         if sequential:
             return value(last)
@@ -193,6 +232,44 @@ def network_from_config(
         keras_variables=flat,
         source=source,
     )
+
+
+def _numbers_in(entry: dict[str, Any]) -> bool:
+    """Whether an operation layer's call has a number among its arguments (`x + 3.0`); one of
+    tensors only (ConvNeXt's `ops.add(x, y)`) is read as the layer of that name."""
+    nodes = entry.get("inbound_nodes") or [{}]
+    args = nodes[0].get("args", []) if isinstance(nodes[0], dict) else []
+    return any(isinstance(a, int | float) and not isinstance(a, bool) for a in args)
+
+
+def _operation(
+    kind: str, entry: dict[str, Any], origin: str, gaps: list[Gap]
+) -> tuple[dict[str, Any], str] | None:
+    """An operation of a tensor and a number as a rescaling: (its arguments, the tensor)."""
+    nodes = entry.get("inbound_nodes") or [{}]
+    args = nodes[0].get("args", []) if isinstance(nodes[0], dict) else []
+    tensors = [
+        a["config"]["keras_history"][0]
+        for a in args
+        if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"
+    ]
+    numbers = [a for a in args if isinstance(a, int | float) and not isinstance(a, bool)]
+    if len(tensors) == 1 and len(numbers) == 1 and len(args) == 2:
+        number = float(numbers[0])
+        tensor_first = isinstance(args[0], dict)
+        match kind:
+            case "Add":
+                return {"scale": 1.0, "offset": number}, tensors[0]
+            case "Subtract" if tensor_first:
+                return {"scale": 1.0, "offset": -number}, tensors[0]
+            case "Multiply":
+                return {"scale": number, "offset": 0.0}, tensors[0]
+            case "Divide" | "TrueDivide" if tensor_first and number != 0:
+                return {"scale": 1.0 / number, "offset": 0.0}, tensors[0]
+    gaps.append(
+        Gap(origin, f"the operation {kind}", "cnnspec's layers are not arbitrary tensor math")
+    )
+    return None
 
 
 def _identifier(text: str) -> str:

@@ -24,6 +24,8 @@ class Layer:
     inputs: tuple[str, ...]
     # Where the layer is in the source, for messages: "layer 'conv1' (Conv2D)".
     origin: str = ""
+    # Not trained (Keras's trainable=False, or inside a frozen nested model): the spec freezes it.
+    frozen: bool = False
 
 
 @dataclass
@@ -113,6 +115,44 @@ def fold_activations(network: Network) -> None:
                 layer.inputs = pad.inputs
                 dropped.add(pad.name)
     network.layers = [layer for layer in network.layers if layer.name not in dropped]
+    _fold_hard_sigmoids(network)
+
+
+def _fold_hard_sigmoids(network: Network) -> None:
+    """Keras's MobileNetV3 gate, ReLU(6)(x + 3) * (1 / 6), where only the ReLU is a layer
+    (the two operations on constants read as rescalings): one hard_sigmoid, named as the
+    ReLU, as the library spec names it."""
+    consumers = network.consumers()
+    producer = network.producer()
+    dropped: set[str] = set()
+    for relu in network.layers:
+        if relu.kind != "relu6" or len(relu.inputs) != 1:
+            continue
+        before = producer.get(relu.inputs[0])
+        after = consumers.get(relu.name, [])
+        if (
+            before is None
+            or len(after) != 1
+            or not _is_rescaling(before, 1.0, 3.0)
+            or not _is_rescaling(after[0], 1 / 6, 0.0)
+            or len(consumers.get(before.name, [])) != 1
+            or network.output in (before.name, relu.name)
+        ):
+            continue
+        relu.kind, relu.args, relu.inputs = "hard_sigmoid", {}, before.inputs
+        dropped |= {before.name, after[0].name}
+        _rename(network, after[0].name, relu.name)
+    network.layers = [layer for layer in network.layers if layer.name not in dropped]
+
+
+def _is_rescaling(layer: Layer, scale: float, offset: float) -> bool:
+    if layer.kind != "rescaling":
+        return False
+    found = (layer.args.get("scale", 1.0), layer.args.get("offset", 0.0))
+    return all(
+        isinstance(v, int | float) and abs(v - want) < 1e-6
+        for v, want in zip(found, (scale, offset), strict=True)
+    )
 
 
 ACTIVATION_OWNERS: set[str] = set()  # filled by activation kinds below

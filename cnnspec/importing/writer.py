@@ -35,7 +35,35 @@ def write(network: Network, items: list[Item], structured: bool = True) -> str:
     if last is not None and "sigmoid" in (last.kind, last.args.get("activation")):
         lines.append("")  # one sigmoid unit: a binary classifier, trained on labels 0 and 1
         lines.append("data { labels binary }")
+    lines += _freezes(network.layers)
     return "\n".join(lines) + "\n"
+
+
+# Kinds with weights: what freezing means anything for.
+_WEIGHTED = {
+    "conv2d",
+    "depthwise_conv2d",
+    "separable_conv2d",
+    "dense",
+    "batchnorm",
+    "layer_norm",
+    "layer_scale",
+}
+
+
+def _freezes(layers: list[Layer]) -> list[str]:
+    """The layers the source does not train (Keras's trainable=False): `freeze` each, or
+    `freeze all` and `unfreeze` the rest, whichever is shorter."""
+    weighted = [layer.name for layer in layers if layer.kind in _WEIGHTED]
+    frozen = [layer.name for layer in layers if layer.kind in _WEIGHTED and layer.frozen]
+    if not frozen:
+        return []
+    trained = [name for name in weighted if name not in set(frozen)]
+    if len(trained) < len(frozen):
+        statements = ["freeze all", *(f"unfreeze {value_text(name)}" for name in trained)]
+    else:
+        statements = [f"freeze {value_text(name)}" for name in frozen]
+    return ["", "train {", *(f"  {s}" for s in statements), "}"]
 
 
 # ---- defaults ----------------------------------------------------------------------------------
