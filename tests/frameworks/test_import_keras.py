@@ -12,20 +12,19 @@ Nothing here reads the spec text itself (its layout is the importer's to choose)
 compiled spec, the weights and the outputs.
 
 - keras.applications: ResNet50 under a head, MobileNetV2 with its classifier and VGG16 with a
-  flattening head by default (a bare feature extractor is expected to fail for now); the other
-  library families (`make test-library`) with their classifier and under a head.
+  flattening head by default (a bare feature extractor is refused in one line: a cnnspec model
+  is a classifier); the other library families (`make test-library`) with their classifier and
+  under a head.
 - Hand-written models: inception branches with Concatenate and a residual, squeeze-and-excite
   gating, separable and depthwise convolutions, odd input sizes with strided 'same' padding,
   Flatten into Dense after a non-square map (the HWC/CHW trap, shown to matter), Dropout,
   Rescaling, Normalization (adapted and constant), layer norm, activations, a Sequential model,
-  blocks split by an auto-named layer; Keras ops on a constant and frozen layers (expected to
-  fail for now); and the legacy .h5 format.
+  blocks split by an auto-named layer; Keras ops on a constant (MobileNetV3's hard_sigmoid),
+  frozen layers (train { freeze ... }); and the legacy .h5 format.
 - Honest refusals: unsupported layers (one line each, naming the layer), corrupt, foreign and
   missing files: exit status 1, one line, no traceback, nothing written.
 - No clobbering: a hand-written or edited spec, or a foreign weight file, is kept without
   --force (and neither file is written); --force replaces; importing twice rewrites nothing.
-
-Each expected failure is strict (an XPASS fails the run: remove its mark when it is fixed).
 """
 
 from __future__ import annotations
