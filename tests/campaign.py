@@ -16,6 +16,8 @@ range. What must hold:
   non-trainable counts, every Keras layer has the checker's shape, and with the same random
   weights (random biases and BatchNorm statistics too) all three give the same outputs within
   1e-4. Nothing may crash.
+- and it comes back through `cnnspec export` and `cnnspec import` as the same network: the same
+  layer names, kinds, shapes and counts, and the same outputs with the imported weights.
 
 Half the workers run TensorFlow without oneDNN (TF_ENABLE_ONEDNN_OPTS=0), as it runs on CPUs
 without AVX-512 VNNI (where its own kernels refuse some things oneDNN accepts), and half with it.
@@ -521,6 +523,51 @@ def random_weights(spec: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
     return weights
 
 
+# Layers that do nothing at inference, which an ONNX model holds no node for.
+INFERENCE_IDENTITIES = ("dropout", "spatial_dropout", "stochastic_depth")
+
+
+def import_round_trip(spec: Any, weights: dict, tolerance: float, seed: int) -> list[str]:
+    """`cnnspec export` then `cnnspec import`: the same layers (names, kinds, shapes, counts)
+    and, with the imported weights, the same outputs."""
+    import onnxruntime as ort
+
+    from cnnspec.export import export
+    from cnnspec.importing import ImportFailure, import_network
+    from cnnspec.importing.onnx_file import network_from_model
+
+    model = export(spec, weights, keep_batchnorms=True)
+    try:
+        imported = import_network(network_from_model(model, "campaign.onnx"))
+    except ImportFailure as failure:
+        return [f"import: {failure.message}; " + "; ".join(str(g) for g in failure.gaps[:3])]
+    problems = []
+    original = [n for n in spec.model.nodes if n.kind not in INFERENCE_IDENTITIES]
+    back = {n.name: n for n in imported.spec.model.nodes}
+    if [n.name for n in original] != list(back):
+        return [f"import: layers {list(back)[:8]}..., spec {[n.name for n in original][:8]}..."]
+    for node in original:
+        other = back[node.name]
+        if (other.kind, other.output_shape, other.params) != (
+            node.kind,
+            node.output_shape,
+            node.params,
+        ):
+            problems.append(f"import: {node.name} is {other.kind} {other.output_shape}")
+    h, w, c = spec.model.input_shape
+    x = np.random.default_rng(seed).standard_normal((2, c, h, w)).astype(np.float32)
+    outputs = []
+    for onnx_model in (model, export(imported.spec, imported.tensors)):
+        session = ort.InferenceSession(
+            onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        outputs.append(session.run(None, {"image": x})[0])
+    error = float(np.abs(outputs[0] - outputs[1]).max())
+    if not error <= tolerance:
+        problems.append(f"import: outputs {error:.3g} apart")
+    return problems
+
+
 @dataclass
 class Outcome:
     index: int
@@ -565,6 +612,7 @@ def examine(text: str, index: int = 0, tolerance: float = 1e-4) -> Outcome:
         if not report.counts_agree:
             problems.append(f"counts {report.counts}, checker {report.expected}")
         problems += report.shape_mismatches
+        problems += import_round_trip(spec, weights, tolerance, index)
         if problems:
             outcome.failure = "; ".join(problems)
     except Exception:

@@ -37,11 +37,30 @@ def float_text(value: float) -> str:
     if value.is_integer() and abs(value) < 1e15:
         return f"{value:.1f}"
     text = repr(value)
+    single = _float32_text(value)
+    if single is not None and len(single) < len(text):
+        # Every backend computes in float32: the shortest text of the same float32 value
+        # (Keras configs hold 3409.9760250000004 for a float32 3409.976).
+        text = single
     if "e" in text:
         mantissa, exponent = text.split("e")
         sign = "-" if exponent.startswith("-") else ""
         text = f"{mantissa}e{sign}{exponent.lstrip('+-').lstrip('0') or '0'}"
     return text
+
+
+def _float32_text(value: float) -> str | None:
+    import struct
+
+    try:
+        single = struct.unpack("f", struct.pack("f", value))[0]
+    except (OverflowError, struct.error):
+        return None
+    for digits in range(1, 10):
+        text = f"{value:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == single:
+            return repr(float(text))
+    return None
 
 
 def simplest(value: Any) -> Any:

@@ -201,11 +201,36 @@ class _Writer:
     # ---- the model, with blocks made definitions
 
     def model(self, items: list[Item]) -> list[str]:
-        groups: list[Item | _Group] = []
+        entries = self._group(items)
+        groups = list(_groups_in(entries))
+        # A prefix split by other layers (MobileNetV3's re_lu_3 inside expanded_conv_1) would
+        # name two calls alike: such layers stay as they are.
+        keys = Counter(g.key for g in groups)
+        for group in groups:
+            if len(layers_of(group.items)) > 1 and keys[group.key] == 1:
+                group.template = self._template(group)
+        shared: dict[str, list[_Group]] = {}
+        for group in groups:
+            if group.template is not None:
+                shared.setdefault(group.template.skeleton(), []).append(group)
+        return self._calls(self._resolve(entries, shared), 1)
+
+    def _group(self, items: list[Item]) -> list[Any]:
+        """Consecutive items of one name prefix as groups; a residual whose add is named apart
+        from its body (ConvNeXt's `add_3` around stage_1_block_0) keeps the add here and
+        groups its body inside."""
+        groups: list[Any] = []
         for item in items:
             key = _key(item)
             last = groups[-1] if groups else None
-            if key and isinstance(last, _Group) and _nested(key, last.key):
+            if (
+                not key
+                and isinstance(item, Residual)
+                and item.shortcut is None
+                and len(layers_of(item.body)) > 1
+            ):
+                groups.append(_Nested(item, self._group(item.body)))
+            elif key and isinstance(last, _Group) and _nested(key, last.key):
                 last.items.append(item)
             elif key and isinstance(last, _Group) and _nested(last.key, key):
                 last.items.append(item)  # `block_1_expand` then `block_1`: one block, block_1
@@ -214,29 +239,20 @@ class _Writer:
                 groups.append(_Group(key, [item]))
             else:
                 groups.append(item)
-        # A prefix split by other layers (MobileNetV3's re_lu_3 inside expanded_conv_1) would
-        # name two calls alike: such layers stay as they are.
-        keys = Counter(g.key for g in groups if isinstance(g, _Group))
-        blocks = [
-            g
-            for g in groups
-            if isinstance(g, _Group) and len(layers_of(g.items)) > 1 and keys[g.key] == 1
-        ]
-        for group in blocks:
-            group.template = self._template(group)
-        shared: dict[str, list[_Group]] = {}
-        for group in blocks:
-            assert group.template is not None
-            shared.setdefault(group.template.skeleton(), []).append(group)
-        calls: list[tuple[str, list[Any], str] | Item | _Group] = []
-        for entry in groups:
-            if isinstance(entry, _Group) and entry.template is not None:
+        return groups
+
+    def _resolve(self, entries: list[Any], shared: dict[str, list[_Group]]) -> list[Any]:
+        """Groups that share their structure with another as calls of one define."""
+        resolved: list[Any] = []
+        for entry in entries:
+            if isinstance(entry, _Nested):
+                resolved.append(_Nested(entry.residual, self._resolve(entry.entries, shared)))
+            elif isinstance(entry, _Group) and entry.template is not None:
                 members = shared[entry.template.skeleton()]
-                if len(members) > 1 and all(m.template for m in members):
-                    calls.append(self._call(entry, members))
-                    continue
-            calls.append(entry)
-        return self._calls(calls)
+                resolved.append(self._call(entry, members) if len(members) > 1 else entry)
+            else:
+                resolved.append(entry)
+        return resolved
 
     def _template(self, group: _Group) -> _Template | None:
         template = _Template([])
@@ -374,44 +390,120 @@ class _Writer:
             lines.append("")
         return lines
 
-    def _calls(self, entries: list[Any]) -> list[str]:
+    def _calls(self, entries: list[Any], depth: int) -> list[str]:
+        pad = "  " * depth
         lines: list[str] = []
         index = 0
         while index < len(entries):
             entry = entries[index]
-            if isinstance(entry, tuple):
-                name, values, instance = entry
-                run = [entry]
-                match = _NUMBER_SUFFIX.match(instance)
-                while match and index + len(run) < len(entries):
-                    following = entries[index + len(run)]
-                    if not isinstance(following, tuple) or following[0] != name:
-                        break
-                    if [repr(v) for v in following[1]] != [repr(v) for v in values]:
-                        break
-                    nxt = _NUMBER_SUFFIX.match(following[2])
-                    number = int(match.group(2)) + len(run)
-                    if not nxt or following[2] != f"{instance[: match.start(2)]}{number}":
-                        break
-                    run.append(following)
-                args = ", ".join(value_text(v) for v in values)
-                args = f"{args}, " if args else ""
-                if len(run) > 1 and match:
-                    start = int(match.group(2))
-                    head = instance[: match.start(2)]
-                    offset = f" + {start}" if start else ""
-                    label = f'"{head}" + str(index{offset})'
-                    lines.append(f"  repeat {len(run)} {{ {name}({args}name={label}) }}")
+            run = _numbered_run(entries, index)
+            if len(run) > 1:
+                body = self._calls([_numbered(run)], depth + 1)
+                single = f"{pad}repeat {len(run)} {{ {body[0].strip()} }}"
+                if len(body) == 1 and len(single) <= 99:
+                    lines.append(single)  # as people write a one-call repeat
                 else:
-                    lines.append(f"  {name}({args}name={value_text(instance)})")
+                    lines += [pad + f"repeat {len(run)} {{", *body, pad + "}"]
                 index += len(run)
                 continue
-            if isinstance(entry, _Group):
-                lines += self.items(entry.items, 1)
+            if isinstance(entry, tuple):
+                name, values, instance = entry
+                args = "".join(f"{value_text(v)}, " for v in values)
+                lines.append(pad + f"{name}({args}name={value_text(instance)})")
+            elif isinstance(entry, _Nested):
+                lines.append(pad + "residual {")
+                lines.append(pad + f"  name {value_text(entry.residual.layer.name)}")
+                lines += self._calls(entry.entries, depth + 1)
+                lines.append(pad + "}")
+            elif isinstance(entry, _Group):
+                lines += self.items(entry.items, depth)
             else:
-                lines += self.items([entry], 1)
+                lines += self.items([entry], depth)
             index += 1
         return lines
+
+
+@dataclass
+class _Nested:
+    """A residual written around its body's groups (see _Writer._group)."""
+
+    residual: Residual
+    entries: list[Any]
+
+
+def _groups_in(entries: list[Any]) -> Any:
+    for entry in entries:
+        if isinstance(entry, _Group):
+            yield entry
+        elif isinstance(entry, _Nested):
+            yield from _groups_in(entry.entries)
+
+
+def _shape_of(entry: Any) -> tuple[Any, ...] | None:
+    """What two entries of a repeat must share, and the numbered names they may differ in:
+    (define, arguments) and [instance name] for a call; with the add's name for a residual
+    around one call."""
+    if isinstance(entry, tuple):
+        return (entry[0], repr(entry[1])), [entry[2]]
+    if (
+        isinstance(entry, _Nested)
+        and len(entry.entries) == 1
+        and isinstance(entry.entries[0], tuple)
+    ):
+        call = entry.entries[0]
+        return ("residual", call[0], repr(call[1])), [entry.residual.layer.name, call[2]]
+    return None
+
+
+def _numbered_run(entries: list[Any], start: int) -> list[Any]:
+    """The entries from `start` on that differ only in names numbered one up each time."""
+    first = _shape_of(entries[start])
+    if first is None:
+        return [entries[start]]
+    shape, names = first
+    if not all(isinstance(name, str) for name in names):
+        return [entries[start]]  # already a repeat's body
+    matches = [_NUMBER_SUFFIX.match(name) for name in names]
+    if not all(matches):
+        return [entries[start]]
+    run = [entries[start]]
+    while start + len(run) < len(entries):
+        following = _shape_of(entries[start + len(run)])
+        if following is None or following[0] != shape:
+            break
+        step = len(run)
+        expected = [
+            f"{name[: m.start(2)]}{int(m.group(2)) + step}"
+            for name, m in zip(names, matches, strict=True)
+            if m is not None
+        ]
+        if following[1] != expected:
+            break
+        run.append(entries[start + len(run)])
+    return run
+
+
+def _numbered(run: list[Any]) -> Any:
+    """The first entry of a run, its numbered names written as expressions of `index`."""
+
+    def label(name: str) -> Spelled:
+        match = _NUMBER_SUFFIX.match(name)
+        assert match is not None
+        start = int(match.group(2))
+        offset = f" + {start}" if start else ""
+        head = name[: match.start(2)].replace("\\", "\\\\").replace('"', '\\"')
+        return Spelled(f'"{head}" + str(index{offset})')
+
+    first = run[0]
+    if isinstance(first, tuple):
+        return (first[0], first[1], label(first[2]))
+    call = first.entries[0]
+    residual = Residual(
+        Layer(label(first.residual.layer.name), "add", {}, ()),  # type: ignore[arg-type]
+        first.residual.body,
+        None,
+    )
+    return _Nested(residual, [(call[0], call[1], label(call[2]))])
 
 
 def _nested(key: str, block: str) -> bool:
