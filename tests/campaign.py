@@ -527,6 +527,35 @@ def random_weights(spec: Any, rng: np.random.Generator) -> dict[str, np.ndarray]
 INFERENCE_IDENTITIES = ("dropout", "spatial_dropout", "stochastic_depth")
 
 
+def network_differences(original: Any, imported: Any) -> list[str]:
+    """How an imported graph differs from the original: the layers (names, kinds, shapes,
+    counts) and what each one takes in. The order in which independent branches are written
+    may differ (an add of two branches may come back as a residual with a shortcut)."""
+    skipped = {n.name: n.inputs[0] for n in original.nodes if n.kind in INFERENCE_IDENTITIES}
+
+    def source(name: str) -> str:
+        while name in skipped:
+            name = skipped[name]
+        return name
+
+    mine = {n.name: n for n in original.nodes if n.name not in skipped}
+    theirs = {n.name: n for n in imported.nodes}
+    if set(mine) != set(theirs):
+        return [f"layers {sorted(set(theirs) ^ set(mine))[:6]} differ"]
+    problems = []
+    for name, node in mine.items():
+        other = theirs[name]
+        if (other.kind, other.output_shape, other.params) != (
+            node.kind,
+            node.output_shape,
+            node.params,
+        ):
+            problems.append(f"{name} is {other.kind} {other.output_shape} {other.params}")
+        if sorted(source(i) for i in node.inputs) != sorted(other.inputs):
+            problems.append(f"{name} takes {other.inputs}, not {node.inputs}")
+    return problems
+
+
 def import_round_trip(spec: Any, weights: dict, tolerance: float, seed: int) -> list[str]:
     """`cnnspec export` then `cnnspec import`: the same layers (names, kinds, shapes, counts)
     and, with the imported weights, the same outputs."""
@@ -541,19 +570,7 @@ def import_round_trip(spec: Any, weights: dict, tolerance: float, seed: int) -> 
         imported = import_network(network_from_model(model, "campaign.onnx"))
     except ImportFailure as failure:
         return [f"import: {failure.message}; " + "; ".join(str(g) for g in failure.gaps[:3])]
-    problems = []
-    original = [n for n in spec.model.nodes if n.kind not in INFERENCE_IDENTITIES]
-    back = {n.name: n for n in imported.spec.model.nodes}
-    if [n.name for n in original] != list(back):
-        return [f"import: layers {list(back)[:8]}..., spec {[n.name for n in original][:8]}..."]
-    for node in original:
-        other = back[node.name]
-        if (other.kind, other.output_shape, other.params) != (
-            node.kind,
-            node.output_shape,
-            node.params,
-        ):
-            problems.append(f"import: {node.name} is {other.kind} {other.output_shape}")
+    problems = [f"import: {p}" for p in network_differences(spec.model, imported.spec.model)]
     h, w, c = spec.model.input_shape
     x = np.random.default_rng(seed).standard_normal((2, c, h, w)).astype(np.float32)
     outputs = []

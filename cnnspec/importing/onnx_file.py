@@ -100,6 +100,8 @@ class _Reader:
         self.gaps: list[Gap] = []
         self.input_shape: tuple[int, int, int] | None = None
         self.users: dict[str, int] = {}
+        # Layers cnnspec exported as layers of their own (not steps of another's pattern).
+        self.declared: set[str] = set()
         # The initializer a folded constant came from (`stage1.gamma` through an Unsqueeze).
         self.origins: dict[str, str] = {}
 
@@ -172,6 +174,8 @@ class _Reader:
         self.layers.append(layer)
         self.by_name[name] = layer
         self.aliases[node.output[0]] = name
+        if node.doc_string.startswith("cnnspec "):
+            self.declared.add(name)
         return layer
 
     def gap(self, node: Any, what: str, why: str) -> None:
@@ -306,6 +310,8 @@ class _Reader:
                 self.matmul(node, sources)
             case "Pad":
                 self.pad(node, attrs, sources)
+            case "Slice":
+                self.crop(node, sources)
             case _:
                 self.gap(node, f"ONNX op {op}", "cnnspec has no layer for it")
 
@@ -349,10 +355,17 @@ class _Reader:
                     self.tensors[f"{name}.pointwise.bias"] = bias
                 del layer
                 return
-        if group == 1:
-            kind, args["filters"] = "conv2d", out
-        elif per_group == 1 and out % in_channels == 0 and node.doc_string != "cnnspec conv2d":
+        # With one input channel a depthwise convolution is an ordinary one to ONNX, and one
+        # channel per group is conv2d(groups=C) or depthwise_conv2d: what cnnspec exported says
+        # which it was (its doc_string, a separable's weight names); otherwise depthwise.
+        said = node.doc_string == "cnnspec depthwise_conv2d" or weight_name.endswith(
+            ".depthwise.weight"
+        )
+        depthwise = per_group == 1 and out % in_channels == 0 and (group > 1 or said)
+        if depthwise and node.doc_string != "cnnspec conv2d":
             kind, args["depth_multiplier"] = "depthwise_conv2d", out // in_channels
+        elif group == 1:
+            kind, args["filters"] = "conv2d", out
         else:
             kind, args["filters"], args["groups"] = "conv2d", out, group
         if weight_name.endswith(".depthwise.weight"):
@@ -441,6 +454,7 @@ class _Reader:
                 layer = self.by_name.get(gate)
                 if (
                     layer is not None
+                    and layer.name not in self.declared
                     and layer.kind in ("sigmoid", "hard_sigmoid")
                     and layer.inputs == (other,)
                     and self.users.get(_output_of(layer, self.aliases), 1) == 1
@@ -460,6 +474,18 @@ class _Reader:
             self.aliases[node.output[0]] = sources[0]
             return
         name = self.name_for(node)
+        first = self.by_name.get(sources[0])
+        if (
+            op == "Mul"
+            and first is not None
+            and first.kind == "multiply"
+            and re.fullmatch(re.escape(name) + r"_\d+", first.name)
+            and self.users.get(_output_of(first, self.aliases), 1) == 1
+        ):
+            # cnnspec multiplies three or more branches as a chain `<name>_1`, ..., `<name>`.
+            self.layers.remove(first)
+            del self.by_name[first.name]
+            sources = [*first.inputs, *sources[1:]]
         self.add(node, _JOINS[op], {}, sources, name)
 
     def affine(self, node: Any, source: str, np: Any) -> None:
@@ -569,6 +595,16 @@ class _Reader:
         if node.op_type == "Flatten" and attrs.get("axis", 1) != 1:
             self.gap(node, f"Flatten axis={attrs.get('axis')}", "cnnspec flattens after the batch")
             return
+        if (
+            node.op_type == "Reshape"
+            and shape is not None
+            and len(shape) == 1
+            and out is not None
+            and len(out) == 2
+            and isinstance(out[1], int)
+        ):
+            self.add(node, "reshape", {"target": (out[1],)}, sources)  # a vector to a vector
+            return
         if node.op_type != "Flatten" and not (out is not None and len(out) == 2):
             if (
                 node.op_type == "Reshape"
@@ -599,10 +635,7 @@ class _Reader:
                 self.by_name.pop(flat_name, None)
             self.aliases[node.output[0]] = pooled.name
             return
-        if shape is not None and len(shape) == 1:
-            self.aliases[node.output[0]] = sources[0]  # flattening a vector does nothing
-            return
-        self.add(node, "flatten", {}, sources)
+        self.add(node, "flatten", {}, sources)  # of a vector too, as a spec may write it
 
     def gemm(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         weight = self.constant(node.input[1])
@@ -641,6 +674,33 @@ class _Reader:
             name,
         )
         self.tensors[f"{name}.weight"] = weight.T
+
+    def crop(self, node: Any, sources: list[str]) -> None:
+        """A Slice of height and width with unit steps: crop(((top, bottom), (left, right)))."""
+        shape = self.hwc(node.input[0])
+        parts = [self.constant(i) if i else None for i in [*node.input[1:], "", "", ""][:4]]
+        starts, ends, axes, steps = (
+            [int(v) for v in p.reshape(-1).tolist()] if p is not None else None for p in parts
+        )
+        if starts is None or ends is None or shape is None or len(shape) != 3:
+            self.gap(node, "Slice", "cnnspec crops height and width by constants")
+            return
+        axes = axes or list(range(len(starts)))
+        if steps is not None and any(s != 1 for s in steps):
+            self.gap(node, f"Slice with steps {steps}", "cnnspec crops without strides")
+            return
+        sizes = {2: shape[0], 3: shape[1]}
+        amounts = {2: (0, 0), 3: (0, 0)}
+        for axis, start, end in zip(axes, starts, ends, strict=True):
+            axis %= 4
+            if axis not in sizes:
+                self.gap(node, f"Slice of axis {axis}", "cnnspec crops height and width")
+                return
+            size = sizes[axis]
+            first = start if start >= 0 else size + start
+            stop = min(end, size) if end >= 0 else size + end
+            amounts[axis] = (first, size - stop)
+        self.add(node, "crop", {"cropping": (amounts[2], amounts[3])}, sources)
 
     def pad(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         mode = attrs.get("mode", b"constant")

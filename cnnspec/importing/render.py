@@ -72,7 +72,7 @@ def simplest(value: Any) -> Any:
             and isinstance(value[1], tuple)
             and (isinstance(a, tuple) or isinstance(b, tuple))
         ):
-            return (a, b)
+            return value  # ((top, bottom), (left, right)) stays whole unless both are even
         if a == b and not isinstance(a, tuple) and type(a) is type(b):
             return a
         return (a, b)
