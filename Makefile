@@ -51,8 +51,9 @@ test-library: setup
 
 # The long random campaigns, kept out of CI: the property and fuzz tests with random seeds
 # and 20x the examples (tests/fuzzing.py), then the semantic campaign, which builds 2,000
-# random specs in Keras, PyTorch and ONNX and compares their counts and outputs
-# (tests/campaign.py; about 30 minutes on 2 cores).
+# random specs in Keras, PyTorch and ONNX and compares their counts and outputs, and brings each
+# back through `cnnspec export` and `cnnspec import` (tests/campaign.py; about 30 minutes on
+# 2 cores).
 fuzz: setup
 	CNNSPEC_FUZZ=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py tests/test_property.py \
 		tests/test_fmt.py tests/test_lsp.py tests/frameworks/test_keras_script.py \

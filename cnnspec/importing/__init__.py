@@ -38,7 +38,11 @@ def read(source: str, input_size: tuple[int, int, int] | None = None) -> Network
         raise ImportFailure(f"no such file: {source}")
     if path.is_dir():
         raise ImportFailure(f"{source} is a directory, not a model file")
-    head = path.open("rb").read(8)
+    try:
+        with path.open("rb") as stream:
+            head = stream.read(8)
+    except OSError as error:
+        raise ImportFailure(f"cannot read {source}: {error.strerror}") from None
     suffix = path.suffix.lower()
     if head.startswith((b"PK\x03\x04", b"\x89HDF")) and suffix not in (".pt", ".pth", ".onnx"):
         from cnnspec.importing import keras_file

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, Spelled
+from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network
 from cnnspec.layers.base import same_pads
 
 _ACTIVATIONS = {
@@ -232,10 +232,7 @@ class _Reader:
             if node.op_type == "Identity" and node.input[0] in self.constants:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
                 continue
-            try:
-                self.node(node, np)
-            except _Skip:
-                continue
+            self.node(node, np)
 
     def node(self, node: Any, np: Any) -> None:
         op = node.op_type
@@ -348,12 +345,11 @@ class _Reader:
                 name = owner.name.removesuffix("_depthwise")
                 owner.args.pop("use_bias", None)
                 separable = {**owner.args, "filters": out, "use_bias": bias is not None}
-                layer = self.add(node, "separable_conv2d", separable, list(owner.inputs), name)
+                self.add(node, "separable_conv2d", separable, list(owner.inputs), name)
                 self.tensors[f"{name}.depthwise.weight"] = self.tensors.pop(f"{owner.name}.weight")
                 self.tensors[f"{name}.pointwise.weight"] = weight
                 if bias is not None:
                     self.tensors[f"{name}.pointwise.bias"] = bias
-                del layer
                 return
         # With one input channel a depthwise convolution is an ordinary one to ONNX, and one
         # channel per group is conv2d(groups=C) or depthwise_conv2d: what cnnspec exported says
@@ -620,7 +616,8 @@ class _Reader:
             return
         pooled = self.by_name.get(sources[0])
         if (
-            pooled is not None
+            node.doc_string != "cnnspec flatten"  # a flatten a spec wrote stays one
+            and pooled is not None
             and pooled.kind.startswith("global_")
             and pooled.args.get("keepdims")
             and self.users.get(_output_of(pooled, self.aliases), 1) == 1
@@ -892,10 +889,6 @@ def _composites(
     return found, members
 
 
-class _Skip(Exception):
-    pass
-
-
 def _output_of(layer: Layer, aliases: dict[str, str]) -> str:
     for onnx_name, target in aliases.items():
         if target == layer.name:
@@ -913,6 +906,3 @@ def _attributes(node: Any) -> dict[str, Any]:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-__all__ = ["Spelled", "read"]

@@ -10,7 +10,6 @@ import io
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 from cnnspec.importing.network import ImportFailure, Network
 
@@ -80,6 +79,3 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
     )
     network.trainable, network.non_trainable = trainable, buffers
     return network
-
-
-__all__ = ["Any", "read"]
