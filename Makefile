@@ -45,7 +45,9 @@ test: setup
 
 # The other sizes of every library backbone family (EfficientNet B1-B7, EfficientNetV2 B1-L,
 # ConvNeXt Small-XLarge, DenseNet 169/201, ResNetV2 101/152, ...) against keras.applications:
-# the definitions `make test` checks through the required sizes, at every size (minutes).
+# the definitions `make test` checks through the required sizes, at every size; every
+# keras.applications family through `cnnspec import` and every backbone through export and
+# import; backbone weights loaded under a mirrored strategy (minutes).
 test-library: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m library tests/frameworks
 

@@ -161,6 +161,7 @@ class _Writer:
         # skeleton -> the define's name, parameters and text; and the slots its parameters take
         self.defined: dict[str, tuple[str, list[str], list[str]]] = {}
         self.param_slots: dict[str, list[int]] = {}
+        self.unique_keys: set[str] = set()
 
     # ---- plain items
 
@@ -206,6 +207,7 @@ class _Writer:
         # A prefix split by other layers (MobileNetV3's re_lu_3 inside expanded_conv_1) would
         # name two calls alike: such layers stay as they are.
         keys = Counter(g.key for g in groups)
+        self.unique_keys = {key for key, count in keys.items() if count == 1}
         for group in groups:
             if len(layers_of(group.items)) > 1 and keys[group.key] == 1:
                 group.template = self._template(group)
@@ -363,6 +365,19 @@ class _Writer:
         self.param_slots[skeleton] = param_slots
         return name, params, lines
 
+    def _is_block(self, group: _Group) -> bool:
+        from cnnspec.registry import REGISTRY
+
+        return (
+            len(layers_of(group.items)) > 1
+            and group.key in self.unique_keys
+            and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", group.key) is not None
+            and group.key not in self.names
+            and group.key not in REGISTRY
+            and group.key not in _KEYWORDS
+            and not keyword.iskeyword(group.key)
+        )
+
     def _define_name(self, key: str) -> str:
         tokens = [t for t in key.split("_") if t]
         stem = ""
@@ -374,8 +389,7 @@ class _Writer:
         from cnnspec.registry import REGISTRY
 
         taken = {name for name, _, _ in self.defined.values()} | set(REGISTRY) | self.names
-        taken |= {"block", "residual", "repeat", "branch", "shortcut", "head", "model", "define"}
-        taken |= {"input", "defaults", "name", "index", "let", "if", "else", "backbone"}
+        taken |= _KEYWORDS
         candidate = stem
         letter = 0
         while candidate in taken or keyword.iskeyword(candidate):
@@ -414,6 +428,11 @@ class _Writer:
                 lines.append(pad + "residual {")
                 lines.append(pad + f"  name {value_text(entry.residual.layer.name)}")
                 lines += self._calls(entry.entries, depth + 1)
+                lines.append(pad + "}")
+            elif isinstance(entry, _Group) and self._is_block(entry):
+                # A prefix used once is a block of that name, as conv1 { conv1_conv ... }.
+                lines.append(pad + f"block {entry.key} {{")
+                lines += self.items(entry.items, depth + 1)
                 lines.append(pad + "}")
             elif isinstance(entry, _Group):
                 lines += self.items(entry.items, depth)
@@ -504,6 +523,30 @@ def _numbered(run: list[Any]) -> Any:
         None,
     )
     return _Nested(residual, [(call[0], call[1], label(call[2]))])
+
+
+_KEYWORDS = {
+    "block",
+    "residual",
+    "repeat",
+    "branch",
+    "shortcut",
+    "head",
+    "model",
+    "define",
+    "input",
+    "defaults",
+    "name",
+    "index",
+    "let",
+    "if",
+    "else",
+    "backbone",
+    "all",
+    "true",
+    "false",
+    "none",
+}
 
 
 def _nested(key: str, block: str) -> bool:

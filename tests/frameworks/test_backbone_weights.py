@@ -28,6 +28,7 @@ def test_keras_weight_files_load_by_layer_name(name: str, size: int, tmp_path: P
     assert_weights_load_by_name(name, size, tmp_path)
 
 
+@pytest.mark.library  # 30 s of a subprocess training under two devices: `make test-library`
 def test_weights_load_inside_a_mirrored_strategy(tmp_path: Path) -> None:
     """The Keras script loads backbone weights inside `strategy.scope()`; resetting Keras's
     layer-name counters there (for keras.applications' unnamed layers) must leave the scope
