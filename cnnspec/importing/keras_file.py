@@ -401,11 +401,13 @@ def _conv_args(config: dict[str, Any], origin: str, gaps: list[Gap]) -> dict[str
     return args
 
 
-def _axis_is_last(config: dict[str, Any]) -> bool:
+def _last_axis(config: dict[str, Any], origin: str, gaps: list[Gap], why: str) -> None:
+    """A normalization over the channels (Keras's last axis), or a gap saying `why`."""
     axis = config.get("axis", -1)
     if isinstance(axis, list):
         axis = axis[0] if len(axis) == 1 else None
-    return axis in (-1, 3)
+    if axis not in (-1, 3):
+        gaps.append(Gap(origin, f"axis={config.get('axis')}", why))
 
 
 def _layer(
@@ -435,14 +437,7 @@ def _layer(
                 args["l2"] = _l2(config, "kernel_regularizer", origin, gaps)
             return "dense", args
         case "BatchNormalization":
-            if not _axis_is_last(config):
-                gaps.append(
-                    Gap(
-                        origin,
-                        f"axis={config.get('axis')}",
-                        "cnnspec normalizes the channels (the last axis)",
-                    )
-                )
+            _last_axis(config, origin, gaps, "cnnspec normalizes the channels (the last axis)")
             return "batchnorm", {
                 "epsilon": float(config.get("epsilon", 1e-3)),
                 "momentum": float(config.get("momentum", 0.99)),
@@ -450,24 +445,10 @@ def _layer(
                 "scale": bool(config.get("scale", True)),
             }
         case "LayerNormalization":
-            if not _axis_is_last(config):
-                gaps.append(
-                    Gap(
-                        origin,
-                        f"axis={config.get('axis')}",
-                        "cnnspec's layer_norm normalizes the last axis",
-                    )
-                )
+            _last_axis(config, origin, gaps, "cnnspec's layer_norm normalizes the last axis")
             return "layer_norm", {"epsilon": float(config.get("epsilon", 1e-3))}
         case "Normalization":
-            if not _axis_is_last(config):
-                gaps.append(
-                    Gap(
-                        origin,
-                        f"axis={config.get('axis')}",
-                        "cnnspec normalizes the channels (the last axis)",
-                    )
-                )
+            _last_axis(config, origin, gaps, "cnnspec normalizes the channels (the last axis)")
             args = {}
             for key in ("mean", "variance"):
                 value = config.get(key)

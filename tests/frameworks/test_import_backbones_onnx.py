@@ -7,10 +7,10 @@ import pytest
 
 from cnnspec.backbones import BACKBONES
 from cnnspec.compiler import compile_text
-from cnnspec.export import export, initial_weights
+from cnnspec.export import export
 from cnnspec.importing import import_network
 from cnnspec.importing.onnx_file import network_from_model
-from tests.frameworks.test_import_onnx import INFERENCE_IDENTITIES, _nontrivial, _run
+from tests.frameworks.import_models.cases import assert_same_layers, run_onnx, trained_like
 
 pytestmark = pytest.mark.frameworks
 ort = pytest.importorskip("onnxruntime")
@@ -38,18 +38,10 @@ def test_library_backbone_round_trips_through_onnx(name):
     compilation = compile_text(text)
     assert compilation.ok, [d.message for d in compilation.diagnostics]
     spec = compilation.spec
-    model = export(spec, _nontrivial(initial_weights(spec, 0)), keep_batchnorms=True)
+    model = export(spec, trained_like(spec), keep_batchnorms=True)
     imported = import_network(network_from_model(model, name))
-    original = {n.name: n for n in spec.model.nodes if n.kind not in INFERENCE_IDENTITIES}
-    back = {n.name: n for n in imported.spec.model.nodes}
-    assert list(back) == list(original)
-    for key, node in original.items():
-        assert (back[key].kind, back[key].output_shape, back[key].params) == (
-            node.kind,
-            node.output_shape,
-            node.params,
-        ), key
+    assert_same_layers(spec.model, imported.spec.model)
     x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(np.float32)
     np.testing.assert_allclose(
-        _run(export(imported.spec, imported.tensors), x), _run(model, x), atol=1e-4
+        run_onnx(export(imported.spec, imported.tensors), x), run_onnx(model, x), atol=1e-4
     )

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 
 from cnnspec.compiler import compile_file
-from cnnspec.export import export, initial_weights
+from cnnspec.export import export
 from cnnspec.importing import ImportFailure, import_model, import_network
 from cnnspec.importing.onnx_file import network_from_model
+from tests.frameworks.import_models.cases import (
+    SPECS,
+    assert_same_layers,
+    image_size,
+    run_onnx,
+    trained_like,
+)
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -17,28 +24,10 @@ ort = pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.frameworks
 
 NETS = "tests.frameworks.import_models.torch_nets"
-SPECS = sorted(
-    __import__("pathlib").Path(__file__).resolve().parents[2].joinpath("specs").glob("*.cnn")
-)
-# Large networks round-trip at a small input, as `cnnspec export --image-size` would.
-SMALL = {
-    "pneumonia_vgg16": 64,
-    "pneumonia_vgg16_imagenet": 64,
-    "resnet50_transfer": 64,
-    "mobilenet_v2_transfer": 64,
-}
-
-
-INFERENCE_IDENTITIES = ("dropout", "spatial_dropout", "stochastic_depth")
-
-
-def _run(model, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def _imported_outputs(imported, x: np.ndarray) -> np.ndarray:
-    return _run(export(imported.spec, imported.tensors), x)
+    return run_onnx(export(imported.spec, imported.tensors), x)
 
 
 @pytest.mark.parametrize(
@@ -88,32 +77,10 @@ def test_an_lstm_is_reported_by_node_and_nothing_is_imported():
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_every_shipped_spec_round_trips_through_onnx(path):
-    size = SMALL.get(path.stem)
-    spec = compile_file(path, (size, size) if size else None).spec
-    weights = _nontrivial(initial_weights(spec, 0))
-    model = export(spec, weights, keep_batchnorms=True)
+    spec = compile_file(path, image_size(path)).spec
+    model = export(spec, trained_like(spec), keep_batchnorms=True)
     imported = import_network(network_from_model(model, str(path)))
-    # Dropout does nothing at inference, and an ONNX model holds no node for it.
-    original = {n.name: n for n in spec.model.nodes if n.kind not in INFERENCE_IDENTITIES}
-    back = {n.name: n for n in imported.spec.model.nodes}
-    assert list(back) == list(original)
-    for name, node in original.items():
-        assert back[name].kind == node.kind, name
-        assert back[name].output_shape == node.output_shape, name
-        assert back[name].params == node.params, name
+    assert_same_layers(spec.model, imported.spec.model)
     h, w, c = spec.model.input_shape
     x = np.random.default_rng(1).standard_normal((2, c, h, w)).astype(np.float32)
-    np.testing.assert_allclose(_imported_outputs(imported, x), _run(model, x), atol=1e-4)
-
-
-def _nontrivial(weights: dict) -> dict:
-    """Batchnorm statistics and biases away from their initial zeros and ones."""
-    rng = np.random.default_rng(3)
-    result = {}
-    for key, value in weights.items():
-        if key.endswith("running_var"):
-            value = rng.uniform(0.5, 1.5, value.shape)
-        elif key.endswith(("running_mean", "bias")):
-            value = rng.uniform(-0.5, 0.5, value.shape)
-        result[key] = np.asarray(value, dtype=np.float32)
-    return result
+    np.testing.assert_allclose(_imported_outputs(imported, x), run_onnx(model, x), atol=1e-4)
