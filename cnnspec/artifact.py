@@ -28,6 +28,31 @@ def _digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+# The same two lines for XML files (a diagram's SVG): comments before the root element.
+XML_MARKER = "<!-- cnnspec-sha256: "
+
+
+def stamp_xml(first_line: str, body: str) -> str:
+    """`<!-- first_line -->`, the hash comment, then `body` (an SVG)."""
+    assert "--" not in first_line and "\n" not in first_line
+    return f"<!-- {first_line} -->\n{XML_MARKER}{_digest(body)} -->\n{body}"
+
+
+def xml_state_of(path: Path) -> State:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return State.absent
+    except (UnicodeDecodeError, IsADirectoryError):
+        return State.foreign
+    first, _, rest = text.partition("\n")
+    second, _, body = rest.partition("\n")
+    if not first.startswith("<!-- ") or not second.startswith(XML_MARKER):
+        return State.foreign
+    digest = second.removeprefix(XML_MARKER).removesuffix(" -->")
+    return State.generated if digest == _digest(body) else State.edited
+
+
 class State(StrEnum):
     absent = "absent"
     generated = "generated"  # written by cnnspec and untouched since

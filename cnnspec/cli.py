@@ -540,6 +540,25 @@ def _at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def graph(args: argparse.Namespace) -> None:
+    """Draw the checked network as a standalone SVG diagram, without any framework."""
+    from cnnspec.diagram import svg
+
+    spec = args.spec
+    compilation = _checked_or_exit(spec, "; nothing drawn")
+    checked = compilation.spec
+    stem = spec.stem if str(spec) != "-" else checked.name
+    target = args.output or Path("build") / f"{stem}.svg"
+    if target.suffix.lower() != ".svg":
+        _usage_error(f"{target}: the diagram is written as .svg")
+    from cnnspec.artifact import stamp_xml, xml_state_of
+
+    source_name = spec.name if str(spec) != "-" else "<stdin>"
+    text = stamp_xml(f"drawn by cnnspec graph from {source_name}", svg(checked))
+    outcome = _write_or_exit(target, text, args.force, xml_state_of)
+    echo(f"{outcome} {target} ({len(checked.model.nodes)} layers)")
+
+
 def _dims(text: str) -> tuple[int, int, int]:
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -771,6 +790,13 @@ def _parser() -> argparse.ArgumentParser:
     # Editors' LSP clients (vscode-languageclient, Neovim's) may pass --stdio: stdio is the
     # only transport, so the flag is accepted and means nothing more.
     sub.add_argument("--stdio", action="store_true", help=argparse.SUPPRESS)
+
+    sub = command("graph", graph)
+    sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
+    sub.add_argument(
+        "--output", "-o", type=Path, help="the SVG to write (default: build/<spec>.svg)"
+    )
+    sub.add_argument("--force", action="store_true", help=force_help)
 
     sub = command("import", import_command)
     sub.add_argument(

@@ -169,13 +169,13 @@ def _successors(items: list[Item], start: str) -> dict[str, set[str]]:
             inner = _successors(branch, value)
             for source, targets in inner.items():
                 result.setdefault(source, set()).update(targets)
-            end = _end(branch, value)
+            end = end_of(branch, value)
             feed(end, item.layer.name)
         value = item.layer.name
     return result
 
 
-def _end(items: list[Item], start: str) -> str:
+def end_of(items: list[Item], start: str) -> str:
     if not items:
         return start
     last = items[-1]

@@ -1,0 +1,232 @@
+"""Network diagrams from the checked IR, without a deep-learning framework or a Graphviz binary.
+
+The layout follows the language's own nesting (cnnspec.importing.structure nests any DAG the
+same way): a chain of layers runs top to bottom; the branches of a join stand side by side
+above it; a residual's body and shortcut are two columns (an identity shortcut is an edge down
+the side). Nested joins never cross, so no general graph-layout search is needed. Each box
+shows the layer's name, kind and main arguments, its output shape and parameter count; each
+edge carries the shape it moves; blocks are labelled frames around their layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+from cnnspec.ir import Graph, Node, Spec
+from cnnspec.layers import format_shape
+
+BOX_W, BOX_H = 280, 56  # a layer's box: its name; kind and arguments; shape and parameters
+GAP_Y, GAP_X = 40, 28  # between boxes down a chain, and between side-by-side branches
+SKIP = 22  # the lane an identity shortcut takes beside its body
+PAD = 10  # a block's frame around its layers
+
+
+@dataclass
+class Box:
+    node: Node
+    x: float
+    y: float
+
+
+@dataclass
+class Layout:
+    boxes: dict[str, Box] = field(default_factory=dict)
+    # Identity shortcuts: (from value, to join) drawn down a side lane at x.
+    skips: list[tuple[str, str, float]] = field(default_factory=list)
+    width: float = 0.0
+    height: float = 0.0
+
+
+def layout(graph: Graph) -> Layout:
+    from cnnspec.importing.network import Layer, Network
+    from cnnspec.importing.structure import nest
+
+    nodes = {node.name: node for node in graph.nodes}
+    network = Network(
+        graph.name,
+        graph.input_shape or (1, 1, 1),
+        [Layer(n.name, n.kind, {}, n.inputs) for n in graph.nodes],
+        graph.output or graph.INPUT,
+    )
+    result = Layout()
+    # Room under the input for the labels of the blocks that start the model.
+    depth = max((len(n.scope) for n in graph.nodes[:1]), default=0)
+    width, height = _place(nest(network), 0.0, BOX_H + GAP_Y + 14 * depth, nodes, result)
+    result.width, result.height = max(width, BOX_W) + 2 * PAD, height + 2 * PAD
+    return result
+
+
+def _place(items: list[Any], x: float, y: float, nodes: dict[str, Node], out: Layout):
+    """Place a chain from (x, y) down; returns its (width, bottom)."""
+    from cnnspec.importing.structure import Join, Residual
+
+    width = BOX_W
+    for item in items:
+        if isinstance(item, Join | Residual):
+            columns = item.branches if isinstance(item, Join) else [item.body, item.shortcut or []]
+            left = x
+            bottom = y
+            for column in columns:
+                if column:
+                    w, b = _place(column, left, y, nodes, out)
+                    left += w + GAP_X
+                    bottom = max(bottom, b)
+            empty = (
+                [i for i, branch in enumerate(item.branches) if not branch]
+                if isinstance(item, Join)
+                else ([1] if item.shortcut is None else [])
+            )
+            if empty:
+                # The identity path runs down a lane of its own, right of the branches.
+                source = item.layer.inputs[empty[0]] if isinstance(item, Join) else None
+                source = source or next(i for i in item.layer.inputs if i not in _ends(item))
+                out.skips.append((source, item.layer.name, left - GAP_X + SKIP))
+                left += SKIP
+            width = max(width, left - x - GAP_X)
+            y = bottom
+            node = item.layer
+        else:
+            node = item
+        out.boxes[node.name] = Box(nodes[node.name], x, y)
+        y += BOX_H + GAP_Y
+    return width, y
+
+
+def _ends(item: Any) -> set[str]:
+    """The values a join's non-empty branches end in."""
+    from cnnspec.importing.structure import Join, end_of
+
+    branches = item.branches if isinstance(item, Join) else [item.body, item.shortcut or []]
+    return {end_of(branch, "") for branch in branches if branch}
+
+
+def _label(node: Node) -> str:
+    """The layer as a spec writes it, with the arguments the spec gave: `conv2d(64, kernel=1)`."""
+    from cnnspec.importing.network import Spelled
+    from cnnspec.importing.render import call_text
+
+    args = {}
+    for key, value in node.layer.explicit().items():
+        if hasattr(value, "kind"):  # an activation, with its own arguments if any
+            inner = value.explicit()
+            value = Spelled(call_text(value.kind, inner) if inner else value.kind)
+        args[key] = value
+    text = call_text(node.kind, args) if node.kind in _kinds() else node.kind
+    return text if len(text) <= 42 else text[:41] + "…"
+
+
+def _kinds() -> set[str]:
+    from cnnspec.registry import REGISTRY
+
+    return set(REGISTRY)
+
+
+def svg(spec: Spec) -> str:
+    graph = spec.model
+    placed = layout(graph)
+    shapes = graph.value_shapes() if graph.input_shape else {}
+    parts: list[str] = []
+    offset = PAD
+
+    def center(name: str) -> tuple[float, float, float]:
+        if name == graph.INPUT:
+            return offset + BOX_W / 2, offset + BOX_H / 2, offset + BOX_H
+        box = placed.boxes[name]
+        return offset + box.x + BOX_W / 2, offset + box.y, offset + box.y + BOX_H
+
+    # Blocks: a frame around each block's boxes, outermost first.
+    frames: dict[tuple[str, ...], list[Box]] = {}
+    labels: list[str] = []
+    for box in placed.boxes.values():
+        for depth in range(1, len(box.node.scope) + 1):
+            frames.setdefault(box.node.scope[:depth], []).append(box)
+    for scope, members in sorted(frames.items(), key=lambda item: len(item[0])):
+        inset = PAD * (len(scope) - 1) / 2
+        # Room above for the labels of the blocks inside it.
+        inner = max(len(b.node.scope) for b in members) - len(scope)
+        left = min(b.x for b in members) + offset - PAD + inset
+        top = min(b.y for b in members) + offset - PAD - 14 - 14 * inner + inset
+        right = max(b.x for b in members) + offset + BOX_W + PAD - inset
+        bottom = max(b.y for b in members) + offset + BOX_H + PAD - inset
+        parts.append(
+            f'<g class="block" data-block="{escape(".".join(scope))}">'
+            f'<rect x="{left:.0f}" y="{top:.0f}" width="{right - left:.0f}" '
+            f'height="{bottom - top:.0f}" rx="8" fill="#f4f6fb" stroke="#9aa7c7"/></g>'
+        )
+        # Labels after every frame, so that an inner frame never covers an outer label.
+        labels.append(
+            f'<text x="{left + 8:.0f}" y="{top + 12:.0f}" class="blocklabel">'
+            f"{escape('.'.join(scope))}</text>"
+        )
+    parts += labels
+    # Edges: down from the source, across in the gap above the target, down into it; each
+    # value's shape is written once, under the box that makes it.
+    labelled: set[str] = set()
+    for box in placed.boxes.values():
+        for source in box.node.inputs:
+            if any(source == s and box.node.name == j for s, j, _ in placed.skips):
+                continue
+            x1, _, y1 = center(source)
+            x2, y2, _ = center(box.node.name)
+            turn = y2 - GAP_Y / 2
+            parts.append(
+                f'<path class="edge" d="M{x1:.0f},{y1:.0f} L{x1:.0f},{turn:.0f} '
+                f'L{x2:.0f},{turn:.0f} L{x2:.0f},{y2:.0f}"/>'
+            )
+            shape = shapes.get(source)
+            if shape is not None and source not in labelled:
+                labelled.add(source)
+                parts.append(
+                    f'<text class="shape" x="{x1 + 6:.0f}" y="{y1 + 12:.0f}">'
+                    f"{escape(format_shape(shape))}</text>"
+                )
+    for source, join, lane in placed.skips:
+        x1, _, y1 = center(source)
+        x2, y2, _ = center(join)
+        x = offset + lane
+        parts.append(
+            f'<path class="edge skip" d="M{x1:.0f},{y1:.0f} L{x:.0f},{y1 + 10:.0f} '
+            f'L{x:.0f},{y2 - 10:.0f} L{x2:.0f},{y2:.0f}"/>'
+        )
+    # Boxes: the input, then every layer.
+    h, w, c = graph.input_shape or (0, 0, 0)
+    parts.append(_box(offset, offset, "input", f"{h}x{w}x{c}", "", "input"))
+    for box in placed.boxes.values():
+        node = box.node
+        shape = format_shape(node.output_shape) if node.output_shape else "?"
+        params = f"{node.params.total:,} params" if node.params.total else ""
+        parts.append(
+            _box(
+                offset + box.x,
+                offset + box.y,
+                node.name,
+                _label(node),
+                f"{shape}  {params}",
+                node.kind,
+            )
+        )
+    width, height = placed.width + 40, placed.height + BOX_H
+    style = (
+        "text{font-family:ui-sans-serif,system-ui,sans-serif;font-size:12px;fill:#1d2433}"
+        ".name{font-weight:600}.detail{fill:#4a5468;font-size:11px}"
+        ".shape{fill:#6b7280;font-size:10px}.blocklabel{fill:#46507a;font-size:11px;"
+        "font-weight:600}.edge{fill:none;stroke:#8a94a6;stroke-width:1.3}"
+        ".skip{stroke-dasharray:4 3}"
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}">'
+        f"<title>{escape(spec.name)}</title><style>{style}</style>" + "".join(parts) + "</svg>\n"
+    )
+
+
+def _box(x: float, y: float, name: str, label: str, detail: str, kind: str) -> str:
+    return (
+        f'<g class="layer" data-layer="{escape(name)}" data-kind="{escape(kind)}">'
+        f'<rect x="{x:.0f}" y="{y:.0f}" width="{BOX_W}" height="{BOX_H}" rx="5" '
+        f'fill="#ffffff" stroke="#5b6b8c"/>'
+        f'<text class="name" x="{x + 8:.0f}" y="{y + 16:.0f}">{escape(name)}</text>'
+        f'<text class="detail" x="{x + 8:.0f}" y="{y + 32:.0f}">{escape(label)}</text>'
+        f'<text class="detail" x="{x + 8:.0f}" y="{y + 48:.0f}">{escape(detail)}</text></g>'
+    )

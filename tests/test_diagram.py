@@ -1,0 +1,71 @@
+"""`cnnspec graph`: the SVG diagram of every shipped spec and backbone-using spec holds every
+layer and block, with no two layer boxes overlapping; errors draw nothing; an edited diagram
+is not overwritten."""
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from cnnspec.cli import main
+from cnnspec.compiler import compile_file
+from cnnspec.diagram import BOX_H, BOX_W, svg
+from tests.conftest import ROOT
+
+SPECS = sorted((ROOT / "specs").glob("*.cnn"))
+NS = "{http://www.w3.org/2000/svg}"
+
+
+def boxes(document: ET.Element) -> dict[str, tuple[float, float]]:
+    found = {}
+    for group in document.iter(f"{NS}g"):
+        if group.get("class") == "layer":
+            rect = group.find(f"{NS}rect")
+            assert rect is not None
+            found[group.get("data-layer")] = (float(rect.get("x")), float(rect.get("y")))
+    return found
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_layer_and_block_is_drawn_and_no_boxes_overlap(path: Path) -> None:
+    spec = compile_file(path).spec
+    document = ET.fromstring(svg(spec))
+    drawn = boxes(document)
+    assert set(drawn) == {"input", *(node.name for node in spec.model.nodes)}
+    blocks = {g.get("data-block") for g in document.iter(f"{NS}g") if g.get("class") == "block"}
+    assert blocks == set(spec.model.blocks)
+    corners = sorted(drawn.values())
+    for index, (x, y) in enumerate(corners):
+        for other_x, other_y in corners[index + 1 :]:
+            if other_x >= x + BOX_W:
+                break
+            assert abs(other_y - y) >= BOX_H or abs(other_x - x) >= BOX_W, (x, y, other_x, other_y)
+    width = float(document.get("width"))
+    height = float(document.get("height"))
+    assert all(x + BOX_W <= width and y + BOX_H <= height for x, y in corners)
+
+
+def test_a_spec_with_errors_draws_nothing(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "out.svg"
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", str(ROOT / "examples" / "mistakes.cnn"), "-o", str(target)])
+    assert exit.value.code == 1
+    assert "nothing drawn" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_an_edited_diagram_is_kept_without_force(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "digits.svg"
+    spec = str(ROOT / "specs" / "digits.cnn")
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", spec, "-o", str(target)])
+    assert exit.value.code == 0
+    target.write_text(target.read_text().replace("digits", "my digits"))
+    edited = target.read_text()
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", spec, "-o", str(target)])
+    assert exit.value.code == 1 and target.read_text() == edited
+    assert "was edited after cnnspec generated it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", spec, "-o", str(target), "--force"])
+    assert exit.value.code == 0 and target.read_text() != edited
