@@ -554,7 +554,11 @@ def graph(args: argparse.Namespace) -> None:
     from cnnspec.artifact import stamp_xml, xml_state_of
 
     source_name = spec.name if str(spec) != "-" else "<stdin>"
-    text = stamp_xml(f"drawn by cnnspec graph from {source_name}", svg(checked))
+    phases = [plan.phase.name for plan in checked.phases]
+    if args.phase is not None and args.phase not in phases:
+        _usage_error(f"{checked.name} has no phase {args.phase!r}; its phases: {', '.join(phases)}")
+    drawing = svg(checked, args.phase, args.depth)
+    text = stamp_xml(f"drawn by cnnspec graph from {source_name}", drawing)
     outcome = _write_or_exit(target, text, args.force, xml_state_of)
     echo(f"{outcome} {target} ({len(checked.model.nodes)} layers)")
 
@@ -795,6 +799,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
     sub.add_argument(
         "--output", "-o", type=Path, help="the SVG to write (default: build/<spec>.svg)"
+    )
+    sub.add_argument(
+        "--phase", metavar="NAME", help="shade what the phase freezes; trainable counts per block"
+    )
+    sub.add_argument(
+        "--depth",
+        type=_at_least(0),
+        metavar="N",
+        help="draw blocks nested N deep; deeper ones are one box with their totals (0: every "
+        "top-level block, such as a backbone, is one box)",
     )
     sub.add_argument("--force", action="store_true", help=force_help)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layers import format_shape
+from cnnspec.registry import Params, Shape
 
 BOX_W, BOX_H = 280, 56  # a layer's box: its name; kind and arguments; shape and parameters
 GAP_Y, GAP_X = 40, 28  # between boxes down a chain, and between side-by-side branches
@@ -23,8 +24,23 @@ PAD = 10  # a block's frame around its layers
 
 
 @dataclass
+class Shown:
+    """One box: a layer, or a block collapsed to one box (`--depth`) with its totals."""
+
+    name: str
+    kind: str
+    inputs: tuple[str, ...]
+    scope: tuple[str, ...]
+    label: str
+    shape: Shape | None
+    params: Params
+    frozen: bool = False
+    members: tuple[str, ...] = ()
+
+
+@dataclass
 class Box:
-    node: Node
+    node: Shown
     x: float
     y: float
 
@@ -38,26 +54,109 @@ class Layout:
     height: float = 0.0
 
 
-def layout(graph: Graph) -> Layout:
+def shown(graph: Graph, frozen: frozenset[str], depth: int | None = None) -> list[Shown]:
+    """The boxes to draw, in order: every layer, or with `depth`, every block nested deeper
+    than `depth` collapsed into one box (a block that does not take one input and give one
+    output in order, which a join can make, stays open)."""
+    boxes = [
+        Shown(
+            n.name,
+            n.kind,
+            n.inputs,
+            n.scope,
+            _label(n),
+            n.output_shape,
+            n.params,
+            n.name in frozen and n.params.total > 0,
+            (n.name,),
+        )
+        for n in graph.nodes
+    ]
+    if depth is None:
+        return boxes
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for index, node in enumerate(graph.nodes):
+        if len(node.scope) > depth:
+            groups.setdefault(node.scope[: depth + 1], []).append(index)
+    position = {node.name: index for index, node in enumerate(graph.nodes)}
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.nodes):
+        for source in node.inputs:
+            consumers.setdefault(source, []).append(index)
+    renamed: dict[str, str] = {}
+    replaced: dict[int, Shown | None] = {}
+    for scope, indices in groups.items():
+        members = {graph.nodes[i].name for i in indices}
+        outside = [
+            n
+            for n in members
+            if any(graph.nodes[c].name not in members for c in consumers.get(n, []))
+            or n == graph.output
+        ]
+        last = max(indices)
+        inputs = list(
+            dict.fromkeys(
+                source for i in indices for source in graph.nodes[i].inputs if source not in members
+            )
+        )
+        later = all(c > last for n in outside for c in consumers.get(n, []) if c not in indices)
+        if len(outside) != 1 or len(inputs) != 1 or not later:
+            continue
+        name = ".".join(scope)
+        if name in position:
+            continue
+        params = Params()
+        for i in indices:
+            params = params + graph.nodes[i].params
+        out = graph.node(outside[0])
+        count = len(indices)
+        replaced.update({i: None for i in indices})
+        replaced[last] = Shown(
+            name,
+            "block",
+            tuple(inputs),
+            scope[:-1],
+            f"{count} layer{'s' * (count != 1)}",
+            out.output_shape,
+            params,
+            params.total > 0
+            and all(m in frozen for m in members if graph.nodes[position[m]].params.total),
+            tuple(graph.nodes[i].name for i in indices),
+        )
+        renamed.update({n: name for n in members})
+    result = []
+    for index, box in enumerate(boxes):
+        if index in replaced:
+            if replaced[index] is None:
+                continue
+            box = replaced[index]  # type: ignore[assignment]
+        box.inputs = tuple(renamed.get(i, i) for i in box.inputs)
+        result.append(box)
+    return result
+
+
+def layout(graph: Graph, boxes: list[Shown]) -> Layout:
     from cnnspec.importing.network import Layer, Network
     from cnnspec.importing.structure import nest
 
-    nodes = {node.name: node for node in graph.nodes}
+    by_name = {box.name: box for box in boxes}
+    output = graph.output or graph.INPUT
+    output = next((b.name for b in boxes if output in b.members), output)
     network = Network(
         graph.name,
         graph.input_shape or (1, 1, 1),
-        [Layer(n.name, n.kind, {}, n.inputs) for n in graph.nodes],
-        graph.output or graph.INPUT,
+        [Layer(b.name, b.kind, {}, b.inputs) for b in boxes],
+        output,
     )
     result = Layout()
     # Room under the input for the labels of the blocks that start the model.
-    depth = max((len(n.scope) for n in graph.nodes[:1]), default=0)
-    width, height = _place(nest(network), 0.0, BOX_H + GAP_Y + 14 * depth, nodes, result)
+    depth = max((len(b.scope) for b in boxes[:1]), default=0)
+    width, height = _place(nest(network), 0.0, BOX_H + GAP_Y + 14 * depth, by_name, result)
     result.width, result.height = max(width, BOX_W) + 2 * PAD, height + 2 * PAD
     return result
 
 
-def _place(items: list[Any], x: float, y: float, nodes: dict[str, Node], out: Layout):
+def _place(items: list[Any], x: float, y: float, nodes: dict[str, Shown], out: Layout):
     """Place a chain from (x, y) down; returns its (width, bottom)."""
     from cnnspec.importing.structure import Join, Residual
 
@@ -122,10 +221,23 @@ def _kinds() -> set[str]:
     return set(REGISTRY)
 
 
-def svg(spec: Spec) -> str:
+def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
+    """The diagram; with `phase`, the layers that phase freezes are shaded and each block's
+    label says how many of its parameters the phase trains; with `depth`, blocks nested
+    deeper are one box each."""
     graph = spec.model
-    placed = layout(graph)
-    shapes = graph.value_shapes() if graph.input_shape else {}
+    plan = next((p for p in spec.phases if p.phase.name == phase), None) if phase else None
+    frozen = plan.frozen if plan is not None else frozenset()
+    boxes = shown(graph, frozen, depth)
+    from cnnspec.importing.network import ImportFailure
+
+    try:
+        placed = layout(graph, boxes)
+    except ImportFailure:  # a collapse that breaks the nesting: every layer, then
+        boxes = shown(graph, frozen)
+        placed = layout(graph, boxes)
+    shapes: dict[str, Any] = dict(graph.value_shapes()) if graph.input_shape else {}
+    shapes.update({b.name: b.shape for b in boxes})
     parts: list[str] = []
     offset = PAD
 
@@ -155,9 +267,12 @@ def svg(spec: Spec) -> str:
             f'height="{bottom - top:.0f}" rx="8" fill="#f4f6fb" stroke="#9aa7c7"/></g>'
         )
         # Labels after every frame, so that an inner frame never covers an outer label.
+        title = ".".join(scope)
+        if plan is not None:
+            trained = sum(b.node.params.trainable for b in members if not b.node.frozen)
+            title += f"  ({trained:,} trainable in {plan.phase.name})"
         labels.append(
-            f'<text x="{left + 8:.0f}" y="{top + 12:.0f}" class="blocklabel">'
-            f"{escape('.'.join(scope))}</text>"
+            f'<text x="{left + 8:.0f}" y="{top + 12:.0f}" class="blocklabel">{escape(title)}</text>'
         )
     parts += labels
     # Edges: down from the source, across in the gap above the target, down into it; each
@@ -194,16 +309,17 @@ def svg(spec: Spec) -> str:
     parts.append(_box(offset, offset, "input", f"{h}x{w}x{c}", "", "input"))
     for box in placed.boxes.values():
         node = box.node
-        shape = format_shape(node.output_shape) if node.output_shape else "?"
+        shape = format_shape(node.shape) if node.shape else "?"
         params = f"{node.params.total:,} params" if node.params.total else ""
         parts.append(
             _box(
                 offset + box.x,
                 offset + box.y,
                 node.name,
-                _label(node),
+                node.label,
                 f"{shape}  {params}",
                 node.kind,
+                node.frozen,
             )
         )
     width, height = placed.width + 40, placed.height + BOX_H
@@ -221,11 +337,15 @@ def svg(spec: Spec) -> str:
     )
 
 
-def _box(x: float, y: float, name: str, label: str, detail: str, kind: str) -> str:
+def _box(
+    x: float, y: float, name: str, label: str, detail: str, kind: str, frozen: bool = False
+) -> str:
+    fill = "#d9dde6" if frozen else "#ffffff"
+    state = ' data-frozen="true"' if frozen else ""
     return (
-        f'<g class="layer" data-layer="{escape(name)}" data-kind="{escape(kind)}">'
+        f'<g class="layer" data-layer="{escape(name)}" data-kind="{escape(kind)}"{state}>'
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{BOX_W}" height="{BOX_H}" rx="5" '
-        f'fill="#ffffff" stroke="#5b6b8c"/>'
+        f'fill="{fill}" stroke="#5b6b8c"/>'
         f'<text class="name" x="{x + 8:.0f}" y="{y + 16:.0f}">{escape(name)}</text>'
         f'<text class="detail" x="{x + 8:.0f}" y="{y + 32:.0f}">{escape(label)}</text>'
         f'<text class="detail" x="{x + 8:.0f}" y="{y + 48:.0f}">{escape(detail)}</text></g>'

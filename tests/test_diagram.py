@@ -69,3 +69,38 @@ def test_an_edited_diagram_is_kept_without_force(tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit) as exit:
         main(["graph", spec, "-o", str(target), "--force"])
     assert exit.value.code == 0 and target.read_text() != edited
+
+
+def test_depth_collapses_blocks_into_boxes_with_their_totals() -> None:
+    spec = compile_file(ROOT / "specs" / "resnet50_transfer.cnn").spec
+    backbone = [n for n in spec.model.nodes if n.scope[:1] == ("backbone",)]
+    top = ET.fromstring(svg(spec, depth=0))
+    assert set(boxes(top)) == {"input", "backbone", "head"}
+    box = next(g for g in top.iter(f"{NS}g") if g.get("data-layer") == "backbone")
+    text = " ".join(t.text or "" for t in box.iter(f"{NS}text"))
+    total = sum(n.params.total for n in backbone)
+    assert f"{len(backbone)} layers" in text and f"{total:,} params" in text
+    assert "(7, 7, 2048)" not in text  # the backbone pools: its output is a vector
+    stages = set(boxes(ET.fromstring(svg(spec, depth=1))))
+    assert {"backbone.conv1", "backbone.conv5", "avg_pool", "head_dense_1"} <= stages
+    assert not any(name.startswith("conv2_block") for name in stages)
+
+
+def test_a_phase_shades_what_it_freezes_and_counts_what_it_trains() -> None:
+    from cnnspec.summary import frozen_with_weights
+
+    spec = compile_file(ROOT / "specs" / "pneumonia_vgg16.cnn").spec
+    plan = next(p for p in spec.phases if p.phase.name == "finetune")
+    document = ET.fromstring(svg(spec, phase="finetune"))
+    shaded = {
+        g.get("data-layer") for g in document.iter(f"{NS}g") if g.get("data-frozen") == "true"
+    }
+    assert shaded == set(frozen_with_weights(spec, plan))
+    labels = [t.text for t in document.iter(f"{NS}text") if t.get("class") == "blocklabel"]
+    block5 = sum(
+        n.params.trainable
+        for n in spec.model.nodes
+        if n.scope[-1:] == ("block5",) and n.name not in plan.frozen
+    )
+    assert f"backbone.block5  ({block5:,} trainable in finetune)" in labels
+    assert block5 > 0
