@@ -541,23 +541,27 @@ def _at_least(low: int) -> Callable[[str], int]:
 
 
 def graph(args: argparse.Namespace) -> None:
-    """Draw the checked network as a standalone SVG diagram, without any framework."""
-    from cnnspec.diagram import svg
+    """Draw the checked network as an SVG or an offline HTML page, without any framework."""
+    from cnnspec.diagram import html, svg
 
     spec = args.spec
     compilation = _checked_or_exit(spec, "; nothing drawn")
     checked = compilation.spec
     stem = spec.stem if str(spec) != "-" else checked.name
     target = args.output or Path("build") / f"{stem}.svg"
-    if target.suffix.lower() != ".svg":
-        _usage_error(f"{target}: the diagram is written as .svg")
+    if target.suffix.lower() not in (".svg", ".html"):
+        _usage_error(f"{target}: the diagram is written as .svg or .html")
     from cnnspec.artifact import stamp_xml, xml_state_of
 
     source_name = spec.name if str(spec) != "-" else "<stdin>"
     phases = [plan.phase.name for plan in checked.phases]
     if args.phase is not None and args.phase not in phases:
         _usage_error(f"{checked.name} has no phase {args.phase!r}; its phases: {', '.join(phases)}")
-    drawing = svg(checked, args.phase, args.depth)
+    drawing = (
+        html(checked, args.phase)
+        if target.suffix.lower() == ".html"
+        else svg(checked, args.phase, args.depth)
+    )
     text = stamp_xml(f"drawn by cnnspec graph from {source_name}", drawing)
     outcome = _write_or_exit(target, text, args.force, xml_state_of)
     echo(f"{outcome} {target} ({len(checked.model.nodes)} layers)")
@@ -798,7 +802,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("graph", graph)
     sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
     sub.add_argument(
-        "--output", "-o", type=Path, help="the SVG to write (default: build/<spec>.svg)"
+        "--output", "-o", type=Path, help="OUT.svg or OUT.html (default: build/<spec>.svg)"
     )
     sub.add_argument(
         "--phase", metavar="NAME", help="shade what the phase freezes; trainable counts per block"

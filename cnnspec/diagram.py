@@ -36,6 +36,7 @@ class Shown:
     params: Params
     frozen: bool = False
     members: tuple[str, ...] = ()
+    details: str = ""  # what hovering shows
 
 
 @dataclass
@@ -69,6 +70,7 @@ def shown(graph: Graph, frozen: frozenset[str], depth: int | None = None) -> lis
             n.params,
             n.name in frozen and n.params.total > 0,
             (n.name,),
+            _details(n, frozen),
         )
         for n in graph.nodes
     ]
@@ -122,6 +124,8 @@ def shown(graph: Graph, frozen: frozenset[str], depth: int | None = None) -> lis
             params.total > 0
             and all(m in frozen for m in members if graph.nodes[position[m]].params.total),
             tuple(graph.nodes[i].name for i in indices),
+            f"block {name}: {count} layers, {params.total:,} parameters "
+            f"({params.trainable:,} trainable); click to expand",
         )
         renamed.update({n: name for n in members})
     result = []
@@ -213,6 +217,27 @@ def _label(node: Node) -> str:
         args[key] = value
     text = call_text(node.kind, args) if node.kind in _kinds() else node.kind
     return text if len(text) <= 42 else text[:41] + "…"
+
+
+def _details(node: Node, frozen: frozenset[str]) -> str:
+    """A layer in full, as hovering shows it."""
+    lines = [f"{node.name}: {_label(node)}"]
+    if node.output_shape is not None:
+        lines.append(f"output {format_shape(node.output_shape)}")
+    lines.append(
+        f"{node.params.total:,} parameters ({node.params.trainable:,} trainable, "
+        f"{node.params.non_trainable:,} not)"
+    )
+    if node.macs:
+        lines.append(f"{node.macs:,} MACs")
+    if node.receptive_field is not None:
+        size, jump = node.receptive_field.size, node.receptive_field.jump
+        lines.append(f"receptive field {size[0]}x{size[1]}, jump {jump[0]}x{jump[1]}")
+    if node.scope:
+        lines.append(f"block {'.'.join(node.scope)}")
+    if node.name in frozen:
+        lines.append("frozen in this phase")
+    return "\n".join(lines)
 
 
 def _kinds() -> set[str]:
@@ -320,6 +345,7 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
                 f"{shape}  {params}",
                 node.kind,
                 node.frozen,
+                node.details,
             )
         )
     width, height = placed.width + 40, placed.height + BOX_H
@@ -338,15 +364,155 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
 
 
 def _box(
-    x: float, y: float, name: str, label: str, detail: str, kind: str, frozen: bool = False
+    x: float,
+    y: float,
+    name: str,
+    label: str,
+    detail: str,
+    kind: str,
+    frozen: bool = False,
+    details: str = "",
 ) -> str:
     fill = "#d9dde6" if frozen else "#ffffff"
     state = ' data-frozen="true"' if frozen else ""
+    hover = f"<title>{escape(details)}</title>" if details else ""
     return (
-        f'<g class="layer" data-layer="{escape(name)}" data-kind="{escape(kind)}"{state}>'
+        f'<g class="layer" data-layer="{escape(name)}" data-kind="{escape(kind)}"{state}>{hover}'
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{BOX_W}" height="{BOX_H}" rx="5" '
         f'fill="{fill}" stroke="#5b6b8c"/>'
         f'<text class="name" x="{x + 8:.0f}" y="{y + 16:.0f}">{escape(name)}</text>'
         f'<text class="detail" x="{x + 8:.0f}" y="{y + 32:.0f}">{escape(label)}</text>'
         f'<text class="detail" x="{x + 8:.0f}" y="{y + 48:.0f}">{escape(detail)}</text></g>'
     )
+
+
+def html(spec: Spec, phase: str | None = None) -> str:
+    """One self-contained page that works offline: the diagram at every depth (all layers,
+    then each level of blocks collapsed), drag to pan, wheel to zoom, hover for a layer's
+    details; clicking a collapsed block opens the next level, clicking a block's label closes
+    its level."""
+    deepest = max((len(node.scope) for node in spec.model.nodes), default=0)
+    views = [("every layer", svg(spec, phase, None))]
+    views += [(f"blocks {depth} deep", svg(spec, phase, depth)) for depth in range(deepest)]
+    buttons = "".join(
+        f'<button data-view="{index}">{escape(title)}</button>'
+        for index, (title, _) in enumerate(views)
+    )
+    panes = "".join(
+        f'<div class="view" data-view="{index}" data-depth="{index - 1}"'
+        f"{' hidden' if index else ''}>{drawing}</div>"
+        for index, (_, drawing) in enumerate(views)
+    )
+    totals = spec.model.params
+    caption = (
+        f"{escape(spec.name)}: {len(spec.model.nodes)} layers, {totals.total:,} parameters "
+        f"({totals.trainable:,} trainable)" + (f", phase {escape(phase)}" if phase else "")
+    )
+    return (
+        _PAGE.replace("{title}", escape(spec.name))
+        .replace("{caption}", caption)
+        .replace("{buttons}", buttons)
+        .replace("{panes}", panes)
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{margin:0;font-family:ui-sans-serif,system-ui,sans-serif;color:#1d2433}
+header{padding:8px 12px;border-bottom:1px solid #d5dae6;display:flex;gap:8px;
+align-items:center;flex-wrap:wrap}
+header span{margin-right:12px;font-weight:600}
+button{border:1px solid #9aa7c7;background:#f4f6fb;border-radius:4px;padding:3px 8px}
+button.on{background:#46507a;color:#fff}
+.view{position:absolute;top:48px;left:0;right:0;bottom:0;overflow:hidden;cursor:grab}
+.view svg{width:100%;height:100%}
+g.layer[data-kind=block]{cursor:pointer}
+text.blocklabel{cursor:pointer}
+</style></head><body>
+<header><span>{caption}</span>{buttons}<button id="fit">fit</button></header>
+{panes}
+<script>
+(() => {
+  const views = [...document.querySelectorAll(".view")];
+  const boxes = new Map();
+  for (const view of views) {
+    const svg = view.querySelector("svg");
+    const [x, y, w, h] = svg.getAttribute("viewBox").split(" ").map(Number);
+    boxes.set(view, {x, y, w, h, full: {x, y, w, h}});
+    svg.removeAttribute("width");
+    svg.removeAttribute("height");
+    svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
+  }
+  const apply = (view) => {
+    const b = boxes.get(view);
+    view.querySelector("svg").setAttribute("viewBox", `${b.x} ${b.y} ${b.w} ${b.h}`);
+  };
+  const show = (index) => {
+    views.forEach((v, i) => (v.hidden = i !== index));
+    const view = views[index];
+    const b = boxes.get(view);
+    if (!b.shown) {
+      // Opened at full size from the top, as a page reads; "fit" shows it whole.
+      const svg = view.querySelector("svg");
+      Object.assign(b, {x: 0, y: 0, w: svg.clientWidth || b.w, h: svg.clientHeight || b.h});
+      b.shown = true;
+      apply(view);
+    }
+    document.querySelectorAll("header button[data-view]").forEach((b, i) =>
+      b.classList.toggle("on", i === index));
+  };
+  document.querySelectorAll("header button[data-view]").forEach((button) =>
+    button.addEventListener("click", () => show(Number(button.dataset.view))));
+  document.getElementById("fit").addEventListener("click", () => {
+    for (const view of views) {
+      Object.assign(boxes.get(view), boxes.get(view).full);
+      apply(view);
+    }
+  });
+  for (const view of views) {
+    const svg = view.querySelector("svg");
+    let drag = null;
+    view.addEventListener("pointerdown", (e) => {
+      drag = {x: e.clientX, y: e.clientY};
+      view.setPointerCapture(e.pointerId);
+    });
+    view.addEventListener("pointermove", (e) => {
+      if (!drag) return;
+      const b = boxes.get(view);
+      const scale = b.w / svg.clientWidth;
+      b.x -= (e.clientX - drag.x) * scale;
+      b.y -= (e.clientY - drag.y) * scale;
+      drag = {x: e.clientX, y: e.clientY};
+      apply(view);
+    });
+    view.addEventListener("pointerup", () => (drag = null));
+    view.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const b = boxes.get(view);
+      const factor = e.deltaY > 0 ? 1.15 : 1 / 1.15;
+      const rect = svg.getBoundingClientRect();
+      const px = b.x + ((e.clientX - rect.left) / rect.width) * b.w;
+      const py = b.y + ((e.clientY - rect.top) / rect.height) * b.h;
+      b.x = px - (px - b.x) * factor;
+      b.y = py - (py - b.y) * factor;
+      b.w *= factor;
+      b.h *= factor;
+      apply(view);
+    }, {passive: false});
+    // A collapsed block opens one level deeper; a block's label closes the level it is on.
+    svg.addEventListener("click", (e) => {
+      const block = e.target.closest("g.layer[data-kind=block]");
+      const depth = Number(view.dataset.depth);
+      if (block) {
+        show(depth + 2 < views.length ? depth + 2 : 0);
+      } else if (e.target.classList.contains("blocklabel")) {
+        const level = e.target.textContent.split("  ")[0].split(".").length - 1;
+        show(level + 1);
+      }
+    });
+  }
+  show(0);
+})();
+</script></body></html>
+"""

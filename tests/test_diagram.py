@@ -104,3 +104,62 @@ def test_a_phase_shades_what_it_freezes_and_counts_what_it_trains() -> None:
     )
     assert f"backbone.block5  ({block5:,} trainable in finetune)" in labels
     assert block5 > 0
+
+
+def test_the_html_page_holds_every_depth_and_works_offline() -> None:
+    from cnnspec.diagram import html
+
+    spec = compile_file(ROOT / "specs" / "resnet50_transfer.cnn").spec
+    page = html(spec)
+    assert page.count("<svg ") == 4  # every layer, then blocks 0, 1 and 2 deep
+    assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
+    for node in spec.model.nodes:
+        assert f'data-layer="{node.name}"' in page
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium here (apt-get install chromium)")
+def test_the_html_page_runs_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium loads the page and runs its script: the first view shows, the others
+    wait, every layer is in the DOM, and the view starts at full size from the top."""
+    import subprocess
+
+    page = tmp_path / "diagram.html"
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", str(ROOT / "specs" / "inception_digits.cnn"), "-o", str(page)])
+    assert exit.value.code == 0
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1000,700",
+    ]
+    dom = subprocess.run(
+        [str(CHROMIUM), *flags, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    document = dom.replace('hidden=""', "hidden")
+    assert '<div class="view" data-view="0" data-depth="-1">' in document
+    assert '<div class="view" data-view="1" data-depth="0" hidden>' in document
+    assert 'class="on"' in document and 'preserveAspectRatio="xMinYMin meet"' in document
+    spec = compile_file(ROOT / "specs" / "inception_digits.cnn").spec
+    assert all(f'data-layer="{node.name}"' in document for node in spec.model.nodes)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [str(CHROMIUM), *flags, f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000  # a picture, not a blank page
