@@ -39,18 +39,7 @@ def stamp_xml(first_line: str, body: str) -> str:
 
 
 def xml_state_of(path: Path) -> State:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return State.absent
-    except (UnicodeDecodeError, IsADirectoryError):
-        return State.foreign
-    first, _, rest = text.partition("\n")
-    second, _, body = rest.partition("\n")
-    if not first.startswith("<!-- ") or not second.startswith(XML_MARKER):
-        return State.foreign
-    digest = second.removeprefix(XML_MARKER).removesuffix(" -->")
-    return State.generated if digest == _digest(body) else State.edited
+    return _state(path, "<!-- ", XML_MARKER, " -->")
 
 
 class State(StrEnum):
@@ -61,6 +50,12 @@ class State(StrEnum):
 
 
 def state_of(path: Path) -> State:
+    return _state(path, "#", MARKER)
+
+
+def _state(path: Path, comment: str, marker: str, end: str = "") -> State:
+    """What `path` is, by its two stamp lines: a comment, then `marker`, the body's digest and
+    `end`."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -69,9 +64,10 @@ def state_of(path: Path) -> State:
         return State.foreign
     first, _, rest = text.partition("\n")
     second, _, body = rest.partition("\n")
-    if not first.startswith("#") or not second.startswith(MARKER):
+    if not first.startswith(comment) or not second.startswith(marker):
         return State.foreign
-    return State.generated if second.removeprefix(MARKER) == _digest(body) else State.edited
+    digest = second.removeprefix(marker).removesuffix(end)
+    return State.generated if digest == _digest(body) else State.edited
 
 
 class Outcome(StrEnum):

@@ -48,7 +48,7 @@ TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "define")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(slots=True)
@@ -760,7 +760,7 @@ class ModelLowering:
 
     def _explicit_name(self, arg: BoundArg) -> str | None:
         value = arg.value
-        if not isinstance(value, str) or not _IDENTIFIER.match(value) or value == Graph.INPUT:
+        if not isinstance(value, str) or not IDENTIFIER.match(value) or value == Graph.INPUT:
             self.diagnostics.error(
                 "E113",
                 "a layer name must be an identifier such as block5_conv3",
@@ -988,7 +988,7 @@ class ModelLowering:
         # Generated code keeps the branch in a variable of its own, named after it if it can be.
         if isinstance(label, ast.Name):
             inner = self._open_block(label.text, label.span, scope)
-            lane = label.text if _IDENTIFIER.match(label.text) else f"branch{index}"
+            lane = label.text if IDENTIFIER.match(label.text) else f"branch{index}"
         else:
             inner = scope.child(None)
             lane = f"branch{index}"

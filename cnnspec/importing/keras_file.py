@@ -10,7 +10,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, Spelled
+from cnnspec.importing.network import (
+    INPUT,
+    Gap,
+    ImportFailure,
+    Layer,
+    Network,
+    Spelled,
+    identifier,
+)
 
 
 def read(path: Path) -> Network:
@@ -225,7 +233,7 @@ def network_from_config(
     trainable_names = {layer.name for layer in layers}
     flat = {name: values for name, values in variables.items() if name in trainable_names}
     return Network(
-        name=_identifier(model.get("name") or "imported"),
+        name=identifier(model.get("name") or "") or "imported",
         input_shape=input_shape,
         layers=layers,
         output=output,
@@ -272,13 +280,6 @@ def _operation(
     return None
 
 
-def _identifier(text: str) -> str:
-    import re
-
-    cleaned = re.sub(r"\W", "_", text)
-    return cleaned if cleaned and not cleaned[0].isdigit() else f"m_{cleaned}"
-
-
 def _image_shape(shape: Any, name: str, gaps: list[Gap]) -> tuple[int, int, int] | None:
     dims = list(shape or [])[1:]
     if len(dims) != 3 or any(not isinstance(d, int) for d in dims):
@@ -323,21 +324,23 @@ def _inbound(entry: dict[str, Any], name: str, gaps: list[Gap]) -> list[str]:
 
 # ---- layers -------------------------------------------------------------------------------------
 
-_ACTIVATIONS = {
-    "relu": "relu",
-    "relu6": "relu6",
-    "sigmoid": "sigmoid",
-    "tanh": "tanh",
-    "softmax": "softmax",
-    "elu": "elu",
-    "swish": "swish",
-    "silu": "swish",
-    "hard_sigmoid": "hard_sigmoid",
-    "hard_swish": "hard_swish",
-    "hard_silu": "hard_swish",
-    "gelu": "gelu",
-    "leaky_relu": "leaky_relu",
-}
+
+def _keras_activations() -> dict[str, str]:
+    """Keras's `activation=` strings: each entry's own Keras name (with its default arguments),
+    and the other names Keras gives two of them."""
+    import cnnspec.layers  # noqa: F401  (registers the kinds)
+    from cnnspec.registry import REGISTRY
+
+    names = {}
+    for kind, cls in REGISTRY.items():
+        if cls.is_activation and not any(f.is_required() for f in cls.model_fields.values()):
+            name = cls().keras_name()
+            if name is not None:
+                names[name] = kind
+    return {**names, "silu": "swish", "hard_silu": "hard_swish"}
+
+
+_ACTIVATIONS = _keras_activations()
 
 
 def _activation(value: Any, origin: str, gaps: list[Gap]) -> Any:

@@ -3,6 +3,8 @@ with the weights the file holds. The structure pass and the writer read only thi
 
 from __future__ import annotations
 
+import keyword
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,10 @@ class Network:
     def producer(self) -> dict[str, Layer]:
         return {layer.name: layer for layer in self.layers}
 
+    def weighted(self) -> set[str]:
+        """The layers the file holds weights for."""
+        return set(self.keras_variables) | {key.split(".", 1)[0] for key in self.tensors}
+
     def consumers(self) -> dict[str, list[Layer]]:
         result: dict[str, list[Layer]] = {}
         for layer in self.layers:
@@ -75,6 +81,19 @@ class ImportFailure(Exception):
         super().__init__(message)
         self.message = message
         self.gaps = gaps or []
+
+
+def identifier(text: str) -> str:
+    """A source's name as a cnnspec layer or model name: `layer1.0.conv1` is layer1_0_conv1,
+    and a name the generated scripts could not hold (a keyword, `training`) gets `_1`."""
+    cleaned = re.sub(r"\W+", "_", text).strip("_")
+    if not cleaned:
+        return ""
+    if cleaned[0].isdigit():
+        cleaned = f"m_{cleaned}"
+    if keyword.iskeyword(cleaned) or cleaned in (INPUT, "training"):
+        cleaned = f"{cleaned}_1"
+    return cleaned
 
 
 def fold_activations(network: Network) -> None:

@@ -10,18 +10,22 @@ cnnspec exported, after the layers they were."""
 from __future__ import annotations
 
 import contextlib
-import keyword
 import re
 from pathlib import Path
 from typing import Any
 
-from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network
+from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.layers.base import same_pads
+from cnnspec.registry import REGISTRY
 
+# The activations ONNX has one op for: each entry's own (Relu, Sigmoid, Tanh), and PyTorch's
+# Hardswish, which cnnspec's emitter writes as HardSigmoid and Mul.
 _ACTIVATIONS = {
-    "Relu": "relu",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
+    **{
+        cls.onnx_op: kind
+        for kind, cls in REGISTRY.items()
+        if cls.is_activation and getattr(cls, "onnx_op", "")
+    },
     "HardSwish": "hard_swish",
 }
 _JOINS = {"Add": "add", "Sum": "add", "Mul": "multiply", "Concat": "concat"}
@@ -66,7 +70,7 @@ def network_from_model(model: Any, source: str) -> Network:
         raise ImportFailure("the model uses what cnnspec cannot express", _by_module(reader.gaps))
     assert reader.input_shape is not None
     output = reader.value(graph.output[0].name)
-    name = _identifier(graph.name or Path(source).stem) or "imported"
+    name = identifier(graph.name or Path(source).stem) or "imported"
     return Network(
         name=name,
         input_shape=reader.input_shape,
@@ -75,17 +79,6 @@ def network_from_model(model: Any, source: str) -> Network:
         tensors=reader.tensors,
         source=source,
     )
-
-
-def _identifier(text: str) -> str:
-    cleaned = re.sub(r"\W+", "_", text).strip("_")
-    if not cleaned:
-        return ""
-    if cleaned[0].isdigit():
-        cleaned = f"m_{cleaned}"
-    if keyword.iskeyword(cleaned) or cleaned in (INPUT, "training"):
-        cleaned = f"{cleaned}_1"
-    return cleaned
 
 
 class _Reader:
@@ -130,7 +123,7 @@ class _Reader:
         if weight is not None:
             for suffix in (".weight", ".depthwise.weight", ".pointwise.weight", ".bias"):
                 if weight.endswith(suffix) and len(weight) > len(suffix):
-                    return self.unique(_identifier(weight[: -len(suffix)]))
+                    return self.unique(identifier(weight[: -len(suffix)]))
         raw = node.name or node.output[0]
         if raw.startswith("/"):
             parts = raw.strip("/").split("/")
@@ -141,12 +134,12 @@ class _Reader:
                     path[-1] = part
                 else:
                     path.append(part)
-            base = _identifier(".".join(path))
+            base = identifier(".".join(path))
             op_name = re.sub(r"_\d+$", "", op).lower()
             if not base or node.op_type in _JOINS or base in self.by_name:
                 base = f"{base}_{op_name}" if base else op_name
             return self.unique(base)
-        return self.unique(_identifier(raw) or node.op_type.lower())
+        return self.unique(identifier(raw) or node.op_type.lower())
 
     def unique(self, name: str) -> str:
         candidate, index = name, 1
@@ -366,7 +359,7 @@ class _Reader:
             kind, args["filters"], args["groups"] = "conv2d", out, group
         if weight_name.endswith(".depthwise.weight"):
             name = self.unique(
-                _identifier(weight_name.removesuffix(".depthwise.weight")) + "_depthwise"
+                identifier(weight_name.removesuffix(".depthwise.weight")) + "_depthwise"
             )
         else:
             name = self.name_for(node, weight_name)
@@ -422,7 +415,7 @@ class _Reader:
 
         name = self.name_for(node, node.input[1] if node.input[1].endswith(".weight") else None)
         if not node.input[1].endswith(".weight") and node.input[3].endswith(".running_mean"):
-            name = self.unique(_identifier(node.input[3].removesuffix(".running_mean")))
+            name = self.unique(identifier(node.input[3].removesuffix(".running_mean")))
         center = node.input[2].endswith(".bias") or bool(np.any(bias != 0))
         scaled = node.input[1].endswith(".weight") or bool(np.any(scale != 1))
         args = {
@@ -506,7 +499,7 @@ class _Reader:
             return
         flat = value.reshape(-1)
         if node.op_type == "Mul" and origin.endswith(".weight"):
-            name = self.unique(_identifier(origin.removesuffix(".weight")))
+            name = self.unique(identifier(origin.removesuffix(".weight")))
             self.add(node, "layer_scale", {}, [source], name)
             self.tensors[f"{name}.weight"] = flat.reshape(-1)
             return
@@ -596,22 +589,15 @@ class _Reader:
             and shape is not None
             and len(shape) == 1
             and out is not None
-            and len(out) == 2
-            and isinstance(out[1], int)
+            and len(out) in (2, 4)
+            and all(isinstance(d, int) for d in out[1:])
         ):
-            self.add(node, "reshape", {"target": (out[1],)}, sources)  # a vector to a vector
+            # A vector reshaped: to a vector, or to a map (an SE gate's (C, 1, 1)), in HWC.
+            dims = out[1:]
+            target = (dims[1], dims[2], dims[0]) if len(dims) == 3 else tuple(dims)
+            self.add(node, "reshape", {"target": target}, sources)
             return
         if node.op_type != "Flatten" and not (out is not None and len(out) == 2):
-            if (
-                node.op_type == "Reshape"
-                and out is not None
-                and len(out) == 4
-                and shape is not None
-                and len(shape) == 1
-            ):
-                channels, height, width = out[1:]
-                self.add(node, "reshape", {"target": (height, width, channels)}, sources)
-                return
             self.gap(node, f"{node.op_type} to {out}", "cnnspec reshapes by flatten or reshape")
             return
         pooled = self.by_name.get(sources[0])

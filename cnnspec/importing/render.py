@@ -3,12 +3,11 @@ the kind takes them, square kernels as one number, defaults left out."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from cnnspec.importing.network import Spelled
+from cnnspec.lower import IDENTIFIER  # the language's own rule for a bare name
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _WORDS = {"true", "false", "none"}
 
 
@@ -24,7 +23,7 @@ def value_text(value: Any) -> str:
     if isinstance(value, float):
         return float_text(value)
     if isinstance(value, str):
-        if _IDENTIFIER.match(value) and value not in _WORDS:
+        if IDENTIFIER.match(value) and value not in _WORDS:
             return value
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple | list):

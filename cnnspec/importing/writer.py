@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnspec.importing.network import Network, Spelled
-from cnnspec.importing.render import call_text, field_default, same_value, simplest, value_text
+from cnnspec.importing.render import (
+    IDENTIFIER,
+    call_text,
+    field_default,
+    same_value,
+    simplest,
+    value_text,
+)
 from cnnspec.importing.structure import Item, Join, Layer, Residual, layers_of
 
 
@@ -35,27 +42,16 @@ def write(network: Network, items: list[Item], structured: bool = True) -> str:
     if last is not None and "sigmoid" in (last.kind, last.args.get("activation")):
         lines.append("")  # one sigmoid unit: a binary classifier, trained on labels 0 and 1
         lines.append("data { labels binary }")
-    lines += _freezes(network.layers)
+    lines += _freezes(network)
     return "\n".join(lines) + "\n"
 
 
-# Kinds with weights: what freezing means anything for.
-_WEIGHTED = {
-    "conv2d",
-    "depthwise_conv2d",
-    "separable_conv2d",
-    "dense",
-    "batchnorm",
-    "layer_norm",
-    "layer_scale",
-}
-
-
-def _freezes(layers: list[Layer]) -> list[str]:
-    """The layers the source does not train (Keras's trainable=False): `freeze` each, or
-    `freeze all` and `unfreeze` the rest, whichever is shorter."""
-    weighted = [layer.name for layer in layers if layer.kind in _WEIGHTED]
-    frozen = [layer.name for layer in layers if layer.kind in _WEIGHTED and layer.frozen]
+def _freezes(network: Network) -> list[str]:
+    """The layers with weights that the source does not train (Keras's trainable=False):
+    `freeze` each, or `freeze all` and `unfreeze` the rest, whichever is shorter."""
+    held = network.weighted()
+    weighted = [layer.name for layer in network.layers if layer.name in held]
+    frozen = [layer.name for layer in network.layers if layer.name in held and layer.frozen]
     if not frozen:
         return []
     trained = [name for name in weighted if name not in set(frozen)]
@@ -371,7 +367,7 @@ class _Writer:
         return (
             len(layers_of(group.items)) > 1
             and group.key in self.unique_keys
-            and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", group.key) is not None
+            and IDENTIFIER.match(group.key) is not None
             and group.key not in self.names
             and group.key not in REGISTRY
             and group.key not in _KEYWORDS
