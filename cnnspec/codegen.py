@@ -130,6 +130,24 @@ def mapping(prefix: str, items: dict[str, Any], indent: int = 0) -> list[str]:
         return [flat]
     lines = [f"{pad}{prefix}{{"]
     for key, value in items.items():
-        lines.append(f"{pad}{INDENT}{literal(key)}: {literal(value)},")
+        entry = f"{pad}{INDENT}{literal(key)}: {literal(value)},"
+        if len(entry) <= LINE_LENGTH or not isinstance(value, str):
+            lines.append(entry)
+            continue
+        # A long text as implicitly joined parts in parentheses, as a formatter leaves it.
+        lines.append(f"{pad}{INDENT}{literal(key)}: (")
+        width = LINE_LENGTH - len(pad) - 2 * len(INDENT) - 2
+        lines += [f"{pad}{INDENT * 2}{literal(part)}" for part in _parts(value, width)]
+        lines.append(f"{pad}{INDENT}),")
     lines.append(f"{pad}}}")
     return lines
+
+
+def _parts(text: str, width: int) -> list[str]:
+    """`text` in pieces whose literals are at most `width` long, broken after spaces."""
+    parts = []
+    while len(literal(text)) > width:
+        cut = text.rfind(" ", 1, width - 2) + 1 or width - 2
+        parts.append(text[:cut])
+        text = text[cut:]
+    return [*parts, text]

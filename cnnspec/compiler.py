@@ -9,7 +9,7 @@ from cnnspec.check import check, resolved_data
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.ir import Spec
 from cnnspec.lower import lower_document
-from cnnspec.sections import AugmentSection, EvaluateSection, TrainSection
+from cnnspec.sections import AugmentSection, EvaluateSection, TrackSection, TrainSection
 from cnnspec.source import Source
 from cnnspec.syntax import Document, parse
 
@@ -57,6 +57,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         augment=lowered.augment or AugmentSection(),
         train=lowered.train or TrainSection(),
         evaluate=lowered.evaluate or EvaluateSection(),
+        track=lowered.track or TrackSection.unwritten(),
         phases=phases,
     )
     return Compilation(source, diagnostics, spec, document)

@@ -11,7 +11,14 @@ from typing import ClassVar, Literal
 
 from cnnspec.backbones import BACKBONES, Backbone, BackboneArgs
 from cnnspec.registry import LayerArgs, Params, Shape
-from cnnspec.sections import AugmentSection, DataSection, EvaluateSection, Phase, TrainSection
+from cnnspec.sections import (
+    AugmentSection,
+    DataSection,
+    EvaluateSection,
+    Phase,
+    TrackSection,
+    TrainSection,
+)
 from cnnspec.source import Source, Span
 
 FLOAT32_BYTES = 4
@@ -153,6 +160,7 @@ class Spec:
     augment: AugmentSection
     train: TrainSection
     evaluate: EvaluateSection
+    track: TrackSection
     phases: list[PhasePlan] = field(default_factory=list)
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,7 @@ from cnnspec.sections import (
     AugmentSection,
     DataSection,
     EvaluateSection,
+    TrackSection,
     TrainSection,
     bind_section,
 )
@@ -44,7 +46,7 @@ from cnnspec.source import Span
 
 MODEL_SETTINGS = ("input", "defaults", "backbone", "let", "name")
 MODEL_SECTIONS = ("block", "head", "residual", "repeat", "if", "else", "define", *join_kinds())
-TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "define")
+TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "track", "define")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
@@ -1116,6 +1118,7 @@ class Lowered:
     augment: AugmentSection | None
     train: TrainSection | None
     evaluate: EvaluateSection | None
+    track: TrackSection | None
 
 
 def _reserved_names() -> dict[str, str]:
@@ -1182,7 +1185,7 @@ def lower_document(
             "start with `model NAME { input 32x32x3 ... }`",
         )
 
-    def bind(key: str, default: type) -> object | None:
+    def bind(key: str, default: Callable[[], object]) -> object | None:
         section = found.get(key)
         if section is None:
             return default()
@@ -1194,4 +1197,5 @@ def lower_document(
         augment=bind("augment", AugmentSection),  # type: ignore[arg-type]
         train=bind("train", TrainSection),  # type: ignore[arg-type]
         evaluate=bind("evaluate", EvaluateSection),  # type: ignore[arg-type]
+        track=bind("track", TrackSection.unwritten),  # type: ignore[arg-type]
     )

@@ -871,6 +871,69 @@ class EvaluateSection(Bound):
 
 
 # --------------------------------------------------------------------------------------------
+# track
+
+# The stores MLflow's client opens, by URI scheme; a URI without one is a local folder.
+MLFLOW_SCHEMES = (
+    "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks",
+)  # fmt: skip
+
+
+class TensorBoardTracker(Bound):
+    """`tensorboard()`: event files under <output-dir>/tensorboard."""
+
+    kind: ClassVar[str] = "tensorboard"
+
+
+class MLflowTracker(Bound):
+    """`mlflow("sqlite:///runs/mlflow.db")`: an MLflow run in that store, in the experiment
+    named after the spec's model unless `experiment` names another."""
+
+    kind: ClassVar[str] = "mlflow"
+    positional: ClassVar[tuple[str, ...]] = ("uri",)
+    uri: str
+    experiment: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        scheme, separator, rest = value.partition("://")
+        if not value.strip():
+            raise ValueError("must name a store: a folder, sqlite:///file.db or a server's URL")
+        if separator and scheme not in MLFLOW_SCHEMES:
+            raise ValueError(
+                f"has scheme '{scheme}', which MLflow cannot open; it opens "
+                + ", ".join(f"{s}://" for s in MLFLOW_SCHEMES)
+            )
+        if scheme == "sqlite" and separator and not rest.lstrip("/"):
+            raise ValueError("needs the database file: sqlite:///runs/mlflow.db")
+        return value
+
+    @field_validator("experiment")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class TrackSection(Bound):
+    """Where a run is reported besides metrics.json: exactly what the section lists. The
+    scripts' --tensorboard, --no-tensorboard, --mlflow URI and --no-mlflow override it."""
+
+    tensorboard: TensorBoardTracker | None = None
+    mlflow: MLflowTracker | None = None
+
+    @classmethod
+    def unwritten(cls) -> "TrackSection":
+        """A spec without the section: TensorBoard, as most training scripts log."""
+        return cls(tensorboard=TensorBoardTracker())
+
+
+TRACKERS: dict[str, type[Bound]] = {c.kind: c for c in (TensorBoardTracker, MLflowTracker)}
+
+
+# --------------------------------------------------------------------------------------------
 # The generic section binder
 
 
@@ -1123,5 +1186,9 @@ SCHEMAS: dict[str, SectionSchema] = {
     "evaluate": SectionSchema(
         model=EvaluateSection,
         calls={name: ("outputs", model) for name, model in EVALUATE_OUTPUTS.items()},
+    ),
+    "track": SectionSchema(
+        model=TrackSection,
+        calls={name: (name, model) for name, model in TRACKERS.items()},
     ),
 }

@@ -11,9 +11,11 @@ from itertools import count
 from textwrap import dedent, wrap
 
 from cnnspec import __version__
-from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, sequence, statement
+from cnnspec.binding import Bound
+from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.registry import Unsupported
+from cnnspec.sections import LOSS_FOR_LABELS
 
 
 def block(text: str) -> str:
@@ -282,6 +284,15 @@ class Script:
                 f"BACKBONE_WEIGHTS = {literal(backbone.args.weights or 'none')}  "
                 "# the default of --weights"
             )
+        track = spec.track
+        mlflow = track.mlflow
+        out += [
+            "# Where the run is reported besides metrics.json (the spec's track section):",
+            "# the defaults of --tensorboard and --mlflow.",
+            f"TENSORBOARD = {literal(track.tensorboard is not None)}",
+            f"MLFLOW = {literal(mlflow.uri if mlflow else None)}",
+            f"MLFLOW_EXPERIMENT = {literal(mlflow.experiment if mlflow and mlflow.experiment else spec.name)}",
+        ]
         out += self.extra_constants()
         return "\n".join(out) + "\n"
 
@@ -379,6 +390,21 @@ class Script:
             EXTRA_FLAGS=dedent(extra_flags).strip().replace("\n", "\n    "),
         )
 
+    def mlflow_parts(self) -> list[str]:
+        """mlflow_run and MLflowLog, then what an MLflow run records of the spec: the phases,
+        the artifacts, the settings as params, and the spec's text with its sha256."""
+        spec = self.spec
+        record = [
+            "# What an MLflow run records of the spec (mlflow_run, MLflowLog).",
+            f"SPEC_FILE = {literal(self.source_name.rsplit('/', 1)[-1])}",
+            f"SPEC_SHA256 = {literal(spec.sha256)}",
+            *sequence("PHASES = ", [plan.phase.name for plan in spec.phases], indent=0),
+            *sequence("ARTIFACTS = ", self.artifacts(), indent=0),
+            *mapping("SPEC_PARAMS = ", tracked_params(spec)),
+            *text_constant("SPEC_TEXT = ", spec.source.text),
+        ]
+        return [block(MLFLOW_RUN), "\n".join(record) + "\n"]
+
     def data_dir_option(self) -> tuple[str, str]:
         """The --data-dir default (an expression) and its help text, for the spec's source."""
         if self.source is None:
@@ -423,6 +449,76 @@ class Script:
                 return CLASS_WEIGHT
             '''
         )
+
+
+def tracked_params(spec: Spec) -> dict[str, object]:
+    """The spec's settings as an MLflow run's params: the model's size, the data, the loss and
+    metrics, each augmentation as written, and each phase's optimizer, learning rate and
+    epochs (prefixed by the phase's name when there are several)."""
+    params = spec.model.params
+    data, train = spec.data, spec.train
+    loss = train.loss or LOSS_FOR_LABELS[data.labels]()
+    result: dict[str, object] = {
+        "model": spec.name,
+        "input": "x".join(map(str, spec.model.input_shape or ())),
+        "parameters": params.total,
+        "data": data.source.kind if data.source is not None else "none",
+        "labels": data.labels,
+        "loss": loss.kind,
+        "metrics": ", ".join(train.metrics.names),
+        "phases": ", ".join(plan.phase.name for plan in spec.phases),
+    }
+    for step in spec.augment.steps:
+        result[f"augment.{step.kind}"] = written(spec, step)
+    if not spec.augment.steps:
+        result["augment"] = "none"
+    several = len(spec.phases) > 1
+    for plan in spec.phases:
+        phase = plan.phase
+        prefix = f"{phase.name}." if several else ""
+        assert phase.optimizer is not None
+        optimizer = phase.optimizer
+        result[f"{prefix}optimizer"] = optimizer.kind
+        result[f"{prefix}learning_rate"] = optimizer.lr
+        for key, value in optimizer.explicit().items():
+            if key != "lr":
+                result[f"{prefix}optimizer.{key}"] = value
+        result[f"{prefix}epochs"] = phase.epochs or train.epochs
+        result[f"{prefix}trainable"] = plan.trainable_params
+    return result
+
+
+def written(spec: Spec, bound: Bound) -> str:
+    """A call as the spec writes it, on one line: `shift(0.1)`."""
+    span = getattr(bound, "span", None)
+    if span is None:
+        return str(getattr(bound, "kind", type(bound).__name__))
+    return " ".join(spec.source.text[span.start : span.end].split())
+
+
+def text_constant(prefix: str, text: str) -> list[str]:
+    """A module-level string constant holding `text`: as a triple-quoted block when it reads
+    back unchanged that way (a line too long for the file continues after a backslash), else
+    as literals of at most 64 characters, one line of the text or a part of one per line."""
+    lines = text.split("\n")
+    plain = all(line == line.rstrip() and line.isprintable() and "\\" not in line for line in lines)
+    if plain and '"""' not in text and not text.endswith('"'):
+        folded = [part for line in lines for part in _continued(line, LINE_LENGTH - 8)]
+        return [f'{prefix}"""\\', *folded[:-1], f'{folded[-1]}"""']
+    ends = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+    pieces = [literal(end[i : i + 64]) for end in ends for i in range(0, len(end), 64)]
+    return [f"{prefix}(", *(f"{INDENT}{piece}" for piece in pieces or ['""']), ")"]
+
+
+def _continued(line: str, width: int) -> list[str]:
+    """`line` in parts of at most `width` characters, broken after a space where there is one,
+    each but the last ending in a backslash (a string's line continuation)."""
+    parts = []
+    while len(line) > width:
+        cut = line.rfind(" ", 1, width) + 1 or width
+        parts.append(line[:cut] + "\\")
+        line = line[cut:]
+    return [*parts, line]
 
 
 PARSE_FIRST = """
@@ -676,6 +772,79 @@ PLOT_ROC = '''
 '''
 
 
+MLFLOW_RUN = '''
+    @contextlib.contextmanager
+    def mlflow_run(uri, backend, args):
+        """An MLflow run in the store `uri` names (a folder, sqlite:///file.db or a tracking
+        server's URL), or None without one. The run is named after the spec and the backend
+        and records the spec's settings as params and its text as an artifact; a run that
+        raises is marked failed."""
+        if not uri:
+            yield None
+            return
+        try:
+            import mlflow
+        except ImportError:
+            raise DataError(
+                "--mlflow needs MLflow: pip install mlflow-skinny "
+                "(and sqlalchemy alembic for a sqlite:/// store)"
+            ) from None
+        if uri.startswith("sqlite:///"):
+            # SQLite creates the database file, but not its folder.
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        tags = {
+            "cnnspec.spec": SPEC_NAME,
+            "cnnspec.backend": backend,
+            "cnnspec.spec_file": SPEC_FILE,
+            "cnnspec.spec_sha256": SPEC_SHA256,
+        }
+        try:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_experiment(MLFLOW_EXPERIMENT)
+            run = mlflow.start_run(run_name=f"{SPEC_NAME}-{backend}", tags=tags)
+        except Exception as error:  # a store that cannot be opened or reached
+            raise DataError(f"--mlflow {uri}: {error}") from None
+        with run:
+            given = {
+                "batch": args.batch_size,
+                "seed": args.seed,
+                "epochs_cap": args.epochs,
+                "subset": args.subset,
+                "image_size": args.image_size,
+            }
+            given = {key: value for key, value in given.items() if value is not None}
+            mlflow.log_params({**SPEC_PARAMS, **given})
+            mlflow.log_text(SPEC_TEXT, SPEC_FILE)
+            print(f"MLflow run {run.info.run_id} in {uri}")
+            yield MLflowLog(mlflow)
+
+
+    class MLflowLog:
+        """What an MLflow run records as training goes: each epoch's values as metrics.json
+        has them (the epoch, counted over the phases, as the step; the phase as its number
+        in PHASES), then the test metrics and the artifacts."""
+
+        def __init__(self, mlflow):
+            self.mlflow = mlflow
+
+        def epoch(self, row):
+            values = {k: float(v) for k, v in row.items() if k not in ("phase", "epoch")}
+            values["phase"] = PHASES.index(row["phase"]) + 1
+            self.mlflow.log_metrics(values, step=row["epoch"])
+
+        def finish(self, test, output_dir):
+            numbers = {
+                f"test_{key}": float(value)
+                for key, value in test.items()
+                if isinstance(value, int | float)
+            }
+            self.mlflow.log_metrics(numbers)
+            for name in ARTIFACTS:
+                if (output_dir / name).is_file():
+                    self.mlflow.log_artifact(str(output_dir / name))
+'''
+
+
 def load_backbone_call(model: str, indent: int) -> str:
     """main()'s call of the script's load_backbone_weights on `model` (a variable name of the
     backend's), at `indent` levels; a missing or foreign weight file is one line of error."""
@@ -712,6 +881,19 @@ PARSE_ARGS = """
         )
         parser.add_argument("--seed", type=int, default=SEED)
         parser.add_argument("--image-size", type=int, help="resize images to N x N")<WEIGHTS>
+        parser.add_argument(
+            "--tensorboard",
+            action=argparse.BooleanOptionalAction,
+            default=TENSORBOARD,
+            help="write TensorBoard event files to --output-dir/tensorboard",
+        )
+        parser.add_argument(
+            "--mlflow",
+            metavar="URI",
+            default=MLFLOW,
+            help="log an MLflow run to this store: a folder, sqlite:///file.db or a URL",
+        )
+        parser.add_argument("--no-mlflow", dest="mlflow", action="store_const", const=None)
         <EXTRA_FLAGS>
         return parser.parse_args(argv)
 """

@@ -141,6 +141,8 @@ class _Script(Script):
             *self.weights(),
             self.inference(),
             self.backbone_weights(),
+            block(TRACKING),
+            *self.mlflow_parts(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
@@ -336,12 +338,22 @@ class _Script(Script):
         loss = spec.train.loss or LOSS_FOR_LABELS[spec.data.labels]()
         metrics = self.metrics()
         lines = [
-            "def train(model, datasets, output_dir, epochs=None, class_weight=None, resume=None):",
+            "def train(",
+            "    model,",
+            "    datasets,",
+            "    output_dir,",
+            "    epochs=None,",
+            "    class_weight=None,",
+            "    resume=None,",
+            "    tracking=None,",
+            "):",
             '    """Compile and fit the model, phase by phase; `epochs` caps each phase;',
-            "    `resume` carries on from where a run stopped (see ResumePoint). Returns the",
-            '    per-epoch history."""',
+            "    `resume` carries on from where a run stopped (see ResumePoint); `tracking`",
+            '    reports each epoch (see Tracking). Returns the per-epoch history."""',
             "    if resume is None:",
             '        resume = ResumePoint(Path(output_dir) / "resume")',
+            "    if tracking is None:",
+            "        tracking = Tracking()",
             "    history = []",
         ]
         freezes = any(plan.frozen for plan in spec.phases)
@@ -378,6 +390,7 @@ class _Script(Script):
                 epochs,
                 *map(Code, ("epochs", "datasets", "callbacks", "class_weight", "len(history)")),
                 Code("resume"),
+                Code("tracking"),
             )
             lines += statement("history += ", fit)
         lines.append("    return history")
@@ -465,6 +478,7 @@ class _Script(Script):
             "            epochs=args.epochs,\n"
             "            class_weight=weights,\n"
             "            resume=resume,\n"
+            "            tracking=tracking,\n"
             "        )"
         )
         decode = ""
@@ -740,7 +754,16 @@ INFERENCE_MODEL = '''
 
 FIT_PHASE = '''
     def fit_phase(
-        model, phase, spec_epochs, cap, datasets, callbacks, class_weight, done, resume
+        model,
+        phase,
+        spec_epochs,
+        cap,
+        datasets,
+        callbacks,
+        class_weight,
+        done,
+        resume,
+        tracking,
     ):
         """Fit one phase for its epochs (at most `cap` in all, when given), continuing the
         epoch count from `done`, or from where `resume` says this phase stopped."""
@@ -756,7 +779,7 @@ FIT_PHASE = '''
             validation_data=datasets.get("val"),
             initial_epoch=done + len(history),
             epochs=done + min(spec_epochs, cap or spec_epochs),
-            callbacks=[*callbacks, resume],
+            callbacks=[*callbacks, resume, *tracking.callbacks(phase, history)],
             class_weight=class_weight,
             shuffle=False,  # the training dataset shuffles itself
             verbose=2,
@@ -948,6 +971,51 @@ LOAD_BACKBONE = '''
 '''
 
 
+TRACKING = '''
+    class Tracking:
+        \"\"\"Where the run is reported besides metrics.json: TensorBoard event files in
+        `log_dir` (keras.callbacks.TensorBoard's, with each epoch's phase), and an MLflow
+        run (see mlflow_run).\"\"\"
+
+        def __init__(self, log_dir=None, mlflow=None):
+            self.log_dir, self.mlflow = log_dir, mlflow
+
+        def callbacks(self, phase, history):
+            \"\"\"The callbacks that report one phase's epochs. `history` is the phase's rows,
+            to which ResumePoint, called before these, adds each epoch's.\"\"\"
+            found = []
+            if self.log_dir is not None:
+                found.append(PhaseTensorBoard(self.log_dir, phase))
+            if self.mlflow is not None:
+                report = self.mlflow.epoch
+                found.append(
+                    keras.callbacks.LambdaCallback(
+                        on_epoch_end=lambda epoch, logs: report(history[-1])
+                    )
+                )
+            return found
+
+        def finish(self, test, output_dir):
+            \"\"\"The test metrics and the artifacts, once they are written.\"\"\"
+            if self.mlflow is not None:
+                self.mlflow.finish(test, output_dir)
+            if self.log_dir is not None:
+                print(f"TensorBoard: tensorboard --logdir {self.log_dir}")
+
+
+    class PhaseTensorBoard(keras.callbacks.TensorBoard):
+        \"\"\"keras.callbacks.TensorBoard, with each epoch's phase (its number in PHASES)
+        beside the losses, the metrics and the learning rate.\"\"\"
+
+        def __init__(self, log_dir, phase):
+            super().__init__(log_dir=str(log_dir))
+            self.phase_number = PHASES.index(phase) + 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, {**(logs or {}), "phase": self.phase_number})
+'''
+
+
 FLAGS = """
         parser.add_argument(
             "--strategy",
@@ -984,12 +1052,15 @@ MAIN = """
         \"\"\"Train, evaluate and save; a problem with the data is one line of error.\"\"\"
         args = parse_args(argv)
         try:
-            run(args)
+            with mlflow_run(args.mlflow, "keras", args) as mlflow:
+                run(args, mlflow)
         except DataError as error:
             sys.exit(f"error: {error}")<DECODE_ERROR>
 
 
-    def run(args):
+    def run(args, mlflow=None):
+        \"\"\"Train, evaluate and write the artifacts; `mlflow` is the run to report to, if any
+        (see mlflow_run).\"\"\"
         keras.utils.set_random_seed(args.seed)
         output_dir = Path(args.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -1007,6 +1078,8 @@ MAIN = """
         resume = ResumePoint(output_dir / "resume")
         if args.resume:
             resume = ResumePoint.load(output_dir / "resume")
+        tensorboard = output_dir / "tensorboard" if args.tensorboard else None
+        tracking = Tracking(tensorboard, mlflow)
         with strategy.scope():
             model = build_model(input_shape)<BACKBONE>
             model.summary()<TRAIN>
@@ -1016,6 +1089,7 @@ MAIN = """
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\\n")
         export_weights(model, output_dir / "weights.safetensors")
         inference_model(model).save(output_dir / "model.keras")
+        tracking.finish(test, output_dir)
         print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
         print(f"artifacts in {output_dir}")
 

@@ -128,6 +128,8 @@ class _Script(Script):
             *self.evaluation(),
             block(WEIGHTS),
             self.backbone_weights(),
+            block(TRACKING),
+            *self.mlflow_parts(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
@@ -143,6 +145,7 @@ class _Script(Script):
 
     def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "copy", "json", "os", "sys", "tempfile", "time"]
+        stdlib += ["types", "warnings"]
         stdlib += self.source.stdlib if self.source else ()
         if self.graph.backbone is not None:
             stdlib.append("urllib.request")
@@ -445,15 +448,19 @@ class _Script(Script):
             "    class_weight=None,",
             "    logits_of=None,",
             "    resume=None,",
+            "    tracking=None,",
             "):",
             '    """Fit the model phase by phase: freeze, a new optimizer, the callbacks;',
             "    `epochs` caps each phase. `logits_of` computes the logits as trained (default",
             "    model.logits; DDP or torch.compile wrap it). `resume` carries on from where a",
-            '    run stopped (see ResumePoint). Returns the per-epoch history."""',
+            "    run stopped (see ResumePoint); `tracking` reports each epoch (see Tracking).",
+            '    Returns the per-epoch history."""',
             "    if logits_of is None:",
             "        logits_of = model.logits",
             "    if resume is None:",
             '        resume = ResumePoint(Path(output_dir) / "resume.pt")',
+            "    if tracking is None:",
+            "        tracking = Tracking()",
             "    history = []",
         ]
         freezes = any(plan.frozen for plan in spec.phases)
@@ -493,6 +500,7 @@ class _Script(Script):
                 class_weight=Code("class_weight"),
                 done=Code("len(history)"),
                 resume=Code("resume"),
+                tracking=Code("tracking"),
             )
             lines += statement("history += ", fit)
         lines.append("    return history")
@@ -1291,6 +1299,7 @@ FIT_PHASE = '''
         class_weight,
         done,
         resume,
+        tracking,
     ):
         """Fit one phase for its `epochs` (at most `cap` in all, when given), continuing the
         epoch count from `done`, or from where `resume` says this phase stopped."""
@@ -1317,6 +1326,7 @@ FIT_PHASE = '''
             if is_main():
                 print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
             history.append({"phase": phase, "epoch": epoch, **logs})
+            tracking.epoch(history[-1])
             stopped = any([callback.on_epoch_end(net, logs) for callback in callbacks])
             resume.save(net, history, stopped)
             if stopped:
@@ -1382,6 +1392,69 @@ WEIGHTS = '''
             raise ValueError(f"weights do not fit: missing {missing}, extra {unexpected}")
 '''
 
+TRACKING = '''
+    class Tracking:
+        \"\"\"Where the run is reported besides metrics.json: TensorBoard event files in
+        `log_dir`, as keras.callbacks.TensorBoard writes them (training values in train/,
+        validation values in validation/, each tagged epoch_<name>, the step counting epochs
+        from 0), and an MLflow run (see mlflow_run).\"\"\"
+
+        def __init__(self, log_dir=None, mlflow=None):
+            self.log_dir, self.mlflow, self.writers = log_dir, mlflow, {}
+            if log_dir is None:
+                return
+            # TensorBoard's writer loads TensorFlow, where it is installed, for file access
+            # alone (seconds, and its log lines): its own stand-in does that for a folder,
+            # which it takes when tensorboard.compat.notf can be imported.
+            notf = "tensorboard.compat.notf"
+            sys.modules.setdefault(notf, types.ModuleType(notf))
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise DataError(
+                    "TensorBoard logging needs the tensorboard package: pip install "
+                    "tensorboard, or pass --no-tensorboard"
+                ) from None
+            for split in ("train", "validation"):
+                self.writers[split] = SummaryWriter(Path(log_dir) / split)
+
+        def graph(self, network, inputs):
+            \"\"\"The network's graph, traced in eval mode on `inputs`, for the Graphs tab.\"\"\"
+            if not self.writers:
+                return
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the tracer's notes on Python values
+                    self.writers["train"].add_graph(Logits(network), inputs)
+            except Exception as error:  # a network the tracer cannot follow
+                print(f"TensorBoard: no graph ({type(error).__name__}: {error})")
+
+        def epoch(self, row):
+            \"\"\"One epoch's values, as metrics.json records them.\"\"\"
+            if self.writers:
+                step = row["epoch"] - 1
+                values = {k: v for k, v in row.items() if k not in ("phase", "epoch")}
+                values["phase"] = PHASES.index(row["phase"]) + 1
+                for key, value in values.items():
+                    split = "validation" if key.startswith("val_") else "train"
+                    tag = f"epoch_{key.removeprefix('val_')}"
+                    self.writers[split].add_scalar(tag, value, step)
+                for writer in self.writers.values():
+                    writer.flush()
+            if self.mlflow is not None:
+                self.mlflow.epoch(row)
+
+        def finish(self, test, output_dir):
+            \"\"\"The test metrics and the artifacts, once they are written.\"\"\"
+            for writer in self.writers.values():
+                writer.close()
+            if self.mlflow is not None:
+                self.mlflow.finish(test, output_dir)
+            if self.log_dir is not None:
+                print(f"TensorBoard: tensorboard --logdir {self.log_dir}")
+'''
+
+
 FLAGS = """
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         parser.add_argument("--compile", action="store_true", help="use torch.compile")
@@ -1423,13 +1496,18 @@ MAIN = """
         \"\"\"Train, evaluate and save; a problem with the data or the device is one line of
         error.\"\"\"
         args = parse_args(argv)
+        # The process that reports (rank 0 under torchrun) logs the MLflow run.
+        uri = args.mlflow if os.environ.get("RANK", "0") == "0" else None
         try:
-            run(args)
+            with mlflow_run(uri, "pytorch", args) as mlflow:
+                run(args, mlflow)
         except DataError as error:
             sys.exit(f"error: {error}")
 
 
-    def run(args):
+    def run(args, mlflow=None):
+        \"\"\"Train, evaluate and write the artifacts; `mlflow` is the run to report to, if any
+        (see mlflow_run).\"\"\"
         distributed = "WORLD_SIZE" in os.environ
         if args.device == "cuda" and not torch.cuda.is_available():
             built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
@@ -1485,6 +1563,10 @@ MAIN = """
             print(f"DistributedDataParallel over {processes} processes")
         if rank == 0:
             print(f"{SPEC_NAME}: {parameters:,} parameters on {device}")
+        tensorboard = output_dir / "tensorboard" if args.tensorboard and rank == 0 else None
+        tracking = Tracking(tensorboard, mlflow)
+        size = (args.image_size,) * 2 if args.image_size else INPUT_SHAPE[:2]
+        tracking.graph(network, torch.zeros(1, INPUT_SHAPE[2], *size, device=device))
         history = train(
             network,
             loaders,
@@ -1494,6 +1576,7 @@ MAIN = """
             class_weight=<CLASS_WEIGHT>,
             logits_of=logits_of,
             resume=resume,
+            tracking=tracking,
         )
         if rank == 0:
             test = evaluate(network, loaders, output_dir, device)<CURVES>
@@ -1503,6 +1586,7 @@ MAIN = """
             (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\\n")
             export_weights(network, output_dir / "weights.safetensors")
             torch.save(network.state_dict(), output_dir / "model.pt")
+            tracking.finish(test, output_dir)
             print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
             print(f"artifacts in {output_dir}")
         if distributed:
