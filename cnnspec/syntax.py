@@ -617,7 +617,9 @@ def _glob_before(text: str, offset: int) -> str | None:
 
 
 # A top-level section written at the start of a line: where parsing resumes after an error.
-_SECTION_START = re.compile(r"^(?:model|data|augment|train|evaluate|track)\b[^\n{}]*\{", re.MULTILINE)
+_SECTION_START = re.compile(
+    r"^(?:model|data|augment|train|evaluate|track)\b[^\n{}]*\{", re.MULTILINE
+)
 
 
 def parse(source: Source, diagnostics: Diagnostics) -> Document | None:

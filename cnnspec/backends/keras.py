@@ -971,7 +971,7 @@ LOAD_BACKBONE = '''
 '''
 
 
-TRACKING = '''
+TRACKING = """
     class Tracking:
         \"\"\"Where the run is reported besides metrics.json: TensorBoard event files in
         `log_dir` (keras.callbacks.TensorBoard's, with each epoch's phase), and an MLflow
@@ -1013,7 +1013,7 @@ TRACKING = '''
 
         def on_epoch_end(self, epoch, logs=None):
             super().on_epoch_end(epoch, {**(logs or {}), "phase": self.phase_number})
-'''
+"""
 
 
 FLAGS = """

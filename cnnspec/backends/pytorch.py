@@ -1392,7 +1392,7 @@ WEIGHTS = '''
             raise ValueError(f"weights do not fit: missing {missing}, extra {unexpected}")
 '''
 
-TRACKING = '''
+TRACKING = """
     class Tracking:
         \"\"\"Where the run is reported besides metrics.json: TensorBoard event files in
         `log_dir`, as keras.callbacks.TensorBoard writes them (training values in train/,
@@ -1452,7 +1452,7 @@ TRACKING = '''
                 self.mlflow.finish(test, output_dir)
             if self.log_dir is not None:
                 print(f"TensorBoard: tensorboard --logdir {self.log_dir}")
-'''
+"""
 
 
 FLAGS = """
