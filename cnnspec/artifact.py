@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -68,6 +69,69 @@ def _state(path: Path, comment: str, marker: str, end: str = "") -> State:
         return State.foreign
     digest = second.removeprefix(marker).removesuffix(end)
     return State.generated if digest == _digest(body) else State.edited
+
+
+# A PNG carries its stamp in a tEXt chunk: the first line, then the digest of every other
+# chunk, so that an image changed by an editor (which drops or keeps the chunk) reads as edited.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_KEYWORD = b"cnnspec"
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, chunk bytes) of each chunk, and ("", rest) for bytes that are no whole chunk;
+    ValueError if `data` is no PNG."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    chunks, at = [], len(PNG_SIGNATURE)
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        end = at + 12 + length
+        if end > len(data):  # a cut-off chunk, or bytes after the image: part of the file
+            chunks.append((b"", data[at:]))
+            break
+        chunks.append((data[at + 4 : at + 8], data[at:end]))
+        at = end
+    if not chunks or chunks[0][0] != b"IHDR":
+        raise ValueError("a PNG without its header")
+    return chunks
+
+
+def _png_digest(chunks: list[tuple[bytes, bytes]]) -> str:
+    own = [raw for kind, raw in chunks if not _is_stamp(kind, raw)]
+    return hashlib.sha256(b"".join(own)).hexdigest()
+
+
+def _is_stamp(kind: bytes, raw: bytes) -> bool:
+    return kind == b"tEXt" and raw[8:].startswith(PNG_KEYWORD + b"\0")
+
+
+def stamp_png(first_line: str, data: bytes) -> bytes:
+    """The PNG with a tEXt chunk after its header: `first_line` and the digest of the rest."""
+    chunks = [(kind, raw) for kind, raw in _png_chunks(data) if not _is_stamp(kind, raw)]
+    text = f"{first_line}\n{_png_digest(chunks)}".encode("latin-1", "replace")
+    body = b"tEXt" + PNG_KEYWORD + b"\0" + text
+    chunk = len(body[4:]).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+    header, rest = chunks[0][1], b"".join(raw for _, raw in chunks[1:])
+    return PNG_SIGNATURE + header + chunk + rest
+
+
+def png_state_of(path: Path) -> State:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return State.absent
+    except IsADirectoryError:
+        return State.foreign
+    try:
+        chunks = _png_chunks(data)
+    except ValueError:
+        return State.foreign
+    stamps = [raw for kind, raw in chunks if _is_stamp(kind, raw)]
+    if not stamps:
+        return State.foreign
+    text = stamps[0][8 + len(PNG_KEYWORD) + 1 : -4].decode("latin-1")
+    digest = text.rpartition("\n")[2]
+    return State.generated if digest == _png_digest(chunks) else State.edited
 
 
 class Outcome(StrEnum):

@@ -541,7 +541,8 @@ def _at_least(low: int) -> Callable[[str], int]:
 
 
 def graph(args: argparse.Namespace) -> None:
-    """Draw the checked network as an SVG or an offline HTML page, without any framework."""
+    """Draw the checked network as an SVG, an offline HTML page, or a PNG (through a headless
+    Chromium), without any deep-learning framework."""
     from cnnspec.diagram import html, svg
 
     spec = args.spec
@@ -549,21 +550,29 @@ def graph(args: argparse.Namespace) -> None:
     checked = compilation.spec
     stem = spec.stem if str(spec) != "-" else checked.name
     target = args.output or Path("build") / f"{stem}.svg"
-    if target.suffix.lower() not in (".svg", ".html"):
-        _usage_error(f"{target}: the diagram is written as .svg or .html")
-    from cnnspec.artifact import stamp_xml, xml_state_of
+    kind = target.suffix.lower()
+    if kind not in (".svg", ".html", ".png"):
+        _usage_error(f"{target}: the diagram is written as .svg, .html or .png")
+    from cnnspec.artifact import png_state_of, stamp_png, stamp_xml, xml_state_of
 
     source_name = spec.name if str(spec) != "-" else "<stdin>"
     phases = [plan.phase.name for plan in checked.phases]
     if args.phase is not None and args.phase not in phases:
         _usage_error(f"{checked.name} has no phase {args.phase!r}; its phases: {', '.join(phases)}")
-    drawing = (
-        html(checked, args.phase)
-        if target.suffix.lower() == ".html"
-        else svg(checked, args.phase, args.depth)
-    )
-    text = stamp_xml(f"drawn by cnnspec graph from {source_name}", drawing)
-    outcome = _write_or_exit(target, text, args.force, xml_state_of)
+    drawing = html(checked, args.phase) if kind == ".html" else svg(checked, args.phase, args.depth)
+    first_line = f"drawn by cnnspec graph from {source_name}"
+    if kind == ".png":
+        from cnnspec.raster import RasterError, png_from_svg
+
+        try:
+            picture = png_from_svg(drawing)
+        except RasterError as error:
+            echo(f"cnnspec: error: cannot draw {target}: {error}", err=True)
+            raise Exit(1) from None
+        outcome = _write_or_exit(target, stamp_png(first_line, picture), args.force, png_state_of)
+    else:
+        text = stamp_xml(first_line, drawing)
+        outcome = _write_or_exit(target, text, args.force, xml_state_of)
     echo(f"{outcome} {target} ({len(checked.model.nodes)} layers)")
 
 
@@ -802,7 +811,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("graph", graph)
     sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
     sub.add_argument(
-        "--output", "-o", type=Path, help="OUT.svg or OUT.html (default: build/<spec>.svg)"
+        "--output",
+        "-o",
+        type=Path,
+        help="OUT.svg, OUT.html or OUT.png (a PNG needs Chromium; default: build/<spec>.svg)",
     )
     sub.add_argument(
         "--phase", metavar="NAME", help="shade what the phase freezes; trainable counts per block"

@@ -9,6 +9,8 @@ edge carries the shape it moves; blocks are labelled frames around their layers.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -21,6 +23,13 @@ BOX_W, BOX_H = 280, 56  # a layer's box: its name; kind and arguments; shape and
 GAP_Y, GAP_X = 40, 28  # between boxes down a chain, and between side-by-side branches
 SKIP = 22  # the lane an identity shortcut takes beside its body
 PAD = 10  # a block's frame around its layers
+STYLE = (
+    "text{font-family:ui-sans-serif,system-ui,sans-serif;font-size:12px;fill:#1d2433}"
+    ".name{font-weight:600}.detail{fill:#4a5468;font-size:11px}"
+    ".shape{fill:#6b7280;font-size:10px}.blocklabel{fill:#46507a;font-size:11px;"
+    "font-weight:600}.edge{fill:none;stroke:#8a94a6;stroke-width:1.3}"
+    ".skip{stroke-dasharray:4 3}"
+)
 
 
 @dataclass
@@ -59,149 +68,225 @@ def shown(graph: Graph, frozen: frozenset[str], depth: int | None = None) -> lis
     """The boxes to draw, in order: every layer, or with `depth`, every block nested deeper
     than `depth` collapsed into one box (a block that does not take one input and give one
     output in order, which a join can make, stays open)."""
-    boxes = [
-        Shown(
-            n.name,
-            n.kind,
-            n.inputs,
-            n.scope,
-            _label(n),
-            n.output_shape,
-            n.params,
-            n.name in frozen and n.params.total > 0,
-            (n.name,),
-            _details(n, frozen),
-        )
-        for n in graph.nodes
-    ]
+    boxes = [_layer_box(n, frozen) for n in graph.nodes]
     if depth is None:
         return boxes
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for index, node in enumerate(graph.nodes):
-        if len(node.scope) > depth:
-            groups.setdefault(node.scope[: depth + 1], []).append(index)
-    position = {node.name: index for index, node in enumerate(graph.nodes)}
-    consumers: dict[str, list[int]] = {}
-    for index, node in enumerate(graph.nodes):
-        for source in node.inputs:
-            consumers.setdefault(source, []).append(index)
+    scopes = dict.fromkeys(n.scope[: depth + 1] for n in graph.nodes if len(n.scope) > depth)
+    return collapsed_boxes(graph, boxes, [s for s in scopes if block_box(graph, s, frozen)], frozen)
+
+
+def collapsed_boxes(
+    graph: Graph, boxes: list[Shown], scopes: list[tuple[str, ...]], frozen: frozenset[str]
+) -> list[Shown]:
+    """`boxes` with the layers of each block in `scopes` (collapsible, none inside another)
+    replaced by the block's box, where its last layer was; inputs renamed to match."""
     renamed: dict[str, str] = {}
-    replaced: dict[int, Shown | None] = {}
-    for scope, indices in groups.items():
-        members = {graph.nodes[i].name for i in indices}
-        outside = [
-            n
-            for n in members
-            if any(graph.nodes[c].name not in members for c in consumers.get(n, []))
-            or n == graph.output
-        ]
-        last = max(indices)
-        inputs = list(
-            dict.fromkeys(
-                source for i in indices for source in graph.nodes[i].inputs if source not in members
-            )
-        )
-        later = all(c > last for n in outside for c in consumers.get(n, []) if c not in indices)
-        if len(outside) != 1 or len(inputs) != 1 or not later:
-            continue
-        name = ".".join(scope)
-        if name in position:
-            continue
-        params = Params()
-        for i in indices:
-            params = params + graph.nodes[i].params
-        out = graph.node(outside[0])
-        count = len(indices)
-        replaced.update({i: None for i in indices})
-        replaced[last] = Shown(
-            name,
-            "block",
-            tuple(inputs),
-            scope[:-1],
-            f"{count} layer{'s' * (count != 1)}",
-            out.output_shape,
-            params,
-            params.total > 0
-            and all(m in frozen for m in members if graph.nodes[position[m]].params.total),
-            tuple(graph.nodes[i].name for i in indices),
-            f"block {name}: {count} layers, {params.total:,} parameters "
-            f"({params.trainable:,} trainable); click to expand",
-        )
-        renamed.update({n: name for n in members})
+    last: dict[str, Shown] = {}
+    for scope in scopes:
+        box = block_box(graph, scope, frozen)
+        assert box is not None
+        renamed.update({member: box.name for member in box.members})
+        last[box.members[-1]] = box
     result = []
-    for index, box in enumerate(boxes):
-        if index in replaced:
-            if replaced[index] is None:
-                continue
-            box = replaced[index]  # type: ignore[assignment]
+    for box in boxes:
+        if box.name in renamed and box.name not in last:
+            continue
+        box = last.get(box.name, box)
         box.inputs = tuple(renamed.get(i, i) for i in box.inputs)
         result.append(box)
     return result
 
 
-def layout(graph: Graph, boxes: list[Shown]) -> Layout:
-    from cnnspec.importing.network import Layer, Network
-    from cnnspec.importing.structure import nest
+def block_box(graph: Graph, scope: tuple[str, ...], frozen: frozenset[str]) -> Shown | None:
+    """The block at `scope` as one box with its totals, or None when it cannot be one: it must
+    take one input and give one output, used only after its last layer."""
+    indices = [i for i, n in enumerate(graph.nodes) if n.scope[: len(scope)] == scope]
+    if not indices:
+        return None
+    members = {graph.nodes[i].name for i in indices}
+    position = {node.name: index for index, node in enumerate(graph.nodes)}
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.nodes):
+        for source in node.inputs:
+            consumers.setdefault(source, []).append(index)
+    outside = [
+        n
+        for n in members
+        if any(graph.nodes[c].name not in members for c in consumers.get(n, []))
+        or n == graph.output
+    ]
+    last = max(indices)
+    inputs = list(
+        dict.fromkeys(
+            source for i in indices for source in graph.nodes[i].inputs if source not in members
+        )
+    )
+    later = all(c > last for n in outside for c in consumers.get(n, []) if c not in indices)
+    name = ".".join(scope)
+    if len(outside) != 1 or len(inputs) != 1 or not later or name in position:
+        return None
+    params = Params()
+    for i in indices:
+        params = params + graph.nodes[i].params
+    out = graph.node(outside[0])
+    count = len(indices)
+    return Shown(
+        name,
+        "block",
+        tuple(inputs),
+        scope[:-1],
+        f"{count} layer{'s' * (count != 1)}",
+        out.output_shape,
+        params,
+        params.total > 0
+        and all(m in frozen for m in members if graph.nodes[position[m]].params.total),
+        tuple(graph.nodes[i].name for i in indices),
+        f"block {name}: {count} layers, {params.total:,} parameters "
+        f"({params.trainable:,} trainable); click to expand",
+    )
 
-    by_name = {box.name: box for box in boxes}
-    output = graph.output or graph.INPUT
-    output = next((b.name for b in boxes if output in b.members), output)
+
+def _layer_box(node: Node, frozen: frozenset[str]) -> Shown:
+    return Shown(
+        node.name,
+        node.kind,
+        node.inputs,
+        node.scope,
+        _label(node),
+        node.output_shape,
+        node.params,
+        node.name in frozen and node.params.total > 0,
+        (node.name,),
+        _details(node, frozen),
+    )
+
+
+@dataclass
+class Fork:
+    """A join or a residual as the drawing places it: its layer, its columns side by side (a
+    join's branches; a residual's body, then its shortcut), and the value an identity path
+    (an empty branch, a residual without a shortcut) starts from, drawn in a lane of its own."""
+
+    layer: str
+    columns: list[list[Any]]
+    skip: str | None = None
+
+
+def tree_of(graph: Graph) -> list[Any]:
+    """Every layer nested as the language nests them (cnnspec.importing.structure): a chain of
+    names and Forks."""
+    from cnnspec.importing.network import Layer, Network
+    from cnnspec.importing.structure import Join, Residual, end_of, nest
+
+    def converted(items: list[Any]) -> list[Any]:
+        result: list[Any] = []
+        for item in items:
+            if isinstance(item, Join):
+                empty = [i for i, branch in enumerate(item.branches) if not branch]
+                skip = item.layer.inputs[empty[0]] if empty else None
+                result.append(Fork(item.layer.name, [converted(b) for b in item.branches], skip))
+            elif isinstance(item, Residual):
+                skip = None
+                if item.shortcut is None:
+                    end = end_of(item.body, "")
+                    skip = next(i for i in item.layer.inputs if i != end)
+                columns = [converted(item.body), converted(item.shortcut or [])]
+                result.append(Fork(item.layer.name, columns, skip))
+            else:
+                result.append(item.name)
+        return result
+
     network = Network(
         graph.name,
         graph.input_shape or (1, 1, 1),
-        [Layer(b.name, b.kind, {}, b.inputs) for b in boxes],
-        output,
+        [Layer(n.name, n.kind, {}, n.inputs) for n in graph.nodes],
+        graph.output or graph.INPUT,
     )
+    return converted(nest(network))
+
+
+def collapsed(items: list[Any], owner: dict[str, str]) -> list[Any]:
+    """The tree with each collapsed block's layers (`owner`: layer -> its block) replaced by
+    the block's name, where they ran. ValueError when a block's layers are not one run of a
+    chain (the page keeps such a block open)."""
+    placed: set[str] = set()
+
+    def owner_of(item: Any) -> str | None:
+        if isinstance(item, Fork):
+            owners = {owner.get(item.layer)} | {
+                owner_of(inner) for column in item.columns for inner in column
+            }
+            return owners.pop() if len(owners) == 1 else None
+        return owner.get(item)
+
+    def walk(chain: list[Any]) -> list[Any]:
+        result: list[Any] = []
+        for item in chain:
+            block = owner_of(item)
+            if block is not None:
+                if result and result[-1] == block:
+                    continue
+                if block in placed:
+                    raise ValueError(f"block {block} is not one run of layers")
+                placed.add(block)
+                result.append(block)
+            elif isinstance(item, Fork):
+                if item.layer in owner:
+                    raise ValueError(f"block {owner[item.layer]} splits a join")
+                result.append(Fork(item.layer, [walk(c) for c in item.columns], item.skip))
+            elif item in owner:
+                raise ValueError(f"block {owner[item]} is not one run of layers")
+            else:
+                result.append(item)
+        return result
+
+    return walk(items)
+
+
+def layout(graph: Graph, boxes: list[Shown]) -> Layout:
+    by_name = {box.name: box for box in boxes}
+    owner = {m: b.name for b in boxes if b.kind == "block" for m in b.members}
+    tree = collapsed(tree_of(graph), owner)
     result = Layout()
     # Room under the input for the labels of the blocks that start the model.
     depth = max((len(b.scope) for b in boxes[:1]), default=0)
-    width, height = _place(nest(network), 0.0, BOX_H + GAP_Y + 14 * depth, by_name, result)
+    top = BOX_H + GAP_Y + 14 * depth
+    width, height = _place(tree, 0.0, top, by_name, result, lambda v: owner.get(v, v))
     result.width, result.height = max(width, BOX_W) + 2 * PAD, height + 2 * PAD
     return result
 
 
-def _place(items: list[Any], x: float, y: float, nodes: dict[str, Shown], out: Layout):
-    """Place a chain from (x, y) down; returns its (width, bottom)."""
-    from cnnspec.importing.structure import Join, Residual
-
+def _place(
+    items: list[Any],
+    x: float,
+    y: float,
+    nodes: dict[str, Shown],
+    out: Layout,
+    visible: Callable[[str], str],
+) -> tuple[float, float]:
+    """Place a chain from (x, y) down; returns its (width, bottom). The page's script places
+    the same way (`place` in _PAGE)."""
     width = BOX_W
     for item in items:
-        if isinstance(item, Join | Residual):
-            columns = item.branches if isinstance(item, Join) else [item.body, item.shortcut or []]
-            left = x
-            bottom = y
-            for column in columns:
+        if isinstance(item, Fork):
+            left, bottom = x, y
+            for column in item.columns:
                 if column:
-                    w, b = _place(column, left, y, nodes, out)
+                    w, b = _place(column, left, y, nodes, out, visible)
                     left += w + GAP_X
                     bottom = max(bottom, b)
-            empty = (
-                [i for i, branch in enumerate(item.branches) if not branch]
-                if isinstance(item, Join)
-                else ([1] if item.shortcut is None else [])
-            )
-            if empty:
+            if item.skip is not None:
                 # The identity path runs down a lane of its own, right of the branches.
-                source = item.layer.inputs[empty[0]] if isinstance(item, Join) else None
-                source = source or next(i for i in item.layer.inputs if i not in _ends(item))
-                out.skips.append((source, item.layer.name, left - GAP_X + SKIP))
+                out.skips.append((visible(item.skip), item.layer, left - GAP_X + SKIP))
                 left += SKIP
             width = max(width, left - x - GAP_X)
             y = bottom
-            node = item.layer
+            name = item.layer
         else:
-            node = item
-        out.boxes[node.name] = Box(nodes[node.name], x, y)
+            name = item
+        out.boxes[name] = Box(nodes[name], x, y)
         y += BOX_H + GAP_Y
     return width, y
-
-
-def _ends(item: Any) -> set[str]:
-    """The values a join's non-empty branches end in."""
-    from cnnspec.importing.structure import Join, end_of
-
-    branches = item.branches if isinstance(item, Join) else [item.body, item.shortcut or []]
-    return {end_of(branch, "") for branch in branches if branch}
 
 
 def _label(node: Node) -> str:
@@ -254,11 +339,9 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     plan = next((p for p in spec.phases if p.phase.name == phase), None) if phase else None
     frozen = plan.frozen if plan is not None else frozenset()
     boxes = shown(graph, frozen, depth)
-    from cnnspec.importing.network import ImportFailure
-
     try:
         placed = layout(graph, boxes)
-    except ImportFailure:  # a collapse that breaks the nesting: every layer, then
+    except ValueError:  # a collapse that breaks the nesting: every layer, then
         boxes = shown(graph, frozen)
         placed = layout(graph, boxes)
     shapes: dict[str, Any] = dict(graph.value_shapes()) if graph.input_shape else {}
@@ -297,7 +380,8 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
             trained = sum(b.node.params.trainable for b in members if not b.node.frozen)
             title += f"  ({trained:,} trainable in {plan.phase.name})"
         labels.append(
-            f'<text x="{left + 8:.0f}" y="{top + 12:.0f}" class="blocklabel">{escape(title)}</text>'
+            f'<text x="{left + 8:.0f}" y="{top + 12:.0f}" class="blocklabel" '
+            f'data-block="{escape(".".join(scope))}">{escape(title)}</text>'
         )
     parts += labels
     # Edges: down from the source, across in the gap above the target, down into it; each
@@ -334,33 +418,31 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     parts.append(_box(offset, offset, "input", f"{h}x{w}x{c}", "", "input"))
     for box in placed.boxes.values():
         node = box.node
-        shape = format_shape(node.shape) if node.shape else "?"
-        params = f"{node.params.total:,} params" if node.params.total else ""
         parts.append(
             _box(
                 offset + box.x,
                 offset + box.y,
                 node.name,
                 node.label,
-                f"{shape}  {params}",
+                _summary(node),
                 node.kind,
                 node.frozen,
                 node.details,
             )
         )
     width, height = placed.width + 40, placed.height + BOX_H
-    style = (
-        "text{font-family:ui-sans-serif,system-ui,sans-serif;font-size:12px;fill:#1d2433}"
-        ".name{font-weight:600}.detail{fill:#4a5468;font-size:11px}"
-        ".shape{fill:#6b7280;font-size:10px}.blocklabel{fill:#46507a;font-size:11px;"
-        "font-weight:600}.edge{fill:none;stroke:#8a94a6;stroke-width:1.3}"
-        ".skip{stroke-dasharray:4 3}"
-    )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}">'
-        f"<title>{escape(spec.name)}</title><style>{style}</style>" + "".join(parts) + "</svg>\n"
+        f"<title>{escape(spec.name)}</title><style>{STYLE}</style>" + "".join(parts) + "</svg>\n"
     )
+
+
+def _summary(node: Shown) -> str:
+    """A box's third line: its output shape and parameters."""
+    shape = format_shape(node.shape) if node.shape else "?"
+    params = f"{node.params.total:,} params" if node.params.total else ""
+    return f"{shape}  {params}"
 
 
 def _box(
@@ -387,132 +469,383 @@ def _box(
 
 
 def html(spec: Spec, phase: str | None = None) -> str:
-    """One self-contained page that works offline: the diagram at every depth (all layers,
-    then each level of blocks collapsed), drag to pan, wheel to zoom, hover for a layer's
-    details; clicking a collapsed block opens the next level, clicking a block's label closes
-    its level."""
-    deepest = max((len(node.scope) for node in spec.model.nodes), default=0)
-    views = [("every layer", svg(spec, phase, None))]
-    views += [(f"blocks {depth} deep", svg(spec, phase, depth)) for depth in range(deepest)]
-    buttons = "".join(
-        f'<button data-view="{index}">{escape(title)}</button>'
-        for index, (title, _) in enumerate(views)
+    """One self-contained page that works offline: the network's layers, blocks and nesting as
+    data, drawn by the page's script exactly as `svg` draws (the same placement, ported), so
+    that each block collapses and expands on its own: click a block's label to collapse it,
+    a collapsed block to expand it; buttons collapse every block deeper than a level. Drag to
+    pan, the wheel zooms around the pointer, hover shows a layer's details; the URL's
+    `#depth=N` or `#collapsed=a,b.c` opens a view."""
+    graph = spec.model
+    plan = next((p for p in spec.phases if p.phase.name == phase), None) if phase else None
+    frozen = plan.frozen if plan is not None else frozenset()
+    scopes = dict.fromkeys(
+        n.scope[:depth] for n in graph.nodes for depth in range(1, len(n.scope) + 1)
     )
-    panes = "".join(
-        f'<div class="view" data-view="{index}" data-depth="{index - 1}"'
-        f"{' hidden' if index else ''}>{drawing}</div>"
-        for index, (_, drawing) in enumerate(views)
-    )
-    totals = spec.model.params
+    blocks = {}
+    for scope in scopes:
+        box = block_box(graph, scope, frozen)
+        blocks[".".join(scope)] = _box_data(box) if box else {"collapsible": False}
+    h, w, c = graph.input_shape or (0, 0, 0)
+    data = {
+        "name": spec.name,
+        "input": f"{h}x{w}x{c}",
+        "inputShape": format_shape(graph.input_shape) if graph.input_shape else None,
+        "layers": {n.name: _box_data(_layer_box(n, frozen)) for n in graph.nodes},
+        "blocks": blocks,
+        "order": [n.name for n in graph.nodes],
+        "tree": _tree_data(tree_of(graph)),
+        "phase": plan.phase.name if plan is not None else None,
+        "deepest": max((len(n.scope) for n in graph.nodes), default=0),
+        "style": STYLE,
+        "sizes": {
+            "BOX_W": BOX_W,
+            "BOX_H": BOX_H,
+            "GAP_X": GAP_X,
+            "GAP_Y": GAP_Y,
+            "SKIP": SKIP,
+            "PAD": PAD,
+        },
+    }
+    totals = graph.params
     caption = (
-        f"{escape(spec.name)}: {len(spec.model.nodes)} layers, {totals.total:,} parameters "
+        f"{escape(spec.name)}: {len(graph.nodes)} layers, {totals.total:,} parameters "
         f"({totals.trainable:,} trainable)" + (f", phase {escape(phase)}" if phase else "")
     )
+    # Inside <script>, only "</" could end the element early.
+    network = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (
         _PAGE.replace("{title}", escape(spec.name))
         .replace("{caption}", caption)
-        .replace("{buttons}", buttons)
-        .replace("{panes}", panes)
+        .replace("{network}", network)
     )
+
+
+def _box_data(box: Shown) -> dict[str, Any]:
+    """What the page needs to draw a box, with the texts `svg` writes."""
+    return {
+        "collapsible": box.kind == "block",
+        "kind": box.kind,
+        "inputs": list(box.inputs),
+        "scope": list(box.scope),
+        "label": box.label,
+        "summary": _summary(box),
+        "shape": format_shape(box.shape) if box.shape else None,
+        "frozen": box.frozen,
+        "trainable": box.params.trainable,
+        "details": box.details,
+    }
+
+
+def _tree_data(items: list[Any]) -> list[Any]:
+    return [
+        {
+            "fork": item.layer,
+            "columns": [_tree_data(column) for column in item.columns],
+            "skip": item.skip,
+        }
+        if isinstance(item, Fork)
+        else item
+        for item in items
+    ]
 
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body{margin:0;font-family:ui-sans-serif,system-ui,sans-serif;color:#1d2433}
+body{margin:0;font-family:ui-sans-serif,system-ui,sans-serif;color:#1d2433;background:#fff}
 header{padding:8px 12px;border-bottom:1px solid #d5dae6;display:flex;gap:8px;
 align-items:center;flex-wrap:wrap}
 header span{margin-right:12px;font-weight:600}
 button{border:1px solid #9aa7c7;background:#f4f6fb;border-radius:4px;padding:3px 8px}
 button.on{background:#46507a;color:#fff}
-.view{position:absolute;top:48px;left:0;right:0;bottom:0;overflow:hidden;cursor:grab}
-.view svg{width:100%;height:100%}
-g.layer[data-kind=block]{cursor:pointer}
-text.blocklabel{cursor:pointer}
+#view{position:absolute;top:48px;left:0;right:0;bottom:0;overflow:hidden;cursor:grab}
+#view svg{width:100%;height:100%}
+g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
 </style></head><body>
-<header><span>{caption}</span>{buttons}<button id="fit">fit</button></header>
-{panes}
+<header><span>{caption}</span><span id="presets"></span><button id="fit">fit</button></header>
+<div id="view"></div>
+<script type="application/json" id="network">{network}</script>
 <script>
 (() => {
-  const views = [...document.querySelectorAll(".view")];
-  const boxes = new Map();
-  for (const view of views) {
-    const svg = view.querySelector("svg");
-    const [x, y, w, h] = svg.getAttribute("viewBox").split(" ").map(Number);
-    boxes.set(view, {x, y, w, h, full: {x, y, w, h}});
-    svg.removeAttribute("width");
-    svg.removeAttribute("height");
-    svg.setAttribute("preserveAspectRatio", "xMinYMin meet");
-  }
-  const apply = (view) => {
-    const b = boxes.get(view);
-    view.querySelector("svg").setAttribute("viewBox", `${b.x} ${b.y} ${b.w} ${b.h}`);
-  };
-  const show = (index) => {
-    views.forEach((v, i) => (v.hidden = i !== index));
-    const view = views[index];
-    const b = boxes.get(view);
-    if (!b.shown) {
-      // Opened at full size from the top, as a page reads; "fit" shows it whole.
-      const svg = view.querySelector("svg");
-      Object.assign(b, {x: 0, y: 0, w: svg.clientWidth || b.w, h: svg.clientHeight || b.h});
-      b.shown = true;
-      apply(view);
+  const data = JSON.parse(document.getElementById("network").textContent);
+  const S = data.sizes;
+  const view = document.getElementById("view");
+  const esc = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;")
+    .replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#x27;");
+  const f = (value) => value.toFixed(0);
+
+  // The blocks drawn as one box each; the outermost collapsed block owns a layer.
+  let collapsed = new Set();
+  const ownerOf = (name) => {
+    const scope = data.layers[name].scope;
+    for (let depth = 1; depth <= scope.length; depth++) {
+      const block = scope.slice(0, depth).join(".");
+      if (collapsed.has(block)) return block;
     }
-    document.querySelectorAll("header button[data-view]").forEach((b, i) =>
-      b.classList.toggle("on", i === index));
+    return null;
   };
-  document.querySelectorAll("header button[data-view]").forEach((button) =>
-    button.addEventListener("click", () => show(Number(button.dataset.view))));
-  document.getElementById("fit").addEventListener("click", () => {
-    for (const view of views) {
-      Object.assign(boxes.get(view), boxes.get(view).full);
-      apply(view);
-    }
-  });
-  for (const view of views) {
-    const svg = view.querySelector("svg");
-    let drag = null;
-    view.addEventListener("pointerdown", (e) => {
-      drag = {x: e.clientX, y: e.clientY};
-      view.setPointerCapture(e.pointerId);
-    });
-    view.addEventListener("pointermove", (e) => {
-      if (!drag) return;
-      const b = boxes.get(view);
-      const scale = b.w / svg.clientWidth;
-      b.x -= (e.clientX - drag.x) * scale;
-      b.y -= (e.clientY - drag.y) * scale;
-      drag = {x: e.clientX, y: e.clientY};
-      apply(view);
-    });
-    view.addEventListener("pointerup", () => (drag = null));
-    view.addEventListener("wheel", (e) => {
-      e.preventDefault();
-      const b = boxes.get(view);
-      const factor = e.deltaY > 0 ? 1.15 : 1 / 1.15;
-      const rect = svg.getBoundingClientRect();
-      const px = b.x + ((e.clientX - rect.left) / rect.width) * b.w;
-      const py = b.y + ((e.clientY - rect.top) / rect.height) * b.h;
-      b.x = px - (px - b.x) * factor;
-      b.y = py - (py - b.y) * factor;
-      b.w *= factor;
-      b.h *= factor;
-      apply(view);
-    }, {passive: false});
-    // A collapsed block opens one level deeper; a block's label closes the level it is on.
-    svg.addEventListener("click", (e) => {
-      const block = e.target.closest("g.layer[data-kind=block]");
-      const depth = Number(view.dataset.depth);
-      if (block) {
-        show(depth + 2 < views.length ? depth + 2 : 0);
-      } else if (e.target.classList.contains("blocklabel")) {
-        const level = e.target.textContent.split("  ")[0].split(".").length - 1;
-        show(level + 1);
+
+  // As diagram.collapsed: each collapsed block's run of items becomes the block's name.
+  const collapse = (items, owner) => {
+    const placed = new Set();
+    const itemOwner = (item) => {
+      if (typeof item === "string") return owner[item] ?? null;
+      const owners = new Set([owner[item.fork] ?? null]);
+      for (const column of item.columns) for (const inner of column) owners.add(itemOwner(inner));
+      return owners.size === 1 ? [...owners][0] : null;
+    };
+    const walk = (chain) => {
+      const result = [];
+      for (const item of chain) {
+        const block = itemOwner(item);
+        if (block !== null) {
+          if (result.length && result[result.length - 1] === block) continue;
+          if (placed.has(block)) throw new Error(block);
+          placed.add(block);
+          result.push(block);
+        } else if (typeof item !== "string") {
+          if (item.fork in owner) throw new Error(owner[item.fork]);
+          result.push({fork: item.fork, columns: item.columns.map(walk), skip: item.skip});
+        } else if (item in owner) {
+          throw new Error(owner[item]);
+        } else {
+          result.push(item);
+        }
       }
-    });
+      return result;
+    };
+    return walk(items);
+  };
+
+  // As diagram._place: a chain from (x, y) down; returns its [width, bottom].
+  const place = (items, x, y, out, visible) => {
+    let width = S.BOX_W;
+    for (const item of items) {
+      let name = item;
+      if (typeof item !== "string") {
+        let left = x, bottom = y;
+        for (const column of item.columns) {
+          if (column.length) {
+            const [w, b] = place(column, left, y, out, visible);
+            left += w + S.GAP_X;
+            bottom = Math.max(bottom, b);
+          }
+        }
+        if (item.skip !== null) {
+          out.skips.push([visible(item.skip), item.fork, left - S.GAP_X + S.SKIP]);
+          left += S.SKIP;
+        }
+        width = Math.max(width, left - x - S.GAP_X);
+        y = bottom;
+        name = item.fork;
+      }
+      out.boxes.set(name, {x, y});
+      y += S.BOX_H + S.GAP_Y;
+    }
+    return [width, y];
+  };
+
+  const box = (x, y, name, info) => {
+    const fill = info.frozen ? "#d9dde6" : "#ffffff";
+    const state = info.frozen ? ' data-frozen="true"' : "";
+    const hover = info.details ? `<title>${esc(info.details)}</title>` : "";
+    return `<g class="layer" data-layer="${esc(name)}" data-kind="${esc(info.kind)}"${state}>` +
+      `${hover}<rect x="${f(x)}" y="${f(y)}" width="${S.BOX_W}" height="${S.BOX_H}" rx="5" ` +
+      `fill="${fill}" stroke="#5b6b8c"/>` +
+      `<text class="name" x="${f(x + 8)}" y="${f(y + 16)}">${esc(name)}</text>` +
+      `<text class="detail" x="${f(x + 8)}" y="${f(y + 32)}">${esc(info.label)}</text>` +
+      `<text class="detail" x="${f(x + 8)}" y="${f(y + 48)}">${esc(info.summary)}</text></g>`;
+  };
+
+  // As diagram.svg, for the blocks in `collapsed`.
+  const drawing = () => {
+    const owner = {};
+    for (const name of data.order) {
+      const block = ownerOf(name);
+      if (block !== null) owner[name] = block;
+    }
+    const tree = collapse(data.tree, owner);
+    const visible = (value) => owner[value] ?? value;
+    const info = (name) => (name in data.layers && !(name in owner) ? data.layers[name]
+      : data.blocks[name]);
+    const first = visible(data.order[0]);
+    const depth = info(first).scope.length;
+    const placed = {boxes: new Map(), skips: []};
+    const [w, h] = place(tree, 0, S.BOX_H + S.GAP_Y + 14 * depth, placed, visible);
+    const width = Math.max(w, S.BOX_W) + 2 * S.PAD + 40;
+    const height = h + 2 * S.PAD + S.BOX_H;
+    const offset = S.PAD;
+    const center = (name) => {
+      if (name === "input") return [offset + S.BOX_W / 2, offset + S.BOX_H / 2, offset + S.BOX_H];
+      const b = placed.boxes.get(name);
+      return [offset + b.x + S.BOX_W / 2, offset + b.y, offset + b.y + S.BOX_H];
+    };
+    const parts = [];
+    const frames = new Map();
+    for (const [name, at] of placed.boxes) {
+      const scope = info(name).scope;
+      for (let d = 1; d <= scope.length; d++) {
+        const key = scope.slice(0, d).join(".");
+        if (!frames.has(key)) frames.set(key, {scope: scope.slice(0, d), members: []});
+        frames.get(key).members.push({name, at, scope});
+      }
+    }
+    const labels = [];
+    const ordered = [...frames.values()].sort((a, b) => a.scope.length - b.scope.length);
+    for (const {scope, members} of ordered) {
+      const inset = (S.PAD * (scope.length - 1)) / 2;
+      const inner = Math.max(...members.map((m) => m.scope.length)) - scope.length;
+      const left = Math.min(...members.map((m) => m.at.x)) + offset - S.PAD + inset;
+      const top = Math.min(...members.map((m) => m.at.y)) + offset - S.PAD - 14 - 14 * inner + inset;
+      const right = Math.max(...members.map((m) => m.at.x)) + offset + S.BOX_W + S.PAD - inset;
+      const bottom = Math.max(...members.map((m) => m.at.y)) + offset + S.BOX_H + S.PAD - inset;
+      const key = scope.join(".");
+      parts.push(`<g class="block" data-block="${esc(key)}"><rect x="${f(left)}" ` +
+        `y="${f(top)}" width="${f(right - left)}" height="${f(bottom - top)}" rx="8" ` +
+        `fill="#f4f6fb" stroke="#9aa7c7"/></g>`);
+      let title = key;
+      if (data.phase !== null) {
+        const trained = members.reduce((sum, m) => sum + (info(m.name).frozen ? 0
+          : info(m.name).trainable), 0);
+        title += `  (${trained.toLocaleString("en-US")} trainable in ${data.phase})`;
+      }
+      const can = data.blocks[key].collapsible ? " collapsible" : "";
+      labels.push(`<text x="${f(left + 8)}" y="${f(top + 12)}" class="blocklabel${can}" ` +
+        `data-block="${esc(key)}">${esc(title)}</text>`);
+    }
+    parts.push(...labels);
+    const labelled = new Set();
+    const skipped = new Set(placed.skips.map(([source, join]) => `${source}\u0000${join}`));
+    for (const name of placed.boxes.keys()) {
+      for (const input of info(name).inputs) {
+        const source = visible(input);
+        if (skipped.has(`${source}\u0000${name}`)) continue;
+        const [x1, , y1] = center(source);
+        const [x2, y2] = center(name);
+        const turn = y2 - S.GAP_Y / 2;
+        parts.push(`<path class="edge" d="M${f(x1)},${f(y1)} L${f(x1)},${f(turn)} ` +
+          `L${f(x2)},${f(turn)} L${f(x2)},${f(y2)}"/>`);
+        const shape = source === "input" ? data.inputShape : info(source).shape;
+        if (shape !== null && !labelled.has(source)) {
+          labelled.add(source);
+          parts.push(`<text class="shape" x="${f(x1 + 6)}" y="${f(y1 + 12)}">${esc(shape)}</text>`);
+        }
+      }
+    }
+    for (const [source, join, lane] of placed.skips) {
+      const [x1, , y1] = center(source);
+      const [x2, y2] = center(join);
+      const x = offset + lane;
+      parts.push(`<path class="edge skip" d="M${f(x1)},${f(y1)} L${f(x)},${f(y1 + 10)} ` +
+        `L${f(x)},${f(y2 - 10)} L${f(x2)},${f(y2)}"/>`);
+    }
+    parts.push(box(offset, offset, "input",
+      {kind: "input", label: data.input, summary: "", frozen: false, details: ""}));
+    for (const [name, at] of placed.boxes) parts.push(box(offset + at.x, offset + at.y, name, info(name)));
+    return {width, height, svg: `<svg xmlns="http://www.w3.org/2000/svg" data-width="${f(width)}" ` +
+      `data-height="${f(height)}" viewBox="0 0 ${f(width)} ${f(height)}" ` +
+      `preserveAspectRatio="xMinYMin meet"><title>${esc(data.name)}</title>` +
+      `<style>${data.style}</style>${parts.join("")}</svg>`};
+  };
+
+  // What is on screen: the region of the drawing the view shows (pan and zoom keep it).
+  let region = null;
+  let full = null;
+  const apply = () => view.querySelector("svg").setAttribute("viewBox",
+    `${region.x} ${region.y} ${region.w} ${region.h}`);
+  const presets = [["every layer", () => new Set()]];
+  for (let depth = 0; depth < data.deepest; depth++) {
+    presets.push([`blocks ${depth} deep`, () => new Set(Object.keys(data.blocks).filter(
+      (name) => name.split(".").length === depth + 1 && data.blocks[name].collapsible))]);
   }
-  show(0);
+  const same = (a, b) => a.size === b.size && [...a].every((name) => b.has(name));
+  const render = () => {
+    let drawn;
+    for (;;) {
+      try {
+        drawn = drawing();
+        break;
+      } catch (error) {  // a block that is not one run of layers stays open
+        collapsed.delete(error.message);
+      }
+    }
+    view.innerHTML = drawn.svg;
+    full = {x: 0, y: 0, w: drawn.width, h: drawn.height};
+    if (region === null) {
+      // Opened at full size from the top, as a page reads; "fit" shows it whole.
+      region = {x: 0, y: 0, w: view.clientWidth || drawn.width, h: view.clientHeight || drawn.height};
+    }
+    apply();
+    document.querySelectorAll("#presets button").forEach((button, index) =>
+      button.classList.toggle("on", same(presets[index][1](), collapsed)));
+    const hash = collapsed.size ? `#collapsed=${[...collapsed].sort().join(",")}` : "";
+    if (location.hash !== hash) history.replaceState(null, "", hash || location.pathname);
+  };
+  const buttons = document.getElementById("presets");
+  presets.forEach(([title, blocks]) => {
+    const button = document.createElement("button");
+    button.textContent = title;
+    button.addEventListener("click", () => {
+      collapsed = blocks();
+      render();
+    });
+    buttons.appendChild(button);
+  });
+  document.getElementById("fit").addEventListener("click", () => {
+    region = {...full};
+    apply();
+  });
+  let drag = null;
+  view.addEventListener("pointerdown", (e) => {
+    drag = {x: e.clientX, y: e.clientY, moved: false};
+  });
+  view.addEventListener("pointermove", (e) => {
+    if (!drag || (e.buttons & 1) === 0) return;
+    const scale = region.w / view.clientWidth;
+    if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) > 2) drag.moved = true;
+    region.x -= (e.clientX - drag.x) * scale;
+    region.y -= (e.clientY - drag.y) * scale;
+    drag = {x: e.clientX, y: e.clientY, moved: drag.moved};
+    apply();
+  });
+  view.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const factor = e.deltaY > 0 ? 1.15 : 1 / 1.15;
+    const rect = view.querySelector("svg").getBoundingClientRect();
+    const scale = Math.max(region.w / rect.width, region.h / rect.height);
+    const px = region.x + (e.clientX - rect.left) * scale;
+    const py = region.y + (e.clientY - rect.top) * scale;
+    region.x = px - (px - region.x) * factor;
+    region.y = py - (py - region.y) * factor;
+    region.w *= factor;
+    region.h *= factor;
+    apply();
+  }, {passive: false});
+  // A collapsed block expands; a block's label collapses it (not at the end of a drag).
+  view.addEventListener("click", (e) => {
+    if (drag && drag.moved) return;
+    const block = e.target.closest("g.layer[data-kind=block]");
+    const label = e.target.closest("text.blocklabel.collapsible");
+    if (block) {
+      collapsed.delete(block.dataset.layer);
+    } else if (label) {
+      const name = label.dataset.block;
+      collapsed = new Set([...collapsed].filter((other) => !other.startsWith(`${name}.`)));
+      collapsed.add(name);
+    } else {
+      return;
+    }
+    render();
+  });
+  const asked = decodeURIComponent(location.hash.slice(1));
+  if (asked.startsWith("depth=")) {
+    const preset = presets[Number(asked.slice(6)) + 1];
+    if (preset) collapsed = preset[1]();
+  } else if (asked.startsWith("collapsed=")) {
+    collapsed = new Set(asked.slice(10).split(",").filter((name) =>
+      data.blocks[name] && data.blocks[name].collapsible));
+  }
+  render();
 })();
 </script></body></html>
 """

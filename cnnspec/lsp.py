@@ -29,6 +29,10 @@ from cnnspec.diagnostics import Severity
 from cnnspec.source import Source, Span
 
 DEBOUNCE_SECONDS = 0.15
+# A request of cnnspec's own: {"uri": ...} -> {"html": the page `cnnspec graph -o OUT.html`
+# writes, for the document's current text} or {"error": why there is none}. The VS Code
+# extension shows the page in a webview ("cnnspec: Show Network Diagram").
+DIAGRAM_REQUEST = "cnnspec/diagram"
 
 
 class Lines:
@@ -259,6 +263,19 @@ def build_server(debounce: float = DEBOUNCE_SECONDS) -> CnnspecServer:
     ) -> list[types.DocumentSymbol]:
         result = ls.analysis(params.text_document.uri)
         return [_document_symbol(s, result.lines) for s in editor.outline(result.compilation)]
+
+    @server.feature(DIAGRAM_REQUEST)
+    @_safe({"error": "internal error: see the cnnspec output channel"})
+    def diagram(ls: CnnspecServer, params: Any) -> dict[str, str]:
+        from cnnspec.diagram import html
+
+        uri = params["uri"] if isinstance(params, dict) else params.uri
+        compilation = ls.analysis(uri).compilation
+        errors = compilation.diagnostics.errors
+        if compilation.spec is None or errors:
+            which = "1 error: fix it" if len(errors) == 1 else f"{len(errors)} errors: fix them"
+            return {"error": f"the spec has {which} to see its network"}
+        return {"html": html(compilation.spec)}
 
     return server
 

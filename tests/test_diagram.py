@@ -106,60 +106,257 @@ def test_a_phase_shades_what_it_freezes_and_counts_what_it_trains() -> None:
     assert block5 > 0
 
 
-def test_the_html_page_holds_every_depth_and_works_offline() -> None:
-    from cnnspec.diagram import html
+def test_the_html_page_holds_the_network_as_data_and_works_offline() -> None:
+    import json
+
+    from cnnspec.diagram import block_box, html
 
     spec = compile_file(ROOT / "specs" / "resnet50_transfer.cnn").spec
     page = html(spec)
-    assert page.count("<svg ") == 4  # every layer, then blocks 0, 1 and 2 deep
     assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
-    for node in spec.model.nodes:
-        assert f'data-layer="{node.name}"' in page
+    opening = '<script type="application/json" id="network">'
+    start = page.index(opening) + len(opening)
+    data = json.loads(page[start : page.index("</script>", start)])
+    assert data["order"] == [node.name for node in spec.model.nodes]
+    assert set(data["layers"]) == set(data["order"])
+    scopes = {node.scope[:d] for node in spec.model.nodes for d in range(1, len(node.scope) + 1)}
+    assert set(data["blocks"]) == {".".join(scope) for scope in scopes}
+    for scope in scopes:  # a block collapses in the page exactly when `--depth` can collapse it
+        expected = block_box(spec.model, scope, frozenset()) is not None
+        assert data["blocks"][".".join(scope)]["collapsible"] is expected
+    assert data["blocks"]["backbone.conv2"]["label"] == "32 layers"
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1000,700",
+]
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no Chromium here (apt-get install chromium)"
+)
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium here (apt-get install chromium)")
-def test_the_html_page_runs_in_a_real_browser(tmp_path: Path) -> None:
-    """Headless Chromium loads the page and runs its script: the first view shows, the others
-    wait, every layer is in the DOM, and the view starts at full size from the top."""
+def browser(tmp_path: Path, *args: str) -> str:
     import subprocess
 
-    page = tmp_path / "diagram.html"
-    with pytest.raises(SystemExit) as exit:
-        main(["graph", str(ROOT / "specs" / "inception_digits.cnn"), "-o", str(page)])
-    assert exit.value.code == 0
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1000,700",
-    ]
-    dom = subprocess.run(
-        [str(CHROMIUM), *flags, "--dump-dom", page.as_uri()],
+    return subprocess.run(
+        [str(CHROMIUM), *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     ).stdout
-    document = dom.replace('hidden=""', "hidden")
-    assert '<div class="view" data-view="0" data-depth="-1">' in document
-    assert '<div class="view" data-view="1" data-depth="0" hidden>' in document
-    assert 'class="on"' in document and 'preserveAspectRatio="xMinYMin meet"' in document
-    spec = compile_file(ROOT / "specs" / "inception_digits.cnn").spec
-    assert all(f'data-layer="{node.name}"' in document for node in spec.model.nodes)
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [str(CHROMIUM), *flags, f"--screenshot={shot}", page.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
+
+
+def drawn(text: str) -> tuple[object, ...]:
+    """What a drawing shows: each layer box's place, each block frame, every edge, every shape
+    label and block label, and the drawing's size (from the page's data-width/height or the
+    SVG's viewBox); as a browser's DOM or the SVG's source writes them."""
+    import re
+
+    start = text.find('<div id="view">')
+    svg_text = text[start : text.index("</svg>", start)] if start >= 0 else text
+    size = re.search(r'data-width="(\d+)" data-height="(\d+)"', svg_text) or re.search(
+        r'viewBox="0 0 (\d+) (\d+)"', svg_text
     )
+    return (
+        dict(
+            re.findall(
+                r'<g class="layer" data-layer="([^"]+)"[^>]*>(?:<title>[^<]*</title>)?'
+                r'<rect x="(\d+" y="\d+)"',
+                svg_text,
+            )
+        ),
+        dict(re.findall(r'<g class="block" data-block="([^"]+)"><rect (x=[^>]*?)/?>', svg_text)),
+        sorted(re.findall(r'<path class="edge[^"]*" d="([^"]+)"', svg_text)),
+        sorted(re.findall(r'<text class="shape" x="(\d+)" y="(\d+)">([^<]*)<', svg_text)),
+        sorted(re.findall(r'class="blocklabel[^"]*" data-block="[^"]*">([^<]*)<', svg_text)),
+        size.groups() if size else None,
+    )
+
+
+@needs_chromium
+@pytest.mark.parametrize(
+    ("name", "phase"), [("inception_digits", None), ("resnet50_transfer", "finetune")]
+)
+def test_the_page_draws_what_the_svg_draws_at_every_depth(
+    name: str, phase: str | None, tmp_path: Path
+) -> None:
+    """The page's script places and draws as diagram.svg does (it is a port): in headless
+    Chromium, every box, frame, edge, label and the size equal the SVG's, with every layer
+    and with each level of blocks collapsed."""
+    from cnnspec.diagram import html
+
+    spec = compile_file(ROOT / "specs" / f"{name}.cnn").spec
+    page = tmp_path / "page.html"
+    page.write_text(html(spec, phase), encoding="utf-8")
+    deepest = max(len(node.scope) for node in spec.model.nodes)
+    for depth in [None, *range(deepest)]:
+        dom = browser(
+            tmp_path, "--dump-dom", page.as_uri() + ("" if depth is None else f"#depth={depth}")
+        )
+        assert drawn(dom) == drawn(svg(spec, phase, depth)), depth
+
+
+CLICKS = """
+<script>
+  const count = () => document.querySelectorAll("g.layer[data-kind=block]").length;
+  const click = (element) => element.dispatchEvent(new MouseEvent("click", {bubbles: true}));
+  const seen = [count()];
+  click(document.querySelector('text.blocklabel.collapsible[data-block="mixed0.b3x3"]'));
+  seen.push(count(), location.hash);
+  click(document.querySelector('text.blocklabel.collapsible[data-block="mixed0"]'));
+  seen.push(count(), location.hash, document.querySelectorAll("g.layer").length);
+  click(document.querySelector('g.layer[data-layer="mixed0"]'));
+  seen.push(count(), location.hash);
+  document.body.dataset.seen = JSON.stringify(seen);
+</script>
+</body>"""
+
+
+@needs_chromium
+def test_each_block_collapses_and_expands_on_its_own(tmp_path: Path) -> None:
+    """Clicks in headless Chromium: a block's label collapses that block alone into one box
+    (the URL says so); collapsing the block around it takes it in; clicking the collapsed
+    block expands it with the blocks inside it open."""
+    import html as markup
+    import json
+    import re
+
+    with pytest.raises(SystemExit) as exit:
+        main(
+            ["graph", str(ROOT / "specs" / "inception_digits.cnn"), "-o", str(tmp_path / "p.html")]
+        )
+    assert exit.value.code == 0
+    page = tmp_path / "clicked.html"
+    page.write_text((tmp_path / "p.html").read_text().replace("</body>", CLICKS), encoding="utf-8")
+    dom = browser(tmp_path, "--dump-dom", page.as_uri())
+    seen = json.loads(markup.unescape(re.search(r'data-seen="([^"]*)"', dom).group(1)))
+    spec = compile_file(ROOT / "specs" / "inception_digits.cnn").spec
+    outside = sum(1 for node in spec.model.nodes if node.scope[:1] != ("mixed0",))
+    assert seen == [
+        0,
+        1,
+        "#collapsed=mixed0.b3x3",
+        1,
+        "#collapsed=mixed0",
+        outside + 2,  # the layers outside mixed0, mixed0's box and the input
+        0,
+        "",
+    ]
+
+
+@needs_chromium
+def test_the_html_page_runs_in_a_real_browser(tmp_path: Path) -> None:
+    """Headless Chromium loads the page: the first view is every layer, each in the DOM, and
+    the screenshot is a picture, not a blank page."""
+    page = tmp_path / "diagram.html"
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", str(ROOT / "specs" / "inception_digits.cnn"), "-o", str(page)])
+    assert exit.value.code == 0
+    dom = browser(tmp_path, "--dump-dom", page.as_uri())
+    assert '<button class="on">every layer</button>' in dom
+    assert 'preserveAspectRatio="xMinYMin meet"' in dom
+    spec = compile_file(ROOT / "specs" / "inception_digits.cnn").spec
+    assert all(f'data-layer="{node.name}"' in dom for node in spec.model.nodes)
+    shot = tmp_path / "shot.png"
+    browser(tmp_path, f"--screenshot={shot}", page.as_uri())
     assert shot.stat().st_size > 10_000  # a picture, not a blank page
+
+
+def test_png_needs_a_browser_and_says_so_in_one_line(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CNNSPEC_BROWSER", str(tmp_path / "no-such-browser"))
+    target = tmp_path / "digits.png"
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", str(ROOT / "specs" / "digits.cnn"), "-o", str(target)])
+    assert exit.value.code == 1 and not target.exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"cnnspec: error: cannot draw {target}: a PNG is drawn by a headless")
+
+
+def tiny_png(pixel: bytes) -> bytes:
+    """A 1x1 RGB PNG, written by hand."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        data = kind + body
+        return len(body).to_bytes(4, "big") + data + zlib.crc32(data).to_bytes(4, "big")
+
+    header = (1).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" + pixel))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_carries_its_stamp_and_an_edit_is_seen(tmp_path: Path) -> None:
+    from cnnspec.artifact import State, png_state_of, stamp_png
+
+    path = tmp_path / "d.png"
+    assert png_state_of(path) is State.absent
+    path.write_bytes(tiny_png(b"\x10\x20\x30"))
+    assert png_state_of(path) is State.foreign  # a PNG cnnspec did not draw
+    stamped = stamp_png("drawn by cnnspec graph from digits.cnn", tiny_png(b"\x10\x20\x30"))
+    path.write_bytes(stamped)
+    assert png_state_of(path) is State.generated
+    assert stamp_png("drawn by cnnspec graph from digits.cnn", stamped) == stamped
+    other = stamp_png("drawn by cnnspec graph from digits.cnn", tiny_png(b"\x99\x20\x30"))
+    # An editor that keeps the text chunk but changes the pixels, or adds bytes at the end.
+    start = stamped.index(b"IDAT") - 4
+    path.write_bytes(stamped[:start] + other[other.index(b"IDAT") - 4 :])
+    assert png_state_of(path) is State.edited
+    path.write_bytes(stamped + b"\n")
+    assert png_state_of(path) is State.edited
+    path.write_bytes(b"GIF89a")
+    assert png_state_of(path) is State.foreign
+
+
+@needs_chromium
+def test_png_is_the_svg_drawn_by_chromium(tmp_path: Path, capsys) -> None:
+    import re
+    import struct
+
+    from cnnspec.artifact import State, png_state_of
+
+    target = tmp_path / "digits.png"
+    spec = str(ROOT / "specs" / "digits.cnn")
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", spec, "-o", str(target)])
+    assert exit.value.code == 0
+    data = target.read_bytes()
+    drawn = svg(compile_file(ROOT / "specs" / "digits.cnn").spec)
+    width, height = (int(v) for v in re.search(r'width="(\d+)" height="(\d+)"', drawn).groups())
+    assert struct.unpack(">II", data[16:24]) == (2 * width, 2 * height)  # twice, to stay sharp
+    assert png_state_of(target) is State.generated
+    import zlib
+
+    # Not a blank page: boxes, frames and text darken a share of the pixels.
+    pixels = zlib.decompress(b"".join(_idat(data)))
+    assert sum(byte != 0xFF for byte in pixels) > 0.02 * len(pixels)
+    target.write_bytes(data + b"edited")
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", spec, "-o", str(target)])
+    assert exit.value.code == 1 and target.read_bytes() == data + b"edited"
+    assert "was edited after cnnspec generated it" in capsys.readouterr().err
+
+
+def _idat(data: bytes) -> list[bytes]:
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 4], "big")
+        if data[at + 4 : at + 8] == b"IDAT":
+            chunks.append(data[at + 8 : at + 8 + length])
+        at += 12 + length
+    return chunks

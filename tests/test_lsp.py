@@ -154,7 +154,7 @@ def test_completion_knows_layers_arguments_and_values(client: LspClient) -> None
     assert {"kernel=", "stride=", "activation=", "name="} <= set(arguments)
     items = labels(text.index("\n  \n") + 3)
     assert {"conv2d", "maxpool", "block", "residual", "backbone"} <= set(items)
-    assert labels(0) == ["model", "data", "augment", "train", "evaluate", "define"]
+    assert labels(0) == ["model", "data", "augment", "train", "evaluate", "track", "define"]
 
 
 def test_definition_and_outline(client: LspClient) -> None:
@@ -296,3 +296,21 @@ def test_lsp_without_pygls_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         "cnnspec: error: the language server needs pygls: pip install 'cnnspec[lsp]'"
     )
+
+
+def test_the_diagram_request_answers_the_page_for_the_current_text(client: LspClient) -> None:
+    """What "cnnspec: Show Network Diagram" shows in VS Code: the HTML page of `cnnspec graph`
+    for the text as edited (saved or not); a spec with errors gets a reason instead."""
+    uri = "file:///work/diagram.cnn"
+    client.open(uri, GOOD)
+    page = client.request("cnnspec/diagram", {"uri": uri})
+    spec = compile_text(GOOD, "diagram.cnn").spec
+    assert spec is not None
+    assert page["html"].startswith("<!DOCTYPE html>")
+    assert all(f'"{node.name}"' in page["html"] for node in spec.model.nodes)  # its data
+    client.change(uri, BAD, version=2)
+    assert client.request("cnnspec/diagram", {"uri": uri}) == {
+        "error": "the spec has 1 error: fix it to see its network"
+    }
+    client.change(uri, GOOD.replace("conv2d(32)", "conv2d(48)"), version=3)
+    assert "conv2d(48" in client.request("cnnspec/diagram", {"uri": uri})["html"]

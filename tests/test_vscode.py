@@ -755,6 +755,79 @@ def test_npm_build(tmp_path: Path) -> None:
     _npm(work, "install")
     _npm(work, "run", "compile")
     assert (work / "out" / "extension.js").is_file()
+    _diagram_page_runs_under_its_policy(work, tmp_path)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _diagram_page_runs_under_its_policy(work: Path, tmp_path: Path) -> None:
+    """The webview's page (the compiled diagramPage.withPolicy over `cnnspec graph`'s HTML)
+    runs its own script under its content security policy: in headless Chromium, the script
+    has marked the first view's button, and the policy is in the page."""
+    from cnnspec.compiler import compile_file
+    from cnnspec.diagram import html
+
+    spec = compile_file(ROOT / "specs" / "digits.cnn").spec
+    assert spec is not None
+    (tmp_path / "page.html").write_text(html(spec), encoding="utf-8")
+    node = (
+        "const fs = require('fs'); const page = require(process.argv[1]);"
+        "fs.writeFileSync(process.argv[3], page.withPolicy(fs.readFileSync(process.argv[2], 'utf8')));"
+    )
+    webview = tmp_path / "webview.html"
+    subprocess.run(
+        [
+            "node",
+            "-e",
+            node,
+            str(work / "out" / "diagramPage.js"),
+            str(tmp_path / "page.html"),
+            str(webview),
+        ],
+        check=True,
+        timeout=60,
+    )
+    text = webview.read_text(encoding="utf-8")
+    assert "Content-Security-Policy" in text and "<script nonce=" in text
+    if not CHROMIUM.exists():
+        return
+    dom = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            webview.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'class="on"' in dom  # the script ran: it marks the view it shows
+    blocked = webview.read_text(encoding="utf-8").replace("<script nonce=", "<script data-n=")
+    webview.write_text(blocked, encoding="utf-8")
+    dom = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            webview.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'class="on"' not in dom  # and the policy does block a script without the nonce
 
 
 TOKENIZE_JS = """\
