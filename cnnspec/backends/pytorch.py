@@ -1557,12 +1557,20 @@ MAIN = """
             logits_of = torch.nn.parallel.DistributedDataParallel(logits_of)
         if args.compile:
             logits_of = torch.compile(logits_of)
-        parameters = sum(p.numel() for p in network.parameters())
+        # Counted as Keras and the spec count: BatchNorm's running statistics are weights
+        # that are not trained (buffers here), its step counter is not a weight.
+        weights = sum(p.numel() for p in network.parameters())
+        statistics = sum(
+            b.numel()
+            for name, b in network.named_buffers()
+            if not name.endswith("num_batches_tracked")
+        )
         if distributed and rank == 0:
             processes = torch.distributed.get_world_size()
             print(f"DistributedDataParallel over {processes} processes")
         if rank == 0:
-            print(f"{SPEC_NAME}: {parameters:,} parameters on {device}")
+            total = f"{weights + statistics:,} parameters ({weights:,} trainable)"
+            print(f"{SPEC_NAME}: {total} on {device}")
         tensorboard = output_dir / "tensorboard" if args.tensorboard and rank == 0 else None
         tracking = Tracking(tensorboard, mlflow)
         size = (args.image_size,) * 2 if args.image_size else INPUT_SHAPE[:2]
