@@ -778,7 +778,8 @@ MLFLOW_RUN = '''
         """An MLflow run in the store `uri` names (a folder, sqlite:///file.db or a tracking
         server's URL), or None without one. The run is named after the spec and the backend
         and records the spec's settings as params and its text as an artifact; a run that
-        raises is marked failed."""
+        raises is marked failed. With --resume, the run the output folder's last one logged
+        to carries on (its id is in mlflow_run.json there)."""
         if not uri:
             yield None
             return
@@ -798,13 +799,27 @@ MLFLOW_RUN = '''
             "cnnspec.spec_file": SPEC_FILE,
             "cnnspec.spec_sha256": SPEC_SHA256,
         }
+        record = Path(args.output_dir) / "mlflow_run.json"
+        resumed = None
+        if args.resume and record.is_file():
+            last = json.loads(record.read_text())
+            resumed = last["run_id"] if last.get("uri") == uri else None
         try:
             mlflow.set_tracking_uri(uri)
             mlflow.set_experiment(MLFLOW_EXPERIMENT)
-            run = mlflow.start_run(run_name=f"{SPEC_NAME}-{backend}", tags=tags)
+            if resumed is not None:
+                run = mlflow.start_run(run_id=resumed)
+            else:
+                run = mlflow.start_run(run_name=f"{SPEC_NAME}-{backend}", tags=tags)
         except Exception as error:  # a store that cannot be opened or reached
             raise DataError(f"--mlflow {uri}: {error}") from None
         with run:
+            print(f"MLflow run {run.info.run_id} in {uri}")
+            if resumed is not None:
+                yield MLflowLog(mlflow)
+                return
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps({"uri": uri, "run_id": run.info.run_id}) + "\\n")
             given = {
                 "batch": args.batch_size,
                 "seed": args.seed,
@@ -815,7 +830,6 @@ MLFLOW_RUN = '''
             given = {key: value for key, value in given.items() if value is not None}
             mlflow.log_params({**SPEC_PARAMS, **given})
             mlflow.log_text(SPEC_TEXT, SPEC_FILE)
-            print(f"MLflow run {run.info.run_id} in {uri}")
             yield MLflowLog(mlflow)
 
 

@@ -160,6 +160,11 @@ def test_pytorch_run_tracks_as_the_spec_says_with_the_tags_keras_writes(tmp_path
     graph.Reload()
     assert graph.Tags()["graph"]  # the traced network, for the Graphs tab
     check_mlflow_run(store, "pytorch", out, text)
+    # --resume carries on in the same MLflow run (every phase is done: it evaluates again).
+    result = run_script(script, "--output-dir", str(out), "--subset", "256", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, run = mlflow_run(store, "pytorch")  # still the one run
+    assert run.info.status == "FINISHED" and f"MLflow run {run.info.run_id}" in result.stdout
 
 
 def test_flags_override_the_track_section(tmp_path: Path) -> None:
