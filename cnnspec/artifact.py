@@ -115,13 +115,22 @@ def stamp_png(first_line: str, data: bytes) -> bytes:
     return PNG_SIGNATURE + header + chunk + rest
 
 
-def png_state_of(path: Path) -> State:
+def binary_state(path: Path, judge: Callable[[bytes], State]) -> State:
+    """What a binary file is: absent, a folder (foreign), or what `judge` makes of its bytes."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return State.absent
     except IsADirectoryError:
         return State.foreign
+    return judge(data)
+
+
+def png_state_of(path: Path) -> State:
+    return binary_state(path, _png_state)
+
+
+def _png_state(data: bytes) -> State:
     try:
         chunks = _png_chunks(data)
     except ValueError:

@@ -312,7 +312,7 @@ def build(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     """Export the spec's network to ONNX, with trained or seeded weights."""
-    from cnnspec.artifact import State
+    from cnnspec.artifact import State, binary_state
 
     spec, weights, output, force = args.spec, args.weights, args.output, args.force
     opset, fp16, int8, calibration_data = args.opset, args.fp16, args.int8, args.calibration_data
@@ -375,13 +375,7 @@ def export(args: argparse.Namespace) -> None:
         raise Exit(1) from None
 
     def state(path: Path) -> State:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return State.absent
-        except IsADirectoryError:
-            return State.foreign
-        return State(onnx_export.model_state(data))
+        return binary_state(path, lambda data: State(onnx_export.model_state(data)))
 
     outcome = _write_or_exit(target, model.SerializeToString(), force, state)
     params = checked.model.params.total
