@@ -553,7 +553,11 @@ def graph(args: argparse.Namespace) -> None:
     phases = [plan.phase.name for plan in checked.phases]
     if args.phase is not None and args.phase not in phases:
         _usage_error(f"{checked.name} has no phase {args.phase!r}; its phases: {', '.join(phases)}")
-    drawing = html(checked, args.phase) if kind == ".html" else svg(checked, args.phase, args.depth)
+    drawing = (
+        html(checked, args.phase, args.depth)
+        if kind == ".html"
+        else svg(checked, args.phase, args.depth)
+    )
     first_line = f"drawn by cnnspec graph from {source_name}"
     if kind == ".png":
         from cnnspec.raster import RasterError, png_from_svg

@@ -468,13 +468,14 @@ def _box(
     )
 
 
-def html(spec: Spec, phase: str | None = None) -> str:
+def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     """One self-contained page that works offline: the network's layers, blocks and nesting as
     data, drawn by the page's script exactly as `svg` draws (the same placement, ported), so
     that each block collapses and expands on its own: click a block's label to collapse it,
     a collapsed block to expand it; buttons collapse every block deeper than a level. Drag to
     pan, the wheel zooms around the pointer, hover shows a layer's details; the URL's
-    `#depth=N` or `#collapsed=a,b.c` opens a view."""
+    `#depth=N` or `#collapsed=a,b.c` opens a view, and `depth` is the view it opens without
+    one."""
     graph = spec.model
     plan = next((p for p in spec.phases if p.phase.name == phase), None) if phase else None
     frozen = plan.frozen if plan is not None else frozenset()
@@ -496,6 +497,7 @@ def html(spec: Spec, phase: str | None = None) -> str:
         "tree": _tree_data(tree_of(graph)),
         "phase": plan.phase.name if plan is not None else None,
         "deepest": max((len(n.scope) for n in graph.nodes), default=0),
+        "start": depth,
         "style": STYLE,
         "sizes": {
             "BOX_W": BOX_W,
@@ -837,7 +839,8 @@ g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
     }
     render();
   });
-  const asked = decodeURIComponent(location.hash.slice(1));
+  const asked = decodeURIComponent(location.hash.slice(1)) ||
+    (data.start === null ? "" : `depth=${data.start}`);
   if (asked.startsWith("depth=")) {
     const preset = presets[Number(asked.slice(6)) + 1];
     if (preset) collapsed = preset[1]();

@@ -270,6 +270,15 @@ def test_the_html_page_runs_in_a_real_browser(tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     browser(tmp_path, f"--screenshot={shot}", page.as_uri())
     assert shot.stat().st_size > 10_000  # a picture, not a blank page
+    # --depth N: the page opens with the blocks deeper than N collapsed.
+    with pytest.raises(SystemExit) as exit:
+        main(
+            ["graph", str(ROOT / "specs" / "inception_digits.cnn"), "-o", str(page), "--depth", "0"]
+        )
+    assert exit.value.code == 0
+    dom = browser(tmp_path, "--dump-dom", page.as_uri())
+    assert '<button class="on">blocks 0 deep</button>' in dom
+    assert drawn(dom) == drawn(svg(spec, None, 0))
 
 
 def test_png_needs_a_browser_and_says_so_in_one_line(
