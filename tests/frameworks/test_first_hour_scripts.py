@@ -127,16 +127,24 @@ def test_an_image_folder_names_its_classes(backend_name: str, tmp_path: Path) ->
 
 
 def test_problems_with_the_data_are_one_line(tmp_path: Path) -> None:
-    """PyTorch's script (it starts faster); both share the folder checks."""
+    """PyTorch's script (it starts faster); both share the folder checks. The first case runs
+    the script as a process; the others call its main() in this one (the same code, without
+    loading PyTorch each time)."""
     script = write_script(checked_spec(FOLDERS), tmp_path, "pytorch")
     out = ["--output-dir", str(tmp_path / "run")]
+    missing_folder = run_script(script, "--data-dir", str(tmp_path / "nowhere"), *out)
+    assert missing_folder.returncode != 0
+    missing = error_line(missing_folder.stderr)
+    module = load_script(script)
 
     def fails(folder: Path, *args: str) -> str:
-        result = run_script(script, "--data-dir", str(folder), *out, *args)
-        assert result.returncode != 0
-        return error_line(result.stderr)
+        with pytest.raises(SystemExit) as exited:
+            module.main(["--data-dir", str(folder), *out, *args])
+        message = str(exited.value.code)
+        assert message.startswith("error: ") and "\n" not in message
+        return message
 
-    missing = fails(tmp_path / "nowhere")
+    assert fails(tmp_path / "nowhere") == missing
     assert "no data folder" in missing and "working directory" in missing
     assert "--data-dir" in missing
     root = write_tiny_image_folders(tmp_path / "data", ("cat", "dog", "emu"), 16, per_class=2)
