@@ -383,7 +383,7 @@ class _Script(Script):
                 normalize
             )
         validation = (
-            '\n    if "test" in splits:\n        loaders["val"] = loaders["test"]'
+            '\n    if "test" in splits:\n        splits = {**splits, "val": splits["test"]}'
             if data.validation == "test"
             else ""
         )
@@ -989,9 +989,18 @@ MAKE_LOADERS = '''
     def make_loaders(
         splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None, distributed=False
     ):
-        """DataLoaders of uint8 NCHW images and int labels; the training one shuffles
-        (a DistributedSampler under torchrun). Preprocessing runs on the device, in
-        prepare()."""
+        """DataLoaders of uint8 NCHW images and int labels; the training one shuffles.
+        Under torchrun the spec's batch is the global one: each process takes its share
+        of it, of the training examples (a DistributedSampler) and of the validation ones
+        (every world-th). Preprocessing runs on the device, in prepare()."""
+        rank, world = 0, 1
+        if distributed:
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            if batch_size % world:
+                raise DataError(
+                    f"the batch, {batch_size}, does not split evenly over {world} processes"
+                )
+            batch_size //= world<VALIDATION>
         loaders = {}
         for name, (images, labels) in splits.items():
             if isinstance(images, Dataset | torch.utils.data.Subset):
@@ -1005,6 +1014,8 @@ MAKE_LOADERS = '''
             sampler = None
             if training and distributed:
                 sampler = DistributedSampler(dataset, seed=seed)
+            elif name == "val" and distributed:
+                dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
             loaders[name] = DataLoader(
                 dataset,
                 batch_size=batch_size,
@@ -1012,7 +1023,7 @@ MAKE_LOADERS = '''
                 sampler=sampler,
                 generator=torch.Generator().manual_seed(seed),
                 pin_memory=torch.cuda.is_available(),
-            )<VALIDATION>
+            )
         return loaders
 '''
 
@@ -1215,8 +1226,19 @@ RUN_EPOCH = '''
                 images_per_s=f"{rate:.0f}",
             )
         probabilities, targets = np.concatenate(outputs), np.concatenate(targets_seen)
+        rate = count / (time.perf_counter() - started)
+        if torch.distributed.is_initialized():
+            # Every process's share: the loss and metrics are the whole epoch's, the same
+            # in every process, so that each one's callbacks decide alike.
+            shares = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(
+                shares, (total, count, probabilities, targets)
+            )
+            total, count = sum(s[0] for s in shares), sum(s[1] for s in shares)
+            probabilities = np.concatenate([s[2] for s in shares])
+            targets = np.concatenate([s[3] for s in shares])
         logs = {"loss": total / count, **scores(probabilities, targets)}
-        return logs, count / (time.perf_counter() - started)
+        return logs, rate
 '''
 
 RESUME_POINT = '''
@@ -1319,7 +1341,11 @@ FIT_PHASE = '''
                 net, logits_of, loaders["train"], device, optimizer, class_weight, generator
             )
             if "val" in loaders:
-                val_logs, _ = run_epoch(net, logits_of, loaders["val"], device)
+                # Each process its share, outside DistributedDataParallel, whose forward
+                # would wait for the others' batches.
+                distributed = torch.distributed.is_initialized()
+                evaluated = net.logits if distributed else logits_of
+                val_logs, _ = run_epoch(net, evaluated, loaders["val"], device)
                 logs.update({f"val_{key}": value for key, value in val_logs.items()})
             logs["learning_rate"] = optimizer.param_groups[0]["lr"]
             summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
@@ -1333,6 +1359,11 @@ FIT_PHASE = '''
                 break
         for callback in callbacks:
             callback.on_train_end(net)
+        if torch.distributed.is_initialized() and history:
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            how = "stopped early" if stopped else "ended"
+            last = history[-1]["epoch"]
+            print(f"rank {rank} of {world}: {phase} {how} after epoch {last}")
         if stopped or len(history) >= epochs:
             # Over: the next phase starts from here (the best weights, if restored). A phase
             # cut short by --epochs keeps its last epoch's state, to carry on from.

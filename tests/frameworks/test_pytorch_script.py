@@ -287,30 +287,69 @@ def test_missing_cifar10_is_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith("error: no CIFAR-10 data at ")
 
 
-def test_runs_under_torchrun_with_two_processes(tmp_path: Path) -> None:
-    script = script_for("digits", tmp_path)
+EARLY_STOPPED = """\
+model dist {
+  input 8x8x1
+  conv2d(8, 3, padding=same, activation=relu)  maxpool(2)  flatten()  dense(10, activation=softmax)
+}
+data { source digits  rescale 1/16  labels sparse  validation 0.1 }
+train {
+  batch 64  epochs 20  optimizer adam(lr=0.01)
+  early_stopping(monitor=val_loss, patience=1, min_delta=0.2)
+}
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_nodes_reduce_their_metrics_and_stop_together(tmp_path: Path) -> None:
+    """Two torchrun nodes of one process each on localhost (c10d rendezvous): the batch of 64
+    is split 32 + 32, every rank's early stopping decides on the metrics all-reduced over
+    both, so every rank stops after the same epoch, and the validation loss rank 0 records is
+    the whole validation split's, as one process computes it from the final weights."""
+    spec = checked_spec(EARLY_STOPPED)
+    script = write_script(spec, tmp_path, "pytorch")
     out = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(script),
-            *("--epochs", "2", "--output-dir", str(out), "--device", "cpu"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=1",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint=localhost:{free_port()}",
+        "--rdzv_id=cnnspec-test",
+        str(script),
+        *("--output-dir", str(out), "--device", "cpu", "--no-tensorboard"),
+    ]
+    nodes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, results, strict=True):
+        assert node.returncode == 0, stderr[-3000:]
+    stdout = "".join(output for output, _ in results)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
-    assert "2 processes" in result.stdout
-    assert result.stdout.count("train epoch 1:") == 1  # printed by rank 0 only
-    assert metrics["history"][1]["loss"] < metrics["history"][0]["loss"]
+    last = metrics["history"][-1]["epoch"]
+    assert last < 20  # early stopping decided
+    for rank in (0, 1):
+        assert f"rank {rank} of 2: train stopped early after epoch {last}" in stdout
+    assert stdout.count("train epoch 1:") == 1  # printed by rank 0 only
+    module = load_script(script)
+    splits = module.split_validation(module.load_data(), module.VALIDATION_FRACTION, 0)
+    loaders = module.make_loaders(splits, 64)
+    network = module.build_model()
+    module.load_weights(network, out / "weights.safetensors")
+    whole, _ = module.run_epoch(network, network.logits, loaders["val"], torch.device("cpu"))
+    assert whole["loss"] == pytest.approx(metrics["history"][-1]["val_loss"], rel=1e-5)
+    assert whole["accuracy"] == pytest.approx(metrics["history"][-1]["val_accuracy"])
 
 
 def test_staged_finetune_runs_both_phases_on_image_folders(tmp_path: Path) -> None:
