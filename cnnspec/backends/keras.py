@@ -650,17 +650,23 @@ RESUME_POINT = '''
         COUNTERS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
         FILES = ("model.weights.h5", "optimizer.npz", "best_weights.npz", "state.json")
 
-        def __init__(self, folder, state=None):
+        def __init__(self, folder, state=None, source=None):
             super().__init__()
             self.folder, self.state = Path(folder), state
+            # Where a resumed run reads from: the folder, or (a multi-worker run's other
+            # workers) the chief's.
+            self.source = Path(source or folder)
             self.phase, self.done, self.others, self.history = None, 0, [], []
 
         @classmethod
-        def load(cls, folder):
-            folder = Path(folder)
-            if not (folder / "state.json").is_file():
-                raise DataError(f"--resume: no {folder / 'state.json'} to carry on from")
-            return cls(folder, json.loads((folder / "state.json").read_text()))
+        def load(cls, source, folder=None):
+            """The point saved in `source`, to carry on from, saving to `folder` (default:
+            the same)."""
+            source = Path(source)
+            if not (source / "state.json").is_file():
+                raise DataError(f"--resume: no {source / 'state.json'} to carry on from")
+            state = json.loads((source / "state.json").read_text())
+            return cls(folder or source, state, source)
 
         def progress(self, phase):
             """The epochs this phase has trained, and whether it is over: a phase before
@@ -678,9 +684,9 @@ RESUME_POINT = '''
 
         def restore(self, model):
             """The saved weights and optimizer state, into the model compiled anew."""
-            model.load_weights(self.folder / "model.weights.h5")
+            model.load_weights(self.source / "model.weights.h5")
             model.optimizer.build(model.trainable_variables)
-            saved = np.load(self.folder / "optimizer.npz")
+            saved = np.load(self.source / "optimizer.npz")
             for index, variable in enumerate(model.optimizer.variables):
                 variable.assign(saved[f"v{index}"])
             self.restoring = True
@@ -690,7 +696,7 @@ RESUME_POINT = '''
             if not getattr(self, "restoring", False):
                 return
             self.restoring = False
-            best = np.load(self.folder / "best_weights.npz")
+            best = np.load(self.source / "best_weights.npz")
             for index, (callback, saved) in enumerate(
                 zip(self.others, self.state["callbacks"], strict=True)
             ):
@@ -1019,9 +1025,10 @@ TRACKING = """
 FLAGS = """
         parser.add_argument(
             "--strategy",
-            choices=("default", "mirrored"),
+            choices=("default", "mirrored", "multiworker"),
             default="default",
-            help="mirrored: data-parallel over every GPU, or every CPU device without one",
+            help="mirrored: data-parallel over every GPU, or every CPU device without one; "
+            "multiworker: over the machines TF_CONFIG lists",
         )
         parser.add_argument(
             "--resume",
@@ -1034,11 +1041,56 @@ MAIN = """
     def make_strategy(name):
         if name == "default":
             return tf.distribute.get_strategy()
+        if name == "multiworker":
+            if "TF_CONFIG" not in os.environ:
+                raise DataError(
+                    "--strategy multiworker needs TF_CONFIG: JSON that names the cluster's "
+                    "workers (host:port each) and this process's task (type and index)"
+                )
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            print(f"multi-worker over {strategy.num_replicas_in_sync} replicas")
+            return strategy
         devices = tf.config.list_logical_devices("GPU")
         devices = devices or tf.config.list_logical_devices("CPU")
         strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
         print(f"mirrored over {strategy.num_replicas_in_sync} devices")
         return strategy
+
+
+    def across_workers(model):
+        \"\"\"Let `model` fit under MultiWorkerMirroredStrategy on more than one worker, which
+        Keras 3 (3.15 here) cannot do as it stands: it averages the first batch across the
+        workers eagerly to build the metrics (the strategy cannot reduce eagerly across
+        workers), and averages each step's logs, which are scalars, along an axis. The
+        metrics are built when the train step is traced instead, as Keras does without a
+        strategy (fit still runs in the strategy's scope), and scalar logs are averaged
+        across the workers as they are.\"\"\"
+        from keras.src.backend.tensorflow import trainer
+
+        keras_reduce = trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            across = trainer._collective_all_reduce_multi_worker(strategy)
+            if across and reduction in ("auto", "mean"):
+                return tf.nest.map_structure(
+                    lambda value: strategy.reduce("MEAN", value, axis=None), values
+                )
+            return keras_reduce(values, strategy, reduction)
+
+        trainer.reduce_per_replica = reduce_per_replica
+        model._distribute_strategy = None
+
+
+    def is_chief(strategy_name):
+        \"\"\"True in the worker that writes the artifacts: any single-machine run; in a
+        multi-worker one, the chief, or worker 0 where TF_CONFIG names no chief.\"\"\"
+        if strategy_name != "multiworker":
+            return True
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = config.get("task", {})
+        kind, index = task.get("type", "chief"), task.get("index", 0)
+        no_chief = "chief" not in config.get("cluster", {})
+        return kind == "chief" or (kind == "worker" and index == 0 and no_chief)
 
 
     def take(split, count):
@@ -1051,8 +1103,10 @@ MAIN = """
     def main(argv=None):
         \"\"\"Train, evaluate and save; a problem with the data is one line of error.\"\"\"
         args = parse_args(argv)
+        # The chief alone logs the MLflow run.
+        uri = args.mlflow if is_chief(args.strategy) else None
         try:
-            with mlflow_run(args.mlflow, "keras", args) as mlflow:
+            with mlflow_run(uri, "keras", args) as mlflow:
                 run(args, mlflow)
         except DataError as error:
             sys.exit(f"error: {error}")<DECODE_ERROR>
@@ -1061,8 +1115,17 @@ MAIN = """
     def run(args, mlflow=None):
         \"\"\"Train, evaluate and write the artifacts; `mlflow` is the run to report to, if any
         (see mlflow_run).\"\"\"
+        # First: a multi-worker strategy must exist before TensorFlow runs anything.
+        strategy = make_strategy(args.strategy)
         keras.utils.set_random_seed(args.seed)
         output_dir = Path(args.output_dir)
+        chief = is_chief(args.strategy)
+        if not chief:
+            # Every worker saves as the chief does (saving takes part in collectives), in
+            # a folder of its own that goes when the run ends, as TensorFlow's guide has.
+            scratch = tempfile.TemporaryDirectory(prefix="cnnspec-worker-")
+            output_dir = Path(scratch.name)
+            print(f"not the chief: writing to {output_dir}, removed at the end")
         output_dir.mkdir(parents=True, exist_ok=True)
         splits = load_data(args.data_dir)<SPLIT>
         check_not_empty(splits)
@@ -1070,19 +1133,27 @@ MAIN = """
             splits = {name: take(split, args.subset) for name, split in splits.items()}
             check_not_empty(splits)
         datasets = make_datasets(splits, args.batch_size, args.seed, args.image_size)
+        if args.strategy == "multiworker":
+            # Each worker takes its share of every global batch (the spec's batch).
+            options = tf.data.Options()
+            policy = tf.data.experimental.AutoShardPolicy.DATA
+            options.experimental_distribute.auto_shard_policy = policy
+            datasets = {name: data.with_options(options) for name, data in datasets.items()}
         input_shape = INPUT_SHAPE
         if args.image_size:
             input_shape = (args.image_size, args.image_size, INPUT_SHAPE[2])
 
-        strategy = make_strategy(args.strategy)
         resume = ResumePoint(output_dir / "resume")
-        if args.resume:
-            resume = ResumePoint.load(output_dir / "resume")
-        tensorboard = output_dir / "tensorboard" if args.tensorboard else None
+        if args.resume:  # the chief's, which every worker reads
+            chiefs = Path(args.output_dir) / "resume"
+            resume = ResumePoint.load(chiefs, output_dir / "resume")
+        tensorboard = output_dir / "tensorboard" if args.tensorboard and chief else None
         tracking = Tracking(tensorboard, mlflow)
         with strategy.scope():
             model = build_model(input_shape)<BACKBONE>
-            model.summary()<TRAIN>
+            model.summary()
+            if args.strategy == "multiworker":
+                across_workers(model)<TRAIN>
         test = evaluate(model, datasets, output_dir)<CURVES>
         metrics = {"spec": SPEC_NAME, "backend": "keras", "history": history, "test": test}
         metrics["preprocessing"] = <PREPROCESSING>
@@ -1091,7 +1162,8 @@ MAIN = """
         inference_model(model).save(output_dir / "model.keras")
         tracking.finish(test, output_dir)
         print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
-        print(f"artifacts in {output_dir}")
+        if chief:
+            print(f"artifacts in {output_dir}")
 
 
     if __name__ == "__main__":

@@ -249,6 +249,76 @@ def test_mirrored_strategy_on_two_cpu_devices(tmp_path: Path) -> None:
     assert (out / "metrics.json").exists()
 
 
+MULTIWORKER = """\
+model workers {
+  input 8x8x1
+  conv2d(8, 3, padding=same, activation=relu)  maxpool(2)  flatten()  dense(10, activation=softmax)
+}
+data { source digits  rescale 1/16  labels sparse  validation 0.1 }
+train { batch 64  epochs 1  optimizer adam(lr=0.01)  checkpoint(monitor=val_loss) }
+evaluate { curves() }
+"""
+
+
+def test_two_workers_train_under_a_multiworker_strategy(tmp_path: Path) -> None:
+    """Two processes on localhost, each with its own TF_CONFIG, finish an epoch on the digits
+    under MultiWorkerMirroredStrategy: each takes half of every batch of 64 (4 steps of 256
+    examples each), both end with the same weights, the chief writes the artifacts and its
+    checkpoint, and the other worker writes to a temporary folder that is gone at the end."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    script = write_script(checked_spec(MULTIWORKER), tmp_path)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("localhost", 0))
+            ports.append(probe.getsockname()[1])
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    workers = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        environment = {**os.environ, "TF_CONFIG": json.dumps(config), "PYTHONHASHSEED": "0"}
+        command = [sys.executable, str(script), "--strategy", "multiworker", "--subset", "256"]
+        workers.append(
+            subprocess.Popen(
+                [*command, "--output-dir", str(tmp_path / "run"), "--no-tensorboard"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=environment,
+            )
+        )
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr[-3000:]
+    chief, other = (stdout for stdout, _ in outputs)
+    assert "multi-worker over 2 replicas" in chief and "multi-worker over 2 replicas" in other
+    assert "4/4" in chief  # 256 examples in global batches of 64
+    accuracy = re.search(r"test accuracy \S+, loss \S+", chief)
+    assert accuracy and accuracy.group(0) in other  # the same weights in both
+    out = tmp_path / "run"
+    assert {"metrics.json", "checkpoint.keras", "model.keras", "curves.png"} <= {
+        path.name for path in out.iterdir()
+    }
+    scratch = re.search(r"not the chief: writing to (\S+),", other)
+    assert scratch and not Path(scratch.group(1)).exists()
+    assert f"artifacts in {out}" in chief and "artifacts in" not in other
+
+
+def test_a_multiworker_strategy_without_tf_config_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    module = load_script(write_script(checked_spec(MULTIWORKER), tmp_path))
+    with pytest.raises(SystemExit) as exited:
+        module.main(["--strategy", "multiworker", "--output-dir", str(tmp_path / "run")])
+    assert str(exited.value.code).startswith("error: --strategy multiworker needs TF_CONFIG")
+
+
 def test_staged_finetune_runs_both_phases_on_image_folders(tmp_path: Path) -> None:
     """Directory data, binary labels, balanced class weights, two phases with freezing, a
     lowered decision threshold and the ROC plot, one epoch per phase."""
