@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cnnspec.check import check, resolved_data
 from cnnspec.diagnostics import Diagnostics
@@ -39,6 +40,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
             return Compilation(source, diagnostics, None)
         lowered = lower_document(document, diagnostics, image_size)
         phases = check(lowered, diagnostics)
+        space = _sweep_space(lowered, document, diagnostics)
     except RecursionError:
         diagnostics.error(
             "E117",
@@ -58,9 +60,25 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         train=lowered.train or TrainSection(),
         evaluate=lowered.evaluate or EvaluateSection(),
         track=lowered.track or TrackSection.unwritten(),
+        sweep=lowered.sweep,
+        space=space,
         phases=phases,
     )
     return Compilation(source, diagnostics, spec, document)
+
+
+def _sweep_space(lowered: Any, document: Document, diagnostics: Diagnostics) -> Any:
+    """The sweep's space, read against the spec, and its objective checked (see
+    cnnspec.search_space); None without a sweep section."""
+    if lowered.sweep_section is None:
+        return None
+    from cnnspec.search_space import check_objective, read_space
+
+    space = read_space(lowered.sweep_section, document, lowered.graph, diagnostics)
+    if lowered.sweep is not None and lowered.train is not None and lowered.data is not None:
+        names = ["loss", *lowered.train.metrics.names]
+        check_objective(lowered.sweep, names, lowered.data.has_validation, diagnostics)
+    return space
 
 
 def compile_text(

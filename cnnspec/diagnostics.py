@@ -52,6 +52,11 @@ CODES: dict[str, str] = {
     "E308": "preprocess imagenet without a backbone",
     # backends
     "E401": "a backend cannot express the layer",
+    # sweeps
+    "E501": "sweep path names no value of the spec",
+    "E502": "value cannot be swept where it is written",
+    "E503": "invalid search distribution",
+    "E504": "sweep searches nothing",
     # warnings
     "W201": "dense layer applied to a spatial tensor",
     "W202": "softmax over a single unit",

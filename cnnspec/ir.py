@@ -7,7 +7,7 @@ backends read them and never recompute them.
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from cnnspec.backbones import BACKBONES, Backbone, BackboneArgs
 from cnnspec.registry import LayerArgs, Params, Shape
@@ -16,6 +16,7 @@ from cnnspec.sections import (
     DataSection,
     EvaluateSection,
     Phase,
+    SweepSection,
     TrackSection,
     TrainSection,
 )
@@ -162,6 +163,9 @@ class Spec:
     evaluate: EvaluateSection
     track: TrackSection
     phases: list[PhasePlan] = field(default_factory=list)
+    # `cnnspec sweep`'s settings and search space, when the spec has a sweep section.
+    sweep: SweepSection | None = None
+    space: Any = None  # cnnspec.search_space.Space (which imports this module)
 
     @property
     def path(self) -> str:

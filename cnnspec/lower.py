@@ -38,6 +38,7 @@ from cnnspec.sections import (
     AugmentSection,
     DataSection,
     EvaluateSection,
+    SweepSection,
     TrackSection,
     TrainSection,
     bind_section,
@@ -46,7 +47,7 @@ from cnnspec.source import Span
 
 MODEL_SETTINGS = ("input", "defaults", "backbone", "let", "name")
 MODEL_SECTIONS = ("block", "head", "residual", "repeat", "if", "else", "define", *join_kinds())
-TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "track", "define")
+TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "track", "sweep", "define")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
@@ -1119,6 +1120,10 @@ class Lowered:
     train: TrainSection | None
     evaluate: EvaluateSection | None
     track: TrackSection | None
+    # The sweep's settings, and its section as written (its space is read against the spec
+    # once the model is known: cnnspec.search_space).
+    sweep: SweepSection | None = None
+    sweep_section: ast.Section | None = None
 
 
 def _reserved_names() -> dict[str, str]:
@@ -1198,4 +1203,19 @@ def lower_document(
         train=bind("train", TrainSection),  # type: ignore[arg-type]
         evaluate=bind("evaluate", EvaluateSection),  # type: ignore[arg-type]
         track=bind("track", TrackSection.unwritten),  # type: ignore[arg-type]
+        sweep=_bind_sweep(found.get("sweep"), diagnostics),
+        sweep_section=found.get("sweep"),
     )
+
+
+def _bind_sweep(section: ast.Section | None, diagnostics: Diagnostics) -> SweepSection | None:
+    """The sweep's settings; its `space { }` is read with the model (cnnspec.search_space)."""
+    if section is None:
+        return None
+    settings = tuple(
+        item
+        for item in section.items
+        if not (isinstance(item, ast.Section) and item.key.text == "space")
+    )
+    bound = bind_section(settings, SCHEMAS["sweep"], "sweep", section.span, diagnostics)
+    return bound  # type: ignore[return-value]

@@ -934,6 +934,35 @@ TRACKERS: dict[str, type[Bound]] = {c.kind: c for c in (TensorBoardTracker, MLfl
 
 
 # --------------------------------------------------------------------------------------------
+# sweep: the search itself, bound here; its `space { PATH DISTRIBUTION ... }` is read by
+# cnnspec.search_space, which checks each path against the spec.
+
+
+class SweepSection(Bound):
+    """What `cnnspec sweep` searches for and within which limits."""
+
+    objective: Monitor = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    trials: Annotated[int, Field(gt=0)] = 20
+    # Epochs per trial: each phase trains at most this many (the scripts' --epochs).
+    epochs: Annotated[int, Field(gt=0)] | None = None
+    pruner: Literal["median", "halving", "none"] = "median"
+    sampler: Literal["tpe", "random"] = "tpe"
+    # Constraints a configuration must meet to be trained: parameters, multiply-accumulates
+    # per image and bytes of activations per image, as the checker counts them.
+    # (Numbers such as 2e6 are welcome: a budget need not be written to the unit.)
+    max_params: Positive | None = None
+    max_macs: Positive | None = None
+    max_memory: Positive | None = None
+
+    @property
+    def resolved_mode(self) -> Literal["min", "max"]:
+        if self.mode != "auto":
+            return self.mode
+        return "min" if self.objective.removeprefix("val_") == "loss" else "max"
+
+
+# --------------------------------------------------------------------------------------------
 # The generic section binder
 
 
@@ -1191,4 +1220,5 @@ SCHEMAS: dict[str, SectionSchema] = {
         model=TrackSection,
         calls={name: (name, model) for name, model in TRACKERS.items()},
     ),
+    "sweep": SectionSchema(model=SweepSection),
 }

@@ -980,11 +980,12 @@ LOAD_BACKBONE = '''
 TRACKING = """
     class Tracking:
         \"\"\"Where the run is reported besides metrics.json: TensorBoard event files in
-        `log_dir` (keras.callbacks.TensorBoard's, with each epoch's phase), and an MLflow
-        run (see mlflow_run).\"\"\"
+        `log_dir` (keras.callbacks.TensorBoard's, with each epoch's phase), an MLflow run
+        (see mlflow_run), and `epochs`, a file of one JSON line per epoch as it ends (the
+        rows of metrics.json's history), for whatever watches the run.\"\"\"
 
-        def __init__(self, log_dir=None, mlflow=None):
-            self.log_dir, self.mlflow = log_dir, mlflow
+        def __init__(self, log_dir=None, mlflow=None, epochs=None):
+            self.log_dir, self.mlflow, self.epochs = log_dir, mlflow, epochs
 
         def callbacks(self, phase, history):
             \"\"\"The callbacks that report one phase's epochs. `history` is the phase's rows,
@@ -992,14 +993,20 @@ TRACKING = """
             found = []
             if self.log_dir is not None:
                 found.append(PhaseTensorBoard(self.log_dir, phase))
-            if self.mlflow is not None:
-                report = self.mlflow.epoch
+            reports = [self.mlflow.epoch] if self.mlflow is not None else []
+            if self.epochs is not None:
+                reports.append(self.append)
+            for report in reports:
                 found.append(
                     keras.callbacks.LambdaCallback(
-                        on_epoch_end=lambda epoch, logs: report(history[-1])
+                        on_epoch_end=lambda epoch, logs, report=report: report(history[-1])
                     )
                 )
             return found
+
+        def append(self, row):
+            with open(self.epochs, "a") as stream:
+                stream.write(json.dumps(row) + "\\n")
 
         def finish(self, test, output_dir):
             \"\"\"The test metrics and the artifacts, once they are written.\"\"\"
@@ -1148,7 +1155,10 @@ MAIN = """
             chiefs = Path(args.output_dir) / "resume"
             resume = ResumePoint.load(chiefs, output_dir / "resume")
         tensorboard = output_dir / "tensorboard" if args.tensorboard and chief else None
-        tracking = Tracking(tensorboard, mlflow)
+        epochs = output_dir / "epochs.jsonl" if chief else None
+        if epochs is not None and not args.resume:
+            epochs.unlink(missing_ok=True)
+        tracking = Tracking(tensorboard, mlflow, epochs)
         with strategy.scope():
             model = build_model(input_shape)<BACKBONE>
             model.summary()

@@ -1428,10 +1428,12 @@ TRACKING = """
         \"\"\"Where the run is reported besides metrics.json: TensorBoard event files in
         `log_dir`, as keras.callbacks.TensorBoard writes them (training values in train/,
         validation values in validation/, each tagged epoch_<name>, the step counting epochs
-        from 0), and an MLflow run (see mlflow_run).\"\"\"
+        from 0), an MLflow run (see mlflow_run), and `epochs`, a file of one JSON line per
+        epoch as it ends (metrics.json's history rows), for whatever watches the run.\"\"\"
 
-        def __init__(self, log_dir=None, mlflow=None):
+        def __init__(self, log_dir=None, mlflow=None, epochs=None):
             self.log_dir, self.mlflow, self.writers = log_dir, mlflow, {}
+            self.epochs = epochs
             if log_dir is None:
                 return
             # TensorBoard's writer loads TensorFlow, where it is installed, for file access
@@ -1474,6 +1476,9 @@ TRACKING = """
                     writer.flush()
             if self.mlflow is not None:
                 self.mlflow.epoch(row)
+            if self.epochs is not None:
+                with open(self.epochs, "a") as stream:
+                    stream.write(json.dumps(row) + "\\n")
 
         def finish(self, test, output_dir):
             \"\"\"The test metrics and the artifacts, once they are written.\"\"\"
@@ -1603,7 +1608,10 @@ MAIN = """
             total = f"{weights + statistics:,} parameters ({weights:,} trainable)"
             print(f"{SPEC_NAME}: {total} on {device}")
         tensorboard = output_dir / "tensorboard" if args.tensorboard and rank == 0 else None
-        tracking = Tracking(tensorboard, mlflow)
+        epochs = output_dir / "epochs.jsonl" if rank == 0 else None
+        if epochs is not None and not args.resume:
+            epochs.unlink(missing_ok=True)
+        tracking = Tracking(tensorboard, mlflow, epochs)
         size = (args.image_size,) * 2 if args.image_size else INPUT_SHAPE[:2]
         tracking.graph(network, torch.zeros(1, INPUT_SHAPE[2], *size, device=device))
         history = train(

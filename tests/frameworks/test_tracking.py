@@ -63,7 +63,10 @@ def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def check_event_files(board: Path, history: list[dict[str, object]]) -> None:
-    """One value per epoch for every tag, at steps 0, 1, 2, equal to metrics.json's history."""
+    """One value per epoch for every tag, at steps 0, 1, 2, equal to metrics.json's history;
+    and epochs.jsonl beside them, the same rows, one line per epoch."""
+    lines = (board.parent / "epochs.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == history
     train, validation = scalars(board / "train"), scalars(board / "validation")
     epoch_tags = {tag for tag in train if tag.startswith("epoch_")}
     assert epoch_tags == TRAIN_TAGS
