@@ -574,6 +574,43 @@ def graph(args: argparse.Namespace) -> None:
     echo(f"{outcome} {target} ({len(checked.model.nodes)} layers)")
 
 
+def sweep_command(args: argparse.Namespace) -> None:
+    """Search the spec's sweep space with Optuna: each trial a spec checked, built, trained."""
+    from cnnspec.sweep import Options, Sweep, SweepError
+
+    compilation = _checked_or_exit(args.spec, "; nothing searched")
+    assert compilation.spec is not None
+    options = Options(
+        backend=args.backend,
+        trials=args.trials,
+        epochs=args.epochs,
+        storage=args.storage,
+        workers=args.workers,
+        output=args.output,
+        subset=args.subset,
+        dry_run=args.dry_run,
+    )
+    try:
+        sweep = Sweep(compilation.spec, args.spec, options, echo)
+        if args.dry_run:
+            rows = sweep.dry_run()
+            for row in rows:
+                params = ", ".join(f"{k}={v}" for k, v in row.params.items())
+                detail = row.note if row.state == "rejected" else row.counts
+                echo(f"{row.number:3d} {row.state:8s} {params}: {detail}")
+            rejected = sum(row.state == "rejected" for row in rows)
+            echo(f"{len(rows)} configurations sampled: {rejected} rejected without training")
+            return
+        try:
+            sweep.run()
+        except KeyboardInterrupt:
+            echo("interrupted: the study is kept; the same command carries on", err=True)
+            raise Exit(130) from None
+    except SweepError as error:
+        echo(f"cnnspec: error: {error}", err=True)
+        raise Exit(1) from None
+
+
 def _dims(text: str) -> tuple[int, int, int]:
     parts = text.lower().split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
@@ -840,6 +877,33 @@ def _parser() -> argparse.ArgumentParser:
         help="the input a PyTorch factory's model takes, such as 224x224x3",
     )
     sub.add_argument("--force", action="store_true", help=force_help)
+
+    sub = command("sweep", sweep_command)
+    sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
+    sub.add_argument(
+        "--backend", choices=["pytorch", "keras"], default="pytorch", help="which script trains"
+    )
+    sub.add_argument(
+        "--trials", type=_at_least(1), help="trials to run now (default: the spec's `trials`)"
+    )
+    sub.add_argument(
+        "--epochs", type=_at_least(1), help="at most this many epochs per phase in each trial"
+    )
+    sub.add_argument(
+        "--storage",
+        metavar="URL",
+        help="an Optuna RDB URL to share the study (default: sqlite:///DIR/study.db)",
+    )
+    sub.add_argument(
+        "--workers", type=_at_least(1), default=1, help="trials run at once (default: 1)"
+    )
+    sub.add_argument("--output", "-o", type=Path, metavar="DIR", help="default: runs/<spec>_sweep")
+    sub.add_argument("--subset", type=_at_least(1), help="train each trial on the first N examples")
+    sub.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="sample configurations and say which the checker or the budgets reject; no training",
+    )
 
     command("version", version)
     return parser

@@ -149,12 +149,13 @@ def trial_text(text: str, space: Space, values: dict[str, str]) -> str:
 
 
 def value_text(distribution: Distribution, value: Any) -> str:
-    """A sampled value as spec text."""
+    """A sampled value as spec text; a float to four significant digits, so that the trial's
+    spec reads as a person would write it and holds exactly what was trained."""
     if distribution.kind == "choice":
         return str(value)
     if distribution.kind == "int":
         return str(int(value))
-    return repr(float(value))
+    return f"{float(value):.4g}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +226,9 @@ def _arguments(
             found[f"{prefix}{field}"] = written[field]
         elif field != "name":
             found[f"{prefix}{field}"] = f"it is not written: write {name}({field}=...) to sweep it"
+    for alias, field in aliases.items():  # `learning_rate` for `lr`, as Keras spells it
+        if f"{prefix}{field}" in found:
+            found[f"{prefix}{alias}"] = found[f"{prefix}{field}"]
 
 
 def _layers(graph: Graph, found: dict[str, Span | str]) -> None:

@@ -1,0 +1,458 @@
+"""`cnnspec sweep`: search a spec's `sweep { space { ... } }` with Optuna.
+
+Each trial is a concrete spec (the sampled values written into the spec's text, the sweep
+section left out) saved as `DIR/trials/NNN.cnn` and checked first: a configuration the checker
+rejects, or one over a parameter, MAC or activation-memory budget, fails without training, with
+the diagnostic as its reason. The others are built by the chosen backend and trained by the
+generated script in a process of its own; the script's `epochs.jsonl` reports each epoch's
+objective to Optuna as it ends, so a pruner can stop a trial early. The study lives in an
+Optuna storage (an SQLite file in DIR unless `--storage` names another), so a sweep resumes
+after an interruption, a second run adds trials to the same study, and workers on several
+machines can share one. Outputs: a live table of the trials, `DIR/trials.json`, `DIR/best.cnn`
+and the plots Optuna draws (objective over trials, parameter importances).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnspec.artifact import Refused, stamp, write_generated
+from cnnspec.backends import backend
+from cnnspec.compiler import compile_text
+from cnnspec.ir import Spec
+from cnnspec.search_space import trial_text, value_text
+
+POLL_SECONDS = 0.5
+
+
+class SweepError(Exception):
+    """A problem that stops the sweep, in one line."""
+
+
+class Rejected(Exception):
+    """A trial that fails before or during training; the message is its reason."""
+
+
+@dataclass
+class Options:
+    backend: str = "pytorch"
+    trials: int | None = None
+    epochs: int | None = None
+    storage: str | None = None
+    workers: int = 1
+    output: Path | None = None
+    subset: int | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class Row:
+    """A trial as the table shows it."""
+
+    number: int
+    state: str
+    params: dict[str, str]
+    counts: str = ""
+    value: float | None = None
+    note: str = ""
+
+
+def optuna_module() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise SweepError("cnnspec sweep needs Optuna: pip install 'cnnspec[sweep]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+class Sweep:
+    def __init__(self, spec: Spec, spec_path: Path, options: Options, echo: Any) -> None:
+        if spec.sweep is None or spec.space is None:
+            raise SweepError(f"{spec_path} has no sweep section: add sweep {{ space {{ ... }} }}")
+        self.spec, self.sweep, self.space = spec, spec.sweep, spec.space
+        self.text = spec.source.text
+        self.options = options
+        self.echo = echo
+        self.folder = options.output or Path("runs") / f"{spec_path.stem}_sweep"
+        self.rows: dict[int, Row] = {}
+        self.lock = threading.Lock()
+        self.children: set[subprocess.Popen[str]] = set()
+        self.optuna = optuna_module()
+
+    # ---------------------------------------------------------------------------------------
+    # the study
+
+    def study(self) -> Any:
+        optuna = self.optuna
+        url = self.options.storage or f"sqlite:///{self.folder / 'study.db'}"
+        if self.options.storage is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            # A worker that dies leaves its trial running; the heartbeat fails it later.
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+            existing = optuna.study.get_all_study_summaries(storage)
+        except Exception as error:  # a URL SQLAlchemy cannot open, a server out of reach
+            raise SweepError(f"cannot open the study storage {url}: {error}") from None
+        done = next((len_of(s) for s in existing if s.study_name == self.spec.name), 0)
+        direction = "maximize" if self.sweep.resolved_mode == "max" else "minimize"
+        seed = self.spec.train.seed + done  # a resumed study does not repeat its first samples
+        if self.sweep.sampler == "random":
+            sampler = optuna.samplers.RandomSampler(seed=seed)
+        else:
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        pruners = {
+            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+            "halving": optuna.pruners.SuccessiveHalvingPruner,
+            "none": optuna.pruners.NopPruner,
+        }
+        try:
+            return optuna.create_study(
+                storage=storage,
+                study_name=self.spec.name,
+                direction=direction,
+                sampler=sampler,
+                pruner=pruners[self.sweep.pruner](),
+                load_if_exists=True,
+            )
+        except ValueError as error:  # the stored study optimises the other way
+            raise SweepError(f"study {self.spec.name} in {url}: {error}") from None
+
+    def run(self) -> Any:
+        study = self.study()
+        for trial in study.get_trials(deepcopy=False):
+            self.rows[trial.number] = self.row_of(trial)
+        trials = self.options.trials or self.sweep.trials
+        self.echo(
+            f"sweep {self.spec.name}: {trials} trials, {self.options.workers} worker(s), "
+            f"{self.sweep.objective} ({self.sweep.resolved_mode}), study in {self.folder}"
+        )
+        try:
+            with self.live():
+                study.optimize(
+                    self.objective,
+                    n_trials=trials,
+                    n_jobs=self.options.workers,
+                    catch=(Rejected,),
+                )
+        except KeyboardInterrupt:
+            self.stop_children()
+            self.write_outputs(study)
+            raise
+        self.write_outputs(study)
+        return study
+
+    # ---------------------------------------------------------------------------------------
+    # one trial
+
+    def sample(self, trial: Any) -> dict[str, str]:
+        values = {}
+        for entry in self.space.entries:
+            d = entry.distribution
+            if d.kind == "choice":
+                value: Any = trial.suggest_categorical(entry.path, list(d.choices))
+            elif d.kind == "int":
+                value = trial.suggest_int(entry.path, int(d.low), int(d.high), step=d.step)
+            else:
+                value = trial.suggest_float(entry.path, d.low, d.high, log=d.kind == "log")
+            values[entry.path] = value_text(d, value)
+        return values
+
+    def concrete(self, number: int, values: dict[str, str]) -> tuple[str, Spec]:
+        """The trial's spec, checked and within the budgets; Rejected with the reason."""
+        path = self.folder / "trials" / f"{number:03d}.cnn"
+        text = trial_text(self.text, self.space, values)
+        compilation = compile_text(text, str(path))
+        if not compilation.ok or compilation.spec is None:
+            first = compilation.diagnostics.errors[0]
+            raise Rejected(f"{first.span.line}:{first.span.column}: {first.message}")
+        spec = compilation.spec
+        graph = spec.model
+        for figure, budget, what in (
+            (graph.params.total, self.sweep.max_params, "parameters"),
+            (graph.macs, self.sweep.max_macs, "MACs"),
+            (graph.memory_bytes, self.sweep.max_memory, "bytes of activations"),
+        ):
+            if budget is not None and figure > budget:
+                raise Rejected(f"{figure:,} {what}, over the budget of {int(budget):,}")
+        return text, spec
+
+    def objective(self, trial: Any) -> float:
+        number = trial.number
+        values = self.sample(trial)
+        trial.set_user_attr("values", values)  # as the trial's spec writes them
+        self.update(Row(number, "checking", values))
+        try:
+            text, spec = self.concrete(number, values)
+        except Rejected as rejected:
+            trial.set_user_attr("reason", str(rejected))
+            self.update(Row(number, "rejected", values, note=str(rejected)))
+            raise
+        graph = spec.model
+        counts = f"{graph.params.total:,} params, {graph.macs / 1e6:.2f}M MACs"
+        for key, figure in (
+            ("parameters", graph.params.total),
+            ("macs", graph.macs),
+            ("memory", graph.memory_bytes),
+        ):
+            trial.set_user_attr(key, figure)
+        trials = self.folder / "trials"
+        trials.mkdir(parents=True, exist_ok=True)
+        spec_file = trials / f"{number:03d}.cnn"
+        spec_file.write_text(text, encoding="utf-8")
+        trial.set_user_attr("spec", str(spec_file))
+        if self.options.dry_run:
+            self.update(Row(number, "accepted", values, counts))
+            return 0.0
+        self.update(Row(number, "training", values, counts))
+        try:
+            value = self.train(trial, spec, spec_file, values, counts)
+        except Rejected as failed:
+            trial.set_user_attr("reason", str(failed))
+            self.update(Row(number, "failed", values, counts, note=str(failed)))
+            raise
+        self.update(Row(number, "complete", values, counts, value))
+        return value
+
+    def train(
+        self, trial: Any, spec: Spec, spec_file: Path, values: dict[str, str], counts: str
+    ) -> float:
+        """Build the trial's script and run it; report each epoch; the best epoch's value."""
+        module = backend(self.options.backend)
+        script = spec_file.with_name(f"{spec_file.stem}{module.SUFFIX}")
+        script.write_text(module.emit(spec, spec_file.name), encoding="utf-8")
+        run = spec_file.with_suffix("")
+        command = [sys.executable, str(script), "--output-dir", str(run)]
+        epochs = self.options.epochs or self.sweep.epochs
+        if epochs is not None:
+            command += ["--epochs", str(epochs)]
+        if self.options.subset is not None:
+            command += ["--subset", str(self.options.subset)]
+        log = spec_file.with_suffix(".log")
+        (run / "epochs.jsonl").unlink(missing_ok=True)
+        objective, seen = self.sweep.objective, 0
+        with open(log, "w") as output:
+            child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+            with self.lock:
+                self.children.add(child)
+            try:
+                while True:
+                    finished = child.poll() is not None
+                    for row in read_epochs(run / "epochs.jsonl")[seen:]:
+                        seen += 1
+                        if objective not in row:
+                            continue
+                        value = float(row[objective])
+                        trial.report(value, step=int(row["epoch"]))
+                        self.update(Row(trial.number, "training", values, counts, value))
+                        if trial.should_prune():
+                            stop(child)
+                            note = f"after epoch {row['epoch']}"
+                            self.update(Row(trial.number, "pruned", values, counts, value, note))
+                            raise self.optuna.TrialPruned(note)
+                    if finished:
+                        break
+                    time.sleep(POLL_SECONDS)
+            finally:
+                with self.lock:
+                    self.children.discard(child)
+                if child.poll() is None:
+                    stop(child)
+        if child.returncode != 0:
+            lines = [line for line in log.read_text().splitlines() if line.strip()]
+            raise Rejected(f"training failed: {lines[-1] if lines else 'no output'} (see {log})")
+        history = json.loads((run / "metrics.json").read_text())["history"]
+        scores = [float(row[objective]) for row in history if objective in row]
+        if not scores:
+            raise Rejected(f"the run recorded no {objective}")
+        return max(scores) if self.sweep.resolved_mode == "max" else min(scores)
+
+    def stop_children(self) -> None:
+        with self.lock:
+            for child in list(self.children):
+                stop(child)
+
+    # ---------------------------------------------------------------------------------------
+    # reporting
+
+    def update(self, row: Row) -> None:
+        with self.lock:
+            self.rows[row.number] = row
+        ended = row.state in ("rejected", "failed", "complete", "pruned", "accepted")
+        if ended and not self.terminal():
+            value = "" if row.value is None else f" {self.sweep.objective} {row.value:.4f}"
+            note = f": {row.note}" if row.note else ""
+            params = ", ".join(f"{k}={v}" for k, v in row.params.items())
+            self.echo(f"trial {row.number:3d} {row.state}{value}{note} ({params})")
+
+    def terminal(self) -> bool:
+        return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+    def live(self) -> Any:
+        if not self.terminal():
+            from contextlib import nullcontext
+
+            return nullcontext()
+        from rich.live import Live
+
+        return Live(get_renderable=self.table, refresh_per_second=2)
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"sweep {self.spec.name}: {self.sweep.objective}")
+        table.add_column("trial", justify="right")
+        table.add_column("state")
+        for entry in self.space.entries:
+            table.add_column(entry.path)
+        table.add_column("size")
+        table.add_column(self.sweep.objective, justify="right")
+        table.add_column("note")
+        with self.lock:
+            rows = sorted(self.rows.values(), key=lambda r: r.number)
+        for row in rows[-30:]:
+            value = "" if row.value is None else f"{row.value:.4f}"
+            table.add_row(
+                str(row.number),
+                row.state,
+                *(row.params.get(e.path, "") for e in self.space.entries),
+                row.counts,
+                value,
+                row.note[:60],
+            )
+        return table
+
+    def row_of(self, trial: Any) -> Row:
+        state = trial.state.name.lower()
+        if state == "fail" and "reason" in trial.user_attrs:
+            state = "rejected" if "training failed" not in trial.user_attrs["reason"] else "failed"
+        return Row(
+            trial.number,
+            state,
+            trial.user_attrs.get("values") or {k: str(v) for k, v in trial.params.items()},
+            value=trial.value,
+            note=trial.user_attrs.get("reason", ""),
+        )
+
+    def write_outputs(self, study: Any) -> None:
+        """trials.json, best.cnn and the plots."""
+        trials = study.get_trials(deepcopy=False)
+        records = [
+            {
+                "number": t.number,
+                "state": self.row_of(t).state,
+                "params": t.user_attrs.get("values", t.params),
+                "value": t.value,
+                "reason": t.user_attrs.get("reason"),
+                "parameters": t.user_attrs.get("parameters"),
+                "macs": t.user_attrs.get("macs"),
+                "memory": t.user_attrs.get("memory"),
+                "spec": t.user_attrs.get("spec"),
+                "started": t.datetime_start.isoformat() if t.datetime_start else None,
+                "finished": t.datetime_complete.isoformat() if t.datetime_complete else None,
+                "epochs": {str(k): v for k, v in t.intermediate_values.items()},
+            }
+            for t in trials
+        ]
+        summary = {
+            "spec": self.spec.name,
+            "objective": self.sweep.objective,
+            "mode": self.sweep.resolved_mode,
+            "trials": records,
+        }
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_generated(self.folder / "trials.json", json.dumps(summary, indent=2) + "\n", True)
+        complete = [t for t in trials if t.state.name == "COMPLETE"]
+        if not complete:
+            self.echo(f"no trial completed; trials in {self.folder / 'trials.json'}")
+            return
+        best = study.best_trial
+        spec_file = Path(best.user_attrs["spec"])
+        header = (
+            f"# The best of {len(complete)} complete trials of cnnspec sweep "
+            f"({self.sweep.objective} {best.value:.4f}, trial {best.number})"
+        )
+        try:
+            write_generated(
+                self.folder / "best.cnn", stamp(header, spec_file.read_text(encoding="utf-8"))
+            )
+        except Refused as refused:
+            raise SweepError(f"{refused}; pass another -o") from None
+        self.plots(study, complete)
+        self.echo(
+            f"best: trial {best.number}, {self.sweep.objective} {best.value:.4f} "
+            f"({', '.join(f'{k}={v}' for k, v in best.user_attrs['values'].items())}); "
+            f"{self.folder / 'best.cnn'}, {self.folder / 'trials.json'}"
+        )
+
+    def plots(self, study: Any, complete: list[Any]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from optuna.visualization import matplotlib as plot
+
+        axis = plot.plot_optimization_history(study)
+        axis.figure.savefig(self.folder / "history.png", dpi=120, bbox_inches="tight")
+        if len(complete) >= 2 and len(self.space.entries) >= 2:
+            try:
+                axis = plot.plot_param_importances(study)
+                axis.figure.savefig(self.folder / "importances.png", dpi=120, bbox_inches="tight")
+            except (RuntimeError, ValueError) as error:  # too few distinct trials
+                self.echo(f"no parameter importances yet: {error}")
+
+    # ---------------------------------------------------------------------------------------
+    # a dry run
+
+    def dry_run(self) -> list[Row]:
+        """Sample configurations in a study of its own, in memory, and check each."""
+        optuna = self.optuna
+        study = optuna.create_study(
+            sampler=optuna.samplers.RandomSampler(seed=self.spec.train.seed),
+            direction="maximize",
+        )
+        for _ in range(self.options.trials or self.sweep.trials):
+            trial = study.ask()
+            values = self.sample(trial)
+            try:
+                _, spec = self.concrete(trial.number, values)
+            except Rejected as rejected:
+                self.rows[trial.number] = Row(trial.number, "rejected", values, note=str(rejected))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            graph = spec.model
+            counts = f"{graph.params.total:,} params, {graph.macs / 1e6:.2f}M MACs"
+            self.rows[trial.number] = Row(trial.number, "accepted", values, counts)
+            study.tell(trial, 0.0)
+        return sorted(self.rows.values(), key=lambda r: r.number)
+
+
+def len_of(summary: Any) -> int:
+    return int(summary.n_trials)
+
+
+def read_epochs(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a run's epochs.jsonl."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
+def stop(child: subprocess.Popen[str]) -> None:
+    child.terminate()
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
