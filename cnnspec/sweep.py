@@ -168,10 +168,14 @@ class Sweep:
             values[entry.path] = value_text(d, value)
         return values
 
-    def concrete(self, number: int, values: dict[str, str]) -> tuple[str, Spec]:
-        """The trial's spec, checked and within the budgets; Rejected with the reason."""
+    def concrete(self, number: int, values: dict[str, str], keep: bool = True) -> Spec:
+        """The trial's spec (kept in DIR/trials/NNN.cnn unless `keep` is false), checked and
+        within the budgets; Rejected with the reason."""
         path = self.folder / "trials" / f"{number:03d}.cnn"
         text = trial_text(self.text, self.space, values)
+        if keep:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         compilation = compile_text(text, str(path))
         if not compilation.ok or compilation.spec is None:
             first = compilation.diagnostics.errors[0]
@@ -185,15 +189,17 @@ class Sweep:
         ):
             if budget is not None and figure > budget:
                 raise Rejected(f"{figure:,} {what}, over the budget of {int(budget):,}")
-        return text, spec
+        return spec
 
     def objective(self, trial: Any) -> float:
         number = trial.number
         values = self.sample(trial)
         trial.set_user_attr("values", values)  # as the trial's spec writes them
+        spec_file = self.folder / "trials" / f"{number:03d}.cnn"
+        trial.set_user_attr("spec", str(spec_file))
         self.update(Row(number, "checking", values))
         try:
-            text, spec = self.concrete(number, values)
+            spec = self.concrete(number, values)
         except Rejected as rejected:
             trial.set_user_attr("reason", str(rejected))
             self.update(Row(number, "rejected", values, note=str(rejected)))
@@ -206,11 +212,6 @@ class Sweep:
             ("memory", graph.memory_bytes),
         ):
             trial.set_user_attr(key, figure)
-        trials = self.folder / "trials"
-        trials.mkdir(parents=True, exist_ok=True)
-        spec_file = trials / f"{number:03d}.cnn"
-        spec_file.write_text(text, encoding="utf-8")
-        trial.set_user_attr("spec", str(spec_file))
         if self.options.dry_run:
             self.update(Row(number, "accepted", values, counts))
             return 0.0
@@ -424,7 +425,7 @@ class Sweep:
             trial = study.ask()
             values = self.sample(trial)
             try:
-                _, spec = self.concrete(trial.number, values)
+                spec = self.concrete(trial.number, values, keep=False)
             except Rejected as rejected:
                 self.rows[trial.number] = Row(trial.number, "rejected", values, note=str(rejected))
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
