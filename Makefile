@@ -39,9 +39,10 @@ demo: setup
 	$(PY) examples/write_digit_pngs.py runs/digit_images 5
 	$(VENV)/bin/cnnspec predict build/digits.onnx runs/digit_images/*.png
 
+# Two pytest processes (pytest-xdist): the suite's time is mostly scripts loading a framework.
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # The other sizes of every library backbone family (EfficientNet B1-B7, EfficientNetV2 B1-L,
 # ConvNeXt Small-XLarge, DenseNet 169/201, ResNetV2 101/152, ...) against keras.applications:

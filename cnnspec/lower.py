@@ -35,6 +35,7 @@ from cnnspec.registry import (
 )
 from cnnspec.sections import (
     SCHEMAS,
+    SPACE,
     AugmentSection,
     DataSection,
     EvaluateSection,
@@ -1215,7 +1216,7 @@ def _bind_sweep(section: ast.Section | None, diagnostics: Diagnostics) -> SweepS
     settings = tuple(
         item
         for item in section.items
-        if not (isinstance(item, ast.Section) and item.key.text == "space")
+        if not (isinstance(item, ast.Section) and item.key.text == SPACE)
     )
     bound = bind_section(settings, SCHEMAS["sweep"], "sweep", section.span, diagnostics)
     return bound  # type: ignore[return-value]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph
-from cnnspec.sections import PHASE_SCHEMA, SCHEMAS, SectionSchema, SweepSection
+from cnnspec.sections import PHASE_SCHEMA, SCHEMAS, SPACE, SectionSchema, SweepSection
 from cnnspec.source import Span
 
 DISTRIBUTIONS = ("log", "uniform", "int", "choice")
@@ -64,7 +64,7 @@ def read_space(
 ) -> Space | None:
     """The sweep section's `space`, every path resolved and every distribution checked; each
     problem is a diagnostic at the path or the distribution. None when nothing is searched."""
-    spaces = [i for i in sweep.items if isinstance(i, ast.Section) and i.key.text == "space"]
+    spaces = [i for i in sweep.items if isinstance(i, ast.Section) and i.key.text == SPACE]
     items = [item for space in spaces for item in space.items]
     if not items:
         diagnostics.error(

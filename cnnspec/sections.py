@@ -938,6 +938,10 @@ TRACKERS: dict[str, type[Bound]] = {c.kind: c for c in (TensorBoardTracker, MLfl
 # cnnspec.search_space, which checks each path against the spec.
 
 
+# The sweep's sub-section that holds its search space.
+SPACE = "space"
+
+
 class SweepSection(Bound):
     """What `cnnspec sweep` searches for and within which limits."""
 

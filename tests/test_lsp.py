@@ -154,7 +154,16 @@ def test_completion_knows_layers_arguments_and_values(client: LspClient) -> None
     assert {"kernel=", "stride=", "activation=", "name="} <= set(arguments)
     items = labels(text.index("\n  \n") + 3)
     assert {"conv2d", "maxpool", "block", "residual", "backbone"} <= set(items)
-    assert labels(0) == ["model", "data", "augment", "train", "evaluate", "track", "sweep", "define"]
+    assert labels(0) == [
+        "model",
+        "data",
+        "augment",
+        "train",
+        "evaluate",
+        "track",
+        "sweep",
+        "define",
+    ]
 
 
 def test_definition_and_outline(client: LspClient) -> None:

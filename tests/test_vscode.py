@@ -33,7 +33,7 @@ from lark import Token as LarkToken
 
 from cnnspec.lower import MODEL_SECTIONS, MODEL_SETTINGS, TOP_SECTIONS
 from cnnspec.registry import user_kinds
-from cnnspec.sections import PHASE_SCHEMA, SCHEMAS
+from cnnspec.sections import PHASE_SCHEMA, SCHEMAS, SPACE
 from tests.conftest import ROOT, SPECS
 from tests.textmate import Grammar, Token, Tokenized
 
@@ -389,7 +389,7 @@ def _lark() -> Lark:
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
-SECTION_KEYWORDS = set(TOP_SECTIONS)
+SECTION_KEYWORDS = {*TOP_SECTIONS, SPACE}
 BLOCK_KEYWORDS = {*MODEL_SECTIONS, "shortcut", "branch"} | {
     key for schema in SCHEMAS.values() for key in schema.sections
 }
@@ -434,12 +434,16 @@ def _name_roles(tree: Tree[LarkToken]) -> dict[tuple[int, int], tuple[str, ...]]
                     put(key, (PARAMETER,))
                 value(argument)
 
-    def item(node: Tree[LarkToken]) -> None:
+    def item(node: Tree[LarkToken], space: bool = False) -> None:
         if node.data == "call":
             call(node)
             return
         key, *rest = node.children
         assert isinstance(key, LarkToken)
+        if node.data == "setting" and space:  # a sweep's `PATH DISTRIBUTION`: a name
+            put(key, (VALUE_NAME,))
+            value(rest[0])
+            return
         if node.data == "setting":
             assert key in SETTING_KEYWORDS, f"unknown setting {key!r}"
             put(key, (SETTING,))
@@ -465,7 +469,7 @@ def _name_roles(tree: Tree[LarkToken]) -> dict[tuple[int, int], tuple[str, ...]]
             value(label)
         for child in items:
             assert isinstance(child, Tree)
-            item(child)
+            item(child, space=key == SPACE)
 
     for child in tree.children:
         assert isinstance(child, Tree)
