@@ -313,12 +313,12 @@ class Sweep:
 
         table = Table(title=f"sweep {self.spec.name}: {self.sweep.objective}")
         table.add_column("trial", justify="right")
-        table.add_column("state")
-        for entry in self.space.entries:
-            table.add_column(entry.path)
-        table.add_column("size")
-        table.add_column(self.sweep.objective, justify="right")
-        table.add_column("note")
+        table.add_column("state", no_wrap=True)
+        for header in short_names([entry.path for entry in self.space.entries]):
+            table.add_column(header, no_wrap=True)
+        table.add_column("params", justify="right", no_wrap=True)
+        table.add_column(self.sweep.objective, justify="right", no_wrap=True)
+        table.add_column("note", overflow="ellipsis")
         with self.lock:
             rows = sorted(self.rows.values(), key=lambda r: r.number)
         for row in rows[-30:]:
@@ -327,7 +327,7 @@ class Sweep:
                 str(row.number),
                 row.state,
                 *(row.params.get(e.path, "") for e in self.space.entries),
-                row.counts,
+                row.counts.split(" params")[0],
                 value,
                 row.note[:60],
             )
@@ -435,6 +435,15 @@ class Sweep:
             self.rows[trial.number] = Row(trial.number, "accepted", values, counts)
             study.tell(trial, 0.0)
         return sorted(self.rows.values(), key=lambda r: r.number)
+
+
+def short_names(paths: list[str]) -> list[str]:
+    """Column headers: each path's last part, or as many last parts as tell it apart."""
+    for parts in range(1, 5):
+        names = [".".join(path.split(".")[-parts:]) for path in paths]
+        if len(set(names)) == len(names):
+            return names
+    return paths
 
 
 def len_of(summary: Any) -> int:
