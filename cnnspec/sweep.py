@@ -71,7 +71,9 @@ def optuna_module() -> Any:
         import optuna
     except ImportError:
         raise SweepError("cnnspec sweep needs Optuna: pip install 'cnnspec[sweep]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs each failed trial with its traceback; a rejected trial is news the table
+    # and trials.json give in one line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
@@ -402,14 +404,17 @@ class Sweep:
         matplotlib.use("Agg")
         from optuna.visualization import matplotlib as plot
 
-        axis = plot.plot_optimization_history(study)
-        axis.figure.savefig(self.folder / "history.png", dpi=120, bbox_inches="tight")
-        if len(complete) >= 2 and len(self.space.entries) >= 2:
-            try:
-                axis = plot.plot_param_importances(study)
-                axis.figure.savefig(self.folder / "importances.png", dpi=120, bbox_inches="tight")
-            except (RuntimeError, ValueError) as error:  # too few distinct trials
-                self.echo(f"no parameter importances yet: {error}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # notes on too few trials to rank parameters
+            axis = plot.plot_optimization_history(study)
+            axis.figure.savefig(self.folder / "history.png", dpi=120, bbox_inches="tight")
+            if len(complete) >= 2 and len(self.space.entries) >= 2:
+                try:
+                    axis = plot.plot_param_importances(study)
+                    figure = axis.figure
+                    figure.savefig(self.folder / "importances.png", dpi=120, bbox_inches="tight")
+                except (RuntimeError, ValueError) as error:  # too few distinct trials
+                    self.echo(f"no parameter importances yet: {error}")
 
     # ---------------------------------------------------------------------------------------
     # a dry run
