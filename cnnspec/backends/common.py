@@ -806,6 +806,14 @@ MLFLOW_RUN = '''
             resumed = last["run_id"] if last.get("uri") == uri else None
         try:
             mlflow.set_tracking_uri(uri)
+            if uri.startswith("sqlite:///") and not mlflow.get_experiment_by_name(
+                MLFLOW_EXPERIMENT
+            ):
+                # The runs' files beside the database, not in the working directory's
+                # mlruns/ (MLflow's default for a database store).
+                database = Path(uri.removeprefix("sqlite:///")).resolve()
+                files = database.parent / "mlartifacts"
+                mlflow.create_experiment(MLFLOW_EXPERIMENT, files.as_uri())
             mlflow.set_experiment(MLFLOW_EXPERIMENT)
             if resumed is not None:
                 run = mlflow.start_run(run_id=resumed)

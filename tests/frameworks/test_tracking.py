@@ -132,6 +132,9 @@ def check_mlflow_run(store: str, backend: str, out: Path, spec_text: str) -> Non
     }
     local = Path(client.download_artifacts(run.info.run_id, "tracked.cnn", str(out / "dl")))
     assert local.read_text() == spec_text
+    # The run's files are beside its database, not in the working directory.
+    database = Path(store.removeprefix("sqlite:///"))
+    assert run.info.artifact_uri.startswith((database.parent / "mlartifacts").as_uri())
 
 
 def test_keras_run_writes_tensorboard_and_an_mlflow_run(tmp_path: Path) -> None:
