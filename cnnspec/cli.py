@@ -588,7 +588,6 @@ def sweep_command(args: argparse.Namespace) -> None:
         workers=args.workers,
         output=args.output,
         subset=args.subset,
-        dry_run=args.dry_run,
     )
     try:
         sweep = Sweep(compilation.spec, args.spec, options, echo)

@@ -51,7 +51,6 @@ class Options:
     workers: int = 1
     output: Path | None = None
     subset: int | None = None
-    dry_run: bool = False
 
 
 @dataclass
@@ -106,7 +105,7 @@ class Sweep:
             existing = optuna.study.get_all_study_summaries(storage)
         except Exception as error:  # a URL SQLAlchemy cannot open, a server out of reach
             raise SweepError(f"cannot open the study storage {url}: {error}") from None
-        done = next((len_of(s) for s in existing if s.study_name == self.spec.name), 0)
+        done = next((s.n_trials for s in existing if s.study_name == self.spec.name), 0)
         direction = "maximize" if self.sweep.resolved_mode == "max" else "minimize"
         seed = self.spec.train.seed + done  # a resumed study does not repeat its first samples
         if self.sweep.sampler == "random":
@@ -214,9 +213,6 @@ class Sweep:
             ("memory", graph.memory_bytes),
         ):
             trial.set_user_attr(key, figure)
-        if self.options.dry_run:
-            self.update(Row(number, "accepted", values, counts))
-            return 0.0
         self.update(Row(number, "training", values, counts))
         try:
             value = self.train(trial, spec, spec_file, values, counts)
@@ -449,10 +445,6 @@ def short_names(paths: list[str]) -> list[str]:
         if len(set(names)) == len(names):
             return names
     return paths
-
-
-def len_of(summary: Any) -> int:
-    return int(summary.n_trials)
 
 
 def read_epochs(path: Path) -> list[dict[str, Any]]:
