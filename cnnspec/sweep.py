@@ -160,12 +160,18 @@ class Sweep:
         values = {}
         for entry in self.space.entries:
             d = entry.distribution
-            if d.kind == "choice":
-                value: Any = trial.suggest_categorical(entry.path, list(d.choices))
-            elif d.kind == "int":
-                value = trial.suggest_int(entry.path, int(d.low), int(d.high), step=d.step)
-            else:
-                value = trial.suggest_float(entry.path, d.low, d.high, log=d.kind == "log")
+            try:
+                if d.kind == "choice":
+                    value: Any = trial.suggest_categorical(entry.path, list(d.choices))
+                elif d.kind == "int":
+                    value = trial.suggest_int(entry.path, int(d.low), int(d.high), step=d.step)
+                else:
+                    value = trial.suggest_float(entry.path, d.low, d.high, log=d.kind == "log")
+            except ValueError as error:  # the stored study searched this path differently
+                raise SweepError(
+                    f"the study {self.spec.name} searched {entry.path} another way ({error}); "
+                    "sweep into another -o or --storage"
+                ) from None
             values[entry.path] = value_text(d, value)
         return values
 

@@ -97,3 +97,16 @@ def test_a_space_with_errors_searches_nothing(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "error[E501]: 'model.unit' names no value of the spec" in err
     assert "did you mean 'model.units'?" in err and "nothing searched" in err
+
+
+def test_a_study_that_searched_a_path_another_way_is_one_line(tmp_path: Path, capsys) -> None:
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="sweep_digits", direction="maximize")
+    study.enqueue_trial({"model.width": 1.5})
+    study.optimize(lambda trial: trial.suggest_float("model.width", 1.0, 2.0), n_trials=1)
+    with pytest.raises(SystemExit) as exit:
+        main(["sweep", str(EXAMPLE), "--storage", storage, "-o", str(tmp_path / "s")])
+    assert exit.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("cnnspec: error: the study sweep_digits searched model.width another")
