@@ -50,7 +50,7 @@ test: setup
 # keras.applications family through `cnnspec import` and every backbone through export and
 # import; backbone weights loaded under a mirrored strategy (minutes).
 test-library: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m library tests/frameworks
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m library tests/frameworks
 
 # The long random campaigns, kept out of CI: the property and fuzz tests with random seeds
 # and 20x the examples (tests/fuzzing.py), then the semantic campaign, which builds 2,000
