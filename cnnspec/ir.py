@@ -5,9 +5,11 @@ shape, its parameter counts, MACs and receptive field, computed once by the lowe
 backends read them and never recompute them.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from cnnspec.backbones import BACKBONES, Backbone, BackboneArgs
 from cnnspec.registry import LayerArgs, Params, Shape
@@ -21,6 +23,9 @@ from cnnspec.sections import (
     TrainSection,
 )
 from cnnspec.source import Source, Span
+
+if TYPE_CHECKING:  # search_space reads the IR, so the IR names its Space only for types
+    from cnnspec.search_space import Space
 
 FLOAT32_BYTES = 4
 
@@ -165,7 +170,7 @@ class Spec:
     phases: list[PhasePlan] = field(default_factory=list)
     # `cnnspec sweep`'s settings and search space, when the spec has a sweep section.
     sweep: SweepSection | None = None
-    space: Any = None  # cnnspec.search_space.Space (which imports this module)
+    space: Space | None = None
 
     @property
     def path(self) -> str:
