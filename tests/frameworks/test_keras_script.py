@@ -267,16 +267,13 @@ def test_two_workers_train_under_a_multiworker_strategy(tmp_path: Path) -> None:
     checkpoint, and the other worker writes to a temporary folder that is gone at the end."""
     import os
     import re
-    import socket
     import subprocess
     import sys
 
+    from tests.frameworks.scripts import free_port
+
     script = write_script(checked_spec(MULTIWORKER), tmp_path)
-    ports = []
-    for _ in range(2):
-        with socket.socket() as probe:
-            probe.bind(("localhost", 0))
-            ports.append(probe.getsockname()[1])
+    ports = [free_port(), free_port()]
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     workers = []
     for index in range(2):

@@ -46,6 +46,7 @@ from cnnspec.ir import Graph, Spec
 from tests.conftest import ROOT, SPECS
 from tests.frameworks.scripts import (
     checked_spec,
+    free_port,
     load_script,
     run_script,
     shipped_spec,
@@ -298,14 +299,6 @@ train {
   early_stopping(monitor=val_loss, patience=1, min_delta=0.2)
 }
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_two_nodes_reduce_their_metrics_and_stop_together(tmp_path: Path) -> None:
