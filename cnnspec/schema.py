@@ -164,6 +164,9 @@ def _number_text(bound: float) -> str:
     return str(bound)
 
 
+_WORDS: dict[bool | None, str] = {True: "true", False: "false", None: "none"}
+
+
 def _check(annotation: Any, value: Any) -> Any:
     """`value` as `annotation` says, or raise Problem."""
     origin = typing.get_origin(annotation)
@@ -181,6 +184,11 @@ def _check(annotation: Any, value: Any) -> Any:
         choices = typing.get_args(annotation)
         if any(value == c and type(value) is type(c) for c in choices):
             return value
+        # The words true, false and none reach a model as Python's True, False and None (the
+        # binder cannot know the field's type); a Literal that lists the word means the word,
+        # as `validation none` and sweep's `pruner none` do.
+        if (value is None or isinstance(value, bool)) and _WORDS[value] in choices:
+            return _WORDS[value]
         raise Problem(f"must be {_literal_text(choices)}", kind="choice", choices=choices)
     if origin in (Union, types.UnionType):
         return _check_union(typing.get_args(annotation), value)

@@ -1059,7 +1059,9 @@ def bind_section(
                     )
                     broken.add(field_name)
                     continue
-                rule = FreezeRule(action=key, target=str(to_python(target)))  # type: ignore[arg-type]
+                # The word as written: `freeze none` names a layer called none, not None.
+                word = target.text if isinstance(target, ast.Name) else target.value
+                rule = FreezeRule(action=key, target=word)  # type: ignore[arg-type]
                 values[field_name] = (*values.get(field_name, ()), rule.located(item.span, {}))
                 continue
             if key not in settings:

@@ -136,3 +136,38 @@ def test_each_backend_has_its_own_default_output_folder() -> None:
     texts = {name: backend(name).emit(spec.spec, "digits.cnn") for name in ("keras", "pytorch")}
     assert 'default="runs/digits_keras"' in texts["keras"]
     assert 'default="runs/digits_pytorch"' in texts["pytorch"]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 23: a newcomer's first hour, again
+
+
+def test_validation_none_is_accepted_and_means_no_validation() -> None:
+    """The README lists `none` among validation's values; the word must not be refused as the
+    value none, nor must sweep's `pruner none` be."""
+    text = """\
+model m { input 8x8x1  conv2d(8)  global_avg_pool()  dense(10, activation=softmax) }
+data { source digits  rescale 1/16  labels sparse  validation none }
+sweep { objective loss  pruner none  space { model.conv2d_1.filters choice(4, 8) } }
+"""
+    compilation = compile_text(text, "m.cnn")
+    assert [d.code for d in compilation.diagnostics] == []
+    assert compilation.spec is not None
+    assert compilation.spec.data.validation == "none"
+    assert not compilation.spec.data.has_validation
+    assert compilation.spec.sweep is not None and compilation.spec.sweep.pruner == "none"
+    # No validation split, so a validation metric has nothing to be computed on.
+    monitored = text.replace("sweep {", "train { early_stopping(monitor=val_loss) }\n#")
+    codes = [d.code for d in compile_text(monitored, "m.cnn").diagnostics]
+    assert codes == ["E306"]
+
+
+def test_a_freeze_target_is_the_word_as_written() -> None:
+    """`freeze none` names a layer called none, not Python's None."""
+    text = """\
+model m { input 8x8x1  conv2d(8)  global_avg_pool()  dense(10, activation=softmax) }
+data { source digits  rescale 1/16  labels sparse }
+train { freeze none  unfreeze true }
+"""
+    messages = [d.message for d in compile_text(text, "m.cnn").diagnostics]
+    assert messages == ["freeze 'none' matches no layer", "unfreeze 'true' matches no layer"]
