@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -290,7 +290,14 @@ def summary(args: argparse.Namespace) -> None:
     if not console.is_terminal:
         # Piped output has no width to measure: keep rows on one line rather than wrap at 80.
         console = Console(width=120)
+    # Rich ends the process itself (status 1) when the pipe is closed: let `main` do it, the
+    # same way for every command.
+    console.on_broken_pipe = _broken_pipe  # type: ignore[method-assign]
     console.print(render_table(compilation.spec), soft_wrap=True)
+
+
+def _broken_pipe() -> NoReturn:
+    raise BrokenPipeError(32, "Broken pipe")
 
 
 def build(args: argparse.Namespace) -> None:
@@ -908,23 +915,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+# The status of a Unix tool that SIGPIPE ended (128 + 13), so that `set -o pipefail` scripts see
+# `cnnspec layers | head -1` as they see `yes | head -1`; 1 would read as "the spec has errors".
+CLOSED_PIPE = 141
+
+
+def _run(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # a usage error exits here, with status 2
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
-        sys.exit(2)
+        return 2
     try:
         args.run(args)
     except Exit as exit:
-        sys.exit(exit.code)
+        return exit.code
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    except BrokenPipeError:
+        raise
     except Exception as error:  # a bug in cnnspec: still no traceback, and a way to report it
         echo(
             f"cnnspec: internal error: {type(error).__name__}: {error}\n"
             "please report this, with the spec that caused it",
             err=True,
         )
-        sys.exit(70)
-    sys.exit(0)
+        return 70
+    return 0
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    try:
+        try:
+            code = _run(argv)
+        finally:
+            # Output still buffered would meet a closed pipe at the interpreter's exit, where
+            # the error could no longer be caught.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Whoever read the output has gone (`cnnspec layers | head -1`): stop quietly, as Unix
+        # tools do. Both streams go to os.devnull so that the interpreter's last flush of what
+        # is left in their buffers does not fail again (the recipe in Python's `signal` docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            # A stream replaced by one without a descriptor (a test's capture) is left be.
+            with suppress(AttributeError, OSError, ValueError):
+                os.dup2(devnull, stream.fileno())
+        sys.exit(CLOSED_PIPE)
+    sys.exit(code)

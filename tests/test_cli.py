@@ -582,3 +582,33 @@ def test_summary_table_shows_each_layers_memory() -> None:
     row = next(line for line in result.stdout.splitlines() if "c1_conv2d_1" in line)
     assert "18.4 KiB" in row
     assert "activation memory per example (float32): 32.1 KiB" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# A pipe closed early (`cnnspec layers | head -1`)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["layers"],
+        ["summary", "specs/cifar10.cnn"],
+        ["summary", "--format", "json", "specs/cifar10.cnn"],
+        ["check", "specs/cifar10.cnn"],
+    ],
+)
+def test_a_closed_pipe_ends_the_command_quietly(args: list[str]) -> None:
+    """Whatever reads the output has gone before the command writes (its read end is closed
+    before the command starts): no message, and 141 as for a tool that SIGPIPE ended."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnspec", *args],
+        cwd=ROOT,
+        env={**os.environ, "NO_COLOR": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read().decode("utf-8")
+    assert process.wait(timeout=120) == 141, stderr
+    assert stderr == ""
