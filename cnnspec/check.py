@@ -544,8 +544,10 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
             if not hit:
                 all_matched = False
                 known = ["all", *graph.blocks, *(n.name for n in graph.nodes)]
-                diagnostics.warning(
-                    "W310",
+                # An error, not a warning: a misspelt block (`freeze stemm`) would otherwise
+                # train the wrong layers for hours.
+                diagnostics.error(
+                    "E310",
                     f"{rule.action} '{rule.target}' matches no layer",
                     rule.span or phase.span or graph.span,
                     did_you_mean(rule.target, known) or "name a block, a layer, or a glob",

@@ -50,6 +50,8 @@ CODES: dict[str, str] = {
     "E306": "validation metric without validation data",
     "E307": "validation split the data source does not have",
     "E308": "preprocess imagenet without a backbone",
+    # W310 until issue 23: the same number, now an error.
+    "E310": "freeze pattern matches no layer",
     # backends
     "E401": "a backend cannot express the layer",
     # sweeps
@@ -69,7 +71,6 @@ CODES: dict[str, str] = {
     "W306": "rotation of less than a degree",
     "W307": "phase drops the train-level callbacks",
     "W308": "input preprocessing differs from what the pretrained weights expect",
-    "W310": "freeze pattern matches no layer",
     "W311": "phase unfreezes nothing",
     "W312": "phase trains nothing",
 }
