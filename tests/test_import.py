@@ -196,6 +196,29 @@ def test_a_module_factory_needs_its_input_size(capsys):
     assert "--input-size HxWxC" in capsys.readouterr().err
 
 
+def test_a_note_is_one_line_and_the_spec_says_it_too(tmp_path, capsys, monkeypatch):
+    # A model that ends in logits, as PyTorch classifiers do: the spec adds a softmax.
+    network = resnet_like()
+    network.layers[-1].args["activation"] = None
+    monkeypatch.setattr("cnnspec.importing.read", lambda source, size: network)
+    out = tmp_path / "tiny.cnn"
+    with pytest.raises(SystemExit) as exit:
+        main(["import", "tiny.onnx", "-o", str(out)])
+    assert exit.value.code == 0
+    err = capsys.readouterr().err.splitlines()
+    notes = [line for line in err if "note:" in line]
+    assert notes == [
+        "cnnspec: note: fc outputs logits in the source; here it applies softmax, as a cnnspec "
+        "classifier outputs probabilities: this model computes softmax(source(x))."
+    ]
+    assert len(err) == 1  # the note; the summary line goes to stdout
+    # The spec carries the same note as a comment, wrapped to the formatter's width.
+    head = [line for line in out.read_text().splitlines() if line.startswith("#")]
+    assert all(len(line) <= 100 for line in head)
+    words = " ".join(line.removeprefix("#").strip() for line in head)
+    assert notes[0].removeprefix("cnnspec: note: ") in words
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path

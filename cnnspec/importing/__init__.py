@@ -23,7 +23,8 @@ class Imported:
     tensors: dict[str, Any]  # canonical weights
     network: Network
     spec: Any  # the compiled cnnspec.ir.Spec
-    # What the spec does differently from the source, one line each (also comments in it).
+    # What the spec does differently from the source, a sentence each: one line on the
+    # terminal, a comment wrapped to the formatter's width in the spec.
     notes: list[str]
 
 
@@ -77,7 +78,7 @@ def import_network(network: Network) -> Imported:
     fold_activations(network)
     notes = _probabilities(network)
     items = structure.nest(network)
-    text = "".join(f"# {note}\n" for note in notes) + writer.write(network, items)
+    text = "".join(_comment(note) for note in notes) + writer.write(network, items)
     formatted = format_text(text) or text
     compilation = compile_text(formatted, f"{network.name}.cnn")
     _classifier_or_fail(compilation)
@@ -119,9 +120,19 @@ def _probabilities(network: Network) -> list[str]:
     activation = "sigmoid" if units == 1 else "softmax"
     last.args["activation"] = activation
     return [
-        f"{last.name} outputs logits in the source; here it applies {activation}, as a cnnspec",
-        f"classifier outputs probabilities: this model computes {activation}(source(x)).",
+        f"{last.name} outputs logits in the source; here it applies {activation}, as a cnnspec "
+        f"classifier outputs probabilities: this model computes {activation}(source(x))."
     ]
+
+
+def _comment(note: str) -> str:
+    """A note as comment lines that fit the formatter's width."""
+    import textwrap
+
+    from cnnspec.fmt import WIDTH
+
+    lines = textwrap.wrap(note, WIDTH - 2, break_long_words=False, break_on_hyphens=False)
+    return "".join(f"# {line}\n" for line in lines)
 
 
 def _same_graph(network: Network, graph: Any) -> None:
