@@ -222,3 +222,36 @@ def test_a_note_is_one_line_and_the_spec_says_it_too(tmp_path, capsys, monkeypat
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("absent.py:small_net", "cnnspec: error: no such file: absent.py"),
+        ("sub/absent.py:small_net", "cnnspec: error: no such file: sub/absent.py"),
+        ("folder.py:small_net", "cnnspec: error: folder.py is a directory, not a Python file"),
+        ("nets.py:", "cnnspec: error: name the function that builds the model: nets.py:function"),
+        ("nets.py:small_net", "needs --input-size HxWxC"),
+        ("./nets.py:small_net", "needs --input-size HxWxC"),
+    ],
+)
+def test_a_factory_may_be_a_python_file_as_a_user_types_it(
+    tmp_path, capsys, monkeypatch, target, message
+):
+    # Without torch: the file's path is read as a factory's, not as a model file's name.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.py").mkdir()
+    (tmp_path / "nets.py").write_text("def small_net(): ...\n")
+    with pytest.raises(SystemExit) as exit:
+        main(["import", target])
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.cnn"))
+
+
+def test_a_python_file_named_by_its_absolute_path_is_a_factory(tmp_path, capsys):
+    (tmp_path / "nets.py").write_text("def small_net(): ...\n")
+    with pytest.raises(SystemExit):
+        main(["import", f"{tmp_path / 'nets.py'}:small_net"])
+    assert "needs --input-size HxWxC" in capsys.readouterr().err

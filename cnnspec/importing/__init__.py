@@ -29,11 +29,12 @@ class Imported:
 
 
 def read(source: str, input_size: tuple[int, int, int] | None = None) -> Network:
-    """The Network in a model file, or in a PyTorch factory `package.module:function`."""
-    path = Path(source)
-    if not path.exists() and ":" in source and not source.startswith(("/", ".")):
-        from cnnspec.importing import torch_module
+    """The Network in a model file, or in a PyTorch factory: `package.module:function`, or
+    `path/to/file.py:function` as a user types a file's name."""
+    from cnnspec.importing import torch_module
 
+    path = Path(source)
+    if not path.exists() and torch_module.is_factory(source):
         return torch_module.read(source, input_size)
     if not path.exists():
         raise ImportFailure(f"no such file: {source}")
@@ -61,7 +62,7 @@ def read(source: str, input_size: tuple[int, int, int] | None = None) -> Network
         )
     raise ImportFailure(
         f"{source} is not a model file cnnspec reads: a Keras .keras or .h5 file, an ONNX "
-        "file, or a PyTorch factory package.module:function"
+        "file, or a PyTorch factory package.module:function or path/to/file.py:function"
     )
 
 

@@ -1,21 +1,42 @@
-"""`cnnspec import package.module:factory --input-size 224x224x3`: the module the factory
-returns, exported to ONNX inside the command (in eval mode, batch normalization kept as it is
-rather than folded into the convolutions, so that the counts stay PyTorch's), then read as
-any ONNX file."""
+"""`cnnspec import package.module:factory --input-size 224x224x3` (or `path/to/file.py:factory`):
+the module the factory returns, exported to ONNX inside the command (in eval mode, batch
+normalization kept as it is rather than folded into the convolutions, so that the counts stay
+PyTorch's), then read as any ONNX file."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import sys
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 from cnnspec.importing.network import ImportFailure, Network
 
 
+def is_factory(target: str) -> bool:
+    """`package.module:function` or `path/to/file.py:function` (the function may be left out,
+    and is then asked for)."""
+    location, colon, function = target.rpartition(":")
+    if not colon or not (function.isidentifier() or function == ""):
+        return False
+    if location.lower().endswith(".py"):
+        return True
+    return all(part.isidentifier() for part in location.split("."))
+
+
 def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
-    module_name, _, factory_name = target.partition(":")
+    # The last colon: a file's path may hold one, a function's name cannot.
+    location, _, factory_name = target.rpartition(":")
+    if not factory_name:
+        raise ImportFailure(f"name the function that builds the model: {location}:function")
+    file = Path(location) if location.lower().endswith(".py") else None
+    if file is not None and not file.is_file():
+        if file.is_dir():
+            raise ImportFailure(f"{location} is a directory, not a Python file")
+        raise ImportFailure(f"no such file: {location}")
     if input_size is None:
         raise ImportFailure(
             f"importing {target} needs --input-size HxWxC (such as 224x224x3): a PyTorch "
@@ -31,17 +52,13 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
         import onnx
     except ImportError:
         raise ImportFailure("importing a PyTorch module needs onnx: pip install onnx") from None
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # `models:resnet18` from the current folder
     try:
-        module = importlib.import_module(module_name)
+        module = _load_file(file) if file is not None else _import(location)
     except Exception as error:
-        raise ImportFailure(
-            f"cannot import {module_name}: {type(error).__name__}: {error}"
-        ) from None
+        raise ImportFailure(f"cannot import {location}: {type(error).__name__}: {error}") from None
     factory = getattr(module, factory_name, None)
     if factory is None:
-        raise ImportFailure(f"{module_name} has no {factory_name}")
+        raise ImportFailure(f"{location} has no {factory_name}")
     try:
         model = factory()
     except Exception as error:
@@ -79,3 +96,37 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
     )
     network.trainable, network.non_trainable = trainable, buffers
     return network
+
+
+def _import(module_name: str) -> ModuleType:
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # `models:resnet18` from the current folder
+    return importlib.import_module(module_name)
+
+
+def _load_file(file: Path) -> ModuleType:
+    """The module in `file`, run as `python file` would: its folder first on the path, so that
+    it imports the modules beside it."""
+    folder = str(file.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    # Under its own name, as `tnets:small_net` would import it, unless that name is taken (by
+    # an installed package, or another file): then a name of its own.
+    name = file.stem
+    taken = sys.modules.get(name)
+    if taken is not None or not name.isidentifier():
+        if taken is not None and getattr(taken, "__file__", None) == str(file.resolve()):
+            return taken
+        name = f"_cnnspec_factory_{abs(hash(str(file.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, file.resolve())
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {file} as Python")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would: dataclasses and pickle look it up there.
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module

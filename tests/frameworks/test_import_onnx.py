@@ -84,3 +84,60 @@ def test_every_shipped_spec_round_trips_through_onnx(path):
     h, w, c = spec.model.input_shape
     x = np.random.default_rng(1).standard_normal((2, c, h, w)).astype(np.float32)
     np.testing.assert_allclose(_imported_outputs(imported, x), run_onnx(model, x), atol=1e-4)
+
+
+SMALL_NETS = """\
+import torch
+from torch import nn
+
+from first_hour_blocks import block
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(block(3, 4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+"""
+
+
+@pytest.fixture
+def nets_in_a_folder(tmp_path, monkeypatch):
+    """tmp_path/models/first_hour_nets.py, which imports a module beside it; sys.path and
+    sys.modules as they were afterwards."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "first_hour_nets.py").write_text(SMALL_NETS)
+    (folder / "first_hour_blocks.py").write_text(
+        "from torch import nn\n\n\ndef block(a, b):\n"
+        "    return nn.Sequential(nn.Conv2d(a, b, 3), nn.ReLU())\n"
+    )
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    monkeypatch.chdir(tmp_path)
+    yield folder
+    for name in ("first_hour_nets", "first_hour_blocks"):
+        __import__("sys").modules.pop(name, None)
+
+
+def test_a_factory_in_a_python_file_imports_by_its_path_as_typed(
+    nets_in_a_folder, capsys, monkeypatch
+):
+    from cnnspec.cli import main
+
+    # Trainable parameters by hand: conv 3*3*3*4 + 4 = 112, linear 144*3 + 3 = 435.
+    absolute = nets_in_a_folder / "first_hour_nets.py"
+    top = nets_in_a_folder.parent
+    for n, (folder, target) in enumerate(
+        [
+            (top, "models/first_hour_nets.py:small_net"),
+            (top, f"{absolute}:small_net"),
+            (nets_in_a_folder, "first_hour_nets:small_net"),
+        ],
+        1,
+    ):
+        monkeypatch.chdir(folder)
+        out = top / f"out{n}.cnn"
+        with pytest.raises(SystemExit) as exit:
+            main(["import", target, "--input-size", "8x8x3", "-o", str(out)])
+        captured = capsys.readouterr()
+        assert exit.value.code == 0, captured.err
+        assert f"wrote {out} (" in captured.out and "547 parameters" in captured.out
+        assert f"from {target}\n" in out.read_text()
