@@ -717,11 +717,13 @@ g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
     }
     parts.push(...labels);
     const labelled = new Set();
-    const skipped = new Set(placed.skips.map(([source, join]) => `${source}\u0000${join}`));
+    // Keys joined by a character no name holds, written as an escape: a NUL byte in the file
+    // would make it binary to grep and to editors.
+    const skipped = new Set(placed.skips.map(([source, join]) => `${source}\\u0000${join}`));
     for (const name of placed.boxes.keys()) {
       for (const input of info(name).inputs) {
         const source = visible(input);
-        if (skipped.has(`${source}\u0000${name}`)) continue;
+        if (skipped.has(`${source}\\u0000${name}`)) continue;
         const [x1, , y1] = center(source);
         const [x2, y2] = center(name);
         const turn = y2 - S.GAP_Y / 2;

@@ -127,6 +127,20 @@ def test_the_html_page_holds_the_network_as_data_and_works_offline() -> None:
     assert data["blocks"]["backbone.conv2"]["label"] == "32 layers"
 
 
+@pytest.mark.parametrize("suffix", [".html", ".svg"])
+def test_the_written_file_is_text_that_grep_reads(tmp_path: Path, suffix: str) -> None:
+    # grep calls a file with a NUL byte binary and shows none of its lines; other control
+    # characters are as unwelcome in a page a person opens in an editor.
+    target = tmp_path / f"inception{suffix}"
+    with pytest.raises(SystemExit) as exit:
+        main(["graph", str(ROOT / "specs" / "inception_digits.cnn"), "-o", str(target)])
+    assert exit.value.code == 0
+    data = target.read_bytes()
+    assert b"\0" not in data
+    text = data.decode("utf-8")
+    assert [c for c in text if ord(c) < 32 and c not in "\n\t"] == []
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_FLAGS = [
     "--headless",
