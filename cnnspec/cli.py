@@ -447,27 +447,51 @@ def verify(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    """Classify images with an exported ONNX model under onnxruntime."""
+    """Classify images with an exported ONNX model under onnxruntime.
+
+    Each IMAGE is a file in any format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...),
+    whatever its suffix, or a folder: every file under it with an image suffix, recursively,
+    in sorted order. A missing, unreadable or damaged image is reported on one line and the
+    others are still classified; the exit status is then 1.
+    """
     try:
-        from cnnspec.predict import PredictError
+        from cnnspec.predict import BadImage, PredictError
         from cnnspec.predict import predict as run_predict
     except ImportError:
         echo("cnnspec: error: predict needs onnxruntime: pip install 'cnnspec[onnx]'", err=True)
         raise Exit(1) from None
     try:
-        results, ran = run_predict(args.model, args.images, args.provider, args.top)
+        outcomes, ran = run_predict(args.model, args.images, args.provider, args.top)
     except PredictError as error:
         echo(f"cnnspec: error: {error}", err=True)
         raise Exit(1) from None
+    results: list[dict[str, Any]] = []
+    bad = 0
+    for outcome in outcomes:
+        if isinstance(outcome, BadImage):
+            bad += 1
+            echo(f"cnnspec: error: {outcome.message}", err=True)
+            continue
+        results.append(outcome)
+        if args.format == "text":
+            # Only once an image is classified: with none, stdout stays empty, as it always was.
+            if len(results) == 1:
+                echo(f"ran on {ran}")
+            best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in outcome["top"])
+            echo(f"{outcome['image']}: {outcome['prediction']}  ({best})")
     if args.format == "json":
         import json
 
         echo(json.dumps({"provider": ran, "predictions": results}, indent=2))
-        return
-    echo(f"ran on {ran}")
-    for result in results:
-        best = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-        echo(f"{result['image']}: {result['prediction']}  ({best})")
+    if bad:
+        # After many predictions the error lines have scrolled away: say at the end that they exist.
+        if bad + len(results) > 1:
+            echo(
+                f"cnnspec: error: {_plural(bad, 'input')} failed, "
+                f"{_plural(len(results), 'image')} classified",
+                err=True,
+            )
+        raise Exit(1)
 
 
 def bench_command(args: argparse.Namespace) -> None:
@@ -813,7 +837,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "model", type=Path, metavar="MODEL", help="a model written by `cnnspec export`"
     )
-    sub.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG or JPEG files")
+    sub.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="an image file in any format Pillow reads, or a folder: every image file under it, "
+        "recursively, sorted; a quoted glob pattern is expanded as the shell would",
+    )
     sub.add_argument(
         "--provider", choices=providers, default="auto", help="auto tries TensorRT, CUDA, then CPU"
     )

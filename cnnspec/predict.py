@@ -3,8 +3,10 @@ as the model's cnnspec metadata says (size, channels, layout, pixel scale, resca
 
 from __future__ import annotations
 
+import glob
 import io
 import json
+from collections.abc import Iterable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,24 @@ PROVIDERS = {
 }
 
 
+# Images classified per onnxruntime call: a folder may hold a whole data set, which would not fit
+# in memory as one batch.
+BATCH_SIZE = 32
+
+# Pillow registers these suffixes for writing only: such files in a folder are not images to try.
+WRITE_ONLY_FORMATS = {"PDF", "PALM"}
+
+
 class PredictError(Exception):
     """A problem with the model or an image, reported as one line."""
+
+
+@dataclass
+class BadImage:
+    """An input that gave no prediction: the file (or folder, or pattern) and why, as one line."""
+
+    path: Path
+    message: str
 
 
 @dataclass
@@ -68,14 +86,37 @@ class Preprocessing:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(image_path) as image:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-                image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.float32)
+            empty = image_path.stat().st_size == 0
+            image = None if empty else Image.open(image_path)
         except FileNotFoundError:
             raise PredictError(f"no such image: {image_path}") from None
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise PredictError(f"{image_path} is not a readable PNG or JPEG image") from None
+        except UnidentifiedImageError:
+            raise PredictError(f"{image_path} is not an image Pillow can read") from None
+        except OSError as error:
+            raise PredictError(f"cannot read {image_path}: {error.strerror or error}") from None
+        except Exception as error:  # a decompression bomb, or a header no plugin expected
+            raise PredictError(
+                f"{image_path} cannot be opened as an image ({_line(error)})"
+            ) from None
+        if image is None:
+            raise PredictError(f"{image_path} is empty (0 bytes), not an image")
+        with image:
+            try:
+                image.load()
+            except Exception as error:  # Pillow's decoders raise many types on damaged data
+                raise PredictError(
+                    f"{image_path} is a damaged or truncated {image.format} image ({_line(error)})"
+                ) from None
+            source = f"{image.format} image in mode {image.mode}"
+            try:
+                image = image.convert("L" if self.channels == 1 else "RGB")
+                image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
+            except (ValueError, OSError) as error:
+                raise PredictError(
+                    f"{image_path} is a {source}, which cannot be converted to "
+                    f"{'grayscale' if self.channels == 1 else 'RGB'} ({_line(error)})"
+                ) from None
+            pixels = np.asarray(image, dtype=np.float32)
         pixels = pixels.reshape(self.height, self.width, self.channels)
         pixels = pixels * (self.pixel_max / 255.0) * self.rescale
         if self.color_order == "bgr":
@@ -139,28 +180,115 @@ def _start(onnxruntime: Any, model_path: Path, provider: str, options: Any = Non
 
 
 def predict(
-    model_path: Path, images: list[Path], provider: str = "auto", top: int = 3
-) -> tuple[list[dict[str, Any]], str]:
-    """Top-`top` classes per image, and the execution provider that ran."""
+    model_path: Path, inputs: list[Path], provider: str = "auto", top: int = 3
+) -> tuple[Iterator[dict[str, Any] | BadImage], str]:
+    """The execution provider that runs, and, lazily and in the order of `inputs` (folders and
+    patterns expanded), each image's top-`top` classes or why it has none. A problem with the
+    model raises PredictError here, before any image is read."""
     session, preprocessing, ran = session_for(model_path, provider)
-    batch = np.stack([preprocessing.load(path) for path in images]).astype(np.float32)
-    (probabilities,) = session.run(None, {session.get_inputs()[0].name: batch})
-    names = preprocessing.class_names
-    results = []
-    for path, row in zip(images, probabilities, strict=True):
-        if preprocessing.binary:
-            p = float(row[0])
-            scores = [1.0 - p, p]
-            label = names[1] if p >= preprocessing.threshold else names[0]
+    return _outcomes(session, preprocessing, image_inputs(inputs), top), ran
+
+
+def image_inputs(arguments: Iterable[Path]) -> Iterator[Path | BadImage]:
+    """The files to try for these command-line arguments: a file as it is, whatever its suffix;
+    a folder as every file under it with an image suffix, recursively, sorted; a pattern that
+    names no file (quoted, or left by a shell where it matched nothing) as the files it matches."""
+    for argument in arguments:
+        try:
+            folder, exists = argument.is_dir(), argument.exists()
+        except OSError:  # e.g. a folder on the way that may not be searched: loading says so
+            folder, exists = False, True
+        if folder:
+            yield from _folder_images(argument)
+        elif exists or not glob.has_magic(str(argument)):
+            yield argument
         else:
-            scores = [float(v) for v in row]
-            label = names[int(np.argmax(row))]
-        order = np.argsort(scores)[::-1][: max(1, top)]
-        results.append(
-            {
-                "image": str(path),
-                "prediction": label,
-                "top": [{"class": names[i], "probability": scores[i]} for i in order],
-            }
+            matches = sorted(glob.glob(str(argument), recursive=True))
+            if not matches:
+                yield BadImage(argument, f"no file matches {argument}")
+            for match in map(Path, matches):
+                yield from _folder_images(match) if match.is_dir() else [match]
+
+
+def image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {
+        suffix
+        for suffix, image_format in Image.registered_extensions().items()
+        if image_format not in WRITE_ONLY_FORMATS
+    }
+
+
+def _folder_images(folder: Path) -> Iterator[Path | BadImage]:
+    suffixes = image_suffixes()
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+    if not files:
+        yield BadImage(folder, f"{folder} holds no image files")
+    yield from files
+
+
+def _outcomes(
+    session: Any, preprocessing: Preprocessing, inputs: Iterable[Path | BadImage], top: int
+) -> Iterator[dict[str, Any] | BadImage]:
+    pending: list[tuple[Path, np.ndarray] | BadImage] = []
+    loaded = 0
+    for item in inputs:
+        outcome: tuple[Path, np.ndarray] | BadImage
+        if isinstance(item, BadImage):
+            outcome = item
+        else:
+            try:
+                outcome = (item, preprocessing.load(item))
+            except PredictError as error:
+                outcome = BadImage(item, str(error))
+        if isinstance(outcome, BadImage) and not pending:
+            yield outcome  # nothing before it waits for the model: tell the user now
+            continue
+        pending.append(outcome)
+        loaded += not isinstance(outcome, BadImage)
+        if loaded == BATCH_SIZE:
+            yield from _classify(session, preprocessing, pending, top)
+            pending, loaded = [], 0
+    yield from _classify(session, preprocessing, pending, top)
+
+
+def _classify(
+    session: Any,
+    preprocessing: Preprocessing,
+    pending: list[tuple[Path, np.ndarray] | BadImage],
+    top: int,
+) -> Iterator[dict[str, Any] | BadImage]:
+    """The pending inputs in their order: the loaded images run as one batch."""
+    good = [item for item in pending if not isinstance(item, BadImage)]
+    rows: Iterator[np.ndarray] = iter([])
+    if good:
+        batch = np.stack([pixels for _, pixels in good]).astype(np.float32)
+        (probabilities,) = session.run(None, {session.get_inputs()[0].name: batch})
+        rows = iter(probabilities)
+    for item in pending:
+        yield (
+            item if isinstance(item, BadImage) else _result(preprocessing, item[0], next(rows), top)
         )
-    return results, ran
+
+
+def _result(preprocessing: Preprocessing, path: Path, row: np.ndarray, top: int) -> dict[str, Any]:
+    names = preprocessing.class_names
+    if preprocessing.binary:
+        p = float(row[0])
+        scores = [1.0 - p, p]
+        label = names[1] if p >= preprocessing.threshold else names[0]
+    else:
+        scores = [float(v) for v in row]
+        label = names[int(np.argmax(row))]
+    order = np.argsort(scores)[::-1][: max(1, top)]
+    return {
+        "image": str(path),
+        "prediction": label,
+        "top": [{"class": names[i], "probability": scores[i]} for i in order],
+    }
+
+
+def _line(error: BaseException) -> str:
+    """An exception's message on one line, for an error that must stay one line."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -5,11 +5,16 @@ digits (0-16 scaled to 0-255). `predict --format json` must give, for each file,
 probabilities as onnxruntime run directly on the input computed independently here from the
 PNG's pixels (x / 255 * 16 * rescale), ranked, with the argmax as the prediction. Bad inputs:
 a corrupt image, a missing image, a file that is not a model, a model without cnnspec metadata,
-and a model whose input does not match its metadata each give one line and exit 1.
+and a model whose input does not match its metadata each give one line and exit 1. Folders are
+searched recursively for image files in sorted order, every format Pillow reads is classified
+whatever its suffix, and a bad image (missing, not an image, empty, truncated) costs one line on
+stderr while the others are still classified, with exit 1 at the end. One exported model serves
+the whole module: the tests only read it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -22,7 +27,7 @@ pytest.importorskip("PIL")
 
 import onnx
 import onnxruntime
-from PIL import Image
+from PIL import Image, features
 from sklearn.datasets import load_digits
 
 from tests.conftest import ROOT
@@ -31,18 +36,19 @@ from tests.test_cli import no_traceback, run, write
 pytestmark = pytest.mark.frameworks
 
 
-@pytest.fixture
-def digits_model(tmp_path: Path) -> Path:
-    model = tmp_path / "digits.onnx"
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = tmp_path_factory.mktemp("model") / "digits.onnx"
     result = run("export", str(ROOT / "specs" / "digits.cnn"), "-o", str(model))
     assert result.returncode == 0, result.stderr
     return model
 
 
-def write_digits(folder: Path, count: int = 4) -> list[Path]:
+def write_digits(folder: Path, count: int = 4, start: int = 0) -> list[Path]:
     digits = load_digits()
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index in range(count):
+    for index in range(start, start + count):
         pixels = (digits.images[index] * 255 / 16).round().astype(np.uint8)
         path = folder / f"digit_{index}_{digits.target[index]}.png"
         Image.fromarray(pixels, mode="L").save(path)
@@ -92,7 +98,7 @@ def test_bad_inputs_get_one_line(digits_model: Path, tmp_path: Path) -> None:
     good = write_digits(tmp_path, 1)[0]
     corrupt = write(tmp_path, "corrupt.png", "not a png")
     assert error_line(run("predict", str(digits_model), str(corrupt))) == (
-        f"cnnspec: error: {corrupt} is not a readable PNG or JPEG image"
+        f"cnnspec: error: {corrupt} is not an image Pillow can read"
     )
     missing = tmp_path / "missing.png"
     assert "no such image" in error_line(run("predict", str(digits_model), str(missing)))
@@ -112,6 +118,123 @@ def test_bad_inputs_get_one_line(digits_model: Path, tmp_path: Path) -> None:
     onnx.save(wrong, str(mismatched))
     line = error_line(run("predict", str(mismatched), str(good)))
     assert "takes input [1, 8, 8], but its metadata says [1, 16, 16]" in line
+
+
+def onnxruntime_probabilities(model: Path, png: Path) -> list[float]:
+    """The digits model's output for a grayscale PNG, computed here without cnnspec."""
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    pixels = np.asarray(Image.open(png), dtype=np.float32)
+    (output,) = session.run(None, {"image": (pixels / 255).reshape(1, 1, 8, 8)})
+    return [float(p) for p in output[0]]
+
+
+def truncated_png(path: Path) -> Path:
+    """A valid PNG cut to half its bytes: Pillow opens it and fails in load()."""
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return path
+
+
+def test_bad_files_are_reported_and_the_others_still_classified(
+    digits_model: Path, tmp_path: Path
+) -> None:
+    first = write_digits(tmp_path / "loose", 1)[0]
+    last = write_digits(tmp_path / "loose", 1, start=1)[0]
+    # 40 images in nested folders, a damaged one among them: more than one onnxruntime batch.
+    folder = tmp_path / "images"
+    in_folder = write_digits(folder / "a", 20, start=2) + write_digits(folder / "b", 20, start=22)
+    damaged = truncated_png(folder / "a" / "digit_5_x.png")
+    write(folder, "notes.txt", "not an image, and its name says so")
+    text = write(tmp_path, "x.png", "a text file named like a PNG")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.png"
+    arguments = [first, text, folder, empty, missing, last]
+
+    result = run("predict", str(digits_model), *map(str, arguments), "--top", "10")
+    assert result.returncode == 1
+    no_traceback(result)
+    good = [first, *sorted(in_folder), last]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ran on CPUExecutionProvider"
+    assert [line.split(": ")[0] for line in lines[1:]] == list(map(str, good))
+    errors = result.stderr.splitlines()
+    assert errors[0] == f"cnnspec: error: {text} is not an image Pillow can read"
+    assert errors[1].startswith(f"cnnspec: error: {damaged} is a damaged or truncated PNG image (")
+    assert errors[2] == f"cnnspec: error: {empty} is empty (0 bytes), not an image"
+    assert errors[3] == f"cnnspec: error: no such image: {missing}"
+    assert errors[4] == "cnnspec: error: 4 inputs failed, 42 images classified"
+    assert len(errors) == 5
+
+    result = run("predict", str(digits_model), *map(str, arguments), "--top", "10", "-f", "json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert [p["image"] for p in report["predictions"]] == list(map(str, good))
+    for path, prediction in zip(good, report["predictions"], strict=True):
+        got = {int(t["class"]): t["probability"] for t in prediction["top"]}
+        expected = onnxruntime_probabilities(digits_model, path)
+        assert [got[i] for i in range(10)] == pytest.approx(expected, abs=1e-6), path
+    assert len(result.stderr.splitlines()) == 5
+
+
+def test_every_format_pillow_reads_is_classified(digits_model: Path, tmp_path: Path) -> None:
+    png = write_digits(tmp_path, 1, start=3)[0]
+    digit = Image.open(png)
+    folder = tmp_path / "formats"
+    folder.mkdir()
+    lossless = {"gif": {}, "bmp": {}, "tif": {}, "tiff": {"compression": "tiff_lzw"}}
+    if features.check("webp"):
+        lossless["webp"] = {"lossless": True}
+    for suffix, options in lossless.items():
+        digit.save(folder / f"digit.{suffix}", **options)
+    digit.save(folder / "digit.jpg", quality=95)
+    write(folder, "labels.csv", "file,label\ndigit.png,3\n")  # no image suffix: skipped
+    unusual = tmp_path / "digit.dat"  # named on the command line: tried whatever its suffix
+    unusual.write_bytes(png.read_bytes())
+
+    arguments = [str(folder), str(unusual), "--top", "10", "-f", "json"]
+    result = run("predict", str(digits_model), *arguments)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    predictions = {Path(p["image"]).name: p for p in json.loads(result.stdout)["predictions"]}
+    names = sorted(f"digit.{suffix}" for suffix in [*lossless, "jpg"])
+    assert list(predictions) == [*names, "digit.dat"]
+    expected = onnxruntime_probabilities(digits_model, png)
+    for name, prediction in predictions.items():
+        if name != "digit.jpg":  # JPEG is lossy: classified, not bit-for-bit the PNG
+            got = {int(t["class"]): t["probability"] for t in prediction["top"]}
+            assert [got[i] for i in range(10)] == pytest.approx(expected, abs=1e-6), name
+
+
+def test_empty_folders_patterns_and_no_good_image(digits_model: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write(empty, "notes.txt", "nothing to see")
+    pngs = write_digits(tmp_path / "pngs", 2)
+    pattern, unmatched = str(tmp_path / "pngs" / "*.png"), str(tmp_path / "pngs" / "*.jpeg")
+    result = run("predict", str(digits_model), str(empty), pattern, unmatched)
+    assert result.returncode == 1
+    no_traceback(result)
+    assert [line.split(": ")[0] for line in result.stdout.splitlines()[1:]] == list(map(str, pngs))
+    assert result.stderr.splitlines() == [
+        f"cnnspec: error: {empty} holds no image files",
+        f"cnnspec: error: no file matches {unmatched}",
+        "cnnspec: error: 2 inputs failed, 2 images classified",
+    ]
+
+    text = write(tmp_path, "x.png", "text")
+    result = run("predict", str(digits_model), str(text), str(empty))
+    assert result.returncode == 1
+    no_traceback(result)
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "cnnspec: error: 2 inputs failed, 0 images classified"
+
+    result = run("predict", "--help")
+    assert "a folder: every image file under it, recursively, sorted" in " ".join(
+        result.stdout.split()
+    )
 
 
 def test_bench_reports_both_batch_sizes(digits_model: Path, tmp_path: Path) -> None:
