@@ -4,6 +4,7 @@ and warnings about layers that are legal but probably not what was meant."""
 
 from __future__ import annotations
 
+import os
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -227,10 +228,16 @@ def data_classes(data: DataSection) -> tuple[str, ...] | None:
     declared = data.class_names()
     if declared is not None or not isinstance(data.source, Directory):
         return declared
-    train = Path(data.source.path) / "train"
+    return class_folders(Path(data.source.path) / "train") or None
+
+
+def class_folders(folder: Path) -> tuple[str, ...] | None:
+    """The sub-folders of a split, sorted, as the scripts list them (hidden ones included, as
+    theirs are); None when the split is not there (yet) or cannot be read."""
     try:
-        return tuple(sorted(p.name for p in train.iterdir() if p.is_dir())) or None
-    except OSError:  # not there (yet), or unreadable: nothing to compare with
+        with os.scandir(folder) as entries:
+            return tuple(sorted(e.name for e in entries if e.is_dir()))
+    except OSError:
         return None
 
 
@@ -268,6 +275,68 @@ def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
                 validation or span,
                 "add val/ with the class folders, or use `validation 0.1`",
             )
+        if not data.is_broken("classes"):
+            _split_class_folders(data, source, folder, diagnostics)
+
+
+def _split_class_folders(
+    data: DataSection, source: Directory, folder: Path, diagnostics: Diagnostics
+) -> None:
+    """Every split the scripts read (train/, val/ and test/, where there) must hold a folder
+    for each class and no other: the spec's classes, or else train/'s folders. The scripts
+    stop at this before training; here it is said before anything runs."""
+    declared = data.class_names()
+    classes = declared if declared is not None else class_folders(folder / "train")
+    if classes is None:
+        return  # no train/ here: the scripts' own check says so
+    span = source.span or source.span_of("path")
+    assert span is not None
+    for split in ("train", "val", "test") if declared is not None else ("val", "test"):
+        found = class_folders(folder / split)
+        if found is None or set(found) == set(classes):
+            continue
+        missing = sorted(set(classes) - set(found))
+        extra = sorted(set(found) - set(classes))
+        parts = []
+        if declared is None:
+            if missing:
+                parts.append(f"no {_class_folder_names(missing)}, which train/ has")
+            if extra:
+                parts.append(f"the {_class_folder_names(extra)}, which train/ has not")
+            hint = (
+                f"every split needs train/'s class folders ({_listed(classes)}) and no other; "
+                "the scripts stop at this before training"
+            )
+        else:
+            if missing:
+                some = "class" if len(missing) == 1 else "classes"
+                parts.append(f"no folder for the spec's {some} {_quoted(missing)}")
+            if extra:
+                which = "is not one" if len(extra) == 1 else "are not"
+                parts.append(
+                    f"the {_class_folder_names(extra)}, which {which} of the spec's classes"
+                )
+            hint = (
+                f"every split needs a folder for each of the spec's classes ({_listed(classes)}) "
+                "and no other: rename the folders, or the classes"
+            )
+        diagnostics.error(
+            "E309", f"{split}/ of {source.path!r} has " + ", and ".join(parts), span, hint
+        )
+
+
+def _quoted(names: list[str], shown: int = 6) -> str:
+    text = ", ".join(repr(n) for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _class_folder_names(names: list[str]) -> str:
+    return f"class folder{'s' if len(names) > 1 else ''} {_quoted(names)}"
+
+
+def _listed(names: tuple[str, ...], shown: int = 10) -> str:
+    text = ", ".join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def pixels_of(data: DataSection) -> Pixels:

@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "E306": "validation metric without validation data",
     "E307": "validation split the data source does not have",
     "E308": "preprocess imagenet without a backbone",
+    "E309": "class folders differ between splits",
     # W310 until issue 23: the same number, now an error.
     "E310": "freeze pattern matches no layer",
     # backends

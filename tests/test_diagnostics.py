@@ -24,6 +24,9 @@ Several expectations on one line are separate comments::
 
     relu()  # W: 3 W203 follows a layer  # E: 3 E302 needs a softmax output
 
+Fixtures are compiled in `tests/diagnostics`, so a relative data folder is read from there (as
+the checker reads one from the working directory): `folders/` holds the image folders they use.
+
 The line of an expectation is the line its comment is on. Ordinary comments (`# 4x4x32`) are
 left alone: only a `#` directly followed by `E:` or `W:` starts an expectation.
 
@@ -170,6 +173,12 @@ def compare(path: Path) -> list[str]:
 
 # --------------------------------------------------------------------------------------------
 # The fixtures
+
+
+@pytest.fixture(autouse=True)
+def _in_the_fixtures_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wherever pytest runs: a fixture's relative data folder is read from tests/diagnostics."""
+    monkeypatch.chdir(FIXTURES)
 
 
 def test_fixtures_exist() -> None:

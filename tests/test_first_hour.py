@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cnnspec.compiler import compile_text
 from cnnspec.summary import render_table, to_json
 from tests.test_cli import no_traceback, run, write
@@ -171,3 +173,54 @@ train { freeze none  unfreeze true }
 """
     messages = [d.message for d in compile_text(text, "m.cnn").diagnostics]
     assert messages == ["freeze 'none' matches no layer", "unfreeze 'true' matches no layer"]
+
+
+def _class_folders(root: Path, splits: dict[str, tuple[str, ...]]) -> None:
+    for split, names in splits.items():
+        for name in names:
+            (root / split / name).mkdir(parents=True)
+
+
+def test_an_image_folders_splits_must_have_the_same_class_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """val/ or test/ with a class folder missing or extra is refused before training (the
+    scripts refuse it only once they run), at the source call, naming the folders."""
+    _class_folders(
+        tmp_path / "imgs",
+        {
+            "train": ("cat", "dog", "emu"),
+            "val": ("cat", "dog"),
+            "test": ("cat", "dog", "emu", "fox"),
+        },
+    )
+    text = """\
+model m { input 16x16x3  global_avg_pool()  dense(3, activation=softmax) }
+data { source directory("imgs", size=16x16)  labels sparse  validation val }
+"""
+    monkeypatch.chdir(tmp_path)  # a relative path is read from the working directory
+    compilation = compile_text(text, "m.cnn")
+    found = [(d.span.line, d.span.column, d.code) for d in compilation.diagnostics]
+    assert found == [(2, 15, "E309"), (2, 15, "E309")]
+    test, val = sorted(compilation.diagnostics.errors, key=lambda d: d.message)
+    assert test.message == "test/ of 'imgs' has the class folder 'fox', which train/ has not"
+    assert val.message == "val/ of 'imgs' has no class folder 'emu', which train/ has"
+    assert val.hint is not None and "train/'s class folders (cat, dog, emu)" in val.hint
+    # The same class folders everywhere: nothing to say.
+    (tmp_path / "imgs" / "val" / "emu").mkdir()
+    (tmp_path / "imgs" / "test" / "fox").rmdir()
+    assert [d.code for d in compile_text(text, "m.cnn").diagnostics] == []
+
+
+def test_an_image_folders_splits_must_have_the_spec_s_classes(tmp_path: Path) -> None:
+    """With classes in the spec, the scripts read exactly those folders in every split."""
+    _class_folders(tmp_path, {"train": ("cat", "dog", "gnu"), "test": ("cat", "dog")})
+    text = f"""\
+model m {{ input 16x16x3  global_avg_pool()  dense(2, activation=softmax) }}
+data {{ source directory({str(tmp_path)!r}, size=16x16, classes=["cat", "dog"])  labels sparse }}
+""".replace("'", '"')
+    messages = [d.message for d in compile_text(text, "m.cnn").diagnostics]
+    assert messages == [
+        f"train/ of {str(tmp_path)!r} has the class folder 'gnu', which is not one of the "
+        "spec's classes"
+    ]
