@@ -7,8 +7,10 @@ errors such as a missing file. No input produces a Python traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -708,17 +710,44 @@ def import_command(args: argparse.Namespace) -> None:
     )
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, but a description keeps its paragraphs (argparse runs them into one),
+    and no line breaks at a hyphen or inside a word: `--image-` then `size` on the next line is
+    not a flag a user can copy."""
+
+    @staticmethod
+    def _wrap(text: str, width: int) -> list[str]:
+        words = " ".join(text.split())
+        return textwrap.wrap(words, width, break_on_hyphens=False, break_long_words=False)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return self._wrap(text, width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        return "\n\n".join(
+            "\n".join(indent + line for line in self._wrap(p, width - len(indent)))
+            for p in paragraphs
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cnnspec",
         description="A declarative model-spec compiler for convolutional networks.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, run: Callable[[argparse.Namespace], None]) -> argparse.ArgumentParser:
-        doc = (run.__doc__ or "").strip()
-        sub = commands.add_parser(name, help=doc.split("\n")[0], description=doc)
+        doc = inspect.cleandoc(run.__doc__ or "")
+        # The listing in `cnnspec --help` shows the docstring's first paragraph, all of it: its
+        # first line alone can stop mid-sentence.
+        summary = " ".join(doc.split("\n\n")[0].split())
+        sub = commands.add_parser(
+            name, help=summary, description=doc, formatter_class=_HelpFormatter
+        )
         sub.set_defaults(run=run)
         return sub
 
@@ -726,7 +755,7 @@ def _parser() -> argparse.ArgumentParser:
     image_size_help = (
         "build for N x N inputs instead of the spec's size, as the scripts' --image-size"
     )
-    force_help = "overwrite a file cnnspec did not write, or one edited since"
+    force_help = "overwrite a file cnnspec did not write, or one edited since cnnspec wrote it"
     providers = ["auto", "cuda", "tensorrt", "cpu"]
 
     sub = command("check", check)
@@ -904,7 +933,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "model",
         metavar="MODEL",
-        help="a Keras .keras or .h5 file, an ONNX file, or a PyTorch factory package.module:fn",
+        help="a Keras .keras or .h5 file, an ONNX file, or a PyTorch factory: "
+        "package.module:function or path/to/file.py:function",
     )
     sub.add_argument("--output", "-o", type=Path, help="the spec to write (default: <model>.cnn)")
     sub.add_argument(
@@ -918,7 +948,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("sweep", sweep_command)
     sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
     sub.add_argument(
-        "--backend", choices=["pytorch", "keras"], default="pytorch", help="which script trains"
+        "--backend",
+        choices=["pytorch", "keras"],
+        default="pytorch",
+        help="which script trains (default: pytorch)",
     )
     sub.add_argument(
         "--trials", type=_at_least(1), help="trials to run now (default: the spec's `trials`)"

@@ -13,6 +13,7 @@ and never as a Python traceback.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -612,3 +613,48 @@ def test_a_closed_pipe_ends_the_command_quietly(args: list[str]) -> None:
     stderr = process.stderr.read().decode("utf-8")
     assert process.wait(timeout=120) == 141, stderr
     assert stderr == ""
+
+
+# --------------------------------------------------------------------------------------------
+# --help: every text whole
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+# A help text that ends on one of these stops mid-sentence ("...or one edited since").
+DANGLING = {"a", "an", "and", "as", "by", "for", "from", "in", "of", "or", "since", "the", "to"}
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    from cnnspec.cli import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, commands
+
+
+@pytest.mark.parametrize("width", ["60", "100"])
+def test_every_help_text_shows_whole(monkeypatch, width: str) -> None:
+    """What the parser definitions say appears whole in `cnnspec COMMAND --help`, at any
+    terminal width: no text cut at a line of its docstring, no flag broken at its hyphen."""
+    monkeypatch.setenv("COLUMNS", width)
+    parser, commands = _parsers()
+    for name, sub in [("", parser), *commands.choices.items()]:
+        shown = sub.format_help()
+        assert not re.search(r"\w-\n", shown), f"{name}: a word broken at its hyphen:\n{shown}"
+        for paragraph in (sub.description or "").split("\n\n"):
+            assert _normal(paragraph) in _normal(shown), (name, paragraph)
+        for action in sub._actions:
+            if action.help in (None, argparse.SUPPRESS):
+                continue
+            text = action.help % {"default": action.default, "prog": sub.prog}
+            assert _normal(text) in _normal(shown), (name, action.option_strings, text)
+            last = re.findall(r"[\w']+", text)[-1].lower()
+            assert last not in DANGLING, f"{name} {action.option_strings}: {text!r} stops short"
+    listing = _normal(parser.format_help())
+    for command in commands._choices_actions:
+        # In `cnnspec --help`, each command says what it does in a whole sentence.
+        assert command.help is not None and command.help.endswith("."), (command.dest, command.help)
+        assert _normal(command.help) in listing, command.help
