@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from fnmatch import fnmatchcase
+from math import ceil
 from pathlib import Path
 
 from cnnspec.diagnostics import Diagnostics, did_you_mean
@@ -54,6 +55,7 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
         return []
     _monitors(lowered, diagnostics)
     _phase_callbacks(lowered.train, diagnostics)
+    _batch(lowered, graph, diagnostics)
     return plan_phases(graph, lowered.train.effective_phases(), diagnostics)
 
 
@@ -337,6 +339,79 @@ def _class_folder_names(names: list[str]) -> str:
 def _listed(names: tuple[str, ...], shown: int = 10) -> str:
     text = ", ".join(names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+# The files the scripts read as images, by suffix (cnnspec.backends.common's IMAGE_SUFFIXES).
+IMAGE_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".bmp", ".gif"))
+
+
+def _batch(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    """A batch the training split cannot fill."""
+    train, data = lowered.train, lowered.data
+    assert train is not None
+    if train.is_broken("batch"):
+        return
+    batch = train.batch
+    said = f"batch {batch:,}" if "batch" in train._arg_spans else f"the default batch, {batch:,},"
+    span = train.span_of("batch") or graph.span
+    split = training_split(data, batch) if data is not None else None
+    if split is not None and batch > split[0]:
+        images, how = split
+        diagnostics.warning(
+            "W320",
+            f"{said} is larger than the training split ({images:,} images), so each epoch is "
+            "a single step",
+            span,
+            f"the training split holds {images:,} images: {how}; use a batch of at most {images:,}",
+        )
+
+
+def training_split(data: DataSection, batch: int) -> tuple[int, str] | None:
+    """How many images the scripts train on, and how that count comes about: the source's
+    training split less the validation fraction held out of it. None when the spec and the
+    files here cannot say, or when an image folder holds a batch's worth at least (counting
+    stops there, so a folder of a million images costs no more than one of `batch`)."""
+    source = data.source
+    if source is None or data.is_broken("source", "validation", "classes"):
+        return None
+    fraction = data.validation if isinstance(data.validation, float) else None
+    known = source.training_images()
+    if known is None:
+        if not isinstance(source, Directory):
+            return None
+        train = Path(source.path) / "train"
+        classes = data.class_names() or class_folders(train)
+        if not classes:
+            return None
+        # Enough images that, less the fraction, the training split fills a batch.
+        enough = ceil((batch + 1) / (1 - fraction)) if fraction else batch
+        count = _count_images(train, classes, enough)
+        if count == 0 or count >= enough:
+            return None  # none: the scripts' own check says so; enough: nothing to say
+        known = count, f"{count:,} image{'s' if count != 1 else ''} in {train}"
+    images, how = known
+    if fraction:
+        # As scikit-learn's train_test_split, which the scripts hold the fraction out with.
+        held = ceil(fraction * images)
+        images, how = images - held, f"{how}, less {held:,} for validation {fraction:g}"
+    return images, how
+
+
+def _count_images(train: Path, classes: tuple[str, ...], enough: int) -> int:
+    """The images in train/'s class folders as the scripts pick them (by suffix: none is
+    opened, and os.scandir reads no file's metadata), up to `enough`."""
+    count = 0
+    for name in classes:
+        try:
+            with os.scandir(train / name) as entries:
+                for entry in entries:
+                    if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                        count += 1
+                        if count >= enough:
+                            return count
+        except OSError:  # a class folder not there: the scripts' check (and E309) says so
+            continue
+    return count
 
 
 def pixels_of(data: DataSection) -> Pixels:

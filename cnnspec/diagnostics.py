@@ -74,6 +74,7 @@ CODES: dict[str, str] = {
     "W308": "input preprocessing differs from what the pretrained weights expect",
     "W311": "phase unfreezes nothing",
     "W312": "phase trains nothing",
+    "W320": "batch larger than the training split",
 }
 
 

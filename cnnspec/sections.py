@@ -5,6 +5,7 @@ errors. Cross-section rules (a monitored metric must exist, the loss must fit th
 """
 
 from dataclasses import dataclass, field
+from math import ceil
 from typing import Annotated, Any, ClassVar, Literal
 
 from cnnspec import syntax as ast
@@ -59,6 +60,12 @@ class DataSource(Bound):
     def class_names(self) -> tuple[str, ...] | None:
         return None
 
+    def training_images(self) -> tuple[int, str] | None:
+        """How many images the training split holds before a validation fraction is held out
+        of it, and how that count comes about, when the spec alone says (None: only the
+        source's files can say)."""
+        return None
+
     def constants(self) -> list[str]:
         """The script constants the loader reads (after the common ones)."""
         return []
@@ -99,6 +106,12 @@ class Cifar10(DataSource):
     def class_names(self) -> tuple[str, ...]:
         return CIFAR10_CLASSES
 
+    def training_images(self) -> tuple[int, str]:
+        return 50_000, "CIFAR-10's 50,000 training images"
+
+
+DIGITS = 1_797  # images in scikit-learn's bundled digits
+
 
 class Digits(DataSource):
     kind: ClassVar[str] = "digits"
@@ -126,6 +139,14 @@ class Digits(DataSource):
     def class_names(self) -> tuple[str, ...]:
         return tuple(str(d) for d in range(10))
 
+    def training_images(self) -> tuple[int, str]:
+        # scikit-learn's train_test_split holds out ceil(fraction x count) for the test split.
+        held = ceil(DIGITS * self.test_fraction)
+        return DIGITS - held, (
+            f"{DIGITS:,} digits, less {held:,} for the test split "
+            f"(test_fraction {self.test_fraction:g})"
+        )
+
 
 class Directory(DataSource):
     kind: ClassVar[str] = "directory"
@@ -135,7 +156,12 @@ class Directory(DataSource):
         "keras": ("DIRECTORY_FOLDERS", "DIRECTORY_LOADER"),
         "pytorch": ("DIRECTORY_FOLDERS", "DIRECTORY_LOADER"),
     }
-    imports: ClassVar[dict[str, tuple[str, ...]]] = {"pytorch": ("from PIL import Image",)}
+    # Both scripts read the images with Pillow (the same pixels), in threads to check them.
+    stdlib: ClassVar[tuple[str, ...]] = ("concurrent.futures",)
+    imports: ClassVar[dict[str, tuple[str, ...]]] = {
+        "keras": ("from PIL import Image",),
+        "pytorch": ("from PIL import Image",),
+    }
     streams_files: ClassVar[bool] = True
     data_dir: ClassVar[tuple[str, str]] = (
         "DATA_PATH",

@@ -224,3 +224,77 @@ data {{ source directory({str(tmp_path)!r}, size=16x16, classes=["cat", "dog"]) 
         f"train/ of {str(tmp_path)!r} has the class folder 'gnu', which is not one of the "
         "spec's classes"
     ]
+
+
+def _batch_diagnostics(text: str) -> list[tuple[int, str, str, str | None]]:
+    return [
+        (d.span.line, d.code, d.message, d.hint) for d in compile_text(text, "m.cnn").diagnostics
+    ]
+
+
+DIGITS_BATCH = """\
+model m { input 8x8x1  conv2d(8)  global_avg_pool()  dense(10, activation=softmax) }
+data { source digits  rescale 1/16  labels sparse  validation 0.1 }
+train { seed 0
+  batch 1294 }
+"""
+
+
+def test_a_batch_larger_than_the_training_split_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each epoch would be one step: the digits' 1,797 images less 360 for the test split
+    (scikit-learn's ceil(0.2 x 1,797)) less 144 for validation 0.1 leave 1,293."""
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(2**40))  # only the split's size speaks
+    (found,) = _batch_diagnostics(DIGITS_BATCH)
+    assert found == (
+        4,
+        "W320",
+        "batch 1,294 is larger than the training split (1,293 images), so each epoch is a "
+        "single step",
+        "the training split holds 1,293 images: 1,797 digits, less 360 for the test split "
+        "(test_fraction 0.2), less 144 for validation 0.1; use a batch of at most 1,293",
+    )
+    assert _batch_diagnostics(DIGITS_BATCH.replace("1294", "1293")) == []
+    # Validated on the test split, training keeps all 1,437 of them.
+    assert _batch_diagnostics(DIGITS_BATCH.replace("validation 0.1", "validation test")) == []
+    other = DIGITS_BATCH.replace("source digits", "source digits(test_fraction=0.5)")
+    (found,) = _batch_diagnostics(other)
+    assert "(808 images)" in found[2] and "less 899 for the test split" in (found[3] or "")
+    cifar = """\
+model m { input 32x32x3  global_avg_pool()  dense(10, activation=softmax) }
+data { source cifar10  rescale 1/255  labels sparse  validation 0.2 }
+train { batch 40001 }
+"""
+    (found,) = _batch_diagnostics(cifar)
+    assert found[:2] == (3, "W320") and "(40,000 images)" in found[2]
+    assert "CIFAR-10's 50,000 training images, less 10,000 for validation 0.2" in (found[3] or "")
+
+
+def test_an_image_folders_training_split_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The images in train/'s class folders, as the scripts pick them (by suffix; none is
+    opened), less the validation fraction; the default batch, 32, is judged too."""
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(2**40))
+    for split in ("train", "test"):
+        for name, count in (("cat", 12), ("dog", 10)):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                (folder / f"{index}.{'PNG' if index % 2 else 'jpg'}").write_bytes(b"")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    text = f"""\
+model m {{ input 16x16x3  global_avg_pool()  dense(2, activation=softmax) }}
+data {{ source directory({str(tmp_path)!r}, size=16x16)  labels sparse  validation 0.1 }}
+train {{ epochs 3 }}
+""".replace("'", '"')
+    (found,) = _batch_diagnostics(text)
+    assert found[:3] == (
+        3,
+        "W320",
+        "the default batch, 32, is larger than the training split (19 images), so each epoch "
+        "is a single step",
+    )
+    assert f"22 images in {tmp_path}/train, less 3 for validation 0.1" in (found[3] or "")
+    assert _batch_diagnostics(text.replace("epochs 3", "batch 19")) == []
