@@ -26,6 +26,7 @@ from cnnspec.sections import (
     Rotation,
     TrainSection,
 )
+from cnnspec.source import Span
 
 
 def output_activation(node: Node) -> LayerArgs | None:
@@ -55,8 +56,9 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
         return []
     _monitors(lowered, diagnostics)
     _phase_callbacks(lowered.train, diagnostics)
-    _batch(lowered, graph, diagnostics)
-    return plan_phases(graph, lowered.train.effective_phases(), diagnostics)
+    plans = plan_phases(graph, lowered.train.effective_phases(), diagnostics)
+    _batch(lowered, graph, plans, diagnostics)
+    return plans
 
 
 def _phase_callbacks(train: TrainSection, diagnostics: Diagnostics) -> None:
@@ -345,8 +347,10 @@ def _listed(names: tuple[str, ...], shown: int = 10) -> str:
 IMAGE_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".bmp", ".gif"))
 
 
-def _batch(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
-    """A batch the training split cannot fill."""
+def _batch(
+    lowered: Lowered, graph: Graph, plans: list[PhasePlan], diagnostics: Diagnostics
+) -> None:
+    """A batch the training split cannot fill, or whose activations the memory cannot hold."""
     train, data = lowered.train, lowered.data
     assert train is not None
     if train.is_broken("batch"):
@@ -364,6 +368,87 @@ def _batch(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
             span,
             f"the training split holds {images:,} images: {how}; use a batch of at most {images:,}",
         )
+    _batch_memory(graph, plans, batch, said, span, diagnostics)
+
+
+MEMORY_VARIABLE = "CNNSPEC_MEMORY_BYTES"
+
+
+def machine_memory() -> tuple[int, str] | None:
+    """The memory training has, in bytes, and whose it is: CNNSPEC_MEMORY_BYTES's when it holds
+    a number of bytes (tests, or a check on behalf of another machine), else this machine's
+    physical memory; None where the system cannot say."""
+    written = os.environ.get(MEMORY_VARIABLE, "").strip()
+    if written.isdigit() and int(written) > 0:
+        return int(written), MEMORY_VARIABLE
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+        return None
+    return (physical, "this machine") if physical > 0 else None
+
+
+def _batch_memory(
+    graph: Graph,
+    plans: list[PhasePlan],
+    batch: int,
+    said: str,
+    span: Span,
+    diagnostics: Diagnostics,
+) -> None:
+    """Training keeps every layer's output until the backward pass has used it: a batch of them
+    must fit in memory. What is counted is the summary's activation memory (each layer's
+    float32 output, the input not included) from the first layer a phase trains on, the most
+    of any phase: the frameworks keep nothing for the layers in front of it, which no gradient
+    reaches. The gradients do not double it (each layer's is freed once the layer before has
+    its own), and the weights, their gradients and the optimizer's state come on top: this is
+    a lower bound, so the warning says that training cannot fit, never that it might not."""
+    if any(n.output_shape is None for n in graph.nodes):
+        return  # a layer after an error has no size: no verdict
+    kept, start, phase = 0, 0, None
+    for plan in plans:
+        first = next(
+            (
+                i
+                for i, n in enumerate(graph.nodes)
+                if n.params.trainable and n.name not in plan.frozen
+            ),
+            None,
+        )
+        if first is not None:
+            size = sum(n.memory_bytes for n in graph.nodes[first:])
+            if size > kept:
+                kept, start, phase = size, first, plan.phase.name
+    memory = machine_memory() if kept else None
+    if memory is None or batch * kept <= memory[0]:
+        return
+    from cnnspec.summary import human_bytes
+
+    available, whose = memory
+    room = human_bytes(available)
+    of = f"this machine's {room}" if whose == "this machine" else f"the {room}"
+    of += " of memory" + ("" if whose == "this machine" else f" {whose} gives")
+    counted = "each layer's float32 output, as `cnnspec summary` counts it"
+    if start:
+        counted = (
+            f"each layer's float32 output from {graph.nodes[start].name} on, where phase "
+            f"'{phase}' starts training"
+        )
+    fits = available // kept
+    diagnostics.warning(
+        "W321",
+        f"{said} keeps {human_bytes(batch * kept)} of activations for the backward pass, more "
+        f"than {of}",
+        span,
+        f"{human_bytes(kept)} an example ({counted}; the gradients, weights and optimizer "
+        f"state come on top): "
+        + (
+            f"a batch of at most {fits:,} fits in {room}"
+            if fits
+            else f"not even one example fits in {room}: use smaller images, or fewer channels "
+            "before the first downsampling"
+        ),
+    )
 
 
 def training_split(data: DataSection, batch: int) -> tuple[int, str] | None:

@@ -75,6 +75,7 @@ CODES: dict[str, str] = {
     "W311": "phase unfreezes nothing",
     "W312": "phase trains nothing",
     "W320": "batch larger than the training split",
+    "W321": "a batch's activations exceed the memory",
 }
 
 

@@ -18,7 +18,7 @@ def _field(node: Node) -> str:
     return f"{size} /{jump}"
 
 
-def _human_bytes(count: int) -> str:
+def human_bytes(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -130,7 +130,7 @@ def render_table(spec: Spec) -> Any:
             "0",
             "0",
             "1 /1",
-            _human_bytes(input_bytes),
+            human_bytes(input_bytes),
         )
     block = None
     for node in graph.nodes:
@@ -146,7 +146,7 @@ def render_table(spec: Spec) -> Any:
             params,
             f"{node.macs:,}",
             _field(node),
-            _human_bytes(node.memory_bytes),
+            human_bytes(node.memory_bytes),
         )
     totals = graph.params
     lines = [
@@ -156,7 +156,7 @@ def render_table(spec: Spec) -> Any:
         Text.assemble(("MACs per example: ", "bold"), f"{graph.macs:,}"),
         Text.assemble(
             ("activation memory per example (float32): ", "bold"),
-            _human_bytes(graph.memory_bytes),
+            human_bytes(graph.memory_bytes),
         ),
     ]
     for plan in spec.phases:

@@ -26,6 +26,8 @@ Several expectations on one line are separate comments::
 
 Fixtures are compiled in `tests/diagnostics`, so a relative data folder is read from there (as
 the checker reads one from the working directory): `folders/` holds the image folders they use.
+They are checked as if the machine had 16 GiB of memory (CNNSPEC_MEMORY_BYTES), so a batch's
+activations are judged the same on every machine.
 
 The line of an expectation is the line its comment is on. Ordinary comments (`# 4x4x32`) are
 left alone: only a `#` directly followed by `E:` or `W:` starts an expectation.
@@ -176,9 +178,11 @@ def compare(path: Path) -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _in_the_fixtures_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Wherever pytest runs: a fixture's relative data folder is read from tests/diagnostics."""
+def _the_same_machine_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wherever pytest runs, and on whatever machine: a fixture's relative data folder is read
+    from tests/diagnostics, and a batch's activations are weighed against 16 GiB."""
     monkeypatch.chdir(FIXTURES)
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(16 * 2**30))
 
 
 def test_fixtures_exist() -> None:

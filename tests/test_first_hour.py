@@ -9,6 +9,7 @@ line and the summary.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -298,3 +299,68 @@ train {{ epochs 3 }}
     )
     assert f"22 images in {tmp_path}/train, less 3 for validation 0.1" in (found[3] or "")
     assert _batch_diagnostics(text.replace("epochs 3", "batch 19")) == []
+
+
+MEMORY = """\
+model m { input 224x224x3  conv2d(64, padding=same)  global_avg_pool()  dense(10, activation=softmax) }
+train { batch 2048 }
+"""
+
+
+def test_a_batch_whose_activations_exceed_the_memory_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Training keeps each layer's output for the backward pass: 224 x 224 x 64 float32 values
+    (12,845,056 bytes), 64 and 10 more, 12,845,352 bytes an example, times 2,048 is 24.5 GiB,
+    more than a machine of 16 GiB has; 1,337 examples fit."""
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(16 * 2**30))
+    (found,) = _batch_diagnostics(MEMORY)
+    assert found == (
+        2,
+        "W321",
+        "batch 2,048 keeps 24.5 GiB of activations for the backward pass, more than the "
+        "16.0 GiB of memory CNNSPEC_MEMORY_BYTES gives",
+        "12.3 MiB an example (each layer's float32 output, as `cnnspec summary` counts it; "
+        "the gradients, weights and optimizer state come on top): a batch of at most 1,337 "
+        "fits in 16.0 GiB",
+    )
+    assert _batch_diagnostics(MEMORY.replace("2048", "1337")) == []
+    # Where not even one example fits, the hint says so.
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(2**20))
+    (found,) = _batch_diagnostics(MEMORY.replace("2048", "1"))
+    assert found[1] == "W321" and "not even one example fits in 1.0 MiB" in (found[3] or "")
+
+
+def test_the_machines_memory_is_its_physical_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnspec.check import machine_memory
+
+    monkeypatch.delenv("CNNSPEC_MEMORY_BYTES", raising=False)
+    physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert machine_memory() == (physical, "this machine")
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", "12345")
+    assert machine_memory() == (12345, "CNNSPEC_MEMORY_BYTES")
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", "16GiB")  # bytes only: the machine's then
+    assert machine_memory() == (physical, "this machine")
+
+
+def test_layers_no_gradient_reaches_keep_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen front keeps no activations: the count starts at the first layer a phase
+    trains, and the phase that trains the most decides."""
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(16 * 2**30))
+    text = """\
+model m {
+  input 224x224x3
+  block stem { conv2d(64, padding=same) }
+  conv2d(8, stride=4)  global_avg_pool()  dense(10, activation=softmax)
+}
+train { batch 2048
+  freeze stem }
+"""
+    assert _batch_diagnostics(text) == []
+    phased = text.replace(
+        "freeze stem }", "phase head { freeze stem }  phase all { unfreeze all } }"
+    )
+    assert [code for _, code, _, _ in _batch_diagnostics(phased)] == ["W321"]
+    wide = text.replace("stride=4", "padding=same")  # 224 x 224 x 8 after the frozen stem
+    (found,) = _batch_diagnostics(wide.replace("2048", "20000"))
+    assert "conv2d_1 on, where phase 'train' starts training" in (found[3] or "")
