@@ -164,7 +164,8 @@ def _weights_or_exit(path: Path, spec: Any) -> Any:
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    """`1 layer`, `2 layers`, `1,024 parameters`: every count cnnspec prints with its noun."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def check(args: argparse.Namespace) -> None:
@@ -180,7 +181,7 @@ def check(args: argparse.Namespace) -> None:
                 params = spec.model.params
                 echo(
                     f"{compilation.source.path}: ok: {_plural(len(spec.model.nodes), 'layer')}, "
-                    f"{params.total:,} params ({params.trainable:,} trainable), "
+                    f"{_plural(params.total, 'param')} ({params.trainable:,} trainable), "
                     f"output {spec.model.output_shape}"
                 )
         errors, warnings = _tally(compilations)
@@ -316,7 +317,7 @@ def build(args: argparse.Namespace) -> None:
         text = module.emit(compilation.spec, source_name)
     outcome = _write_or_exit(target, text, force)
     lines = text.count("\n")
-    echo(f"{outcome} {target} ({args.backend}, {lines} lines)")
+    echo(f"{outcome} {target} ({args.backend}, {_plural(lines, 'line')})")
 
 
 def export(args: argparse.Namespace) -> None:
@@ -392,7 +393,7 @@ def export(args: argparse.Namespace) -> None:
     echo(
         f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}"
         f"{', int8' if int8 else ''}, "
-        f"{params:,} parameters, "
+        f"{_plural(params, 'parameter')}, "
         f"input {onnx_export.INPUT} {shape})"
     )
 
@@ -415,7 +416,8 @@ def verify(args: argparse.Namespace) -> None:
     with _backend_errors(compilation):
         report = run_verify(checked, tensors, tolerance, args.batch)
     echo(
-        f"verify {checked.name}: {len(report.ran)} backends, {report.batch} random inputs, "
+        f"verify {checked.name}: {_plural(len(report.ran), 'backend')}, "
+        f"{_plural(report.batch, 'random input')}, "
         f"{source}, tolerance {tolerance:g}"
     )
     for name, why in report.skipped.items():
@@ -604,7 +606,7 @@ def graph(args: argparse.Namespace) -> None:
     else:
         text = stamp_xml(first_line, drawing)
         outcome = _write_or_exit(target, text, args.force, xml_state_of)
-    echo(f"{outcome} {target} ({len(checked.model.nodes)} layers)")
+    echo(f"{outcome} {target} ({_plural(len(checked.model.nodes), 'layer')})")
 
 
 def sweep_command(args: argparse.Namespace) -> None:
@@ -631,7 +633,10 @@ def sweep_command(args: argparse.Namespace) -> None:
                 detail = row.note if row.state == "rejected" else row.counts
                 echo(f"{row.number:3d} {row.state:8s} {params}: {detail}")
             rejected = sum(row.state == "rejected" for row in rows)
-            echo(f"{len(rows)} configurations sampled: {rejected} rejected without training")
+            echo(
+                f"{_plural(len(rows), 'configuration')} sampled: "
+                f"{rejected} rejected without training"
+            )
             return
         try:
             sweep.run()
@@ -705,8 +710,9 @@ def import_command(args: argparse.Namespace) -> None:
     _write_or_exit(weights_target, data, args.force, weights_state)
     params = spec.model.params
     echo(
-        f"{outcome} {target} ({len(text.splitlines())} lines, {len(spec.model.nodes)} layers, "
-        f"{params.total:,} parameters) and {weights_target}"
+        f"{outcome} {target} ({_plural(len(text.splitlines()), 'line')}, "
+        f"{_plural(len(spec.model.nodes), 'layer')}, {_plural(params.total, 'parameter')}) "
+        f"and {weights_target}"
     )
 
 

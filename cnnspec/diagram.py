@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from cnnspec.cli import _plural
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layers import format_shape
 from cnnspec.registry import Params, Shape
@@ -135,13 +136,13 @@ def block_box(graph: Graph, scope: tuple[str, ...], frozen: frozenset[str]) -> S
         "block",
         tuple(inputs),
         scope[:-1],
-        f"{count} layer{'s' * (count != 1)}",
+        _plural(count, "layer"),
         out.output_shape,
         params,
         params.total > 0
         and all(m in frozen for m in members if graph.nodes[position[m]].params.total),
         tuple(graph.nodes[i].name for i in indices),
-        f"block {name}: {count} layers, {params.total:,} parameters "
+        f"block {name}: {_plural(count, 'layer')}, {_plural(params.total, 'parameter')} "
         f"({params.trainable:,} trainable); click to expand",
     )
 
@@ -310,7 +311,7 @@ def _details(node: Node, frozen: frozenset[str]) -> str:
     if node.output_shape is not None:
         lines.append(f"output {format_shape(node.output_shape)}")
     lines.append(
-        f"{node.params.total:,} parameters ({node.params.trainable:,} trainable, "
+        f"{_plural(node.params.total, 'parameter')} ({node.params.trainable:,} trainable, "
         f"{node.params.non_trainable:,} not)"
     )
     if node.macs:
@@ -441,7 +442,7 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
 def _summary(node: Shown) -> str:
     """A box's third line: its output shape and parameters."""
     shape = format_shape(node.shape) if node.shape else "?"
-    params = f"{node.params.total:,} params" if node.params.total else ""
+    params = _plural(node.params.total, "param") if node.params.total else ""
     return f"{shape}  {params}"
 
 
@@ -510,7 +511,8 @@ def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     }
     totals = graph.params
     caption = (
-        f"{escape(spec.name)}: {len(graph.nodes)} layers, {totals.total:,} parameters "
+        f"{escape(spec.name)}: {_plural(len(graph.nodes), 'layer')}, "
+        f"{_plural(totals.total, 'parameter')} "
         f"({totals.trainable:,} trainable)" + (f", phase {escape(phase)}" if phase else "")
     )
     # Inside <script>, only "</" could end the element early.

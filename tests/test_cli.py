@@ -658,3 +658,33 @@ def test_every_help_text_shows_whole(monkeypatch, width: str) -> None:
         # In `cnnspec --help`, each command says what it does in a whole sentence.
         assert command.help is not None and command.help.endswith("."), (command.dest, command.help)
         assert _normal(command.help) in listing, command.help
+
+
+# --------------------------------------------------------------------------------------------
+# Counts: one is singular
+
+
+# One weight: dense(1) without a bias on a single input value.
+ONE_PARAM = """\
+model one {
+  input 1x1x1
+  flatten()
+  dense(1, activation=sigmoid, use_bias=false)
+}
+data { labels binary }
+"""
+
+
+def test_a_count_of_one_is_singular(tmp_path: Path) -> None:
+    spec = write(tmp_path, "one.cnn", ONE_PARAM)
+    result = run("check", str(spec))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{spec}: ok: 2 layers, 1 param (1 trainable), output (1,)\n"
+    drawing = tmp_path / "one.svg"
+    result = run("graph", str(spec), "-o", str(drawing))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote {drawing} (2 layers)\n"
+    assert ">(1,)  1 param</text>" in drawing.read_text()  # the dense layer's box
+    page = tmp_path / "one.html"
+    assert run("graph", str(spec), "-o", str(page)).returncode == 0
+    assert "one: 2 layers, 1 parameter (1 trainable)" in page.read_text()  # the page's caption

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cnnspec.cli import _plural
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.layers.base import same_pads
 from cnnspec.registry import REGISTRY
@@ -739,7 +740,7 @@ def _by_module(gaps: list[Gap]) -> list[Gap]:
             chosen = Gap(
                 chosen.where,
                 chosen.what,
-                f"{chosen.why} (and {len(members) - 1} more nodes of {module})",
+                f"{chosen.why} (and {_plural(len(members) - 1, 'more node')} of {module})",
             )
         result.append(chosen)
     return result
