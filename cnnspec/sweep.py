@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from typing import Any
 
 from cnnspec.artifact import Refused, stamp, write_generated
 from cnnspec.backends import backend
+from cnnspec.cli import _plural
 from cnnspec.compiler import compile_text
 from cnnspec.ir import Spec
 from cnnspec.search_space import trial_text, value_text
@@ -118,7 +120,7 @@ class Sweep:
             "none": optuna.pruners.NopPruner,
         }
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 storage=storage,
                 study_name=self.spec.name,
                 direction=direction,
@@ -128,6 +130,19 @@ class Sweep:
             )
         except ValueError as error:  # the stored study optimises the other way
             raise SweepError(f"study {self.spec.name} in {url}: {error}") from None
+        # Keras and PyTorch trials of one spec reach different values: a study that mixed them
+        # would compare the frameworks, not the configurations. The study says which it used.
+        chosen = self.options.backend
+        used = study.user_attrs.get("backend")
+        if used is None:
+            study.set_user_attr("backend", chosen)
+        elif used != chosen:
+            raise SweepError(
+                f"the study {self.spec.name} in {url} trained its trials with --backend {used}: "
+                f"resume it with --backend {used}, or sweep with --backend {chosen} into "
+                "another -o or --storage"
+            )
+        return study
 
     def run(self) -> Any:
         study = self.study()
@@ -135,7 +150,8 @@ class Sweep:
             self.rows[trial.number] = self.row_of(trial)
         trials = self.options.trials or self.sweep.trials
         self.echo(
-            f"sweep {self.spec.name}: {trials} trials, {self.options.workers} worker(s), "
+            f"sweep {self.spec.name}: {_plural(trials, 'trial')}, "
+            f"{_plural(self.options.workers, 'worker')}, "
             f"{self.sweep.objective} ({self.sweep.resolved_mode}), study in {self.folder}"
         )
         try:
@@ -246,6 +262,7 @@ class Sweep:
         log = spec_file.with_suffix(".log")
         (run / "epochs.jsonl").unlink(missing_ok=True)
         objective, seen = self.sweep.objective, 0
+        reported: list[float] = []
         with open(log, "w") as output:
             child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
             with self.lock:
@@ -258,13 +275,17 @@ class Sweep:
                         if objective not in row:
                             continue
                         value = float(row[objective])
-                        trial.report(value, step=int(row["epoch"]))
+                        step = int(row["epoch"])
+                        trial.report(value, step=step)
+                        reported.append(value)
                         self.update(Row(trial.number, "training", values, counts, value))
                         if trial.should_prune():
                             stop(child)
-                            note = f"after epoch {row['epoch']}"
+                            reason = self.pruned_because(trial, step, reported)
+                            trial.set_user_attr("reason", reason)
+                            note = reason.removeprefix("pruned ")  # the state says "pruned"
                             self.update(Row(trial.number, "pruned", values, counts, value, note))
-                            raise self.optuna.TrialPruned(note)
+                            raise self.optuna.TrialPruned(reason)
                     if finished:
                         break
                     time.sleep(POLL_SECONDS)
@@ -281,6 +302,33 @@ class Sweep:
         if not scores:
             raise Rejected(f"the run recorded no {objective}")
         return max(scores) if self.sweep.resolved_mode == "max" else min(scores)
+
+    def pruned_because(self, trial: Any, step: int, reported: list[float]) -> str:
+        """Why the pruner stopped the trial at epoch `step`, as far as its rule can be told."""
+        objective, maximize = self.sweep.objective, self.sweep.resolved_mode == "max"
+        reason = f"pruned after epoch {step}"
+        if self.sweep.pruner == "median":
+            # MedianPruner's rule: the trial's best value so far against the median of the
+            # complete trials' values at this epoch.
+            best = max(reported) if maximize else min(reported)
+            complete = trial.study.get_trials(
+                deepcopy=False, states=(self.optuna.trial.TrialState.COMPLETE,)
+            )
+            earlier = [
+                t.intermediate_values[step] for t in complete if step in t.intermediate_values
+            ]
+            if earlier:
+                return (
+                    f"{reason}: its best {objective} so far, {best:.4f}, is "
+                    f"{'below' if maximize else 'above'} {statistics.median(earlier):.4f}, the "
+                    f"median of the {_plural(len(earlier), 'complete trial')} at that epoch"
+                )
+        elif self.sweep.pruner == "halving":
+            return (
+                f"{reason} by successive halving: {objective} {reported[-1]:.4f} is not among "
+                "the best of the trials that reached that epoch"
+            )
+        return f"{reason}: {objective} {reported[-1]:.4f}"
 
     def stop_children(self) -> None:
         with self.lock:
@@ -384,7 +432,7 @@ class Sweep:
         best = study.best_trial
         spec_file = Path(best.user_attrs["spec"])
         header = (
-            f"# The best of {len(complete)} complete trials of cnnspec sweep "
+            f"# The best of {_plural(len(complete), 'complete trial')} of cnnspec sweep "
             f"({self.sweep.objective} {best.value:.4f}, trial {best.number})"
         )
         try:

@@ -110,3 +110,99 @@ def test_a_study_that_searched_a_path_another_way_is_one_line(tmp_path: Path, ca
     assert exit.value.code == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("cnnspec: error: the study sweep_digits searched model.width another")
+
+
+def _tight(tmp_path: Path, budget: str) -> Path:
+    """The example with another parameter budget (`100`: every configuration is over it)."""
+    spec = tmp_path / "sweep_digits.cnn"
+    spec.write_text(EXAMPLE.read_text().replace("max_params 60000", f"max_params {budget}"))
+    return spec
+
+
+def test_one_is_singular_in_the_sweeps_messages(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("optuna")
+    spec = _tight(tmp_path, "100")
+    with pytest.raises(SystemExit):
+        main(["sweep", str(spec), "--dry-run", "--trials", "1"])
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "1 configuration sampled: 1 rejected without training"
+    )
+    with pytest.raises(SystemExit) as exit:
+        main(["sweep", str(spec), "--trials", "1", "-o", str(tmp_path / "s")])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.startswith(
+        "sweep sweep_digits: 1 trial, 1 worker, val_accuracy (max), study in "
+    )
+
+
+def test_a_study_keeps_the_backend_it_trained_with(tmp_path: Path, capsys) -> None:
+    optuna = pytest.importorskip("optuna")
+    spec = _tight(tmp_path, "100")  # every trial rejected before training: nothing to train
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    sweep = ["sweep", str(spec), "--storage", storage, "--trials", "1", "-o", str(tmp_path / "s")]
+    with pytest.raises(SystemExit) as exit:
+        main([*sweep, "--backend", "pytorch"])
+    assert exit.value.code == 0
+    study = optuna.load_study(study_name="sweep_digits", storage=storage)
+    assert study.user_attrs["backend"] == "pytorch"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main([*sweep, "--backend", "keras"])
+    assert exit.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"cnnspec: error: the study sweep_digits in {storage} trained its trials with "
+        "--backend pytorch: resume it with --backend pytorch, or sweep with --backend keras "
+        "into another -o or --storage"
+    )
+    assert len(optuna.load_study(study_name="sweep_digits", storage=storage).trials) == 1
+
+
+# The script a fake backend writes: it reports one epoch's val_accuracy, taken in turn from
+# VALUES, as the generated scripts do (epochs.jsonl, then metrics.json).
+FAKE_SCRIPT = """\
+import json, sys
+from pathlib import Path
+
+run = Path(sys.argv[sys.argv.index("--output-dir") + 1])
+run.mkdir(parents=True, exist_ok=True)
+rows = [{{"epoch": 1, "val_accuracy": {value}}}]
+(run / "epochs.jsonl").write_text("".join(json.dumps(row) + "\\n" for row in rows))
+(run / "metrics.json").write_text(json.dumps({{"history": rows}}))
+"""
+
+
+def test_a_pruned_trial_says_why(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Trained by a fake backend's script, so no framework and no training: two trials reach
+    val_accuracy 0.9 and 0.8 at epoch 1, a third 0.1, which the median pruner stops."""
+    pytest.importorskip("optuna")
+    pytest.importorskip("matplotlib")
+    import json
+    from types import SimpleNamespace
+
+    values = iter(["0.9", "0.8", "0.1"])
+    fake = SimpleNamespace(
+        SUFFIX="_fake.py", emit=lambda spec, name: FAKE_SCRIPT.format(value=next(values))
+    )
+    monkeypatch.setattr("cnnspec.sweep.backend", lambda name: fake)
+    spec = _tight(tmp_path, "10000000")  # no configuration rejected: three trials train
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit) as exit:
+        main(["sweep", str(spec), "--trials", "1", "-o", str(out)])
+    assert exit.value.code == 0
+    best = (out / "best.cnn").read_text().splitlines()
+    assert any("The best of 1 complete trial of cnnspec sweep" in line for line in best[:3])
+    with pytest.raises(SystemExit) as exit:
+        main(["sweep", str(spec), "--trials", "2", "-o", str(out)])
+    assert exit.value.code == 0
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete", "pruned"]
+    assert [t["reason"] for t in trials] == [
+        None,
+        None,
+        "pruned after epoch 1: its best val_accuracy so far, 0.1000, is below 0.8500, the "
+        "median of the 2 complete trials at that epoch",
+    ]
+    assert (
+        "trial   2 pruned val_accuracy 0.1000: after epoch 1: its best" in capsys.readouterr().out
+    )

@@ -47,6 +47,8 @@ def test_a_sweep_trains_two_at_a_time_and_resumes(tmp_path: Path) -> None:
         assert Path(trial["spec"]).is_file()
         if trial["state"] == "rejected":
             assert "over the budget of 60,000" in trial["reason"]
+        if trial["state"] == "pruned":  # and a pruned one says after which epoch, and why
+            assert trial["reason"].startswith("pruned after epoch "), trial
     # Two workers shared the study: trials ran at the same time.
     spans = [
         (datetime.fromisoformat(t["started"]), datetime.fromisoformat(t["finished"]))
@@ -70,3 +72,7 @@ def test_a_sweep_trains_two_at_a_time_and_resumes(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr[-3000:]
     trials = json.loads((out / "trials.json").read_text())["trials"]
     assert [t["number"] for t in trials] == [0, 1, 2, 3, 4]
+    # The study trained with PyTorch: Keras trials would not be comparable with its own.
+    third = sweep(out, "--trials", "1", "--backend", "keras")
+    assert third.returncode == 1 and "trained its trials with --backend pytorch" in third.stderr
+    assert len(json.loads((out / "trials.json").read_text())["trials"]) == 5
