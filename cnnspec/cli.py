@@ -1,7 +1,8 @@
 """The `cnnspec` command line.
 
 Exit status: 0 when there are no errors (warnings allowed), 1 when a spec has errors, 2 for usage
-errors such as a missing file. No input produces a Python traceback.
+errors such as a missing file, 141 (silently) when whoever reads the output closed the pipe
+early, as for a tool that SIGPIPE ends. No input produces a Python traceback.
 """
 
 from __future__ import annotations
