@@ -164,18 +164,30 @@ def _number_text(bound: float) -> str:
     return str(bound)
 
 
+# The words true, false and none reach a model as Python's True, False and None: the binder
+# cannot know the field's type. Where a field takes no such value but the word itself (a Literal
+# that lists it, `validation none`, or a string, `classes [none, cat]`), it means the word.
 _WORDS: dict[bool | None, str] = {True: "true", False: "false", None: "none"}
 
 
-def _check(annotation: Any, value: Any) -> Any:
-    """`value` as `annotation` says, or raise Problem."""
+def _is_word(value: Any) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _holds_word(value: Any) -> bool:
+    return _is_word(value) or (isinstance(value, tuple) and any(_holds_word(v) for v in value))
+
+
+def _check(annotation: Any, value: Any, words: bool = True) -> Any:
+    """`value` as `annotation` says, or raise Problem. With `words`, true, false and none are
+    also the words where the annotation takes the word but not the value."""
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         base, *metadata = typing.get_args(annotation)
         for item in metadata:
             if isinstance(item, Before):
                 value = item.convert(value)
-        value = _check(base, value)
+        value = _check(base, value, words)
         for item in metadata:
             if isinstance(item, _Bounds):
                 _check_bounds(item, value)
@@ -184,16 +196,13 @@ def _check(annotation: Any, value: Any) -> Any:
         choices = typing.get_args(annotation)
         if any(value == c and type(value) is type(c) for c in choices):
             return value
-        # The words true, false and none reach a model as Python's True, False and None (the
-        # binder cannot know the field's type); a Literal that lists the word means the word,
-        # as `validation none` and sweep's `pruner none` do.
-        if (value is None or isinstance(value, bool)) and _WORDS[value] in choices:
+        if words and _is_word(value) and _WORDS[value] in choices:
             return _WORDS[value]
         raise Problem(f"must be {_literal_text(choices)}", kind="choice", choices=choices)
     if origin in (Union, types.UnionType):
-        return _check_union(typing.get_args(annotation), value)
+        return _check_union(typing.get_args(annotation), value, words)
     if origin is tuple:
-        return _check_tuple(typing.get_args(annotation), value)
+        return _check_tuple(typing.get_args(annotation), value, words)
     if annotation is Any:
         return value
     if annotation is int:
@@ -215,6 +224,8 @@ def _check(annotation: Any, value: Any) -> Any:
     if annotation is str:
         if isinstance(value, str):
             return value
+        if words and _is_word(value):
+            return _WORDS[value]
         raise Problem("must be a valid string", kind="type")
     if annotation is type(None):
         if value is None:
@@ -254,15 +265,20 @@ def _check_bounds(bounds: _Bounds, value: Any) -> None:
         raise Problem(f"must be less than or equal to {_number_text(bounds.le)}", kind="bound")
 
 
-def _check_union(alternatives: tuple[Any, ...], value: Any) -> Any:
+def _check_union(alternatives: tuple[Any, ...], value: Any, words: bool = True) -> Any:
     """The first alternative that accepts `value`. When none does, the most telling problem:
-    for a word, the list of words allowed (with did-you-mean); for a number, its bound."""
-    problems = []
-    for alternative in alternatives:
-        try:
-            return _check(alternative, value)
-        except Problem as problem:
-            problems.append(problem)
+    for a word, the list of words allowed (with did-you-mean); for a number, its bound.
+
+    True, False and None are taken as themselves first, by any alternative (`weights=none`
+    is None in `str | None`), and as words only when no alternative takes them."""
+    problems: list[Problem] = []
+    for as_words in (False, True) if words and _holds_word(value) else (words,):
+        problems = []
+        for alternative in alternatives:
+            try:
+                return _check(alternative, value, as_words)
+            except Problem as problem:
+                problems.append(problem)
     if isinstance(value, str):
         preferred = [p for p in problems if p.kind == "choice"]
         if len(preferred) > 1:
@@ -273,21 +289,21 @@ def _check_union(alternatives: tuple[Any, ...], value: Any) -> Any:
     raise (preferred or problems)[0]
 
 
-def _check_tuple(items: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
+def _check_tuple(items: tuple[Any, ...], value: Any, words: bool = True) -> tuple[Any, ...]:
     if not isinstance(value, tuple):
         raise Problem("must be a valid tuple", kind="type")
     if len(items) == 2 and items[1] is Ellipsis:
         checked = []
         for index, item in enumerate(value):
             try:
-                checked.append(_check(items[0], item))
+                checked.append(_check(items[0], item, words))
             except Problem as problem:
                 problem.index, problem.value = index, item
                 raise
         return tuple(checked)
     if len(value) != len(items):
         raise Problem(f"must have {len(items)} items, not {len(value)}", kind="type")
-    return tuple(_check(item, v) for item, v in zip(items, value, strict=True))
+    return tuple(_check(item, v, words) for item, v in zip(items, value, strict=True))
 
 
 # --------------------------------------------------------------------------------------------

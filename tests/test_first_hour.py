@@ -165,6 +165,28 @@ sweep { objective loss  pruner none  space { model.conv2d_1.filters choice(4, 8)
     assert codes == ["E306"]
 
 
+def test_class_names_may_be_the_words_none_true_and_false() -> None:
+    """A class called none (an X-ray with no finding) is a name, where a name goes; where
+    none is a value of its own (a backbone's weights=none) it stays that value."""
+    text = """\
+model m { input 8x8x1  conv2d(8)  global_avg_pool()  dense(3, activation=softmax) }
+data { source directory("x", size=8x8, color=grayscale, classes=[none, cat, true])
+  labels sparse  classes [none, false, dog] }
+"""
+    compilation = compile_text(text, "m.cnn")
+    assert [d.code for d in compilation.diagnostics] == ["W304"]  # no folder x here
+    assert compilation.spec is not None
+    assert compilation.spec.data.classes == ("none", "false", "dog")
+    source = compilation.spec.data.source
+    assert source is not None and source.class_names() == ("none", "cat", "true")
+    backbone = """\
+model m { input 32x32x3  backbone vgg16(weights=none)  global_avg_pool()  dense(10) }
+"""
+    spec = compile_text(backbone, "m.cnn").spec
+    assert spec is not None and spec.model.backbone is not None
+    assert spec.model.backbone.args.weights is None
+
+
 def test_a_freeze_target_is_the_word_as_written() -> None:
     """`freeze none` names a layer called none, not Python's None."""
     text = """\
