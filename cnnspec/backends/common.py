@@ -8,12 +8,14 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
+from pathlib import Path
 from textwrap import dedent, wrap
 
 from cnnspec import __version__
 from cnnspec.binding import Bound
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph, Node, Spec
+from cnnspec.layout import flattened_inputs
 from cnnspec.registry import Unsupported
 from cnnspec.sections import LOSS_FOR_LABELS
 
@@ -125,6 +127,7 @@ class Script:
     NAME: str  # the backend's name, as data sources' `loaders` and `imports` key it
     SUFFIX: str
     MODEL_FILE: str
+    RESUME: str  # the resume point's file or folder in the output folder
     # The loader blocks this backend's data sources name (see DataSource.loaders).
     LOADERS: dict[str, str]
 
@@ -293,8 +296,29 @@ class Script:
             f"MLFLOW = {literal(mlflow.uri if mlflow else None)}",
             f"MLFLOW_EXPERIMENT = {literal(mlflow.experiment if mlflow and mlflow.experiment else spec.name)}",
         ]
+        out += [
+            "# Where runs write, and what a run writes there (a folder holding any of it holds",
+            "# a run, which a new run does not mix with).",
+            f"DEFAULT_OUTPUT_DIR = {literal(self.default_output_dir())}",
+            *sequence("RUN_FILES = ", self.run_files(), indent=0),
+            f"RESUME = {literal(self.RESUME)}  # the resume point, saved as each epoch ends",
+            f"DETERMINISTIC = {literal(False)}  # the default of --deterministic",
+        ]
+        fixed = bool(flattened_inputs(graph))
+        out.append(f"FIXED_INPUT_SIZE = {fixed}  # a flatten ties the dense layer to the size")
         out += self.extra_constants()
         return "\n".join(out) + "\n"
+
+    def run_files(self) -> list[str]:
+        """Everything a run of this script writes in its folder."""
+        names = [*self.artifacts(), "epochs.jsonl", self.RESUME, "tensorboard"]
+        names += ["mlflow_run.json", f"checkpoint{Path(self.MODEL_FILE).suffix}"]
+        return names
+
+    def run_parts(self) -> list[str]:
+        """The functions every script has around a run: its folder, a subset of the data,
+        Ctrl-C, and weight files checked before they are loaded."""
+        return [block(SUBSET), block(RUN_FOLDER), block(WEIGHT_FILES)]
 
     def extra_constants(self) -> list[str]:
         return []
@@ -385,7 +409,6 @@ class Script:
             ).lstrip(),
             DATA_DIR=data_dir,
             DATA_HELP=literal(data_help),
-            OUTPUT_DIR=literal(self.default_output_dir()),
             WEIGHTS=WEIGHTS_FLAG if self.graph.backbone else "",
             EXTRA_FLAGS=dedent(extra_flags).strip().replace("\n", "\n    "),
         )
@@ -607,11 +630,25 @@ DATA_ERROR = '''
 '''
 
 
-# The checks a folder of images gets before training starts, so that a missing folder, a class
-# folder without images or a file that is not an image is one line, not a traceback later.
+# A folder of images, read the same way by both scripts: the file lists are split, subset and
+# checked before training starts (a missing folder, a class folder without images or a damaged
+# file is one line naming it), and every image is decoded, converted and resized by Pillow, so
+# the two scripts see the same pixels.
 DIRECTORY_FOLDERS = '''
-    IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-    IMAGE_SIGNATURES = (b"\\x89PNG", b"\\xff\\xd8\\xff", b"GIF8", b"BM")
+    # The files a class folder's images are read from (the formats torchvision's ImageFolder
+    # reads, and GIF): Pillow decodes them in both scripts.
+    IMAGE_SUFFIXES = (
+        ".bmp",
+        ".gif",
+        ".jpeg",
+        ".jpg",
+        ".pgm",
+        ".png",
+        ".ppm",
+        ".tif",
+        ".tiff",
+        ".webp",
+    )
 
 
     def split_folders(data_dir):
@@ -649,18 +686,75 @@ DIRECTORY_FOLDERS = '''
             empty = [name for name, count in counts.items() if not count]
             if empty and (split == "train" or len(empty) == len(counts)):
                 where = folder / empty[0] if split == "train" else folder
-                raise DataError(f"{where} holds no PNG, JPEG, GIF or BMP image")
+                suffixes = ", ".join(IMAGE_SUFFIXES)
+                raise DataError(f"{where} holds no image (files ending {suffixes})")
         return splits
 
 
     def image_files(folder):
-        """The images in a class folder, sorted; a file that is not one is an error."""
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
-            with open(path, "rb") as stream:
-                if not stream.read(4).startswith(IMAGE_SIGNATURES):
-                    raise DataError(f"{path} is not a readable PNG, JPEG, GIF or BMP image")
-        return files
+        """The image files in a class folder, sorted by name."""
+        return sorted(
+            path
+            for path in folder.iterdir()
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+        )
+
+
+    def load_data(data_dir):
+        """train/, val/ and test/ folders of class sub-folders: {split: (files, labels)},
+        each split's image files (paths as strings, by class, then by name) and their
+        labels. The images are read as the batches need them (read_image)."""
+        splits = {}
+        for split, folder in split_folders(data_dir).items():
+            files, labels = [], []
+            for label, name in enumerate(CLASS_NAMES):
+                paths = image_files(folder / name)
+                files += [str(path) for path in paths]
+                labels += [label] * len(paths)
+            splits[split] = (np.array(files), np.array(labels, dtype="int64"))
+        return splits
+
+
+    def read_image(path, size):
+        """One image file as uint8 (height, width, channels) pixels at `size`: decoded by
+        Pillow, converted to the spec's colours and resized bilinearly, as both scripts read
+        it."""
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if COLOR_MODE == "grayscale" else "RGB")
+                if image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype="uint8").reshape(*size, -1)
+        except (OSError, SyntaxError, ValueError) as error:  # Pillow's, for a bad file
+            raise DataError(f"{path} cannot be read as an image: {error}") from None
+        if pixels.shape[2] != INPUT_SHAPE[2]:
+            pixels = np.repeat(pixels, INPUT_SHAPE[2], axis=2)  # grayscale to RGB
+        return pixels
+
+
+    def image_problem(path):
+        """Why Pillow cannot decode an image file, or None. A JPEG is decoded at an eighth
+        of its size (draft), which still reads all of it."""
+        try:
+            with Image.open(path) as image:
+                image.draft(None, (1, 1))
+                image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            return str(error) or type(error).__name__
+        return None
+
+
+    def check_images(splits):
+        """Decode every image the run will read once, before training starts (in threads:
+        Pillow decodes outside the GIL), so that a damaged file is one line naming it now,
+        not a failure in the middle of an epoch."""
+        files = [
+            path for images, _ in splits.values() if is_files(images) for path in images
+        ]
+        with concurrent.futures.ThreadPoolExecutor() as pool:
+            for path, problem in zip(files, pool.map(image_problem, files), strict=True):
+                if problem is not None:
+                    raise DataError(f"{path} cannot be read as an image: {problem}")
 '''
 
 
@@ -670,6 +764,11 @@ CHECK_NOT_EMPTY = '''
         for name, (_, labels) in splits.items():
             if len(labels) == 0:
                 raise DataError(f"the {name} split holds no examples")
+
+
+    def is_files(images):
+        """Whether a split's images are image files to read (a folder's) or pixels."""
+        return isinstance(images, np.ndarray) and images.dtype.kind == "U"
 '''
 
 
@@ -895,14 +994,47 @@ PARSE_ARGS = """
             default=<DATA_DIR>,
             help=<DATA_HELP>,
         )
-        parser.add_argument("--output-dir", default=<OUTPUT_DIR>)
-        parser.add_argument("--epochs", type=int, help="at most this many epochs per phase")
+        parser.add_argument(
+            "--output-dir",
+            help=f"where the run writes (default {DEFAULT_OUTPUT_DIR}, numbered past the "
+            "earlier runs there: 2, 3, ...)",
+        )
+        parser.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace the run the output folder holds",
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="carry on from the last epoch the output folder's run saved (without "
+            "--output-dir: the latest run)",
+        )
+        parser.add_argument(
+            "--epochs",
+            type=int,
+            help="at most N epochs in each phase (with --resume, those it trained count)",
+        )
         parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
         parser.add_argument(
-            "--subset", type=int, help="use the first N training and N test examples"
+            "--subset",
+            type=int,
+            help="use N examples of each split, drawn at random (seeded) from every class",
         )
         parser.add_argument("--seed", type=int, default=SEED)
+        parser.add_argument(
+            "--deterministic",
+            action=argparse.BooleanOptionalAction,
+            default=DETERMINISTIC,
+            help="bitwise-reproducible training (deterministic kernels; slower)",
+        )
         parser.add_argument("--image-size", type=int, help="resize images to N x N")<WEIGHTS>
+        parser.add_argument(
+            "--init-weights",
+            metavar="FILE",
+            help="start from these weights: a .safetensors file in cnnspec's layout "
+            "(cnnspec import's, or a run's weights.safetensors)",
+        )
         parser.add_argument(
             "--tensorboard",
             action=argparse.BooleanOptionalAction,
@@ -919,6 +1051,171 @@ PARSE_ARGS = """
         <EXTRA_FLAGS>
         return parser.parse_args(argv)
 """
+
+
+# What every script does around a run, whatever its framework: where it writes, which examples
+# a quick run takes, where Ctrl-C stopped it, and checking a weight file before loading it.
+SUBSET = '''
+    def subset(split, count, seed):
+        """`count` examples of a split, drawn at random (seeded) from each class in
+        proportion to its size, in their order: a quick run sees every class, and both
+        scripts take the same examples."""
+        images, labels = split
+        labels = np.asarray(labels)
+        if count >= len(labels):
+            return split
+        generator = np.random.default_rng(seed)
+        classes, sizes = np.unique(labels, return_counts=True)
+        quotas = sizes * count / len(labels)
+        taken = np.floor(quotas).astype(int)
+        # What is left goes to the classes with the largest remainders (ties at random),
+        # so that the counts add up to `count`.
+        order = generator.permutation(len(classes))
+        order = order[np.argsort(taken[order] - quotas[order], kind="stable")]
+        taken[order[: count - taken.sum()]] += 1
+        chosen = np.concatenate(
+            [
+                generator.permutation(np.flatnonzero(labels == label))[:number]
+                for label, number in zip(classes, taken, strict=True)
+            ]
+        )
+        chosen.sort()
+        return images[chosen], labels[chosen]
+'''
+
+RUN_FOLDER = '''
+    def holds_run(folder):
+        """Whether `folder` holds what a run of this script writes."""
+        return any((Path(folder) / name).exists() for name in RUN_FILES)
+
+
+    def clear_run(folder):
+        """Remove what a run of this script wrote in `folder`, and nothing else."""
+        for name in RUN_FILES:
+            path = Path(folder) / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+
+
+    def numbered(base):
+        """`base`, then base2, base3, ...: the folders runs in the default place take."""
+        yield base
+        for number in itertools.count(2):
+            yield base.with_name(f"{base.name}{number}")
+
+
+    def run_folder(args, distributed=False):
+        """Where this run writes: --output-dir, or else DEFAULT_OUTPUT_DIR, numbered past
+        the earlier runs there (2, 3, ...) so that runs never mix; --resume without
+        --output-dir carries on the latest of those. A folder that holds a run is refused
+        unless --resume or --overwrite says what to do with it (and, in a distributed run,
+        whose processes must agree on one folder, the default is not numbered)."""
+        if args.resume and args.overwrite:
+            raise DataError("--resume carries a run on, --overwrite replaces it: pick one")
+        given = args.output_dir is not None
+        folder = Path(args.output_dir if given else DEFAULT_OUTPUT_DIR)
+        if args.overwrite:
+            clear_run(folder)
+            return folder
+        if args.resume:
+            if given or distributed:
+                return folder
+            runs = []
+            for candidate in numbered(folder):
+                if not candidate.exists():
+                    break
+                if (candidate / RESUME).exists():
+                    runs.append(candidate)
+            return max(runs, key=lambda run: (run / RESUME).stat().st_mtime, default=folder)
+        if not holds_run(folder):
+            return folder
+        if given or distributed:
+            raise DataError(
+                f"{folder} holds an earlier run: pass --resume to carry it on, --overwrite "
+                "to replace it, or another --output-dir"
+            )
+        fresh = next(other for other in numbered(folder) if not holds_run(other))
+        print(f"{folder} holds an earlier run: this one writes to {fresh}")
+        return fresh
+
+
+    def discard_unstarted(folder):
+        """Remove the folder a run made if it failed before training started (on its data,
+        say), so that no empty run folder is left behind."""
+        if not (Path(folder) / RESUME).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+    class Interrupted(Exception):
+        """Ctrl-C while a phase trained: where, for main() to say how to carry on."""
+
+        def __init__(self, phase, epoch):
+            super().__init__(f"interrupted in phase {phase}, epoch {epoch}")
+            self.phase, self.epoch = phase, epoch
+
+
+    def interrupted(stop, folder, created):
+        """Ctrl-C: one line that says how to carry on (the resume point holds the last
+        epoch that ended), and status 130, as a shell reports SIGINT. Before training
+        started, the folder the run made goes."""
+        if (Path(folder) / RESUME).exists():
+            where = stop if isinstance(stop, Interrupted) else "interrupted"
+            print(f"{where}: rerun with --resume", file=sys.stderr)
+        else:
+            if created:
+                discard_unstarted(folder)
+            print("interrupted before training started", file=sys.stderr)
+        sys.exit(130)
+'''
+
+WEIGHT_FILES = '''
+    def some(names):
+        """The first of `names`, and how many more."""
+        return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
+
+
+    def check_weights_file(path, needed):
+        """Check a .safetensors weight file against `needed`, the model's tensors in
+        cnnspec's layout ({name: shape}): a missing, extra or mis-shaped tensor is one line
+        of error naming it."""
+        try:
+            with safe_open(path, framework="numpy") as file:
+                names = file.keys()
+                held = {key: tuple(file.get_slice(key).get_shape()) for key in names}
+        except FileNotFoundError:
+            raise DataError(f"--init-weights: no file {path}") from None
+        except Exception as error:  # safetensors reports a bad header as several types
+            message = f"--init-weights: {path} is not a safetensors file ({error})"
+            raise DataError(message) from None
+        missing = [key for key in needed if key not in held]
+        extra = [key for key in held if key not in needed]
+        wrong = [key for key in needed if key in held and held[key] != needed[key]]
+        problems = []
+        if missing:
+            problems.append(f"it has no {some(missing)}")
+        if extra:
+            problems.append(f"the model has no {some(extra)}")
+        if wrong:
+            key = wrong[0]
+            more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+            problems.append(f"{key} is {held[key]}, the model's {needed[key]}{more}")
+        if problems:
+            raise DataError(f"--init-weights {path} does not fit: {'; '.join(problems)}")
+
+
+    def saved_readable(save, path):
+        """Write a file with `save(partial)`, then move it into place: whole or not at all,
+        with the mode the umask gives every other artifact (safetensors writes 0600)."""
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        save(partial)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(partial, 0o666 & ~mask)
+        os.replace(partial, path)
+'''
 
 
 # The loader blocks both scripts share, by the names data sources give them (each backend adds

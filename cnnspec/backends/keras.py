@@ -125,6 +125,7 @@ class _Script(Script):
     NAME = "keras"
     SUFFIX = SUFFIX
     MODEL_FILE = "model.keras"
+    RESUME = "resume"
 
     # ---------------------------------------------------------------------------------------
 
@@ -143,6 +144,7 @@ class _Script(Script):
             self.backbone_weights(),
             block(TRACKING),
             *self.mlflow_parts(),
+            *self.run_parts(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
@@ -155,7 +157,8 @@ class _Script(Script):
         )
 
     def stdlib_imports(self) -> list[str]:
-        stdlib = ["argparse", "contextlib", "json", "os", "sys", "tempfile"]
+        stdlib = ["argparse", "contextlib", "itertools", "json", "os", "shutil", "sys"]
+        stdlib.append("tempfile")
         stdlib += self.source.stdlib if self.source else ()
         return stdlib
 
@@ -166,8 +169,11 @@ class _Script(Script):
             lines.append("from matplotlib.figure import Figure")
             if self.spec.evaluate.wants("curves"):
                 lines.append("from matplotlib.ticker import MaxNLocator")
+        imports = self.source_imports()
+        lines += [line for line in imports if line < "from safetensors"]
+        lines.append("from safetensors import safe_open")
         lines.append("from safetensors.numpy import load_file, save_file")
-        lines += self.source_imports()
+        lines += [line for line in imports if line > "from safetensors"]
         sklearn = ["accuracy_score", "classification_report"]
         if self.spec.evaluate.wants("confusion_matrix"):
             sklearn.append("confusion_matrix")
@@ -295,10 +301,12 @@ class _Script(Script):
             "binary": 'tf.reshape(tf.cast(labels, "float32"), (-1, 1))',
             "sparse": "labels",
         }[data.labels]
+        read = ""
         if self.source is not None and self.source.streams_files:
-            to_dataset = "dataset = images  # a tf.data.Dataset of (image, label) already"
-        else:
-            to_dataset = "dataset = tf.data.Dataset.from_tensor_slices((images, labels))"
+            read = (
+                "\n        if is_files(images):"
+                "\n            dataset = dataset.map(reading(size), num_parallel_calls=tf.data.AUTOTUNE)"
+            )
         normalize = "\n        images = (images - MEAN) / STD" if data.normalize else ""
         if data.color_order == "bgr":
             normalize = (
@@ -313,7 +321,7 @@ class _Script(Script):
         return fill(
             MAKE_DATASETS,
             ENCODE=encode,
-            TO_DATASET=to_dataset,
+            READ=read,
             NORMALIZE=normalize,
             VALIDATION=validation,
         )
@@ -481,17 +489,21 @@ class _Script(Script):
             "            tracking=tracking,\n"
             "        )"
         )
-        decode = ""
+        read_error = check_images = ""
         if self.source is not None and self.source.streams_files:
-            # A damaged image passes the header check and fails when TensorFlow decodes it.
-            decode = (
-                "\n    except tf.errors.InvalidArgumentError as error:"
-                '\n        sys.exit(f"error: an image is damaged: {decode_failure(error)}")'
+            check_images = "\n    check_images(splits)"
+            # read_image's DataError, raised inside tf.data (check_images makes it rare).
+            read_error = (
+                "\n    except tf.errors.OpError as error:"
+                '\n        if "DataError: " not in error.message:'
+                "\n            raise"
+                '\n        sys.exit(f"error: {read_failure(error)}")'
             )
         parts = [
             fill(
                 MAIN,
-                DECODE_ERROR=decode,
+                READ_ERROR=read_error,
+                CHECK_IMAGES=check_images,
                 SPLIT=split,
                 BACKBONE=load_backbone_call("model", 2) if self.graph.backbone else "",
                 CURVES=curves,
@@ -530,40 +542,24 @@ def _applied_to(call: Call, tensor: Code) -> Call:
 
 
 DIRECTORY_LOADER = '''
-    def to_rgb(image, label):
-        return tf.image.grayscale_to_rgb(image), label
+    def reading(size):
+        """A tf.data map from (file, label) to (pixels, label), reading the file with
+        read_image, as the PyTorch script reads it."""
+        shape = (*size, INPUT_SHAPE[2])
 
-
-    def decode_failure(error):
-        """What TensorFlow says of an image it cannot decode (a file with an image's header
-        but damaged inside), without its graph trace."""
-        lines = error.message.splitlines()
-        said = [line for line in lines if "Error in user-defined function" in line]
-        return said[0].rsplit(": ", 1)[-1] if said else lines[0]
-
-
-    def load_data(data_dir):
-        """train/, val/ and test/ folders of class sub-folders: {split: (dataset, labels)},
-        each dataset yielding (image, label) pairs in file order."""
-        splits = {}
-        for split, folder in split_folders(data_dir).items():
-            dataset = keras.utils.image_dataset_from_directory(
-                folder,
-                labels="inferred",
-                label_mode="int",
-                class_names=CLASS_NAMES,
-                color_mode=COLOR_MODE,
-                image_size=INPUT_SHAPE[:2],
-                batch_size=None,
-                shuffle=False,
+        def read(path, label):
+            pixels = tf.numpy_function(
+                lambda path: read_image(path.decode(), size), [path], tf.uint8
             )
-            labels = np.array(
-                [CLASS_NAMES.index(Path(path).parent.name) for path in dataset.file_paths]
-            )
-            if COLOR_MODE == "grayscale" and INPUT_SHAPE[2] == 3:
-                dataset = dataset.map(to_rgb)
-            splits[split] = (dataset, labels)
-        return splits
+            return tf.ensure_shape(pixels, shape), label
+
+        return read
+
+
+    def read_failure(error):
+        """read_image's one line of error, from the TensorFlow error that carries it."""
+        said = error.message.split("DataError: ", 1)[1]
+        return said.splitlines()[0]
 '''
 
 
@@ -579,26 +575,28 @@ SET_TRAINABLE = '''
 MAKE_DATASETS = '''
     def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
         """tf.data pipelines: shuffled, augmented training batches; plain validation
-        and test batches. Rescaling, resizing, normalisation and label encoding follow
-        the spec; augmentation runs on whole batches, in parallel with training."""
+        and test batches. Images come at the model's size (image_size x image_size when
+        given): image files are read at it, arrays resized batch by batch. Rescaling,
+        normalisation and label encoding follow the spec; augmentation runs on whole
+        batches, in parallel with training."""
         augment = build_augmentation(seed)
+        size = (image_size, image_size) if image_size else INPUT_SHAPE[:2]
 
         def prepare(images, labels, training):
             images = tf.cast(images, "float32") * RESCALE
-            if image_size is not None:
-                images = tf.image.resize(images, (image_size, image_size))
+            if tuple(images.shape[1:3]) != size:
+                images = tf.image.resize(images, size)
             if training and augment is not None:
                 images = augment(images, training=True)<NORMALIZE>
             return images, <ENCODE>
 
         def pipeline(split, training):
             images, labels = split
-            <TO_DATASET>
+            dataset = tf.data.Dataset.from_tensor_slices((images, labels))
             if training:
-                dataset = dataset.shuffle(len(labels), seed=seed)
+                dataset = dataset.shuffle(len(labels), seed=seed)<READ>
             dataset = dataset.batch(batch_size).map(
-                lambda x, y: prepare(x, y, training),
-                num_parallel_calls=tf.data.AUTOTUNE,
+                lambda x, y: prepare(x, y, training), num_parallel_calls=tf.data.AUTOTUNE
             )
             return dataset.prefetch(tf.data.AUTOTUNE)
 
@@ -641,14 +639,14 @@ EVALUATE = '''
 
 RESUME_POINT = '''
     class ResumePoint(keras.callbacks.Callback):
-        """Where a run is, saved after every epoch to <output-dir>/resume/: the weights,
-        the optimizer's state, the history, and the other callbacks' counters. A run
-        started with --resume carries on from it: the phases before the one saved last
-        are done, and that one trains on to its epochs (--epochs N: to N in all, as
-        initial_epoch does)."""
+        """Where a run is, saved to <output-dir>/resume/ as each phase starts and after
+        each of its epochs: the weights, the optimizer's state, the history, and the other
+        callbacks' counters. A run started with --resume carries on from it: the phases
+        before the saved one are done, and that one carries on from its last saved epoch
+        (as initial_epoch does)."""
 
         COUNTERS = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
-        FILES = ("model.weights.h5", "optimizer.npz", "best_weights.npz", "state.json")
+        FILES = ("weights.npz", "optimizer.npz", "best_weights.npz", "state.json")
 
         def __init__(self, folder, state=None, source=None):
             super().__init__()
@@ -656,7 +654,9 @@ RESUME_POINT = '''
             # Where a resumed run reads from: the folder, or (a multi-worker run's other
             # workers) the chief's.
             self.source = Path(source or folder)
+            self.pending = state is not None  # to restore, into the first phase trained
             self.phase, self.done, self.others, self.history = None, 0, [], []
+            self.stopped = self.restoring = False
 
         @classmethod
         def load(cls, source, folder=None):
@@ -677,23 +677,33 @@ RESUME_POINT = '''
             last = self.state["phase"] == phase
             return rows, bool(rows) and (not last or self.state["stopped"])
 
-        def follow(self, phase, done, callbacks, history):
-            """The phase under way, after `done` epochs of the phases before it."""
+        def follow(self, model, phase, done, callbacks, history):
+            """The phase under way, after `done` epochs of the phases before it. Its
+            optimizer is built now, so that its state is saved from the phase's start and
+            restored whole (Keras builds it in fit otherwise)."""
+            self.set_model(model)
+            model.optimizer.build(model.trainable_variables)
             self.phase, self.done, self.stopped = phase, done, False
             self.others, self.history = callbacks, history
 
-        def restore(self, model):
-            """The saved weights and optimizer state, into the model compiled anew."""
-            model.load_weights(self.source / "model.weights.h5")
-            model.optimizer.build(model.trainable_variables)
+        def restore(self):
+            """Carry on from the saved point in the first phase this run trains: the
+            weights, and when the point is in this phase, the optimizer's state and (as
+            training begins) the other callbacks' counters."""
+            self.pending = False
+            weights = np.load(self.source / "weights.npz")
+            for index, variable in enumerate(self.model.weights):
+                variable.assign(weights[f"w{index}"])
+            if self.state["phase"] != self.phase:
+                return
             saved = np.load(self.source / "optimizer.npz")
-            for index, variable in enumerate(model.optimizer.variables):
+            for index, variable in enumerate(self.model.optimizer.variables):
                 variable.assign(saved[f"v{index}"])
             self.restoring = True
 
         def on_train_begin(self, logs=None):
             # After the other callbacks have reset their counters: the saved ones.
-            if not getattr(self, "restoring", False):
+            if not self.restoring:
                 return
             self.restoring = False
             best = np.load(self.source / "best_weights.npz")
@@ -733,6 +743,7 @@ RESUME_POINT = '''
                 for number, weights in enumerate(weights_list)
             }
             values = keras.ops.convert_to_numpy
+            weights = {f"w{i}": values(v) for i, v in enumerate(self.model.weights)}
             optimizer = {
                 f"v{index}": values(variable)
                 for index, variable in enumerate(self.model.optimizer.variables)
@@ -741,7 +752,7 @@ RESUME_POINT = '''
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = self.folder / "partial"
             partial.mkdir(exist_ok=True)
-            self.model.save_weights(partial / "model.weights.h5")
+            np.savez(partial / "weights.npz", **weights)
             np.savez(partial / "optimizer.npz", **optimizer)
             np.savez(partial / "best_weights.npz", **best)
             (partial / "state.json").write_text(json.dumps(self.state))
@@ -771,25 +782,35 @@ FIT_PHASE = '''
         resume,
         tracking,
     ):
-        """Fit one phase for its epochs (at most `cap` in all, when given), continuing the
-        epoch count from `done`, or from where `resume` says this phase stopped."""
+        """Fit one phase for its epochs (at most `cap`, when given), continuing the epoch
+        count from `done`, or from where `resume` says this phase stopped. Ctrl-C raises
+        Interrupted, saying where."""
         history, over = resume.progress(phase)
         if over:
             return history
-        resume.follow(phase, done, callbacks, history)
-        if history:
-            resume.restore(model)
-            print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
-        model.fit(
-            datasets["train"],
-            validation_data=datasets.get("val"),
-            initial_epoch=done + len(history),
-            epochs=done + min(spec_epochs, cap or spec_epochs),
-            callbacks=[*callbacks, resume, *tracking.callbacks(phase, history)],
-            class_weight=class_weight,
-            shuffle=False,  # the training dataset shuffles itself
-            verbose=2,
-        )
+        resume.follow(model, phase, done, callbacks, history)
+        if resume.pending:
+            resume.restore()
+            if history:
+                print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
+        if not history:
+            resume.save()  # the phase's start, to carry on from
+        first, last = done + len(history), done + min(spec_epochs, cap or spec_epochs)
+        if first < last:
+            print(f"phase {phase}: epochs {first + 1} to {last}")
+        try:
+            model.fit(
+                datasets["train"],
+                validation_data=datasets.get("val"),
+                initial_epoch=first,
+                epochs=last,
+                callbacks=[*callbacks, resume, *tracking.callbacks(phase, history)],
+                class_weight=class_weight,
+                shuffle=False,  # the training dataset shuffles itself
+                verbose=2,
+            )
+        except KeyboardInterrupt:
+            raise Interrupted(phase, done + len(history) + 1) from None
         if resume.stopped or len(history) >= spec_epochs:
             # Over: the next phase starts from here (the best weights, if restored). A phase
             # cut short by --epochs keeps its last epoch's state, to carry on from.
@@ -919,7 +940,7 @@ WEIGHT_FUNCTIONS = '''
                 key, layout = weight_place(layer, weight)
                 tensors[key] = from_keras(np.asarray(weight), layout, layer.name)
         tensors = {k: np.ascontiguousarray(v, dtype="float32") for k, v in tensors.items()}
-        save_file(tensors, str(path))
+        saved_readable(lambda partial: save_file(tensors, str(partial)), path)
 
 
     def load_weights(model, path):
@@ -933,6 +954,20 @@ WEIGHT_FUNCTIONS = '''
                 values.append(to_keras(tensors[key], layout, shape, layer.name))
             if values:
                 layer.set_weights(values)<FINALIZE>
+
+
+    def init_weights(model, path):
+        """Start from the weights in `path` (--init-weights), checked against the model's
+        tensors in cnnspec's layout first."""
+        needed = {}
+        for layer in model.layers:
+            for weight in layer.weights:
+                key, layout = weight_place(layer, weight)
+                empty = np.empty(tuple(weight.shape), dtype="uint8")
+                needed[key] = tuple(from_keras(empty, layout, layer.name).shape)
+        check_weights_file(path, needed)
+        load_weights(model, path)
+        print(f"weights from {path}")
 '''
 
 # Keras's Normalization computes with copies of its statistics, which set_weights leaves stale.
@@ -1037,11 +1072,6 @@ FLAGS = """
             help="mirrored: data-parallel over every GPU, or every CPU device without one; "
             "multiworker: over the machines TF_CONFIG lists",
         )
-        parser.add_argument(
-            "--resume",
-            action="store_true",
-            help="carry on from --output-dir/resume/ (--epochs N: to N epochs in all)",
-        )
 """
 
 MAIN = """
@@ -1100,23 +1130,27 @@ MAIN = """
         return kind == "chief" or (kind == "worker" and index == 0 and no_chief)
 
 
-    def take(split, count):
-        images, labels = split
-        if isinstance(images, tf.data.Dataset):
-            return images.take(count), labels[:count]
-        return images[:count], labels[:count]
-
-
     def main(argv=None):
-        \"\"\"Train, evaluate and save; a problem with the data is one line of error.\"\"\"
+        \"\"\"Train, evaluate and save. A problem with the data is one line of error, and
+        Ctrl-C one line that says how to carry on: never a traceback.\"\"\"
         args = parse_args(argv)
-        # The chief alone logs the MLflow run.
-        uri = args.mlflow if is_chief(args.strategy) else None
+        # The chief picks the folder and logs the MLflow run; the other workers take the
+        # folder as given (and write to one of their own).
+        reports = is_chief(args.strategy)
+        folder, created = Path(args.output_dir or DEFAULT_OUTPUT_DIR), False
         try:
-            with mlflow_run(uri, "keras", args) as mlflow:
+            if reports:
+                folder = run_folder(args, distributed=args.strategy == "multiworker")
+                created = not folder.exists()
+            args.output_dir = str(folder)
+            with mlflow_run(args.mlflow if reports else None, "keras", args) as mlflow:
                 run(args, mlflow)
         except DataError as error:
-            sys.exit(f"error: {error}")<DECODE_ERROR>
+            if created:
+                discard_unstarted(folder)
+            sys.exit(f"error: {error}")<READ_ERROR>
+        except (Interrupted, KeyboardInterrupt) as stop:
+            interrupted(stop, folder, created)
 
 
     def run(args, mlflow=None):
@@ -1125,6 +1159,10 @@ MAIN = """
         # First: a multi-worker strategy must exist before TensorFlow runs anything.
         strategy = make_strategy(args.strategy)
         keras.utils.set_random_seed(args.seed)
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if args.image_size and FIXED_INPUT_SIZE and args.image_size != INPUT_SHAPE[0]:
+            raise DataError("--image-size: this model's flatten fixes its input size")
         output_dir = Path(args.output_dir)
         chief = is_chief(args.strategy)
         if not chief:
@@ -1133,12 +1171,15 @@ MAIN = """
             scratch = tempfile.TemporaryDirectory(prefix="cnnspec-worker-")
             output_dir = Path(scratch.name)
             print(f"not the chief: writing to {output_dir}, removed at the end")
-        output_dir.mkdir(parents=True, exist_ok=True)
         splits = load_data(args.data_dir)<SPLIT>
         check_not_empty(splits)
         if args.subset is not None:
-            splits = {name: take(split, args.subset) for name, split in splits.items()}
-            check_not_empty(splits)
+            splits = {
+                name: subset(split, args.subset, args.seed)
+                for name, split in splits.items()
+            }
+            check_not_empty(splits)<CHECK_IMAGES>
+        output_dir.mkdir(parents=True, exist_ok=True)
         datasets = make_datasets(splits, args.batch_size, args.seed, args.image_size)
         if args.strategy == "multiworker":
             # Each worker takes its share of every global batch (the spec's batch).
@@ -1150,17 +1191,22 @@ MAIN = """
         if args.image_size:
             input_shape = (args.image_size, args.image_size, INPUT_SHAPE[2])
 
-        resume = ResumePoint(output_dir / "resume")
+        resume = ResumePoint(output_dir / RESUME)
         if args.resume:  # the chief's, which every worker reads
-            chiefs = Path(args.output_dir) / "resume"
-            resume = ResumePoint.load(chiefs, output_dir / "resume")
+            chiefs = Path(args.output_dir) / RESUME
+            resume = ResumePoint.load(chiefs, output_dir / RESUME)
         tensorboard = output_dir / "tensorboard" if args.tensorboard and chief else None
         epochs = output_dir / "epochs.jsonl" if chief else None
-        if epochs is not None and not args.resume:
-            epochs.unlink(missing_ok=True)
+        if epochs is not None:
+            # The epochs saved so far: one that Ctrl-C cut short is trained (and reported)
+            # again when the run resumes.
+            saved = resume.state["history"] if args.resume else []
+            epochs.write_text("".join(json.dumps(row) + "\\n" for row in saved))
         tracking = Tracking(tensorboard, mlflow, epochs)
         with strategy.scope():
             model = build_model(input_shape)<BACKBONE>
+            if args.init_weights and not args.resume:
+                init_weights(model, args.init_weights)
             model.summary()
             if args.strategy == "multiworker":
                 across_workers(model)<TRAIN>

@@ -113,6 +113,7 @@ class _Script(Script):
     NAME = "pytorch"
     SUFFIX = SUFFIX
     MODEL_FILE = "model.pt"
+    RESUME = "resume.pt"
 
     def render(self) -> str:
         parts = [
@@ -130,6 +131,7 @@ class _Script(Script):
             self.backbone_weights(),
             block(TRACKING),
             *self.mlflow_parts(),
+            *self.run_parts(),
             self.main(),
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts if p).replace("\n\n\n\n", "\n\n\n")
@@ -144,8 +146,8 @@ class _Script(Script):
         )
 
     def stdlib_imports(self) -> list[str]:
-        stdlib = ["argparse", "contextlib", "copy", "json", "os", "sys", "tempfile", "time"]
-        stdlib += ["types", "warnings"]
+        stdlib = ["argparse", "contextlib", "copy", "itertools", "json", "os", "shutil", "sys"]
+        stdlib += ["tempfile", "time", "types", "warnings"]
         stdlib += self.source.stdlib if self.source else ()
         if self.graph.backbone is not None:
             stdlib.append("urllib.request")
@@ -159,6 +161,7 @@ class _Script(Script):
                 lines.append("from matplotlib.ticker import MaxNLocator")
         imports = self.source_imports()
         lines += [line for line in imports if line < "from safetensors"]
+        lines.append("from safetensors import safe_open")
         lines.append("from safetensors.torch import load_file, save_file")
         lines += [line for line in imports if line > "from safetensors"]
         sklearn = ["accuracy_score", "classification_report"]
@@ -175,9 +178,10 @@ class _Script(Script):
         if splits or isinstance(self.spec.data.validation, float):
             lines.append("from sklearn.model_selection import train_test_split")
         lines.append("from torch import nn")
-        lines.append(
-            "from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset"
-        )
+        data = ["DataLoader", "DistributedSampler", "TensorDataset", "default_collate"]
+        if self.source is not None and self.source.streams_files:
+            data.insert(1, "Dataset")  # ImageFiles
+        lines += import_lines("torch.utils.data", data)
         lines.append("from tqdm import tqdm")
         return lines
 
@@ -210,8 +214,6 @@ class _Script(Script):
         out.append("# L2 factors by layer: Keras adds factor * sum(kernel ** 2) to the loss.")
         out += mapping("L2 = ", self.graph.l2_factors())
         out.append(f"METRICS = {literal(list(self.spec.train.metrics.names))}")
-        fixed = bool(flattened_inputs(self.graph))
-        out.append(f"FIXED_INPUT_SIZE = {fixed}  # a flatten ties the dense layer to the size")
         backbone = self.graph.backbone
         if backbone is not None:
             size = self.graph.input_shape[0] if self.graph.input_shape else 224
@@ -387,13 +389,29 @@ class _Script(Script):
             if data.validation == "test"
             else ""
         )
+        files = self.source is not None and self.source.streams_files
         parts = [
             fill(PREPARE, NORMALIZE=normalize),
-            fill(MAKE_LOADERS, VALIDATION=validation),
+            fill(MAKE_LOADERS, VALIDATION=validation, DATASET=self.dataset_code(files)),
         ]
         if data.normalize is not None:
             parts.insert(0, block(NORMALIZE_TENSORS))
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+    def dataset_code(self, files: bool) -> str:
+        """make_loaders' dataset of a split: pixel arrays, or (a folder's) image files."""
+        arrays = [
+            "pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())",
+            "dataset = TensorDataset(pixels, torch.from_numpy(np.asarray(labels)))",
+            "collate = resizing(size) if image_size else None",
+        ]
+        if files:
+            lines = ["collate = None", "if is_files(images):"]
+            lines += [f"{INDENT}dataset = ImageFiles(images, labels, size)", "else:"]
+            lines += [INDENT + line for line in arrays]
+        else:
+            lines = arrays
+        return f"\n{INDENT * 2}".join(lines)
 
     # ---------------------------------------------------------------------------------------
     # training
@@ -449,12 +467,14 @@ class _Script(Script):
             "    logits_of=None,",
             "    resume=None,",
             "    tracking=None,",
+            "    seed=SEED,",
             "):",
             '    """Fit the model phase by phase: freeze, a new optimizer, the callbacks;',
             "    `epochs` caps each phase. `logits_of` computes the logits as trained (default",
             "    model.logits; DDP or torch.compile wrap it). `resume` carries on from where a",
-            "    run stopped (see ResumePoint); `tracking` reports each epoch (see Tracking).",
-            '    Returns the per-epoch history."""',
+            "    run stopped (see ResumePoint); `tracking` reports each epoch (see Tracking);",
+            "    `seed` seeds each phase's augmentation. Returns the per-epoch history.",
+            '    """',
             "    if logits_of is None:",
             "        logits_of = model.logits",
             "    if resume is None:",
@@ -501,6 +521,7 @@ class _Script(Script):
                 done=Code("len(history)"),
                 resume=Code("resume"),
                 tracking=Code("tracking"),
+                seed=Code("seed"),
             )
             lines += statement("history += ", fit)
         lines.append("    return history")
@@ -531,9 +552,11 @@ class _Script(Script):
             weighting = 'class_weights(splits["train"][1])'
         else:
             weighting = "None"
+        files = self.source is not None and self.source.streams_files
         return fill(
             MAIN,
             SPLIT=split,
+            CHECK_IMAGES="\n    check_images(splits)" if files else "",
             BACKBONE=load_backbone_call("network", 1) if self.graph.backbone else "",
             CURVES=curves,
             PREPROCESSING=self.preprocessing_code(),
@@ -924,41 +947,19 @@ AUGMENTATIONS = {
 }
 
 DIRECTORY_LOADER = '''
-    class ImageFolder(Dataset):
-        """Images in class sub-folders, read with Pillow: (uint8 CHW tensor, label)."""
+    class ImageFiles(Dataset):
+        """Image files, read as the batches need them (read_image): pairs of uint8 CHW
+        pixels and a label."""
 
-        def __init__(self, folder):
-            self.files = [
-                (path, label)
-                for label, name in enumerate(CLASS_NAMES)
-                for path in image_files(folder / name)
-            ]
-            self.labels = np.array([label for _, label in self.files], dtype="int64")
+        def __init__(self, files, labels, size):
+            self.files, self.labels, self.size = files, labels, size
 
         def __len__(self):
             return len(self.files)
 
         def __getitem__(self, index):
-            path, label = self.files[index]
-            try:
-                with Image.open(path) as image:
-                    image = image.convert("L" if COLOR_MODE == "grayscale" else "RGB")
-                    image = image.resize(INPUT_SHAPE[1::-1], Image.Resampling.BILINEAR)
-                    pixels = np.asarray(image, dtype="uint8").reshape(*INPUT_SHAPE[:2], -1)
-            except (OSError, SyntaxError) as error:  # Pillow's errors for a damaged file
-                raise DataError(f"{path} cannot be read as an image: {error}") from None
-            if pixels.shape[2] != INPUT_SHAPE[2]:
-                pixels = np.repeat(pixels, INPUT_SHAPE[2], axis=2)  # grayscale to RGB
-            return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), label
-
-
-    def load_data(data_dir):
-        """train/, val/ and test/ folders of class sub-folders, by split."""
-        splits = {}
-        for split, folder in split_folders(data_dir).items():
-            dataset = ImageFolder(folder)
-            splits[split] = (dataset, dataset.labels)
-        return splits
+            pixels = read_image(self.files[index], self.size)
+            return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), self.labels[index]
 '''
 
 NORMALIZE_TENSORS = """
@@ -977,22 +978,31 @@ PREPARE = '''
 '''
 
 MAKE_LOADERS = '''
-    def resize(pixels, size):
-        """uint8 NCHW images resized to size x size, in chunks to bound the memory."""
-        chunks = [
-            F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
-            for chunk in torch.split(pixels, 1024)
-        ]
-        return torch.cat(chunks).round().clamp(0, 255).to(torch.uint8)
+    def resizing(size):
+        """A DataLoader's collate_fn that resizes each batch of pixel arrays to `size` as
+        Keras's tf.image.resize does (bilinear, half-pixel centres, no antialiasing), in
+        float32."""
+
+        def collate(examples):
+            images, labels = default_collate(examples)
+            if tuple(images.shape[-2:]) != size:
+                images = F.interpolate(
+                    images.float(), size=size, mode="bilinear", align_corners=False
+                )
+            return images, labels
+
+        return collate
 
 
     def make_loaders(
         splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None, distributed=False
     ):
-        """DataLoaders of uint8 NCHW images and int labels; the training one shuffles.
-        Under torchrun the spec's batch is the global one: each process takes its share
-        of it, of the training examples (a DistributedSampler) and of the validation ones
-        (every world-th). Preprocessing runs on the device, in prepare()."""
+        """DataLoaders of NCHW images and int labels; the training one shuffles. Images
+        come at the model's size (image_size x image_size when given): image files are
+        read at it, arrays resized batch by batch. Under torchrun the spec's batch is the
+        global one: each process takes its share of it, of the training examples (a
+        DistributedSampler) and of the validation ones (every world-th). Preprocessing
+        runs on the device, in prepare()."""
         rank, world = 0, 1
         if distributed:
             rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -1001,15 +1011,10 @@ MAKE_LOADERS = '''
                     f"the batch, {batch_size}, does not split evenly over {world} processes"
                 )
             batch_size //= world<VALIDATION>
+        size = (image_size, image_size) if image_size else INPUT_SHAPE[:2]
         loaders = {}
         for name, (images, labels) in splits.items():
-            if isinstance(images, Dataset | torch.utils.data.Subset):
-                dataset = images
-            else:
-                pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-                if image_size is not None:
-                    pixels = resize(pixels, image_size)
-                dataset = TensorDataset(pixels, torch.from_numpy(np.asarray(labels)))
+            <DATASET>
             training = name == "train"
             sampler = None
             if training and distributed:
@@ -1021,6 +1026,7 @@ MAKE_LOADERS = '''
                 batch_size=batch_size,
                 shuffle=training and sampler is None,
                 sampler=sampler,
+                collate_fn=collate,
                 generator=torch.Generator().manual_seed(seed),
                 pin_memory=torch.cuda.is_available(),
             )
@@ -1055,7 +1061,9 @@ CALLBACKS = '''
             self.wait += 1
             if self.wait >= self.patience:
                 if is_main():
-                    print(f"early stopping: {self.monitor} stalled for {self.wait} epochs")
+                    epochs = "epoch" if self.wait == 1 else "epochs"
+                    stalled = f"{self.monitor} stalled for {self.wait} {epochs}"
+                    print(f"early stopping: {stalled}")
                 return True
             return False
 
@@ -1243,13 +1251,19 @@ RUN_EPOCH = '''
 
 RESUME_POINT = '''
     class ResumePoint:
-        """Where a run is, saved after every epoch to <output-dir>/resume.pt: the weights,
-        the history, and the optimizer, the callbacks and the random generators of the phase
-        under way. A run started with --resume carries on from it: the phases before that
-        one are done, and that one trains on to its epochs (--epochs N: to N in all)."""
+        """Where a run is, saved to <output-dir>/resume.pt as each phase starts and after
+        each of its epochs: the weights, the history, the optimizer and the callbacks of the
+        phase under way, and the random generators. A run started with --resume carries on
+        from it: the phases before the saved one are done, and that one carries on from its
+        last saved epoch (to --epochs N in all, when given), drawing the same random numbers
+        as a run that was never stopped."""
+
+        # The generators that run on from phase to phase (the others are each phase's own).
+        ACROSS_PHASES = ("loader",)
 
         def __init__(self, path, state=None):
             self.path, self.state = Path(path), state
+            self.pending = state is not None  # to restore, into the first phase trained
 
         @classmethod
         def load(cls, path):
@@ -1269,20 +1283,26 @@ RESUME_POINT = '''
 
         def follow(self, phase, done, optimizer, callbacks, generators):
             """The phase under way, after `done` epochs of the phases before it: what the
-            saves record and a restore sets."""
+            saves record and a restore sets. `generators`: {name: torch.Generator}."""
             self.phase, self.done, self.optimizer = phase, done, optimizer
             self.callbacks, self.generators = callbacks, generators
 
         def restore(self):
+            """Carry on from the saved point in the first phase this run trains: all of it
+            when the point is in this phase; when it ended the phase before, the random
+            generators that run on across phases (the rest starts anew, as it would)."""
+            self.pending = False
             state = self.state
-            self.optimizer.load_state_dict(state["optimizer"])
-            for callback, saved in zip(self.callbacks, state["callbacks"], strict=True):
-                vars(callback).update(saved)
-            for generator, saved in zip(self.generators, state["generators"], strict=True):
-                if generator is not None:
-                    generator.set_state(saved)
-            torch.set_rng_state(self.state["torch"])
-            np.random.set_state(self.state["numpy"])
+            within = state["phase"] == self.phase
+            if within:
+                self.optimizer.load_state_dict(state["optimizer"])
+                for callback, saved in zip(self.callbacks, state["callbacks"], strict=True):
+                    vars(callback).update(saved)
+            for name, generator in self.generators.items():
+                if within or name in self.ACROSS_PHASES:
+                    generator.set_state(state["generators"][name])
+            torch.set_rng_state(state["torch"])
+            np.random.set_state(state["numpy"])
 
         def save(self, net, history, stopped):
             """The phase's `history` so far, and whether it stopped early."""
@@ -1299,7 +1319,7 @@ RESUME_POINT = '''
                     {k: v for k, v in vars(c).items() if k != "optimizer"}
                     for c in self.callbacks
                 ],
-                "generators": [g.get_state() if g else None for g in self.generators],
+                "generators": {k: g.get_state() for k, g in self.generators.items()},
                 "torch": torch.get_rng_state(),
                 "numpy": np.random.get_state(),
             }
@@ -1322,41 +1342,61 @@ FIT_PHASE = '''
         done,
         resume,
         tracking,
+        seed=SEED,
     ):
-        """Fit one phase for its `epochs` (at most `cap` in all, when given), continuing the
-        epoch count from `done`, or from where `resume` says this phase stopped."""
+        """Fit one phase for its `epochs` (at most `cap`, when given), continuing the epoch
+        count from `done`, or from where `resume` says this phase stopped. Ctrl-C raises
+        Interrupted, saying where."""
         net, logits_of = model
         history, over = resume.progress(phase)
         if over:
             return history
-        generator = torch.Generator(device=device).manual_seed(SEED + done)
-        generators = [generator, loaders["train"].generator]
+        generators = {
+            "augment": torch.Generator(device=device).manual_seed(seed + done),
+            "loader": loaders["train"].generator,
+        }
         resume.follow(phase, done, optimizer, callbacks, generators)
-        if history:
+        if resume.pending:
             resume.restore()
-            print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
+            if history:
+                print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
+        if not history:
+            resume.save(net, history, False)  # the phase's start, to carry on from
         stopped = False
-        for epoch in range(done + len(history) + 1, done + min(epochs, cap or epochs) + 1):
-            logs, rate = run_epoch(
-                net, logits_of, loaders["train"], device, optimizer, class_weight, generator
-            )
-            if "val" in loaders:
-                # Each process its share, outside DistributedDataParallel, whose forward
-                # would wait for the others' batches.
-                distributed = torch.distributed.is_initialized()
-                evaluated = net.logits if distributed else logits_of
-                val_logs, _ = run_epoch(net, evaluated, loaders["val"], device)
-                logs.update({f"val_{key}": value for key, value in val_logs.items()})
-            logs["learning_rate"] = optimizer.param_groups[0]["lr"]
-            summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
-            if is_main():
-                print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
-            history.append({"phase": phase, "epoch": epoch, **logs})
-            tracking.epoch(history[-1])
-            stopped = any([callback.on_epoch_end(net, logs) for callback in callbacks])
-            resume.save(net, history, stopped)
-            if stopped:
-                break
+        first = epoch = done + len(history) + 1
+        try:
+            for epoch in range(first, done + min(epochs, cap or epochs) + 1):
+                sampler = loaders["train"].sampler
+                if isinstance(sampler, DistributedSampler):
+                    sampler.set_epoch(epoch)  # a new order each epoch, as a shuffle has
+                logs, rate = run_epoch(
+                    net,
+                    logits_of,
+                    loaders["train"],
+                    device,
+                    optimizer,
+                    class_weight,
+                    generators["augment"],
+                )
+                if "val" in loaders:
+                    # Each process its share, outside DistributedDataParallel, whose forward
+                    # would wait for the others' batches.
+                    distributed = torch.distributed.is_initialized()
+                    evaluated = net.logits if distributed else logits_of
+                    val_logs, _ = run_epoch(net, evaluated, loaders["val"], device)
+                    logs.update({f"val_{key}": value for key, value in val_logs.items()})
+                logs["learning_rate"] = optimizer.param_groups[0]["lr"]
+                summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+                if is_main():
+                    print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
+                history.append({"phase": phase, "epoch": epoch, **logs})
+                tracking.epoch(history[-1])
+                stopped = any([callback.on_epoch_end(net, logs) for callback in callbacks])
+                resume.save(net, history, stopped)
+                if stopped:
+                    break
+        except KeyboardInterrupt:
+            raise Interrupted(phase, epoch) from None
         for callback in callbacks:
             callback.on_train_end(net)
         if torch.distributed.is_initialized() and history:
@@ -1412,7 +1452,7 @@ WEIGHTS = '''
             for key, value in model.state_dict().items()
             if not key.endswith("num_batches_tracked")
         }
-        save_file(tensors, str(path))
+        saved_readable(lambda partial: save_file(tensors, str(partial)), path)
 
 
     def load_weights(model, path):
@@ -1421,6 +1461,19 @@ WEIGHTS = '''
         missing = [key for key in missing if not key.endswith("num_batches_tracked")]
         if missing or unexpected:
             raise ValueError(f"weights do not fit: missing {missing}, extra {unexpected}")
+
+
+    def init_weights(model, path):
+        """Start from the weights in `path` (--init-weights), checked against the model's
+        tensors first."""
+        needed = {
+            key: tuple(value.shape)
+            for key, value in model.state_dict().items()
+            if not key.endswith("num_batches_tracked")
+        }
+        check_weights_file(path, needed)
+        load_weights(model, path)
+        print(f"weights from {path}")
 '''
 
 TRACKING = """
@@ -1494,11 +1547,6 @@ TRACKING = """
 FLAGS = """
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         parser.add_argument("--compile", action="store_true", help="use torch.compile")
-        parser.add_argument(
-            "--resume",
-            action="store_true",
-            help="carry on from --output-dir/resume.pt (--epochs N: to N epochs in all)",
-        )
 """
 
 MAIN = """
@@ -1521,24 +1569,37 @@ MAIN = """
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-    def take(split, count):
-        images, labels = split
-        if isinstance(images, Dataset):
-            return torch.utils.data.Subset(images, range(count)), labels[:count]
-        return images[:count], labels[:count]
+    def make_deterministic():
+        \"\"\"Bitwise-reproducible training: PyTorch's deterministic kernels (an error where an
+        operation has none), cuDNN's without autotuning, and the fixed cuBLAS workspace
+        that CUDA needs for them (set before CUDA starts).\"\"\"
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
     def main(argv=None):
-        \"\"\"Train, evaluate and save; a problem with the data or the device is one line of
-        error.\"\"\"
+        \"\"\"Train, evaluate and save. A problem with the data or the device is one line of
+        error, and Ctrl-C one line that says how to carry on: never a traceback.\"\"\"
         args = parse_args(argv)
-        # The process that reports (rank 0 under torchrun) logs the MLflow run.
-        uri = args.mlflow if os.environ.get("RANK", "0") == "0" else None
+        # The process that reports (rank 0 under torchrun) picks the folder and logs the
+        # MLflow run; the others take the folder as given.
+        reports = os.environ.get("RANK", "0") == "0"
+        folder, created = Path(args.output_dir or DEFAULT_OUTPUT_DIR), False
         try:
-            with mlflow_run(uri, "pytorch", args) as mlflow:
+            if reports:
+                folder = run_folder(args, distributed="WORLD_SIZE" in os.environ)
+                created = not folder.exists()
+            args.output_dir = str(folder)
+            with mlflow_run(args.mlflow if reports else None, "pytorch", args) as mlflow:
                 run(args, mlflow)
         except DataError as error:
+            if created:
+                discard_unstarted(folder)
             sys.exit(f"error: {error}")
+        except (Interrupted, KeyboardInterrupt) as stop:
+            interrupted(stop, folder, created)
 
 
     def run(args, mlflow=None):
@@ -1565,26 +1626,33 @@ MAIN = """
                 torch.cuda.set_device(device)
         torch.manual_seed(args.seed)
         np.random.seed(args.seed)
-        if device.type == "cuda":
+        if args.deterministic:
+            make_deterministic()
+        elif device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if args.image_size and FIXED_INPUT_SIZE and args.image_size != INPUT_SHAPE[0]:
+            raise DataError("--image-size: this model's flatten fixes its input size")
         output_dir = Path(args.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
         splits = load_data(args.data_dir)<SPLIT>
         check_not_empty(splits)
         if args.subset is not None:
-            splits = {name: take(split, args.subset) for name, split in splits.items()}
-            check_not_empty(splits)
-        if args.image_size and FIXED_INPUT_SIZE:
-            raise DataError("--image-size: this model's flatten fixes its input size")
+            splits = {
+                name: subset(split, args.subset, args.seed)
+                for name, split in splits.items()
+            }
+            check_not_empty(splits)<CHECK_IMAGES>
         loaders = make_loaders(
             splits, args.batch_size, args.seed, args.image_size, distributed
         )
 
+        output_dir.mkdir(parents=True, exist_ok=True)
         network = build_model()<BACKBONE>
-        resume = ResumePoint(output_dir / "resume.pt")
+        resume = ResumePoint(output_dir / RESUME)
         if args.resume:
-            resume = ResumePoint.load(output_dir / "resume.pt")
+            resume = ResumePoint.load(output_dir / RESUME)
             network.load_state_dict(resume.state["model"])
+        elif args.init_weights:
+            init_weights(network, args.init_weights)
         network = network.to(device)
         if device.type == "cuda":
             network = network.to(memory_format=torch.channels_last)
@@ -1609,8 +1677,11 @@ MAIN = """
             print(f"{SPEC_NAME}: {total} on {device}")
         tensorboard = output_dir / "tensorboard" if args.tensorboard and rank == 0 else None
         epochs = output_dir / "epochs.jsonl" if rank == 0 else None
-        if epochs is not None and not args.resume:
-            epochs.unlink(missing_ok=True)
+        if epochs is not None:
+            # The epochs saved so far: one that Ctrl-C cut short is trained (and reported)
+            # again when the run resumes.
+            saved = resume.state["history"] if args.resume else []
+            epochs.write_text("".join(json.dumps(row) + "\\n" for row in saved))
         tracking = Tracking(tensorboard, mlflow, epochs)
         size = (args.image_size,) * 2 if args.image_size else INPUT_SHAPE[:2]
         tracking.graph(network, torch.zeros(1, INPUT_SHAPE[2], *size, device=device))
@@ -1624,6 +1695,7 @@ MAIN = """
             logits_of=logits_of,
             resume=resume,
             tracking=tracking,
+            seed=args.seed,
         )
         if rank == 0:
             test = evaluate(network, loaders, output_dir, device)<CURVES>
