@@ -343,8 +343,11 @@ def _listed(names: tuple[str, ...], shown: int = 10) -> str:
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-# The files the scripts read as images, by suffix (cnnspec.backends.common's IMAGE_SUFFIXES).
-IMAGE_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".bmp", ".gif"))
+# The files the scripts read as images, by suffix: the IMAGE_SUFFIXES of the scripts'
+# DIRECTORY_FOLDERS (cnnspec.backends.common), which a test holds this equal to.
+IMAGE_SUFFIXES = frozenset(
+    (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+)
 
 
 def _batch(
@@ -483,14 +486,16 @@ def training_split(data: DataSection, batch: int) -> tuple[int, str] | None:
 
 
 def _count_images(train: Path, classes: tuple[str, ...], enough: int) -> int:
-    """The images in train/'s class folders as the scripts pick them (by suffix: none is
-    opened, and os.scandir reads no file's metadata), up to `enough`."""
+    """The images in train/'s class folders as the scripts pick them, files by suffix, up to
+    `enough`: none is opened, and os.scandir knows a file from a folder without asking the
+    file system again (but for a link)."""
     count = 0
     for name in classes:
         try:
             with os.scandir(train / name) as entries:
                 for entry in entries:
-                    if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    suffix = os.path.splitext(entry.name)[1].lower()
+                    if suffix in IMAGE_SUFFIXES and entry.is_file():
                         count += 1
                         if count >= enough:
                             return count

@@ -386,3 +386,44 @@ train { batch 2048
     wide = text.replace("stride=4", "padding=same")  # 224 x 224 x 8 after the frozen stem
     (found,) = _batch_diagnostics(wide.replace("2048", "20000"))
     assert "conv2d_1 on, where phase 'train' starts training" in (found[3] or "")
+
+
+def test_the_checker_counts_the_files_the_scripts_read() -> None:
+    """The training split's size is counted with the scripts' own rule: the same suffixes."""
+    import ast
+    import textwrap
+
+    from cnnspec.backends.common import DIRECTORY_FOLDERS
+    from cnnspec.check import IMAGE_SUFFIXES
+
+    tree = ast.parse(textwrap.dedent(DIRECTORY_FOLDERS))
+    (scripts,) = (
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "IMAGE_SUFFIXES" for t in node.targets)
+    )
+    assert set(scripts) == IMAGE_SUFFIXES
+
+
+def test_only_image_files_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder named like an image, or a text file, is no training example."""
+    monkeypatch.setenv("CNNSPEC_MEMORY_BYTES", str(2**40))
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+    for name in ("1.webp", "2.tiff", "3.PGM", "4.png"):
+        (tmp_path / "train" / "a" / name).write_bytes(b"")
+    (tmp_path / "train" / "a" / "5.png").mkdir()
+    (tmp_path / "train" / "a" / "6.txt").write_text("")
+    (tmp_path / "train" / "b" / "1.jpg").write_bytes(b"")
+    text = f"""\
+model m {{ input 16x16x3  global_avg_pool()  dense(1, activation=sigmoid) }}
+data {{ source directory({str(tmp_path)!r}, size=16x16)  labels binary }}
+train {{ batch 6 }}
+""".replace("'", '"')
+    (found,) = _batch_diagnostics(text)
+    assert found[1] == "W320"
+    assert found[3] == (
+        f"the training split holds 5 images: 5 images in {tmp_path}/train; use a batch of at most 5"
+    )
