@@ -1021,8 +1021,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
             code = _run(argv)
         finally:
             # Output still buffered would meet a closed pipe at the interpreter's exit, where
-            # the error could no longer be caught.
-            sys.stdout.flush()
+            # the error could no longer be caught. (The language server closes stdout when
+            # its client goes: nothing is left to flush then.)
+            if not sys.stdout.closed:
+                sys.stdout.flush()
     except BrokenPipeError:
         # Whoever read the output has gone (`cnnspec layers | head -1`): stop quietly, as Unix
         # tools do. Both streams go to os.devnull so that the interpreter's last flush of what

@@ -137,8 +137,8 @@ def test_each_backend_has_its_own_default_output_folder() -> None:
     spec = compile_text((Path(__file__).parent.parent / "specs" / "digits.cnn").read_text())
     assert spec.spec is not None
     texts = {name: backend(name).emit(spec.spec, "digits.cnn") for name in ("keras", "pytorch")}
-    assert 'default="runs/digits_keras"' in texts["keras"]
-    assert 'default="runs/digits_pytorch"' in texts["pytorch"]
+    assert 'DEFAULT_OUTPUT_DIR = "runs/digits_keras"' in texts["keras"]
+    assert 'DEFAULT_OUTPUT_DIR = "runs/digits_pytorch"' in texts["pytorch"]
 
 
 # --------------------------------------------------------------------------------------------
