@@ -24,16 +24,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 # The main job: check and summarise the CIFAR-10 spec, generate its Keras and PyTorch scripts,
 # then generate the digits spec for both and train each on scikit-learn's bundled digits (no
-# download; under a minute each on 2 cores); export the PyTorch-trained model to ONNX, verify
-# that Keras, PyTorch and onnxruntime agree on its weights, and classify a few digit PNGs.
+# download; under a minute each on 2 cores; --overwrite: a second `make demo` replaces the
+# first one's runs instead of numbering new folders beside them); export the PyTorch-trained
+# model to ONNX, verify that Keras, PyTorch and onnxruntime agree on its weights, and classify
+# a few digit PNGs.
 demo: setup
 	$(VENV)/bin/cnnspec summary specs/cifar10.cnn
 	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend keras
 	$(VENV)/bin/cnnspec build specs/cifar10.cnn --backend pytorch
 	$(VENV)/bin/cnnspec build specs/digits.cnn --backend keras
 	$(VENV)/bin/cnnspec build specs/digits.cnn --backend pytorch
-	$(PY) build/digits_keras.py
-	$(PY) build/digits_pytorch.py
+	$(PY) build/digits_keras.py --overwrite
+	$(PY) build/digits_pytorch.py --overwrite
 	$(VENV)/bin/cnnspec export specs/digits.cnn --weights runs/digits_pytorch/weights.safetensors -o build/digits.onnx
 	$(VENV)/bin/cnnspec verify specs/digits.cnn --weights runs/digits_pytorch/weights.safetensors
 	$(PY) examples/write_digit_pngs.py runs/digit_images 5

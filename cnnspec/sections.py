@@ -812,6 +812,8 @@ class Phase(Bound):
 
 class TrainSection(Bound):
     seed: Annotated[int, Field(ge=0)] = 0
+    # The default of the scripts' --deterministic: bitwise-reproducible training.
+    deterministic: bool = False
     batch: Annotated[int, Field(gt=0)] = 32
     epochs: Annotated[int, Field(gt=0)] = 10
     optimizer: Optimizer = Adam()

@@ -253,7 +253,9 @@ class Sweep:
         script = spec_file.with_name(f"{spec_file.stem}{module.SUFFIX}")
         script.write_text(module.emit(spec, spec_file.name), encoding="utf-8")
         run = spec_file.with_suffix("")
-        command = [sys.executable, str(script), "--output-dir", str(run)]
+        # The trial's folder is the sweep's: a trial run again (a sweep resumed after it was
+        # stopped) replaces what the first attempt left.
+        command = [sys.executable, str(script), "--output-dir", str(run), "--overwrite"]
         epochs = self.options.epochs or self.sweep.epochs
         if epochs is not None:
             command += ["--epochs", str(epochs)]

@@ -302,7 +302,7 @@ class Script:
             f"DEFAULT_OUTPUT_DIR = {literal(self.default_output_dir())}",
             *sequence("RUN_FILES = ", self.run_files(), indent=0),
             f"RESUME = {literal(self.RESUME)}  # the resume point, saved as each epoch ends",
-            f"DETERMINISTIC = {literal(False)}  # the default of --deterministic",
+            f"DETERMINISTIC = {literal(spec.train.deterministic)}  # the default of --deterministic",
         ]
         fixed = bool(flattened_inputs(graph))
         out.append(f"FIXED_INPUT_SIZE = {fixed}  # a flatten ties the dense layer to the size")
@@ -781,12 +781,18 @@ NO_SOURCE_LOADER = '''
 
 SPLIT_VALIDATION = '''
     def split_validation(splits, fraction, seed):
-        """Hold a stratified `fraction` of the training examples out for validation."""
+        """Hold a `fraction` of the training examples out for validation (rounded up, as
+        scikit-learn rounds a test size), drawn from each class in proportion to its size:
+        the same examples, or the same files, in both scripts."""
         images, labels = splits["train"]
-        x_train, x_val, y_train, y_val = train_test_split(
-            images, labels, test_size=fraction, stratify=labels, random_state=seed
-        )
-        return {**splits, "train": (x_train, y_train), "val": (x_val, y_val)}
+        labels = np.asarray(labels)
+        held = stratified(labels, int(np.ceil(fraction * len(labels))), seed)
+        kept = np.setdiff1d(np.arange(len(labels)), held)
+        return {
+            **splits,
+            "train": (images[kept], labels[kept]),
+            "val": (images[held], labels[held]),
+        }
 '''
 
 
@@ -1056,20 +1062,15 @@ PARSE_ARGS = """
 # What every script does around a run, whatever its framework: where it writes, which examples
 # a quick run takes, where Ctrl-C stopped it, and checking a weight file before loading it.
 SUBSET = '''
-    def subset(split, count, seed):
-        """`count` examples of a split, drawn at random (seeded) from each class in
-        proportion to its size, in their order: a quick run sees every class, and both
-        scripts take the same examples."""
-        images, labels = split
-        labels = np.asarray(labels)
-        if count >= len(labels):
-            return split
+    def stratified(labels, count, seed):
+        """The indices of `count` examples drawn at random (seeded) from each class in
+        proportion to its size, in their order. Where the shares do not divide evenly, the
+        classes with the largest remainders (ties at random) take one more each, so that a
+        few examples still cover as many classes as they can."""
         generator = np.random.default_rng(seed)
         classes, sizes = np.unique(labels, return_counts=True)
         quotas = sizes * count / len(labels)
         taken = np.floor(quotas).astype(int)
-        # What is left goes to the classes with the largest remainders (ties at random),
-        # so that the counts add up to `count`.
         order = generator.permutation(len(classes))
         order = order[np.argsort(taken[order] - quotas[order], kind="stable")]
         taken[order[: count - taken.sum()]] += 1
@@ -1079,7 +1080,17 @@ SUBSET = '''
                 for label, number in zip(classes, taken, strict=True)
             ]
         )
-        chosen.sort()
+        return np.sort(chosen)
+
+
+    def subset(split, count, seed):
+        """`count` examples of a split (stratified): a quick run sees every class, and both
+        scripts take the same examples."""
+        images, labels = split
+        labels = np.asarray(labels)
+        if count >= len(labels):
+            return split
+        chosen = stratified(labels, count, seed)
         return images[chosen], labels[chosen]
 '''
 
@@ -1176,10 +1187,12 @@ WEIGHT_FILES = '''
         return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
 
 
-    def check_weights_file(path, needed):
-        """Check a .safetensors weight file against `needed`, the model's tensors in
-        cnnspec's layout ({name: shape}): a missing, extra or mis-shaped tensor is one line
-        of error naming it."""
+    def weights_to_load(path, needed):
+        """The tensors of a .safetensors file (--init-weights) to load into a model whose
+        tensors are `needed` ({name: shape}, in cnnspec's layout). A tensor of the model
+        that the file lacks (a new head, say) keeps its initialisation, and one of the file
+        that the model lacks is left out, each said in one line; a tensor of another shape,
+        or a file with none of the model's tensors, is one line of error."""
         try:
             with safe_open(path, framework="numpy") as file:
                 names = file.keys()
@@ -1189,20 +1202,21 @@ WEIGHT_FILES = '''
         except Exception as error:  # safetensors reports a bad header as several types
             message = f"--init-weights: {path} is not a safetensors file ({error})"
             raise DataError(message) from None
-        missing = [key for key in needed if key not in held]
-        extra = [key for key in held if key not in needed]
-        wrong = [key for key in needed if key in held and held[key] != needed[key]]
-        problems = []
-        if missing:
-            problems.append(f"it has no {some(missing)}")
-        if extra:
-            problems.append(f"the model has no {some(extra)}")
+        shared = [key for key in needed if key in held]
+        wrong = [key for key in shared if held[key] != needed[key]]
         if wrong:
-            key = wrong[0]
-            more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
-            problems.append(f"{key} is {held[key]}, the model's {needed[key]}{more}")
-        if problems:
-            raise DataError(f"--init-weights {path} does not fit: {'; '.join(problems)}")
+            key, more = wrong[0], f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+            shapes = f"{key} is {held[key]}, the model's is {needed[key]}{more}"
+            raise DataError(f"--init-weights {path} does not fit: {shapes}")
+        if not shared:
+            raise DataError(f"--init-weights {path} holds none of the model's tensors")
+        missing = sorted(key for key in needed if key not in held)
+        if missing:
+            print(f"--init-weights: {some(missing)} not in {path}: initialised afresh")
+        unused = sorted(key for key in held if key not in needed)
+        if unused:
+            print(f"--init-weights: {some(unused)} of {path} fit no layer: left out")
+        return shared
 
 
     def saved_readable(save, path):

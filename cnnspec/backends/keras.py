@@ -183,7 +183,7 @@ class _Script(Script):
             sklearn.append("roc_curve")
         lines += import_lines("sklearn.metrics", sklearn)
         splits = self.source is not None and self.source.splits_itself
-        if splits or isinstance(self.spec.data.validation, float):
+        if splits:
             lines.append("from sklearn.model_selection import train_test_split")
         return lines
 
@@ -943,17 +943,16 @@ WEIGHT_FUNCTIONS = '''
         saved_readable(lambda partial: save_file(tensors, str(partial)), path)
 
 
-    def load_weights(model, path):
-        """Load weights saved in cnnspec's layout (by this script or another backend's)."""
+    def load_weights(model, path, keys=None):
+        """Load weights saved in cnnspec's layout (by this script or another backend's):
+        every tensor the model has, or only `keys`."""
         tensors = load_file(str(path))
         for layer in model.layers:
-            values = []
             for weight in layer.weights:
                 key, layout = weight_place(layer, weight)
-                shape = tuple(weight.shape)
-                values.append(to_keras(tensors[key], layout, shape, layer.name))
-            if values:
-                layer.set_weights(values)<FINALIZE>
+                if keys is None or key in keys:
+                    value = to_keras(tensors[key], layout, tuple(weight.shape), layer.name)
+                    weight.assign(value)<FINALIZE>
 
 
     def init_weights(model, path):
@@ -965,15 +964,14 @@ WEIGHT_FUNCTIONS = '''
                 key, layout = weight_place(layer, weight)
                 empty = np.empty(tuple(weight.shape), dtype="uint8")
                 needed[key] = tuple(from_keras(empty, layout, layer.name).shape)
-        check_weights_file(path, needed)
-        load_weights(model, path)
+        load_weights(model, path, set(weights_to_load(path, needed)))
         print(f"weights from {path}")
 '''
 
 # Keras's Normalization computes with copies of its statistics, which set_weights leaves stale.
 FINALIZE = """
-            if isinstance(layer, layers.Normalization):
-                layer.finalize_state()"""
+        if isinstance(layer, layers.Normalization):
+            layer.finalize_state()"""
 
 LOAD_BACKBONE = '''
     def load_backbone_weights(model, weights):

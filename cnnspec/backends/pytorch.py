@@ -175,7 +175,7 @@ class _Script(Script):
             sklearn.append("roc_curve")
         lines += import_lines("sklearn.metrics", sklearn)
         splits = self.source is not None and self.source.splits_itself
-        if splits or isinstance(self.spec.data.validation, float):
+        if splits:
             lines.append("from sklearn.model_selection import train_test_split")
         lines.append("from torch import nn")
         data = ["DataLoader", "DistributedSampler", "TensorDataset", "default_collate"]
@@ -1471,8 +1471,9 @@ WEIGHTS = '''
             for key, value in model.state_dict().items()
             if not key.endswith("num_batches_tracked")
         }
-        check_weights_file(path, needed)
-        load_weights(model, path)
+        keys = weights_to_load(path, needed)
+        tensors = load_file(str(path))
+        model.load_state_dict({key: tensors[key] for key in keys}, strict=False)
         print(f"weights from {path}")
 '''
 
