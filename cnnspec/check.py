@@ -27,6 +27,7 @@ from cnnspec.sections import (
     TrainSection,
 )
 from cnnspec.source import Span
+from cnnspec.wording import plural
 
 
 def output_activation(node: Node) -> LayerArgs | None:
@@ -189,10 +190,10 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
                 found = f" (the class folders of {data.source.path}/train: {', '.join(classes)})"
             diagnostics.error(
                 "E303",
-                f"the data has {len(classes)} classes{found}, but the last layer has "
-                f"{units} unit{'s' if units != 1 else ''}",
+                f"the data has {plural(len(classes), 'class', 'classes')}{found}, but the last layer "
+                f"has {plural(units, 'unit')}",
                 node.span,
-                f"the last dense layer needs {len(classes)} units",
+                f"the last dense layer needs {plural(len(classes), 'unit')}",
             )
     if (
         data is not None
@@ -206,8 +207,8 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         if given != expected:
             diagnostics.error(
                 "E303",
-                f"class_weight gives {given} weight{'s' if given != 1 else ''}, "
-                f"but there are {expected} classes",
+                f"class_weight gives {plural(given, 'weight')}, "
+                f"but there are {plural(expected, 'class', 'classes')}",
                 train.span_of("class_weight") or node.span,
                 "give one weight per class, in class order, or write `class_weight balanced`",
             )
@@ -366,10 +367,11 @@ def _batch(
         images, how = split
         diagnostics.warning(
             "W320",
-            f"{said} is larger than the training split ({images:,} images), so each epoch is "
-            "a single step",
+            f"{said} is larger than the training split ({plural(images, 'image')}), so each "
+            "epoch is a single step",
             span,
-            f"the training split holds {images:,} images: {how}; use a batch of at most {images:,}",
+            f"the training split holds {plural(images, 'image')}: {how}; use a batch of at "
+            f"most {images:,}",
         )
     _batch_memory(graph, plans, batch, said, span, diagnostics)
 
@@ -739,7 +741,7 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
                 diagnostics.warning(
                     "W302",
                     f"{callback.kind} patience {patience} is not less than the phase's "
-                    f"{phase.epochs} epochs, so it can never act",
+                    f"{plural(phase.epochs, 'epoch')}, so it can never act",
                     callback.span_of("patience") or span,
                     "lower the patience or train for more epochs",
                 )

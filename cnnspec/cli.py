@@ -22,6 +22,7 @@ from cnnspec.backends import BACKENDS
 from cnnspec.compiler import Compilation, compile_source
 from cnnspec.diagnostics import Diagnostics, Severity, render_json, render_text
 from cnnspec.source import Source
+from cnnspec.wording import plural
 
 
 class Exit(Exception):
@@ -101,7 +102,7 @@ def _checked_or_exit(
     if not compilation.ok or compilation.spec is None or failed:
         strictly = f" ({STRICT})" if failed else ""
         echo(
-            f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{strictly}{consequence}",
+            f"{plural(errors, 'error')}, {plural(warnings, 'warning')}{strictly}{consequence}",
             err=True,
         )
         raise Exit(1)
@@ -164,11 +165,6 @@ def _weights_or_exit(path: Path, spec: Any) -> Any:
     return tensors
 
 
-def _plural(count: int, word: str) -> str:
-    """`1 layer`, `2 layers`, `1,024 parameters`: every count cnnspec prints with its noun."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
 def check(args: argparse.Namespace) -> None:
     """Parse and check specs: shapes, parameters, data and training schedule."""
     compilations = [compile_source(_load(path)) for path in args.specs]
@@ -181,14 +177,14 @@ def check(args: argparse.Namespace) -> None:
             if compilation.ok and spec is not None:
                 params = spec.model.params
                 echo(
-                    f"{compilation.source.path}: ok: {_plural(len(spec.model.nodes), 'layer')}, "
-                    f"{_plural(params.total, 'param')} ({params.trainable:,} trainable), "
+                    f"{compilation.source.path}: ok: {plural(len(spec.model.nodes), 'layer')}, "
+                    f"{plural(params.total, 'param')} ({params.trainable:,} trainable), "
                     f"output {spec.model.output_shape}"
                 )
         errors, warnings = _tally(compilations)
         if errors or warnings:
             strictly = f" ({STRICT})" if args.strict and warnings else ""
-            echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}{strictly}", err=True)
+            echo(f"{plural(errors, 'error')}, {plural(warnings, 'warning')}{strictly}", err=True)
     if any(
         c.diagnostics.has_errors or (args.strict and c.diagnostics.warnings) for c in compilations
     ):
@@ -263,11 +259,11 @@ def fmt(args: argparse.Namespace) -> None:
     if not all(str(p) == "-" for p in specs) or check_only or diff:
         would = check_only or diff
         parts = [
-            f"{_plural(changed, 'file')} {'would be reformatted' if would else 'reformatted'}",
-            f"{_plural(unchanged, 'file')} {'already formatted' if would else 'left unchanged'}",
+            f"{plural(changed, 'file')} {'would be reformatted' if would else 'reformatted'}",
+            f"{plural(unchanged, 'file')} {'already formatted' if would else 'left unchanged'}",
         ]
         if failed:
-            parts.append(f"{_plural(failed, 'file')} not formatted")
+            parts.append(f"{plural(failed, 'file')} not formatted")
         echo(", ".join(parts), err=status_err)
     if failed or ((check_only or diff) and changed):
         raise Exit(1)
@@ -281,7 +277,7 @@ def summary(args: argparse.Namespace) -> None:
     _print_diagnostics(compilation)
     if not compilation.ok or compilation.spec is None:
         errors, warnings = _tally([compilation])
-        echo(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}", err=True)
+        echo(f"{plural(errors, 'error')}, {plural(warnings, 'warning')}", err=True)
         raise Exit(1)
     if args.format == "json":
         import json
@@ -318,7 +314,7 @@ def build(args: argparse.Namespace) -> None:
         text = module.emit(compilation.spec, source_name)
     outcome = _write_or_exit(target, text, force)
     lines = text.count("\n")
-    echo(f"{outcome} {target} ({args.backend}, {_plural(lines, 'line')})")
+    echo(f"{outcome} {target} ({args.backend}, {plural(lines, 'line')})")
 
 
 def export(args: argparse.Namespace) -> None:
@@ -394,7 +390,7 @@ def export(args: argparse.Namespace) -> None:
     echo(
         f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}"
         f"{', int8' if int8 else ''}, "
-        f"{_plural(params, 'parameter')}, "
+        f"{plural(params, 'parameter')}, "
         f"input {onnx_export.INPUT} {shape})"
     )
 
@@ -417,8 +413,8 @@ def verify(args: argparse.Namespace) -> None:
     with _backend_errors(compilation):
         report = run_verify(checked, tensors, tolerance, args.batch)
     echo(
-        f"verify {checked.name}: {_plural(len(report.ran), 'backend')}, "
-        f"{_plural(report.batch, 'random input')}, "
+        f"verify {checked.name}: {plural(len(report.ran), 'backend')}, "
+        f"{plural(report.batch, 'random input')}, "
         f"{source}, tolerance {tolerance:g}"
     )
     for name, why in report.skipped.items():
@@ -492,8 +488,8 @@ def predict(args: argparse.Namespace) -> None:
         # After many predictions the error lines have scrolled away: say at the end that they exist.
         if bad + len(results) > 1:
             echo(
-                f"cnnspec: error: {_plural(bad, 'input')} failed, "
-                f"{_plural(len(results), 'image')} classified",
+                f"cnnspec: error: {plural(bad, 'input')} failed, "
+                f"{plural(len(results), 'image')} classified",
                 err=True,
             )
         raise Exit(1)
@@ -607,7 +603,7 @@ def graph(args: argparse.Namespace) -> None:
     else:
         text = stamp_xml(first_line, drawing)
         outcome = _write_or_exit(target, text, args.force, xml_state_of)
-    echo(f"{outcome} {target} ({_plural(len(checked.model.nodes), 'layer')})")
+    echo(f"{outcome} {target} ({plural(len(checked.model.nodes), 'layer')})")
 
 
 def sweep_command(args: argparse.Namespace) -> None:
@@ -635,7 +631,7 @@ def sweep_command(args: argparse.Namespace) -> None:
                 echo(f"{row.number:3d} {row.state:8s} {params}: {detail}")
             rejected = sum(row.state == "rejected" for row in rows)
             echo(
-                f"{_plural(len(rows), 'configuration')} sampled: "
+                f"{plural(len(rows), 'configuration')} sampled: "
                 f"{rejected} rejected without training"
             )
             return
@@ -711,8 +707,8 @@ def import_command(args: argparse.Namespace) -> None:
     _write_or_exit(weights_target, data, args.force, weights_state)
     params = spec.model.params
     echo(
-        f"{outcome} {target} ({_plural(len(text.splitlines()), 'line')}, "
-        f"{_plural(len(spec.model.nodes), 'layer')}, {_plural(params.total, 'parameter')}) "
+        f"{outcome} {target} ({plural(len(text.splitlines()), 'line')}, "
+        f"{plural(len(spec.model.nodes), 'layer')}, {plural(params.total, 'parameter')}) "
         f"and {weights_target}"
     )
 

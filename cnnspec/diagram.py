@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from cnnspec.cli import _plural
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layers import format_shape
 from cnnspec.registry import Params, Shape
+from cnnspec.wording import plural
 
 BOX_W, BOX_H = 280, 56  # a layer's box: its name; kind and arguments; shape and parameters
 GAP_Y, GAP_X = 40, 28  # between boxes down a chain, and between side-by-side branches
@@ -136,13 +136,13 @@ def block_box(graph: Graph, scope: tuple[str, ...], frozen: frozenset[str]) -> S
         "block",
         tuple(inputs),
         scope[:-1],
-        _plural(count, "layer"),
+        plural(count, "layer"),
         out.output_shape,
         params,
         params.total > 0
         and all(m in frozen for m in members if graph.nodes[position[m]].params.total),
         tuple(graph.nodes[i].name for i in indices),
-        f"block {name}: {_plural(count, 'layer')}, {_plural(params.total, 'parameter')} "
+        f"block {name}: {plural(count, 'layer')}, {plural(params.total, 'parameter')} "
         f"({params.trainable:,} trainable); click to expand",
     )
 
@@ -311,7 +311,7 @@ def _details(node: Node, frozen: frozenset[str]) -> str:
     if node.output_shape is not None:
         lines.append(f"output {format_shape(node.output_shape)}")
     lines.append(
-        f"{_plural(node.params.total, 'parameter')} ({node.params.trainable:,} trainable, "
+        f"{plural(node.params.total, 'parameter')} ({node.params.trainable:,} trainable, "
         f"{node.params.non_trainable:,} not)"
     )
     if node.macs:
@@ -442,7 +442,7 @@ def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
 def _summary(node: Shown) -> str:
     """A box's third line: its output shape and parameters."""
     shape = format_shape(node.shape) if node.shape else "?"
-    params = _plural(node.params.total, "param") if node.params.total else ""
+    params = plural(node.params.total, "param") if node.params.total else ""
     return f"{shape}  {params}"
 
 
@@ -511,8 +511,8 @@ def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     }
     totals = graph.params
     caption = (
-        f"{escape(spec.name)}: {_plural(len(graph.nodes), 'layer')}, "
-        f"{_plural(totals.total, 'parameter')} "
+        f"{escape(spec.name)}: {plural(len(graph.nodes), 'layer')}, "
+        f"{plural(totals.total, 'parameter')} "
         f"({totals.trainable:,} trainable)" + (f", phase {escape(phase)}" if phase else "")
     )
     # Inside <script>, only "</" could end the element early.

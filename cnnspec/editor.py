@@ -32,6 +32,7 @@ from cnnspec.registry import (
 )
 from cnnspec.sections import SCHEMAS, SectionSchema
 from cnnspec.source import Span
+from cnnspec.wording import plural
 
 # --------------------------------------------------------------------------------------------
 # Hover
@@ -72,7 +73,7 @@ def model_text(compilation: Compilation) -> str:
     graph = spec.model
     params = graph.params
     lines = [
-        f"**model {graph.name}**: {len(graph.nodes)} layers, input "
+        f"**model {graph.name}**: {plural(len(graph.nodes), 'layer')}, input "
         f"{_shape(graph.input_shape)}, output {_shape(graph.output_shape)}",
         "",
         f"- params: {_params(params)}",
@@ -147,7 +148,7 @@ def _group_text(title: str, nodes: list[Node], keras: str | None = None) -> str:
     params = sum((n.params for n in nodes), Params())
     last = nodes[-1] if nodes else None
     lines = [
-        f"**{title}**: {len(nodes)} layers",
+        f"**{title}**: {plural(len(nodes), 'layer')}",
         "",
         f"- output: {_shape(last.output_shape if last else None)}",
         f"- params: {_params(params)}",

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
+from cnnspec.wording import plural
+
 REQUIRED: Any = ...
 
 
@@ -302,7 +304,7 @@ def _check_tuple(items: tuple[Any, ...], value: Any, words: bool = True) -> tupl
                 raise
         return tuple(checked)
     if len(value) != len(items):
-        raise Problem(f"must have {len(items)} items, not {len(value)}", kind="type")
+        raise Problem(f"must have {plural(len(items), 'item')}, not {len(value)}", kind="type")
     return tuple(_check(item, v, words) for item, v in zip(items, value, strict=True))
 
 

@@ -28,10 +28,10 @@ from typing import Any
 
 from cnnspec.artifact import Refused, stamp, write_generated
 from cnnspec.backends import backend
-from cnnspec.cli import _plural
 from cnnspec.compiler import compile_text
 from cnnspec.ir import Spec
 from cnnspec.search_space import trial_text, value_text
+from cnnspec.wording import plural
 
 POLL_SECONDS = 0.5
 
@@ -150,8 +150,8 @@ class Sweep:
             self.rows[trial.number] = self.row_of(trial)
         trials = self.options.trials or self.sweep.trials
         self.echo(
-            f"sweep {self.spec.name}: {_plural(trials, 'trial')}, "
-            f"{_plural(self.options.workers, 'worker')}, "
+            f"sweep {self.spec.name}: {plural(trials, 'trial')}, "
+            f"{plural(self.options.workers, 'worker')}, "
             f"{self.sweep.objective} ({self.sweep.resolved_mode}), study in {self.folder}"
         )
         try:
@@ -323,7 +323,7 @@ class Sweep:
                 return (
                     f"{reason}: its best {objective} so far, {best:.4f}, is "
                     f"{'below' if maximize else 'above'} {statistics.median(earlier):.4f}, the "
-                    f"median of the {_plural(len(earlier), 'complete trial')} at that epoch"
+                    f"median of the {plural(len(earlier), 'complete trial')} at that epoch"
                 )
         elif self.sweep.pruner == "halving":
             return (
@@ -434,7 +434,7 @@ class Sweep:
         best = study.best_trial
         spec_file = Path(best.user_attrs["spec"])
         header = (
-            f"# The best of {_plural(len(complete), 'complete trial')} of cnnspec sweep "
+            f"# The best of {plural(len(complete), 'complete trial')} of cnnspec sweep "
             f"({self.sweep.objective} {best.value:.4f}, trial {best.number})"
         )
         try:

@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnspec.cli import _plural
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.layers.base import same_pads
 from cnnspec.registry import REGISTRY
+from cnnspec.wording import plural
 
 # The activations ONNX has one op for: each entry's own (Relu, Sigmoid, Tanh), and PyTorch's
 # Hardswish, which cnnspec's emitter writes as HardSigmoid and Mul.
@@ -740,7 +740,7 @@ def _by_module(gaps: list[Gap]) -> list[Gap]:
             chosen = Gap(
                 chosen.where,
                 chosen.what,
-                f"{chosen.why} (and {_plural(len(members) - 1, 'more node')} of {module})",
+                f"{chosen.why} (and {plural(len(members) - 1, 'more node')} of {module})",
             )
         result.append(chosen)
     return result

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnspec.cli import _plural
 from cnnspec.importing.network import Gap, ImportFailure, Network
 from cnnspec.ir import Graph
 from cnnspec.layout import flattened_inputs
+from cnnspec.wording import plural
 
 
 def canonical(network: Network, graph: Graph) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def _from_keras(network: Network, graph: Graph) -> dict[str, Any]:
         else:
             if len(stored) != len(weights):
                 raise ImportFailure(
-                    f"layer '{node.name}' holds {_plural(len(stored), 'variable')} where its "
+                    f"layer '{node.name}' holds {plural(len(stored), 'variable')} where its "
                     f"{node.kind} has {len(weights)}"
                 )
             pairs = [(w, value) for w, (_, value) in zip(weights, stored, strict=True)]
