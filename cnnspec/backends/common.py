@@ -1032,7 +1032,7 @@ PARSE_ARGS = """
             "--deterministic",
             action=argparse.BooleanOptionalAction,
             default=DETERMINISTIC,
-            help="bitwise-reproducible training (deterministic kernels; slower)",
+            help="bitwise-reproducible training (deterministic kernels: slower on a GPU)",
         )
         parser.add_argument("--image-size", type=int, help="resize images to N x N")<WEIGHTS>
         parser.add_argument(

@@ -665,6 +665,8 @@ RESUME_POINT = '''
             source = Path(source)
             if not (source / "state.json").is_file():
                 raise DataError(f"--resume: no {source / 'state.json'} to carry on from")
+            if not all((source / name).is_file() for name in cls.FILES):
+                raise DataError(f"--resume: {source} was saved by an older script")
             state = json.loads((source / "state.json").read_text())
             return cls(folder or source, state, source)
 

@@ -1270,7 +1270,10 @@ RESUME_POINT = '''
             path = Path(path)
             if not path.is_file():
                 raise DataError(f"--resume: no {path} to carry on from")
-            return cls(path, torch.load(path, map_location="cpu", weights_only=False))
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state.get("generators"), dict):
+                raise DataError(f"--resume: {path} was saved by an older script")
+            return cls(path, state)
 
         def progress(self, phase):
             """The epochs this phase has trained, and whether it is over: a phase before

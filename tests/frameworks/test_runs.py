@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -442,3 +442,19 @@ def test_import_then_fine_tune_from_the_imported_weights(tmp_path: Path) -> None
     message = exit_message(module, *folders, "--init-weights", str(tmp_path / "other.safetensors"))
     assert message.endswith("other.safetensors holds none of the model's tensors")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_resume_point_an_older_script_saved_is_one_line(tmp_path: Path) -> None:
+    """Resume points before issue 23 held the Keras weights with the optimizer in one .h5 file
+    and the PyTorch generators as a list: a script of today refuses them in one line."""
+    import torch
+
+    out = tmp_path / "old"
+    (out / "resume").mkdir(parents=True)
+    (out / "resume" / "state.json").write_text('{"phase": "train", "history": []}')
+    (out / "resume" / "model.weights.h5").write_bytes(b"")
+    torch.save({"generators": [None, None], "history": []}, out / "resume.pt")
+    for backend in ("keras", "pytorch"):
+        module = quick(tmp_path, DIGITS, backend)
+        message = exit_message(module, "--output-dir", str(out), "--resume", "--subset", "40")
+        assert message.startswith("error: --resume: ") and "was saved by an older script" in message
