@@ -100,8 +100,12 @@ class Preprocessing:
             ) from None
         if image is None:
             raise PredictError(f"{image_path} is empty (0 bytes), not an image")
+        mode = "L" if self.channels == 1 else "RGB"
         with image:
             try:
+                # As the training scripts' read_image decodes: a large JPEG at a half, a
+                # quarter or an eighth of its size, then resized.
+                image.draft(mode, (self.width, self.height))
                 image.load()
             except Exception as error:  # Pillow's decoders raise many types on damaged data
                 raise PredictError(
@@ -109,8 +113,9 @@ class Preprocessing:
                 ) from None
             source = f"{image.format} image in mode {image.mode}"
             try:
-                image = image.convert("L" if self.channels == 1 else "RGB")
-                image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
+                image = image.convert(mode)
+                if image.size != (self.width, self.height):
+                    image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
             except (ValueError, OSError) as error:
                 raise PredictError(
                     f"{image_path} is a {source}, which cannot be converted to "

@@ -157,7 +157,7 @@ class Directory(DataSource):
         "pytorch": ("DIRECTORY_FOLDERS", "DIRECTORY_LOADER"),
     }
     # Both scripts read the images with Pillow (the same pixels), in threads to check them.
-    stdlib: ClassVar[tuple[str, ...]] = ("concurrent.futures",)
+    stdlib: ClassVar[tuple[str, ...]] = ("concurrent.futures", "time")
     imports: ClassVar[dict[str, tuple[str, ...]]] = {
         "keras": ("from PIL import Image",),
         "pytorch": ("from PIL import Image",),

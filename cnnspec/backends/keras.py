@@ -543,15 +543,17 @@ def _applied_to(call: Call, tensor: Code) -> Call:
 
 DIRECTORY_LOADER = '''
     def reading(size):
-        """A tf.data map from (file, label) to (pixels, label), reading the file with
-        read_image, as the PyTorch script reads it."""
-        shape = (*size, INPUT_SHAPE[2])
+        """A tf.data map from a batch of (file, label) to a batch of (pixels, label),
+        reading the files with read_image, as the PyTorch script reads them. A call reads
+        a whole batch: Python's cost per call is paid once for many small images."""
+        shape = (None, *size, INPUT_SHAPE[2])
 
-        def read(path, label):
-            pixels = tf.numpy_function(
-                lambda path: read_image(path.decode(), size), [path], tf.uint8
-            )
-            return tf.ensure_shape(pixels, shape), label
+        def read_all(paths):
+            return np.stack([read_image(path.decode(), size) for path in paths])
+
+        def read(paths, labels):
+            pixels = tf.numpy_function(read_all, [paths], tf.uint8)
+            return tf.ensure_shape(pixels, shape), labels
 
         return read
 
@@ -594,8 +596,9 @@ MAKE_DATASETS = '''
             images, labels = split
             dataset = tf.data.Dataset.from_tensor_slices((images, labels))
             if training:
-                dataset = dataset.shuffle(len(labels), seed=seed)<READ>
-            dataset = dataset.batch(batch_size).map(
+                dataset = dataset.shuffle(len(labels), seed=seed)
+            dataset = dataset.batch(batch_size)<READ>
+            dataset = dataset.map(
                 lambda x, y: prepare(x, y, training), num_parallel_calls=tf.data.AUTOTUNE
             )
             return dataset.prefetch(tf.data.AUTOTUNE)

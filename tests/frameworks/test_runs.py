@@ -458,3 +458,26 @@ def test_a_resume_point_an_older_script_saved_is_one_line(tmp_path: Path) -> Non
         module = quick(tmp_path, DIGITS, backend)
         message = exit_message(module, "--output-dir", str(out), "--resume", "--subset", "40")
         assert message.startswith("error: --resume: ") and "was saved by an older script" in message
+
+
+def test_predict_reads_a_large_jpeg_as_the_scripts_train_on_it(tmp_path: Path) -> None:
+    """Both scripts read an image with one function (a large JPEG decoded at a fraction of its
+    size, then resized), and `cnnspec predict` reads it the same way: no skew between what a
+    model trained on and what it is asked."""
+    from PIL import Image
+
+    from cnnspec.predict import Preprocessing
+
+    photo = np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(photo).resize((400, 300), Image.Resampling.BICUBIC).save(path, quality=90)
+    module = quick(tmp_path, FOLDERS, "pytorch")
+    trained_on = module.read_image(str(path), (16, 16))
+    reading = Preprocessing(
+        *(16, 16, 3, "nhwc", 255.0, 1.0, None, None, "rgb", ["a", "b", "c"], False, 0.5)
+    )
+    np.testing.assert_array_equal(reading.load(path), trained_on.astype(np.float32))
+    # A fraction of the photo was decoded: not the full decode, resized (which is slower).
+    with Image.open(path) as image:
+        full = np.asarray(image.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))
+    assert not np.array_equal(full, trained_on)
