@@ -8,6 +8,7 @@ missing, duplicated and out-of-range arguments the same way, at the argument's o
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.expressions import EMPTY, Context, ExpressionError, evaluate, resolve
@@ -196,7 +197,7 @@ def collect_args(
                 ok = False
                 allowed = len(model.positional)
                 diagnostics.error(
-                    "E114",
+                    codes.TOO_MANY_POSITIONAL,
                     f"{what} takes {allowed} positional argument{'s' if allowed != 1 else ''}",
                     arg.span,
                     _positional_hint(model, what, arg.value),
@@ -222,11 +223,15 @@ def collect_args(
                         else f"{what} takes no arguments"
                     )
                 )
-                diagnostics.error("E111", f"{what} has no argument '{key}'", arg.key.span, hint)
+                diagnostics.error(
+                    codes.UNKNOWN_ARGUMENT, f"{what} has no argument '{key}'", arg.key.span, hint
+                )
                 continue
         if key in args:
             ok = False
-            diagnostics.error("E115", f"argument '{key}' of {what} given twice", arg.span)
+            diagnostics.error(
+                codes.ARGUMENT_TWICE, f"argument '{key}' of {what} given twice", arg.span
+            )
             continue
         word_hint = None
         if (
@@ -286,7 +291,7 @@ def validate(
                 if not complete:
                     continue
                 diagnostics.error(
-                    "E112",
+                    codes.MISSING_ARGUMENT,
                     f"{what} needs argument '{field}'",
                     name_span or call_span,
                     _missing_hint(model, field),
@@ -301,14 +306,17 @@ def validate(
                 # One of several values, `f1` in metrics(accuracy, f1): point at it alone.
                 item = arg.value[problem.index]
                 diagnostics.error(
-                    "E113",
+                    codes.INVALID_VALUE,
                     f"{what} has no {describe(item)}: it takes {_choices(problem)}",
                     arg.item_spans[problem.index],
                     hint,
                 )
                 continue
             diagnostics.error(
-                "E113", phrase(field, what, message, arg.value if arg else None), span, hint
+                codes.INVALID_VALUE,
+                phrase(field, what, message, arg.value if arg else None),
+                span,
+                hint,
             )
         return None
     if not complete:

@@ -9,6 +9,7 @@ from fnmatch import fnmatchcase
 from math import ceil
 from pathlib import Path
 
+from cnnspec import codes
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph, Node, PhasePlan
 from cnnspec.layers import format_shape
@@ -74,7 +75,7 @@ def _phase_callbacks(train: TrainSection, diagnostics: Diagnostics) -> None:
         if dropped:
             listed = ", ".join(f"{kind}(...)" for kind in dropped)
             diagnostics.warning(
-                "W307",
+                codes.CALLBACKS_DROPPED,
                 f"phase '{phase.name}' declares its own callbacks, so train's {listed} "
                 f"does not run in it",
                 phase.span_of("name") or phase.span or train.span,
@@ -95,7 +96,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
             and len(in_shape) == 3
         ):
             diagnostics.warning(
-                "W201",
+                codes.DENSE_ON_MAP,
                 f"dense is applied to the {format_shape(in_shape)} tensor at every position",
                 node.span,
                 "add flatten() or global_avg_pool() before it to classify the whole image",
@@ -108,7 +109,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
             and node.output_shape[-1] == 1
         ):
             diagnostics.warning(
-                "W202",
+                codes.SOFTMAX_ONE_UNIT,
                 "softmax over a single unit always outputs 1.0",
                 node.span,
                 "use sigmoid for a single-unit binary output",
@@ -117,7 +118,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
             before = getattr(source.layer, "activation", None)
             if before is not None and before.kind == node.kind:
                 diagnostics.warning(
-                    "W203",
+                    codes.ACTIVATION_TWICE,
                     f"{node.kind} follows a layer that already applies {node.kind}",
                     node.span,
                     "remove one of the two",
@@ -131,7 +132,7 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         return
     if shape is not None and len(shape) != 1:
         diagnostics.error(
-            "E204",
+            codes.OUTPUT_NOT_VECTOR,
             f"the model's output is {format_shape(shape)}, not a vector of class scores",
             node.span,
             "end the model with flatten() or global_avg_pool() and a dense layer",
@@ -155,14 +156,14 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         elif train.loss is not None and loss.labels != data.labels:
             right = LOSS_FOR_LABELS[data.labels].kind
             diagnostics.error(
-                "E302",
+                codes.LOSS_MISFIT,
                 f"{loss.kind} expects {loss.labels} labels, but the data has labels {data.labels}",
                 loss_span or node.span,
                 f"use loss {right}, or labels {loss.labels} in data",
             )
         elif act_name != loss.activation:
             diagnostics.error(
-                "E302",
+                codes.LOSS_MISFIT,
                 f"{loss.kind} needs a {loss.activation} output, "
                 f"but the last layer's activation is {act_name}",
                 node.span,
@@ -172,14 +173,14 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         if data.labels == "binary":
             if units != 1:
                 diagnostics.error(
-                    "E303",
+                    codes.CLASS_COUNT,
                     f"binary labels need one output unit, but the model ends with {units} units",
                     node.span,
                     "end with dense(1, activation=sigmoid), or use labels onehot",
                 )
             elif classes is not None and len(classes) != 2:
                 diagnostics.error(
-                    "E303",
+                    codes.CLASS_COUNT,
                     f"binary labels need 2 classes, but the data has {len(classes)}",
                     data.span_of("labels") or node.span,
                     "use labels onehot or sparse for more than two classes",
@@ -189,7 +190,7 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
             if data.class_names() is None and isinstance(data.source, Directory):
                 found = f" (the class folders of {data.source.path}/train: {', '.join(classes)})"
             diagnostics.error(
-                "E303",
+                codes.CLASS_COUNT,
                 f"the data has {plural(len(classes), 'class', 'classes')}{found}, but the last layer "
                 f"has {plural(units, 'unit')}",
                 node.span,
@@ -206,7 +207,7 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         given = len(train.class_weight)
         if given != expected:
             diagnostics.error(
-                "E303",
+                codes.CLASS_COUNT,
                 f"class_weight gives {plural(given, 'weight')}, "
                 f"but there are {plural(expected, 'class', 'classes')}",
                 train.span_of("class_weight") or node.span,
@@ -218,7 +219,7 @@ def _output(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
         and (units != 1 or act_name != "sigmoid")
     ):
         diagnostics.error(
-            "E304",
+            codes.THRESHOLD_OUTPUT,
             f"a decision threshold needs a single sigmoid output, "
             f"but the model ends with {units} {act_name} unit{'s' if units != 1 else ''}",
             evaluate.span_of("threshold") or node.span,
@@ -256,7 +257,7 @@ def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
     if data.validation == "val" and not isinstance(source, Directory):
         assert validation is not None  # `val` was written
         diagnostics.error(
-            "E307",
+            codes.NO_SUCH_SPLIT,
             f"validation val reads a val/ split, which source {source.kind} does not have",
             validation,
             "hold out part of the training data with `validation 0.1`, or use `validation test`",
@@ -267,7 +268,7 @@ def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
         assert span is not None
         if not folder.is_dir():
             diagnostics.warning(
-                "W304",
+                codes.FOLDER_NOT_FOUND,
                 f"no folder {source.path!r} here (a relative path is read from the working "
                 f"directory, {Path.cwd()})",
                 span,
@@ -275,7 +276,7 @@ def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
             )
         elif data.validation == "val" and not (folder / "val").is_dir():
             diagnostics.warning(
-                "W304",
+                codes.FOLDER_NOT_FOUND,
                 f"validation val, but {source.path!r} has no val/ folder",
                 validation or span,
                 "add val/ with the class folders, or use `validation 0.1`",
@@ -326,7 +327,10 @@ def _split_class_folders(
                 "and no other: rename the folders, or the classes"
             )
         diagnostics.error(
-            "E309", f"{split}/ of {source.path!r} has " + ", and ".join(parts), span, hint
+            codes.SPLIT_FOLDERS,
+            f"{split}/ of {source.path!r} has " + ", and ".join(parts),
+            span,
+            hint,
         )
 
 
@@ -366,7 +370,7 @@ def _batch(
     if split is not None and batch > split[0]:
         images, how = split
         diagnostics.warning(
-            "W320",
+            codes.BATCH_OVER_SPLIT,
             f"{said} is larger than the training split ({plural(images, 'image')}), so each "
             "epoch is a single step",
             span,
@@ -441,7 +445,7 @@ def _batch_memory(
         )
     fits = available // kept
     diagnostics.warning(
-        "W321",
+        codes.BATCH_OVER_MEMORY,
         f"{said} keeps {human_bytes(batch * kept)} of activations for the backward pass, more "
         f"than {of}",
         span,
@@ -569,7 +573,7 @@ def _preprocessing(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> 
     where = data.span_of("preprocess") or graph.span
     if data.preprocess is not None and written:
         diagnostics.error(
-            "E205",
+            codes.SETTINGS_CONFLICT,
             f"preprocess sets rescale, normalize and color_order itself, but {written[0]} is "
             "given too",
             data.span_of(written[0])
@@ -581,7 +585,7 @@ def _preprocessing(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> 
     backbone = graph.backbone
     if data.preprocess == "imagenet" and backbone is None:
         diagnostics.error(
-            "E308",
+            codes.PREPROCESS_NO_BACKBONE,
             "preprocess imagenet means what the backbone's weights expect, but there is no "
             "backbone",
             where,
@@ -610,7 +614,7 @@ def _preprocessing(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> 
     if written:
         hint += f" instead of {' and '.join(written)}"
     diagnostics.warning(
-        "W308",
+        codes.PREPROCESS_MISMATCH,
         f"{backbone.name}'s ImageNet weights expect {expected} preprocessing "
         f"({DESCRIPTIONS[expected]}), but the data gives {describe(actual, white)}",
         span or graph.span,
@@ -626,7 +630,7 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
     if data.normalize is not None and len(data.normalize.mean) != channels:
         count = len(data.normalize.mean)
         diagnostics.error(
-            "E305",
+            codes.INPUT_MISMATCH,
             f"normalize gives {count} value{'s' if count != 1 else ''} per statistic, "
             f"but the input has {channels} channel{'s' if channels != 1 else ''}",
             data.normalize.span or graph.span,
@@ -639,7 +643,7 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
     if native is not None and native != declared:
         h, w, c = native
         diagnostics.error(
-            "E305",
+            codes.INPUT_MISMATCH,
             f"{data.source.kind} images are {h}x{w}x{c}, but the model's input is "
             f"{'x'.join(map(str, declared))}",
             graph.input_span or graph.span,
@@ -658,7 +662,7 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
         denominator = round(1 / data.rescale) if data.rescale < 1 else 0
         fraction = f"1/{denominator}" if denominator and 1 / denominator == data.rescale else ""
         diagnostics.warning(
-            "W305",
+            codes.RESCALE_RANGE,
             f"rescale {fraction or f'{data.rescale:g}'} leaves the {data.source.kind} pixels in "
             f"[0, {top:.3g}] (their white is {white:g})",
             data.span_of("rescale") or data.source.span or graph.span,
@@ -669,7 +673,7 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
     if isinstance(rotation, Rotation) and rotation.degrees < 1:
         degrees = rotation.degrees
         diagnostics.warning(
-            "W306",
+            codes.TINY_ROTATION,
             f"rotation({degrees:g}) turns images by at most {degrees:g} of a degree",
             rotation.span or graph.span,
             f"rotation takes degrees (Keras's RandomRotation takes a fraction of a turn: "
@@ -679,7 +683,7 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
         flip = augment.get("flip")
         if flip is not None:
             diagnostics.warning(
-                "W303",
+                codes.AUGMENT_CHANGES_MEANING,
                 "flipping digits turns them into other shapes (a mirrored 2 is no 2)",
                 flip.span or graph.span,
                 "drop flip() for digits and text",
@@ -705,7 +709,7 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
                 and not data.is_broken("validation")
             ):
                 diagnostics.error(
-                    "E306",
+                    codes.NO_VALIDATION,
                     f"{callback.kind} monitors '{monitor}', but there is no validation data",
                     span,
                     "add `validation test`, `validation val` or `validation 0.1` to data",
@@ -716,7 +720,7 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
                 else:
                     hint = did_you_mean(monitor, choices) or f"available: {', '.join(choices)}"
                 diagnostics.error(
-                    "E301",
+                    codes.UNKNOWN_METRIC,
                     f"{callback.kind} monitors '{monitor}', which is not computed",
                     span,
                     hint,
@@ -725,7 +729,7 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
             natural = "min" if base == "loss" else "max"
             if callback.mode not in ("auto", natural):
                 diagnostics.warning(
-                    "W301",
+                    codes.MONITOR_MODE,
                     f"mode={callback.mode} on '{monitor}': {base} improves when it "
                     f"{'falls' if natural == 'min' else 'rises'}",
                     callback.span_of("mode") or span,
@@ -739,7 +743,7 @@ def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:
                 and not phase.is_broken("epochs")
             ):
                 diagnostics.warning(
-                    "W302",
+                    codes.PATIENCE_NEVER,
                     f"{callback.kind} patience {patience} is not less than the phase's "
                     f"{plural(phase.epochs, 'epoch')}, so it can never act",
                     callback.span_of("patience") or span,
@@ -783,7 +787,7 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
                 # An error, not a warning: a misspelt block (`freeze stemm`) would otherwise
                 # train the wrong layers for hours.
                 diagnostics.error(
-                    "E310",
+                    codes.FREEZE_MATCHES_NOTHING,
                     f"{rule.action} '{rule.target}' matches no layer",
                     rule.span or phase.span or graph.span,
                     did_you_mean(rule.target, known) or "name a block, a layer, or a glob",
@@ -799,7 +803,7 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
         unsure = phase.is_broken("freezing")
         if unfroze_any and all_matched and not (before - frozen) and plans and not unsure:
             diagnostics.warning(
-                "W311",
+                codes.UNFREEZES_NOTHING,
                 f"phase '{phase.name}' unfreezes nothing: those layers were already trainable",
                 span,
                 "freeze them in an earlier phase, or drop the unfreeze",
@@ -808,7 +812,7 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
         known = all(n.output_shape is not None for n in graph.nodes)
         if trainable == 0 and total.trainable > 0 and known and not unsure:
             diagnostics.warning(
-                "W312",
+                codes.TRAINS_NOTHING,
                 f"phase '{phase.name}' trains nothing: every layer is frozen",
                 span,
                 "unfreeze a block in this phase, or remove the phase",

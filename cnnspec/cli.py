@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cnnspec import __version__
+from cnnspec import __version__, codes
 from cnnspec.backends import BACKENDS
 from cnnspec.compiler import Compilation, compile_source
 from cnnspec.diagnostics import Diagnostics, Severity, render_json, render_text
@@ -119,7 +119,10 @@ def _backend_errors(compilation: Compilation, consequence: str = "") -> Iterator
     except Unsupported as error:
         diagnostics = Diagnostics(compilation.source)
         diagnostics.error(
-            "E401", f"{error.backend} cannot express this: {error.message}", error.span, error.hint
+            codes.BACKEND_UNSUPPORTED,
+            f"{error.backend} cannot express this: {error.message}",
+            error.span,
+            error.hint,
         )
         _print_diagnostics(diagnostics)
         echo(f"1 error{consequence}", err=True)
@@ -534,6 +537,17 @@ def layers(args: argparse.Namespace) -> None:
         echo(f"{name.ljust(width)}  {args}\n{' ' * width}  {doc}")
 
 
+def list_codes(args: argparse.Namespace) -> None:
+    """List every diagnostic code, errors then warnings, with what it means."""
+    from cnnspec.codes import CODES, markdown_table
+
+    if args.markdown:
+        echo(markdown_table().rstrip("\n"))
+        return
+    for code in sorted(CODES.values(), key=lambda code: (not code.is_error, str(code))):
+        echo(f"{code}  {code.meaning}")
+
+
 def lsp(args: argparse.Namespace) -> None:
     """Run the language server over stdio (for editors; needs cnnspec[lsp])."""
     try:
@@ -899,6 +913,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub = command("layers", layers)
+    sub.add_argument("--markdown", action="store_true", help="a markdown table")
+
+    sub = command("codes", list_codes)
     sub.add_argument("--markdown", action="store_true", help="a markdown table")
 
     sub = command("lsp", lsp)

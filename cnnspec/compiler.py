@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnspec import codes
 from cnnspec.check import check, resolved_data
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.ir import Spec
@@ -43,7 +44,7 @@ def compile_source(source: Source, image_size: tuple[int, int] | None = None) ->
         space = _sweep_space(lowered, document, diagnostics)
     except RecursionError:
         diagnostics.error(
-            "E117",
+            codes.NOT_USABLE_HERE,
             "sections are nested too deeply to check",
             source.span_at(0),
             "a few levels of block/residual/repeat are enough for any network",

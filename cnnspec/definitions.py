@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.expressions import BUILTINS, Context, ExpressionError, resolve
@@ -65,7 +66,7 @@ def read_definitions(
             continue
         if definition.name in taken:
             diagnostics.error(
-                "E116",
+                codes.DUPLICATE_NAME,
                 f"define '{definition.name}' would hide the {taken[definition.name]} "
                 f"'{definition.name}'",
                 definition.span,
@@ -75,7 +76,7 @@ def read_definitions(
         first = into.get(definition.name)
         if first is not None:
             diagnostics.error(
-                "E116",
+                codes.DUPLICATE_NAME,
                 f"'{definition.name}' is defined twice",
                 definition.span,
                 f"first defined at line {first.span.line}",
@@ -90,7 +91,7 @@ def _read(item: ast.Section, diagnostics: Diagnostics) -> Definition | None:
         return Definition(label.text, (), item.items, label.span)
     if not isinstance(label, ast.Call) or not _is_identifier(label.name.text):
         diagnostics.error(
-            "E104",
+            codes.WRONG_KIND,
             "define needs a name and its parameters",
             (label or item.key).span,
             "define mbconv(filters, expand=1, stride=1) { ... }",
@@ -101,7 +102,7 @@ def _read(item: ast.Section, diagnostics: Diagnostics) -> Definition | None:
         name = arg.key or arg.value
         if not isinstance(name, ast.Name) or not _is_identifier(name.text):
             diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "a parameter is a name, with a default after = if it has one",
                 arg.span,
                 "define conv_bn(filters, kernel=3) { ... }",
@@ -110,7 +111,7 @@ def _read(item: ast.Section, diagnostics: Diagnostics) -> Definition | None:
         default = arg.value if arg.key is not None else None
         if name.text == "name":
             diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "name is every instance's own parameter: it names the block",
                 name.span,
                 "leave it out: inside the body, `name` is the instance's name",
@@ -118,15 +119,19 @@ def _read(item: ast.Section, diagnostics: Diagnostics) -> Definition | None:
             return None
         if name.text in BUILTINS:
             diagnostics.error(
-                "E116", f"parameter '{name.text}' would hide the function {name.text}()", name.span
+                codes.DUPLICATE_NAME,
+                f"parameter '{name.text}' would hide the function {name.text}()",
+                name.span,
             )
             return None
         if any(p.name == name.text for p in params):
-            diagnostics.error("E116", f"parameter '{name.text}' is declared twice", name.span)
+            diagnostics.error(
+                codes.DUPLICATE_NAME, f"parameter '{name.text}' is declared twice", name.span
+            )
             return None
         if default is None and params and params[-1].default is not None:
             diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 f"parameter '{name.text}' has no default but follows one that has",
                 name.span,
                 "put the parameters without defaults first",
@@ -162,7 +167,7 @@ def bind_instance(
         if arg.key is None:
             if positional >= len(params):
                 diagnostics.error(
-                    "E114",
+                    codes.TOO_MANY_POSITIONAL,
                     f"{what} takes {len(params)} positional argument"
                     f"{'s' if len(params) != 1 else ''}",
                     arg.span,
@@ -177,7 +182,7 @@ def bind_instance(
             if key == "name":
                 if not isinstance(value, ast.Name | ast.String) or not _is_identifier(_text(value)):
                     diagnostics.error(
-                        "E113",
+                        codes.INVALID_VALUE,
                         "an instance's name must be an identifier such as block2a",
                         arg.value.span,
                     )
@@ -187,7 +192,7 @@ def bind_instance(
                 continue
             if key not in params:
                 diagnostics.error(
-                    "E111",
+                    codes.UNKNOWN_ARGUMENT,
                     f"{what} has no parameter '{key}'",
                     arg.key.span,
                     did_you_mean(key, [*params, "name"]) or f"{definition.signature()}",
@@ -195,7 +200,9 @@ def bind_instance(
                 ok = False
                 continue
         if key in given:
-            diagnostics.error("E115", f"parameter '{key}' of {what} given twice", arg.span)
+            diagnostics.error(
+                codes.ARGUMENT_TWICE, f"parameter '{key}' of {what} given twice", arg.span
+            )
             ok = False
             continue
         given[key] = value
@@ -207,7 +214,7 @@ def bind_instance(
             variables[param.name] = given[param.name]
         elif param.default is None:
             diagnostics.error(
-                "E112",
+                codes.MISSING_ARGUMENT,
                 f"{what} is missing its parameter '{param.name}'",
                 call.span,
                 f"{definition.signature()}",

@@ -7,7 +7,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from cnnspec.codes import CODES, ErrorCode
 from cnnspec.source import Source, Span
+
+__all__ = ["CODES", "Diagnostic", "Diagnostics", "ErrorCode", "Severity"]
 
 
 class Severity(StrEnum):
@@ -15,74 +18,10 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-# Every code the tool can emit, with a one-line title. The README's table of codes is generated
-# from this mapping and a test checks that every code used in the source appears here.
-CODES: dict[str, str] = {
-    # syntax
-    "E001": "unexpected character",
-    "E002": "unexpected token",
-    "E003": "unexpected end of file",
-    # names and structure
-    "E101": "unknown section or setting",
-    "E102": "setting given twice",
-    "E103": "required setting missing",
-    "E104": "wrong kind of value",
-    "E110": "unknown layer",
-    "E111": "unknown argument",
-    "E112": "missing argument",
-    "E113": "invalid argument value",
-    "E114": "too many positional arguments",
-    "E115": "argument given twice",
-    "E116": "duplicate name",
-    "E117": "not usable here",
-    # shapes
-    "E201": "spatial size shrinks below 1",
-    "E202": "layer needs a spatial (H, W, C) input",
-    "E203": "branches cannot be joined",
-    "E204": "model output is not a vector",
-    "E205": "layer settings conflict",
-    # data, schedule and evaluation
-    "E301": "monitored metric does not exist",
-    "E302": "loss does not fit the output or the labels",
-    "E303": "class count does not match the output",
-    "E304": "threshold needs a single sigmoid output",
-    "E305": "input shape does not match the data",
-    "E306": "validation metric without validation data",
-    "E307": "validation split the data source does not have",
-    "E308": "preprocess imagenet without a backbone",
-    "E309": "class folders differ between splits",
-    # W310 until issue 23: the same number, now an error.
-    "E310": "freeze pattern matches no layer",
-    # backends
-    "E401": "a backend cannot express the layer",
-    # sweeps
-    "E501": "sweep path names no value of the spec",
-    "E502": "value cannot be swept where it is written",
-    "E503": "invalid search distribution",
-    "E504": "sweep searches nothing",
-    # warnings
-    "W201": "dense layer applied to a spatial tensor",
-    "W202": "softmax over a single unit",
-    "W203": "activation applied twice",
-    "W301": "monitor mode contradicts the metric",
-    "W302": "callback patience can never trigger",
-    "W303": "augmentation changes the meaning of the data",
-    "W304": "data folder not found",
-    "W305": "rescale leaves the pixels in an unusual range",
-    "W306": "rotation of less than a degree",
-    "W307": "phase drops the train-level callbacks",
-    "W308": "input preprocessing differs from what the pretrained weights expect",
-    "W311": "phase unfreezes nothing",
-    "W312": "phase trains nothing",
-    "W320": "batch larger than the training split",
-    "W321": "a batch's activations exceed the memory",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
     severity: Severity
-    code: str
+    code: ErrorCode
     message: str
     span: Span
     hint: str | None = None
@@ -125,14 +64,15 @@ class Diagnostics:
         finally:
             self._sites.pop()
 
-    def error(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+    def error(self, code: ErrorCode, message: str, span: Span, hint: str | None = None) -> None:
+        assert isinstance(code, ErrorCode) and code.is_error, code
         self._add(Diagnostic(Severity.ERROR, code, message, span, hint))
 
-    def warning(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+    def warning(self, code: ErrorCode, message: str, span: Span, hint: str | None = None) -> None:
+        assert isinstance(code, ErrorCode) and not code.is_error, code
         self._add(Diagnostic(Severity.WARNING, code, message, span, hint))
 
     def _add(self, diagnostic: Diagnostic) -> None:
-        assert diagnostic.code in CODES, diagnostic.code
         # A layer inside `repeat`, or a bad value in `defaults`, is checked once per use: report
         # each distinct problem once.
         if diagnostic not in self._seen:

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cnnspec import codes
 from cnnspec import syntax as ast
-from cnnspec.diagnostics import did_you_mean
+from cnnspec.diagnostics import ErrorCode, did_you_mean
 from cnnspec.source import Span
 
 CONSTANTS: dict[str, bool | None] = {"true": True, "false": False, "none": None}
@@ -25,7 +26,9 @@ CONSTANTS: dict[str, bool | None] = {"true": True, "false": False, "none": None}
 class ExpressionError(Exception):
     """An expression that has no value: reported at `span` with `code`."""
 
-    def __init__(self, message: str, span: Span, hint: str | None = None, code: str = "E104"):
+    def __init__(
+        self, message: str, span: Span, hint: str | None = None, code: ErrorCode = codes.WRONG_KIND
+    ):
         super().__init__(message)
         self.message, self.span, self.hint, self.code = message, span, hint, code
 

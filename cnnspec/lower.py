@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.backbones import BACKBONES, BackboneArgs
 from cnnspec.binding import BoundArg, bind_call, collect_args, validate
@@ -130,7 +131,7 @@ class ModelLowering:
         name = section.label.text if isinstance(section.label, ast.Name) else fallback_name
         if isinstance(section.label, ast.Number):
             self.diagnostics.error(
-                "E104", "a model's name must be a name, not a number", section.label.span
+                codes.WRONG_KIND, "a model's name must be a name, not a number", section.label.span
             )
         input_shape, input_span = self._input(section)
         declared = None
@@ -158,7 +159,7 @@ class ModelLowering:
         inputs = [i for i in section.items if isinstance(i, ast.Setting) and i.key.text == "input"]
         if not inputs:
             self.diagnostics.error(
-                "E103",
+                codes.MISSING_SETTING,
                 f"model '{getattr(section.label, 'text', '')}' has no input",
                 section.key.span,
                 "declare the input size first, e.g. `input 32x32x3` (height x width x channels)",
@@ -166,7 +167,7 @@ class ModelLowering:
             return None, None
         for extra in inputs[1:]:
             self.diagnostics.error(
-                "E102",
+                codes.SETTING_TWICE,
                 "the model's input is declared twice",
                 extra.key.span,
                 f"first declared at line {inputs[0].span.line}",
@@ -178,7 +179,9 @@ class ModelLowering:
         hint = "write height x width x channels, e.g. 32x32x3 or 28x28x1"
         if isinstance(value, ast.Dims) and len(value.values) == 2:
             hint = f"add the channel count: {value.values[0]}x{value.values[1]}x3 or x1"
-        self.diagnostics.error("E104", "input must be a size like 32x32x3", value.span, hint)
+        self.diagnostics.error(
+            codes.WRONG_KIND, "input must be a size like 32x32x3", value.span, hint
+        )
         return None, None
 
     # ---- the walk ----------------------------------------------------------------------------
@@ -226,7 +229,7 @@ class ModelLowering:
         if definition.name in scope.expanding:
             chain = " → ".join((*scope.expanding, definition.name))
             self.diagnostics.error(
-                "E113",
+                codes.INVALID_VALUE,
                 f"{definition.name} uses itself ({chain})",
                 call.name.span,
                 "a defined block cannot contain itself, directly or through another",
@@ -234,7 +237,7 @@ class ModelLowering:
             return unknown
         if len(scope.expanding) >= MAX_DEPTH:
             self.diagnostics.error(
-                "E113",
+                codes.INVALID_VALUE,
                 f"defined blocks nest deeper than {MAX_DEPTH}",
                 call.name.span,
                 "check the defines that call one another",
@@ -271,7 +274,7 @@ class ModelLowering:
         """Whether an `if`'s condition holds; None (reported) when it is not true or false."""
         if item.label is None:
             self.diagnostics.error(
-                "E104", "if needs a condition", item.key.span, "if stride == 1 { ... }"
+                codes.WRONG_KIND, "if needs a condition", item.key.span, "if stride == 1 { ... }"
             )
             return None
         try:
@@ -281,7 +284,7 @@ class ModelLowering:
             return None
         if not isinstance(value, bool):
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "an if's condition must be true or false",
                 item.label.span,
                 "compare: if expand != 1 { ... }",
@@ -294,14 +297,16 @@ class ModelLowering:
     ) -> Tensor:
         if item.label is not None:
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "else takes no condition",
                 item.label.span,
                 "nest another if inside the else: else { if ... { } }",
             )
             return x
         if taken == "no if":
-            self.diagnostics.error("E117", "else must follow an if's closing brace", item.key.span)
+            self.diagnostics.error(
+                codes.NOT_USABLE_HERE, "else must follow an if's closing brace", item.key.span
+            )
             return x
         return x if taken is not False else self._walk(item.items, scope, x)
 
@@ -332,7 +337,7 @@ class ModelLowering:
     def _let(self, item: ast.Setting, scope: Scope, x: Tensor) -> None:
         if item.target is None:
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "let names a value",
                 item.value.span,
                 "let filters = 32 * width",
@@ -341,7 +346,7 @@ class ModelLowering:
         name = item.target.text
         if not name.isidentifier() or name in BUILTINS or name == "name":
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 f"'{name}' cannot be a variable's name",
                 item.target.span,
                 "a variable is a plain name that is not a function or `name`",
@@ -374,7 +379,7 @@ class ModelLowering:
             return
         if item.target is not None:
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 f"only let takes `name = value`, not {key}",
                 item.target.span,
                 f"let {item.target.text} = ...",
@@ -382,7 +387,7 @@ class ModelLowering:
             return
         if key == "name":
             self.diagnostics.error(
-                "E117",
+                codes.NOT_USABLE_HERE,
                 "name names a residual's or a join's node, inside it",
                 item.key.span,
                 "residual { name add  ... }; a layer takes name=...",
@@ -391,7 +396,9 @@ class ModelLowering:
         if key == "input":
             if scope.path or scope.parent is not None:
                 self.diagnostics.error(
-                    "E117", "input can only be declared at the top of the model", item.key.span
+                    codes.NOT_USABLE_HERE,
+                    "input can only be declared at the top of the model",
+                    item.key.span,
                 )
             return
         if key == "defaults":
@@ -403,13 +410,15 @@ class ModelLowering:
             hint = did_you_mean(key, [*MODEL_SETTINGS, *MODEL_SECTIONS]) or (
                 "a model holds layers like conv2d(32), `defaults`, and block/head/residual/repeat"
             )
-        self.diagnostics.error("E101", f"unknown setting '{key}' in model", item.key.span, hint)
+        self.diagnostics.error(
+            codes.UNKNOWN_SETTING, f"unknown setting '{key}' in model", item.key.span, hint
+        )
 
     def _defaults(self, item: ast.Setting, scope: Scope) -> None:
         call = item.value
         if not isinstance(call, ast.Call):
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "defaults takes a layer call, e.g. `defaults conv2d(kernel=3, padding=same)`",
                 item.value.span,
             )
@@ -431,7 +440,7 @@ class ModelLowering:
             call = ast.Call(call, (), call.span)
         if not isinstance(call, ast.Call):
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "backbone takes a network, e.g. `backbone vgg16(weights=imagenet)`",
                 item.value.span,
                 f"backbones: {', '.join(BACKBONES)}",
@@ -441,7 +450,7 @@ class ModelLowering:
         library = BACKBONES.get(name)
         if library is None:
             self.diagnostics.error(
-                "E110",
+                codes.UNKNOWN_LAYER,
                 f"unknown backbone '{name}'",
                 call.name.span,
                 did_you_mean(name, BACKBONES) or f"backbones: {', '.join(BACKBONES)}",
@@ -452,7 +461,7 @@ class ModelLowering:
             return unknown
         if self.backbone is not None:
             self.diagnostics.error(
-                "E102",
+                codes.SETTING_TWICE,
                 "a model has one backbone",
                 item.key.span,
                 f"first declared at line {self.backbone.span.line}",
@@ -512,7 +521,9 @@ class ModelLowering:
             self.definitions = outer_definitions
         for problem in problems.errors[:1]:
             hint = problem.hint
-            if problem.code == "E201":  # a shrinking map: the fix is a larger input
+            if (
+                problem.code == codes.SHRINKS_BELOW_ONE
+            ):  # a shrinking map: the fix is a larger input
                 hint = f"{name} needs larger images (keras.applications takes 32x32 and up)"
             self.diagnostics.error(
                 problem.code, f"backbone {name}: {problem.message}", call.span, hint
@@ -543,7 +554,7 @@ class ModelLowering:
                 and value.text not in ("imagenet", "none")
             ):
                 self.diagnostics.error(
-                    "E113",
+                    codes.INVALID_VALUE,
                     f"weights must be imagenet, none or a file path, not '{value.text}'",
                     value.span,
                     did_you_mean(value.text, ["imagenet", "none"])
@@ -569,7 +580,7 @@ class ModelLowering:
         )
         if len(shape) != 3:
             self.diagnostics.error(
-                "E202",
+                codes.NEEDS_SPATIAL,
                 f"backbone {name} needs an (H, W, C) input, but gets {format_shape(shape)}",
                 call.span,
                 "put the backbone first in the model",
@@ -577,7 +588,7 @@ class ModelLowering:
             return False
         if args.include_top and shape != native:
             self.diagnostics.error(
-                "E305",
+                codes.INPUT_MISMATCH,
                 f"{name} with its ImageNet classifier takes {'x'.join(map(str, native))} "
                 f"images, but gets {'x'.join(map(str, shape))}",
                 args.span_of("include_top") or call.span,
@@ -585,7 +596,7 @@ class ModelLowering:
             )
         if args.weights == "imagenet" and shape[2] != 3:
             self.diagnostics.error(
-                "E305",
+                codes.INPUT_MISMATCH,
                 f"ImageNet weights need 3 input channels, but {name} gets {shape[2]}",
                 args.span_of("weights") or call.span,
                 "declare the input HxWx3 (a directory source converts grayscale with "
@@ -606,7 +617,7 @@ class ModelLowering:
             elsewhere = [s for s, schema in SCHEMAS.items() if kind in schema.calls]
             if elsewhere:
                 hint = f"{kind}(...) belongs in the {elsewhere[0]} section"
-        self.diagnostics.error("E110", f"unknown layer '{kind}'", call.name.span, hint)
+        self.diagnostics.error(codes.UNKNOWN_LAYER, f"unknown layer '{kind}'", call.name.span, hint)
         return None
 
     def _section(self, item: ast.Section, scope: Scope, x: Tensor) -> Tensor:
@@ -619,17 +630,19 @@ class ModelLowering:
         if key == "block":
             if not isinstance(label, ast.Name) or "." in label.text:
                 self.diagnostics.error(
-                    "E104", "a block needs a name: `block conv1 { ... }`", item.key.span
+                    codes.WRONG_KIND, "a block needs a name: `block conv1 { ... }`", item.key.span
                 )
                 return self._walk(item.items, scope.child(None), x)
             return self._walk(item.items, self._open_block(label.text, label.span, scope), x)
         if key == "head":
             if label is not None:
-                self.diagnostics.error("E104", "head takes no name", label.span)
+                self.diagnostics.error(codes.WRONG_KIND, "head takes no name", label.span)
             return self._walk(item.items, self._open_block("head", item.key.span, scope), x)
         if key == "residual":
             if label is not None and not isinstance(label, ast.Name):
-                self.diagnostics.error("E104", "a residual's name must be a name", label.span)
+                self.diagnostics.error(
+                    codes.WRONG_KIND, "a residual's name must be a name", label.span
+                )
                 label = None
             inner = (
                 self._open_block(label.text, label.span, scope)
@@ -649,7 +662,7 @@ class ModelLowering:
         if key in TOP_SECTIONS:
             hint = f"the {key} section goes at the top level, after the model's closing brace"
         self.diagnostics.error(
-            "E101",
+            codes.UNKNOWN_SETTING,
             f"unknown section '{key}' in model",
             item.key.span,
             hint
@@ -675,7 +688,7 @@ class ModelLowering:
             or (count == 0 and isinstance(label, ast.Number))
         ):
             self.diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "repeat needs a positive count: `repeat 2 { ... }`",
                 label.span if label is not None else item.key.span,
                 f"the count here is {count!r}"
@@ -686,7 +699,7 @@ class ModelLowering:
         assert label is not None
         if count > MAX_REPEAT:
             self.diagnostics.error(
-                "E113", f"repeat count {count} is more than {MAX_REPEAT}", label.span
+                codes.INVALID_VALUE, f"repeat count {count} is more than {MAX_REPEAT}", label.span
             )
             return x
         for index in range(count):
@@ -694,7 +707,7 @@ class ModelLowering:
                 if not self.too_big:
                     self.too_big = True
                     self.diagnostics.error(
-                        "E113",
+                        codes.INVALID_VALUE,
                         f"the model grows beyond {MAX_NODES:,} layers",
                         item.key.span,
                         "check the repeat counts",
@@ -711,7 +724,7 @@ class ModelLowering:
         if dotted in self.blocks:
             first = self.blocks[dotted]
             self.diagnostics.error(
-                "E116",
+                codes.DUPLICATE_NAME,
                 f"block '{dotted}' is declared twice",
                 span,
                 'each copy made by repeat needs a name of its own: "unit" + str(index + 1)'
@@ -766,7 +779,7 @@ class ModelLowering:
         value = arg.value
         if not isinstance(value, str) or not IDENTIFIER.match(value) or value == Graph.INPUT:
             self.diagnostics.error(
-                "E113",
+                codes.INVALID_VALUE,
                 "a layer name must be an identifier such as block5_conv3",
                 arg.span,
             )
@@ -774,7 +787,7 @@ class ModelLowering:
         if value == "training":
             # nn.Module's own flag: the PyTorch script could not hold a layer of that name.
             self.diagnostics.error(
-                "E113",
+                codes.INVALID_VALUE,
                 "a layer name cannot be 'training'",
                 arg.span,
                 "for example training_1",
@@ -783,7 +796,7 @@ class ModelLowering:
         if keyword.iskeyword(value):
             # The PyTorch script names each module attribute after its layer: self.<name>.
             self.diagnostics.error(
-                "E113",
+                codes.INVALID_VALUE,
                 f"a layer name cannot be the Python keyword '{value}'",
                 arg.span,
                 f"for example {value}_1",
@@ -792,7 +805,7 @@ class ModelLowering:
         if value in self.names:
             first = self.names[value]
             self.diagnostics.error(
-                "E116",
+                codes.DUPLICATE_NAME,
                 f"layer name '{value}' is used twice",
                 arg.span,
                 "each copy made by repeat needs its own name; leave name= out to number them"
@@ -859,7 +872,7 @@ class ModelLowering:
         if not named:
             return rest, None
         for extra in named[1:]:
-            self.diagnostics.error("E102", "the join is named twice", extra.key.span)
+            self.diagnostics.error(codes.SETTING_TWICE, "the join is named twice", extra.key.span)
         setting = named[0]
         try:
             value = resolve(setting.value, self._context(scope, x))
@@ -869,7 +882,7 @@ class ModelLowering:
         text = value.text if isinstance(value, ast.Name) else getattr(value, "value", None)
         if not isinstance(text, str):
             self.diagnostics.error(
-                "E104", "name takes a layer name such as mixed0", setting.value.span
+                codes.WRONG_KIND, "name takes a layer name such as mixed0", setting.value.span
             )
             return rest, None
         prefixed = f"{scope.instance}_{text}" if scope.instance else text
@@ -890,7 +903,7 @@ class ModelLowering:
         shortcuts = [i for i in items if isinstance(i, ast.Section) and i.key.text == "shortcut"]
         for extra in shortcuts[1:]:
             self.diagnostics.error(
-                "E102",
+                codes.SETTING_TWICE,
                 "a residual has one shortcut",
                 extra.key.span,
                 f"first given at line {shortcuts[0].span.line}",
@@ -901,7 +914,7 @@ class ModelLowering:
         body_nodes = self.nodes[first:]
         if not body_nodes:
             self.diagnostics.error(
-                "E117",
+                codes.NOT_USABLE_HERE,
                 "a residual needs at least one layer",
                 item.key.span,
                 "residual { conv2d(64) batchnorm() } adds its input to the body's output",
@@ -933,7 +946,7 @@ class ModelLowering:
         kind = item.key.text
         label = item.label
         if label is not None and not isinstance(label, ast.Name):
-            self.diagnostics.error("E104", "a join's name must be a name", label.span)
+            self.diagnostics.error(codes.WRONG_KIND, "a join's name must be a name", label.span)
             label = None
         inner = (
             self._open_block(label.text, label.span, scope)
@@ -948,7 +961,7 @@ class ModelLowering:
                 continue
             span = child.key.span if not isinstance(child, ast.Call) else child.span
             self.diagnostics.error(
-                "E117",
+                codes.NOT_USABLE_HERE,
                 "a join holds branches, not layers",
                 span,
                 f"put it in a branch: {kind} {{ branch {{ ... }} branch {{ ... }} }}, "
@@ -956,7 +969,7 @@ class ModelLowering:
             )
         if len(branches) < 2:
             self.diagnostics.error(
-                "E117",
+                codes.NOT_USABLE_HERE,
                 f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} needs at least two branches",
                 item.key.span,
                 f"{kind} {{ branch {{ conv2d(32, 1) }} branch {{}} }}: each starts from the "
@@ -987,7 +1000,7 @@ class ModelLowering:
     def _branch(self, branch: ast.Section, index: int, scope: Scope, x: Tensor) -> Tensor:
         label = branch.label
         if label is not None and not isinstance(label, ast.Name):
-            self.diagnostics.error("E104", "a branch's name must be a name", label.span)
+            self.diagnostics.error(codes.WRONG_KIND, "a branch's name must be a name", label.span)
             label = None
         # Generated code keeps the branch in a variable of its own, named after it if it can be.
         if isinstance(label, ast.Name):
@@ -1008,14 +1021,14 @@ class ModelLowering:
     ) -> Tensor:
         """The skip path as written in `shortcut { ... }` (empty: the identity)."""
         if section.label is not None:
-            self.diagnostics.error("E104", "shortcut takes no name", section.label.span)
+            self.diagnostics.error(codes.WRONG_KIND, "shortcut takes no name", section.label.span)
         first = len(self.nodes)
         out = self._walk(section.items, scope, x)
         for node in self.nodes[first:]:
             node.role, node.lane = "shortcut", "shortcut"
         if out.shape is not None and body.shape is not None and out.shape != body.shape:
             self.diagnostics.error(
-                "E203",
+                codes.CANNOT_JOIN,
                 f"the shortcut's output {format_shape(out.shape)} does not match "
                 f"the body's output {format_shape(body.shape)}",
                 section.key.span,
@@ -1032,7 +1045,7 @@ class ModelLowering:
         assert x.shape is not None
         if len(x.shape) != 3 or len(target) != 3:
             self.diagnostics.error(
-                "E203",
+                codes.CANNOT_JOIN,
                 f"residual cannot join its input {format_shape(x.shape)} "
                 f"with its body's output {format_shape(target)}",
                 item.key.span,
@@ -1044,7 +1057,7 @@ class ModelLowering:
         ]
         if None in strides:
             self.diagnostics.error(
-                "E203",
+                codes.CANNOT_JOIN,
                 f"residual cannot join its input {format_shape(x.shape)} "
                 f"with its body's output {format_shape(target)}",
                 item.key.span,
@@ -1149,7 +1162,7 @@ def lower_document(
             if hint is None and (key in REGISTRY or key in MODEL_SETTINGS):
                 hint = "layers and model settings go inside `model NAME { ... }`"
             diagnostics.error(
-                "E101",
+                codes.UNKNOWN_SETTING,
                 f"'{key}' cannot stand at the top level",
                 span,
                 hint or f"a spec is made of sections: {', '.join(TOP_SECTIONS)}",
@@ -1160,7 +1173,7 @@ def lower_document(
             continue  # any number of them, read by the model's lowering
         if key not in TOP_SECTIONS:
             diagnostics.error(
-                "E101",
+                codes.UNKNOWN_SETTING,
                 f"unknown section '{key}'",
                 item.key.span,
                 did_you_mean(key, TOP_SECTIONS) or f"sections are: {', '.join(TOP_SECTIONS)}",
@@ -1168,14 +1181,14 @@ def lower_document(
             continue
         if key in found:
             diagnostics.error(
-                "E102",
+                codes.SETTING_TWICE,
                 f"section '{key}' appears twice",
                 item.key.span,
                 f"first at line {found[key].span.line}; merge the two",
             )
             continue
         if key != "model" and item.label is not None:
-            diagnostics.error("E104", f"the {key} section takes no name", item.label.span)
+            diagnostics.error(codes.WRONG_KIND, f"the {key} section takes no name", item.label.span)
         found[key] = item
 
     graph = None
@@ -1185,7 +1198,7 @@ def lower_document(
         )
     else:
         diagnostics.error(
-            "E103",
+            codes.MISSING_SETTING,
             "the spec has no model",
             document.source.span_at(0),
             "start with `model NAME { input 32x32x3 ... }`",

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from cnnspec.binding import Bound, CallValue, bind_value
 from cnnspec.codegen import Call, Code
-from cnnspec.diagnostics import did_you_mean
+from cnnspec.diagnostics import ErrorCode, did_you_mean
 from cnnspec.schema import Before, Field, Problem
 
 Shape = tuple[int, ...]
@@ -136,7 +136,7 @@ class ShapeError(Exception):
 
     def __init__(
         self,
-        code: str,
+        code: ErrorCode,
         message: str,
         hint: str | None = None,
         field: str | None = None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph
@@ -68,7 +69,7 @@ def read_space(
     items = [item for space in spaces for item in space.items]
     if not items:
         diagnostics.error(
-            "E504",
+            codes.SWEEP_EMPTY,
             "the sweep searches nothing",
             sweep.key.span,
             f"add space {{ PATH DISTRIBUTION }}, such as space {{ {EXAMPLE} }}",
@@ -80,7 +81,7 @@ def read_space(
         if not isinstance(item, ast.Setting) or item.target is not None:
             span = item.key.span if not isinstance(item, ast.Call) else item.name.span
             diagnostics.error(
-                "E104",
+                codes.WRONG_KIND,
                 "each line of space is a path and its distribution",
                 span,
                 f"such as {EXAMPLE}",
@@ -90,10 +91,17 @@ def read_space(
         target = found.get(path)
         if target is None:
             hint = did_you_mean(path, list(found)) or "paths start with model., train., data. "
-            diagnostics.error("E501", f"'{path}' names no value of the spec", item.key.span, hint)
+            diagnostics.error(
+                codes.SWEEP_UNKNOWN_PATH,
+                f"'{path}' names no value of the spec",
+                item.key.span,
+                hint,
+            )
             continue
         if isinstance(target, str):
-            diagnostics.error("E502", f"'{path}' cannot be swept: {target}", item.key.span)
+            diagnostics.error(
+                codes.SWEEP_NOT_HERE, f"'{path}' cannot be swept: {target}", item.key.span
+            )
             continue
         distribution = _distribution(item.value, document.source.text, diagnostics)
         if distribution is None:
@@ -101,7 +109,7 @@ def read_space(
         clash = next((e for e in entries if _overlap(e.target, target)), None)
         if clash is not None:
             diagnostics.error(
-                "E502",
+                codes.SWEEP_NOT_HERE,
                 f"'{path}' and '{clash.path}' name the same text of the spec",
                 item.key.span,
                 "sweep one of them",
@@ -121,14 +129,14 @@ def check_objective(
     choices = [*names, *(f"val_{n}" for n in names)]
     if objective not in choices:
         diagnostics.error(
-            "E301",
+            codes.UNKNOWN_METRIC,
             f"the sweep's objective '{objective}' is not computed",
             span,
             did_you_mean(objective, choices) or f"available: {', '.join(choices)}",
         )
     elif objective.startswith("val_") and not validation:
         diagnostics.error(
-            "E306",
+            codes.NO_VALIDATION,
             f"the sweep's objective '{objective}' needs validation data",
             span,
             "add `validation 0.1` (or test, val) to data, or optimise a training value",
@@ -272,17 +280,24 @@ def _overlap(a: Span, b: Span) -> bool:
 def _distribution(value: ast.Value, text: str, diagnostics: Diagnostics) -> Distribution | None:
     usage = "log(low, high), uniform(low, high), int(low, high, step=1) or choice(a, b, ...)"
     if not isinstance(value, ast.Call):
-        diagnostics.error("E503", "a path is searched over a distribution", value.span, usage)
+        diagnostics.error(
+            codes.SWEEP_DISTRIBUTION, "a path is searched over a distribution", value.span, usage
+        )
         return None
     kind = value.name.text
     if kind not in DISTRIBUTIONS:
         hint = did_you_mean(kind, DISTRIBUTIONS) or usage
-        diagnostics.error("E503", f"unknown distribution '{kind}'", value.name.span, hint)
+        diagnostics.error(
+            codes.SWEEP_DISTRIBUTION, f"unknown distribution '{kind}'", value.name.span, hint
+        )
         return None
     if kind == "choice":
         if len(value.args) < 2 or any(a.key is not None for a in value.args):
             diagnostics.error(
-                "E503", "choice needs two or more values", value.span, "choice(16, 32, 64)"
+                codes.SWEEP_DISTRIBUTION,
+                "choice needs two or more values",
+                value.span,
+                "choice(16, 32, 64)",
             )
             return None
         return Distribution(
@@ -300,12 +315,15 @@ def _distribution(value: ast.Value, text: str, diagnostics: Diagnostics) -> Dist
             or isinstance(number, bool)
         ):
             diagnostics.error(
-                "E503", f"{kind}(...) takes {', '.join(names)}: numbers", arg.span, usage
+                codes.SWEEP_DISTRIBUTION,
+                f"{kind}(...) takes {', '.join(names)}: numbers",
+                arg.span,
+                usage,
             )
             return None
         numbers[key] = number
     if "low" not in numbers or "high" not in numbers:
-        diagnostics.error("E503", f"{kind} needs low and high", value.span, usage)
+        diagnostics.error(codes.SWEEP_DISTRIBUTION, f"{kind} needs low and high", value.span, usage)
         return None
     low, high, step = numbers["low"], numbers["high"], numbers.get("step", 1)
     problem = None
@@ -318,6 +336,6 @@ def _distribution(value: ast.Value, text: str, diagnostics: Diagnostics) -> Dist
     elif kind == "log" and low <= 0:
         problem = "log(low, high) needs low > 0"
     if problem is not None:
-        diagnostics.error("E503", problem, value.span, usage)
+        diagnostics.error(codes.SWEEP_DISTRIBUTION, problem, value.span, usage)
         return None
     return Distribution(kind, float(low), float(high), int(step))  # type: ignore[arg-type]

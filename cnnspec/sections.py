@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import Annotated, Any, ClassVar, Literal
 
+from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.binding import Bound, bind_call, describe, phrase, problem_text, to_python
 from cnnspec.codegen import Call, Code, literal
@@ -1031,7 +1032,7 @@ def _bind_choice(
         name, call = value.name.text, value
     else:
         diagnostics.error(
-            "E104",
+            codes.WRONG_KIND,
             f"{what} must be one of {', '.join(kinds)}, not {describe(to_python(value))}",
             value.span,
         )
@@ -1040,7 +1041,7 @@ def _bind_choice(
     if model is None:
         hint = did_you_mean(name, kinds) or f"one of: {', '.join(kinds)}"
         span = value.span if call is None else call.name.span
-        diagnostics.error("E113", f"unknown {what} '{name}'", span, hint)
+        diagnostics.error(codes.INVALID_VALUE, f"unknown {what} '{name}'", span, hint)
         return None
     if call is None:
         try:
@@ -1048,7 +1049,7 @@ def _bind_choice(
         except Invalid as invalid:
             missing = [p.field for p in invalid.problems if p.field]
             diagnostics.error(
-                "E112",
+                codes.MISSING_ARGUMENT,
                 f"{what} {name} needs argument '{missing[0] if missing else '?'}'",
                 value.span,
                 f"write {name}(...) with its arguments",
@@ -1083,7 +1084,7 @@ def bind_section(
                 field_name = schema.repeated[key]
                 if not isinstance(target, ast.Name | ast.String):
                     diagnostics.error(
-                        "E104", f"{key} takes a block, layer name or pattern", target.span
+                        codes.WRONG_KIND, f"{key} takes a block, layer name or pattern", target.span
                     )
                     broken.add(field_name)
                     continue
@@ -1097,7 +1098,7 @@ def bind_section(
                 continue
             if key in spans:
                 diagnostics.error(
-                    "E102",
+                    codes.SETTING_TWICE,
                     f"'{key}' is set twice in {what}",
                     item.key.span,
                     f"first set at line {spans[key].line}",
@@ -1112,7 +1113,9 @@ def bind_section(
                 values[key] = bound
             elif isinstance(item.value, ast.Call):
                 broken.add(key)
-                diagnostics.error("E104", f"'{key}' takes a value, not a call", item.value.span)
+                diagnostics.error(
+                    codes.WRONG_KIND, f"'{key}' takes a value, not a call", item.value.span
+                )
             else:
                 try:
                     values[key] = to_python(resolve(item.value))
@@ -1127,7 +1130,7 @@ def bind_section(
             field_name, model = schema.calls[name]
             if name in spans:
                 diagnostics.error(
-                    "E102",
+                    codes.SETTING_TWICE,
                     f"{name}(...) appears twice in {what}",
                     item.name.span,
                     f"first at line {spans[name].line}",
@@ -1151,14 +1154,16 @@ def bind_section(
             field_name, sub_schema = schema.sections[key]
             if not isinstance(item.label, ast.Name):
                 diagnostics.error(
-                    "E104", f"{key} needs a name: `{key} NAME {{ ... }}`", item.key.span
+                    codes.WRONG_KIND, f"{key} needs a name: `{key} NAME {{ ... }}`", item.key.span
                 )
                 broken.add(field_name)
                 continue
             existing = [p for p in values.get(field_name, ()) if getattr(p, "name", None)]
             if any(p.name == item.label.text for p in existing):
                 diagnostics.error(
-                    "E116", f"{key} '{item.label.text}' declared twice", item.label.span
+                    codes.DUPLICATE_NAME,
+                    f"{key} '{item.label.text}' declared twice",
+                    item.label.span,
                 )
                 continue
             bound = bind_section(
@@ -1183,7 +1188,7 @@ def bind_section(
                 key = problem.field or ""
                 message, hint = problem_text(problem)
                 diagnostics.error(
-                    "E113",
+                    codes.INVALID_VALUE,
                     phrase(None, f"'{key}' in {what}", message, values.get(key)),
                     spans.get(key, span),
                     hint,
@@ -1215,7 +1220,10 @@ def _unknown(
     if hint is None:
         hint = f"{what} accepts: {', '.join(schema.vocabulary())}"
     diagnostics.error(
-        "E101", f"unknown {'call' if called else 'setting'} '{key}' in {what}", span, hint
+        codes.UNKNOWN_SETTING,
+        f"unknown {'call' if called else 'setting'} '{key}' in {what}",
+        span,
+        hint,
     )
 
 

@@ -20,6 +20,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Union
 
+from cnnspec import codes
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source, Span
 
@@ -569,7 +570,12 @@ def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> Non
             hint = "strings must be closed on the same line"
         elif char in "-+" or char.isdigit():
             hint = "numbers look like 3, 0.5, 1e-4 or 1/255; sizes like 32x32x3"
-        diagnostics.error("E001", f"unexpected character {char!r}", source.span_at(offset), hint)
+        diagnostics.error(
+            codes.UNEXPECTED_CHARACTER,
+            f"unexpected character {char!r}",
+            source.span_at(offset),
+            hint,
+        )
         return
     # Operators, which may follow any value, are left out of what was expected, as noise.
     expected = set(error.expected) - _OPERATORS
@@ -581,14 +587,14 @@ def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> Non
             closer = {"{": "}", "(": ")", "[": "]"}[bracket]
             span = source.span_at(offset)
             diagnostics.error(
-                "E003",
+                codes.UNEXPECTED_EOF,
                 f"unexpected end of file: '{bracket}' opened at line {span.line} is never closed",
                 source.end_span(),
                 f"add '{closer}' to close it",
             )
         else:
             diagnostics.error(
-                "E003",
+                codes.UNEXPECTED_EOF,
                 "unexpected end of file",
                 source.end_span(),
                 glob or (f"expected {_describe_expected(expected)}" if expected else None),
@@ -604,7 +610,7 @@ def _report(error: _Unexpected, source: Source, diagnostics: Diagnostics) -> Non
         opened = _unclosed_bracket(source, token.start)
         if opened is None or opened[0] != "{":
             hint = "this '}' closes nothing"
-    diagnostics.error("E002", f"unexpected {token.text!r}", span, glob or hint)
+    diagnostics.error(codes.UNEXPECTED_TOKEN, f"unexpected {token.text!r}", span, glob or hint)
 
 
 def _glob_before(text: str, offset: int) -> str | None:
@@ -649,6 +655,6 @@ def parse(source: Source, diagnostics: Diagnostics) -> Document | None:
         return None
     if parser.bad_value is not None:
         bad = parser.bad_value
-        diagnostics.error("E104", bad.message, bad.span, bad.hint)
+        diagnostics.error(codes.WRONG_KIND, bad.message, bad.span, bad.hint)
         return None
     return Document(source, items)

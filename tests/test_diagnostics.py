@@ -249,6 +249,32 @@ def test_every_code_is_exercised() -> None:
     assert not unknown, f"fixtures expect codes that do not exist: {sorted(unknown)}"
 
 
+def test_the_readme_table_of_codes_is_generated_from_their_declarations() -> None:
+    """cnnspec/codes.py declares each code once; the README's table is `cnnspec codes
+    --markdown`, so a code added, renamed or explained anew cannot leave the README behind."""
+    from cnnspec.codes import markdown_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert markdown_table() in readme, "paste `cnnspec codes --markdown` into the README"
+    assert markdown_table().count("\n| ") == len(CODES)
+
+
+def test_a_diagnostic_takes_a_declared_code_of_its_severity() -> None:
+    from cnnspec import codes
+    from cnnspec.diagnostics import Diagnostics
+    from cnnspec.source import Source
+
+    diagnostics = Diagnostics(Source("t.cnn", "model m {}\n"))
+    span = diagnostics.source.span_at(0, 5)
+    with pytest.raises(AssertionError):
+        diagnostics.error("E104", "a bare string is no code", span)  # type: ignore[arg-type]
+    with pytest.raises(AssertionError):
+        diagnostics.warning(codes.WRONG_KIND, "an error's code on a warning", span)
+    diagnostics.error(codes.WRONG_KIND, "a declared code", span)
+    (made,) = list(diagnostics)
+    assert made.code == "E104" and made.code.title == "wrong kind of value"
+
+
 # --------------------------------------------------------------------------------------------
 # The expectation parser itself
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnnspec import codes
 from cnnspec.importing.network import Gap, ImportFailure, Network, fold_activations
 
 __all__ = ["Gap", "ImportFailure", "Imported", "import_model"]
@@ -98,8 +99,8 @@ def _classifier_or_fail(compilation: Any) -> None:
     """A cnnspec model is a classifier: a model that ends in features (a feature extractor,
     keras.applications without its classifier) cannot be one, and says so in one line."""
     for diagnostic in compilation.diagnostics.errors:
-        if diagnostic.code == "E204" or (
-            diagnostic.code == "E302" and "activation is linear" in diagnostic.message
+        if diagnostic.code == codes.OUTPUT_NOT_VECTOR or (
+            diagnostic.code == codes.LOSS_MISFIT and "activation is linear" in diagnostic.message
         ):
             graph = compilation.spec.model if compilation.spec is not None else None
             shape = graph.output_shape if graph is not None else None

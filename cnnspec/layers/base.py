@@ -1,6 +1,7 @@
 """What several layer modules share: shape arithmetic (Keras's rules for windows and
 `same` padding) and the emitters' helpers."""
 
+from cnnspec import codes
 from cnnspec.codegen import Call
 from cnnspec.registry import (
     KerasLayer,
@@ -13,7 +14,7 @@ from cnnspec.registry import (
 def spatial(shape: Shape, kind: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ShapeError(
-            "E202",
+            codes.NEEDS_SPATIAL,
             f"{kind} needs an (H, W, C) input, but gets {format_shape(shape)}",
             "spatial layers must come before flatten() or global pooling",
         )
@@ -98,7 +99,7 @@ def slide(
     if out_h < 1 or out_w < 1:
         extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
         raise ShapeError(
-            "E201",
+            codes.SHRINKS_BELOW_ONE,
             f"{kind} shrinks the {h}x{w} map below 1x1: its window spans "
             f"{extent[0]}x{extent[1]} with padding={padding}",
             "use padding=same, a smaller kernel or pool, or remove a downsampling layer before it",

@@ -3,6 +3,7 @@
 from math import prod
 from typing import ClassVar, Literal
 
+from cnnspec import codes
 from cnnspec.codegen import Call
 from cnnspec.layers.base import (
     keras_with_activation,
@@ -52,7 +53,7 @@ class _Conv(LayerArgs):
     def _check_stride_dilation(self) -> None:
         if max(self.stride) > 1 and max(self.dilation) > 1:
             raise ShapeError(
-                "E205",
+                codes.SETTINGS_CONFLICT,
                 f"{self.kind} cannot have both stride > 1 and dilation > 1",
                 "Keras refuses the combination; downsample in a separate layer",
                 field="dilation",
@@ -153,7 +154,7 @@ class Conv2D(_Conv):
         for what, count in (("filters", self.filters), ("input channels", channels)):
             if count % self.groups:
                 raise ShapeError(
-                    "E205",
+                    codes.SETTINGS_CONFLICT,
                     f"conv2d with groups={self.groups} needs {what} divisible by "
                     f"{self.groups}, but has {count}",
                     "each group convolves an equal share of the input and output channels",
@@ -299,7 +300,7 @@ class SeparableConv2D(_Conv):
         self._check_stride_dilation()
         if self.stride[0] != self.stride[1]:
             raise ShapeError(
-                "E205",
+                codes.SETTINGS_CONFLICT,
                 "separable_conv2d needs equal strides: TensorFlow's kernel refuses "
                 f"stride={self.stride}",
                 "use depthwise_conv2d(stride=...) and conv2d(kernel=1) instead",

@@ -4,6 +4,7 @@ reshape."""
 from math import prod
 from typing import Annotated, Any, ClassVar
 
+from cnnspec import codes
 from cnnspec.codegen import Call, literal
 from cnnspec.layers.base import (
     format_shape,
@@ -323,7 +324,7 @@ class Reshape(LayerArgs):
         if -1 in self.target:
             if total % known:
                 raise ShapeError(
-                    "E205",
+                    codes.SETTINGS_CONFLICT,
                     f"reshape cannot fit the {total} elements of {format_shape(inputs[0])} "
                     f"into {format_shape(self.target)}: {total} is not a multiple of {known}",
                     "the sizes other than -1 must divide the element count",
@@ -332,7 +333,7 @@ class Reshape(LayerArgs):
             return tuple(total // known if v == -1 else v for v in self.target)
         if known != total:
             raise ShapeError(
-                "E205",
+                codes.SETTINGS_CONFLICT,
                 f"reshape cannot make {format_shape(inputs[0])} ({total} elements) into "
                 f"{format_shape(self.target)} ({known} elements)",
                 "the element counts must be equal; write -1 for one size to infer it",

@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+from cnnspec import codes
 from cnnspec.codegen import Call
 from cnnspec.layers.base import (
     format_shape,
@@ -33,7 +34,7 @@ class _Merge(LayerArgs):
     def mismatch(self, first: Shape, other: Shape, index: int, hint: str) -> ShapeError:
         """The error for input `index`, which does not fit the inputs before it."""
         message = f"cannot {self.verb} {format_shape(first)} and {format_shape(other)}"
-        return ShapeError("E203", message, hint, input=index)
+        return ShapeError(codes.CANNOT_JOIN, message, hint, input=index)
 
     def onnx_map(self, graph: OnnxBuilder, name: str, x: str, shape: Shape, rank: int) -> str:
         """`x`, unsqueezed to (C, 1, 1) when it is a vector joined with maps."""

@@ -3,6 +3,7 @@ per-channel statistics, as a model's own preprocessing)."""
 
 from typing import Annotated, Any, ClassVar
 
+from cnnspec import codes
 from cnnspec.codegen import Call, Code
 from cnnspec.layers.base import format_shape
 from cnnspec.registry import (
@@ -204,7 +205,7 @@ PerChannel = Annotated[tuple[float, ...], Before(_numbers)]
 def check_per_channel(kind: str, field: str, values: tuple[float, ...], shape: Shape) -> None:
     if len(values) not in (1, shape[-1]):
         raise ShapeError(
-            "E205",
+            codes.SETTINGS_CONFLICT,
             f"{kind} has {len(values)} values of {field}, but its input "
             f"{format_shape(shape)} has {shape[-1]} channels",
             "give one value for every channel, or a single value for all",

@@ -3,6 +3,7 @@ poolings."""
 
 from typing import Annotated, Any, ClassVar, Literal
 
+from cnnspec import codes
 from cnnspec.codegen import Call, literal
 from cnnspec.layers.base import (
     onnx_pads,
@@ -230,7 +231,7 @@ class Crop(LayerArgs):
         (top, bottom), (left, right) = self.cropping
         if h - top - bottom < 1 or w - left - right < 1:
             raise ShapeError(
-                "E201",
+                codes.SHRINKS_BELOW_ONE,
                 f"crop removes {top + bottom} rows and {left + right} columns, which leaves "
                 f"nothing of the {h}x{w} map",
                 "crop less, or crop before the map is downsampled",

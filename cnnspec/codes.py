@@ -1,0 +1,192 @@
+"""Every diagnostic code cnnspec can report, each declared once as a typed constant (mypy's
+errorcodes pattern): `diagnostics.error(codes.WRONG_KIND, ...)`, never a bare "E104".
+
+A code is a `str` ("E104"), so the JSON output, the language server and the tests read it as
+the text it always was; what it adds is its title and its meaning. The README's table of codes
+is `cnnspec codes --markdown` (a test holds the two equal), and the diagnostics fixtures must
+exercise every code declared here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class ErrorCode(str):
+    """A diagnostic code: `E` for errors, `W` for warnings, then three digits (the hundreds are
+    the family: 0 syntax, 1 names and values, 2 shapes, 3 data and training, 4 backends, 5
+    sweeps)."""
+
+    title: str
+    meaning: str
+
+    def __new__(cls, code: str, title: str, meaning: str = "") -> ErrorCode:
+        assert len(code) == 4 and code[0] in "EW" and code[1:].isdigit(), code
+        made = super().__new__(cls, code)
+        made.title = title
+        # What the README's table says: the title, with what it covers where that helps.
+        made.meaning = meaning or title
+        return made
+
+    @property
+    def is_error(self) -> bool:
+        return self.startswith("E")
+
+
+CODES: dict[str, ErrorCode] = {}
+
+
+def _code(code: str, title: str, meaning: str = "") -> ErrorCode:
+    assert code not in CODES, f"{code} declared twice"
+    CODES[code] = declared = ErrorCode(code, title, meaning)
+    return declared
+
+
+# syntax
+UNEXPECTED_CHARACTER: Final = _code("E001", "unexpected character")
+UNEXPECTED_TOKEN: Final = _code("E002", "unexpected token")
+UNEXPECTED_EOF: Final = _code(
+    "E003", "unexpected end of file", "unexpected end of file (names the bracket left open)"
+)
+
+# names and values
+UNKNOWN_SETTING: Final = _code("E101", "unknown section or setting")
+SETTING_TWICE: Final = _code("E102", "setting given twice")
+MISSING_SETTING: Final = _code(
+    "E103", "required setting missing", "required setting missing (no model, no input)"
+)
+WRONG_KIND: Final = _code("E104", "wrong kind of value")
+UNKNOWN_LAYER: Final = _code("E110", "unknown layer")
+UNKNOWN_ARGUMENT: Final = _code("E111", "unknown argument")
+MISSING_ARGUMENT: Final = _code("E112", "missing argument")
+INVALID_VALUE: Final = _code(
+    "E113", "invalid argument value", "invalid argument value (type or range)"
+)
+TOO_MANY_POSITIONAL: Final = _code("E114", "too many positional arguments")
+ARGUMENT_TWICE: Final = _code("E115", "argument given twice")
+DUPLICATE_NAME: Final = _code("E116", "duplicate name", "duplicate block or layer name")
+NOT_USABLE_HERE: Final = _code("E117", "not usable here")
+
+# shapes
+SHRINKS_BELOW_ONE: Final = _code("E201", "spatial size shrinks below 1")
+NEEDS_SPATIAL: Final = _code("E202", "layer needs a spatial (H, W, C) input")
+CANNOT_JOIN: Final = _code(
+    "E203",
+    "branches cannot be joined",
+    "branches cannot be joined (a residual, `add`, `concat` or `multiply` whose inputs do not fit)",
+)
+OUTPUT_NOT_VECTOR: Final = _code("E204", "model output is not a vector")
+SETTINGS_CONFLICT: Final = _code(
+    "E205",
+    "layer settings conflict",
+    "layer settings conflict (stride and dilation both above 1)",
+)
+
+# data, training and evaluation
+UNKNOWN_METRIC: Final = _code("E301", "monitored metric does not exist")
+LOSS_MISFIT: Final = _code("E302", "loss does not fit the output or the labels")
+CLASS_COUNT: Final = _code("E303", "class count does not match the output")
+THRESHOLD_OUTPUT: Final = _code("E304", "threshold needs a single sigmoid output")
+INPUT_MISMATCH: Final = _code("E305", "input shape does not match the data")
+NO_VALIDATION: Final = _code("E306", "validation metric without validation data")
+NO_SUCH_SPLIT: Final = _code(
+    "E307",
+    "validation split the data source does not have",
+    "validation split the data source does not have (`validation val` with the digits)",
+)
+PREPROCESS_NO_BACKBONE: Final = _code(
+    "E308",
+    "preprocess imagenet without a backbone",
+    "`preprocess imagenet` without a backbone to take the convention from",
+)
+SPLIT_FOLDERS: Final = _code(
+    "E309",
+    "class folders differ between splits",
+    "class folders differ between splits (an image folder's `val/` or `test/` against "
+    "`train/`, or any split against the spec's `classes`; checked when the folder is there)",
+)
+# W310 until issue 23: the same number, now an error.
+FREEZE_MATCHES_NOTHING: Final = _code(
+    "E310",
+    "freeze pattern matches no layer",
+    "freeze pattern matches no layer (with a did-you-mean; a typo such as `freeze stemm` would "
+    "train the wrong layers for hours)",
+)
+
+# backends
+BACKEND_UNSUPPORTED: Final = _code(
+    "E401",
+    "a backend cannot express the layer",
+    "a backend cannot express the layer (`build`, `export`, `verify`; at the layer's line)",
+)
+
+# sweeps
+SWEEP_UNKNOWN_PATH: Final = _code("E501", "sweep path names no value of the spec")
+SWEEP_NOT_HERE: Final = _code(
+    "E502",
+    "value cannot be swept where it is written",
+    "value cannot be swept where it is written (one value written once for many layers)",
+)
+SWEEP_DISTRIBUTION: Final = _code("E503", "invalid search distribution")
+SWEEP_EMPTY: Final = _code("E504", "sweep searches nothing")
+
+# warnings
+DENSE_ON_MAP: Final = _code("W201", "dense layer applied to a spatial tensor")
+SOFTMAX_ONE_UNIT: Final = _code("W202", "softmax over a single unit")
+ACTIVATION_TWICE: Final = _code(
+    "W203",
+    "activation applied twice",
+    "activation applied twice (a softmax layer after `activation=softmax` too)",
+)
+MONITOR_MODE: Final = _code("W301", "monitor mode contradicts the metric")
+PATIENCE_NEVER: Final = _code("W302", "callback patience can never trigger")
+AUGMENT_CHANGES_MEANING: Final = _code(
+    "W303",
+    "augmentation changes the meaning of the data",
+    "augmentation changes the meaning of the data (flipping digits)",
+)
+FOLDER_NOT_FOUND: Final = _code(
+    "W304",
+    "data folder not found",
+    "data folder not found (relative to the working directory), or no `val/` for `validation val`",
+)
+RESCALE_RANGE: Final = _code(
+    "W305",
+    "rescale leaves the pixels in an unusual range",
+    "`rescale` leaves the pixels in an unusual range (`1/255` on the digits, whose white is 16)",
+)
+TINY_ROTATION: Final = _code(
+    "W306",
+    "rotation of less than a degree",
+    "`rotation` of less than a degree (Keras's `RandomRotation` takes a fraction of a turn)",
+)
+CALLBACKS_DROPPED: Final = _code(
+    "W307",
+    "phase drops the train-level callbacks",
+    "a phase's own callbacks drop the train-level ones",
+)
+PREPROCESS_MISMATCH: Final = _code(
+    "W308", "input preprocessing differs from what the pretrained weights expect"
+)
+UNFREEZES_NOTHING: Final = _code("W311", "phase unfreezes nothing")
+TRAINS_NOTHING: Final = _code("W312", "phase trains nothing")
+BATCH_OVER_SPLIT: Final = _code(
+    "W320",
+    "batch larger than the training split",
+    "batch larger than the training split (the digits, CIFAR-10, or an image folder that is "
+    "here, less the test and validation splits)",
+)
+BATCH_OVER_MEMORY: Final = _code(
+    "W321",
+    "a batch's activations exceed the memory",
+    "a batch's activations exceed the machine's memory (`CNNSPEC_MEMORY_BYTES=N` checks "
+    "against N bytes instead)",
+)
+
+
+def markdown_table() -> str:
+    """The README's table of codes: errors, then warnings, each in number order."""
+    rows = ["| code | meaning |", "|---|---|"]
+    ordered = sorted(CODES.values(), key=lambda code: (not code.is_error, str(code)))
+    rows += [f"| {code} | {code.meaning} |" for code in ordered]
+    return "\n".join(rows) + "\n"
