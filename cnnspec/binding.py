@@ -12,7 +12,7 @@ from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.expressions import EMPTY, Context, ExpressionError, evaluate, resolve
-from cnnspec.schema import Invalid, Model, Problem
+from cnnspec.schema import CONSTANTS, WORDS, Invalid, Model, Problem
 from cnnspec.source import Span
 
 
@@ -23,9 +23,6 @@ class CallValue:
     name: str
     args: tuple[tuple[str | None, Any], ...]
     node: ast.Call
-
-
-_CONSTANTS: dict[str, Any] = {"true": True, "false": False, "none": None}
 
 
 def to_python(value: ast.Value) -> Any:
@@ -40,7 +37,7 @@ def to_python(value: ast.Value) -> Any:
         case ast.String(value=text):
             return text
         case ast.Name(text=text):
-            return _CONSTANTS.get(text, text)
+            return CONSTANTS.get(text, text)
         case ast.ListValue(items=items) | ast.TupleValue(items=items):
             return tuple(to_python(item) for item in items)
         case ast.Call(name=name, args=args):
@@ -149,7 +146,7 @@ def describe(value: Any) -> str:
     if isinstance(value, tuple):
         return "(" + ", ".join(describe(v) for v in value) + ")"
     if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "none"}[value]
+        return WORDS[value]
     return repr(value) if isinstance(value, str) and not value.isidentifier() else str(value)
 
 
@@ -237,12 +234,7 @@ def collect_args(
         if (
             isinstance(arg.value, ast.Name)
             and context.variables
-            and arg.value.text
-            not in (
-                "true",
-                "false",
-                "none",
-            )
+            and arg.value.text not in CONSTANTS
         ):
             word_hint = did_you_mean(arg.value.text, context.variables) or (
                 f"'{arg.value.text}' is not a variable here: they are "

@@ -18,9 +18,8 @@ from typing import Any
 from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.diagnostics import ErrorCode, did_you_mean
+from cnnspec.schema import CONSTANTS, WORDS
 from cnnspec.source import Span
-
-CONSTANTS: dict[str, bool | None] = {"true": True, "false": False, "none": None}
 
 
 class ExpressionError(Exception):
@@ -90,7 +89,7 @@ def resolve(value: ast.Value, context: Context = EMPTY) -> ast.Value:
 def constant(value: Any, span: Span) -> ast.Value:
     """A Python value as the syntax-tree value that means it."""
     if isinstance(value, bool) or value is None:
-        return ast.Name({True: "true", False: "false", None: "none"}[value], span)
+        return ast.Name(WORDS[value], span)
     if isinstance(value, Word):
         return ast.Name(str(value), span)
     if isinstance(value, str):
@@ -215,7 +214,7 @@ def _describe(value: Any) -> str:
         return f"the string {value!r}"
     if isinstance(value, tuple):
         return "a tuple"
-    return {True: "true", False: "false", None: "none"}.get(value, repr(value))  # type: ignore[call-overload]
+    return WORDS[value] if value is None or isinstance(value, bool) else repr(value)
 
 
 def _text(node: ast.Value) -> str:
@@ -317,7 +316,7 @@ def _letter(index: int) -> str:
 
 def _str(value: Any) -> str:
     if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "none"}[value]
+        return WORDS[value]
     return str(value)
 
 

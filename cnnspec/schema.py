@@ -169,7 +169,9 @@ def _number_text(bound: float) -> str:
 # The words true, false and none reach a model as Python's True, False and None: the binder
 # cannot know the field's type. Where a field takes no such value but the word itself (a Literal
 # that lists it, `validation none`, or a string, `classes [none, cat]`), it means the word.
-_WORDS: dict[bool | None, str] = {True: "true", False: "false", None: "none"}
+WORDS: dict[bool | None, str] = {True: "true", False: "false", None: "none"}
+# The other way: what each word means where a value is read.
+CONSTANTS: dict[str, bool | None] = {word: value for value, word in WORDS.items()}
 
 
 def _is_word(value: Any) -> bool:
@@ -198,8 +200,8 @@ def _check(annotation: Any, value: Any, words: bool = True) -> Any:
         choices = typing.get_args(annotation)
         if any(value == c and type(value) is type(c) for c in choices):
             return value
-        if words and _is_word(value) and _WORDS[value] in choices:
-            return _WORDS[value]
+        if words and _is_word(value) and WORDS[value] in choices:
+            return WORDS[value]
         raise Problem(f"must be {_literal_text(choices)}", kind="choice", choices=choices)
     if origin in (Union, types.UnionType):
         return _check_union(typing.get_args(annotation), value, words)
@@ -227,7 +229,7 @@ def _check(annotation: Any, value: Any, words: bool = True) -> Any:
         if isinstance(value, str):
             return value
         if words and _is_word(value):
-            return _WORDS[value]
+            return WORDS[value]
         raise Problem("must be a valid string", kind="type")
     if annotation is type(None):
         if value is None:

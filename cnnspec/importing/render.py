@@ -7,23 +7,20 @@ from typing import Any
 
 from cnnspec.importing.network import Spelled
 from cnnspec.lower import IDENTIFIER  # the language's own rule for a bare name
-
-_WORDS = {"true", "false", "none"}
+from cnnspec.schema import CONSTANTS, WORDS
 
 
 def value_text(value: Any) -> str:
     if isinstance(value, Spelled):
         return value.text
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if value is None or isinstance(value, bool):
+        return WORDS[value]
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         return float_text(value)
     if isinstance(value, str):
-        if IDENTIFIER.match(value) and value not in _WORDS:
+        if IDENTIFIER.match(value) and value not in CONSTANTS:
             return value
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple | list):

@@ -72,9 +72,10 @@ def onnx_pads(
     return [amount] * 4
 
 
-def windowscalar_or_pair(
+def window_output_size(
     size: int, kernel: int, stride: int, dilation: int, padding: str | int
 ) -> int:
+    """How many positions a window of `kernel` (dilated) takes along an axis of `size`."""
     if padding == "same":
         return -(-size // stride)
     extent = dilation * (kernel - 1) + 1
@@ -94,8 +95,8 @@ def slide(
     """The output shape of a sliding window (convolution or pooling), with a located error
     when the map would shrink below 1x1."""
     h, w, _ = spatial(shape, kind)
-    out_h = windowscalar_or_pair(h, kernel[0], stride[0], dilation[0], padding)
-    out_w = windowscalar_or_pair(w, kernel[1], stride[1], dilation[1], padding)
+    out_h = window_output_size(h, kernel[0], stride[0], dilation[0], padding)
+    out_w = window_output_size(w, kernel[1], stride[1], dilation[1], padding)
     if out_h < 1 or out_w < 1:
         extent = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True))
         raise ShapeError(
