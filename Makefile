@@ -44,6 +44,7 @@ demo: setup
 # Two pytest processes (pytest-xdist): the suite's time is mostly scripts loading a framework.
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -n 2
 
 # The other sizes of every library backbone family (EfficientNet B1-B7, EfficientNetV2 B1-L,

@@ -6,7 +6,7 @@ missing, duplicated and out-of-range arguments the same way, at the argument's o
 """
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from cnnspec import codes
 from cnnspec import syntax as ast
@@ -83,12 +83,12 @@ class Bound(Model):
         """The span of an argument as written, or of the whole call when it was not written."""
         return self._arg_spans.get(field, self._span)
 
-    def located(self, span: Span | None, arg_spans: dict[str, Span]) -> "Bound":
+    def located(self, span: Span | None, arg_spans: dict[str, Span]) -> Self:
         self._span = span
         self._arg_spans = dict(arg_spans)
         return self
 
-    def broken_at(self, fields: set[str] | frozenset[str]) -> "Bound":
+    def broken_at(self, fields: set[str] | frozenset[str]) -> Self:
         self._broken = frozenset(fields)
         return self
 
@@ -313,7 +313,7 @@ def validate(
         return None
     if not complete:
         return None
-    return bound.located(call_span, {k: a.span for k, a in args.items()})  # type: ignore[return-value]
+    return bound.located(call_span, {k: a.span for k, a in args.items()})
 
 
 def _choices(problem: Problem) -> str:

@@ -57,13 +57,13 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
     if lowered.train is None:
         return []
     _monitors(lowered, diagnostics)
-    _phase_callbacks(lowered.train, diagnostics)
+    _phase_callbacks(lowered.train, graph.span, diagnostics)
     plans = plan_phases(graph, lowered.train.effective_phases(), diagnostics)
     _batch(lowered, graph, plans, diagnostics)
     return plans
 
 
-def _phase_callbacks(train: TrainSection, diagnostics: Diagnostics) -> None:
+def _phase_callbacks(train: TrainSection, model: Span, diagnostics: Diagnostics) -> None:
     """A phase that declares callbacks replaces train's: say which of train's it drops."""
     if not train.callbacks or train.is_broken("callbacks"):
         return
@@ -78,7 +78,7 @@ def _phase_callbacks(train: TrainSection, diagnostics: Diagnostics) -> None:
                 codes.CALLBACKS_DROPPED,
                 f"phase '{phase.name}' declares its own callbacks, so train's {listed} "
                 f"does not run in it",
-                phase.span_of("name") or phase.span or train.span,
+                phase.span_of("name") or phase.span or train.span or model,
                 "repeat it in the phase if it should, or leave the phase's callbacks out",
             )
 
@@ -576,7 +576,7 @@ def _preprocessing(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> 
             codes.SETTINGS_CONFLICT,
             f"preprocess sets rescale, normalize and color_order itself, but {written[0]} is "
             "given too",
-            data.span_of(written[0])
+            (data.span_of(written[0]) or where)
             if written[0] != "normalize"
             else (data.normalize.span if data.normalize and data.normalize.span else where),
             f"leave {written[0]} out, or preprocess",
@@ -783,14 +783,14 @@ def plan_phases(graph: Graph, phases: list[Phase], diagnostics: Diagnostics) -> 
             hit = {n.name for n in graph.nodes if matches(rule.target, n)}
             if not hit:
                 all_matched = False
-                known = ["all", *graph.blocks, *(n.name for n in graph.nodes)]
+                names = ["all", *graph.blocks, *(n.name for n in graph.nodes)]
                 # An error, not a warning: a misspelt block (`freeze stemm`) would otherwise
                 # train the wrong layers for hours.
                 diagnostics.error(
                     codes.FREEZE_MATCHES_NOTHING,
                     f"{rule.action} '{rule.target}' matches no layer",
                     rule.span or phase.span or graph.span,
-                    did_you_mean(rule.target, known) or "name a block, a layer, or a glob",
+                    did_you_mean(rule.target, names) or "name a block, a layer, or a glob",
                 )
             if rule.action == "freeze":
                 frozen |= hit

@@ -40,7 +40,7 @@ def echo(message: str = "", err: bool = False, nl: bool = True) -> None:
 
 
 def _color(stream: object) -> bool:
-    return hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ  # type: ignore[attr-defined]
+    return hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
 
 
 def _paint(text: str, code: str, enabled: bool) -> str:
@@ -310,11 +310,11 @@ def build(args: argparse.Namespace) -> None:
     spec, output, force = args.spec, args.output, args.force
     compilation = _checked_or_exit(spec, "; nothing written", strict=args.strict)
     module = load_backend(args.backend)
-    stem = spec.stem if str(spec) != "-" else compilation.spec.name
+    stem = spec.stem if str(spec) != "-" else compilation.checked.name
     source_name = spec.name if str(spec) != "-" else "<stdin>"
     target = output or Path("build") / f"{stem}{module.SUFFIX}"
     with _backend_errors(compilation, "; nothing written"):
-        text = module.emit(compilation.spec, source_name)
+        text = module.emit(compilation.checked, source_name)
     outcome = _write_or_exit(target, text, force)
     lines = text.count("\n")
     echo(f"{outcome} {target} ({args.backend}, {plural(lines, 'line')})")
@@ -327,7 +327,7 @@ def export(args: argparse.Namespace) -> None:
     spec, weights, output, force = args.spec, args.weights, args.output, args.force
     opset, fp16, int8, calibration_data = args.opset, args.fp16, args.int8, args.calibration_data
     compilation = _checked_or_exit(spec, "; nothing written", args.image_size)
-    checked = compilation.spec
+    checked = compilation.checked
     try:
         import onnx
 
@@ -402,7 +402,7 @@ def verify(args: argparse.Namespace) -> None:
     """Prove that Keras, PyTorch and ONNX compute the same outputs with the same weights."""
     weights, tolerance = args.weights, args.tolerance
     compilation = _checked_or_exit(args.spec, image_size=args.image_size)
-    checked = compilation.spec
+    checked = compilation.checked
     assert checked is not None
     from cnnspec import export as onnx_export
     from cnnspec.verify import run_verify
@@ -529,12 +529,12 @@ def layers(args: argparse.Namespace) -> None:
     rows = layer_rows()
     if args.markdown:
         echo("| layer | arguments (defaults) | what it does |\n|---|---|---|")
-        for name, args, doc in rows:
-            echo(f"| `{name}` | {args} | {doc} |")
+        for name, arguments, doc in rows:
+            echo(f"| `{name}` | {arguments} | {doc} |")
         return
     width = max(len(name) for name, _, _ in rows)
-    for name, args, doc in rows:
-        echo(f"{name.ljust(width)}  {args}\n{' ' * width}  {doc}")
+    for name, arguments, doc in rows:
+        echo(f"{name.ljust(width)}  {arguments}\n{' ' * width}  {doc}")
 
 
 def list_codes(args: argparse.Namespace) -> None:
@@ -587,7 +587,7 @@ def graph(args: argparse.Namespace) -> None:
 
     spec = args.spec
     compilation = _checked_or_exit(spec, "; nothing drawn")
-    checked = compilation.spec
+    checked = compilation.checked
     stem = spec.stem if str(spec) != "-" else checked.name
     target = args.output or Path("build") / f"{stem}.svg"
     kind = target.suffix.lower()

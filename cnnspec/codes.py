@@ -2,7 +2,7 @@
 errorcodes pattern): `diagnostics.error(codes.WRONG_KIND, ...)`, never a bare "E104".
 
 A code is a `str` ("E104"), so the JSON output, the language server and the tests read it as
-the text it always was; what it adds is its title and its meaning. The README's table of codes
+the text it always was; what it adds is its summary and its meaning. The README's table of codes
 is `cnnspec codes --markdown` (a test holds the two equal), and the diagnostics fixtures must
 exercise every code declared here.
 """
@@ -17,15 +17,15 @@ class ErrorCode(str):
     the family: 0 syntax, 1 names and values, 2 shapes, 3 data and training, 4 backends, 5
     sweeps)."""
 
-    title: str
+    summary: str
     meaning: str
 
-    def __new__(cls, code: str, title: str, meaning: str = "") -> ErrorCode:
+    def __new__(cls, code: str, summary: str, meaning: str = "") -> ErrorCode:
         assert len(code) == 4 and code[0] in "EW" and code[1:].isdigit(), code
         made = super().__new__(cls, code)
-        made.title = title
-        # What the README's table says: the title, with what it covers where that helps.
-        made.meaning = meaning or title
+        made.summary = summary
+        # What the README's table says: the summary, with what it covers where that helps.
+        made.meaning = meaning or summary
         return made
 
     @property
@@ -36,9 +36,9 @@ class ErrorCode(str):
 CODES: dict[str, ErrorCode] = {}
 
 
-def _code(code: str, title: str, meaning: str = "") -> ErrorCode:
+def _code(code: str, summary: str, meaning: str = "") -> ErrorCode:
     assert code not in CODES, f"{code} declared twice"
-    CODES[code] = declared = ErrorCode(code, title, meaning)
+    CODES[code] = declared = ErrorCode(code, summary, meaning)
     return declared
 
 

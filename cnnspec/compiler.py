@@ -30,6 +30,12 @@ class Compilation:
     def ok(self) -> bool:
         return self.spec is not None and not self.diagnostics.has_errors
 
+    @property
+    def checked(self) -> Spec:
+        """The spec, for code past the check (`ok`, or `cnnspec`'s `_checked_or_exit`)."""
+        assert self.spec is not None, "no spec: the compilation failed"
+        return self.spec
+
 
 def compile_source(source: Source, image_size: tuple[int, int] | None = None) -> Compilation:
     """Parse, lower and check. `image_size` replaces the height and width of the model's input,

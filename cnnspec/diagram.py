@@ -267,7 +267,7 @@ def _place(
 ) -> tuple[float, float]:
     """Place a chain from (x, y) down; returns its (width, bottom). The page's script places
     the same way (`place` in _PAGE)."""
-    width = BOX_W
+    width: float = BOX_W
     for item in items:
         if isinstance(item, Fork):
             left, bottom = x, y

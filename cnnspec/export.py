@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,11 @@ class _Builder:
         return key
 
     def constant(
-        self, name: str, values: list[float], shape: tuple[int, ...] = (), dtype: str = "float32"
+        self,
+        name: str,
+        values: Sequence[float],
+        shape: tuple[int, ...] = (),
+        dtype: str = "float32",
     ) -> str:
         from onnx import numpy_helper
 

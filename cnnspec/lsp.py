@@ -153,7 +153,7 @@ def _safe(default: Any) -> Callable[[Callable[..., R]], Callable[..., R]]:
                 return handler(server, params)
             except Exception:
                 server.report(handler.__name__)
-                return default  # type: ignore[no-any-return]
+                return default
 
         return run
 

@@ -113,21 +113,23 @@ class Preprocessing:
                 ) from None
             source = f"{image.format} image in mode {image.mode}"
             try:
-                image = image.convert(mode)
-                if image.size != (self.width, self.height):
-                    image = image.resize((self.width, self.height), Image.Resampling.BILINEAR)
+                picture = image.convert(mode)
+                if picture.size != (self.width, self.height):
+                    size = (self.width, self.height)
+                    picture = picture.resize(size, Image.Resampling.BILINEAR)
             except (ValueError, OSError) as error:
                 raise PredictError(
                     f"{image_path} is a {source}, which cannot be converted to "
                     f"{'grayscale' if self.channels == 1 else 'RGB'} ({_line(error)})"
                 ) from None
-            pixels = np.asarray(image, dtype=np.float32)
+            pixels = np.asarray(picture, dtype=np.float32)
         pixels = pixels.reshape(self.height, self.width, self.channels)
-        pixels = pixels * (self.pixel_max / 255.0) * self.rescale
+        pixels = pixels * np.float32(self.pixel_max / 255.0 * self.rescale)
         if self.color_order == "bgr":
             pixels = pixels[..., ::-1]
         if self.mean is not None and self.std is not None:
-            pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+            mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+            pixels = (pixels - mean) / std
         return pixels.transpose(2, 0, 1) if self.layout == "nchw" else pixels
 
 

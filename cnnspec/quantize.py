@@ -98,7 +98,7 @@ def quantize_int8(
         quantize_static,
     )
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter(np.array_split(calibration, max(1, len(calibration) // 32)))
 

@@ -5,7 +5,7 @@ whose methods give its shape rule, parameter rule, MACs and receptive-field step
 layer: the lowering pass looks calls up here, so adding a layer touches only its module in `cnnspec.layers`.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
@@ -100,7 +100,11 @@ class OnnxBuilder(Protocol):
         ...
 
     def constant(
-        self, name: str, values: list[float], shape: tuple[int, ...] = (), dtype: str = "float32"
+        self,
+        name: str,
+        values: Sequence[float],
+        shape: tuple[int, ...] = (),
+        dtype: str = "float32",
     ) -> str:
         """A constant initializer (float32, or int64 for shapes and pads)."""
         ...

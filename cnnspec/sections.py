@@ -838,7 +838,7 @@ class TrainSection(Bound):
                 freezing=self.freezing,
             )
             located = phase.located(self.span, self._arg_spans)
-            return [located.broken_at(self._broken & inherited)]  # type: ignore[list-item]
+            return [located.broken_at(self._broken & inherited)]
         result = []
         for index, declared in enumerate(self.phases):
             merged = declared.model_copy(
@@ -1090,7 +1090,7 @@ def bind_section(
                     continue
                 # The word as written: `freeze none` names a layer called none, not None.
                 word = target.text if isinstance(target, ast.Name) else target.value
-                rule = FreezeRule(action=key, target=word)  # type: ignore[arg-type]
+                rule = FreezeRule(action=key, target=word)
                 values[field_name] = (*values.get(field_name, ()), rule.located(item.span, {}))
                 continue
             if key not in settings:
@@ -1209,6 +1209,7 @@ def _is_single(model: type[Bound], field_name: str) -> bool:
 def _unknown(
     key: str, span: Span, schema: SectionSchema, what: str, diagnostics: Diagnostics, called: bool
 ) -> None:
+    hint: str | None
     if key in ("learning_rate", "lr") and "optimizer" in schema.settings():
         hint = "the learning rate is the optimizer's: `optimizer adam(lr=1e-3)`"
     elif key in schema.calls and not called:

@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cnnspec.artifact import Refused, stamp, write_generated
 from cnnspec.backends import backend
@@ -32,6 +32,9 @@ from cnnspec.compiler import compile_text
 from cnnspec.ir import Spec
 from cnnspec.search_space import trial_text, value_text
 from cnnspec.wording import plural
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 POLL_SECONDS = 0.5
 
@@ -459,11 +462,12 @@ class Sweep:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # notes on too few trials to rank parameters
             axis = plot.plot_optimization_history(study)
-            axis.figure.savefig(self.folder / "history.png", dpi=120, bbox_inches="tight")
+            figure = cast("Figure", axis.figure)  # the plot's own figure, not a sub-figure
+            figure.savefig(self.folder / "history.png", dpi=120, bbox_inches="tight")
             if len(complete) >= 2 and len(self.space.entries) >= 2:
                 try:
                     axis = plot.plot_param_importances(study)
-                    figure = axis.figure
+                    figure = cast("Figure", axis.figure)
                     figure.savefig(self.folder / "importances.png", dpi=120, bbox_inches="tight")
                 except (RuntimeError, ValueError) as error:  # too few distinct trials
                     self.echo(f"no parameter importances yet: {error}")

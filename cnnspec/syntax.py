@@ -417,7 +417,8 @@ class _Parser:
     def combine(self, operands: list[Value], operators: list[Token]) -> Value:
         """Operands and the operators between them as one tree: * and / bind tighter than +
         and -, which bind tighter than a comparison; each level left to right."""
-        values, pending = [operands[0]], []
+        values: list[Value] = [operands[0]]
+        pending: list[Token] = []
 
         def reduce() -> None:
             right, left = values.pop(), values.pop()

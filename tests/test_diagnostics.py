@@ -272,7 +272,7 @@ def test_a_diagnostic_takes_a_declared_code_of_its_severity() -> None:
         diagnostics.warning(codes.WRONG_KIND, "an error's code on a warning", span)
     diagnostics.error(codes.WRONG_KIND, "a declared code", span)
     (made,) = list(diagnostics)
-    assert made.code == "E104" and made.code.title == "wrong kind of value"
+    assert made.code == "E104" and made.code.summary == "wrong kind of value"
 
 
 # --------------------------------------------------------------------------------------------

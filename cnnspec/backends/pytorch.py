@@ -278,7 +278,7 @@ class _Script(Script):
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def helpers(self) -> list[str]:
-        names = set()
+        names: set[str] = set()
         shapes = self.graph.value_shapes()
         for node in self.graph.nodes:
             with emitting("pytorch", node.span):

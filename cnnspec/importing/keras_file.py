@@ -198,7 +198,7 @@ def network_from_config(
             if mapped is None:
                 last = name
                 continue
-            if mapped == "identity":
+            if isinstance(mapped, str):  # "identity"
                 aliases[name] = value(sources[0])
                 last = name
                 continue

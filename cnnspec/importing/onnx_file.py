@@ -23,9 +23,9 @@ from cnnspec.wording import plural
 # Hardswish, which cnnspec's emitter writes as HardSigmoid and Mul.
 _ACTIVATIONS = {
     **{
-        cls.onnx_op: kind
+        op: kind
         for kind, cls in REGISTRY.items()
-        if cls.is_activation and getattr(cls, "onnx_op", "")
+        if cls.is_activation and (op := str(getattr(cls, "onnx_op", "")))
     },
     "HardSwish": "hard_swish",
 }
@@ -108,7 +108,8 @@ class _Reader:
             seen.add(name)
         return name
 
-    def constant(self, name: str) -> Any | None:
+    def constant(self, name: str) -> Any:
+        """The value of a constant input (an array), or None where the input is not one."""
         return self.constants.get(name)
 
     def hwc(self, value: str) -> tuple[int, ...] | None:
@@ -755,7 +756,7 @@ def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | 
     """An op on constants only, computed (exporters write Unsqueeze and Transpose of weights)."""
     import numpy as np
 
-    values = [constants.get(i) for i in node.input if i]
+    values: list[Any] = [constants.get(i) for i in node.input if i]
     if any(v is None for v in values) or not values:
         return None
     x = values[0]
@@ -764,6 +765,8 @@ def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | 
             axes = attrs.get("axes")
             if axes is None and len(values) > 1:
                 axes = [int(a) for a in np.asarray(values[1]).reshape(-1)]
+            if axes is None:
+                return None
             for axis in sorted(a % (x.ndim + len(axes)) for a in axes):
                 x = np.expand_dims(x, axis)
             return x
@@ -855,7 +858,7 @@ def _composites(
             }
         elif kind == "gelu":
             args = {"approximate": "t" in parts}
-            source = (parts.get("sq") or parts.get("arg")).input[0]
+            source = (parts.get("sq") or parts["arg"]).input[0]
         elif kind == "normalization":
             source = parts["centred"].input[0]
             if f"{owner}.mean" in constants:

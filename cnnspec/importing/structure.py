@@ -6,6 +6,7 @@ branch, as NASNet's cells use the two cells before them) is reported, layer by l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network
@@ -136,7 +137,7 @@ def _size(items: list[Item]) -> int:
     return sum(1 for _ in _layers(items))
 
 
-def _layers(items: list[Item]):  # type: ignore[no-untyped-def]
+def _layers(items: list[Item]) -> Iterator[Layer]:
     for item in items:
         if isinstance(item, Layer):
             yield item

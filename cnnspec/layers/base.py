@@ -1,6 +1,8 @@
 """What several layer modules share: shape arithmetic (Keras's rules for windows and
 `same` padding) and the emitters' helpers."""
 
+from collections.abc import Mapping
+
 from cnnspec import codes
 from cnnspec.codegen import Call
 from cnnspec.registry import (
@@ -36,7 +38,7 @@ def l2_regularizer(factor: float) -> Call | None:
 
 
 def keras_with_activation(
-    func: str, args: tuple[object, ...], kwargs: dict[str, object], activation: LayerArgs | None
+    func: str, args: tuple[object, ...], kwargs: Mapping[str, object], activation: LayerArgs | None
 ) -> list[KerasLayer]:
     """A Keras layer with its `activation=` (at the `activation` key's place in `kwargs`): the
     activation's Keras name when Keras's named activation means the same, otherwise a separate

@@ -182,7 +182,9 @@ class Conv2D(_Conv):
         return self._torch_conv(inputs[0][-1], self.filters, self.groups)
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
-        shapes = {"weight": (self.filters, inputs[0][-1] // self.groups, *self.kernel)}
+        shapes: dict[str, tuple[int, ...]] = {
+            "weight": (self.filters, inputs[0][-1] // self.groups, *self.kernel)
+        }
         return {**shapes, "bias": (self.filters,)} if self.use_bias else shapes
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
@@ -226,7 +228,7 @@ class DepthwiseConv2D(_Conv):
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         out = inputs[0][-1] * self.depth_multiplier
-        shapes = {"weight": (out, 1, *self.kernel)}
+        shapes: dict[str, tuple[int, ...]] = {"weight": (out, 1, *self.kernel)}
         return {**shapes, "bias": (out,)} if self.use_bias else shapes
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
@@ -329,7 +331,7 @@ class SeparableConv2D(_Conv):
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         middle = inputs[0][-1] * self.depth_multiplier
-        shapes = {
+        shapes: dict[str, tuple[int, ...]] = {
             "depthwise.weight": (middle, 1, *self.kernel),
             "pointwise.weight": (self.filters, middle, 1, 1),
         }

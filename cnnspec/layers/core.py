@@ -146,7 +146,7 @@ class Dense(LayerArgs):
         return TorchLayer(call, activation=self.activation)
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
-        shapes = {"weight": (self.units, inputs[0][-1])}
+        shapes: dict[str, tuple[int, ...]] = {"weight": (self.units, inputs[0][-1])}
         return {**shapes, "bias": (self.units,)} if self.use_bias else shapes
 
     def keras_weights(self) -> tuple[KerasWeight, ...]:

@@ -212,7 +212,7 @@ def _cropping(value: Any) -> Any:
     )
 
 
-Crop = Annotated[Pads, Before(_cropping)]
+Cropping = Annotated[Pads, Before(_cropping)]
 
 
 @register
@@ -224,7 +224,7 @@ class Crop(LayerArgs):
         "((top, bottom), (left, right)), as NASNet aligns its branches."
     )
     positional: ClassVar[tuple[str, ...]] = ("cropping",)
-    cropping: Crop = ((1, 1), (1, 1))
+    cropping: Cropping = ((1, 1), (1, 1))
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         h, w, c = spatial(inputs[0], self.kind)
