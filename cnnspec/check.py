@@ -17,6 +17,7 @@ from cnnspec.lower import Lowered
 from cnnspec.preprocessing import DESCRIPTIONS, MODES, Mode, Pixels, describe
 from cnnspec.registry import LayerArgs, activation_name
 from cnnspec.sections import (
+    IMAGE_SUFFIXES,
     LOSS_FOR_LABELS,
     METRIC_NAMES,
     DataSection,
@@ -348,13 +349,6 @@ def _listed(names: tuple[str, ...], shown: int = 10) -> str:
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
-# The files the scripts read as images, by suffix: the IMAGE_SUFFIXES of the scripts'
-# DIRECTORY_FOLDERS (cnnspec.backends.common), which a test holds this equal to.
-IMAGE_SUFFIXES = frozenset(
-    (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
-)
-
-
 def _batch(
     lowered: Lowered, graph: Graph, plans: list[PhasePlan], diagnostics: Diagnostics
 ) -> None:
@@ -482,10 +476,10 @@ def training_split(data: DataSection, batch: int) -> tuple[int, str] | None:
         count = _count_images(train, classes, enough)
         if count == 0 or count >= enough:
             return None  # none: the scripts' own check says so; enough: nothing to say
-        known = count, f"{count:,} image{'s' if count != 1 else ''} in {train}"
+        known = count, f"{plural(count, 'image')} in {train}"
     images, how = known
     if fraction:
-        # As scikit-learn's train_test_split, which the scripts hold the fraction out with.
+        # As the scripts' split_validation holds it out: the fraction of the count, rounded up.
         held = ceil(fraction * images)
         images, how = images - held, f"{how}, less {held:,} for validation {fraction:g}"
     return images, how

@@ -25,9 +25,9 @@ import numpy as np
 
 from cnnspec.ir import Graph
 from cnnspec.predict import PredictError, Preprocessing
+from cnnspec.sections import IMAGE_SUFFIXES
 
 CALIBRATION_LIMIT = 512
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 class QuantizeError(Exception):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.binding import Bound, bind_call, describe, phrase, problem_text, to_python
-from cnnspec.codegen import Call, Code, literal
+from cnnspec.codegen import Call, Code, literal, sequence
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.expressions import ExpressionError, resolve
 from cnnspec.schema import Before, Field, Invalid, Problem, field_validator, model_validator
@@ -149,6 +149,12 @@ class Digits(DataSource):
         )
 
 
+# The files an image folder's images are read from, by suffix (the formats torchvision's
+# ImageFolder reads, and GIF): both scripts decode them with Pillow (their IMAGE_SUFFIXES is
+# this), the checker counts them, and int8 calibration reads them.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+
 class Directory(DataSource):
     kind: ClassVar[str] = "directory"
     doc: ClassVar[str] = "`train/`, `val/` and `test/` folders of class sub-folders."
@@ -196,6 +202,8 @@ class Directory(DataSource):
         return [
             f"DATA_PATH = {literal(self.path)}",
             f"COLOR_MODE = {literal('grayscale' if gray else 'rgb')}",
+            "# The files a class folder's images are read from, decoded by Pillow.",
+            *sequence("IMAGE_SUFFIXES = ", IMAGE_SUFFIXES, indent=0),
         ]
 
 

@@ -391,12 +391,16 @@ train { batch 2048
 def test_the_checker_counts_the_files_the_scripts_read() -> None:
     """The training split's size is counted with the scripts' own rule: the same suffixes."""
     import ast
-    import textwrap
 
-    from cnnspec.backends.common import DIRECTORY_FOLDERS
-    from cnnspec.check import IMAGE_SUFFIXES
+    from cnnspec import check
+    from cnnspec.backends import backend
 
-    tree = ast.parse(textwrap.dedent(DIRECTORY_FOLDERS))
+    IMAGE_SUFFIXES = frozenset(check.IMAGE_SUFFIXES)
+
+    text = "model m { input 8x8x3  global_avg_pool()  dense(2, activation=softmax) }\n"
+    compiled = compile_text(text + 'data { source directory("imgs")  labels sparse }\n')
+    assert compiled.spec is not None
+    tree = ast.parse(backend("pytorch").emit(compiled.spec, "m.cnn"))
     (scripts,) = (
         ast.literal_eval(node.value)
         for node in tree.body

@@ -635,22 +635,6 @@ DATA_ERROR = '''
 # file is one line naming it), and every image is decoded, converted and resized by Pillow, so
 # the two scripts see the same pixels.
 DIRECTORY_FOLDERS = '''
-    # The files a class folder's images are read from (the formats torchvision's ImageFolder
-    # reads, and GIF): Pillow decodes them in both scripts.
-    IMAGE_SUFFIXES = (
-        ".bmp",
-        ".gif",
-        ".jpeg",
-        ".jpg",
-        ".pgm",
-        ".png",
-        ".ppm",
-        ".tif",
-        ".tiff",
-        ".webp",
-    )
-
-
     def split_folders(data_dir):
         """train/, val/ and test/ under `data_dir`, each checked for class folders of
         images. The classes are the spec's, or else train/'s sub-folders, sorted, as Keras's
