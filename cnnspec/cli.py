@@ -969,7 +969,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("spec", type=Path, metavar="SPEC", help=spec_help)
     sub.add_argument(
         "--backend",
-        choices=["pytorch", "keras"],
+        choices=BACKENDS,
         default="pytorch",
         help="which script trains (default: pytorch)",
     )
