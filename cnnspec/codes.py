@@ -32,6 +32,16 @@ class ErrorCode(str):
     def is_error(self) -> bool:
         return self.startswith("E")
 
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # Pickled (a diagnostic sent to another process) as its code, read back as the one
+        # declared constant: str's own pickling would call __new__ without the summary.
+        return (declared, (str(self),))
+
+
+def declared(code: str) -> ErrorCode:
+    """The constant declared for `code` ("E104")."""
+    return CODES[code]
+
 
 CODES: dict[str, ErrorCode] = {}
 

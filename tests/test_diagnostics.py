@@ -273,6 +273,11 @@ def test_a_diagnostic_takes_a_declared_code_of_its_severity() -> None:
     diagnostics.error(codes.WRONG_KIND, "a declared code", span)
     (made,) = list(diagnostics)
     assert made.code == "E104" and made.code.summary == "wrong kind of value"
+    # A diagnostic crosses processes (the fuzz campaign's workers, the language server's):
+    # its code comes back as the declared constant, with its summary.
+    import pickle
+
+    assert pickle.loads(pickle.dumps(made)).code is codes.WRONG_KIND
 
 
 # --------------------------------------------------------------------------------------------
