@@ -12,6 +12,7 @@ from pathlib import Path
 from textwrap import dedent, wrap
 
 from cnnspec import __version__
+from cnnspec.backends.runtime import code
 from cnnspec.binding import Bound
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph, Node, Spec
@@ -437,7 +438,7 @@ class Script:
     def data_loader(self) -> list[str]:
         """DATA_ERROR, CHECK_NOT_EMPTY and the source's own loader blocks, as its entry names
         them in this backend's LOADERS table."""
-        common = [block(DATA_ERROR), block(CHECK_NOT_EMPTY)]
+        common = [code("common", "DataError"), block(CHECK_NOT_EMPTY)]
         if self.source is None:
             return [*common, block(self.LOADERS["NO_SOURCE_LOADER"])]
         names = self.source.loaders.get(self.NAME)
@@ -571,63 +572,6 @@ NATIVE_STDERR = '''
                 os.close(saved)
 '''
 
-CIFAR10_LOADER = '''
-    def find_cifar10(data_dir):
-        """The cifar-10-batches-py folder in `data_dir`, as Keras's cache keeps it."""
-        data_dir = Path(data_dir)
-        for folder in (
-            data_dir / "cifar-10-batches-py",
-            data_dir / "cifar-10-batches-py-target" / "cifar-10-batches-py",
-            data_dir,
-        ):
-            if (folder / "data_batch_1").is_file():
-                return folder
-        raise DataError(
-            f"no CIFAR-10 data at {data_dir / 'cifar-10-batches-py'}: download "
-            f"{CIFAR10_URL} and extract it into {data_dir}, or pass --data-dir"
-        )
-
-
-    def load_data(data_dir):
-        """CIFAR-10 as uint8 (N, 32, 32, 3) images and int labels, by split."""
-        folder = find_cifar10(data_dir)
-
-        def read(name):
-            with open(folder / name, "rb") as stream:
-                batch = pickle.load(stream, encoding="bytes")
-            images = np.asarray(batch[b"data"], dtype="uint8").reshape(-1, 3, 32, 32)
-            return images.transpose(0, 2, 3, 1), np.asarray(batch[b"labels"], dtype="int64")
-
-        parts = [read(f"data_batch_{index}") for index in range(1, 6)]
-        train = (
-            np.concatenate([images for images, _ in parts]),
-            np.concatenate([labels for _, labels in parts]),
-        )
-        return {"train": train, "test": read("test_batch")}
-'''
-
-
-DIGITS_LOADER = '''
-    def load_data(data_dir=None):
-        """scikit-learn's bundled 8x8 digits (values 0-16) with a stratified held-out test
-        split: {split: (images, labels)}. Nothing is downloaded; `data_dir` is unused."""
-        digits = load_digits()
-        images = digits.images[..., np.newaxis].astype("float32")
-        x_train, x_test, y_train, y_test = train_test_split(
-            images,
-            digits.target,
-            test_size=TEST_FRACTION,
-            stratify=digits.target,
-            random_state=SEED,
-        )
-        return {"train": (x_train, y_train), "test": (x_test, y_test)}
-'''
-
-
-DATA_ERROR = '''
-    class DataError(Exception):
-        """The data is missing, empty or unreadable; main() prints it as one line."""
-'''
 
 
 # A folder of images, read the same way by both scripts: the file lists are split, subset and
@@ -1225,8 +1169,8 @@ WEIGHT_FILES = '''
 # The loader blocks both scripts share, by the names data sources give them (each backend adds
 # its own DIRECTORY_LOADER).
 COMMON_LOADERS = {
-    "CIFAR10_LOADER": CIFAR10_LOADER,
-    "DIGITS_LOADER": DIGITS_LOADER,
+    "CIFAR10_LOADER": code("common", "find_cifar10", "load_cifar10", rename={"load_cifar10": "load_data"}),
+    "DIGITS_LOADER": code("common", "load_digits_splits", rename={"load_digits_splits": "load_data"}),
     "DIRECTORY_FOLDERS": DIRECTORY_FOLDERS,
     "NO_SOURCE_LOADER": NO_SOURCE_LOADER,
 }
