@@ -75,7 +75,7 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
             torch.onnx.export(
                 model,
                 (example,),
-                buffer,  # type: ignore[arg-type]  # a file object, which the exporter writes to
+                buffer,  # a file object, which the exporter writes to
                 dynamo=False,
                 do_constant_folding=False,
                 input_names=["image"],
