@@ -1116,7 +1116,10 @@ def _receptive_field(
             size[0] + window.dilation[0] * (window.kernel[0] - 1) * jump[0],
             size[1] + window.dilation[1] * (window.kernel[1] - 1) * jump[1],
         ),
-        jump=(jump[0] * window.stride[0], jump[1] * window.stride[1]),
+        jump=(
+            max(1, jump[0] * window.stride[0] // window.zoom[0]),
+            max(1, jump[1] * window.stride[1] // window.zoom[1]),
+        ),
     )
 
 

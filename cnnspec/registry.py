@@ -5,7 +5,7 @@ whose methods give its shape rule, parameter rule, MACs and receptive-field step
 layer: the lowering pass looks calls up here, so adding a layer touches only its module in `cnnspec.layers`.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
@@ -34,12 +34,15 @@ class Params:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A sliding window's effect on the receptive field. `global_` covers the whole input."""
+    """A sliding window's effect on the receptive field. `global_` covers the whole input;
+    `zoom` enlarges the map (an upsampling), bringing positions `zoom` times closer together,
+    counted in whole input pixels (a field's step never falls below one pixel)."""
 
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     dilation: tuple[int, int] = (1, 1)
     global_: bool = False
+    zoom: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,30 @@ def emitting(backend: str, span: Any) -> Iterator[None]:
         error.span = error.span or span
         error.backend = error.backend or backend
         raise
+
+
+class ImportGap(Exception):
+    """An entry's reader (`from_keras`, `from_onnx`) meets what its kind cannot express: `what`
+    the file has, and `why` cnnspec cannot write it. `cnnspec import` lists it with the others,
+    at the layer or node it came from."""
+
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(f"{what}: {why}")
+        self.what = what
+        self.why = why
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxNode:
+    """One ONNX node as an entry's `from_onnx` reads it (cnnspec.importing.onnx_file makes
+    these; the entry never touches the onnx package). `constants` holds, per input, its value
+    where the input is a constant (a numpy array) and None where it is data; `input_shape` is
+    the NCHW shape of the node's first input, where the file says it."""
+
+    op_type: str
+    attributes: Mapping[str, Any]
+    constants: tuple[Any, ...]
+    input_shape: tuple[int | None, ...] | None = None
 
 
 class ShapeError(Exception):
@@ -235,6 +262,29 @@ class LayerArgs(Bound):
         """Helper functions the emitted Keras code refers to, by name (see the Keras backend)."""
         return ()
 
+    # ---- readers: how `cnnspec import` recognises this kind, the other side of its emitters.
+    # The importers build their tables from these (cnnspec.importing.keras_file and onnx_file);
+    # a kind that declares none is read by the importers' own rules for the built-in kinds.
+
+    # The Keras layer classes (`class_name` in a saved model's config) this kind reads.
+    keras_classes: ClassVar[tuple[str, ...]] = ()
+    # The chains of ONNX ops this kind reads, each op the only reader of the one before, as
+    # this kind's `onnx` writes them and as torch.onnx.export writes the same computation.
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = ()
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        """This kind's arguments from the config of a Keras layer of one of `keras_classes`;
+        raises ImportGap for a setting the kind cannot express."""
+        raise NotImplementedError(f"layer kind {cls.kind!r} reads no Keras layer")
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        """This kind's arguments from a chain of ONNX nodes matching one of `onnx_patterns`,
+        or None where the chain computes something else (a reshape that is not a shuffle);
+        raises ImportGap for what the kind cannot express."""
+        raise NotImplementedError(f"layer kind {cls.kind!r} reads no ONNX nodes")
+
 
 REGISTRY: dict[str, type[LayerArgs]] = {}
 L = TypeVar("L", bound=type[LayerArgs])
@@ -263,6 +313,28 @@ def join_kinds() -> list[str]:
 
 def activation_kinds() -> list[str]:
     return sorted(k for k, cls in REGISTRY.items() if cls.is_activation)
+
+
+def keras_readers() -> dict[str, type[LayerArgs]]:
+    """The entry that reads each Keras layer class, from the entries' `keras_classes`."""
+    readers: dict[str, type[LayerArgs]] = {}
+    for cls in REGISTRY.values():
+        for name in cls.keras_classes:
+            assert name not in readers, f"Keras class {name} read by two kinds"
+            readers[name] = cls
+    return readers
+
+
+def onnx_readers() -> dict[str, list[tuple[type[LayerArgs], tuple[str, ...]]]]:
+    """The entries that read ONNX node chains, with their patterns, by the chain's first op;
+    longer patterns first, so that a chain is read whole before a part of it is."""
+    readers: dict[str, list[tuple[type[LayerArgs], tuple[str, ...]]]] = {}
+    for cls in REGISTRY.values():
+        for pattern in cls.onnx_patterns:
+            readers.setdefault(pattern[0], []).append((cls, pattern))
+    for entries in readers.values():
+        entries.sort(key=lambda entry: -len(entry[1]))
+    return readers
 
 
 # --------------------------------------------------------------------------------------------

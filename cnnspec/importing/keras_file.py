@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import cnnspec.layers  # noqa: F401  (registers the kinds, whose entries read Keras classes)
 from cnnspec.importing.network import (
     INPUT,
     Gap,
@@ -19,6 +20,7 @@ from cnnspec.importing.network import (
     Spelled,
     identifier,
 )
+from cnnspec.registry import ImportGap, keras_readers
 
 
 def read(path: Path) -> Network:
@@ -328,7 +330,6 @@ def _inbound(entry: dict[str, Any], name: str, gaps: list[Gap]) -> list[str]:
 def _keras_activations() -> dict[str, str]:
     """Keras's `activation=` strings: each entry's own Keras name (with its default arguments),
     and the other names Keras gives two of them."""
-    import cnnspec.layers  # noqa: F401  (registers the kinds)
     from cnnspec.registry import REGISTRY
 
     names = {}
@@ -416,6 +417,13 @@ def _last_axis(config: dict[str, Any], origin: str, gaps: list[Gap], why: str) -
 def _layer(
     kind: str, config: dict[str, Any], origin: str, gaps: list[Gap]
 ) -> tuple[str, dict[str, Any]] | str | None:
+    entry = keras_readers().get(kind)
+    if entry is not None:
+        try:
+            return entry.kind, entry.from_keras(kind, config)
+        except ImportGap as gap:
+            gaps.append(Gap(origin, gap.what, gap.why))
+            return None
     match kind:
         case "Conv2D":
             args = {"filters": int(config["filters"]), **_conv_args(config, origin, gaps)}

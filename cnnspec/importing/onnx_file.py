@@ -16,7 +16,7 @@ from typing import Any
 
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.layers.base import same_pads
-from cnnspec.registry import REGISTRY
+from cnnspec.registry import REGISTRY, ImportGap, LayerArgs, OnnxNode, onnx_readers
 from cnnspec.wording import plural
 
 # The activations ONNX has one op for: each entry's own (Relu, Sigmoid, Tanh), and PyTorch's
@@ -209,8 +209,14 @@ class _Reader:
             for value in node.input:
                 self.users[value] = self.users.get(value, 0) + 1
         composites, members = _composites(nodes, self.constants)
+        readers = onnx_readers()
+        consumers: dict[str, list[Any]] = {}
         for node in nodes:
-            if node.name in members:
+            for value in node.input:
+                consumers.setdefault(value, []).append(node)
+        taken: set[int] = set()
+        for node in nodes:
+            if node.name in members or id(node) in taken:
                 continue
             if node.name in composites:
                 kind, args, source, tensors = composites[node.name]
@@ -227,7 +233,59 @@ class _Reader:
             if node.op_type == "Identity" and node.input[0] in self.constants:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
                 continue
+            chain = self.entry_chain(node, readers.get(node.op_type, []), consumers, taken)
+            if chain is not None:
+                taken.update(id(n) for n in chain)
+                continue
             self.node(node, np)
+
+    def entry_chain(
+        self,
+        first: Any,
+        readers: list[tuple[type[LayerArgs], tuple[str, ...]]],
+        consumers: dict[str, list[Any]],
+        taken: set[int],
+    ) -> list[Any] | None:
+        """Read the chain of nodes from `first` as the first entry whose pattern and reader
+        (`onnx_patterns`, `from_onnx`) accept it; the chain read, or None."""
+        data = [i for i in first.input if i and i not in self.constants]
+        if not data:
+            return None
+        for entry, pattern in readers:
+            chain = [first]
+            for op in pattern[1:]:
+                following = consumers.get(chain[-1].output[0], [])
+                if len(following) != 1 or following[0].op_type != op or id(following[0]) in taken:
+                    break
+                chain.append(following[0])
+            if len(chain) != len(pattern):
+                continue
+            views = [
+                OnnxNode(
+                    node.op_type,
+                    {
+                        k: v.decode() if isinstance(v, bytes) else v
+                        for k, v in _attributes(node).items()
+                    },
+                    tuple(self.constant(i) if i else None for i in node.input),
+                    self.nchw(node.input[0]),
+                )
+                for node in chain
+            ]
+            try:
+                args = entry.from_onnx(views)
+            except ImportGap as gap:
+                self.gap(chain[-1], gap.what, gap.why)
+                return chain
+            if args is not None:
+                self.add(chain[-1], entry.kind, args, [self.value(data[0])])
+                return chain
+        return None
+
+    def nchw(self, value: str) -> tuple[int | None, ...] | None:
+        """The NCHW shape of ONNX value `value`, where the file or shape inference says it."""
+        shape = self.shapes.get(value)
+        return tuple(d if isinstance(d, int) and d > 0 else None for d in shape) if shape else None
 
     def node(self, node: Any, np: Any) -> None:
         op = node.op_type

@@ -42,6 +42,7 @@ from cnnspec.layers.pooling import (
     MaxPool,
     ZeroPad,
 )
+from cnnspec.layers.resampling import ChannelShuffle, Upsample
 
 __all__ = [
     "ELU",
@@ -49,6 +50,7 @@ __all__ = [
     "Add",
     "AvgPool",
     "BatchNorm",
+    "ChannelShuffle",
     "Concat",
     "Conv2D",
     "Crop",
@@ -77,6 +79,7 @@ __all__ = [
     "StochasticDepth",
     "Swish",
     "Tanh",
+    "Upsample",
     "ZeroPad",
     "format_shape",
     "same_pads",
