@@ -1,6 +1,7 @@
 """What the backends' scripts share: emission helpers, the straight-line form of a model's DAG,
-and the framework-neutral blocks of code (data loaders, plots, reports). Fixed blocks contain no
-spec value; they refer to the constants each script defines at its top."""
+and the framework-neutral parts of a script. Their functions and classes are copied from
+cnnspec/runtime/common.py (cnnspec.backends.runtime.code), where they are ordinary Python;
+what stays here as text are a few statements that are no definition of their own."""
 
 from __future__ import annotations
 
@@ -319,7 +320,20 @@ class Script:
     def run_parts(self) -> list[str]:
         """The functions every script has around a run: its folder, a subset of the data,
         Ctrl-C, and weight files checked before they are loaded."""
-        return [block(SUBSET), block(RUN_FOLDER), block(WEIGHT_FILES)]
+        return [
+            code("common", "stratified", "subset"),
+            code(
+                "common",
+                "holds_run",
+                "clear_run",
+                "numbered",
+                "run_folder",
+                "discard_unstarted",
+                "Interrupted",
+                "interrupted",
+            ),
+            code("common", "some", "weights_to_load", "saved_readable"),
+        ]
 
     def extra_constants(self) -> list[str]:
         return []
@@ -358,11 +372,11 @@ class Script:
             )
         ]
         if evaluate.wants("curves"):
-            parts.append(block(PLOT_CURVES))
+            parts.append(code("common", "plot_curves"))
         if evaluate.wants("confusion_matrix"):
-            parts.append(block(PLOT_CONFUSION))
+            parts.append(code("common", "plot_confusion_matrix"))
         if evaluate.wants("roc") and self.binary:
-            parts.append(block(PLOT_ROC))
+            parts.append(code("common", "plot_roc"))
         return parts
 
     def preamble(self, extra_flags: str) -> str:
@@ -378,7 +392,7 @@ class Script:
             head,
             self.parse_args(extra_flags),
             block(PARSE_FIRST),
-            block(NATIVE_STDERR),
+            code("common", "native_stderr_held_back"),
             "\n".join([*self.environment(), "with native_stderr_held_back():", *libraries]) + "\n",
         ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
@@ -397,21 +411,21 @@ class Script:
         """The command line every script shares (the spec's data, output, epochs, batch size,
         subset, seed, image size, a backbone's weights) plus the backend's own flags."""
         data_dir, data_help = self.data_dir_option()
-        return fill(
-            PARSE_ARGS,
-            PARSER="\n".join(
-                statement(
-                    "parser = ",
-                    Call(
-                        "argparse.ArgumentParser",
-                        description=f"Train {self.spec.name} with {self.FRAMEWORK}.",
-                    ),
-                )
-            ).lstrip(),
-            DATA_DIR=data_dir,
-            DATA_HELP=literal(data_help),
+        # Made at the body's indentation, so that it wraps as it will stand there.
+        parser = statement(
+            "parser = ",
+            Call(
+                "argparse.ArgumentParser",
+                description=f"Train {self.spec.name} with {self.FRAMEWORK}.",
+            ),
+        )
+        return code(
+            "common",
+            "parse_args",
+            PARSER="\n".join(line.removeprefix(INDENT) for line in parser),
+            DATA_DIR=f"default={data_dir},\nhelp={literal(data_help)},",
             WEIGHTS=WEIGHTS_FLAG if self.graph.backbone else "",
-            EXTRA_FLAGS=dedent(extra_flags).strip().replace("\n", "\n    "),
+            EXTRA_FLAGS=dedent(extra_flags).strip(),
         )
 
     def mlflow_parts(self) -> list[str]:
@@ -427,7 +441,7 @@ class Script:
             *mapping("SPEC_PARAMS = ", tracked_params(spec)),
             *text_constant("SPEC_TEXT = ", spec.source.text),
         ]
-        return [block(MLFLOW_RUN), "\n".join(record) + "\n"]
+        return [code("common", "mlflow_run", "MLflowLog"), "\n".join(record) + "\n"]
 
     def data_dir_option(self) -> tuple[str, str]:
         """The --data-dir default (an expression) and its help text, for the spec's source."""
@@ -436,9 +450,9 @@ class Script:
         return self.source.data_dir
 
     def data_loader(self) -> list[str]:
-        """DATA_ERROR, CHECK_NOT_EMPTY and the source's own loader blocks, as its entry names
-        them in this backend's LOADERS table."""
-        common = [code("common", "DataError"), block(CHECK_NOT_EMPTY)]
+        """DataError, check_not_empty and is_files, then the source's own loader blocks, as its
+        entry names them in this backend's LOADERS table."""
+        common = [code("common", "DataError"), code("common", "check_not_empty", "is_files")]
         if self.source is None:
             return [*common, block(self.LOADERS["NO_SOURCE_LOADER"])]
         names = self.source.loaders.get(self.NAME)
@@ -453,26 +467,10 @@ class Script:
 
     def class_weights(self) -> str:
         if self.spec.train.class_weight == "balanced":
-            return block(
-                '''
-                def class_weights(labels):
-                    """Balanced class weights, total / (classes * count), from the training
-                    labels: rare classes weigh more in the loss."""
-                    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(CLASS_NAMES))
-                    return {
-                        index: len(labels) / (len(CLASS_NAMES) * count)
-                        for index, count in enumerate(counts)
-                        if count
-                    }
-                '''
-            )
-        return block(
-            '''
-            def class_weights(labels):
-                """The spec's class weights."""
-                return CLASS_WEIGHT
-            '''
-        )
+            name = "balanced_class_weights"
+        else:
+            name = "spec_class_weights"
+        return code("common", name, rename={name: "class_weights"})
 
 
 def tracked_params(spec: Spec) -> dict[str, object]:
@@ -550,186 +548,6 @@ PARSE_FIRST = """
         parse_args()  # --help and a mistyped flag answer here, before the libraries load
 """
 
-NATIVE_STDERR = '''
-    @contextlib.contextmanager
-    def native_stderr_held_back():
-        """Hold back what native code writes to stderr while the libraries load
-        (TensorFlow's notes on CUDA and oneDNN come before any log level applies);
-        show it if loading fails."""
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
-            try:
-                yield
-            except BaseException:
-                os.dup2(saved, 2)
-                held.seek(0)
-                sys.stderr.write(held.read().decode(errors="replace"))
-                raise
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-'''
-
-
-
-# A folder of images, read the same way by both scripts: the file lists are split, subset and
-# checked before training starts (a missing folder, a class folder without images or a damaged
-# file is one line naming it), and every image is decoded, converted and resized by Pillow, so
-# the two scripts see the same pixels.
-DIRECTORY_FOLDERS = '''
-    def split_folders(data_dir):
-        """train/, val/ and test/ under `data_dir`, each checked for class folders of
-        images. The classes are the spec's, or else train/'s sub-folders, sorted, as Keras's
-        image_dataset_from_directory and torchvision's ImageFolder name them; CLASS_NAMES
-        is set to them."""
-        global CLASS_NAMES
-        root = Path(data_dir)
-        if not root.is_dir():
-            raise DataError(
-                f"no data folder {root} (a relative path is read from the working "
-                f"directory, {Path.cwd()}); pass --data-dir to read the data from elsewhere"
-            )
-        splits = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
-        if "train" not in splits or "test" not in splits:
-            raise DataError(f"{root} needs train/ and test/ folders of class sub-folders")
-        found = sorted(p.name for p in splits["train"].iterdir() if p.is_dir())
-        if CLASS_NAMES is None:
-            if len(found) != CLASS_COUNT:
-                raise DataError(
-                    f"{splits['train']} has {len(found)} class folders "
-                    f"({', '.join(found) or 'none'}), but the model tells {CLASS_COUNT} "
-                    "classes apart"
-                )
-            CLASS_NAMES = found
-        for split, folder in splits.items():
-            folders = sorted(p.name for p in folder.iterdir() if p.is_dir())
-            if folders != sorted(CLASS_NAMES):
-                raise DataError(
-                    f"{folder} has class folders {folders}, but the classes are "
-                    f"{sorted(CLASS_NAMES)}"
-                )
-            counts = {name: len(image_files(folder / name)) for name in CLASS_NAMES}
-            empty = [name for name, count in counts.items() if not count]
-            if empty and (split == "train" or len(empty) == len(counts)):
-                where = folder / empty[0] if split == "train" else folder
-                suffixes = ", ".join(IMAGE_SUFFIXES)
-                raise DataError(f"{where} holds no image (files ending {suffixes})")
-        return splits
-
-
-    def image_files(folder):
-        """The image files in a class folder, sorted by name."""
-        return sorted(
-            path
-            for path in folder.iterdir()
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-        )
-
-
-    def load_data(data_dir):
-        """train/, val/ and test/ folders of class sub-folders: {split: (files, labels)},
-        each split's image files (paths as strings, by class, then by name) and their
-        labels. The images are read as the batches need them (read_image)."""
-        splits = {}
-        for split, folder in split_folders(data_dir).items():
-            files, labels = [], []
-            for label, name in enumerate(CLASS_NAMES):
-                paths = image_files(folder / name)
-                files += [str(path) for path in paths]
-                labels += [label] * len(paths)
-            splits[split] = (np.array(files), np.array(labels, dtype="int64"))
-        return splits
-
-
-    def read_image(path, size):
-        """One image file as uint8 (height, width, channels) pixels at `size`: decoded by
-        Pillow, converted to the spec's colours and resized bilinearly, as both scripts read
-        it (and `cnnspec predict`). A JPEG much larger than `size` is decoded at a half, a
-        quarter or an eighth of its size (Pillow's draft, done in the decoder: 4x faster
-        for a 1024x1024 photo read at 224x224)."""
-        mode = "L" if COLOR_MODE == "grayscale" else "RGB"
-        try:
-            with Image.open(path) as image:
-                image.draft(mode, (size[1], size[0]))
-                image = image.convert(mode)
-                if image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype="uint8").reshape(*size, -1)
-        except (OSError, SyntaxError, ValueError) as error:  # Pillow's, for a bad file
-            raise DataError(f"{path} cannot be read as an image: {error}") from None
-        if pixels.shape[2] != INPUT_SHAPE[2]:
-            pixels = np.repeat(pixels, INPUT_SHAPE[2], axis=2)  # grayscale to RGB
-        return pixels
-
-
-    def image_problem(path):
-        """Why Pillow cannot decode an image file, or None. A JPEG is decoded at an eighth
-        of its size (draft), which still reads all of it."""
-        try:
-            with Image.open(path) as image:
-                image.draft(None, (1, 1))
-                image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            return str(error) or type(error).__name__
-        return None
-
-
-    def check_images(splits):
-        """Decode every image the run will read once, before training starts (in threads:
-        Pillow decodes outside the GIL), so that a damaged file is one line naming it now,
-        not a failure in the middle of an epoch."""
-        files = [
-            path for images, _ in splits.values() if is_files(images) for path in images
-        ]
-        started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor() as pool:
-            for path, problem in zip(files, pool.map(image_problem, files), strict=True):
-                if problem is not None:
-                    raise DataError(f"{path} cannot be read as an image: {problem}")
-        print(f"checked {len(files):,} images in {time.perf_counter() - started:.1f} s")
-'''
-
-
-CHECK_NOT_EMPTY = '''
-    def check_not_empty(splits):
-        """Every split holds examples: an empty one is a problem with the data."""
-        for name, (_, labels) in splits.items():
-            if len(labels) == 0:
-                raise DataError(f"the {name} split holds no examples")
-
-
-    def is_files(images):
-        """Whether a split's images are image files to read (a folder's) or pixels."""
-        return isinstance(images, np.ndarray) and images.dtype.kind == "U"
-'''
-
-
-NO_SOURCE_LOADER = '''
-    def load_data(data_dir):
-        """The spec names no data source: supply {split: (images, labels)} arrays here."""
-        raise DataError("the spec has no data source; add `source ...` to its data section")
-'''
-
-
-SPLIT_VALIDATION = '''
-    def split_validation(splits, fraction, seed):
-        """Hold a `fraction` of the training examples out for validation (rounded up, as
-        scikit-learn rounds a test size), drawn from each class in proportion to its size:
-        the same examples, or the same files, in both scripts."""
-        images, labels = splits["train"]
-        labels = np.asarray(labels)
-        held = stratified(labels, int(np.ceil(fraction * len(labels))), seed)
-        kept = np.setdiff1d(np.arange(len(labels)), held)
-        return {
-            **splits,
-            "train": (images[kept], labels[kept]),
-            "val": (images[held], labels[held]),
-        }
-'''
-
-
 WRITE_REPORT = """(output_dir / "classification_report.txt").write_text(
         classification_report(
             y_true, y_pred, labels=labels, target_names=CLASS_NAMES, zero_division=0
@@ -741,169 +559,6 @@ WRITE_CONFUSION = """plot_confusion_matrix(
         confusion_matrix(y_true, y_pred, labels=labels, normalize=<NORMALIZE>),
         output_dir / "confusion_matrix.png",
     )"""
-
-
-PLOT_CURVES = '''
-    def plot_curves(history, path, title):
-        """Loss and accuracy per epoch, training against validation; a dotted line where a
-        training phase ends and the next begins."""
-        figure = Figure(figsize=(12, 4.5))
-        figure.suptitle(title)
-        epochs = [row["epoch"] for row in history]
-        starts = [
-            row["epoch"] - 0.5
-            for index, row in enumerate(history)
-            if index and row["phase"] != history[index - 1]["phase"]
-        ]
-        for axis, metric in zip(figure.subplots(1, 2), ("loss", "accuracy"), strict=True):
-            for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
-                if all(key in row for row in history):
-                    axis.plot(epochs, [row[key] for row in history], label=label)
-            for start in starts:
-                axis.axvline(start, color="grey", linestyle=":")
-            axis.set_title(metric)
-            axis.set_xlabel("epoch")
-            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-            axis.legend()
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-'''
-
-
-PLOT_CONFUSION = '''
-    def plot_confusion_matrix(matrix, path):
-        """Rows are true classes, columns predicted ones."""
-        size = max(4.0, 0.6 * len(CLASS_NAMES) + 2)
-        figure = Figure(figsize=(size, size))
-        axis = figure.subplots()
-        axis.imshow(matrix, cmap="Blues")
-        ticks = range(len(CLASS_NAMES))
-        axis.set_xticks(ticks, CLASS_NAMES, rotation=45, ha="right")
-        axis.set_yticks(ticks, CLASS_NAMES)
-        axis.set_xlabel("predicted")
-        axis.set_ylabel("true")
-        for row in ticks:
-            for column in ticks:
-                value = matrix[row, column]
-                text = f"{value:.2f}" if matrix.dtype.kind == "f" else str(value)
-                color = "white" if value > matrix.max() / 2 else "black"
-                axis.text(column, row, text, ha="center", va="center", color=color)
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-'''
-
-
-PLOT_ROC = '''
-    def plot_roc(y_true, scores, path):
-        """The ROC curve of P(class 1), with the decision threshold marked."""
-        false_positive, true_positive, thresholds = roc_curve(y_true, scores)
-        figure = Figure(figsize=(5, 5))
-        axis = figure.subplots()
-        axis.plot(false_positive, true_positive, label="ROC")
-        axis.plot([0, 1], [0, 1], linestyle="--", color="grey")
-        at = int(np.argmin(np.abs(thresholds - THRESHOLD)))
-        axis.scatter(false_positive[at], true_positive[at], label=f"threshold {THRESHOLD}")
-        axis.set_xlabel("false positive rate")
-        axis.set_ylabel("true positive rate")
-        axis.legend()
-        figure.tight_layout()
-        figure.savefig(path, dpi=120)
-'''
-
-
-MLFLOW_RUN = '''
-    @contextlib.contextmanager
-    def mlflow_run(uri, backend, args):
-        """An MLflow run in the store `uri` names (a folder, sqlite:///file.db or a tracking
-        server's URL), or None without one. The run is named after the spec and the backend
-        and records the spec's settings as params and its text as an artifact; a run that
-        raises is marked failed. With --resume, the run the output folder's last one logged
-        to carries on (its id is in mlflow_run.json there)."""
-        if not uri:
-            yield None
-            return
-        try:
-            import mlflow
-        except ImportError:
-            raise DataError(
-                "--mlflow needs MLflow: pip install mlflow-skinny "
-                "(and sqlalchemy alembic for a sqlite:/// store)"
-            ) from None
-        if uri.startswith("sqlite:///"):
-            # SQLite creates the database file, but not its folder.
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        tags = {
-            "cnnspec.spec": SPEC_NAME,
-            "cnnspec.backend": backend,
-            "cnnspec.spec_file": SPEC_FILE,
-            "cnnspec.spec_sha256": SPEC_SHA256,
-        }
-        record = Path(args.output_dir) / "mlflow_run.json"
-        resumed = None
-        if args.resume and record.is_file():
-            last = json.loads(record.read_text())
-            resumed = last["run_id"] if last.get("uri") == uri else None
-        try:
-            mlflow.set_tracking_uri(uri)
-            if uri.startswith("sqlite:///") and not mlflow.get_experiment_by_name(
-                MLFLOW_EXPERIMENT
-            ):
-                # The runs' files beside the database, not in the working directory's
-                # mlruns/ (MLflow's default for a database store).
-                database = Path(uri.removeprefix("sqlite:///")).resolve()
-                files = database.parent / "mlartifacts"
-                mlflow.create_experiment(MLFLOW_EXPERIMENT, files.as_uri())
-            mlflow.set_experiment(MLFLOW_EXPERIMENT)
-            if resumed is not None:
-                run = mlflow.start_run(run_id=resumed)
-            else:
-                run = mlflow.start_run(run_name=f"{SPEC_NAME}-{backend}", tags=tags)
-        except Exception as error:  # a store that cannot be opened or reached
-            raise DataError(f"--mlflow {uri}: {error}") from None
-        with run:
-            print(f"MLflow run {run.info.run_id} in {uri}")
-            if resumed is not None:
-                yield MLflowLog(mlflow)
-                return
-            record.parent.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps({"uri": uri, "run_id": run.info.run_id}) + "\\n")
-            given = {
-                "batch": args.batch_size,
-                "seed": args.seed,
-                "epochs_cap": args.epochs,
-                "subset": args.subset,
-                "image_size": args.image_size,
-            }
-            given = {key: value for key, value in given.items() if value is not None}
-            mlflow.log_params({**SPEC_PARAMS, **given})
-            mlflow.log_text(SPEC_TEXT, SPEC_FILE)
-            yield MLflowLog(mlflow)
-
-
-    class MLflowLog:
-        """What an MLflow run records as training goes: each epoch's values as metrics.json
-        has them (the epoch, counted over the phases, as the step; the phase as its number
-        in PHASES), then the test metrics and the artifacts."""
-
-        def __init__(self, mlflow):
-            self.mlflow = mlflow
-
-        def epoch(self, row):
-            values = {k: float(v) for k, v in row.items() if k not in ("phase", "epoch")}
-            values["phase"] = PHASES.index(row["phase"]) + 1
-            self.mlflow.log_metrics(values, step=row["epoch"])
-
-        def finish(self, test, output_dir):
-            numbers = {
-                f"test_{key}": float(value)
-                for key, value in test.items()
-                if isinstance(value, int | float)
-            }
-            self.mlflow.log_metrics(numbers)
-            for name in ARTIFACTS:
-                if (output_dir / name).is_file():
-                    self.mlflow.log_artifact(str(output_dir / name))
-'''
 
 
 def load_backbone_call(model: str, indent: int) -> str:
@@ -919,258 +574,39 @@ def load_backbone_call(model: str, indent: int) -> str:
     return "".join(f"\n{pad}{line}" for line in lines)
 
 
-WEIGHTS_FLAG = """
-    parser.add_argument(
-        "--weights",
-        default=BACKBONE_WEIGHTS,
-        help="the backbone's weights: imagenet, none, or a Keras .h5 weight file",
-    )"""
-
-PARSE_ARGS = """
-    def parse_args(argv=None):
-        <PARSER>
-        parser.add_argument(
-            "--data-dir",
-            default=<DATA_DIR>,
-            help=<DATA_HELP>,
-        )
-        parser.add_argument(
-            "--output-dir",
-            help=f"where the run writes (default {DEFAULT_OUTPUT_DIR}, numbered past the "
-            "earlier runs there: 2, 3, ...)",
-        )
-        parser.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="replace the run the output folder holds",
-        )
-        parser.add_argument(
-            "--resume",
-            action="store_true",
-            help="carry on from the last epoch the output folder's run saved (without "
-            "--output-dir: the latest run)",
-        )
-        parser.add_argument(
-            "--epochs",
-            type=int,
-            help="at most N epochs in each phase (with --resume, those it trained count)",
-        )
-        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-        parser.add_argument(
-            "--subset",
-            type=int,
-            help="use N examples of each split, drawn at random (seeded) from every class",
-        )
-        parser.add_argument("--seed", type=int, default=SEED)
-        parser.add_argument(
-            "--deterministic",
-            action=argparse.BooleanOptionalAction,
-            default=DETERMINISTIC,
-            help="bitwise-reproducible training (deterministic kernels: slower on a GPU)",
-        )
-        parser.add_argument("--image-size", type=int, help="resize images to N x N")<WEIGHTS>
-        parser.add_argument(
-            "--init-weights",
-            metavar="FILE",
-            help="start from these weights: a .safetensors file in cnnspec's layout "
-            "(cnnspec import's, or a run's weights.safetensors)",
-        )
-        parser.add_argument(
-            "--tensorboard",
-            action=argparse.BooleanOptionalAction,
-            default=TENSORBOARD,
-            help="write TensorBoard event files to --output-dir/tensorboard",
-        )
-        parser.add_argument(
-            "--mlflow",
-            metavar="URI",
-            default=MLFLOW,
-            help="log an MLflow run to this store: a folder, sqlite:///file.db or a URL",
-        )
-        parser.add_argument("--no-mlflow", dest="mlflow", action="store_const", const=None)
-        <EXTRA_FLAGS>
-        return parser.parse_args(argv)
-"""
+# parse_args's --weights, for a model with a backbone.
+WEIGHTS_FLAG = """parser.add_argument(
+    "--weights",
+    default=BACKBONE_WEIGHTS,
+    help="the backbone's weights: imagenet, none, or a Keras .h5 weight file",
+)"""
 
 
-# What every script does around a run, whatever its framework: where it writes, which examples
-# a quick run takes, where Ctrl-C stopped it, and checking a weight file before loading it.
-SUBSET = '''
-    def stratified(labels, count, seed):
-        """The indices of `count` examples drawn at random (seeded) from each class in
-        proportion to its size, in their order. Where the shares do not divide evenly, the
-        classes with the largest remainders (ties at random) take one more each, so that a
-        few examples still cover as many classes as they can."""
-        generator = np.random.default_rng(seed)
-        classes, sizes = np.unique(labels, return_counts=True)
-        quotas = sizes * count / len(labels)
-        taken = np.floor(quotas).astype(int)
-        order = generator.permutation(len(classes))
-        order = order[np.argsort(taken[order] - quotas[order], kind="stable")]
-        taken[order[: count - taken.sum()]] += 1
-        chosen = np.concatenate(
-            [
-                generator.permutation(np.flatnonzero(labels == label))[:number]
-                for label, number in zip(classes, taken, strict=True)
-            ]
-        )
-        return np.sort(chosen)
-
-
-    def subset(split, count, seed):
-        """`count` examples of a split (stratified): a quick run sees every class, and both
-        scripts take the same examples."""
-        images, labels = split
-        labels = np.asarray(labels)
-        if count >= len(labels):
-            return split
-        chosen = stratified(labels, count, seed)
-        return images[chosen], labels[chosen]
-'''
-
-RUN_FOLDER = '''
-    def holds_run(folder):
-        """Whether `folder` holds what a run of this script writes."""
-        return any((Path(folder) / name).exists() for name in RUN_FILES)
-
-
-    def clear_run(folder):
-        """Remove what a run of this script wrote in `folder`, and nothing else."""
-        for name in RUN_FILES:
-            path = Path(folder) / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-
-
-    def numbered(base):
-        """`base`, then base2, base3, ...: the folders runs in the default place take."""
-        yield base
-        for number in itertools.count(2):
-            yield base.with_name(f"{base.name}{number}")
-
-
-    def run_folder(args, distributed=False):
-        """Where this run writes: --output-dir, or else DEFAULT_OUTPUT_DIR, numbered past
-        the earlier runs there (2, 3, ...) so that runs never mix; --resume without
-        --output-dir carries on the latest of those. A folder that holds a run is refused
-        unless --resume or --overwrite says what to do with it (and, in a distributed run,
-        whose processes must agree on one folder, the default is not numbered)."""
-        if args.resume and args.overwrite:
-            raise DataError("--resume carries a run on, --overwrite replaces it: pick one")
-        given = args.output_dir is not None
-        folder = Path(args.output_dir if given else DEFAULT_OUTPUT_DIR)
-        if args.overwrite:
-            clear_run(folder)
-            return folder
-        if args.resume:
-            if given or distributed:
-                return folder
-            runs = []
-            for candidate in numbered(folder):
-                if not candidate.exists():
-                    break
-                if (candidate / RESUME).exists():
-                    runs.append(candidate)
-            return max(runs, key=lambda run: (run / RESUME).stat().st_mtime, default=folder)
-        if not holds_run(folder):
-            return folder
-        if given or distributed:
-            raise DataError(
-                f"{folder} holds an earlier run: pass --resume to carry it on, --overwrite "
-                "to replace it, or another --output-dir"
-            )
-        fresh = next(other for other in numbered(folder) if not holds_run(other))
-        print(f"{folder} holds an earlier run: this one writes to {fresh}")
-        return fresh
-
-
-    def discard_unstarted(folder):
-        """Remove the folder a run made if it failed before training started (on its data,
-        say), so that no empty run folder is left behind."""
-        if not (Path(folder) / RESUME).exists():
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-    class Interrupted(Exception):
-        """Ctrl-C while a phase trained: where, for main() to say how to carry on."""
-
-        def __init__(self, phase, epoch):
-            super().__init__(f"interrupted in phase {phase}, epoch {epoch}")
-            self.phase, self.epoch = phase, epoch
-
-
-    def interrupted(stop, folder, created):
-        """Ctrl-C: one line that says how to carry on (the resume point holds the last
-        epoch that ended), and status 130, as a shell reports SIGINT. Before training
-        started, the folder the run made goes."""
-        if (Path(folder) / RESUME).exists():
-            where = stop if isinstance(stop, Interrupted) else "interrupted"
-            print(f"{where}: rerun with --resume", file=sys.stderr)
-        else:
-            if created:
-                discard_unstarted(folder)
-            print("interrupted before training started", file=sys.stderr)
-        sys.exit(130)
-'''
-
-WEIGHT_FILES = '''
-    def some(names):
-        """The first of `names`, and how many more."""
-        return names[0] if len(names) == 1 else f"{names[0]} and {len(names) - 1} more"
-
-
-    def weights_to_load(path, needed):
-        """The tensors of a .safetensors file (--init-weights) to load into a model whose
-        tensors are `needed` ({name: shape}, in cnnspec's layout). A tensor of the model
-        that the file lacks (a new head, say) keeps its initialisation, and one of the file
-        that the model lacks is left out, each said in one line; a tensor of another shape,
-        or a file with none of the model's tensors, is one line of error."""
-        try:
-            with safe_open(path, framework="numpy") as file:
-                names = file.keys()
-                held = {key: tuple(file.get_slice(key).get_shape()) for key in names}
-        except FileNotFoundError:
-            raise DataError(f"--init-weights: no file {path}") from None
-        except Exception as error:  # safetensors reports a bad header as several types
-            message = f"--init-weights: {path} is not a safetensors file ({error})"
-            raise DataError(message) from None
-        shared = [key for key in needed if key in held]
-        wrong = [key for key in shared if held[key] != needed[key]]
-        if wrong:
-            key, more = wrong[0], f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
-            shapes = f"{key} is {held[key]}, the model's is {needed[key]}{more}"
-            raise DataError(f"--init-weights {path} does not fit: {shapes}")
-        if not shared:
-            raise DataError(f"--init-weights {path} holds none of the model's tensors")
-        missing = sorted(key for key in needed if key not in held)
-        if missing:
-            print(f"--init-weights: {some(missing)} not in {path}: initialised afresh")
-        unused = sorted(key for key in held if key not in needed)
-        if unused:
-            print(f"--init-weights: {some(unused)} of {path} fit no layer: left out")
-        return shared
-
-
-    def saved_readable(save, path):
-        """Write a file with `save(partial)`, then move it into place: whole or not at all,
-        with the mode the umask gives every other artifact (safetensors writes 0600)."""
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.partial")
-        save(partial)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(partial, 0o666 & ~mask)
-        os.replace(partial, path)
-'''
-
+# Both backends' main() splits the training data this way (see their VALIDATION slots).
+SPLIT_VALIDATION = code("common", "split_validation")
 
 # The loader blocks both scripts share, by the names data sources give them (each backend adds
-# its own DIRECTORY_LOADER).
+# its own DIRECTORY_LOADER). The runtime module has one `load_data` per source under a name of
+# its own: the script calls it load_data.
 COMMON_LOADERS = {
-    "CIFAR10_LOADER": code("common", "find_cifar10", "load_cifar10", rename={"load_cifar10": "load_data"}),
-    "DIGITS_LOADER": code("common", "load_digits_splits", rename={"load_digits_splits": "load_data"}),
-    "DIRECTORY_FOLDERS": DIRECTORY_FOLDERS,
-    "NO_SOURCE_LOADER": NO_SOURCE_LOADER,
+    "CIFAR10_LOADER": code(
+        "common", "find_cifar10", "load_cifar10", rename={"load_cifar10": "load_data"}
+    ),
+    "DIGITS_LOADER": code(
+        "common", "load_digits_splits", rename={"load_digits_splits": "load_data"}
+    ),
+    # A folder of images, read the same way by both scripts (Pillow decodes every image).
+    "DIRECTORY_FOLDERS": code(
+        "common",
+        "split_folders",
+        "image_files",
+        "load_folders",
+        "read_image",
+        "image_problem",
+        "check_images",
+        rename={"load_folders": "load_data"},
+    ),
+    "NO_SOURCE_LOADER": code(
+        "common", "load_without_source", rename={"load_without_source": "load_data"}
+    ),
 }

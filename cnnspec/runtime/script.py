@@ -44,6 +44,13 @@ COLOR_MODE: str = "rgb"
 # Constants only the scripts of one backend define (each section is kept by that backend's
 # runtime module).
 # --- common
+# What an MLflow run records of the spec (mlflow_run, MLflowLog).
+SPEC_FILE: str = "spec.cnn"
+SPEC_SHA256: str = ""
+PHASES: list[str] = ["train"]
+ARTIFACTS: list[str] = []
+SPEC_PARAMS: dict[str, Any] = {}
+SPEC_TEXT: str = ""
 
 # --- keras
 
