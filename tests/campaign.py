@@ -194,6 +194,15 @@ class Writer:
         crops = [self.rng.randint(0, 2) for _ in range(4)]
         return self.call("crop", [f"(({crops[0]}, {crops[1]}), ({crops[2]}, {crops[3]}))"], {})
 
+    def upsample(self) -> str:
+        size = "0" if self.bad() else self.pair(1, 3)
+        interpolation = self.maybe(0.5, lambda: self.rng.choice(["nearest", "bilinear"]))
+        return self.call("upsample", [size], {"interpolation": interpolation})
+
+    def channel_shuffle(self) -> str:
+        # Often a divisor of the channels, sometimes not (E205).
+        return self.call("channel_shuffle", [str(self.rng.choice([1, 2, 2, 3, 4, 8]))], {})
+
     def global_avg_pool(self) -> str:
         return self.call("global_avg_pool", [], {"keepdims": self.maybe(0.2, lambda: "true")})
 

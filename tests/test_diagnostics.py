@@ -424,3 +424,14 @@ def test_a_layer_cannot_be_named_training() -> None:
         "E113",
         "a layer name cannot be 'training'",
     )
+
+
+def test_readme_layer_table_is_the_registrys() -> None:
+    """The README's layer reference is `cnnspec layers --markdown`: a kind added or documented
+    anew in its entry cannot leave the README behind."""
+    from cnnspec.reference import layer_rows
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = ["| layer | arguments (defaults) | what it does |", "|---|---|---|"]
+    rows += [f"| `{name}` | {arguments} | {doc} |" for name, arguments, doc in layer_rows()]
+    assert "\n".join(rows) in readme, "paste `cnnspec layers --markdown` into the README"
