@@ -5,7 +5,7 @@ whose methods give its shape rule, parameter rule, MACs and receptive-field step
 layer: the lowering pass looks calls up here, so adding a layer touches only its module in `cnnspec.layers`.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
@@ -89,6 +89,16 @@ class TorchLayer:
     apply: str = "{module}({x})"
     activation: "LayerArgs | None" = None
     helpers: tuple[str, ...] = ()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def no_emitter(method: F) -> F:
+    """Marks a base class's emitter method as the absence of one: an entry that inherits it
+    has no emitter for that backend (cnnspec.emitters reports it as Unsupported)."""
+    method.__no_emitter__ = True  # type: ignore[attr-defined]
+    return method
 
 
 class OnnxBuilder(Protocol):
@@ -196,6 +206,13 @@ class LayerArgs(Bound):
     # What Keras and PyTorch call this kind ("BatchNormalization", "BatchNorm2d"): a spec that
     # uses one of those names is told this kind's name.
     framework_names: ClassVar[tuple[str, ...]] = ()
+    # Element-wise per position: where its output has its input's shape, each output value is
+    # computed from the values at the same position of its inputs (with that position's own
+    # weights, or with statistics over all positions, as softmax and layer_norm on a vector),
+    # so a reordering of the positions passes through it. cnnspec.layout carries a flattened
+    # map's order (HWC in Keras, CHW in the canonical weights) through such layers alone; a
+    # kind that keeps the shape but moves values between positions (channel_shuffle) is not.
+    elementwise: ClassVar[bool] = False
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return inputs[0]
@@ -212,11 +229,13 @@ class LayerArgs(Bound):
 
     # ---- emitters: one per backend. A kind that a backend cannot express raises Unsupported.
 
+    @no_emitter
     def keras(self) -> list[KerasLayer]:
         """The Keras layers this node becomes, in order. The one with an empty suffix carries
         the node's name and its weights; the others are named `<node><suffix>`."""
         raise NotImplementedError(f"layer kind {self.kind!r} has no Keras emitter")
 
+    @no_emitter
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         """The PyTorch module and forward expression of this node, given its input shapes
         (in the checker's (H, W, C) order)."""
@@ -241,6 +260,7 @@ class LayerArgs(Bound):
         None for Glorot-uniform (a kernel)."""
         return 0.0
 
+    @no_emitter
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         """Add this node to an ONNX graph (NCHW); returns the name of its output."""
         raise NotImplementedError(f"layer kind {self.kind!r} has no ONNX emitter")

@@ -14,6 +14,7 @@ from cnnspec.binding import Bound, bind_call, describe, phrase, problem_text, to
 from cnnspec.codegen import Call, Code, literal, sequence
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.expressions import ExpressionError, resolve
+from cnnspec.registry import no_emitter
 from cnnspec.schema import Before, Field, Invalid, Problem, field_validator, model_validator
 from cnnspec.source import Span
 
@@ -262,11 +263,13 @@ class Augmentation(Bound):
     # Geometric steps resample the image and take the `fill` step's mode.
     geometric: ClassVar[bool] = False
 
+    @no_emitter
     def keras(self, fill: dict[str, object]) -> Call | None:
         """The Keras preprocessing layer of this step (None: an option of other steps);
         `fill` holds the geometric layers' fill options."""
         raise NotImplementedError(f"augmentation {self.kind!r} has no Keras emitter")
 
+    @no_emitter
     def torch(self) -> Call | None:
         """The PyTorch script's call of this step on `images` (None: an option of other
         steps), one of the script's augmentation functions (see `torch_helpers`)."""
@@ -482,6 +485,7 @@ class Optimizer(Bound):
         }
         return Call(self.keras_class, learning_rate=self.lr, **options)
 
+    @no_emitter
     def torch(self, parameters: Code) -> Call:
         """The PyTorch optimizer over `parameters`, with Keras's settings spelled out."""
         raise NotImplementedError(f"optimizer {self.kind!r} has no PyTorch emitter")
@@ -571,6 +575,7 @@ class Loss(Bound):
     def keras(self) -> Call:
         return Call(f"keras.losses.{self.keras_class}", **self.explicit())
 
+    @no_emitter
     def torch(self) -> str:
         raise NotImplementedError(f"{self.kind} has no PyTorch code")
 
@@ -697,10 +702,12 @@ class Callback(Bound):
             return self.mode
         return "min" if self.monitor.removeprefix("val_") == "loss" else "max"
 
+    @no_emitter
     def keras(self) -> Call:
         """The Keras callback (it saves to the script's `output_dir`)."""
         raise NotImplementedError(f"callback {self.kind!r} has no Keras emitter")
 
+    @no_emitter
     def torch(self) -> Call:
         """The PyTorch script's own callback class with Keras's rules (see its CALLBACKS)."""
         raise NotImplementedError(f"callback {self.kind!r} has no PyTorch emitter")

@@ -80,43 +80,6 @@ def test_same_spec_same_bytes(backend_name: str) -> None:
     assert generate(path, backend_name) == generate(path, backend_name)
 
 
-def test_every_layer_kind_has_an_emitter_per_backend() -> None:
-    """Walk the registry: a kind without a Keras, PyTorch or ONNX emitter fails here, not in
-    a user's build. Each is called on the kind's defaults, on an (8, 8, 3) map."""
-    defaults = {"conv2d": {"filters": 4}, "dense": {"units": 4}, "dropout": {"rate": 0.1}}
-    defaults["spatial_dropout"] = {"rate": 0.1}
-    defaults["separable_conv2d"] = {"filters": 4}
-    defaults["stochastic_depth"] = {"rate": 0.1}
-    defaults["rescaling"] = {"scale": 0.5}
-    defaults["reshape"] = {"target": (-1,)}
-    for kind, cls in REGISTRY.items():
-        layer = cls.model_validate(defaults.get(kind, {}))
-        emitted = layer.keras()
-        assert emitted and [k.suffix for k in emitted].count("") == 1, kind
-        for helper in layer.keras_helpers():
-            assert helper in keras_backend.HELPERS, (kind, helper)
-        arity = 2 if cls.arity is None else cls.arity
-        torch_layer = layer.torch([(8, 8, 3)] * arity)
-        assert torch_layer.module is not None or "{module}" not in torch_layer.apply, kind
-        for helper in torch_layer.helpers:
-            assert helper in pytorch_backend.HELPERS, (kind, helper)
-        if cls.is_activation:
-            assert "\0" in repr(layer.torch_function()), kind
-        recorder = _RecordingBuilder()
-        inputs = [f"in{i}" for i in range(arity)]
-        output = layer.onnx(recorder, "node", inputs, [(8, 8, 3)] * arity)
-        assert output in {*recorder.outputs, *inputs}, kind
-        # The ONNX emitter reads exactly the canonical tensors the layer declares.
-        shapes = layer.weight_shapes([(8, 8, 3)] * arity)
-        declared = {f"node.{suffix}" for suffix in shapes}
-        assert recorder.weights == declared, kind
-        # Keras's weights map onto exactly those tensors, and each has a way to start.
-        assert {w.suffix for w in layer.keras_weights()} == set(shapes), kind
-        for suffix in shapes:
-            value = layer.initial_value(suffix)
-            assert value is None or isinstance(value, float), (kind, suffix)
-
-
 def _test_inputs() -> str:
     """Every spec text the tests feed the tool: shipped specs, fixtures and test sources."""
     paths = [*ROOT.glob("specs/*.cnn"), *ROOT.glob("tests/**/*.cnn"), *ROOT.glob("tests/**/*.py")]
