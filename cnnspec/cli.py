@@ -154,11 +154,11 @@ def _weights_or_exit(path: Path, spec: Any) -> Any:
         _usage_error(f"no such file: {path}")
     except IsADirectoryError:
         _usage_error(f"{path} is a directory, not a weights file")
-    except onnx_export.WeightError as error:  # another framework's file: it says which
+    except onnx_export.WeightError as error:  # another framework's file, not safetensors
         echo(f"cnnspec: error: {error}", err=True)
         raise Exit(1) from None
-    except Exception as error:  # safetensors reports a bad header as several types
-        echo(f"cnnspec: error: cannot read {path}: {error}", err=True)
+    except OSError as error:  # no permission, an I/O error
+        echo(f"cnnspec: error: cannot read {path}: {error.strerror or error}", err=True)
         raise Exit(1) from None
     try:
         onnx_export.check_weights(spec, tensors)
@@ -1018,14 +1018,43 @@ def _run(argv: list[str] | None) -> int:
         return 130
     except BrokenPipeError:
         raise
-    except Exception as error:  # a bug in cnnspec: still no traceback, and a way to report it
-        echo(
-            f"cnnspec: internal error: {type(error).__name__}: {error}\n"
-            "please report this, with the spec that caused it",
-            err=True,
-        )
+    except Exception as error:  # the boundary: a bug in cnnspec, logged for its report
+        echo(_internal_error(error, sys.argv[1:] if argv is None else argv), err=True)
         return 70
     return 0
+
+
+def _internal_error(error: Exception, argv: list[str]) -> str:
+    """What a bug in cnnspec prints: one line that says what it was, and where its traceback
+    went: a log file (with the version and the command) a user can send, and standard error
+    too when CNNSPEC_DEBUG is set (or when no file can be written)."""
+    import platform
+    import shlex
+    import tempfile
+    import traceback
+
+    details = "".join(traceback.format_exception(error)).rstrip()
+    lines = [f"cnnspec: internal error: {type(error).__name__}: {error}"]
+    debug = os.environ.get("CNNSPEC_DEBUG", "") not in ("", "0")
+    if debug:
+        lines.append(details)
+    try:
+        handle, log = tempfile.mkstemp(prefix="cnnspec-internal-error-", suffix=".log")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(
+                f"cnnspec {__version__}, Python {platform.python_version()} on "
+                f"{platform.platform()}\ncommand: cnnspec {shlex.join(argv)}\n\n{details}\n"
+            )
+    except OSError:
+        if not debug:
+            lines.append(details)
+        lines.append("  = please report this, with the traceback above and the spec that caused it")
+    else:
+        lines.append(
+            f"  = please report this, with {log} (the traceback) and the spec that caused it"
+            + ("" if debug else "; CNNSPEC_DEBUG=1 prints the traceback here")
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -115,9 +115,10 @@ def initial_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
 
 
 def load_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """The tensors of a `weights.safetensors`; another framework's file is a WeightError that
-    says what it is and where the weights are."""
-    from safetensors.numpy import load_file
+    """The tensors of a `weights.safetensors`. Another framework's file, a file that is not
+    safetensors (or is truncated), and a tensor of a dtype numpy lacks are each a WeightError
+    that says so; a file that cannot be opened is the OSError `open` raises."""
+    from safetensors import SafetensorError, safe_open
 
     with open(path, "rb") as stream:
         head = stream.read(8)
@@ -132,7 +133,32 @@ def load_weights(path: str | Path) -> dict[str, np.ndarray]:
             f"{path} is {kind}, not cnnspec's weights: the generated scripts save those as "
             "weights.safetensors, beside model.keras and model.pt"
         )
-    return dict(load_file(str(path)))
+    try:
+        with safe_open(str(path), framework="np") as stream:
+            keys = list(stream.keys())  # not iterable itself
+            # A dtype numpy has no type for (bfloat16, float8, as torch can save) would fail
+            # as a TypeError or AttributeError deep in safetensors: said here instead.
+            odd = {
+                key: dtype
+                for key in keys
+                if (dtype := stream.get_slice(key).get_dtype()) not in NUMPY_DTYPES
+            }
+            if odd:
+                key, dtype = next(iter(odd.items()))
+                more = f" (and {len(odd) - 1} more tensors)" if len(odd) > 1 else ""
+                raise WeightError(
+                    f"{path} holds {key} as {dtype}{more}, a type numpy has not: "
+                    "save the weights as float32"
+                )
+            return {key: stream.get_tensor(key) for key in keys}
+    except SafetensorError as error:  # a header that is not safetensors', a truncated file
+        raise WeightError(f"cannot read {path}: {error}") from None
+
+
+# The safetensors dtypes that numpy holds (safetensors.numpy reads these and no others).
+NUMPY_DTYPES = frozenset(
+    {"F64", "F32", "F16", "I64", "U64", "I32", "U32", "I16", "U16", "I8", "U8", "BOOL", "C64"}
+)
 
 
 def check_weights(spec: Spec, weights: Mapping[str, np.ndarray]) -> None:
@@ -352,24 +378,32 @@ def export(
     return model
 
 
-def weights_source(data: bytes) -> str:
-    """Where an exported model's weights came from (a file, or `seed N`), from its metadata."""
+def _existing(data: bytes) -> Any:
+    """The ONNX model in the bytes of an existing file, or None when they are none: not a
+    protobuf, or a truncated one (protobuf's DecodeError, the one error parsing raises)."""
     import onnx
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     try:
-        props = {p.key: p.value for p in onnx.load_from_string(data).metadata_props}
-    except Exception:  # not an ONNX file: nothing recorded
+        return onnx.load_from_string(data)
+    except DecodeError:
+        return None
+
+
+def weights_source(data: bytes) -> str:
+    """Where an exported model's weights came from (a file, or `seed N`), from its metadata;
+    "" when the bytes are no ONNX model."""
+    model = _existing(data)
+    if model is None:
         return ""
+    props = {p.key: p.value for p in model.metadata_props}
     return props.get("cnnspec.weights", "")
 
 
 def model_state(data: bytes) -> str:
     """'generated', 'edited' or 'foreign' for the bytes of an existing .onnx file."""
-    import onnx
-
-    try:
-        model = onnx.load_from_string(data)
-    except Exception:  # not an ONNX file at all
+    model = _existing(data)
+    if model is None:  # not an ONNX file at all
         return "foreign"
     props = {p.key: p.value for p in model.metadata_props}
     if HASH_KEY not in props:

@@ -112,11 +112,14 @@ def collect_comments(text: str) -> list[Comment]:
 
 def format_text(text: str, path: str = "<spec>") -> str | None:
     """The canonical layout of `text`, or None when it does not parse (or, as a guard, when
-    the layout would not parse back to the same tree and comments). Pure, and raises on no
-    input: a language server answers formatting requests with it."""
+    the layout would not parse back to the same tree and comments). Pure, and no input makes
+    it raise: the parser reports its own errors (None here), and nesting too deep for Python's
+    stack reads as a text that does not parse. Anything else it raises is a bug in cnnspec,
+    and surfaces as one: a language server answers formatting requests with it, and logs
+    that."""
     try:
         return _format(text.replace("\r\n", "\n"), path)
-    except Exception:  # RecursionError on absurd nesting: a format request must never crash
+    except RecursionError:  # `a {` nested thousands deep: no spec is written so
         return None
 
 

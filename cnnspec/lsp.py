@@ -3,8 +3,10 @@
 Diagnostics are the checker's own (codes, exact ranges, hints), published when a document opens
 and, debounced, after it changes; hovers, inlay hints, completion, go to definition and the
 outline come from `cnnspec.editor`, formatting from `cnnspec.fmt`. Each document is compiled at
-most once per version. A handler that fails logs the error to the client and answers nothing;
-the server keeps serving.
+most once per version. A handler is a boundary: one that fails logs the error with its
+traceback, to the client (window/logMessage: the editor's output channel for cnnspec) and to
+the server's own log (`logging`, on standard error), and answers nothing; the server keeps
+serving.
 
 Positions: LSP counts lines from 0 and characters in UTF-16 code units; cnnspec's spans count
 from 1 in code points. `Lines` converts between the two.
@@ -13,6 +15,7 @@ from 1 in code points. `Lines` converts between the two.
 from __future__ import annotations
 
 import asyncio
+import logging
 import traceback
 from bisect import bisect_right
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from cnnspec.diagnostics import Severity
 from cnnspec.source import Source, Span
 
 DEBOUNCE_SECONDS = 0.15
+LOG = logging.getLogger(__name__)
 # A request of cnnspec's own: {"uri": ...} -> {"html": the page `cnnspec graph -o OUT.html`
 # writes, for the document's current text} or {"error": why there is none}. The VS Code
 # extension shows the page in a webview ("cnnspec: Show Network Diagram").
@@ -127,10 +131,13 @@ class CnnspecServer(LanguageServer):
         self.pending.pop(uri, None)
         try:
             self.publish(uri)
-        except Exception:
+        except Exception:  # the boundary of the debounced task: logged, and serving goes on
             self.report(f"diagnostics for {uri}")
 
     def report(self, what: str) -> None:
+        """Log the exception being handled, a bug in cnnspec, with its traceback: to the
+        server's log and to the client's."""
+        LOG.exception("internal error in %s", what)
         self.window_log_message(
             types.LogMessageParams(
                 type=types.MessageType.Error,
@@ -151,7 +158,7 @@ def _safe(default: Any) -> Callable[[Callable[..., R]], Callable[..., R]]:
         def run(server: CnnspecServer, params: Any) -> R:
             try:
                 return handler(server, params)
-            except Exception:
+            except Exception:  # the boundary: one request's bug, logged; the server goes on
                 server.report(handler.__name__)
                 return default
 
@@ -315,5 +322,7 @@ def _whole(text: str) -> Span:
 
 
 def serve(debounce: float = DEBOUNCE_SECONDS) -> None:
-    """Serve over stdin and stdout until the client says exit."""
+    """Serve over stdin and stdout until the client says exit. The server's log is standard
+    error, where editors keep a language server's output."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     build_server(debounce).start_io()

@@ -84,6 +84,7 @@ class Preprocessing:
     def load(self, image_path: Path) -> np.ndarray:
         """One image as the model's input, without the batch axis."""
         from PIL import Image, UnidentifiedImageError
+        from PIL.Image import DecompressionBombError
 
         try:
             empty = image_path.stat().st_size == 0
@@ -94,7 +95,10 @@ class Preprocessing:
             raise PredictError(f"{image_path} is not an image Pillow can read") from None
         except OSError as error:
             raise PredictError(f"cannot read {image_path}: {error.strerror or error}") from None
-        except Exception as error:  # a decompression bomb, or a header no plugin expected
+        except (DecompressionBombError, ValueError, SyntaxError, EOFError) as error:
+            # A decompression bomb, or a header a plugin rejects in its own way (PPM, SGI and
+            # IM headers raise ValueError; SyntaxError and EOFError are Pillow's "not this
+            # format" and "too short").
             raise PredictError(
                 f"{image_path} cannot be opened as an image ({_line(error)})"
             ) from None
@@ -107,7 +111,9 @@ class Preprocessing:
                 # quarter or an eighth of its size, then resized.
                 image.draft(mode, (self.width, self.height))
                 image.load()
-            except Exception as error:  # Pillow's decoders raise many types on damaged data
+            except (OSError, ValueError, SyntaxError, EOFError) as error:
+                # Pillow's decoders on damaged data: OSError ("image file is truncated",
+                # decoder errors), ValueError (QOI, DDS, IM), SyntaxError ("broken PNG file").
                 raise PredictError(
                     f"{image_path} is a damaged or truncated {image.format} image ({_line(error)})"
                 ) from None
@@ -168,13 +174,14 @@ def _start(onnxruntime: Any, model_path: Path, provider: str, options: Any = Non
             f"onnxruntime here has no {PROVIDERS[provider]} (available: {', '.join(available)})"
         )
     onnxruntime.set_default_logger_severity(4)  # failed GPU probes are expected, not news
+    failures = _session_errors()
     problem: Exception | None = None
     for candidate in candidates:
         chain = [candidate] if candidate == PROVIDERS["cpu"] else [candidate, PROVIDERS["cpu"]]
         try:
             with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
                 session = onnxruntime.InferenceSession(str(model_path), options, providers=chain)
-        except Exception as error:  # onnxruntime raises its own exception types
+        except failures as error:
             problem = error
             continue
         if session.get_providers()[0] == candidate:
@@ -184,6 +191,21 @@ def _start(onnxruntime: Any, model_path: Path, provider: str, options: Any = Non
     if problem is not None:
         raise PredictError(f"onnxruntime cannot load {model_path}: {problem}")
     raise PredictError(f"the {provider} provider does not start on this machine")
+
+
+def _session_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises when a session does not start: its own types (InvalidProtobuf,
+    NoSuchFile, InvalidGraph, EPFail, ..., from the compiled module, all plain Exceptions), and
+    the ValueError and RuntimeError its Python wrapper raises (a provider it cannot use)."""
+    import importlib
+
+    state = importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
+    own = [
+        value
+        for value in vars(state).values()
+        if isinstance(value, type) and issubclass(value, Exception)
+    ]
+    return (ValueError, RuntimeError, *own)
 
 
 def predict(

@@ -100,6 +100,8 @@ class Sweep:
     # the study
 
     def study(self) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError  # optuna's storage is SQLAlchemy's
+
         optuna = self.optuna
         url = self.options.storage or f"sqlite:///{self.folder / 'study.db'}"
         if self.options.storage is None:
@@ -108,8 +110,20 @@ class Sweep:
             # A worker that dies leaves its trial running; the heartbeat fails it later.
             storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
             existing = optuna.study.get_all_study_summaries(storage)
-        except Exception as error:  # a URL SQLAlchemy cannot open, a server out of reach
-            raise SweepError(f"cannot open the study storage {url}: {error}") from None
+        except (
+            SQLAlchemyError,
+            optuna.exceptions.StorageInternalError,
+            ImportError,
+            RuntimeError,
+        ) as error:
+            # A URL SQLAlchemy cannot parse or has no dialect for (ArgumentError), a database
+            # it cannot open or a server out of reach (OperationalError), a file that is no
+            # database (DatabaseError), or any of those inside one of optuna's sessions
+            # (StorageInternalError); a driver not installed (ImportError, from optuna); a
+            # schema of another optuna version (RuntimeError).
+            # SQLAlchemy's messages go on with the SQL and a link: the first line says it.
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise SweepError(f"cannot open the study storage {url}: {why}") from None
         done = next((s.n_trials for s in existing if s.study_name == self.spec.name), 0)
         direction = "maximize" if self.sweep.resolved_mode == "max" else "minimize"
         seed = self.spec.train.seed + done  # a resumed study does not repeat its first samples

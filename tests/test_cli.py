@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from cnnspec import __version__
 from cnnspec.compiler import compile_file
 from tests.conftest import ROOT, SPECS
 
@@ -688,3 +689,90 @@ def test_a_count_of_one_is_singular(tmp_path: Path) -> None:
     page = tmp_path / "one.html"
     assert run("graph", str(spec), "-o", str(page)).returncode == 0
     assert "one: 2 layers, 1 parameter (1 trainable)" in page.read_text()  # the page's caption
+
+
+# --------------------------------------------------------------------------------------------
+# The boundary: a bug in cnnspec
+
+
+BROKEN_COMMAND = """\
+import sys
+import cnnspec.cli
+def broken(args):
+    raise KeyError("a bug on purpose")
+cnnspec.cli.version = broken
+cnnspec.cli.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_internal_error_is_one_line_and_its_traceback_a_file(
+    tmp_path: Path, debug: bool
+) -> None:
+    """A bug is the one exception the command line catches whole: it says what it was in a
+    line, writes the traceback (with the version and the command) to a file the user can send,
+    and prints it too with CNNSPEC_DEBUG; the exit status is 70 (EX_SOFTWARE)."""
+    env = {k: v for k, v in os.environ.items() if k != "CNNSPEC_DEBUG"}
+    env.update(TMPDIR=str(tmp_path), NO_COLOR="1")
+    if debug:
+        env["CNNSPEC_DEBUG"] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", BROKEN_COMMAND, "version"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 70
+    (log,) = tmp_path.glob("cnnspec-internal-error-*.log")
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith(f"cnnspec {__version__}, Python ")
+    assert "command: cnnspec version" in text
+    assert "Traceback" in text and "KeyError: 'a bug on purpose'" in text
+    lines = result.stderr.splitlines()
+    assert lines[0] == "cnnspec: internal error: KeyError: 'a bug on purpose'"
+    assert lines[-1].startswith(f"  = please report this, with {log} (the traceback)")
+    if debug:
+        assert "Traceback (most recent call last):" in result.stderr
+    else:
+        assert len(lines) == 2 and "CNNSPEC_DEBUG=1 prints the traceback here" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"these are not weights\n", "cannot read {path}: Error while deserializing header"),
+        ("truncated", "cannot read {path}: Error while deserializing header"),
+        ("bfloat16", "{path} holds conv.weight as BF16, a type numpy has not"),
+    ],
+)
+def test_a_weights_file_that_cannot_be_read_is_one_line(
+    tmp_path: Path, content: object, message: str
+) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("safetensors")
+    import struct
+
+    from safetensors.numpy import save
+
+    numpy = pytest.importorskip("numpy")
+    good = save({"conv.weight": numpy.ones((4, 1, 3, 3), numpy.float32)})
+    if content == "truncated":
+        data = good[: len(good) - 20]
+    elif content == "bfloat16":
+        header = b'{"conv.weight":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}'
+        data = struct.pack("<Q", len(header)) + header + bytes(4)
+    else:
+        assert isinstance(content, bytes)
+        data = content
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(data)
+    spec = ROOT / "specs" / "digits.cnn"
+    result = run("export", str(spec), "--weights", str(path), "-o", str(tmp_path / "d.onnx"))
+    no_traceback(result)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("cnnspec: error: " + message.format(path=path)), line
+    assert not (tmp_path / "d.onnx").exists()

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from lark import Lark, Token
 
+from cnnspec import fmt
 from cnnspec.compiler import Compilation, compile_text
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.fmt import WIDTH, collect_comments, format_text
@@ -455,6 +456,26 @@ def test_windows_line_endings() -> None:
 )
 def test_broken_text_is_not_formatted(text: str) -> None:
     assert format_text(text) is None
+
+
+def test_nesting_too_deep_for_the_stack_reads_as_not_parsing() -> None:
+    """The one exception a format request may meet: Python's stack on absurd nesting."""
+    deep = "model m {\n  input 8x8x1\n  head { dense(" + "[" * 5000 + "]" * 5000 + ") }\n}\n"
+    with pytest.raises(RecursionError):
+        fmt._format(deep, "<spec>")
+    assert format_text(deep) is None
+
+
+def test_a_bug_in_the_formatter_surfaces_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A formatter bug is not "does not parse": it raises (the language server logs it, the
+    command line calls it an internal error)."""
+
+    def broken(*args: object) -> str:
+        raise AttributeError("a bug in the layout")
+
+    monkeypatch.setattr(fmt, "_layout", broken)
+    with pytest.raises(AttributeError, match="a bug in the layout"):
+        format_text(CANONICAL)
 
 
 def test_300_layers_format_quickly() -> None:

@@ -255,3 +255,76 @@ def test_a_python_file_named_by_its_absolute_path_is_a_factory(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(["import", f"{tmp_path / 'nets.py'}:small_net"])
     assert "needs --input-size HxWxC" in capsys.readouterr().err
+
+
+def test_a_spec_the_formatter_refuses_is_an_internal_error_not_unformatted_text(
+    tmp_path, capsys, monkeypatch
+):
+    """The import writes its spec in fmt's layout or not at all: a writer's text that does
+    not parse, or that the formatter's guard refuses, is a bug said as one."""
+    import cnnspec.fmt
+
+    network = resnet_like()
+    monkeypatch.setattr(cnnspec.fmt, "format_text", lambda text, path="<spec>": None)
+    with pytest.raises(ImportFailure, match=r"^internal error: the formatter cannot lay out"):
+        import_network(network)
+    monkeypatch.setattr("cnnspec.importing.read", lambda source, size: resnet_like())
+    out = tmp_path / "tiny.cnn"
+    with pytest.raises(SystemExit) as exit:
+        main(["import", "tiny.onnx", "-o", str(out)])
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    assert "internal error: the formatter cannot lay out the imported spec" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_writer_text_that_does_not_parse_says_where(monkeypatch):
+    from cnnspec.importing import writer
+
+    network = resnet_like()
+    monkeypatch.setattr(writer, "write", lambda network, items: "model m {\n  input 8x8x3\n")
+    with pytest.raises(ImportFailure, match=r"^internal error: the imported spec does not parse: "):
+        import_network(network)
+
+
+def _factory_file(tmp_path, body: str) -> str:
+    (tmp_path / "nets.py").write_text(body)
+    return f"{tmp_path / 'nets.py'}:small_net"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "raise KeyError('at import')\n",
+            "cannot import {file}: KeyError: 'at import'",
+        ),
+        (
+            "def small_net():\n    return {}['no such layer']\n",
+            "{target}() failed: KeyError: 'no such layer'",
+        ),
+        (
+            "import torch\n"
+            "class Net(torch.nn.Module):\n"
+            "    def forward(self, x):\n"
+            "        raise ZeroDivisionError('in forward')\n"
+            "def small_net():\n    return Net()\n",
+            "PyTorch cannot export {target} to ONNX: ZeroDivisionError: in forward",
+        ),
+    ],
+    ids=["module", "factory", "forward"],
+)
+def test_the_users_code_may_raise_anything_and_is_one_line(tmp_path, capsys, body, message):
+    """The PyTorch factory is a boundary: the user's module, factory and forward run inside
+    the command, and whatever they raise is one line that names whose code failed."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    target = _factory_file(tmp_path, body)
+    with pytest.raises(SystemExit) as exit:
+        main(["import", target, "--input-size", "8x8x3", "-o", str(tmp_path / "m.cnn")])
+    assert exit.value.code == 1
+    err = capsys.readouterr().err
+    expected = message.format(file=tmp_path / "nets.py", target=target)
+    assert f"cnnspec: error: {expected}" in err
+    assert "Traceback" not in err and "internal error" not in err
+    assert not (tmp_path / "m.cnn").exists()

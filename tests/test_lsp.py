@@ -323,3 +323,69 @@ def test_the_diagram_request_answers_the_page_for_the_current_text(client: LspCl
     }
     client.change(uri, GOOD.replace("conv2d(32)", "conv2d(48)"), version=3)
     assert "conv2d(48" in client.request("cnnspec/diagram", {"uri": uri})["html"]
+
+
+# The boundary: a handler's bug is logged, to the client and to the server's log, and the
+# request gets its default answer.
+
+
+def test_a_handler_that_fails_is_logged_and_answers_its_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from lsprotocol import types
+
+    from cnnspec.lsp import build_server
+
+    server = build_server()
+    sent: list[types.LogMessageParams] = []
+    monkeypatch.setattr(server, "window_log_message", sent.append)
+
+    def broken(uri: str) -> None:
+        raise KeyError("a bug on purpose")
+
+    monkeypatch.setattr(server, "analysis", broken)
+    features = server.protocol.fm.features
+    hover = types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=URI),
+        position=types.Position(line=0, character=0),
+    )
+    with caplog.at_level(logging.ERROR, logger="cnnspec.lsp"):
+        assert features[types.TEXT_DOCUMENT_HOVER](hover) is None
+        answer = features["cnnspec/diagram"]({"uri": URI})
+    assert answer == {"error": "internal error: see the cnnspec output channel"}
+    assert [m.type for m in sent] == [types.MessageType.Error] * 2
+    assert sent[0].message.startswith("cnnspec: internal error in hover:\nTraceback")
+    assert "KeyError: 'a bug on purpose'" in sent[0].message
+    assert "internal error in diagram" in sent[1].message
+    records = [r for r in caplog.records if r.name == "cnnspec.lsp"]
+    assert [r.getMessage() for r in records] == [
+        "internal error in hover",
+        "internal error in diagram",
+    ]
+    assert all(r.exc_info is not None and r.exc_info[0] is KeyError for r in records)
+
+
+def test_a_failed_publish_is_logged_and_the_server_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    from cnnspec.lsp import build_server
+
+    server = build_server(debounce=0)
+    sent: list[object] = []
+    monkeypatch.setattr(server, "window_log_message", sent.append)
+
+    def broken(uri: str) -> None:
+        raise ValueError("a bug on purpose")
+
+    monkeypatch.setattr(server, "publish", broken)
+    with caplog.at_level(logging.ERROR, logger="cnnspec.lsp"):
+        asyncio.run(server._publish_later(URI))
+    assert len(sent) == 1
+    (record,) = [r for r in caplog.records if r.name == "cnnspec.lsp"]
+    assert record.getMessage() == f"internal error in diagnostics for {URI}"
+    assert record.exc_info is not None and record.exc_info[0] is ValueError

@@ -81,7 +81,9 @@ def import_network(network: Network) -> Imported:
     notes = _probabilities(network)
     items = structure.nest(network)
     text = "".join(_comment(note) for note in notes) + writer.write(network, items)
-    formatted = format_text(text) or text
+    formatted = format_text(text)
+    if formatted is None:
+        raise ImportFailure(_unformatted(text, f"{network.name}.cnn"))
     compilation = compile_text(formatted, f"{network.name}.cnn")
     _classifier_or_fail(compilation)
     if not compilation.ok or compilation.spec is None:
@@ -93,6 +95,22 @@ def import_network(network: Network) -> Imported:
     _same_graph(network, spec.model)
     tensors = weights.canonical(network, spec.model)
     return Imported(formatted, tensors, network, spec, notes)
+
+
+def _unformatted(text: str, path: str) -> str:
+    """Why the writer's text has no fmt layout: it does not parse, or the formatter's guard
+    refused its layout. A bug in cnnspec either way, said as one: the import never writes a
+    spec out of the canonical layout in silence."""
+    from cnnspec.diagnostics import Diagnostics
+    from cnnspec.source import Source
+    from cnnspec.syntax import parse
+
+    source = Source(path, text)
+    diagnostics = Diagnostics(source)
+    if parse(source, diagnostics) is None:
+        problems = [f"{d.span.line}: {d.message}" for d in diagnostics.errors]
+        return "internal error: the imported spec does not parse: " + "; ".join(problems[:3])
+    return "internal error: the formatter cannot lay out the imported spec"
 
 
 def _classifier_or_fail(compilation: Any) -> None:

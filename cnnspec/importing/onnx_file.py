@@ -37,9 +37,13 @@ def read(path: Path) -> Network:
         import onnx
     except ImportError:
         raise ImportFailure("importing ONNX needs onnx: pip install 'cnnspec[import]'") from None
+    from google.protobuf.message import Error as ProtobufError  # type: ignore[import-untyped]
+
     try:
         model = onnx.load(str(path))
-    except Exception as error:  # protobuf's DecodeError, and others for truncated files
+    except (ProtobufError, onnx.checker.ValidationError, OSError, ValueError) as error:
+        # Not a protobuf, or a truncated one (DecodeError); external data that is missing
+        # (OSError) or points outside the model's folder (ValidationError, ValueError).
         raise ImportFailure(f"{path} is not a readable ONNX file: {error}") from None
     return network_from_model(model, str(path))
 
@@ -48,7 +52,8 @@ def network_from_model(model: Any, source: str) -> Network:
     import onnx
     from onnx import numpy_helper
 
-    with contextlib.suppress(Exception):
+    # Shapes help recognise patterns; a model they cannot be inferred for is read without.
+    with contextlib.suppress(onnx.shape_inference.InferenceError, ValueError):
         model = onnx.shape_inference.infer_shapes(model)
     graph = model.graph
     constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}

@@ -1,7 +1,13 @@
 """`cnnspec import package.module:factory --input-size 224x224x3` (or `path/to/file.py:factory`):
 the module the factory returns, exported to ONNX inside the command (in eval mode, batch
 normalization kept as it is rather than folded into the convolutions, so that the counts stay
-PyTorch's), then read as any ONNX file."""
+PyTorch's), then read as any ONNX file.
+
+A boundary: the user's own code runs here (their module's top level, their factory, their
+model's forward under the exporter), and it may raise anything at all. Those three calls, and
+only those, catch every Exception, and each says in one line whose code failed and how
+(KeyboardInterrupt and SystemExit are not caught); a bug in cnnspec's own code past them
+surfaces as one."""
 
 from __future__ import annotations
 
@@ -54,14 +60,14 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
         raise ImportFailure("importing a PyTorch module needs onnx: pip install onnx") from None
     try:
         module = _load_file(file) if file is not None else _import(location)
-    except Exception as error:
+    except Exception as error:  # the boundary: the user's module runs, and may raise anything
         raise ImportFailure(f"cannot import {location}: {type(error).__name__}: {error}") from None
     factory = getattr(module, factory_name, None)
     if factory is None:
         raise ImportFailure(f"{location} has no {factory_name}")
     try:
         model = factory()
-    except Exception as error:
+    except Exception as error:  # the boundary: the user's factory, as above
         raise ImportFailure(f"{target}() failed: {type(error).__name__}: {error}") from None
     if not isinstance(model, torch.nn.Module):
         raise ImportFailure(f"{target}() returned a {type(model).__name__}, not a torch.nn.Module")
@@ -81,7 +87,7 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
                 input_names=["image"],
                 opset_version=18,
             )
-    except Exception as error:
+    except Exception as error:  # the boundary: the user's forward, traced by the exporter
         raise ImportFailure(
             f"PyTorch cannot export {target} to ONNX: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"
