@@ -208,6 +208,13 @@ class LayerArgs(Bound):
     framework_names: ClassVar[tuple[str, ...]] = ()
     # Element-wise per position: where its output has its input's shape, each output value is
     # computed from the values at the same position of its inputs (with that position's own
+    # weights, and at most statistics over the whole last axis, as softmax and layer_norm),
+    # so a reordering of the features passes through it. cnnspec.layout carries a flattened
+    # map's order (HWC in Keras, CHW in the canonical weights) through such layers alone; a
+    # kind that keeps the shape but moves values between positions (channel_shuffle) is not.
+    elementwise: ClassVar[bool] = False
+    # Element-wise per position: where its output has its input's shape, each output value is
+    # computed from the values at the same position of its inputs (with that position's own
     # weights, or with statistics over all positions, as softmax and layer_norm on a vector),
     # so a reordering of the positions passes through it. cnnspec.layout carries a flattened
     # map's order (HWC in Keras, CHW in the canonical weights) through such layers alone; a

@@ -17,6 +17,7 @@ from cnnspec.registry import (
 
 class _Activation(LayerArgs):
     is_activation: ClassVar[bool] = True
+    elementwise: ClassVar[bool] = True  # softmax: statistics over the last axis
     # Keras's name for this activation as an `activation=` string, when it means the same.
     keras_string: ClassVar[str | None] = None
 

@@ -41,6 +41,7 @@ from cnnspec.schema import Before, Problem
 @register
 class Dropout(LayerArgs):
     kind: ClassVar[str] = "dropout"
+    elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Dropout",)
     doc: ClassVar[str] = "Zeroes a fraction `rate` of the units during training."
     positional: ClassVar[tuple[str, ...]] = ("rate",)
@@ -175,6 +176,7 @@ class Dense(LayerArgs):
 @register
 class Rescaling(LayerArgs):
     kind: ClassVar[str] = "rescaling"
+    elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Rescaling",)
     doc: ClassVar[str] = (
         "x * scale + offset, with one number for all channels or one per channel: a model's "
@@ -218,6 +220,7 @@ class Rescaling(LayerArgs):
 @register
 class StochasticDepth(LayerArgs):
     kind: ClassVar[str] = "stochastic_depth"
+    elementwise: ClassVar[bool] = True  # the whole example, kept or dropped
     aliases: ClassVar[dict[str, str]] = {"drop_rate": "rate", "drop_path": "rate"}
     framework_names: ClassVar[tuple[str, ...]] = ("StochasticDepth", "DropPath")
     doc: ClassVar[str] = (
@@ -246,6 +249,7 @@ class StochasticDepth(LayerArgs):
 @register
 class LayerScale(LayerArgs):
     kind: ClassVar[str] = "layer_scale"
+    elementwise: ClassVar[bool] = True
     aliases: ClassVar[dict[str, str]] = {"init_values": "init"}
     framework_names: ClassVar[tuple[str, ...]] = ("LayerScale",)
     doc: ClassVar[str] = (
@@ -308,6 +312,7 @@ def _target(value: Any) -> Any:
 @register
 class Reshape(LayerArgs):
     kind: ClassVar[str] = "reshape"
+    elementwise: ClassVar[bool] = True  # keeping the shape, it is the identity
     framework_names: ClassVar[tuple[str, ...]] = ("Reshape",)
     doc: ClassVar[str] = (
         "Gives the elements (in Keras's channels-last order) a new shape: a vector (C,) or a "

@@ -51,6 +51,7 @@ class _Merge(LayerArgs):
 @register
 class Add(_Merge):
     kind: ClassVar[str] = "add"
+    elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Add",)
     doc: ClassVar[str] = (
         "Element-wise sum of branches of equal shape, as a residual joins its body and its "
@@ -112,6 +113,7 @@ class Concat(_Merge):
 @register
 class Multiply(_Merge):
     kind: ClassVar[str] = "multiply"
+    elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Multiply", "multiply", "mul")
     doc: ClassVar[str] = (
         "Element-wise product with broadcasting, as a squeeze-and-excitation gate scales a "

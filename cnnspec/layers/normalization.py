@@ -39,6 +39,7 @@ def channel_constant(graph: OnnxBuilder, name: str, values: tuple[float, ...], s
 @register
 class BatchNorm(LayerArgs):
     kind: ClassVar[str] = "batchnorm"
+    elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = (
         "BatchNormalization",
         "BatchNorm2d",
@@ -133,6 +134,7 @@ class BatchNorm(LayerArgs):
 @register
 class LayerNorm(LayerArgs):
     kind: ClassVar[str] = "layer_norm"
+    elementwise: ClassVar[bool] = True  # statistics over the last axis
     framework_names: ClassVar[tuple[str, ...]] = ("LayerNormalization", "LayerNorm")
     doc: ClassVar[str] = (
         "Layer normalisation over the last axis (the channels, at every position), with a "
@@ -220,6 +222,7 @@ def per_channel_literal(values: tuple[float, ...]) -> object:
 @register
 class Normalization(LayerArgs):
     kind: ClassVar[str] = "normalization"
+    elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Normalization",)
     doc: ClassVar[str] = (
         "(x - mean) / sqrt(variance) per channel, as Keras's Normalization layer. With `mean` "
