@@ -213,13 +213,6 @@ class LayerArgs(Bound):
     # map's order (HWC in Keras, CHW in the canonical weights) through such layers alone; a
     # kind that keeps the shape but moves values between positions (channel_shuffle) is not.
     elementwise: ClassVar[bool] = False
-    # Element-wise per position: where its output has its input's shape, each output value is
-    # computed from the values at the same position of its inputs (with that position's own
-    # weights, or with statistics over all positions, as softmax and layer_norm on a vector),
-    # so a reordering of the positions passes through it. cnnspec.layout carries a flattened
-    # map's order (HWC in Keras, CHW in the canonical weights) through such layers alone; a
-    # kind that keeps the shape but moves values between positions (channel_shuffle) is not.
-    elementwise: ClassVar[bool] = False
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return inputs[0]
