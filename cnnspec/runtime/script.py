@@ -55,3 +55,12 @@ SPEC_TEXT: str = ""
 # --- keras
 
 # --- torch
+# L2 factors by layer; how the geometric augmentations fill what they uncover.
+L2: dict[str, float] = {}
+FILL: str = "nearest"
+FILL_VALUE: float = 0.0
+# A backbone's Keras weights: the file, its layer classes and where their weights go.
+KERAS_WEIGHTS_FILE: str = ""
+KERAS_WEIGHTS_URL: str = ""
+BACKBONE_CLASSES: dict[str, str] = {}
+WEIGHT_LAYOUT: dict[str, dict[str, tuple[str, str]]] = {}

@@ -1,0 +1,1256 @@
+"""The PyTorch-specific code of the generated PyTorch scripts, as real Python:
+TensorFlow's `same` padding and the helper layers that give PyTorch Keras's semantics,
+the model's wrapper, the augmentation steps, the loaders, Keras's callbacks, the
+training loop and its resume point, evaluation, weight files, a backbone's Keras
+weights, tracking and main.
+
+cnnspec.backends.pytorch copies these definitions into the scripts by name
+(cnnspec.backends.runtime.code); nothing in cnnspec imports this module. The imports
+below are for the linter, the type checker and the unit tests (tests/runtime/
+test_torch.py): a script writes its own. A `# <NAME>` line is a slot the emitter fills
+from the spec or drops. A few statements are the common case of what a spec decides,
+which the emitter replaces whole (pytorch.py's DEFAULT_* and _replaced): data_loss's
+per-example loss, scores' metric, evaluate's prediction and make_loaders' dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+import types
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.metrics import accuracy_score, classification_report
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    TensorDataset,
+    default_collate,
+)
+from tqdm import tqdm  # type: ignore[import-untyped]
+
+import torch
+from cnnspec.runtime.common import (
+    DataError,
+    Interrupted,
+    check_not_empty,
+    discard_unstarted,
+    interrupted,
+    mlflow_run,
+    parse_args,
+    read_image,
+    run_folder,
+    saved_readable,
+    subset,
+    weights_to_load,
+)
+from cnnspec.runtime.script import (
+    BACKBONE_CLASSES,
+    BATCH_SIZE,
+    CLASS_NAMES,
+    DEFAULT_OUTPUT_DIR,
+    FILL,
+    FILL_VALUE,
+    FIXED_INPUT_SIZE,
+    INPUT_SHAPE,
+    KERAS_WEIGHTS_FILE,
+    KERAS_WEIGHTS_URL,
+    L2,
+    MEAN,
+    PHASES,
+    PIXEL_RANGE,
+    RESCALE,
+    RESUME,
+    SEED,
+    SPEC_NAME,
+    STD,
+    WEIGHT_LAYOUT,
+)
+from torch import nn
+
+if TYPE_CHECKING:
+    # What each script defines from its spec (cnnspec.backends.pytorch): the network,
+    # the augmentation, the metric functions, and `load_data`, the data source's
+    # loader (one of cnnspec.runtime.common's, renamed). The unit tests patch in what
+    # they call.
+    class Net(nn.Module): ...
+
+    def augment(images, generator): ...
+
+    def metric_accuracy(probabilities, predicted, targets): ...
+
+    def load_data(data_dir): ...
+
+
+# --- TensorFlow's `same` padding, which comes with every helper (SAME_PADDING).
+
+
+def same_padding(size, kernel, stride, dilation):
+    """TensorFlow's `same` padding along one axis, (before, after): the odd pixel goes
+    after, and with a stride the amount depends on the input size."""
+    extent = dilation * (kernel - 1) + 1
+    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x, kernel, stride, dilation=(1, 1), value=0.0):
+    top, bottom = same_padding(x.shape[-2], kernel[0], stride[0], dilation[0])
+    left, right = same_padding(x.shape[-1], kernel[1], stride[1], dilation[1])
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
+# --- The helper layers and functions that give PyTorch Keras's semantics, by the names
+# the layers' emitters ask for (TorchLayer.helpers).
+
+
+class Conv2dSame(nn.Conv2d):
+    """nn.Conv2d with TensorFlow's `same` padding (PyTorch's refuses strides)."""
+
+    def forward(self, x):
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        return super().forward(x)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """Max pooling with `same` padding that never wins the max, as in Keras."""
+
+    def forward(self, x):
+        kernel, stride = pair(self.kernel_size), pair(self.stride)
+        return super().forward(pad_same(x, kernel, stride, value=-torch.inf))
+
+
+class AvgPool2dSame(nn.AvgPool2d):
+    """Average pooling with `same` padding left out of the average, as in Keras."""
+
+    def forward(self, x):
+        kernel, stride = pair(self.kernel_size), pair(self.stride)
+        total = super().forward(pad_same(x, kernel, stride))
+        ones = pad_same(torch.ones_like(x[:, :1]), kernel, stride)
+        return total / super().forward(ones)
+
+
+class SeparableConv2d(nn.Module):
+    """Keras's SeparableConv2D: a depthwise convolution (`depth_multiplier` filters
+    per input channel, no bias), then a 1x1 convolution over its channels."""
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        depth_multiplier=1,
+        bias=True,
+    ):
+        super().__init__()
+        self.same = padding == "same"
+        middle = in_channels * depth_multiplier
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            middle,
+            kernel_size,
+            stride,
+            0 if self.same else padding,
+            dilation,
+            groups=in_channels,
+            bias=False,
+        )
+        self.pointwise = nn.Conv2d(middle, out_channels, 1, bias=bias)
+
+    def forward(self, x):
+        conv = self.depthwise
+        if self.same:
+            x = pad_same(x, conv.kernel_size, conv.stride, conv.dilation)
+        return self.pointwise(conv(x))
+
+
+def partial_batchnorm(batchnorm, num_features, scale, center, **options):
+    """A BatchNorm with only its learnt scale (`weight`) or only its learnt shift
+    (`bias`), as Keras's scale=False or center=False."""
+    module = batchnorm(num_features, affine=False, **options)
+    if scale:
+        module.weight = nn.Parameter(torch.ones(num_features))
+    if center:
+        module.bias = nn.Parameter(torch.zeros(num_features))
+    return module
+
+
+class Normalization(nn.Module):
+    """Keras's Normalization over the channels: (x - mean) / max(sqrt(variance),
+    1e-7). Without given values it holds them, with Keras's sample count."""
+
+    def __init__(self, channels, mean=None, variance=None):
+        super().__init__()
+        self.values = None if mean is None else (mean, variance)
+        if mean is None:
+            self.register_buffer("mean", torch.zeros(channels))
+            self.register_buffer("variance", torch.ones(channels))
+            self.register_buffer("count", torch.zeros(1))
+
+    def forward(self, x):
+        if self.values is None:
+            mean, variance = self.mean, self.variance
+        else:
+            mean, variance = (x.new_tensor(v) for v in self.values)
+        shape = (-1,) + (1,) * (x.dim() - 2)
+        deviation = variance.sqrt().clamp_min(1e-7)
+        return (x - mean.view(shape)) / deviation.view(shape)
+
+
+def rescale_channels(x, scale, offset):
+    """x * scale + offset with a value per channel (or one for all), as Keras's
+    Rescaling."""
+    shape = (-1,) + (1,) * (x.dim() - 2)
+    return x * x.new_tensor(scale).view(shape) + x.new_tensor(offset).view(shape)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero each sample's whole input with
+    probability `rate` and scale the rest by 1 / (1 - rate), as Keras's
+    Dropout(rate, noise_shape=(None, 1, 1, 1)); the identity at inference."""
+
+    def __init__(self, rate):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x):
+        if not self.training or self.rate == 0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        mask = torch.rand(shape, device=x.device) >= self.rate
+        return x * mask.to(x.dtype) / keep
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt's layer scale: the input times a learnt scale per channel."""
+
+    def __init__(self, channels, init_values):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(init_values)))
+
+    def forward(self, x):
+        return x * self.weight.view((-1,) + (1,) * (x.dim() - 2))
+
+
+# --- The model.
+
+
+def build_model():
+    """The network with freshly initialised weights, in training mode."""
+    return Net()
+
+
+class Logits(nn.Module):
+    """The network up to its output activation, as the loss sees it; a module of its own
+    so that DistributedDataParallel and torch.compile can wrap it."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs):
+        return self.net.logits(inputs)
+
+
+# --- The augmentation steps (AugmentSection.torch_helpers): each transforms a batch
+# (N, C, H, W) on its device, drawing from the training generator.
+
+
+def uniform(generator, images, low, high, *shape):
+    """Random numbers in [low, high), `shape` of them per image."""
+    n = images.shape[0]
+    values = torch.rand(n, *shape, generator=generator, device=generator.device)
+    return (low + (high - low) * values).to(images.device)
+
+
+def warp(images, theta):
+    """Resample each image through its affine map (output to input, in [-1, 1]
+    coordinates); uncovered pixels are filled as the spec's `fill` says."""
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if FILL == "wrap":
+        grid = torch.remainder(grid + 1, 2) - 1
+    padding = {"reflect": "reflection", "constant": "zeros"}.get(FILL, "border")
+    warped = F.grid_sample(images, grid, padding_mode=padding, align_corners=False)
+    if FILL == "constant" and FILL_VALUE:
+        ones = torch.ones_like(images[:, :1])
+        covered = F.grid_sample(ones, grid, padding_mode="zeros", align_corners=False)
+        warped = warped + (1 - covered) * FILL_VALUE
+    return warped
+
+
+def identity_maps(images):
+    """One identity affine map per image, to edit."""
+    theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
+    return theta
+
+
+def random_rotation(images, generator, degrees):
+    """Rotate each image by up to +/- `degrees`."""
+    angle = torch.deg2rad(uniform(generator, images, -degrees, degrees))
+    theta = identity_maps(images)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), -torch.sin(angle)
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
+    return warp(images, theta)
+
+
+def random_translation(images, generator, height, width):
+    """Shift each image by up to a fraction of its height and width."""
+    theta = identity_maps(images)
+    theta[:, 0, 2] = 2 * width * uniform(generator, images, -1, 1)
+    theta[:, 1, 2] = 2 * height * uniform(generator, images, -1, 1)
+    return warp(images, theta)
+
+
+def random_zoom(images, generator, factor):
+    """Zoom each image in or out by up to `factor`, height and width apart."""
+    scale = uniform(generator, images, 1 - factor, 1 + factor, 2)
+    theta = identity_maps(images)
+    theta[:, 0, 0], theta[:, 1, 1] = scale[:, 0], scale[:, 1]
+    return warp(images, theta)
+
+
+def random_shear(images, generator, factor):
+    """Shear each image horizontally by up to `factor`."""
+    theta = identity_maps(images)
+    theta[:, 0, 1] = uniform(generator, images, -factor, factor)
+    return warp(images, theta)
+
+
+def random_flip(images, generator, mode):
+    """Mirror each image with probability 1/2 along each axis `mode` names."""
+    n = images.shape[0]
+    if mode in ("horizontal", "horizontal_and_vertical"):
+        chosen = uniform(generator, images, 0, 1).view(n, 1, 1, 1) < 0.5
+        images = torch.where(chosen, images.flip(3), images)
+    if mode in ("vertical", "horizontal_and_vertical"):
+        chosen = uniform(generator, images, 0, 1).view(n, 1, 1, 1) < 0.5
+        images = torch.where(chosen, images.flip(2), images)
+    return images
+
+
+def random_brightness(images, generator, factor):
+    """Shift each image's pixels by up to +/- `factor` of the pixel range."""
+    low, high = PIXEL_RANGE
+    shift = uniform(generator, images, -factor, factor).view(-1, 1, 1, 1)
+    return (images + shift * (high - low)).clamp(low, high)
+
+
+def random_contrast(images, generator, factor):
+    """Scale each image's contrast by a factor in [1 - factor, 1 + factor]."""
+    low, high = PIXEL_RANGE
+    scale = 1 + uniform(generator, images, -factor, factor).view(-1, 1, 1, 1)
+    mean = images.mean(dim=(2, 3), keepdim=True)
+    return ((images - mean) * scale + mean).clamp(low, high)
+
+
+# --- Data: a folder's image files, the device-side preprocessing, the loaders.
+
+
+class ImageFiles(Dataset):
+    """Image files, read as the batches need them (read_image): pairs of uint8 CHW
+    pixels and a label."""
+
+    def __init__(self, files, labels, size):
+        self.files, self.labels, self.size = files, labels, size
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        pixels = read_image(self.files[index], self.size)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), self.labels[index]
+
+
+MEAN_TENSOR = torch.tensor(MEAN).view(1, -1, 1, 1)
+STD_TENSOR = torch.tensor(STD).view(1, -1, 1, 1)
+
+
+def prepare(images, device, generator=None):
+    """A batch of uint8 images as the model's input on the device: rescaled, augmented
+    when a random generator is given (training), normalised."""
+    images = images.to(device, non_blocking=True).float() * RESCALE
+    if generator is not None:
+        images = augment(images, generator)
+    # <NORMALIZE>
+    return images
+
+
+def resizing(size):
+    """A DataLoader's collate_fn that resizes each batch of pixel arrays to `size` as
+    Keras's tf.image.resize does (bilinear, half-pixel centres, no antialiasing), in
+    float32."""
+
+    def collate(examples):
+        images, labels = default_collate(examples)
+        if tuple(images.shape[-2:]) != size:
+            images = F.interpolate(
+                images.float(), size=size, mode="bilinear", align_corners=False
+            )
+        return images, labels
+
+    return collate
+
+
+def make_loaders(
+    splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None, distributed=False
+):
+    """DataLoaders of NCHW images and int labels; the training one shuffles. Images
+    come at the model's size (image_size x image_size when given): image files are
+    read at it, arrays resized batch by batch. Under torchrun the spec's batch is the
+    global one: each process takes its share of it, of the training examples (a
+    DistributedSampler) and of the validation ones (every world-th). Preprocessing
+    runs on the device, in prepare()."""
+    rank, world = 0, 1
+    if distributed:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if batch_size % world:
+            raise DataError(
+                f"the batch, {batch_size}, does not split evenly over {world} processes"
+            )
+        batch_size //= world
+    # <VALIDATION>
+    size = (image_size, image_size) if image_size else INPUT_SHAPE[:2]
+    loaders = {}
+    for name, (images, labels) in splits.items():
+        pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+        dataset = TensorDataset(pixels, torch.from_numpy(np.asarray(labels)))
+        collate = resizing(size) if image_size else None
+        training = name == "train"
+        sampler = None
+        if training and distributed:
+            sampler = DistributedSampler(dataset, seed=seed)
+        elif name == "val" and distributed:
+            dataset = torch.utils.data.Subset(dataset, range(rank, len(dataset), world))
+        loaders[name] = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=training and sampler is None,
+            sampler=sampler,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+            pin_memory=torch.cuda.is_available(),
+        )
+    return loaders
+
+
+# --- Keras's callbacks, with Keras's rules.
+
+
+class EarlyStopping:
+    """Keras's EarlyStopping: stop after `patience` epochs without an improvement
+    of more than `min_delta`; optionally restore the best weights at the end."""
+
+    def __init__(self, monitor, mode, patience=0, min_delta=0.0, restore_best=False):
+        self.monitor, self.mode, self.patience = monitor, mode, patience
+        self.min_delta, self.restore_best = min_delta, restore_best
+        self.best, self.wait, self.best_state = None, 0, None
+
+    def improved(self, value):
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, model, logs):
+        """True to stop training."""
+        value = logs[self.monitor]
+        if self.improved(value):
+            self.best, self.wait = value, 0
+            if self.restore_best:
+                self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            if is_main():
+                epochs = "epoch" if self.wait == 1 else "epochs"
+                stalled = f"{self.monitor} stalled for {self.wait} {epochs}"
+                print(f"early stopping: {stalled}")
+            return True
+        return False
+
+    def on_train_end(self, model):
+        if self.best_state is not None:
+            if is_main():
+                print(f"restoring the best weights ({self.monitor} {self.best:.4f})")
+            model.load_state_dict(self.best_state)
+
+
+class ReduceLROnPlateau:
+    """Keras's ReduceLROnPlateau: multiply the learning rate by `factor` after
+    `patience` epochs without an improvement of more than `min_delta`, down to
+    `min_lr`."""
+
+    def __init__(
+        self,
+        optimizer,
+        monitor,
+        mode,
+        factor=0.1,
+        patience=10,
+        min_lr=0.0,
+        min_delta=1e-4,
+    ):
+        self.optimizer, self.monitor, self.mode = optimizer, monitor, mode
+        self.factor, self.patience, self.min_lr = factor, patience, min_lr
+        self.min_delta, self.best, self.wait = min_delta, None, 0
+
+    def on_epoch_end(self, model, logs):
+        value = logs[self.monitor]
+        better = self.best is None or (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if better:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            for group in self.optimizer.param_groups:
+                group["lr"] = max(group["lr"] * self.factor, self.min_lr)
+            rate = self.optimizer.param_groups[0]["lr"]
+            if is_main():
+                print(f"reducing the learning rate to {rate:.3g}")
+            self.wait = 0
+        return False
+
+    def on_train_end(self, model):
+        pass
+
+
+class Checkpoint:
+    """Keras's ModelCheckpoint: save the weights when the monitored value improves."""
+
+    def __init__(self, path, monitor, mode, save_best=True):
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.save_best, self.best = save_best, None
+
+    def on_epoch_end(self, model, logs):
+        value = logs[self.monitor]
+        better = self.best is None or (
+            value < self.best if self.mode == "min" else value > self.best
+        )
+        if (better or not self.save_best) and is_main():
+            torch.save(model.state_dict(), self.path)
+        if better:
+            self.best = value
+        return False
+
+    def on_train_end(self, model):
+        pass
+
+
+# --- Training.
+
+
+def data_loss(logits, targets, class_weight=None):
+    """The loss on logits, per example, weighted by class as Keras weighs samples, then
+    averaged over the batch."""
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    if class_weight is not None:
+        losses = losses * class_weight[targets.view(-1).long()]
+    return losses.mean()
+
+
+def l2_penalty(model):
+    """What Keras's kernel_regularizer=L2(factor) adds to the loss:
+    factor * sum(kernel ** 2)."""
+    penalty = 0.0
+    for name, factor in L2.items():
+        # (_modules: a layer may be named like a method, `logits` or `train`)
+        penalty = penalty + factor * model._modules[name].weight.square().sum()
+    return penalty
+
+
+def scores(probabilities, targets):
+    """The spec's metrics over an epoch, named as Keras names them."""
+    targets = targets.reshape(-1)
+    if probabilities.shape[1] == 1:
+        predicted = (probabilities[:, 0] >= 0.5).astype(int)
+    else:
+        predicted = probabilities.argmax(axis=1)
+    result = {}
+    result["accuracy"] = metric_accuracy(probabilities, predicted, targets)
+    return result
+
+
+def set_trainable(model, frozen):
+    """Freeze the named layers and unfreeze the rest. Frozen BatchNorm layers stay
+    in eval mode during training (see run_epoch), as Keras runs them in inference
+    mode."""
+    for name, module in model.named_children():
+        for parameter in module.parameters():
+            parameter.requires_grad = name not in frozen
+
+
+def run_epoch(
+    net, logits_of, loader, device, optimizer=None, class_weight=None, generator=None
+):
+    """One pass over `loader`, training when an optimizer is given; `logits_of` is the
+    network's logits as trained (possibly under DDP or torch.compile). Returns the loss
+    (with L2, as Keras reports it) and the metrics, and the throughput."""
+    training = optimizer is not None
+    net.train(training)
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen = not any(p.requires_grad for p in module.parameters())
+            if frozen:
+                module.eval()
+    total, count, correct, outputs, targets_seen = 0.0, 0, 0, [], []
+    started = time.perf_counter()
+    progress = tqdm(loader, "train" if training else "eval", leave=False, disable=None)
+    weights = None
+    if class_weight is not None:
+        weights = torch.tensor(
+            [class_weight.get(i, 1.0) for i in range(len(CLASS_NAMES))], device=device
+        )
+    for images, targets in progress:
+        targets = targets.to(device, non_blocking=True)
+        inputs = prepare(images, device, generator if training else None)
+        with torch.set_grad_enabled(training), autocast(device):
+            logits = logits_of(inputs)
+            loss = data_loss(logits.float(), targets, weights) + l2_penalty(net)
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        total += loss.item() * len(targets)
+        count += len(targets)
+        with torch.no_grad():
+            outputs.append(output_probabilities(logits.float()).cpu().numpy())
+        targets_seen.append(targets.cpu().numpy())
+        batch = outputs[-1]
+        predicted = batch.argmax(1) if batch.shape[1] > 1 else batch[:, 0] >= 0.5
+        correct += int((predicted == targets_seen[-1].reshape(-1)).sum())
+        rate = count / (time.perf_counter() - started)
+        progress.set_postfix(
+            loss=f"{total / count:.4f}",
+            accuracy=f"{correct / count:.4f}",
+            images_per_s=f"{rate:.0f}",
+        )
+    probabilities, targets = np.concatenate(outputs), np.concatenate(targets_seen)
+    rate = count / (time.perf_counter() - started)
+    if torch.distributed.is_initialized():
+        # Every process's share: the loss and metrics are the whole epoch's, the same
+        # in every process, so that each one's callbacks decide alike.
+        shares = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(
+            shares, (total, count, probabilities, targets)
+        )
+        total, count = sum(s[0] for s in shares), sum(s[1] for s in shares)
+        probabilities = np.concatenate([s[2] for s in shares])
+        targets = np.concatenate([s[3] for s in shares])
+    logs = {"loss": total / count, **scores(probabilities, targets)}
+    return logs, rate
+
+
+def train(
+    model,
+    loaders,
+    output_dir,
+    device,
+    epochs=None,
+    class_weight=None,
+    logits_of=None,
+    resume=None,
+    tracking=None,
+    seed=SEED,
+):
+    """Fit the model phase by phase: freeze, a new optimizer, the callbacks;
+    `epochs` caps each phase. `logits_of` computes the logits as trained (default
+    model.logits; DDP or torch.compile wrap it). `resume` carries on from where a
+    run stopped (see ResumePoint); `tracking` reports each epoch (see Tracking);
+    `seed` seeds each phase's augmentation. Returns the per-epoch history.
+    """
+    if logits_of is None:
+        logits_of = model.logits
+    if resume is None:
+        resume = ResumePoint(Path(output_dir) / "resume.pt")
+    if tracking is None:
+        tracking = Tracking()
+    history = []
+    # <PHASES>
+    return history
+
+
+class ResumePoint:
+    """Where a run is, saved to <output-dir>/resume.pt as each phase starts and after
+    each of its epochs: the weights, the history, the optimizer and the callbacks of the
+    phase under way, and the random generators. A run started with --resume carries on
+    from it: the phases before the saved one are done, and that one carries on from its
+    last saved epoch (to --epochs N in all, when given), drawing the same random numbers
+    as a run that was never stopped."""
+
+    # The generators that run on from phase to phase (the others are each phase's own).
+    ACROSS_PHASES = ("loader",)
+
+    def __init__(self, path, state=None):
+        self.path, self.state = Path(path), state
+        self.pending = state is not None  # to restore, into the first phase trained
+
+    @classmethod
+    def load(cls, path):
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"--resume: no {path} to carry on from")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(state.get("generators"), dict):
+            raise DataError(f"--resume: {path} was saved by an older script")
+        return cls(path, state)
+
+    def progress(self, phase):
+        """The epochs this phase has trained, and whether it is over: a phase before
+        the one saved last, or that one stopped early."""
+        if self.state is None:
+            return [], False
+        rows = [row for row in self.state["history"] if row["phase"] == phase]
+        last = self.state["phase"] == phase
+        return rows, bool(rows) and (not last or self.state["stopped"])
+
+    def follow(self, phase, done, optimizer, callbacks, generators):
+        """The phase under way, after `done` epochs of the phases before it: what the
+        saves record and a restore sets. `generators`: {name: torch.Generator}."""
+        self.phase, self.done, self.optimizer = phase, done, optimizer
+        self.callbacks, self.generators = callbacks, generators
+
+    def restore(self):
+        """Carry on from the saved point in the first phase this run trains: all of it
+        when the point is in this phase; when it ended the phase before, the random
+        generators that run on across phases (the rest starts anew, as it would)."""
+        self.pending = False
+        state = self.state
+        within = state["phase"] == self.phase
+        if within:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for callback, saved in zip(self.callbacks, state["callbacks"], strict=True):
+                vars(callback).update(saved)
+        for name, generator in self.generators.items():
+            if within or name in self.ACROSS_PHASES:
+                generator.set_state(state["generators"][name])
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+
+    def save(self, net, history, stopped):
+        """The phase's `history` so far, and whether it stopped early."""
+        if not is_main():
+            return
+        earlier = self.state["history"][: self.done] if self.state else []
+        self.state = {
+            "phase": self.phase,
+            "stopped": stopped,
+            "history": [*earlier, *history],
+            "model": net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "callbacks": [
+                {k: v for k, v in vars(c).items() if k != "optimizer"}
+                for c in self.callbacks
+            ],
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+        }
+        partial = self.path.with_suffix(".partial")
+        torch.save(self.state, partial)
+        os.replace(partial, self.path)  # a run stopped while saving keeps the last one
+
+
+def fit_phase(
+    model,
+    loaders,
+    optimizer,
+    callbacks,
+    phase,
+    epochs,
+    cap,
+    device,
+    class_weight,
+    done,
+    resume,
+    tracking,
+    seed=SEED,
+):
+    """Fit one phase for its `epochs` (at most `cap`, when given), continuing the epoch
+    count from `done`, or from where `resume` says this phase stopped. Ctrl-C raises
+    Interrupted, saying where."""
+    net, logits_of = model
+    history, over = resume.progress(phase)
+    if over:
+        return history
+    generators = {
+        "augment": torch.Generator(device=device).manual_seed(seed + done),
+        "loader": loaders["train"].generator,
+    }
+    resume.follow(phase, done, optimizer, callbacks, generators)
+    if resume.pending:
+        resume.restore()
+        if history:
+            print(f"{phase}: carrying on after epoch {history[-1]['epoch']}")
+    if not history:
+        resume.save(net, history, False)  # the phase's start, to carry on from
+    stopped = False
+    first = epoch = done + len(history) + 1
+    try:
+        for epoch in range(first, done + min(epochs, cap or epochs) + 1):
+            sampler = loaders["train"].sampler
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch)  # a new order each epoch, as a shuffle has
+            logs, rate = run_epoch(
+                net,
+                logits_of,
+                loaders["train"],
+                device,
+                optimizer,
+                class_weight,
+                generators["augment"],
+            )
+            if "val" in loaders:
+                # Each process its share, outside DistributedDataParallel, whose forward
+                # would wait for the others' batches.
+                distributed = torch.distributed.is_initialized()
+                evaluated = net.logits if distributed else logits_of
+                val_logs, _ = run_epoch(net, evaluated, loaders["val"], device)
+                logs.update({f"val_{key}": value for key, value in val_logs.items()})
+            logs["learning_rate"] = optimizer.param_groups[0]["lr"]
+            summary = " - ".join(f"{key}: {value:.4f}" for key, value in logs.items())
+            if is_main():
+                print(f"{phase} epoch {epoch}: {summary} - {rate:.0f} images/s")
+            history.append({"phase": phase, "epoch": epoch, **logs})
+            tracking.epoch(history[-1])
+            stopped = any([callback.on_epoch_end(net, logs) for callback in callbacks])
+            resume.save(net, history, stopped)
+            if stopped:
+                break
+    except KeyboardInterrupt:
+        raise Interrupted(phase, epoch) from None
+    for callback in callbacks:
+        callback.on_train_end(net)
+    if torch.distributed.is_initialized() and history:
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        how = "stopped early" if stopped else "ended"
+        last = history[-1]["epoch"]
+        print(f"rank {rank} of {world}: {phase} {how} after epoch {last}")
+    if stopped or len(history) >= epochs:
+        # Over: the next phase starts from here (the best weights, if restored). A phase
+        # cut short by --epochs keeps its last epoch's state, to carry on from.
+        resume.save(net, history, stopped)
+    return history
+
+
+# --- Evaluation.
+
+
+def evaluate(model, loaders, output_dir, device):
+    """Test loss, accuracy and the per-class report, in eval mode."""
+    model.eval()
+    losses, count, outputs, truth = 0.0, 0, [], []
+    with torch.no_grad():
+        for images, targets in loaders["test"]:
+            targets = targets.to(device)
+            inputs = prepare(images, device)
+            with autocast(device):
+                logits = model.logits(inputs).float()
+            loss = data_loss(logits, targets) + l2_penalty(model)
+            losses += loss.item() * len(targets)
+            count += len(targets)
+            outputs.append(output_probabilities(logits).cpu().numpy())
+            truth.append(targets.cpu().numpy())
+    probabilities = np.concatenate(outputs)
+    y_true = np.concatenate(truth).ravel().astype(int)
+    y_pred = np.argmax(probabilities, axis=1)
+    labels = list(range(len(CLASS_NAMES)))
+    test = {"loss": losses / count, "accuracy": float(accuracy_score(y_true, y_pred))}
+    # <EXTRA>
+    test["report"] = classification_report(
+        y_true,
+        y_pred,
+        labels=labels,
+        target_names=CLASS_NAMES,
+        output_dict=True,
+        zero_division=0,
+    )
+    # <OUTPUTS>
+    return test
+
+
+# --- Weight files, and a backbone's Keras weights.
+
+
+def export_weights(model, path):
+    """Save the weights in cnnspec's backend-neutral layout, which is this model's own
+    state dict without BatchNorm's step counters."""
+    tensors = {
+        key: value.detach().float().contiguous().cpu()
+        for key, value in model.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
+    saved_readable(lambda partial: save_file(tensors, str(partial)), path)
+
+
+def load_weights(model, path):
+    """Load weights saved in cnnspec's layout (by this script or another backend's)."""
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit: missing {missing}, extra {unexpected}")
+
+
+def init_weights(model, path):
+    """Start from the weights in `path` (--init-weights), checked against the model's
+    tensors first."""
+    needed = {
+        key: tuple(value.shape)
+        for key, value in model.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    }
+    keys = weights_to_load(path, needed)
+    tensors = load_file(str(path))
+    model.load_state_dict({key: tensors[key] for key in keys}, strict=False)
+    print(f"weights from {path}")
+
+
+def keras_weights_file(weights):
+    """The Keras .h5 file behind --weights. For `imagenet`, keras.applications' own
+    file in Keras's cache ($KERAS_HOME or ~/.keras, then models/), downloaded once."""
+    if weights != "imagenet":
+        return Path(weights)
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    path = cache / KERAS_WEIGHTS_FILE
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"downloading {KERAS_WEIGHTS_URL}")
+        partial = path.with_name(path.name + ".part")
+        try:
+            urllib.request.urlretrieve(KERAS_WEIGHTS_URL, partial)
+        except OSError as error:
+            raise DataError(
+                f"cannot download {KERAS_WEIGHTS_URL} ({error}): "
+                "pass --weights none, or the path of the file"
+            ) from error
+        partial.replace(path)
+    return path
+
+
+def keras_arrays(path):
+    """[(layer, weight, index, array)] from a Keras .h5 weight file (keras.applications'
+    format, as Keras wrote it before Keras 3: layer_names, then weight_names such as
+    block1_conv1/kernel:0; a model inside the model holds its layers' weights)."""
+    import h5py
+
+    def text(value):
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"cannot read Keras weights {path}: {error}") from error
+    with file:
+        if "layer_names" not in file.attrs:
+            # Keras 3's .weights.h5 stores layers by position, not by name.
+            raise DataError(
+                f"{path} has no layer names: use keras.applications' .h5 file "
+                "(what --weights imagenet downloads), not a Keras 3 .weights.h5"
+            )
+        found = []
+        for group in map(text, file.attrs["layer_names"]):
+            for index, name in enumerate(file[group].attrs.get("weight_names", [])):
+                parts = text(name).split(":")[0].split("/")
+                layer = parts[-2] if len(parts) > 1 else group
+                value = np.asarray(file[group][text(name)])
+                found.append((layer, parts[-1], index, value))
+        return found
+
+
+def from_keras(value, layout, name):
+    """A Keras weight in this model's layout (its state dict's shapes)."""
+    # <FROM_KERAS>
+    return value
+
+
+def load_backbone_weights(net, weights):
+    """Copy Keras weights into the backbone by layer name, through WEIGHT_LAYOUT: each
+    weight's place in the state dict and its layout. `none` keeps the initialisation."""
+    if weights == "none":
+        return
+    path = keras_weights_file(weights)
+    classes = {}
+    for kind, names in BACKBONE_CLASSES.items():
+        classes.update(dict.fromkeys(names.split(), kind))
+    state = net.state_dict()
+    loaded = {}
+    for layer, variable, index, value in keras_arrays(path):
+        if layer not in classes:
+            raise DataError(f"{path} has weights for {layer}, which the model lacks")
+        places = WEIGHT_LAYOUT[classes[layer]]
+        # By the weight's name; a file that names them otherwise, by their order.
+        suffix, layout = places.get(variable) or list(places.values())[index]
+        key = f"{layer}.{suffix}"
+        tensor = np.ascontiguousarray(from_keras(value, layout, layer), dtype="float32")
+        needed = tuple(state[key].shape) if key in state else None
+        if needed != tensor.shape:
+            raise DataError(
+                f"{path}: {layer} holds {tensor.shape} for {variable}, "
+                f"the model needs {needed}"
+            )
+        loaded[key] = torch.from_numpy(tensor)
+    missing = set(classes) - {key.split(".")[0] for key in loaded}
+    if missing:
+        raise DataError(f"{path} has no weights for {len(missing)} backbone layers")
+    net.load_state_dict(loaded, strict=False)
+    print(f"backbone weights from {path}")
+
+
+# --- Where the run is reported.
+
+
+class Tracking:
+    """Where the run is reported besides metrics.json: TensorBoard event files in
+    `log_dir`, as keras.callbacks.TensorBoard writes them (training values in train/,
+    validation values in validation/, each tagged epoch_<name>, the step counting epochs
+    from 0), an MLflow run (see mlflow_run), and `epochs`, a file of one JSON line per
+    epoch as it ends (metrics.json's history rows), for whatever watches the run."""
+
+    def __init__(self, log_dir=None, mlflow=None, epochs=None):
+        self.log_dir, self.mlflow, self.writers = log_dir, mlflow, {}
+        self.epochs = epochs
+        if log_dir is None:
+            return
+        # TensorBoard's writer loads TensorFlow, where it is installed, for file access
+        # alone (seconds, and its log lines): its own stand-in does that for a folder,
+        # which it takes when tensorboard.compat.notf can be imported.
+        notf = "tensorboard.compat.notf"
+        sys.modules.setdefault(notf, types.ModuleType(notf))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise DataError(
+                "TensorBoard logging needs the tensorboard package: pip install "
+                "tensorboard, or pass --no-tensorboard"
+            ) from None
+        for split in ("train", "validation"):
+            self.writers[split] = SummaryWriter(Path(log_dir) / split)
+
+    def graph(self, network, inputs):
+        """The network's graph, traced in eval mode on `inputs`, for the Graphs tab."""
+        if not self.writers:
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python values
+                self.writers["train"].add_graph(Logits(network), inputs)
+        except Exception as error:  # a network the tracer cannot follow
+            print(f"TensorBoard: no graph ({type(error).__name__}: {error})")
+
+    def epoch(self, row):
+        """One epoch's values, as metrics.json records them."""
+        if self.writers:
+            step = row["epoch"] - 1
+            values = {k: v for k, v in row.items() if k not in ("phase", "epoch")}
+            values["phase"] = PHASES.index(row["phase"]) + 1
+            for key, value in values.items():
+                split = "validation" if key.startswith("val_") else "train"
+                tag = f"epoch_{key.removeprefix('val_')}"
+                self.writers[split].add_scalar(tag, value, step)
+            for writer in self.writers.values():
+                writer.flush()
+        if self.mlflow is not None:
+            self.mlflow.epoch(row)
+        if self.epochs is not None:
+            with open(self.epochs, "a") as stream:
+                stream.write(json.dumps(row) + "\n")
+
+    def finish(self, test, output_dir):
+        """The test metrics and the artifacts, once they are written."""
+        for writer in self.writers.values():
+            writer.close()
+        if self.mlflow is not None:
+            self.mlflow.finish(test, output_dir)
+        if self.log_dir is not None:
+            print(f"TensorBoard: tensorboard --logdir {self.log_dir}")
+
+
+# --- The run.
+
+
+def is_main():
+    """True in the process that reports and writes artifacts (rank 0 under torchrun)."""
+    distributed = torch.distributed.is_initialized()
+    return not distributed or torch.distributed.get_rank() == 0
+
+
+def output_probabilities(logits):
+    """What the model's forward returns, from its logits."""
+    if logits.shape[1] == 1:
+        return torch.sigmoid(logits)
+    return torch.softmax(logits, dim=1)
+
+
+def autocast(device):
+    """bf16 mixed precision on CUDA; full precision elsewhere."""
+    enabled = device.type == "cuda"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def make_deterministic():
+    """Bitwise-reproducible training: PyTorch's deterministic kernels (an error where an
+    operation has none), cuDNN's without autotuning, and the fixed cuBLAS workspace
+    that CUDA needs for them (set before CUDA starts)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def main(argv=None):
+    """Train, evaluate and save. A problem with the data or the device is one line of
+    error, and Ctrl-C one line that says how to carry on: never a traceback."""
+    args = parse_args(argv)
+    # The process that reports (rank 0 under torchrun) picks the folder and logs the
+    # MLflow run; the others take the folder as given.
+    reports = os.environ.get("RANK", "0") == "0"
+    folder, created = Path(args.output_dir or DEFAULT_OUTPUT_DIR), False
+    try:
+        if reports:
+            folder = run_folder(args, distributed="WORLD_SIZE" in os.environ)
+            created = not folder.exists()
+        args.output_dir = str(folder)
+        with mlflow_run(args.mlflow if reports else None, "pytorch", args) as mlflow:
+            run(args, mlflow)
+    except DataError as error:
+        if created:
+            discard_unstarted(folder)
+        sys.exit(f"error: {error}")
+    except (Interrupted, KeyboardInterrupt) as stop:
+        interrupted(stop, folder, created)
+
+
+def run(args, mlflow=None):
+    """Train, evaluate and write the artifacts; `mlflow` is the run to report to, if any
+    (see mlflow_run)."""
+    distributed = "WORLD_SIZE" in os.environ
+    if args.device == "cuda" and not torch.cuda.is_available():
+        built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+        raise DataError(
+            f"--device cuda, but this PyTorch ({torch.__version__}, {built}) sees no "
+            "GPU; use --device cpu, or auto to take a GPU when there is one"
+        )
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    rank = 0
+    if distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        rank = torch.distributed.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    if args.deterministic:
+        make_deterministic()
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.image_size and FIXED_INPUT_SIZE and args.image_size != INPUT_SHAPE[0]:
+        raise DataError("--image-size: this model's flatten fixes its input size")
+    output_dir = Path(args.output_dir)
+    splits = load_data(args.data_dir)
+    # <SPLIT>
+    check_not_empty(splits)
+    if args.subset is not None:
+        splits = {
+            name: subset(split, args.subset, args.seed)
+            for name, split in splits.items()
+        }
+        check_not_empty(splits)
+    # <CHECK_IMAGES>
+    loaders = make_loaders(
+        splits, args.batch_size, args.seed, args.image_size, distributed
+    )
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    network = build_model()
+    # <BACKBONE>
+    resume = ResumePoint(output_dir / RESUME)
+    if args.resume:
+        resume = ResumePoint.load(output_dir / RESUME)
+        network.load_state_dict(resume.state["model"])
+    elif args.init_weights:
+        init_weights(network, args.init_weights)
+    network = network.to(device)
+    if device.type == "cuda":
+        network = network.to(memory_format=torch.channels_last)
+    logits_of = Logits(network)
+    if distributed:
+        logits_of = torch.nn.parallel.DistributedDataParallel(logits_of)
+    if args.compile:
+        logits_of = torch.compile(logits_of)
+    # Counted as Keras and the spec count: BatchNorm's running statistics are weights
+    # that are not trained (buffers here), its step counter is not a weight.
+    weights = sum(p.numel() for p in network.parameters())
+    statistics = sum(
+        b.numel()
+        for name, b in network.named_buffers()
+        if not name.endswith("num_batches_tracked")
+    )
+    if distributed and rank == 0:
+        processes = torch.distributed.get_world_size()
+        print(f"DistributedDataParallel over {processes} processes")
+    if rank == 0:
+        total = f"{weights + statistics:,} parameters ({weights:,} trainable)"
+        print(f"{SPEC_NAME}: {total} on {device}")
+    tensorboard = output_dir / "tensorboard" if args.tensorboard and rank == 0 else None
+    epochs = output_dir / "epochs.jsonl" if rank == 0 else None
+    if epochs is not None:
+        # The epochs saved so far: one that Ctrl-C cut short is trained (and reported)
+        # again when the run resumes.
+        saved = resume.state["history"] if args.resume else []
+        epochs.write_text("".join(json.dumps(row) + "\n" for row in saved))
+    tracking = Tracking(tensorboard, mlflow, epochs)
+    size = (args.image_size,) * 2 if args.image_size else INPUT_SHAPE[:2]
+    tracking.graph(network, torch.zeros(1, INPUT_SHAPE[2], *size, device=device))
+    history = train(
+        network,
+        loaders,
+        output_dir,
+        device,
+        epochs=args.epochs,
+        # <CLASS_WEIGHT>
+        logits_of=logits_of,
+        resume=resume,
+        tracking=tracking,
+        seed=args.seed,
+    )
+    if rank == 0:
+        test = evaluate(network, loaders, output_dir, device)
+        # <CURVES>
+        metrics = {"spec": SPEC_NAME, "backend": "pytorch", "history": history}
+        metrics["test"] = test
+        # <PREPROCESSING>
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        export_weights(network, output_dir / "weights.safetensors")
+        torch.save(network.state_dict(), output_dir / "model.pt")
+        tracking.finish(test, output_dir)
+        print(f"test accuracy {test['accuracy']:.4f}, loss {test['loss']:.4f}")
+        print(f"artifacts in {output_dir}")
+    if distributed:
+        torch.distributed.destroy_process_group()
