@@ -20,6 +20,7 @@ import numpy as np
 
 from cnnspec import __version__
 from cnnspec.check import data_classes
+from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Spec
 from cnnspec.layers import BatchNorm, Dense, Dropout
 from cnnspec.registry import emitting
@@ -320,8 +321,8 @@ def export(
             continue
         first = len(builder.nodes)
         with emitting("onnx", node.span):
-            values[node.name] = node.layer.onnx(
-                builder, node.name, inputs, [shapes[i] for i in node.inputs]
+            values[node.name] = tables("onnx")["layers"].emit(
+                node.layer, builder, node.name, inputs, [shapes[i] for i in node.inputs]
             )
         # The layer's kind, where ONNX alone cannot tell (a grouped convolution with one
         # channel per group is conv2d(groups=C) or depthwise_conv2d): `cnnspec import` reads it.

@@ -443,13 +443,19 @@ class AugmentSection(Bound):
         return fill if isinstance(fill, Fill) else Fill()
 
     def keras_layers(self) -> list[Call]:
+        from cnnspec.emitters import tables
+
         options = self.fill().options()
-        calls = [step.keras(options) for step in self.steps]
+        steps = tables("keras")["augmentations"]
+        calls = [steps.emit(step, options) for step in self.steps]
         return [call for call in calls if call is not None]
 
     def torch_calls(self) -> list[Call]:
         """The PyTorch script's augmentation, one call per step in the spec's order."""
-        calls = [step.torch() for step in self.steps]
+        from cnnspec.emitters import tables
+
+        steps = tables("pytorch")["augmentations"]
+        calls = [steps.emit(step) for step in self.steps]
         return [call for call in calls if call is not None]
 
     def torch_helpers(self) -> list[str]:

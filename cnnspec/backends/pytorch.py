@@ -36,6 +36,7 @@ from cnnspec.backends.common import (
 from cnnspec.backends.keras import TO_CHW, from_keras_code, keras_class, weight_table
 from cnnspec.backends.runtime import code, definitions
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
+from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.registry import HOLE, LayerArgs, emitting
@@ -46,6 +47,11 @@ from cnnspec.sections import (
 
 NAME = "pytorch"
 SUFFIX = "_pytorch.py"
+
+# The registries' PyTorch emitters (cnnspec.emitters): an entry without one is Unsupported.
+_TABLES = tables(NAME)
+LAYERS, LOSSES = _TABLES["layers"], _TABLES["losses"]
+OPTIMIZERS, CALLBACKS = _TABLES["optimizers"], _TABLES["callbacks"]
 
 
 def emit(spec: Spec, source_name: str) -> str:
@@ -291,7 +297,7 @@ class _Script(Script):
         shapes = self.graph.value_shapes()
         for node in self.graph.nodes:
             with emitting("pytorch", node.span):
-                names.update(node.layer.torch([shapes[i] for i in node.inputs]).helpers)
+                names.update(LAYERS.emit(node.layer, [shapes[i] for i in node.inputs]).helpers)
         if not names:
             return []
         parts = [code("torch", *SAME_PADDING)]
@@ -310,7 +316,7 @@ class _Script(Script):
             return None
         shapes = self.graph.value_shapes()
         with emitting("pytorch", node.span):
-            activation = node.layer.torch([shapes[i] for i in node.inputs]).activation
+            activation = LAYERS.emit(node.layer, [shapes[i] for i in node.inputs]).activation
         if activation is not None and activation.kind in OUTPUT_ACTIVATIONS:
             return activation
         return None
@@ -341,7 +347,7 @@ class _Script(Script):
         for step in straight_line(graph, "inputs"):
             node = step.node
             with emitting("pytorch", node.span):
-                layer = node.layer.torch([shapes[i] for i in node.inputs])
+                layer = LAYERS.emit(node.layer, [shapes[i] for i in node.inputs])
             if step.save:
                 body.append(f"        {step.save[0]} = {step.save[1]}")
             if node.scope != scope and node.role != "shortcut":
@@ -447,7 +453,7 @@ class _Script(Script):
     def loss_code(self) -> str:
         loss = self.spec.train.loss or LOSS_FOR_LABELS[self.spec.data.labels]()
         # Loss.torch() writes the statements at a function's indentation, after the first.
-        return "\n".join(line.removeprefix(INDENT) for line in loss.torch().split("\n"))
+        return "\n".join(line.removeprefix(INDENT) for line in LOSSES.emit(loss).split("\n"))
 
     def train(self) -> str:
         """The runtime module's train, with the spec's phases: each one's frozen layers, its
@@ -469,9 +475,11 @@ class _Script(Script):
             assert phase.optimizer is not None
             lines += statement(
                 "optimizer = ",
-                phase.optimizer.torch(Code("[p for p in model.parameters() if p.requires_grad]")),
+                OPTIMIZERS.emit(
+                    phase.optimizer, Code("[p for p in model.parameters() if p.requires_grad]")
+                ),
             )
-            callbacks = [c.torch() for c in phase.callbacks]
+            callbacks = [CALLBACKS.emit(c) for c in phase.callbacks]
             if callbacks:
                 lines.append("    callbacks = [")
                 for call in callbacks:
