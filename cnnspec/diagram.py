@@ -10,7 +10,7 @@ edge carries the shape it moves; blocks are labelled frames around their layers.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -72,8 +72,47 @@ def shown(graph: Graph, frozen: frozenset[str], depth: int | None = None) -> lis
     boxes = [_layer_box(n, frozen) for n in graph.nodes]
     if depth is None:
         return boxes
+    scopes = [tuple(name.split(".")) for name in preset(graph, frozen, depth)]
+    return collapsed_boxes(graph, boxes, scopes, frozen)
+
+
+def preset(graph: Graph, frozen: frozenset[str], depth: int) -> list[str]:
+    """The blocks `--depth N` (and the page's `blocks N deep`) collapses: each block N + 1
+    deep that can be one box, in model order."""
     scopes = dict.fromkeys(n.scope[: depth + 1] for n in graph.nodes if len(n.scope) > depth)
-    return collapsed_boxes(graph, boxes, [s for s in scopes if block_box(graph, s, frozen)], frozen)
+    return [".".join(s) for s in scopes if block_box(graph, s, frozen) is not None]
+
+
+def outermost(collapsed: set[str]) -> list[tuple[str, ...]]:
+    """The collapsed blocks drawn as boxes: those inside no other collapsed block (a layer
+    belongs to the outermost collapsed block around it)."""
+    scopes = sorted(tuple(name.split(".")) for name in collapsed)
+    return [
+        scope
+        for scope in scopes
+        if not any(".".join(scope[:depth]) in collapsed for depth in range(1, len(scope)))
+    ]
+
+
+def placement(
+    graph: Graph, frozen: frozenset[str], collapsed: set[str]
+) -> tuple[list[Shown], Layout, set[str]]:
+    """The boxes and their places with the blocks in `collapsed` (each one that can be a box;
+    the outermost of nested ones) drawn as one box each; and the blocks that were. A block
+    whose layers turn out not to be one run of the drawing's chains stays open, and the rest
+    are placed again without it (the page does the same)."""
+    wanted = {name for name in collapsed if _collapsible(graph, name, frozen)}
+    while True:
+        boxes = [_layer_box(n, frozen) for n in graph.nodes]
+        boxes = collapsed_boxes(graph, boxes, outermost(wanted), frozen)
+        try:
+            return boxes, layout(graph, boxes), wanted
+        except NotOneRun as error:
+            wanted.discard(error.block)
+
+
+def _collapsible(graph: Graph, name: str, frozen: frozenset[str]) -> bool:
+    return block_box(graph, tuple(name.split(".")), frozen) is not None
 
 
 def collapsed_boxes(
@@ -206,10 +245,19 @@ def tree_of(graph: Graph) -> list[Any]:
     return converted(nest(network))
 
 
+class NotOneRun(ValueError):
+    """A collapsed block whose layers are not one run of a chain of the drawing (a join
+    splits it, or other layers run between them): it cannot be one box, and stays open."""
+
+    def __init__(self, block: str, why: str) -> None:
+        super().__init__(f"block {block} {why}")
+        self.block = block
+
+
 def collapsed(items: list[Any], owner: dict[str, str]) -> list[Any]:
     """The tree with each collapsed block's layers (`owner`: layer -> its block) replaced by
-    the block's name, where they ran. ValueError when a block's layers are not one run of a
-    chain (the page keeps such a block open)."""
+    the block's name, where they ran. NotOneRun when a block's layers are not one run of a
+    chain (the drawing keeps such a block open)."""
     placed: set[str] = set()
 
     def owner_of(item: Any) -> str | None:
@@ -228,15 +276,15 @@ def collapsed(items: list[Any], owner: dict[str, str]) -> list[Any]:
                 if result and result[-1] == block:
                     continue
                 if block in placed:
-                    raise ValueError(f"block {block} is not one run of layers")
+                    raise NotOneRun(block, "is not one run of layers")
                 placed.add(block)
                 result.append(block)
             elif isinstance(item, Fork):
                 if item.layer in owner:
-                    raise ValueError(f"block {owner[item.layer]} splits a join")
+                    raise NotOneRun(owner[item.layer], "splits a join")
                 result.append(Fork(item.layer, [walk(c) for c in item.columns], item.skip))
             elif item in owner:
-                raise ValueError(f"block {owner[item]} is not one run of layers")
+                raise NotOneRun(owner[item], "is not one run of layers")
             else:
                 result.append(item)
         return result
@@ -249,8 +297,9 @@ def layout(graph: Graph, boxes: list[Shown]) -> Layout:
     owner = {m: b.name for b in boxes if b.kind == "block" for m in b.members}
     tree = collapsed(tree_of(graph), owner)
     result = Layout()
-    # Room under the input for the labels of the blocks that start the model.
-    depth = max((len(b.scope) for b in boxes[:1]), default=0)
+    # Room under the input for the labels of the blocks around the first layer's box.
+    first = graph.nodes[0].name if graph.nodes else None
+    depth = len(by_name[owner.get(first, first)].scope) if first is not None else 0
     top = BOX_H + GAP_Y + 14 * depth
     width, height = _place(tree, 0.0, top, by_name, result, lambda v: owner.get(v, v))
     result.width, result.height = max(width, BOX_W) + 2 * PAD, height + 2 * PAD
@@ -266,7 +315,7 @@ def _place(
     visible: Callable[[str], str],
 ) -> tuple[float, float]:
     """Place a chain from (x, y) down; returns its (width, bottom). The page's script places
-    the same way (`place` in _PAGE)."""
+    the same way (`place` in _DRAW_SCRIPT)."""
     width: float = BOX_W
     for item in items:
         if isinstance(item, Fork):
@@ -332,19 +381,21 @@ def _kinds() -> set[str]:
     return set(REGISTRY)
 
 
-def svg(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
+def svg(
+    spec: Spec,
+    phase: str | None = None,
+    depth: int | None = None,
+    collapsed: Iterable[str] = (),
+) -> str:
     """The diagram; with `phase`, the layers that phase freezes are shaded and each block's
     label says how many of its parameters the phase trains; with `depth`, blocks nested
-    deeper are one box each."""
+    deeper are one box each; with `collapsed` (block names, such as `stage2.unit1`), those
+    blocks are, as the page draws them after clicks (or its URL's `#collapsed=`)."""
     graph = spec.model
     plan = next((p for p in spec.phases if p.phase.name == phase), None) if phase else None
     frozen = plan.frozen if plan is not None else frozenset()
-    boxes = shown(graph, frozen, depth)
-    try:
-        placed = layout(graph, boxes)
-    except ValueError:  # a collapse that breaks the nesting: every layer, then
-        boxes = shown(graph, frozen)
-        placed = layout(graph, boxes)
+    wanted = set(preset(graph, frozen, depth) if depth is not None else collapsed)
+    boxes, placed, _ = placement(graph, frozen, wanted)
     shapes: dict[str, Any] = dict(graph.value_shapes()) if graph.input_shape else {}
     shapes.update({b.name: b.shape for b in boxes})
     parts: list[str] = []
@@ -471,8 +522,9 @@ def _box(
 
 def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     """One self-contained page that works offline: the network's layers, blocks and nesting as
-    data, drawn by the page's script exactly as `svg` draws (the same placement, ported), so
-    that each block collapses and expands on its own: click a block's label to collapse it,
+    data, drawn by the page's script exactly as `svg` draws (_DRAW_SCRIPT, the placement
+    ported; tests/test_diagram_port.py runs it in Node.js against `svg`), so that each block
+    collapses and expands on its own: click a block's label to collapse it,
     a collapsed block to expand it; buttons collapse every block deeper than a level. Drag to
     pan, the wheel zooms around the pointer, hover shows a layer's details; the URL's
     `#depth=N` or `#collapsed=a,b.c` opens a view, and `depth` is the view it opens without
@@ -497,7 +549,11 @@ def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
         "order": [n.name for n in graph.nodes],
         "tree": _tree_data(tree_of(graph)),
         "phase": plan.phase.name if plan is not None else None,
-        "deepest": max((len(n.scope) for n in graph.nodes), default=0),
+        # The blocks each "blocks N deep" button collapses, for N = 0, 1, ... (as --depth N).
+        "presets": [
+            preset(graph, frozen, level)
+            for level in range(max((len(n.scope) for n in graph.nodes), default=0))
+        ],
         "start": depth,
         "style": STYLE,
         "sizes": {
@@ -518,7 +574,8 @@ def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     # Inside <script>, only "</" could end the element early.
     network = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     return (
-        _PAGE.replace("{title}", escape(spec.name))
+        _PAGE.replace("{draw}", _DRAW_SCRIPT.rstrip("\n"))
+        .replace("{title}", escape(spec.name))
         .replace("{caption}", caption)
         .replace("{network}", network)
     )
@@ -553,41 +610,26 @@ def _tree_data(items: list[Any]) -> list[Any]:
     ]
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body{margin:0;font-family:ui-sans-serif,system-ui,sans-serif;color:#1d2433;background:#fff}
-header{padding:8px 12px;border-bottom:1px solid #d5dae6;display:flex;gap:8px;
-align-items:center;flex-wrap:wrap}
-header span{margin-right:12px;font-weight:600}
-button{border:1px solid #9aa7c7;background:#f4f6fb;border-radius:4px;padding:3px 8px}
-button.on{background:#46507a;color:#fff}
-#view{position:absolute;top:48px;left:0;right:0;bottom:0;overflow:hidden;cursor:grab}
-#view svg{width:100%;height:100%}
-g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
-</style></head><body>
-<header><span>{caption}</span><span id="presets"></span><button id="fit">fit</button></header>
-<div id="view"></div>
-<script type="application/json" id="network">{network}</script>
-<script>
-(() => {
-  const data = JSON.parse(document.getElementById("network").textContent);
+# The drawing the page shows for a set of collapsed blocks: a port of `placement` (with
+# `collapsed` and `_place`) and `svg`, which tests/test_diagram_port.py holds equal to them on
+# every shipped spec and many sets of collapsed blocks, in Node.js (no browser needed). A
+# function of the page's data alone, without the document, so that it runs there too.
+_DRAW_SCRIPT = """\
+class NotOneRun extends Error {
+  constructor(block) {
+    super(`block ${block} is not one run of layers`);
+    this.block = block;
+  }
+}
+
+// As diagram.placement and diagram.svg: the drawing with the blocks in `wanted` collapsed
+// (the outermost of nested ones; a block that is not one run of layers stays open), and
+// the blocks that were: {width, height, svg, collapsed}.
+const cnnspecDrawing = (data, wanted) => {
   const S = data.sizes;
-  const view = document.getElementById("view");
   const esc = (text) => String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;")
     .replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#x27;");
   const f = (value) => value.toFixed(0);
-
-  // The blocks drawn as one box each; the outermost collapsed block owns a layer.
-  let collapsed = new Set();
-  const ownerOf = (name) => {
-    const scope = data.layers[name].scope;
-    for (let depth = 1; depth <= scope.length; depth++) {
-      const block = scope.slice(0, depth).join(".");
-      if (collapsed.has(block)) return block;
-    }
-    return null;
-  };
 
   // As diagram.collapsed: each collapsed block's run of items becomes the block's name.
   const collapse = (items, owner) => {
@@ -604,14 +646,14 @@ g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
         const block = itemOwner(item);
         if (block !== null) {
           if (result.length && result[result.length - 1] === block) continue;
-          if (placed.has(block)) throw new Error(block);
+          if (placed.has(block)) throw new NotOneRun(block);
           placed.add(block);
           result.push(block);
         } else if (typeof item !== "string") {
-          if (item.fork in owner) throw new Error(owner[item.fork]);
+          if (item.fork in owner) throw new NotOneRun(owner[item.fork]);
           result.push({fork: item.fork, columns: item.columns.map(walk), skip: item.skip});
         } else if (item in owner) {
-          throw new Error(owner[item]);
+          throw new NotOneRun(owner[item]);
         } else {
           result.push(item);
         }
@@ -661,12 +703,19 @@ g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
       `<text class="detail" x="${f(x + 8)}" y="${f(y + 48)}">${esc(info.summary)}</text></g>`;
   };
 
-  // As diagram.svg, for the blocks in `collapsed`.
-  const drawing = () => {
+  // As diagram.svg, for the blocks in `collapsed`; the outermost collapsed block around a
+  // layer owns it.
+  const drawing = (collapsed) => {
     const owner = {};
     for (const name of data.order) {
-      const block = ownerOf(name);
-      if (block !== null) owner[name] = block;
+      const scope = data.layers[name].scope;
+      for (let depth = 1; depth <= scope.length; depth++) {
+        const block = scope.slice(0, depth).join(".");
+        if (collapsed.has(block)) {
+          owner[name] = block;
+          break;
+        }
+      }
     }
     const tree = collapse(data.tree, owner);
     const visible = (value) => owner[value] ?? value;
@@ -754,27 +803,58 @@ g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
       `<style>${data.style}</style>${parts.join("")}</svg>`};
   };
 
+  // As diagram.placement: a block that is not one run of layers stays open.
+  const collapsed = new Set(wanted);
+  for (;;) {
+    try {
+      return {...drawing(collapsed), collapsed};
+    } catch (error) {
+      if (!(error instanceof NotOneRun)) throw error;
+      collapsed.delete(error.block);
+    }
+  }
+};
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body{margin:0;font-family:ui-sans-serif,system-ui,sans-serif;color:#1d2433;background:#fff}
+header{padding:8px 12px;border-bottom:1px solid #d5dae6;display:flex;gap:8px;
+align-items:center;flex-wrap:wrap}
+header span{margin-right:12px;font-weight:600}
+button{border:1px solid #9aa7c7;background:#f4f6fb;border-radius:4px;padding:3px 8px}
+button.on{background:#46507a;color:#fff}
+#view{position:absolute;top:48px;left:0;right:0;bottom:0;overflow:hidden;cursor:grab}
+#view svg{width:100%;height:100%}
+g.layer[data-kind=block],text.blocklabel.collapsible{cursor:pointer}
+</style></head><body>
+<header><span>{caption}</span><span id="presets"></span><button id="fit">fit</button></header>
+<div id="view"></div>
+<script type="application/json" id="network">{network}</script>
+<script>
+{draw}
+(() => {
+  const data = JSON.parse(document.getElementById("network").textContent);
+  const view = document.getElementById("view");
+
+  // The blocks drawn as one box each (as a click, a button or the URL asked).
+  let collapsed = new Set();
+
   // What is on screen: the region of the drawing the view shows (pan and zoom keep it).
   let region = null;
   let full = null;
   const apply = () => view.querySelector("svg").setAttribute("viewBox",
     `${region.x} ${region.y} ${region.w} ${region.h}`);
+  // "every layer", then "blocks N deep" as --depth N collapses (diagram.preset).
   const presets = [["every layer", () => new Set()]];
-  for (let depth = 0; depth < data.deepest; depth++) {
-    presets.push([`blocks ${depth} deep`, () => new Set(Object.keys(data.blocks).filter(
-      (name) => name.split(".").length === depth + 1 && data.blocks[name].collapsible))]);
-  }
+  data.presets.forEach((blocks, depth) => {
+    presets.push([`blocks ${depth} deep`, () => new Set(blocks)]);
+  });
   const same = (a, b) => a.size === b.size && [...a].every((name) => b.has(name));
   const render = () => {
-    let drawn;
-    for (;;) {
-      try {
-        drawn = drawing();
-        break;
-      } catch (error) {  // a block that is not one run of layers stays open
-        collapsed.delete(error.message);
-      }
-    }
+    const drawn = cnnspecDrawing(data, collapsed);
+    collapsed = drawn.collapsed;
     view.innerHTML = drawn.svg;
     full = {x: 0, y: 0, w: drawn.width, h: drawn.height};
     if (region === null) {
