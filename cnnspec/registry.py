@@ -8,7 +8,7 @@ layer: the lowering pass looks calls up here, so adding a layer touches only its
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, Protocol, TypeVar
 
 from cnnspec.binding import Bound, CallValue, bind_value
 from cnnspec.codegen import Call, Code
@@ -161,14 +161,59 @@ class ImportGap(Exception):
 @dataclass(frozen=True, slots=True)
 class OnnxNode:
     """One ONNX node as an entry's `from_onnx` reads it (cnnspec.importing.onnx_file makes
-    these; the entry never touches the onnx package). `constants` holds, per input, its value
-    where the input is a constant (a numpy array) and None where it is data; `input_shape` is
-    the NCHW shape of the node's first input, where the file says it."""
+    these; the entry never touches the onnx package). `attributes` are Python values (strings
+    decoded, floats as `float32` gives them); `constants` holds, per input, its value where
+    the input is a constant (a numpy array) and None where it is data; `input_shape` is the
+    NCHW shape of the node's first input, where the file says it; `inputs` names the inputs
+    (a weight of a model cnnspec exported is named `<layer>.<tensor>`)."""
 
     op_type: str
     attributes: Mapping[str, Any]
     constants: tuple[Any, ...]
     input_shape: tuple[int | None, ...] | None = None
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxSteps:
+    """How a kind's `onnx` names the nodes it writes for one layer, declared beside it: the
+    last node carries the layer's name, each other node is `<layer>_<step>`. The ONNX reader
+    reads the nodes so named back as this kind (`from_onnx_steps`) where their steps lie within
+    `every` and include all the steps of one of `signatures`; the layer's input is the first
+    input of the first of the steps `inputs` that is there (`""`: the last node)."""
+
+    every: tuple[str, ...]
+    signatures: tuple[tuple[str, ...], ...]
+    inputs: tuple[str, ...] = ("",)
+
+    def matches(self, steps: set[str]) -> bool:
+        return steps <= set(self.every) and any(set(s) <= steps for s in self.signatures)
+
+
+def float32(value: Any) -> float:
+    """A float32 number read from a file (an ONNX attribute or constant) as the shortest
+    decimal that is the same float32: 1e-06, not 9.999999974752427e-07, so that it equals the
+    number a spec writes (and a default)."""
+    import struct
+
+    number = float(value)
+    try:
+        single = struct.unpack("f", struct.pack("f", number))[0]
+    except (OverflowError, struct.error):
+        return number
+    for digits in range(1, 10):
+        text = f"{number:.{digits}g}"
+        if struct.unpack("f", struct.pack("f", float(text)))[0] == single:
+            return float(text)
+    return number
+
+
+# What a Keras layer reads as when it computes nothing (`Activation("linear")`): the importer
+# passes its input on. See `LayerArgs.from_keras`.
+IDENTITY: Final = "identity"
+
+KerasReading = dict[str, Any] | tuple[str, dict[str, Any]] | Literal["identity"]
+"""What `LayerArgs.from_keras` gives: see there."""
 
 
 class ShapeError(Exception):
@@ -283,19 +328,32 @@ class LayerArgs(Bound):
         return ()
 
     # ---- readers: how `cnnspec import` recognises this kind, the other side of its emitters.
-    # The importers build their tables from these (cnnspec.importing.keras_file and onnx_file);
-    # a kind that declares none is read by the importers' own rules for the built-in kinds.
+    # The importers build their tables from these (cnnspec.importing.keras_file and onnx_file).
+    # What is not a kind (a Keras InputLayer or nested model; the ONNX ops whose reading needs
+    # the graph around them, such as Conv's padding) the importers read themselves: their
+    # docstrings list it.
 
-    # The Keras layer classes (`class_name` in a saved model's config) this kind reads.
+    # The Keras layer classes (`class_name` in a saved model's config) this kind reads. A class
+    # has one reader (`keras_readers` holds them to it): where one Keras class computes several
+    # kinds by its config (ReLU is relu, relu6 or leaky_relu; Dropout is dropout or
+    # stochastic_depth; Activation is any activation), one of them declares it (relu, dropout,
+    # sigmoid), and its `from_keras` says which kind each layer is.
     keras_classes: ClassVar[tuple[str, ...]] = ()
     # The chains of ONNX ops this kind reads, each op the only reader of the one before, as
     # this kind's `onnx` writes them and as torch.onnx.export writes the same computation.
     onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    # The names of the nodes this kind's `onnx` writes for one layer, where it writes several
+    # that no op pattern tells apart (layer_norm, written out in a dozen ops): the reader finds
+    # a model cnnspec exported by those names. See OnnxSteps and `from_onnx_steps`.
+    onnx_steps: ClassVar[OnnxSteps | None] = None
 
     @classmethod
-    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
         """This kind's arguments from the config of a Keras layer of one of `keras_classes`;
-        raises ImportGap for a setting the kind cannot express."""
+        or `(kind, arguments)` where the layer is another kind (a ReLU with max_value=6 is
+        relu6); or IDENTITY where it computes nothing (Activation("linear")). An activation
+        among the arguments is a kind's name, or an activation entry's instance where it has
+        arguments (leaky_relu(alpha=0.2)). Raises ImportGap for a setting no kind expresses."""
         raise NotImplementedError(f"layer kind {cls.kind!r} reads no Keras layer")
 
     @classmethod
@@ -304,6 +362,13 @@ class LayerArgs(Bound):
         or None where the chain computes something else (a reshape that is not a shuffle);
         raises ImportGap for what the kind cannot express."""
         raise NotImplementedError(f"layer kind {cls.kind!r} reads no ONNX nodes")
+
+    @classmethod
+    def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
+        """This kind's arguments from the nodes its `onnx` wrote for one layer, by step name
+        (`""`: the last node), as `onnx_steps` declares them; None where they compute
+        something else. The reader takes the layer's tensors (`<layer>.<tensor>`) itself."""
+        raise NotImplementedError(f"layer kind {cls.kind!r} writes no ONNX steps")
 
 
 REGISTRY: dict[str, type[LayerArgs]] = {}
@@ -355,6 +420,11 @@ def onnx_readers() -> dict[str, list[tuple[type[LayerArgs], tuple[str, ...]]]]:
     for entries in readers.values():
         entries.sort(key=lambda entry: -len(entry[1]))
     return readers
+
+
+def onnx_step_readers() -> list[type[LayerArgs]]:
+    """The entries that declare the names of the ONNX nodes they write (`onnx_steps`)."""
+    return [cls for cls in REGISTRY.values() if cls.onnx_steps is not None]
 
 
 # --------------------------------------------------------------------------------------------

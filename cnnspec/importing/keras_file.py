@@ -1,7 +1,14 @@
 """Reading a Keras model file without TensorFlow: a Keras 3 `.keras` file is a zip of
 `config.json` and `model.weights.h5`; a legacy `.h5` file holds the config as an attribute and
-the weights by layer. Each Keras layer class maps to a cnnspec kind and arguments here; what
-has no kind is a Gap, reported with the layer's name."""
+the weights by layer.
+
+Each Keras layer class is read by the registry entry that declares it (`keras_classes`, the
+other side of the entry's `keras()` emitter; see cnnspec.registry), into a kind and arguments;
+a class no entry reads, or a setting the entry cannot express, is a Gap reported with the
+layer's name. What is structure rather than a kind is read here (STRUCTURE): the InputLayer
+(the image's shape), a nested Functional or Sequential model (inlined), InceptionResNetV2's
+CustomScaleLayer (a rescaling and an add) and the operation layers of `keras.ops` with a number
+(`x + 3.0`, a rescaling)."""
 
 from __future__ import annotations
 
@@ -20,7 +27,14 @@ from cnnspec.importing.network import (
     Spelled,
     identifier,
 )
-from cnnspec.registry import ImportGap, keras_readers
+from cnnspec.importing.render import value_text
+from cnnspec.registry import ImportGap, LayerArgs, keras_readers
+
+# The Keras classes that are the model's structure, read here rather than by an entry (the
+# operation layers of keras.ops, such as Add of a tensor and a number, are told by their
+# module: an Add of two tensors is the add entry's).
+MODELS = ("Functional", "Model", "Sequential")
+STRUCTURE = ("InputLayer", *MODELS, "CustomScaleLayer")
 
 
 def read(path: Path) -> Network:
@@ -117,7 +131,7 @@ def network_from_config(
     class_name = config.get("class_name")
     if class_name is None or not isinstance(model, dict):
         raise ImportFailure(f"{source} holds no Keras model config")
-    if class_name not in ("Functional", "Model", "Sequential"):
+    if class_name not in MODELS:
         raise ImportFailure(f"{source} holds a {class_name}, not a Keras model cnnspec can read")
     gaps: list[Gap] = []
     layers: list[Layer] = []
@@ -165,7 +179,7 @@ def network_from_config(
                 )
                 if build is not None:
                     input_shape = _image_shape(build, name, gaps)
-            if kind in ("Functional", "Sequential", "Model"):
+            if kind in MODELS:
                 # A nested model (ConvNeXt's stem) is inlined: its layers keep their names.
                 out = add_model(
                     layer_config,
@@ -327,261 +341,29 @@ def _inbound(entry: dict[str, Any], name: str, gaps: list[Gap]) -> list[str]:
 # ---- layers -------------------------------------------------------------------------------------
 
 
-def _keras_activations() -> dict[str, str]:
-    """Keras's `activation=` strings: each entry's own Keras name (with its default arguments),
-    and the other names Keras gives two of them."""
-    from cnnspec.registry import REGISTRY
-
-    names = {}
-    for kind, cls in REGISTRY.items():
-        if cls.is_activation and not any(f.is_required() for f in cls.model_fields.values()):
-            name = cls().keras_name()
-            if name is not None:
-                names[name] = kind
-    return {**names, "silu": "swish", "hard_silu": "hard_swish"}
-
-
-_ACTIVATIONS = _keras_activations()
-
-
-def _activation(value: Any, origin: str, gaps: list[Gap]) -> Any:
-    if isinstance(value, dict):  # a serialized function
-        value = value.get("config", value.get("class_name"))
-    if value in (None, "linear"):
-        return None
-    if value == "leaky_relu":  # keras.activations.leaky_relu's slope is 0.2
-        return Spelled("leaky_relu(alpha=0.2)")
-    if value in _ACTIVATIONS:
-        return _ACTIVATIONS[value]
-    gaps.append(Gap(origin, f"activation '{value}'", "cnnspec has no such activation"))
-    return None
-
-
-def _pair(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(int(v) for v in value)
-    return (int(value), int(value))
-
-
-def _l2(config: dict[str, Any], key: str, origin: str, gaps: list[Gap]) -> float:
-    regularizer = config.get(key)
-    if not regularizer:
-        return 0.0
-    inner = regularizer.get("config", {})
-    if regularizer.get("class_name") in ("L2", "l2") or set(inner) == {"l2"}:
-        return float(inner.get("l2", 0.0))
-    gaps.append(
-        Gap(
-            origin,
-            f"{regularizer.get('class_name')} regularizer",
-            "cnnspec has L2 kernel regularization only",
-        )
-    )
-    return 0.0
-
-
-def _channels_last(config: dict[str, Any], origin: str, gaps: list[Gap]) -> None:
-    if config.get("data_format", "channels_last") not in ("channels_last", None):
-        gaps.append(
-            Gap(origin, "data_format=channels_first", "a Keras model in cnnspec is channels-last")
-        )
-
-
-def _conv_args(config: dict[str, Any], origin: str, gaps: list[Gap]) -> dict[str, Any]:
-    _channels_last(config, origin, gaps)
-    args = {
-        "kernel": _pair(config["kernel_size"]),
-        "stride": _pair(config.get("strides", 1)),
-        "padding": config.get("padding", "valid"),
-        "dilation": _pair(config.get("dilation_rate", 1)),
-        "activation": _activation(config.get("activation"), origin, gaps),
-        "use_bias": bool(config.get("use_bias", True)),
-    }
-    for key in ("kernel_regularizer", "depthwise_regularizer", "pointwise_regularizer"):
-        if config.get(key):
-            args["l2"] = _l2(config, key, origin, gaps)
-    if args["padding"] not in ("same", "valid"):
-        gaps.append(Gap(origin, f"padding={args['padding']}", "Keras pads same or valid"))
-    return args
-
-
-def _last_axis(config: dict[str, Any], origin: str, gaps: list[Gap], why: str) -> None:
-    """A normalization over the channels (Keras's last axis), or a gap saying `why`."""
-    axis = config.get("axis", -1)
-    if isinstance(axis, list):
-        axis = axis[0] if len(axis) == 1 else None
-    if axis not in (-1, 3):
-        gaps.append(Gap(origin, f"axis={config.get('axis')}", why))
-
-
 def _layer(
     kind: str, config: dict[str, Any], origin: str, gaps: list[Gap]
 ) -> tuple[str, dict[str, Any]] | str | None:
+    """The kind and arguments of a Keras layer of class `kind`, read by the entry that
+    declares the class; "identity" for a layer that computes nothing; None after a gap."""
     entry = keras_readers().get(kind)
-    if entry is not None:
-        try:
-            return entry.kind, entry.from_keras(kind, config)
-        except ImportGap as gap:
-            gaps.append(Gap(origin, gap.what, gap.why))
-            return None
-    match kind:
-        case "Conv2D":
-            args = {"filters": int(config["filters"]), **_conv_args(config, origin, gaps)}
-            if config.get("groups", 1) != 1:
-                args["groups"] = int(config["groups"])
-            return "conv2d", args
-        case "DepthwiseConv2D":
-            args = _conv_args(config, origin, gaps)
-            args["depth_multiplier"] = int(config.get("depth_multiplier", 1))
-            return "depthwise_conv2d", args
-        case "SeparableConv2D":
-            args = {"filters": int(config["filters"]), **_conv_args(config, origin, gaps)}
-            args["depth_multiplier"] = int(config.get("depth_multiplier", 1))
-            return "separable_conv2d", args
-        case "Dense":
-            args = {
-                "units": int(config["units"]),
-                "activation": _activation(config.get("activation"), origin, gaps),
-                "use_bias": bool(config.get("use_bias", True)),
-            }
-            if config.get("kernel_regularizer"):
-                args["l2"] = _l2(config, "kernel_regularizer", origin, gaps)
-            return "dense", args
-        case "BatchNormalization":
-            _last_axis(config, origin, gaps, "cnnspec normalizes the channels (the last axis)")
-            return "batchnorm", {
-                "epsilon": float(config.get("epsilon", 1e-3)),
-                "momentum": float(config.get("momentum", 0.99)),
-                "center": bool(config.get("center", True)),
-                "scale": bool(config.get("scale", True)),
-            }
-        case "LayerNormalization":
-            _last_axis(config, origin, gaps, "cnnspec's layer_norm normalizes the last axis")
-            return "layer_norm", {"epsilon": float(config.get("epsilon", 1e-3))}
-        case "Normalization":
-            _last_axis(config, origin, gaps, "cnnspec normalizes the channels (the last axis)")
-            args = {}
-            for key in ("mean", "variance"):
-                value = config.get(key)
-                if value is not None:
-                    args[key] = tuple(float(v) for v in _flat(value))
-            return "normalization", args
-        case "Rescaling":
-            scale, offset = config.get("scale", 1.0), config.get("offset", 0.0)
-            return "rescaling", {"scale": _scalars(scale), "offset": _scalars(offset)}
-        case "Dropout":
-            noise = config.get("noise_shape")
-            if noise is not None and list(noise)[1:] == [1, 1, 1]:
-                return "stochastic_depth", {"rate": float(config["rate"])}
-            if noise is not None:
-                gaps.append(
-                    Gap(
-                        origin,
-                        f"noise_shape={noise}",
-                        "cnnspec drops units, channels (spatial_dropout) or examples",
-                    )
-                )
-            return "dropout", {"rate": float(config["rate"])}
-        case "SpatialDropout2D":
-            return "spatial_dropout", {"rate": float(config["rate"])}
-        case "StochasticDepth":
-            return "stochastic_depth", {"rate": float(config.get("drop_path_rate", 0.0))}
-        case "LayerScale":
-            return "layer_scale", {"init": float(config.get("init_values", 1e-6))}
-        case "Flatten":
-            _channels_last(config, origin, gaps)
-            return "flatten", {}
-        case "Reshape":
-            return "reshape", {"target": tuple(int(v) for v in config["target_shape"])}
-        case "Activation":
-            activation = _activation(config.get("activation"), origin, gaps)
-            if activation is None:
-                return "identity"
-            if isinstance(activation, Spelled):
-                return "leaky_relu", {"alpha": 0.2}
-            return activation, {}
-        case "ReLU":
-            top = config.get("max_value")
-            slope = float(config.get("negative_slope", 0.0) or 0.0)
-            if float(config.get("threshold", 0.0) or 0.0) != 0.0:
-                gaps.append(Gap(origin, "ReLU threshold", "cnnspec's relu has no threshold"))
-            if top is not None and float(top) == 6.0 and slope == 0.0:
-                return "relu6", {}
-            if top is not None:
-                gaps.append(Gap(origin, f"ReLU max_value={top}", "cnnspec caps at 6 only"))
-            if slope:
-                return "leaky_relu", {"alpha": slope}
-            return "relu", {}
-        case "LeakyReLU":
-            return "leaky_relu", {
-                "alpha": float(config.get("negative_slope", config.get("alpha", 0.3)))
-            }
-        case "ELU":
-            return "elu", {"alpha": float(config.get("alpha", 1.0))}
-        case "Softmax":
-            if config.get("axis", -1) not in (-1, [-1]):
-                gaps.append(
-                    Gap(
-                        origin,
-                        f"softmax axis={config.get('axis')}",
-                        "cnnspec's softmax is over the last axis",
-                    )
-                )
-            return "softmax", {}
-        case "Add":
-            return "add", {}
-        case "Multiply":
-            return "multiply", {}
-        case "Concatenate":
-            if config.get("axis", -1) not in (-1, 3):
-                gaps.append(
-                    Gap(
-                        origin,
-                        f"axis={config.get('axis')}",
-                        "cnnspec concatenates channels (the last axis)",
-                    )
-                )
-            return "concat", {}
-        case "MaxPooling2D" | "AveragePooling2D":
-            _channels_last(config, origin, gaps)
-            pool = _pair(config["pool_size"])
-            strides = config.get("strides")
-            stride = _pair(strides) if strides is not None else None
-            return ("maxpool" if kind.startswith("Max") else "avgpool"), {
-                "pool": pool,
-                "stride": None if stride == pool else stride,  # the pool's own, as Keras's default
-                "padding": config.get("padding", "valid"),
-            }
-        case "GlobalAveragePooling2D" | "GlobalMaxPooling2D":
-            _channels_last(config, origin, gaps)
-            return ("global_avg_pool" if "Average" in kind else "global_max_pool"), {
-                "keepdims": bool(config.get("keepdims", False))
-            }
-        case "ZeroPadding2D":
-            return "zero_pad", {"padding": _pads(config["padding"])}
-        case "Cropping2D":
-            return "crop", {"cropping": _pads(config["cropping"])}
-        case "InputLayer":
-            return "identity"
-    gaps.append(Gap(origin, f"a {kind} layer", "cnnspec has no layer kind for it"))
-    return None
+    if entry is None:
+        gaps.append(Gap(origin, f"a {kind} layer", "cnnspec has no layer kind for it"))
+        return None
+    try:
+        read = entry.from_keras(kind, config)
+    except ImportGap as gap:
+        gaps.append(Gap(origin, gap.what, gap.why))
+        return None
+    if isinstance(read, str):
+        return "identity"
+    layer_kind, args = read if isinstance(read, tuple) else (entry.kind, read)
+    return layer_kind, {key: _spelled(value) for key, value in args.items()}
 
 
-def _flat(value: Any) -> list[Any]:
-    if isinstance(value, list | tuple):
-        return [v for item in value for v in _flat(item)]
-    return [value]
-
-
-def _scalars(value: Any) -> Any:
-    values = [float(v) for v in _flat(value)]
-    return values[0] if len(values) == 1 else tuple(values)
-
-
-def _pads(value: Any) -> tuple[tuple[int, int], tuple[int, int]]:
-    if isinstance(value, int):
-        return ((value, value), (value, value))
-    first, second = value
-    first = (first, first) if isinstance(first, int) else tuple(first)
-    second = (second, second) if isinstance(second, int) else tuple(second)
-    return ((int(first[0]), int(first[1])), (int(second[0]), int(second[1])))
+def _spelled(value: Any) -> Any:
+    """An activation an entry read with its arguments (`leaky_relu(alpha=0.2)`) as spec text."""
+    if not isinstance(value, LayerArgs):
+        return value
+    inner = ", ".join(f"{key}={value_text(v)}" for key, v in value.explicit().items())
+    return Spelled(f"{value.kind}({inner})") if inner else value.kind

@@ -1,11 +1,34 @@
 """Reading an ONNX model (NCHW, as PyTorch and cnnspec export it) with the onnx package alone.
 
-Each node maps to a cnnspec kind; the small patterns exporters write for one layer are read
-back as that layer: Mul(x, Sigmoid(x)) is swish, a global pooling then Flatten is a global
-pooling without kept dimensions, Clip(0, 6) is relu6, a depthwise then a 1x1 convolution named
-as cnnspec names a separable convolution's halves is that convolution. Layers are named after
-their weights (`layer1.0.conv1.weight` is layer1_0_conv1) or the node's module path; in a model
-cnnspec exported, after the layers they were."""
+Each node, or short chain of nodes, maps to a cnnspec kind. Layers are named after their
+weights (`layer1.0.conv1.weight` is layer1_0_conv1) or the node's module path; in a model
+cnnspec exported, after the layers they were.
+
+Most kinds are read by their registry entries (see cnnspec.registry), the other side of each
+entry's `onnx` emitter: a chain of ops in the entry's `onnx_patterns` by its `from_onnx` (Relu,
+Clip(0, 6) as relu6, GlobalAveragePool or ReduceMean over H and W, Resize, ...), and the nodes
+cnnspec's own export writes for one layer, named as the entry's `onnx_steps` declares, by its
+`from_onnx_steps` (layer_norm, gelu, normalization, dense and reshape on a map).
+
+The reader's own ops (READER_OPS) need what an entry's reader does not see, the graph around
+the node and the layers read so far:
+- Conv: its weights name the layer and say conv2d, grouped or depthwise; its pads are `same`
+  by the input's shape, an amount, or a zero_pad layer of their own; a depthwise then a 1x1
+  convolution named as cnnspec names a separable convolution's halves is that convolution.
+- BatchNormalization: its tensors, and whether it has a shift and a scale, by their names.
+- MaxPool, AveragePool: pads as `same` by the input's shape, or, for a maximum over values that
+  are not negative (after a ReLU, by the producer), a zero_pad before it.
+- Gemm, MatMul: dense, with its weights.
+- Add, Sum, Mul, Concat: a join of layers (a chain of Mul as one multiply), a scale or an
+  offset by a constant (rescaling; layer_scale by a weight), or the Mul of swish's and
+  hard_swish's gate with the input (the Sigmoid or HardSigmoid, read before it, used nowhere
+  else).
+- Pad, Slice: zero_pad, and crop by the input's shape.
+- Flatten, Reshape, Squeeze: flatten or reshape by the shapes around them; after a global
+  pooling that feeds nothing else, that pooling without its kept dimensions.
+- Unsqueeze, Identity, Dropout: nothing a spec writes (a vector joined with maps, inference);
+  Constant: a value.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +39,39 @@ from typing import Any
 
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.layers.base import same_pads
-from cnnspec.registry import REGISTRY, ImportGap, LayerArgs, OnnxNode, onnx_readers
+from cnnspec.registry import (
+    ImportGap,
+    LayerArgs,
+    OnnxNode,
+    float32,
+    onnx_readers,
+    onnx_step_readers,
+)
 from cnnspec.wording import plural
 
-# The activations ONNX has one op for: each entry's own (Relu, Sigmoid, Tanh), and PyTorch's
-# Hardswish, which cnnspec's emitter writes as HardSigmoid and Mul.
-_ACTIVATIONS = {
-    **{
-        op: kind
-        for kind, cls in REGISTRY.items()
-        if cls.is_activation and (op := str(getattr(cls, "onnx_op", "")))
-    },
-    "HardSwish": "hard_swish",
-}
 _JOINS = {"Add": "add", "Sum": "add", "Mul": "multiply", "Concat": "concat"}
+
+# The ops `_Reader.node` reads itself, not an entry: see the module's docstring for why.
+READER_OPS = frozenset(
+    {
+        "Conv",
+        "BatchNormalization",
+        "MaxPool",
+        "AveragePool",
+        "Gemm",
+        "MatMul",
+        *_JOINS,
+        "Pad",
+        "Slice",
+        "Flatten",
+        "Reshape",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Dropout",
+        "Constant",
+    }
+)
 
 
 def read(path: Path) -> Network:
@@ -213,7 +255,7 @@ class _Reader:
         for node in nodes:
             for value in node.input:
                 self.users[value] = self.users.get(value, 0) + 1
-        composites, members = _composites(nodes, self.constants)
+        composites, members = self.composites(nodes)
         readers = onnx_readers()
         consumers: dict[str, list[Any]] = {}
         for node in nodes:
@@ -224,9 +266,13 @@ class _Reader:
             if node.name in members or id(node) in taken:
                 continue
             if node.name in composites:
-                kind, args, source, tensors = composites[node.name]
+                kind, args, source = composites[node.name]
                 self.add(node, kind, args, [self.value(source)], node.name)
-                self.tensors.update(tensors)
+                # The layer's tensors, which its emitter read as `<layer>.<tensor>`.
+                prefix = f"{node.name}."
+                self.tensors.update(
+                    {key: v for key, v in self.constants.items() if key.startswith(prefix)}
+                )
                 continue
             if node.op_type == "Constant":
                 from onnx import numpy_helper
@@ -265,20 +311,8 @@ class _Reader:
                 chain.append(following[0])
             if len(chain) != len(pattern):
                 continue
-            views = [
-                OnnxNode(
-                    node.op_type,
-                    {
-                        k: v.decode() if isinstance(v, bytes) else v
-                        for k, v in _attributes(node).items()
-                    },
-                    tuple(self.constant(i) if i else None for i in node.input),
-                    self.nchw(node.input[0]),
-                )
-                for node in chain
-            ]
             try:
-                args = entry.from_onnx(views)
+                args = entry.from_onnx([self.view(node) for node in chain])
             except ImportGap as gap:
                 self.gap(chain[-1], gap.what, gap.why)
                 return chain
@@ -286,6 +320,50 @@ class _Reader:
                 self.add(chain[-1], entry.kind, args, [self.value(data[0])])
                 return chain
         return None
+
+    def view(self, node: Any) -> OnnxNode:
+        """`node` as an entry's reader sees it (see registry.OnnxNode)."""
+        return OnnxNode(
+            node.op_type,
+            {key: _plain(value) for key, value in _attributes(node).items()},
+            tuple(self.constant(i) if i else None for i in node.input),
+            self.nchw(node.input[0]) if node.input else None,
+            tuple(node.input),
+        )
+
+    def composites(
+        self, nodes: list[Any]
+    ) -> tuple[dict[str, tuple[str, dict[str, Any], str]], set[str]]:
+        """The layers cnnspec exported as several nodes, named as their entries' `onnx_steps`
+        declare (`<layer>_<step>`, the last one `<layer>`): last node -> (kind, arguments,
+        the layer's input); and the names of the steps, to skip."""
+        entries = [(entry, entry.onnx_steps) for entry in onnx_step_readers()]
+        known = {step for _, declared in entries if declared for step in declared.every}
+        by_name = {node.name: node for node in nodes}
+        steps: dict[str, dict[str, Any]] = {}
+        for node in nodes:
+            for split in range(len(node.name) - 1, 0, -1):
+                if node.name[split] != "_":
+                    continue
+                owner, step = node.name[:split], node.name[split + 1 :]
+                if owner in by_name and step in known:
+                    steps.setdefault(owner, {})[step] = node
+                    break
+        found: dict[str, tuple[str, dict[str, Any], str]] = {}
+        members: set[str] = set()
+        for owner, parts in steps.items():
+            written = {**parts, "": by_name[owner]}
+            for entry, declared in entries:
+                if declared is None or not declared.matches(set(parts)):
+                    continue
+                args = entry.from_onnx_steps({s: self.view(n) for s, n in written.items()})
+                if args is None:
+                    continue
+                first = next(written[s] for s in (*declared.inputs, "") if s in written)
+                found[owner] = (entry.kind, args, first.input[0])
+                members.update(node.name for node in parts.values())
+                break
+        return found, members
 
     def nchw(self, value: str) -> tuple[int | None, ...] | None:
         """The NCHW shape of ONNX value `value`, where the file or shape inference says it."""
@@ -312,48 +390,10 @@ class _Reader:
                 self.conv(node, attrs, sources, np)
             case "BatchNormalization":
                 self.batchnorm(node, attrs, sources)
-            case "Relu" | "Sigmoid" | "Tanh" | "HardSwish":
-                self.add(node, _ACTIVATIONS[op], {}, sources)
-            case "LeakyRelu":
-                self.add(node, "leaky_relu", {"alpha": _f32(attrs.get("alpha", 0.01))}, sources)
-            case "Elu":
-                self.add(node, "elu", {"alpha": _f32(attrs.get("alpha", 1.0))}, sources)
-            case "Softmax":
-                self.add(node, "softmax", {}, sources)
-            case "HardSigmoid":
-                alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
-                if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
-                    self.gap(
-                        node,
-                        f"HardSigmoid alpha={alpha:g} beta={beta:g}",
-                        "cnnspec's hard_sigmoid is relu6(x + 3) / 6",
-                    )
-                    return
-                self.add(node, "hard_sigmoid", {}, sources)
-            case "Clip":
-                bounds = [self.constant(i) for i in node.input[1:3] if i]
-                low = float(bounds[0]) if bounds else attrs.get("min")
-                high = float(bounds[1]) if len(bounds) > 1 else attrs.get("max")
-                if low == 0.0 and high == 6.0:
-                    self.add(node, "relu6", {}, sources)
-                else:
-                    self.gap(node, f"Clip({low}, {high})", "cnnspec clips only as relu6")
             case "Add" | "Sum" | "Mul" | "Concat":
                 self.join(node, attrs, sources, np)
             case "MaxPool" | "AveragePool":
                 self.pool(node, attrs, sources)
-            case "GlobalAveragePool" | "GlobalMaxPool":
-                kind = "global_avg_pool" if "Average" in op else "global_max_pool"
-                self.add(node, kind, {"keepdims": True}, sources)
-            case "ReduceMean" | "ReduceMax":
-                axes = attrs.get("axes")
-                if axes is None and len(node.input) > 1:
-                    axes = [int(a) for a in self.constant(node.input[1]).tolist()]
-                if sorted(a % 4 for a in (axes or [])) != [2, 3]:
-                    self.gap(node, f"{op} over axes {axes}", "cnnspec pools over height and width")
-                    return
-                kind = "global_avg_pool" if op == "ReduceMean" else "global_max_pool"
-                self.add(node, kind, {"keepdims": bool(attrs.get("keepdims", 1))}, sources)
             case "Flatten" | "Reshape" | "Squeeze":
                 self.flatten(node, attrs, sources)
             case "Unsqueeze":
@@ -484,8 +524,8 @@ class _Reader:
         center = node.input[2].endswith(".bias") or bool(np.any(bias != 0))
         scaled = node.input[1].endswith(".weight") or bool(np.any(scale != 1))
         args = {
-            "epsilon": _f32(attrs.get("epsilon", 1e-5)),
-            "momentum": _f32(attrs.get("momentum", 0.9)),
+            "epsilon": float32(attrs.get("epsilon", 1e-5)),
+            "momentum": float32(attrs.get("momentum", 0.9)),
             "center": center,
             "scale": scaled,
         }
@@ -568,7 +608,7 @@ class _Reader:
             self.add(node, "layer_scale", {}, [source], name)
             self.tensors[f"{name}.weight"] = flat.reshape(-1)
             return
-        numbers = tuple(_f32(v) for v in flat)
+        numbers = tuple(float32(v) for v in flat)
         amount = numbers[0] if len(numbers) == 1 else numbers
         previous = self.by_name.get(source)
         if node.op_type == "Add":
@@ -842,106 +882,6 @@ def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | 
     return None
 
 
-# cnnspec's ONNX emitters write some layers as several nodes named `<layer>_<step>`, the last
-# one `<layer>`: the steps that tell each such layer apart, and all the steps it may have.
-_STEPS = {
-    "layer_norm": (
-        {"normal", "shifted"},
-        {
-            "nhwc",
-            "mean",
-            "centred",
-            "square",
-            "variance",
-            "shifted",
-            "root",
-            "normal",
-            "scaled",
-            "shift",
-        },
-    ),
-    "dense": ({"matmul"}, {"nhwc", "kernel", "matmul", "bias"}),
-    "gelu": ({"g", "1p"}, {"sq", "cube", "sc", "inner", "arg", "t", "erf", "1p", "g"}),
-    "normalization": ({"std"}, {"root", "std", "centred", "mean_unsqueeze", "variance_unsqueeze"}),
-    "reshape": ({"nhwc_out"}, {"nhwc", "nhwc_out"}),
-}
-
-
-def _composites(
-    nodes: list[Any], constants: dict[str, Any]
-) -> tuple[dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]], set[str]]:
-    """The layers cnnspec exported as several nodes: final node -> (kind, args, the layer's
-    input, its tensors); and the names of the steps, to skip."""
-    import numpy as np
-
-    by_name = {node.name: node for node in nodes}
-    steps: dict[str, dict[str, Any]] = {}
-    for node in nodes:
-        for split in range(len(node.name) - 1, 0, -1):
-            if node.name[split] != "_":
-                continue
-            owner, step = node.name[:split], node.name[split + 1 :]
-            if owner in by_name and any(step in every for _, every in _STEPS.values()):
-                steps.setdefault(owner, {})[step] = node
-                break
-    found: dict[str, tuple[str, dict[str, Any], str, dict[str, Any]]] = {}
-    members: set[str] = set()
-    for owner, parts in steps.items():
-        kind = next(
-            (
-                k
-                for k, (signature, every) in _STEPS.items()
-                if signature <= set(parts) and set(parts) <= every
-            ),
-            None,
-        )
-        if kind is None and set(parts) == {"nhwc"} and by_name[owner].op_type == "Reshape":
-            kind = "reshape"  # a map to a vector: Transpose, then Reshape
-        if kind is None:
-            continue
-        final = by_name[owner]
-        first = parts.get("nhwc") or parts.get("mean") or parts.get("sq") or parts.get("arg")
-        first = first or parts.get("centred") or parts.get("matmul") or final
-        source = first.input[0]
-        args: dict[str, Any] = {}
-        tensors: dict[str, Any] = {}
-        if kind == "layer_norm":
-            epsilon = constants.get(f"{owner}_epsilon")
-            args["epsilon"] = float(str(np.float32(np.asarray(epsilon).reshape(-1)[0])))
-            tensors = {f"{owner}.{k}": constants[f"{owner}.{k}"] for k in ("weight", "bias")}
-        elif kind == "dense":
-            weight = constants[f"{owner}.weight"]
-            args = {
-                "units": int(weight.shape[0]),
-                "activation": None,
-                "use_bias": f"{owner}.bias" in constants,
-            }
-            tensors = {
-                k: constants[k] for k in (f"{owner}.weight", f"{owner}.bias") if k in constants
-            }
-        elif kind == "gelu":
-            args = {"approximate": "t" in parts}
-            source = (parts.get("sq") or parts["arg"]).input[0]
-        elif kind == "normalization":
-            source = parts["centred"].input[0]
-            if f"{owner}.mean" in constants:
-                tensors = {
-                    f"{owner}.{k}": constants[f"{owner}.{k}"] for k in ("mean", "variance", "count")
-                }
-            else:
-                for key in ("mean", "variance"):
-                    values = np.asarray(constants[f"{owner}_{key}"]).reshape(-1)
-                    args[key] = tuple(float(str(np.float32(v))) for v in values)
-        elif kind == "reshape":
-            start = parts.get("nhwc") or parts.get("nhwc_out") or final
-            source = start.input[0]
-            shape = constants[f"{owner}_shape"].reshape(-1).tolist()
-            args["target"] = tuple(int(v) for v in shape[1:])
-        found[owner] = (kind, args, source, tensors)
-        members.update(node.name for node in parts.values())
-    return found, members
-
-
 def _output_of(layer: Layer, aliases: dict[str, str]) -> str:
     for onnx_name, target in aliases.items():
         if target == layer.name:
@@ -949,10 +889,15 @@ def _output_of(layer: Layer, aliases: dict[str, str]) -> str:
     return layer.name
 
 
-def _f32(value: float) -> float:
-    import numpy as np
-
-    return float(str(np.float32(value)))
+def _plain(value: Any) -> Any:
+    """An attribute's value as an entry reads it: text decoded, floats as float32 gives them."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, float):
+        return float32(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _attributes(node: Any) -> dict[str, Any]:

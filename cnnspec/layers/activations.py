@@ -1,16 +1,24 @@
 """Activations: usable as layers, `relu()`, and as arguments, `activation=relu`."""
 
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from cnnspec.codegen import Call, Code
+from cnnspec.layers import keras_config
 from cnnspec.registry import (
     HOLE,
+    IDENTITY,
+    ImportGap,
     KerasLayer,
+    KerasReading,
     LayerArgs,
     NonNegFloat,
     OnnxBuilder,
+    OnnxNode,
+    OnnxSteps,
     Shape,
     TorchLayer,
+    float32,
     register,
 )
 
@@ -47,6 +55,21 @@ class _Activation(LayerArgs):
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         return graph.op(self.onnx_op, [x], name)
 
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        # Keras's Activation layer (declared by sigmoid: a Keras class has one reader) is the
+        # activation it names, whichever kind that is; linear is none.
+        named = keras_config.activation(config.get("activation"))
+        if named is None:
+            return IDENTITY
+        if isinstance(named, LayerArgs):
+            return named.kind, named.explicit()
+        return named, {}
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        return {}  # the op alone, without arguments
+
 
 @register
 class ReLU(_Activation):
@@ -56,9 +79,26 @@ class ReLU(_Activation):
     torch_name: ClassVar[str] = "torch.relu"
     doc: ClassVar[str] = "max(x, 0)."
     keras_string: ClassVar[str | None] = "relu"
+    keras_classes: ClassVar[tuple[str, ...]] = ("ReLU",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Relu",),)
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.ReLU"))]
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        # Keras's ReLU is also relu6 (max_value=6, as relu6's emitter writes it) and leaky_relu.
+        top = config.get("max_value")
+        slope = float(config.get("negative_slope", 0.0) or 0.0)
+        if float(config.get("threshold", 0.0) or 0.0) != 0.0:
+            raise ImportGap("ReLU threshold", "cnnspec's relu has no threshold")
+        if top is not None and float(top) == 6.0 and slope == 0.0:
+            return "relu6", {}
+        if top is not None:
+            raise ImportGap(f"ReLU max_value={top}", "cnnspec caps at 6 only")
+        if slope:
+            return "leaky_relu", {"alpha": slope}
+        return {}
 
 
 @register
@@ -75,6 +115,22 @@ class ReLU6(_Activation):
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         low, high = graph.constant(f"{name}_min", [0.0]), graph.constant(f"{name}_max", [6.0])
         return graph.op("Clip", [x, low, high], name)
+
+    # Keras: layers.ReLU(max_value=6), which relu's entry reads.
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Clip",),)
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        (clip,) = chain
+        # The bounds: inputs from opset 11, attributes before.
+        bounds = [*clip.constants[1:3], None, None]
+        low = float32(bounds[0].reshape(-1)[0]) if bounds[0] is not None else None
+        high = float32(bounds[1].reshape(-1)[0]) if bounds[1] is not None else None
+        low = clip.attributes.get("min") if low is None else low
+        high = clip.attributes.get("max") if high is None else high
+        if low == 0.0 and high == 6.0:
+            return {}
+        raise ImportGap(f"Clip({low}, {high})", "cnnspec clips only as relu6")
 
 
 @register
@@ -95,6 +151,18 @@ class LeakyReLU(_Activation):
 
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         return graph.op("LeakyRelu", [x], name, alpha=self.alpha)
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("LeakyReLU",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("LeakyRelu",),)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        # Keras 3 says negative_slope, Keras 2 alpha.
+        return {"alpha": float(config.get("negative_slope", config.get("alpha", 0.3)))}
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        return {"alpha": chain[0].attributes.get("alpha", 0.01)}
 
 
 @register
@@ -118,6 +186,17 @@ class ELU(_Activation):
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         return graph.op("Elu", [x], name, alpha=self.alpha)
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("ELU",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Elu",),)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"alpha": float(config.get("alpha", 1.0))}
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        return {"alpha": chain[0].attributes.get("alpha", 1.0)}
+
 
 @register
 class Sigmoid(_Activation):
@@ -127,6 +206,9 @@ class Sigmoid(_Activation):
     torch_name: ClassVar[str] = "torch.sigmoid"
     doc: ClassVar[str] = "1 / (1 + exp(-x)); the output of a binary classifier."
     keras_string: ClassVar[str | None] = "sigmoid"
+    # The Activation layer the base's `keras` writes, for every activation (see `from_keras`).
+    keras_classes: ClassVar[tuple[str, ...]] = ("Activation",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Sigmoid",),)
 
 
 @register
@@ -137,6 +219,7 @@ class Tanh(_Activation):
     torch_name: ClassVar[str] = "torch.tanh"
     doc: ClassVar[str] = "Hyperbolic tangent."
     keras_string: ClassVar[str | None] = "tanh"
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Tanh",),)
 
 
 @register
@@ -156,6 +239,17 @@ class Softmax(_Activation):
 
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         return graph.op("Softmax", [x], name, axis=1)  # channels: Keras's last axis
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("Softmax",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Softmax",),)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        if config.get("axis", -1) not in (-1, [-1]):
+            raise ImportGap(
+                f"softmax axis={config.get('axis')}", "cnnspec's softmax is over the last axis"
+            )
+        return {}
 
 
 @register
@@ -195,6 +289,17 @@ class GELU(_Activation):
         gate = graph.op("Mul", [graph.op("Add", [core, one], f"{name}_1p"), half], f"{name}_g")
         return graph.op("Mul", [x, gate], name)
 
+    # The names of the nodes `onnx_apply` writes, by which the reader finds a gelu again.
+    onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
+        every=("sq", "cube", "sc", "inner", "arg", "t", "erf", "1p", "g"),
+        signatures=(("g", "1p"),),
+        inputs=("sq", "arg"),
+    )
+
+    @classmethod
+    def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
+        return {"approximate": "t" in steps}
+
 
 @register
 class Swish(_Activation):
@@ -222,6 +327,19 @@ class HardSigmoid(_Activation):
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         return graph.op("HardSigmoid", [x], name, alpha=1.0 / 6.0, beta=0.5)
 
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("HardSigmoid",),)
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        alpha = chain[0].attributes.get("alpha", 0.2)
+        beta = chain[0].attributes.get("beta", 0.5)
+        if abs(alpha - 1 / 6) > 1e-6 or abs(beta - 0.5) > 1e-6:
+            raise ImportGap(
+                f"HardSigmoid alpha={alpha:g} beta={beta:g}",
+                "cnnspec's hard_sigmoid is relu6(x + 3) / 6",
+            )
+        return {}
+
 
 @register
 class HardSwish(_Activation):
@@ -235,3 +353,7 @@ class HardSwish(_Activation):
         # Written out (the HardSwish op needs opset 14).
         gate = graph.op("HardSigmoid", [x], f"{name}_gate", alpha=1.0 / 6.0, beta=0.5)
         return graph.op("Mul", [x, gate], name)
+
+    # PyTorch's Hardswish, from opset 14 (the HardSigmoid and Mul above are read as one by the
+    # ONNX reader's Mul, as swish's Sigmoid and Mul are).
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("HardSwish",),)

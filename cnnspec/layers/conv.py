@@ -1,10 +1,12 @@
 """Convolutions: conv2d (grouped too), depthwise_conv2d and separable_conv2d."""
 
+from collections.abc import Mapping
 from math import prod
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from cnnspec import codes
 from cnnspec.codegen import Call
+from cnnspec.layers import keras_config
 from cnnspec.layers.base import (
     keras_with_activation,
     l2_regularizer,
@@ -16,7 +18,9 @@ from cnnspec.layers.base import (
 from cnnspec.registry import (
     KERAS_INPUT,
     Activation,
+    ImportGap,
     KerasLayer,
+    KerasReading,
     KerasWeight,
     LayerArgs,
     NonNegFloat,
@@ -198,6 +202,15 @@ class Conv2D(_Conv):
             kernel_regularizer=l2_regularizer(self.l2),
         )
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("Conv2D",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        args = {"filters": int(config["filters"]), **keras_config.conv_args(config)}
+        if config.get("groups", 1) != 1:
+            args["groups"] = int(config["groups"])
+        return args
+
 
 @register
 class DepthwiseConv2D(_Conv):
@@ -273,6 +286,22 @@ class DepthwiseConv2D(_Conv):
             return super().keras_helpers()
         extra = ("same_padding",) if self.padding == "same" else ()
         return (*super().keras_helpers(), "StridedDepthwiseConv2D", *extra)
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("DepthwiseConv2D", "StridedDepthwiseConv2D")
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        args = keras_config.conv_args(config)
+        args["depth_multiplier"] = int(config.get("depth_multiplier", 1))
+        if class_name == "StridedDepthwiseConv2D":
+            # The Keras script's unequal strides: a stride-1 convolution, subsampled.
+            if args["stride"] != (1, 1):
+                raise ImportGap(
+                    f"StridedDepthwiseConv2D with strides={config.get('strides')}",
+                    "the script's own layer strides by its subsample alone",
+                )
+            args["stride"] = keras_config.pair(config.get("subsample", 1))
+        return args
 
 
 @register
@@ -353,6 +382,14 @@ class SeparableConv2D(_Conv):
             (self.filters, scalar_or_pair(self.kernel)),
             depth_multiplier=self.depth_multiplier if self.depth_multiplier != 1 else None,
         )
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("SeparableConv2D",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        args = {"filters": int(config["filters"]), **keras_config.conv_args(config)}
+        args["depth_multiplier"] = int(config.get("depth_multiplier", 1))
+        return args
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         kwargs: dict[str, object] = {}

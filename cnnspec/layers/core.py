@@ -1,11 +1,13 @@
 """Dropout, flatten and dense; the element-wise rescaling, layer_scale and stochastic_depth;
 reshape."""
 
+from collections.abc import Mapping
 from math import prod
 from typing import Annotated, Any, ClassVar
 
 from cnnspec import codes
 from cnnspec.codegen import Call, literal
+from cnnspec.layers import keras_config
 from cnnspec.layers.base import (
     format_shape,
     keras_with_activation,
@@ -21,11 +23,15 @@ from cnnspec.layers.normalization import (
 )
 from cnnspec.registry import (
     Activation,
+    ImportGap,
     KerasLayer,
+    KerasReading,
     KerasWeight,
     LayerArgs,
     NonNegFloat,
     OnnxBuilder,
+    OnnxNode,
+    OnnxSteps,
     Params,
     PositiveInt,
     Rate,
@@ -56,6 +62,21 @@ class Dropout(LayerArgs):
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         return inputs[0]  # inference: no-op
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("Dropout",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        # One draw per example is stochastic_depth, as its emitter writes it.
+        noise = config.get("noise_shape")
+        if noise is not None and list(noise)[1:] == [1, 1, 1]:
+            return "stochastic_depth", {"rate": float(config["rate"])}
+        if noise is not None:
+            raise ImportGap(
+                f"noise_shape={noise}",
+                "cnnspec drops units, channels (spatial_dropout) or examples",
+            )
+        return {"rate": float(config["rate"])}
+
 
 @register
 class SpatialDropout(LayerArgs):
@@ -71,6 +92,12 @@ class SpatialDropout(LayerArgs):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.SpatialDropout2D", self.rate))]
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("SpatialDropout2D",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"rate": float(config["rate"])}
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(Call("nn.Dropout2d", self.rate))
@@ -93,6 +120,13 @@ class Flatten(LayerArgs):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Flatten"))]
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("Flatten",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        keras_config.channels_last(config)
+        return {}
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         # NCHW order: the canonical weight layout stores the next layer's rows to match.
@@ -172,6 +206,34 @@ class Dense(LayerArgs):
             y = graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
         return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
 
+    # On a map (on a vector, a Gemm, which the ONNX reader reads with its weights).
+    onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
+        every=("nhwc", "kernel", "matmul", "bias"),
+        signatures=(("matmul",),),
+        inputs=("nhwc", "matmul"),
+    )
+
+    @classmethod
+    def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
+        kernel = steps.get("kernel")
+        weight = kernel.constants[0] if kernel is not None else None
+        if weight is None:
+            return None
+        return {"units": int(weight.shape[0]), "activation": None, "use_bias": "bias" in steps}
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("Dense",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        args: dict[str, Any] = {
+            "units": int(config["units"]),
+            "activation": keras_config.activation(config.get("activation")),
+            "use_bias": bool(config.get("use_bias", True)),
+        }
+        if config.get("kernel_regularizer"):
+            args["l2"] = keras_config.l2(config, "kernel_regularizer")
+        return args
+
 
 @register
 class Rescaling(LayerArgs):
@@ -216,6 +278,13 @@ class Rescaling(LayerArgs):
         offset = channel_constant(graph, f"{name}_offset", self.offset, shapes[0])
         return graph.op("Add", [scaled, offset], name)
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("Rescaling",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        scale, offset = config.get("scale", 1.0), config.get("offset", 0.0)
+        return {"scale": keras_config.scalars(scale), "offset": keras_config.scalars(offset)}
+
 
 @register
 class StochasticDepth(LayerArgs):
@@ -241,6 +310,14 @@ class StochasticDepth(LayerArgs):
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(Call("DropPath", self.rate), helpers=("DropPath",))
+
+    # Its Keras emitter's Dropout is read by dropout's entry; this is the layer of that name
+    # (KerasCV's and others').
+    keras_classes: ClassVar[tuple[str, ...]] = ("StochasticDepth",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"rate": float(config.get("drop_path_rate", 0.0))}
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         return inputs[0]  # inference: no-op
@@ -268,6 +345,13 @@ class LayerScale(LayerArgs):
 
     def keras_helpers(self) -> tuple[str, ...]:
         return ("LayerScale",)
+
+    # The Keras script's own layer, and keras.applications' ConvNeXt's.
+    keras_classes: ClassVar[tuple[str, ...]] = ("LayerScale",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"init": float(config.get("init_values", 1e-6))}
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(Call("LayerScale", inputs[0][-1], self.init), helpers=("LayerScale",))
@@ -349,6 +433,12 @@ class Reshape(LayerArgs):
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Reshape", self.target))]
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("Reshape",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"target": tuple(int(v) for v in config["target_shape"])}
+
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         # Keras's order is channels-last: go through NHWC on both sides of a map.
         source = "{x}.permute(0, 2, 3, 1)" if len(inputs[0]) == 3 else "{x}"
@@ -370,3 +460,21 @@ class Reshape(LayerArgs):
             return graph.op("Reshape", [x, target], name)
         y = graph.op("Reshape", [x, target], f"{name}_nhwc_out")
         return graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
+
+    # Through NHWC on the side of a map (a vector to a vector is one Reshape, which the ONNX
+    # reader reads by the shapes around it).
+    onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
+        every=("nhwc", "nhwc_out"),
+        signatures=(("nhwc_out",), ("nhwc",)),
+        inputs=("nhwc", "nhwc_out", ""),
+    )
+
+    @classmethod
+    def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
+        reshape = steps.get("nhwc_out") or steps[""]
+        if reshape.op_type != "Reshape" or steps[""].op_type not in ("Reshape", "Transpose"):
+            return None
+        shape = reshape.constants[1] if len(reshape.constants) > 1 else None
+        if shape is None:
+            return None
+        return {"target": tuple(int(v) for v in shape.reshape(-1)[1:])}

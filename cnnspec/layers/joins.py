@@ -1,6 +1,7 @@
 """Joins of branches: add, concat and multiply, on one merge base as Keras's merge layers."""
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from cnnspec import codes
 from cnnspec.codegen import Call
@@ -8,7 +9,9 @@ from cnnspec.layers.base import (
     format_shape,
 )
 from cnnspec.registry import (
+    ImportGap,
     KerasLayer,
+    KerasReading,
     LayerArgs,
     OnnxBuilder,
     Shape,
@@ -47,6 +50,12 @@ class _Merge(LayerArgs):
     def torch_map(index: int, shape: Shape, rank: int) -> str:
         return f"{{inputs[{index}]}}" + ("[:, :, None, None]" if len(shape) < rank else "")
 
+    # Keras's merge layer of the join's name. ONNX's Add, Sum, Mul and Concat are the ONNX
+    # reader's own: each is a join, or a scale or offset by a constant, or swish's gate.
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {}
+
 
 @register
 class Add(_Merge):
@@ -68,6 +77,8 @@ class Add(_Merge):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Add"))]
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("Add",)
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         return TorchLayer(None, "{total}")
@@ -101,6 +112,16 @@ class Concat(_Merge):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Concatenate"))]
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("Concatenate",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        if config.get("axis", -1) not in (-1, 3):
+            raise ImportGap(
+                f"axis={config.get('axis')}", "cnnspec concatenates channels (the last axis)"
+            )
+        return {}
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         joined = ", ".join(f"{{inputs[{i}]}}" for i in range(len(inputs)))
@@ -142,6 +163,8 @@ class Multiply(_Merge):
 
     def keras(self) -> list[KerasLayer]:
         return [KerasLayer("", Call("layers.Multiply"))]
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("Multiply",)
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         rank = max(len(shape) for shape in inputs)

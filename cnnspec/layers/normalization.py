@@ -1,23 +1,31 @@
 """Normalisation layers: batchnorm, layer_norm, and normalization (fixed or adaptable
 per-channel statistics, as a model's own preprocessing)."""
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
 from cnnspec import codes
 from cnnspec.codegen import Call, Code
+from cnnspec.layers import keras_config
 from cnnspec.layers.base import format_shape
 from cnnspec.registry import (
     KerasLayer,
+    KerasReading,
     KerasWeight,
     LayerArgs,
     OnnxBuilder,
+    OnnxNode,
+    OnnxSteps,
     Params,
     Shape,
     ShapeError,
     TorchLayer,
+    float32,
     register,
 )
 from cnnspec.schema import Before, Field, Problem, field_validator, model_validator
+
+_CHANNELS = "cnnspec normalizes the channels (the last axis)"
 
 
 def channel_shape(graph: OnnxBuilder, name: str, vector: str, shape: Shape) -> str:
@@ -75,6 +83,18 @@ class BatchNorm(LayerArgs):
         if not self.scale:
             options["scale"] = False
         return [KerasLayer("", Call("layers.BatchNormalization", **options))]
+
+    keras_classes: ClassVar[tuple[str, ...]] = ("BatchNormalization",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        keras_config.last_axis(config, _CHANNELS)
+        return {
+            "epsilon": float(config.get("epsilon", 1e-3)),
+            "momentum": float(config.get("momentum", 0.99)),
+            "center": bool(config.get("center", True)),
+            "scale": bool(config.get("scale", True)),
+        }
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         # PyTorch's momentum weighs the new batch, Keras's the running average.
@@ -150,6 +170,13 @@ class LayerNorm(LayerArgs):
         options = {"epsilon": self.epsilon} if self.epsilon != 1e-3 else {}
         return [KerasLayer("", Call("layers.LayerNormalization", **options))]
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("LayerNormalization",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        keras_config.last_axis(config, "cnnspec's layer_norm normalizes the last axis")
+        return {"epsilon": float(config.get("epsilon", 1e-3))}
+
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         call = Call("nn.LayerNorm", inputs[0][-1], eps=self.epsilon)
         if len(inputs[0]) == 3:
@@ -189,6 +216,29 @@ class LayerNorm(LayerArgs):
         if spatial_:
             y = graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
         return y
+
+    # The names of the nodes `onnx` writes, by which the reader finds a layer_norm again.
+    onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
+        every=(
+            "nhwc",
+            "mean",
+            "centred",
+            "square",
+            "variance",
+            "shifted",
+            "root",
+            "normal",
+            "scaled",
+            "shift",
+        ),
+        signatures=(("normal", "shifted"),),
+        inputs=("nhwc", "mean"),
+    )
+
+    @classmethod
+    def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
+        epsilon = steps["shifted"].constants[1]  # variance + epsilon
+        return {"epsilon": float32(epsilon.reshape(-1)[0])} if epsilon is not None else None
 
 
 def _numbers(value: Any) -> Any:
@@ -266,6 +316,18 @@ class Normalization(LayerArgs):
         mean, variance = per_channel_literal(self.mean), per_channel_literal(self.variance)
         return [KerasLayer("", Call("layers.Normalization", mean=mean, variance=variance))]
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("Normalization",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        keras_config.last_axis(config, _CHANNELS)
+        args = {}
+        for key in ("mean", "variance"):
+            value = config.get(key)
+            if value is not None:
+                args[key] = tuple(float(v) for v in keras_config.flat(value))
+        return args
+
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         options = {}
         if self.mean is not None and self.variance is not None:
@@ -306,3 +368,26 @@ class Normalization(LayerArgs):
         floor = graph.op("Max", [root, graph.constant(f"{name}_floor", [1e-7])], f"{name}_std")
         centred = graph.op("Sub", [inputs[0], mean], f"{name}_centred")
         return graph.op("Div", [centred, floor], name)
+
+    # The names of the nodes `onnx` writes, by which the reader finds a normalization again.
+    onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
+        every=("root", "std", "centred", "mean_unsqueeze", "variance_unsqueeze"),
+        signatures=(("std",),),
+        inputs=("centred",),
+    )
+
+    @classmethod
+    def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
+        centred, root = steps.get("centred"), steps.get("root")
+        if centred is None or root is None:
+            return None
+        mean, variance = centred.constants[1], root.constants[0]
+        # Held statistics are the layer's tensors (`.mean`, `.variance`, `.count`), made
+        # (C, 1, 1) on a map by an Unsqueeze; fixed ones are constants (`<layer>_mean`).
+        held = "mean_unsqueeze" in steps or centred.inputs[1].endswith(".mean")
+        if held or mean is None or variance is None:
+            return {}
+        return {
+            "mean": tuple(float32(v) for v in mean.reshape(-1)),
+            "variance": tuple(float32(v) for v in variance.reshape(-1)),
+        }

@@ -1,10 +1,12 @@
 """Pooling, padding and cropping: maxpool, avgpool, zero_pad, cropping, and the global
 poolings."""
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from cnnspec import codes
 from cnnspec.codegen import Call, literal
+from cnnspec.layers import keras_config
 from cnnspec.layers.base import (
     onnx_pads,
     same_pads,
@@ -14,9 +16,12 @@ from cnnspec.layers.base import (
 )
 from cnnspec.registry import (
     KERAS_INPUT,
+    ImportGap,
     KerasLayer,
+    KerasReading,
     LayerArgs,
     OnnxBuilder,
+    OnnxNode,
     Pair,
     Shape,
     ShapeError,
@@ -86,12 +91,27 @@ class _Pool(LayerArgs):
             options["padding"] = self.padding
         return [KerasLayer("", Call(self.keras_class, scalar_or_pair(self.pool), **options))]
 
+    # ONNX's MaxPool and AveragePool are the reader's own: their pads may be `same` padding
+    # or a zero_pad of their own, which takes the input's shape and producer to tell.
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        keras_config.channels_last(config)
+        pool = keras_config.pair(config["pool_size"])
+        strides = config.get("strides")
+        stride = keras_config.pair(strides) if strides is not None else None
+        return {
+            "pool": pool,
+            "stride": None if stride == pool else stride,  # the pool's own, as Keras's default
+            "padding": config.get("padding", "valid"),
+        }
+
 
 @register
 class MaxPool(_Pool):
     kind: ClassVar[str] = "maxpool"
     framework_names: ClassVar[tuple[str, ...]] = ("MaxPooling2D", "MaxPool2D", "MaxPool2d")
     keras_class: ClassVar[str] = "layers.MaxPooling2D"
+    keras_classes: ClassVar[tuple[str, ...]] = ("MaxPooling2D",)
     torch_class: ClassVar[str] = "MaxPool2d"
     onnx_op: ClassVar[str] = "MaxPool"
     doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
@@ -102,6 +122,7 @@ class AvgPool(_Pool):
     kind: ClassVar[str] = "avgpool"
     framework_names: ClassVar[tuple[str, ...]] = ("AveragePooling2D", "AvgPool2D", "AvgPool2d")
     keras_class: ClassVar[str] = "layers.AveragePooling2D"
+    keras_classes: ClassVar[tuple[str, ...]] = ("AveragePooling2D",)
     torch_class: ClassVar[str] = "AvgPool2d"
     onnx_op: ClassVar[str] = "AveragePool"
     doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
@@ -184,6 +205,13 @@ class ZeroPad(LayerArgs):
     def keras_helpers(self) -> tuple[str, ...]:
         return ("same_padding",) if self.padding == "same" else ()
 
+    # `same` is written as the amounts for the model's input size, and read back as those.
+    keras_classes: ClassVar[tuple[str, ...]] = ("ZeroPadding2D",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"padding": keras_config.pads(config["padding"])}
+
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         if self.padding == "same":
             window = f"{literal(self.kernel)}, {literal(self.stride)}"
@@ -246,6 +274,12 @@ class Crop(LayerArgs):
             amount = top if top == left else (top, left)
         return [KerasLayer("", Call("layers.Cropping2D", amount))]
 
+    keras_classes: ClassVar[tuple[str, ...]] = ("Cropping2D",)
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        return {"cropping": keras_config.pads(config["cropping"])}
+
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         (top, bottom), (left, right) = self.cropping
 
@@ -294,6 +328,28 @@ class _GlobalPool(LayerArgs):
         pooled = graph.op(self.onnx_op, inputs, f"{name}_pool")
         return graph.op("Flatten", [pooled], name, axis=1)
 
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        keras_config.channels_last(config)
+        return {"keepdims": bool(config.get("keepdims", False))}
+
+    # The pooling op (N, C, 1, 1), or a reduction over H and W as torch's x.mean((2, 3))
+    # writes it. A Flatten after a pooling with kept dimensions is the reader's: it drops
+    # them where the pooling feeds nothing else.
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        (node,) = chain
+        if node.op_type == cls.onnx_op:
+            return {"keepdims": True}
+        axes = node.attributes.get("axes")
+        if axes is None and len(node.constants) > 1 and node.constants[1] is not None:
+            axes = [int(a) for a in node.constants[1].reshape(-1)]  # opset 18: an input
+        if sorted(a % 4 for a in (axes or [])) != [2, 3]:
+            raise ImportGap(
+                f"{node.op_type} over axes {axes}", "cnnspec pools over height and width"
+            )
+        return {"keepdims": bool(node.attributes.get("keepdims", 1))}
+
 
 @register
 class GlobalAvgPool(_GlobalPool):
@@ -306,6 +362,8 @@ class GlobalAvgPool(_GlobalPool):
     keras_class: ClassVar[str] = "layers.GlobalAveragePooling2D"
     torch_reduce: ClassVar[str] = "mean"
     onnx_op: ClassVar[str] = "GlobalAveragePool"
+    keras_classes: ClassVar[tuple[str, ...]] = ("GlobalAveragePooling2D",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("GlobalAveragePool",), ("ReduceMean",))
     doc: ClassVar[str] = (
         "Averages each channel over H and W: (H, W, C) -> (C,), or (1, 1, C) with keepdims=true."
     )
@@ -322,6 +380,8 @@ class GlobalMaxPool(_GlobalPool):
     keras_class: ClassVar[str] = "layers.GlobalMaxPooling2D"
     torch_reduce: ClassVar[str] = "amax"
     onnx_op: ClassVar[str] = "GlobalMaxPool"
+    keras_classes: ClassVar[tuple[str, ...]] = ("GlobalMaxPooling2D",)
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("GlobalMaxPool",), ("ReduceMax",))
     doc: ClassVar[str] = (
         "Maximum of each channel over H and W: (H, W, C) -> (C,), or (1, 1, C) with keepdims=true."
     )
