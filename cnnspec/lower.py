@@ -10,7 +10,6 @@ layer failed) is still created, but not checked, so one mistake gives one error.
 from __future__ import annotations
 
 import keyword
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,7 +52,6 @@ TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "track", "sweep
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(slots=True)
@@ -777,7 +775,7 @@ class ModelLowering:
 
     def _explicit_name(self, arg: BoundArg) -> str | None:
         value = arg.value
-        if not isinstance(value, str) or not IDENTIFIER.match(value) or value == Graph.INPUT:
+        if not isinstance(value, str) or not ast.IDENTIFIER.match(value) or value == Graph.INPUT:
             self.diagnostics.error(
                 codes.INVALID_VALUE,
                 "a layer name must be an identifier such as block5_conv3",
@@ -1005,7 +1003,7 @@ class ModelLowering:
         # Generated code keeps the branch in a variable of its own, named after it if it can be.
         if isinstance(label, ast.Name):
             inner = self._open_block(label.text, label.span, scope)
-            lane = label.text if IDENTIFIER.match(label.text) else f"branch{index}"
+            lane = label.text if ast.IDENTIFIER.match(label.text) else f"branch{index}"
         else:
             inner = scope.child(None)
             lane = f"branch{index}"

@@ -24,6 +24,10 @@ from cnnspec import codes
 from cnnspec.diagnostics import Diagnostics
 from cnnspec.source import Source, Span
 
+# A name without dots (the grammar's NAME, one segment): what a layer's name, a branch's label
+# or a bare word value may be. The importer's writer and renderer spell names by it too.
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 # A string or a comment, as the grammar's STRING and COMMENT tokens read them, for scans that must
 # not take a `#` inside a string for a comment (the formatter's comments, an editor's context).
 # A string's closing quote is optional so that text being typed, `directory("chest x`, still

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from cnnspec.importing.network import Spelled
-from cnnspec.lower import IDENTIFIER  # the language's own rule for a bare name
 from cnnspec.schema import CONSTANTS, WORDS
+from cnnspec.syntax import IDENTIFIER
 
 
 def value_text(value: Any) -> str:
