@@ -53,6 +53,9 @@ SPEC_PARAMS: dict[str, Any] = {}
 SPEC_TEXT: str = ""
 
 # --- keras
+# Layers fed by a flattened (H, W, C) map, with its shape: their weights over those
+# features are stored in (C, H, W) order (to_chw, from_chw).
+FLATTENED_FROM: dict[str, tuple[int, int, int]] = {}
 
 # --- torch
 # L2 factors by layer; how the geometric augmentations fill what they uncover.
