@@ -58,7 +58,12 @@ def definitions(module: str) -> dict[str, Definition]:
         while first > 1 and lines[first - 2].lstrip().startswith("#"):
             first -= 1
         assert node.end_lineno is not None
-        source = "".join(lines[first - 1 : node.end_lineno])
+        last = node.end_lineno
+        # A slot that ends a body is a comment after the last statement, which the syntax
+        # tree leaves out: the definition runs on over indented comment lines.
+        while last < len(lines) and lines[last].startswith(" ") and lines[last].strip()[:1] == "#":
+            last += 1
+        source = "".join(lines[first - 1 : last])
         slots = tuple(match["name"] for match in _SLOT.finditer(source))
         for name in names:
             assert name not in found, f"{path.name} defines {name} twice"

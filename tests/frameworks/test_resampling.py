@@ -68,15 +68,18 @@ def test_counts_shapes_and_outputs_agree() -> None:
 def test_a_shuffle_interleaves_the_groups(tmp_path: Path) -> None:
     """Channel j of group g moves to j * groups + g, in both scripts' models."""
     spec = checked_spec(
-        "model s {\n  input 1x1x6\n  channel_shuffle(2)\n  head { flatten() }\n}"
+        "model s {\n  input 1x1x6\n  channel_shuffle(2)\n  head { flatten() softmax() }\n}"
     )
     x = np.arange(6, dtype=np.float32).reshape(1, 1, 1, 6)
     keras_model = load_script(write_script(spec, tmp_path, "keras")).build_model()
     torch_model = load_script(write_script(spec, tmp_path, "pytorch")).build_model()
-    expected = [0, 3, 1, 4, 2, 5]
-    assert np.asarray(keras_model(x, training=False))[0].tolist() == expected
+    shuffled = x.reshape(6)[[0, 3, 1, 4, 2, 5]]
+    expected = np.exp(shuffled) / np.exp(shuffled).sum()
+    np.testing.assert_allclose(np.asarray(keras_model(x, training=False))[0], expected, rtol=1e-6)
     nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    assert torch_model.eval().logits(nchw)[0].tolist() == expected
+    with torch.no_grad():
+        actual = torch_model.eval()(nchw)[0].numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-6)
 
 
 def test_export_then_import_gives_the_same_network() -> None:
