@@ -15,7 +15,7 @@ their slots. Every spec value reaches the script through `cnnspec.codegen.litera
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 
 from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
@@ -29,8 +29,9 @@ from cnnspec.backends.common import (
     step_output,
     straight_line,
 )
-from cnnspec.backends.runtime import code
+from cnnspec.backends.runtime import code, definitions
 from cnnspec.codegen import INDENT, Call, Code, literal, sequence, statement
+from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
 from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
@@ -44,16 +45,28 @@ SUFFIX = "_keras.py"
 
 # Helper functions and classes that layer emitters may refer to by name
 # (LayerArgs.keras_helpers), from cnnspec/runtime/keras.py.
-HELPERS = {
-    name: code("keras", name)
-    for name in (
-        "gelu_tanh",
-        "StridedDepthwiseConv2D",
-        "LayerScale",
-        "ChannelShuffle",
-        "same_padding",
-    )
-}
+# The registries' Keras emitters (cnnspec.emitters): an entry without one is Unsupported.
+_TABLES = tables(NAME)
+LAYERS, LOSSES = _TABLES["layers"], _TABLES["losses"]
+OPTIMIZERS, CALLBACKS = _TABLES["optimizers"], _TABLES["callbacks"]
+
+
+class _Helpers(Mapping[str, str]):
+    """The helpers an entry's Keras emitter may name (`LayerArgs.keras_helpers`): any
+    definition of cnnspec/runtime/keras.py, by its name, so that a kind's helper layer is
+    written once, there, and needs no table here."""
+
+    def __getitem__(self, name: str) -> str:
+        return code("keras", name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(definitions("keras"))
+
+    def __len__(self) -> int:
+        return len(definitions("keras"))
+
+
+HELPERS = _Helpers()
 
 
 def emit(spec: Spec, source_name: str) -> str:
@@ -195,7 +208,7 @@ class _Script(Script):
                 scope = node.scope
             argument = f"[{', '.join(step.reads)}]" if len(step.reads) > 1 else step.reads[0]
             with emitting("keras", node.span):
-                emitted = node.layer.keras()
+                emitted = LAYERS.emit(node.layer)
             for keras_layer in emitted:
                 call = _applied_to(keras_layer.call, Code(argument))
                 name = node.name + keras_layer.suffix
@@ -291,11 +304,11 @@ class _Script(Script):
                 lines.append("    set_trainable(model, frozen)")
             lines.append("    model.compile(")
             assert phase.optimizer is not None
-            lines += statement("optimizer=", phase.optimizer.keras(), ",", 2)
-            lines += statement("loss=", loss.keras(), ",", 2)
+            lines += statement("optimizer=", OPTIMIZERS.emit(phase.optimizer), ",", 2)
+            lines += statement("loss=", LOSSES.emit(loss), ",", 2)
             lines += sequence("metrics=", metrics, ",", 2)
             lines.append("    )")
-            callbacks = [c.keras() for c in phase.callbacks]
+            callbacks = [CALLBACKS.emit(c) for c in phase.callbacks]
             if callbacks:
                 lines.append("    callbacks = [")
                 for call in callbacks:
@@ -464,7 +477,7 @@ TO_CHW = code("keras", "to_chw")
 def keras_class(node: Node) -> str:
     """The Keras layer class a node becomes (`Conv2D`, `BatchNormalization`)."""
     with emitting("keras", node.span):
-        named = next(k for k in node.layer.keras() if k.suffix == "")
+        named = next(k for k in LAYERS.emit(node.layer) if k.suffix == "")
     return named.call.func.rsplit(".", 1)[-1]
 
 
