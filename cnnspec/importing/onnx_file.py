@@ -262,6 +262,7 @@ class _Reader:
             for value in node.input:
                 consumers.setdefault(value, []).append(node)
         taken: set[int] = set()
+        self.fold_ahead(nodes)
         for node in nodes:
             if node.name in members or id(node) in taken:
                 continue
@@ -364,6 +365,24 @@ class _Reader:
                 members.update(node.name for node in parts.values())
                 break
         return found, members
+
+    def fold_ahead(self, nodes: list[Any]) -> None:
+        """Compute every value made of constants alone, including those a chain's later
+        nodes read (torch.onnx writes the shape of a view's second reshape after the
+        transpose before it)."""
+        from onnx import numpy_helper
+
+        for node in nodes:
+            if node.output[0] in self.constants:
+                continue
+            if node.op_type == "Constant":
+                tensor = _attributes(node).get("value")
+                if tensor is not None:
+                    self.constants[node.output[0]] = numpy_helper.to_array(tensor)
+            elif node.input and all(not i or i in self.constants for i in node.input):
+                folded = _fold(node, _attributes(node), self.constants)
+                if folded is not None:
+                    self.constants[node.output[0]] = folded
 
     def nchw(self, value: str) -> tuple[int | None, ...] | None:
         """The NCHW shape of ONNX value `value`, where the file or shape inference says it."""
@@ -879,6 +898,10 @@ def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | 
             return np.sqrt(x)
         case "Identity":
             return x
+        case "Concat":
+            # A shape or a list of scales built from constants (torch.onnx's view and
+            # interpolate without constant folding).
+            return np.concatenate([np.asarray(v) for v in values], axis=attrs.get("axis", 0))
     return None
 
 
