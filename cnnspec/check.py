@@ -37,7 +37,7 @@ def output_activation(node: Node) -> LayerArgs | None:
     `activation=` of the dense or convolution that ends the model."""
     if node.layer.is_activation:
         return node.layer
-    return getattr(node.layer, "activation", None)
+    return node.layer.fused_activation()
 
 
 def effective_loss(lowered: Lowered) -> Loss | None:
@@ -116,7 +116,7 @@ def _layer_warnings(graph: Graph, diagnostics: Diagnostics) -> None:
                 "use sigmoid for a single-unit binary output",
             )
         if node.layer.is_activation and source is not None and node.role == "layer":
-            before = getattr(source.layer, "activation", None)
+            before = source.layer.fused_activation()
             if before is not None and before.kind == node.kind:
                 diagnostics.warning(
                     codes.ACTIVATION_TWICE,

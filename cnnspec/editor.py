@@ -116,7 +116,7 @@ def _node_text(nodes: list[Node], inputs: list[tuple[int, ...] | None] | None = 
     """A layer's hover; a join's also shows the shapes of the branches it joins."""
     node = nodes[0]
     layer = node.layer
-    activation = getattr(layer, "activation", None)
+    activation = layer.fused_activation()
     kind = node.kind + (f" + {activation.kind}" if activation is not None else "")
     copies = f" (and {len(nodes) - 1} more copies)" if len(nodes) > 1 else ""
     field_text = (

@@ -67,6 +67,12 @@ class KerasWeight:
     layout: Literal["conv", "depthwise", "dense", "features", "vector", "scalar"] = "vector"
 
 
+# The names the emitters give the extra layers or nodes of one spec layer, which the importers
+# and `verify` read back: `<node>_act`, the activation after a convolution or dense layer that
+# applies one; `<node>_pad`, the explicit zero padding before a convolution padded by an amount.
+ACTIVATION_SUFFIX = "_act"
+PADDING_SUFFIX = "_pad"
+
 # Where a node's input goes in a PyTorch activation call: `Call("F.elu", HOLE, alpha=0.5)`.
 # A NUL never appears in rendered code otherwise: literal() escapes it inside strings.
 HOLE = Code("\0")
@@ -309,6 +315,12 @@ class LayerArgs(Bound):
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         """Add this node to an ONNX graph (NCHW); returns the name of its output."""
         raise NotImplementedError(f"layer kind {self.kind!r} has no ONNX emitter")
+
+    def fused_activation(self) -> "LayerArgs | None":
+        """The activation this layer applies to its own output (a convolution's or a dense
+        layer's `activation=`), which the emitters write after it as `<node>_act`
+        (ACTIVATION_SUFFIX) where a framework has no fused form; None for most kinds."""
+        return None
 
     def onnx_apply(self, graph: OnnxBuilder, name: str, x: str) -> str:
         """For an activation: apply it to `x` in an ONNX graph."""

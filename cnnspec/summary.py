@@ -28,7 +28,7 @@ def human_bytes(count: int) -> str:
 
 
 def _kind(node: Node) -> str:
-    activation = getattr(node.layer, "activation", None)
+    activation = node.layer.fused_activation()
     text = node.kind
     if node.role == "shortcut":
         text += " (shortcut)"

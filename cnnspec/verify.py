@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnspec.backends import REGISTRY
 from cnnspec.ir import Spec
+from cnnspec.registry import ACTIVATION_SUFFIX
 
 
 @dataclass
@@ -174,7 +175,7 @@ def _keras(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Repor
     def per_layer() -> dict[str, np.ndarray]:
         names = [n.name for n in spec.model.nodes]
         known = {layer.name for layer in model.layers}
-        chosen = [f"{n}_act" if f"{n}_act" in known else n for n in names]
+        chosen = [n + ACTIVATION_SUFFIX if n + ACTIVATION_SUFFIX in known else n for n in names]
         probe = keras.Model(model.input, [model.get_layer(n).output for n in chosen])
         values = probe(nhwc, training=False)
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}
@@ -210,7 +211,7 @@ def _pytorch(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Rep
         return {
             node.name: values[node.name]
             for node in spec.model.nodes
-            if node.name in values and getattr(node.layer, "activation", None) is None
+            if node.name in values and node.layer.fused_activation() is None
         }
 
     return output, per_layer
@@ -245,7 +246,7 @@ def _onnx(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report
             for name, value, node in zip(
                 names, values, [spec.model.node(n) for n in names], strict=True
             )
-            if getattr(node.layer, "activation", None) is None
+            if node.layer.fused_activation() is None
         }
 
     return np.asarray(output), per_layer

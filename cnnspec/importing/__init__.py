@@ -116,11 +116,16 @@ def _unformatted(text: str, path: str) -> str:
 def _classifier_or_fail(compilation: Any) -> None:
     """A cnnspec model is a classifier: a model that ends in features (a feature extractor,
     keras.applications without its classifier) cannot be one, and says so in one line."""
+    from cnnspec.check import output_activation
+
     for diagnostic in compilation.diagnostics.errors:
+        graph = compilation.spec.model if compilation.spec is not None else None
+        output = graph.output_node if graph is not None else None
+        # A loss misfit where the output applies no activation at all: features, not scores.
+        linear = output is not None and output_activation(output) is None
         if diagnostic.code == codes.OUTPUT_NOT_VECTOR or (
-            diagnostic.code == codes.LOSS_MISFIT and "activation is linear" in diagnostic.message
+            diagnostic.code == codes.LOSS_MISFIT and linear
         ):
-            graph = compilation.spec.model if compilation.spec is not None else None
             shape = graph.output_shape if graph is not None else None
             raise ImportFailure(
                 f"the model ends in features {tuple(shape) if shape else ''}, not class scores: "

@@ -40,6 +40,7 @@ from typing import Any
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.layers.base import same_pads
 from cnnspec.registry import (
+    PADDING_SUFFIX,
     ImportGap,
     LayerArgs,
     OnnxNode,
@@ -516,7 +517,7 @@ class _Reader:
             return top, [source]
         if what == "conv":
             # Uneven padding: a zero_pad layer of its own before the convolution.
-            name = self.unique(self.name_for(node, node.input[1]) + "_pad")
+            name = self.unique(self.name_for(node, node.input[1]) + PADDING_SUFFIX)
             self.by_name.pop(name, None)
             layer = Layer(
                 name,

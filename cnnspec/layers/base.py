@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from cnnspec import codes
 from cnnspec.codegen import Call
 from cnnspec.registry import (
+    ACTIVATION_SUFFIX,
     KerasLayer,
     LayerArgs,
     Shape,
@@ -47,7 +48,7 @@ def keras_with_activation(
     options = {k: v for k, v in {**kwargs, "activation": keras_name}.items() if v is not None}
     layers_ = [KerasLayer("", Call(func, *args, **options))]
     if activation is not None and keras_name is None:
-        layers_ += [KerasLayer("_act", a.call) for a in activation.keras()]
+        layers_ += [KerasLayer(ACTIVATION_SUFFIX, a.call) for a in activation.keras()]
     return layers_
 
 

@@ -16,7 +16,9 @@ from cnnspec.layers.base import (
     spatial,
 )
 from cnnspec.registry import (
+    ACTIVATION_SUFFIX,
     KERAS_INPUT,
+    PADDING_SUFFIX,
     Activation,
     ImportGap,
     KerasLayer,
@@ -53,6 +55,9 @@ class _Conv(LayerArgs):
     activation: Activation = None
     l2: NonNegFloat = 0.0
     use_bias: bool = True
+
+    def fused_activation(self) -> LayerArgs | None:
+        return self.activation
 
     def _check_stride_dilation(self) -> None:
         if max(self.stride) > 1 and max(self.dilation) > 1:
@@ -121,7 +126,9 @@ class _Conv(LayerArgs):
             pads=onnx_pads(shape, self.kernel, self.stride, self.dilation, self.padding),
             group=groups,
         )
-        return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
+        return (
+            self.activation.onnx_apply(graph, name + ACTIVATION_SUFFIX, y) if self.activation else y
+        )
 
     def _keras_conv(self, func: str, args: tuple[object, ...], **extra: object) -> list[KerasLayer]:
         # Keras convolutions pad only `same` or `valid`: an explicit amount is a ZeroPadding2D.
@@ -136,7 +143,7 @@ class _Conv(LayerArgs):
         }
         conv = keras_with_activation(func, args, kwargs, self.activation)
         if explicit:
-            return [KerasLayer("_pad", Call("layers.ZeroPadding2D", self.padding)), *conv]
+            return [KerasLayer(PADDING_SUFFIX, Call("layers.ZeroPadding2D", self.padding)), *conv]
         return conv
 
 
@@ -272,9 +279,9 @@ class DepthwiseConv2D(_Conv):
         )
         if self.padding == "same":
             pads = Call("same_padding", KERAS_INPUT, self.kernel, self.stride)
-            return [KerasLayer("_pad", Call("layers.ZeroPadding2D", pads)), *conv]
+            return [KerasLayer(PADDING_SUFFIX, Call("layers.ZeroPadding2D", pads)), *conv]
         if isinstance(self.padding, int) and self.padding:
-            return [KerasLayer("_pad", Call("layers.ZeroPadding2D", self.padding)), *conv]
+            return [KerasLayer(PADDING_SUFFIX, Call("layers.ZeroPadding2D", self.padding)), *conv]
         return conv
 
     @property
@@ -423,4 +430,6 @@ class SeparableConv2D(_Conv):
         if self.use_bias:
             pointwise.append(graph.weight(f"{name}.pointwise.bias"))
         y = graph.op("Conv", [depthwise, *pointwise], name, kernel_shape=[1, 1])
-        return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
+        return (
+            self.activation.onnx_apply(graph, name + ACTIVATION_SUFFIX, y) if self.activation else y
+        )

@@ -22,6 +22,7 @@ from cnnspec.layers.normalization import (
     per_channel_literal,
 )
 from cnnspec.registry import (
+    ACTIVATION_SUFFIX,
     Activation,
     ImportGap,
     KerasLayer,
@@ -148,6 +149,9 @@ class Dense(LayerArgs):
     l2: NonNegFloat = 0.0
     use_bias: bool = True
 
+    def fused_activation(self) -> LayerArgs | None:
+        return self.activation
+
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return (*inputs[0][:-1], self.units)
 
@@ -204,7 +208,9 @@ class Dense(LayerArgs):
             if bias:
                 y = graph.op("Add", [y, *bias], f"{name}_bias")
             y = graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])
-        return self.activation.onnx_apply(graph, f"{name}_act", y) if self.activation else y
+        return (
+            self.activation.onnx_apply(graph, name + ACTIVATION_SUFFIX, y) if self.activation else y
+        )
 
     # On a map (on a vector, a Gemm, which the ONNX reader reads with its weights).
     onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
