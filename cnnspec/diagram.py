@@ -18,6 +18,7 @@ from typing import Any
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layers import format_shape
 from cnnspec.registry import Params, Shape
+from cnnspec.spelling import Spelled, call_text
 from cnnspec.wording import plural
 
 BOX_W, BOX_H = 280, 56  # a layer's box: its name; kind and arguments; shape and parameters
@@ -341,9 +342,6 @@ def _place(
 
 def _label(node: Node) -> str:
     """The layer as a spec writes it, with the arguments the spec gave: `conv2d(64, kernel=1)`."""
-    from cnnspec.importing.network import Spelled
-    from cnnspec.importing.render import call_text
-
     args = {}
     for key, value in node.layer.explicit().items():
         if hasattr(value, "kind"):  # an activation, with its own arguments if any

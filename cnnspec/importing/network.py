@@ -8,14 +8,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnspec.registry import ACTIVATION_SUFFIX
+from cnnspec.spelling import Spelled, call_text  # the readers spell values with Spelled
+
 INPUT = "input"
-
-
-@dataclass(frozen=True, slots=True)
-class Spelled:
-    """A value already in spec syntax, such as `leaky_relu(alpha=0.2)`."""
-
-    text: str
 
 
 @dataclass
@@ -108,7 +104,7 @@ def fold_activations(network: Network) -> None:
         owner = producer.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
         if (
             owner is not None
-            and layer.name == f"{owner.name}_act"
+            and layer.name == owner.name + ACTIVATION_SUFFIX
             and layer.kind in ACTIVATION_OWNERS
             and "activation" in owner.args
             and owner.args["activation"] is None
@@ -179,8 +175,6 @@ ACTIVATION_OWNERS: set[str] = set()  # filled by activation kinds below
 
 def activation_value(layer: Layer) -> Any:
     """An activation layer as the value of another layer's `activation=`."""
-    from cnnspec.importing.render import call_text
-
     return Spelled(call_text(layer.kind, layer.args)) if layer.args else layer.kind
 
 

@@ -16,16 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnspec.importing.network import Network, Spelled
-from cnnspec.importing.render import (
-    IDENTIFIER,
-    call_text,
-    field_default,
-    same_value,
-    simplest,
-    value_text,
-)
+from cnnspec.importing.network import Network
 from cnnspec.importing.structure import Item, Join, Layer, Residual, layers_of
+from cnnspec.spelling import Spelled, call_text, field_default, same_value, simplest, value_text
+from cnnspec.syntax import IDENTIFIER
 
 
 def write(network: Network, items: list[Item], structured: bool = True) -> str:
