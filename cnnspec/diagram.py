@@ -1,7 +1,7 @@
 """Network diagrams from the checked IR, without a deep-learning framework or a Graphviz binary.
 
-The layout follows the language's own nesting (cnnspec.importing.structure nests any DAG the
-same way): a chain of layers runs top to bottom; the branches of a join stand side by side
+The layout follows the language's own nesting (cnnspec.nesting, the pass the importer's writer
+reads too): a chain of layers runs top to bottom; the branches of a join stand side by side
 above it; a residual's body and shortcut are two columns (an identity shortcut is an edge down
 the side). Nested joins never cross, so no general graph-layout search is needed. Each box
 shows the layer's name, kind and main arguments, its output shape and parameter count; each
@@ -17,6 +17,7 @@ from typing import Any
 
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layers import format_shape
+from cnnspec.nesting import Item, Join, Residual, end_of, nest
 from cnnspec.registry import Params, Shape
 from cnnspec.spelling import Spelled, call_text
 from cnnspec.wording import plural
@@ -214,12 +215,10 @@ class Fork:
 
 
 def tree_of(graph: Graph) -> list[Any]:
-    """Every layer nested as the language nests them (cnnspec.importing.structure): a chain of
-    names and Forks."""
-    from cnnspec.importing.network import Layer, Network
-    from cnnspec.importing.structure import Join, Residual, end_of, nest
+    """Every layer nested as the language nests them (cnnspec.nesting): a chain of names and
+    Forks."""
 
-    def converted(items: list[Any]) -> list[Any]:
+    def converted(items: list[Item[Node]]) -> list[Any]:
         result: list[Any] = []
         for item in items:
             if isinstance(item, Join):
@@ -237,13 +236,7 @@ def tree_of(graph: Graph) -> list[Any]:
                 result.append(item.name)
         return result
 
-    network = Network(
-        graph.name,
-        graph.input_shape or (1, 1, 1),
-        [Layer(n.name, n.kind, {}, n.inputs) for n in graph.nodes],
-        graph.output or graph.INPUT,
-    )
-    return converted(nest(network))
+    return converted(nest(graph.nodes, graph.INPUT, graph.output or graph.INPUT))
 
 
 class NotOneRun(ValueError):

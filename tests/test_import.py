@@ -13,7 +13,8 @@ from cnnspec.compiler import compile_text
 from cnnspec.fmt import format_text
 from cnnspec.importing import ImportFailure, import_network
 from cnnspec.importing.network import INPUT, Layer, Network
-from cnnspec.importing.structure import Join, Residual, nest
+from cnnspec.importing.structure import nest
+from cnnspec.nesting import Join, Residual
 
 pytest.importorskip("safetensors")
 

@@ -16,8 +16,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnspec.importing.network import Network
-from cnnspec.importing.structure import Item, Join, Layer, Residual, layers_of
+from cnnspec.importing.network import Layer, Network
+from cnnspec.importing.structure import Item
+from cnnspec.nesting import Join, Residual, layers_of
 from cnnspec.spelling import Spelled, call_text, field_default, same_value, simplest, value_text
 from cnnspec.syntax import IDENTIFIER
 
