@@ -23,6 +23,7 @@ from cnnspec.check import data_classes
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Spec
 from cnnspec.layers import BatchNorm, Dense, Dropout
+from cnnspec.layout import Map, flattened_layout
 from cnnspec.registry import emitting
 from cnnspec.sections import Digits
 
@@ -277,6 +278,17 @@ def fold_batchnorms(
     return result
 
 
+def _keras_order(builder: _Builder, value: str, shape: Map) -> str:
+    """`value`, a vector flattened from a map of `shape` (H, W, C) in ONNX's CHW order, in
+    Keras's HWC order: back to the NCHW map, to NHWC, flattened again."""
+    h, w, c = shape
+    map_shape = builder.constant(f"{value}_chw", [0, c, h, w], (4,), dtype="int64")
+    chw = builder.op("Reshape", [value, map_shape], f"{value}_chw_map")
+    hwc = builder.op("Transpose", [chw], f"{value}_hwc_map", perm=[0, 2, 3, 1])
+    flat = builder.constant(f"{value}_hwc_shape", [0, -1], (2,), dtype="int64")
+    return builder.op("Reshape", [hwc, flat], f"{value}_hwc")
+
+
 def export(
     spec: Spec,
     weights: Mapping[str, np.ndarray],
@@ -313,9 +325,14 @@ def export(
     else:
         input_shape = ["batch", c, h, w]
         values[graph.INPUT] = INPUT
+    # Vectors flattened from a map are in CHW order here and HWC in Keras: put in Keras's
+    # order where a layer uses their positions (see cnnspec.layout).
+    layout = flattened_layout(graph)
     for step in straight_line(graph, graph.INPUT):
         node = step.node
         inputs = [values[name] for name in node.inputs]
+        for index, shape in layout.reorders.get(node.name, {}).items():
+            inputs[index] = _keras_order(builder, inputs[index], shape)
         if node.name in folds:
             values[node.name] = inputs[0]  # folded into the dense layer that follows
             continue
@@ -331,6 +348,8 @@ def export(
                 made.doc_string = f"cnnspec {node.kind}"
     keep_pads_before_pools(builder, opset)
     last = values[graph.output or graph.INPUT]
+    if layout.output is not None:
+        last = _keras_order(builder, last, layout.output)
     builder.nodes.append(helper.make_node("Identity", [last], [OUTPUT], name=OUTPUT))
     out_shape: list[int | str] = ["batch"]
     output_shape = graph.output_shape or ()

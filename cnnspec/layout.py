@@ -1,4 +1,5 @@
-"""The canonical weight layout that every backend reads and writes (`weights.safetensors`).
+"""The canonical weight layout that every backend reads and writes (`weights.safetensors`), and
+the order of flattened features between the backends.
 
 Tensors are named `<layer>.weight`, `<layer>.bias`, `<layer>.running_mean`, `<layer>.running_var`
 and have PyTorch's (and ONNX's) shapes: convolution kernels OIHW, depthwise kernels
@@ -9,44 +10,57 @@ stored in CHW order, and a channels-last backend permutes them on the way in and
 
 Between the flatten and those weights, the order passes only through layers whose entries
 declare themselves element-wise (`LayerArgs.elementwise`: activations, dropout, batchnorm, add,
-...). A layer that keeps the shape without that declaration may move values between positions
-(a shuffle): the order after it is unknown, and weights that it reaches are a LayoutError rather
-than a guess.
+...), and through a join only when all its inputs carry the same order. Any other use of such a
+vector sees the features' positions, not only their values: a reshape (which orders elements as
+Keras does), a concat, a join with a vector in natural order, a kind that moves values between
+positions, the model's output. PyTorch and ONNX put the vector in Keras's HWC order before such
+a use (`FlattenedLayout.reorders`, `FlattenedLayout.output`), so every backend computes Keras's
+function; what follows that use is in natural order and needs no permuted weights.
 """
 
 from __future__ import annotations
 
-from cnnspec.ir import Graph, Node
+from dataclasses import dataclass, field
+
+from cnnspec.ir import Graph
 from cnnspec.layers import Dense, Flatten
 
-
-class LayoutError(Exception):
-    """Weights over flattened features reached through a layer whose entry does not declare
-    what it does to their order: their Keras layout cannot be decided."""
+Map = tuple[int, int, int]
 
 
-def flattened_inputs(graph: Graph) -> dict[str, tuple[int, int, int]]:
-    """Layers with weights over features that a flatten made from an (H, W, C) map, each mapped
-    to that map's shape. LayoutError when such weights lie past a shape-keeping layer that
-    is not declared element-wise, and the order matters (the map has more than one position
-    and more than one channel)."""
+@dataclass(frozen=True)
+class FlattenedLayout:
+    """Where the features of a flattened (H, W, C) map, in CHW order in PyTorch and ONNX and in
+    HWC order in Keras, meet a layer. Each map is given as its (H, W, C) shape."""
+
+    # Layers whose weights act on such features: their canonical weights are in CHW order.
+    weights: dict[str, Map] = field(default_factory=dict)
+    # node -> {input index: map}: inputs that PyTorch and ONNX put in HWC order (Keras's)
+    # before the node uses them. Only maps whose two orders differ are named.
+    reorders: dict[str, dict[int, Map]] = field(default_factory=dict)
+    # The model's output is such a vector: PyTorch and ONNX return it in HWC order.
+    output: Map | None = None
+
+
+def flattened_layout(graph: Graph) -> FlattenedLayout:
+    """The layers with weights over flattened features, and the uses of such features that need
+    Keras's order first: any layer other than a dense layer (whose weights are permuted
+    instead), a flatten (of a vector: it changes nothing) and an element-wise layer that keeps
+    the shape and whose inputs all carry the same order (which carries it on)."""
     shapes = {graph.INPUT: graph.input_shape, **{n.name: n.output_shape for n in graph.nodes}}
-    origin: dict[str, tuple[int, int, int]] = {}  # value -> the map its features came from
-    # value -> the undeclared layer after which its order is unknown
-    unknown: dict[str, Node] = {}
-    result: dict[str, tuple[int, int, int]] = {}
+    origin: dict[str, Map] = {}  # value -> the map its features came from, in CHW order
+    weights: dict[str, Map] = {}
+    reorders: dict[str, dict[int, Map]] = {}
+
+    def order(value: str) -> Map | None:
+        """The map whose CHW order `value` holds, where it differs from HWC."""
+        shape = origin.get(value)
+        return shape if shape is not None and _reordered(shape) else None
+
     for node in graph.nodes:
         if not node.inputs:
             continue
         source = node.inputs[0]
-        keeps_shape = node.output_shape == shapes.get(source)
-        blocker = next((unknown[i] for i in node.inputs if i in unknown), None)
-        if blocker is not None:
-            if node.params.total:
-                raise LayoutError(_undecided(blocker, node, origin[blocker.inputs[0]]))
-            if keeps_shape or isinstance(node.layer, Flatten):
-                unknown[node.name] = blocker
-            continue
         if isinstance(node.layer, Flatten):
             shape = shapes.get(source)
             if shape is not None and len(shape) == 3:
@@ -54,33 +68,36 @@ def flattened_inputs(graph: Graph) -> dict[str, tuple[int, int, int]]:
             elif source in origin:  # flattening a vector changes nothing
                 origin[node.name] = origin[source]
             continue
-        if source not in origin:
+        if not any(i in origin for i in node.inputs):
             continue
         if isinstance(node.layer, Dense):
-            result[node.name] = origin[source]
-        elif keeps_shape and all(i in origin for i in node.inputs):
-            if node.layer.elementwise:
-                origin[node.name] = origin[source]
-                if node.params.total:
-                    result[node.name] = origin[source]
-            elif _reordered(origin[source]):
-                unknown[node.name] = node
-    return result
+            weights[node.name] = origin[source]
+            continue
+        orders = [order(i) for i in node.inputs]
+        if (
+            node.layer.elementwise
+            and node.output_shape == shapes.get(source)
+            and all(i in origin for i in node.inputs)
+            and len(set(orders)) == 1
+        ):
+            origin[node.name] = origin[source]
+            if node.params.total:
+                weights[node.name] = origin[source]
+            continue
+        moved = {index: shape for index, shape in enumerate(orders) if shape is not None}
+        if moved:
+            reorders[node.name] = moved
+    output = order(graph.output) if graph.output else None
+    return FlattenedLayout(weights, reorders, output)
 
 
-def _reordered(shape: tuple[int, int, int]) -> bool:
+def flattened_inputs(graph: Graph) -> dict[str, Map]:
+    """Layers with weights over features that a flatten made from an (H, W, C) map, each mapped
+    to that map's shape (`FlattenedLayout.weights`)."""
+    return flattened_layout(graph).weights
+
+
+def _reordered(shape: Map) -> bool:
     """Whether HWC and CHW order the features of a map of `shape` differently."""
     height, width, channels = shape
     return height * width > 1 and channels > 1
-
-
-def _undecided(blocker: Node, node: Node, shape: tuple[int, int, int]) -> str:
-    h, w, c = shape
-    return (
-        f"layer {blocker.name} ({blocker.kind}) keeps the shape of features flattened from a "
-        f"{h}x{w}x{c} map, but its entry does not declare itself element-wise, so the order "
-        f"of those features after it (HWC in Keras, CHW in the canonical weights) is unknown "
-        f"and the weights of {node.name} ({node.kind}) cannot be laid out: declare "
-        f"`elementwise: ClassVar[bool] = True` on the {blocker.kind} entry if it computes "
-        "each position from the same position"
-    )

@@ -38,7 +38,7 @@ from cnnspec.backends.runtime import code, definitions
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
-from cnnspec.layout import flattened_inputs
+from cnnspec.layout import Map, flattened_inputs, flattened_layout
 from cnnspec.registry import HOLE, LayerArgs, emitting
 from cnnspec.sections import (
     LOSS_FOR_LABELS,
@@ -118,6 +118,23 @@ SHADOWED = frozenset(
         "zero_grad",
     ]
 )
+
+
+def _keras_order(prefix: str, variable: str, value: str, shape: Map) -> list[str]:
+    """`prefix` and `variable`, which holds `value`, a vector flattened from a map of `shape`
+    (H, W, C) in PyTorch's CHW order, put in Keras's HWC order: the lines of `logits`, a
+    comment first, formatted as ruff formats them."""
+    h, w, c = shape
+    pad = INDENT * 2
+    note = f"Keras's order (H, W, C) for {value}, features of a flattened {h}x{w}x{c} map"
+    lines = wrap(note, LINE_LENGTH, initial_indent=f"{pad}# ", subsequent_indent=f"{pad}# ")
+    calls = [f"{variable}.unflatten(1, ({c}, {h}, {w}))", ".permute(0, 2, 3, 1)", ".flatten(1)"]
+    expression = "".join(calls)
+    if len(f"{pad}{prefix}{expression}") <= LINE_LENGTH:
+        return [*lines, f"{pad}{prefix}{expression}"]
+    if len(f"{pad}{INDENT}{expression}") <= LINE_LENGTH:
+        return [*lines, f"{pad}{prefix}(", f"{pad}{INDENT}{expression}", f"{pad})"]
+    return [*lines, f"{pad}{prefix}(", *(f"{pad}{INDENT}{call}" for call in calls), f"{pad})"]
 
 
 class _Script(Script):
@@ -344,7 +361,12 @@ class _Script(Script):
         body = ["    def logits(self, inputs):"]
         final = self.output_activation()
         scope: tuple[str, ...] = ()
-        for step in straight_line(graph, "inputs"):
+        # Vectors flattened from a map are in CHW order here and HWC in Keras: put in Keras's
+        # order where a layer uses their positions (see cnnspec.layout).
+        layout = flattened_layout(graph)
+        steps = list(straight_line(graph, "inputs"))
+        taken = {"inputs", *(s.target for s in steps), *(s.save[0] for s in steps if s.save)}
+        for step in steps:
             node = step.node
             with emitting("pytorch", node.span):
                 layer = LAYERS.emit(node.layer, [shapes[i] for i in node.inputs])
@@ -360,15 +382,26 @@ class _Script(Script):
             assert node.name.isidentifier() and not iskeyword(node.name), node.name
             if layer.module is not None:
                 init += statement(f"self.{node.name} = ", layer.module, "", 2)
+            reads = list(step.reads)
+            moved: dict[str, str] = {}  # variable -> the same vector in HWC order
+            for index, shape in layout.reorders.get(node.name, {}).items():
+                read = step.reads[index]
+                if read not in moved:
+                    # hwc, hwc2, ...: short, so that the layer's line keeps about its length
+                    names = ("hwc", *(f"hwc{n}" for n in range(2, len(taken) + len(moved) + 3)))
+                    used = taken | set(moved.values())
+                    moved[read] = next(name for name in names if name not in used)
+                    body += _keras_order(f"{moved[read]} = ", read, node.inputs[index], shape)
+                reads[index] = moved[read]
             expression = layer.apply.format(
                 module=(
                     f'self._modules["{node.name}"]'
                     if node.name in SHADOWED
                     else f"self.{node.name}"
                 ),
-                x=step.reads[0],
-                total=" + ".join(step.reads),
-                inputs=step.reads,
+                x=reads[0],
+                total=" + ".join(reads),
+                inputs=reads,
             )
             activation = layer.activation
             if node.name == graph.output and activation is final:
@@ -377,7 +410,11 @@ class _Script(Script):
                 expression = literal(activation.torch_function()).replace(HOLE.text, expression)
             if expression != step.target:
                 body.append(f"        {step.target} = {expression}")
-        body.append(f"        return {step_output(graph, 'inputs')}")
+        output = step_output(graph, "inputs")
+        if layout.output is not None and graph.output is not None:
+            body += _keras_order("return ", output, graph.output, layout.output)
+        else:
+            body.append(f"        return {output}")
         if final is not None:
             applied = literal(final.torch_function()).replace(HOLE.text, "self.logits(inputs)")
         else:
