@@ -68,6 +68,9 @@ class _Helpers(Mapping[str, str]):
 
 HELPERS = _Helpers()
 
+# The rules of cnnspec/runtime/rules.py that a helper calls, copied before it.
+HELPER_RULES = {"same_padding": ("same_pads",)}
+
 
 def emit(spec: Spec, source_name: str) -> str:
     """The whole script for `spec`, read from a file called `source_name`."""
@@ -171,18 +174,21 @@ class _Script(Script):
                 lines.append(f"        {literal(weight.variable)}: {place},")
             lines.append("    },")
         lines[-1:] = [*lines[-1:], "}"] if len(lines) > 4 else ["WEIGHT_LAYOUT = {}"]
-        flattened = flattened_inputs(self.graph)
-        if flattened:
-            lines += [
-                "# Layers fed by a flattened (H, W, C) map: their weights over those features",
-                "# are stored in (C, H, W) order, as PyTorch and ONNX flatten.",
-                f"FLATTENED_FROM = {literal(flattened)}",
-            ]
+        # Every script has the table: from_keras and to_keras read it (empty, without a flatten).
+        lines += [
+            "# Layers fed by a flattened (H, W, C) map: their weights over those features",
+            "# are stored in (C, H, W) order, as PyTorch and ONNX flatten.",
+            f"FLATTENED_FROM = {literal(flattened_inputs(self.graph))}",
+        ]
         return lines
 
     def helpers(self) -> list[str]:
         names = sorted({h for node in self.graph.nodes for h in node.layer.keras_helpers()})
-        return [HELPERS[name] for name in names]
+        parts = []
+        for name in names:
+            parts += [code("rules", *HELPER_RULES[name])] if name in HELPER_RULES else []
+            parts.append(HELPERS[name])
+        return parts
 
     # ---------------------------------------------------------------------------------------
     # the model
@@ -355,23 +361,14 @@ class _Script(Script):
         return self.evaluation_parts(template)
 
     def weights(self) -> list[str]:
-        """The weight table of this model's Keras layer classes (from their registry entries),
-        and the conversions between Keras's layouts and the canonical one that it needs."""
-        flattened = bool(flattened_inputs(self.graph))
-        used = [w.layout for _, weights in self.weight_table() for w in weights]
+        """Reading and writing weights in cnnspec's layout, through the weight table of this
+        model's Keras layer classes (WEIGHT_LAYOUT, from their registry entries) and the
+        conversions between Keras's layouts and the canonical one, which the importer reads
+        Keras files with (cnnspec/runtime/rules.py)."""
         return [
-            code("keras", "to_chw", "from_chw") if flattened else "",
-            code(
-                "keras",
-                "weight_place",
-                "from_keras",
-                "to_keras",
-                "export_weights",
-                "load_weights",
-                "init_weights",
-                FROM_KERAS=from_keras_branches(used, flattened),
-                TO_KERAS=to_keras_branches(used, flattened),
-            ),
+            code("keras", "weight_place"),
+            code("rules", "from_keras", "to_keras"),
+            code("keras", "export_weights", "load_weights", "init_weights"),
         ]
 
     def weight_table(self) -> list[tuple[str, tuple[KerasWeight, ...]]]:
@@ -465,13 +462,9 @@ def _applied_to(call: Call, tensor: Code) -> Call:
 
 
 # -------------------------------------------------------------------------------------------
-# Weights in cnnspec's layout. The functions are in cnnspec/runtime/keras.py; what a spec's
-# layers need of each layout is filled into from_keras and to_keras.
-
-
-# Keras's flattened features to the canonical (C, H, W) order (the PyTorch script reads
-# keras.applications' files with it too); from_chw is the way back, for the Keras script alone.
-TO_CHW = code("keras", "to_chw")
+# Weights in cnnspec's layout: the functions are in cnnspec/runtime/keras.py and, the
+# conversions between the layouts, in cnnspec/runtime/rules.py; the scripts' tables
+# (WEIGHT_LAYOUT, FLATTENED_FROM) come from the registry entries.
 
 
 def keras_class(node: Node) -> str:
@@ -492,67 +485,6 @@ def weight_table(graph: Graph, nodes: Iterable[Node]) -> list[tuple[str, tuple[K
             continue
         table.setdefault(keras_class(node), {}).update({w.variable: w for w in weights})
     return [(name, tuple(weights.values())) for name, weights in sorted(table.items())]
-
-
-def kept_layouts(layouts: Iterable[str], flattened: bool) -> list[str]:
-    """The layouts that need code: without a flatten, features are vectors like any other."""
-    return [
-        layout
-        for layout in sorted(set(layouts))
-        if layout not in (VECTORS if not flattened else ("vector",))
-    ]
-
-
-def from_keras_branches(layouts: Iterable[str], flattened: bool) -> str:
-    """from_keras's <FROM_KERAS> slot: a branch per layout that needs code."""
-    lines = [FROM_KERAS[layout] for layout in kept_layouts(layouts, flattened)]
-    if not flattened:
-        lines = [line.replace("to_chw(value, name)", "value") for line in lines]
-    return "\n".join(lines)
-
-
-def from_keras_code(layouts: Iterable[str], flattened: bool) -> str:
-    """The body of `from_keras(value, layout, name)`: a Keras weight in the canonical layout."""
-    return "\n".join(filter(None, [from_keras_branches(layouts, flattened), "return value"]))
-
-
-def to_keras_branches(layouts: Iterable[str], flattened: bool) -> str:
-    """to_keras's <TO_KERAS> slot: a branch per layout that needs code."""
-    lines = [TO_KERAS[layout] for layout in kept_layouts(layouts, flattened)]
-    if not flattened:
-        lines = [line.replace("from_chw(tensor.T, name)", "tensor.T") for line in lines]
-    return "\n".join(lines)
-
-
-# How a Keras weight becomes a canonical tensor and back, per layout (`vector`, the same in
-# both, is the functions' final return).
-VECTORS = ("features", "vector")
-FROM_KERAS = {
-    "conv": """if layout == "conv":  # (kh, kw, in, out) -> (out, in, kh, kw)
-    return value.transpose(3, 2, 0, 1)""",
-    "depthwise": """if layout == "depthwise":  # (kh, kw, C, M) -> (C * M, 1, kh, kw)
-    kh, kw, channels, multiplier = value.shape
-    return value.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)""",
-    "dense": """if layout == "dense":  # (in, out) -> (out, in)
-    return to_chw(value, name).T""",
-    "features": """if layout == "features":
-    return to_chw(value, name)""",
-    "scalar": """if layout == "scalar":  # () -> (1,)
-    return value.reshape(1)""",
-}
-TO_KERAS = {
-    "conv": """if layout == "conv":
-    return tensor.transpose(2, 3, 1, 0)""",
-    "depthwise": """if layout == "depthwise":
-    kh, kw, channels, multiplier = shape
-    return tensor.reshape(channels, multiplier, kh, kw).transpose(2, 3, 0, 1)""",
-    "dense": """if layout == "dense":
-    return from_chw(tensor.T, name)""",
-    "features": """if layout == "features":
-    return from_chw(tensor, name)""",
-    "scalar": """if layout == "scalar":
-    return tensor.reshape(shape)""",
-}
 
 
 # -------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from cnnspec.backends.common import (
     step_output,
     straight_line,
 )
-from cnnspec.backends.keras import TO_CHW, from_keras_code, keras_class, weight_table
+from cnnspec.backends.keras import keras_class, weight_table
 from cnnspec.backends.runtime import code, definitions
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.emitters import tables
@@ -290,23 +290,23 @@ class _Script(Script):
             for name, shape in flattened_inputs(self.graph).items()
             if name in {n.name for n in nodes}
         }
-        if flattened:
-            out.append("# Keras flattens (H, W, C): rows of these matrices are reordered.")
-            out.append(f"FLATTENED_FROM = {literal(flattened)}")
+        # Every backbone script has the table: from_keras reads it (empty, without a flatten).
+        out.append("# Keras flattens (H, W, C): rows of these matrices are reordered.")
+        out.append(f"FLATTENED_FROM = {literal(flattened)}")
         return out
 
     def backbone_weights(self) -> str:
+        """Loading keras.applications' weights into the backbone: the .h5 reader and the
+        layout conversion are the importer's (cnnspec/runtime/rules.py)."""
         if self.graph.backbone is None:
             return ""
-        nodes = self.backbone_nodes()
-        layouts = [w.layout for _, weights in weight_table(self.graph, nodes) for w in weights]
-        flattened = any(name in {n.name for n in nodes} for name in flattened_inputs(self.graph))
-        # The runtime module's from_keras returns the value as it is: the layouts come first.
-        body = from_keras_code(layouts, flattened).split("\n")
-        assert body[-1] == "return value", body
-        parts = [block(TO_CHW)] if flattened else []
-        weights = ("keras_weights_file", "keras_arrays", "from_keras", "load_backbone_weights")
-        parts.append(code("torch", *weights, FROM_KERAS="\n".join(body[:-1])))
+        parts = [
+            code("torch", "keras_weights_file"),
+            code("rules", "keras_h5_arrays"),
+            code("torch", "keras_arrays"),
+            code("rules", "from_keras"),
+            code("torch", "load_backbone_weights"),
+        ]
         return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
 
     def helpers(self) -> list[str]:
@@ -317,7 +317,7 @@ class _Script(Script):
                 names.update(LAYERS.emit(node.layer, [shapes[i] for i in node.inputs]).helpers)
         if not names:
             return []
-        parts = [code("torch", *SAME_PADDING)]
+        parts = [code("rules", "same_pads"), code("torch", *SAME_PADDING)]
         for name in sorted(names):
             if HELPERS[name]:
                 parts.append(code("torch", *HELPERS[name]))
@@ -604,8 +604,9 @@ def _names_text(head: str, names: list[str], tail: str) -> list[str]:
 # and in the few statements the emitter replaces (_replaced).
 
 # The runtime definitions each helper name of the layers' emitters (TorchLayer.helpers) stands
-# for; pad_same is in SAME_PADDING, which comes with every helper.
-SAME_PADDING = ("same_padding", "pad_same", "pair")
+# for; pad_same is in SAME_PADDING, which comes with every helper, after the rule it pads by
+# (same_pads, cnnspec/runtime/rules.py: the checker's).
+SAME_PADDING = ("pad_same", "pair")
 HELPERS: dict[str, tuple[str, ...]] = {
     "pad_same": (),
     "Conv2dSame": ("Conv2dSame",),

@@ -29,6 +29,7 @@ from cnnspec.importing.network import (
 )
 from cnnspec.importing.render import value_text
 from cnnspec.registry import ImportGap, LayerArgs, keras_readers
+from cnnspec.runtime import rules
 
 # The Keras classes that are the model's structure, read here rather than by an entry (the
 # operation layers of keras.ops, such as Add of a tensor and a number, are told by their
@@ -102,22 +103,15 @@ def _read_legacy_h5(path: Path, h5py: Any) -> tuple[dict[str, Any], dict[str, li
                     "model with model.save(...)"
                 )
             config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-            variables: dict[str, list[Any]] = {}
-            group = store.get("model_weights", store)
-            for layer_name in group:
-                layer_group = group[layer_name]
-                names = [
-                    n.decode() if isinstance(n, bytes) else str(n)
-                    for n in layer_group.attrs.get("weight_names", [])
-                ]
-                values = []
-                for full in names:
-                    variable = full.rsplit("/", 1)[-1].split(":")[0]
-                    values.append((variable, layer_group[full][()]))
-                if values:
-                    variables[layer_name] = values
+            # The reader the PyTorch script loads keras.applications' files with.
+            arrays = rules.keras_h5_arrays(store)
     except OSError as error:
         raise ImportFailure(f"{path} is not a readable HDF5 file: {error}") from None
+    if arrays is None:
+        raise ImportFailure(f"{path} is not a readable .h5 model: its weights have no layer names")
+    variables: dict[str, list[Any]] = {}
+    for layer, variable, _, value in arrays:
+        variables.setdefault(layer, []).append((variable, value))
     return config, variables
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from cnnspec.importing.network import Gap, ImportFailure, Network
 from cnnspec.ir import Graph
 from cnnspec.layout import flattened_inputs
+from cnnspec.runtime import rules
 from cnnspec.wording import plural
 
 
@@ -65,23 +66,8 @@ def _from_keras(network: Network, graph: Graph) -> dict[str, Any]:
 
 
 def from_keras(value: Any, layout: str, flattened: tuple[int, int, int] | None) -> Any:
-    """A Keras variable in the canonical layout: the inverse of the Keras script's to_keras."""
+    """A Keras variable in the canonical layout, by the rule the Keras script's weights are
+    read and written with (cnnspec.runtime.rules, which the scripts copy)."""
     import numpy as np
 
-    value = np.asarray(value)
-    if layout == "conv":  # (kh, kw, in, out) -> (out, in, kh, kw)
-        return value.transpose(3, 2, 0, 1)
-    if layout == "depthwise":  # (kh, kw, C, M) -> (C * M, 1, kh, kw)
-        kh, kw, channels, multiplier = value.shape
-        return value.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)
-    if layout == "scalar":
-        return value.reshape(1)
-    if layout in ("dense", "features") and flattened is not None:
-        # Features of a flattened (H, W, C) map: Keras's HWC order to the canonical CHW.
-        height, width, channels = flattened
-        rest = value.shape[1:]
-        value = value.reshape(height, width, channels, *rest)
-        value = value.transpose(2, 0, 1, *range(3, value.ndim)).reshape(-1, *rest)
-    if layout == "dense":
-        return value.T
-    return value
+    return rules.from_keras(np.asarray(value), layout, flattened)

@@ -12,6 +12,7 @@ from cnnspec.registry import (
     Shape,
     ShapeError,
 )
+from cnnspec.runtime import rules
 
 
 def spatial(shape: Shape, kind: str) -> tuple[int, int, int]:
@@ -53,10 +54,10 @@ def keras_with_activation(
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's `same` padding along one axis: (before, after), the odd pixel after."""
-    extent = dilation * (kernel - 1) + 1
-    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-    return total // 2, total - total // 2
+    """TensorFlow's `same` padding along one axis: (before, after), the odd pixel after. The
+    rule is cnnspec.runtime.rules', which the generated scripts copy: this gives it types."""
+    pads: tuple[int, int] = rules.same_pads(size, kernel, stride, dilation)
+    return pads
 
 
 def onnx_pads(

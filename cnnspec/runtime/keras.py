@@ -40,6 +40,7 @@ from cnnspec.runtime.common import (
     subset,
     weights_to_load,
 )
+from cnnspec.runtime.rules import from_keras, same_pads, to_keras
 from cnnspec.runtime.script import (
     BACKBONE,
     BACKBONE_TOP,
@@ -148,12 +149,11 @@ class ChannelShuffle(layers.Layer):
 
 def same_padding(x, kernel, stride):
     """The zeros TensorFlow's `same` padding adds around x for this window, as
-    ((top, bottom), (left, right)): the odd pixel goes after."""
-    pads = []
-    for size, window, step in zip(x.shape[1:3], kernel, stride, strict=True):
-        total = max((-(-size // step) - 1) * step + window - size, 0)
-        pads.append((total // 2, total - total // 2))
-    return tuple(pads)
+    ((top, bottom), (left, right)): same_pads along each axis, the odd pixel after."""
+    return tuple(
+        same_pads(size, window, step, 1)
+        for size, window, step in zip(x.shape[1:3], kernel, stride, strict=True)
+    )
 
 
 # --- Data
@@ -463,27 +463,8 @@ def evaluate(model, datasets, output_dir):
     return test
 
 
-# --- Weights in cnnspec's layout (WEIGHT_LAYOUT, FLATTENED_FROM)
-
-
-def to_chw(tensor, name):
-    """Reorder a leading (H * W * C) axis, as Keras flattens, to (C * H * W)."""
-    if name not in FLATTENED_FROM:
-        return tensor
-    height, width, channels = FLATTENED_FROM[name]
-    rest = tensor.shape[1:]
-    tensor = tensor.reshape(height, width, channels, *rest)
-    return tensor.transpose(2, 0, 1, *range(3, tensor.ndim)).reshape(-1, *rest)
-
-
-def from_chw(tensor, name):
-    """The inverse of to_chw."""
-    if name not in FLATTENED_FROM:
-        return tensor
-    height, width, channels = FLATTENED_FROM[name]
-    rest = tensor.shape[1:]
-    tensor = tensor.reshape(channels, height, width, *rest)
-    return tensor.transpose(1, 2, 0, *range(3, tensor.ndim)).reshape(-1, *rest)
+# --- Weights in cnnspec's layout (WEIGHT_LAYOUT, FLATTENED_FROM): the conversions,
+# from_keras and to_keras, are cnnspec.runtime.rules', which the importer reads with.
 
 
 def weight_place(layer, weight):
@@ -495,18 +476,6 @@ def weight_place(layer, weight):
     return f"{layer.name}.{suffix}", layout
 
 
-def from_keras(value, layout, name):
-    """A Keras weight in cnnspec's layout."""
-    # <FROM_KERAS>
-    return value
-
-
-def to_keras(tensor, layout, shape, name):
-    """A canonical tensor in the layout of the Keras weight of `shape`."""
-    # <TO_KERAS>
-    return tensor
-
-
 def export_weights(model, path):
     """Save the weights in cnnspec's backend-neutral layout: PyTorch names and shapes
     (OIHW kernels, [out, in] dense matrices, features after a flatten in CHW order)."""
@@ -514,7 +483,8 @@ def export_weights(model, path):
     for layer in model.layers:
         for weight in layer.weights:
             key, layout = weight_place(layer, weight)
-            tensors[key] = from_keras(np.asarray(weight), layout, layer.name)
+            flattened = FLATTENED_FROM.get(layer.name)
+            tensors[key] = from_keras(np.asarray(weight), layout, flattened)
     tensors = {k: np.ascontiguousarray(v, dtype="float32") for k, v in tensors.items()}
     saved_readable(lambda partial: save_file(tensors, str(partial)), path)
 
@@ -527,8 +497,8 @@ def load_weights(model, path, keys=None):
         for weight in layer.weights:
             key, layout = weight_place(layer, weight)
             if keys is None or key in keys:
-                value = to_keras(tensors[key], layout, tuple(weight.shape), layer.name)
-                weight.assign(value)
+                shape, flattened = tuple(weight.shape), FLATTENED_FROM.get(layer.name)
+                weight.assign(to_keras(tensors[key], layout, shape, flattened))
         # Keras's Normalization computes with copies of its statistics, which assign
         # leaves stale.
         if isinstance(layer, layers.Normalization):
@@ -543,7 +513,8 @@ def init_weights(model, path):
         for weight in layer.weights:
             key, layout = weight_place(layer, weight)
             empty = np.empty(tuple(weight.shape), dtype="uint8")
-            needed[key] = tuple(from_keras(empty, layout, layer.name).shape)
+            flattened = FLATTENED_FROM.get(layer.name)
+            needed[key] = tuple(from_keras(empty, layout, flattened).shape)
     load_weights(model, path, set(weights_to_load(path, needed)))
     print(f"weights from {path}")
 

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import accuracy_score, classification_report
+from torch import nn
 from torch.utils.data import (
     DataLoader,
     Dataset,
@@ -39,7 +41,6 @@ from torch.utils.data import (
 )
 from tqdm import tqdm  # type: ignore[import-untyped]
 
-import torch
 from cnnspec.runtime.common import (
     DataError,
     Interrupted,
@@ -54,6 +55,7 @@ from cnnspec.runtime.common import (
     subset,
     weights_to_load,
 )
+from cnnspec.runtime.rules import from_keras, keras_h5_arrays, same_pads
 from cnnspec.runtime.script import (
     BACKBONE_CLASSES,
     BATCH_SIZE,
@@ -62,6 +64,7 @@ from cnnspec.runtime.script import (
     FILL,
     FILL_VALUE,
     FIXED_INPUT_SIZE,
+    FLATTENED_FROM,
     INPUT_SHAPE,
     KERAS_WEIGHTS_FILE,
     KERAS_WEIGHTS_URL,
@@ -76,7 +79,6 @@ from cnnspec.runtime.script import (
     STD,
     WEIGHT_LAYOUT,
 )
-from torch import nn
 
 if TYPE_CHECKING:
     # What each script defines from its spec (cnnspec.backends.pytorch): the network,
@@ -92,20 +94,14 @@ if TYPE_CHECKING:
     def load_data(data_dir): ...
 
 
-# --- TensorFlow's `same` padding, which comes with every helper (SAME_PADDING).
-
-
-def same_padding(size, kernel, stride, dilation):
-    """TensorFlow's `same` padding along one axis, (before, after): the odd pixel goes
-    after, and with a stride the amount depends on the input size."""
-    extent = dilation * (kernel - 1) + 1
-    total = max((-(-size // stride) - 1) * stride + extent - size, 0)
-    return total // 2, total - total // 2
+# --- TensorFlow's `same` padding, which comes with every helper (SAME_PADDING): the
+# rule along one axis, same_pads, is cnnspec.runtime.rules', which the checker sizes the
+# layers with.
 
 
 def pad_same(x, kernel, stride, dilation=(1, 1), value=0.0):
-    top, bottom = same_padding(x.shape[-2], kernel[0], stride[0], dilation[0])
-    left, right = same_padding(x.shape[-1], kernel[1], stride[1], dilation[1])
+    top, bottom = same_pads(x.shape[-2], kernel[0], stride[0], dilation[0])
+    left, right = same_pads(x.shape[-1], kernel[1], stride[1], dilation[1])
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
@@ -951,38 +947,23 @@ def keras_weights_file(weights):
 
 def keras_arrays(path):
     """[(layer, weight, index, array)] from a Keras .h5 weight file (keras.applications'
-    format, as Keras wrote it before Keras 3: layer_names, then weight_names such as
-    block1_conv1/kernel:0; a model inside the model holds its layers' weights)."""
+    format, as Keras wrote it before Keras 3: see keras_h5_arrays), or one line of
+    error."""
     import h5py
-
-    def text(value):
-        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
     try:
         file = h5py.File(path, "r")
     except OSError as error:
         raise DataError(f"cannot read Keras weights {path}: {error}") from error
     with file:
-        if "layer_names" not in file.attrs:
-            # Keras 3's .weights.h5 stores layers by position, not by name.
-            raise DataError(
-                f"{path} has no layer names: use keras.applications' .h5 file "
-                "(what --weights imagenet downloads), not a Keras 3 .weights.h5"
-            )
-        found = []
-        for group in map(text, file.attrs["layer_names"]):
-            for index, name in enumerate(file[group].attrs.get("weight_names", [])):
-                parts = text(name).split(":")[0].split("/")
-                layer = parts[-2] if len(parts) > 1 else group
-                value = np.asarray(file[group][text(name)])
-                found.append((layer, parts[-1], index, value))
-        return found
-
-
-def from_keras(value, layout, name):
-    """A Keras weight in this model's layout (its state dict's shapes)."""
-    # <FROM_KERAS>
-    return value
+        found = keras_h5_arrays(file)
+    if found is None:
+        # Keras 3's .weights.h5 stores layers by position, not by name.
+        raise DataError(
+            f"{path} has no layer names: use keras.applications' .h5 file "
+            "(what --weights imagenet downloads), not a Keras 3 .weights.h5"
+        )
+    return found
 
 
 def load_backbone_weights(net, weights):
@@ -1003,7 +984,8 @@ def load_backbone_weights(net, weights):
         # By the weight's name; a file that names them otherwise, by their order.
         suffix, layout = places.get(variable) or list(places.values())[index]
         key = f"{layer}.{suffix}"
-        tensor = np.ascontiguousarray(from_keras(value, layout, layer), dtype="float32")
+        canonical = from_keras(value, layout, FLATTENED_FROM.get(layer))
+        tensor = np.ascontiguousarray(canonical, dtype="float32")
         needed = tuple(state[key].shape) if key in state else None
         if needed != tensor.shape:
             raise DataError(

@@ -164,18 +164,28 @@ def test_a_resume_point_that_is_not_there_is_one_line(tmp_path: Path) -> None:
 # --- Weights in cnnspec's layout
 
 
-def test_a_flattened_dense_kernel_goes_to_chw_order_and_back(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_flattened_dense_kernel_is_saved_in_chw_order_and_loaded_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # The conversion is cnnspec.runtime.rules' (tests/runtime/test_rules.py); the script
+    # gives it each layer's flattened map from FLATTENED_FROM.
+    from safetensors.numpy import load_file
+
     monkeypatch.setattr(rk, "FLATTENED_FROM", {"fc": (2, 3, 4)})
-    kernel = np.arange(2 * 3 * 4 * 5).reshape(24, 5)  # rows: Keras's (H, W, C) features
-    chw = rk.to_chw(kernel, "fc")
-    expected = kernel.reshape(2, 3, 4, 5).transpose(2, 0, 1, 3).reshape(24, 5)
-    np.testing.assert_array_equal(chw, expected)
-    np.testing.assert_array_equal(rk.from_chw(chw, "fc"), kernel)
-    vector = np.arange(24)  # a bias over the features, or a vector of any layer
-    np.testing.assert_array_equal(rk.from_chw(rk.to_chw(vector, "fc"), "fc"), vector)
-    assert rk.to_chw(kernel, "other") is kernel and rk.from_chw(kernel, "other") is kernel
+    places = {"kernel": ("weight", "dense"), "bias": ("bias", "vector")}
+    monkeypatch.setattr(rk, "WEIGHT_LAYOUT", {"Dense": places})
+    inputs = keras.Input((2, 3, 4))
+    outputs = layers.Dense(5, name="fc")(layers.Flatten(name="flat")(inputs))
+    model = keras.Model(inputs, outputs)
+    kernel = np.arange(2 * 3 * 4 * 5, dtype="float32").reshape(24, 5)  # rows: (H, W, C)
+    model.get_layer("fc").kernel.assign(kernel)
+    path = tmp_path / "weights.safetensors"
+    rk.export_weights(model, path)
+    expected = kernel.reshape(2, 3, 4, 5).transpose(2, 0, 1, 3).reshape(24, 5).T
+    np.testing.assert_array_equal(load_file(str(path))["fc.weight"], expected)
+    model.get_layer("fc").kernel.assign(np.zeros_like(kernel))
+    rk.load_weights(model, path)
+    np.testing.assert_array_equal(np.asarray(model.get_layer("fc").kernel), kernel)
 
 
 # --- Private API

@@ -67,7 +67,7 @@ def tensorflow_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_same_padding_is_tensorflows_rule(stride: int) -> None:
     for size, kernel in itertools.product(range(1, 13), range(1, 8)):
-        before, after = rt.same_padding(size, kernel, stride, 1)
+        before, after = rt.same_pads(size, kernel, stride, 1)
         assert (before, after) == tensorflow_padding(size, kernel, stride), (size, kernel)
         assert after - before in (0, 1)  # the odd pixel goes after
         # The output has ceil(size / stride) positions, as TensorFlow's `same` promises.
@@ -79,7 +79,7 @@ def test_same_padding_dilates_the_kernel() -> None:
         range(1, 10), range(1, 5), range(1, 4), range(1, 4)
     ):
         extent = dilation * (kernel - 1) + 1
-        padding = rt.same_padding(size, kernel, stride, dilation)
+        padding = rt.same_pads(size, kernel, stride, dilation)
         assert padding == tensorflow_padding(size, extent, stride)
         # One rule with the checker's (cnnspec.layers.base), which sizes the layers.
         assert padding == same_pads(size, kernel, stride, dilation)
