@@ -286,11 +286,37 @@ class _Reader:
             if node.op_type == "Identity" and node.input[0] in self.constants:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
                 continue
-            chain = self.entry_chain(node, readers.get(node.op_type, []), consumers, taken)
+            chain = self.keras_order(node, consumers) or self.entry_chain(
+                node, readers.get(node.op_type, []), consumers, taken
+            )
             if chain is not None:
                 taken.update(id(n) for n in chain)
                 continue
             self.node(node, np)
+
+    def keras_order(self, first: Any, consumers: dict[str, list[Any]]) -> list[Any] | None:
+        """The reorder cnnspec's export writes where a vector flattened from a map is used in
+        Keras's HWC order (export._keras_order: Reshape to the map, Transpose to NHWC, Reshape
+        to a vector). A spec's vectors are in that order already: it reads as nothing."""
+        chain = [first]
+        for op in ("Transpose", "Reshape"):
+            following = consumers.get(chain[-1].output[0], [])
+            if len(following) != 1 or following[0].op_type != op:
+                return None
+            chain.append(following[0])
+        to_map, to_nhwc, to_vector = chain
+        shapes = [self.constant(node.input[1]) if len(node.input) > 1 else None for node in chain]
+        if first.op_type != "Reshape" or shapes[0] is None or shapes[2] is None:
+            return None
+        if len(shapes[0].reshape(-1)) != 4 or shapes[2].reshape(-1).tolist() != [0, -1]:
+            return None
+        if _attributes(to_nhwc).get("perm") != [0, 2, 3, 1]:
+            return None
+        data = [i for i in to_map.input if i and i not in self.constants]
+        if len(data) != 1:
+            return None
+        self.aliases[to_vector.output[0]] = self.value(data[0])
+        return chain
 
     def entry_chain(
         self,

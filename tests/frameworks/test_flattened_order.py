@@ -148,3 +148,28 @@ def test_generated_scripts_are_ruff_clean(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout
     formatted = ruff("format", "--check", "--diff", *map(str, paths))
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+@pytest.mark.parametrize("text", CASES.values(), ids=list(CASES))
+def test_an_exported_model_imports_back_to_the_same_network(text: str, tmp_path: Path) -> None:
+    """The reorder the export writes reads as nothing (the spec's vectors are in Keras's order
+    already): the model imports, with the spec's reshapes and flattens, computing the same
+    outputs. (The layer list itself may differ: the export folds a batchnorm before a dense
+    layer into it, and independent branches may come back in another order.)"""
+    from cnnspec.export import export
+    from cnnspec.importing import import_model
+    from tests.frameworks.import_models.cases import run_onnx
+
+    spec = checked_spec(text)
+    model = export(spec, random_weights(spec, np.random.default_rng(1)))
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    imported = import_model(str(path))
+    for kind in ("flatten", "reshape"):
+        count = [n.kind for n in spec.model.nodes].count(kind)
+        assert [n.kind for n in imported.spec.model.nodes].count(kind) == count, kind
+    h, w, c = spec.model.input_shape
+    x = np.random.default_rng(2).standard_normal((2, c, h, w)).astype(np.float32)
+    np.testing.assert_allclose(
+        run_onnx(export(imported.spec, imported.tensors), x), run_onnx(model, x), atol=1e-5
+    )
