@@ -1,12 +1,12 @@
-"""The framework-neutral code of the generated scripts: loading the libraries, the command
-line, data sources, which examples a run sees, the run folder, weight files, MLflow and
-plots. Copied into both backends' scripts by name (see cnnspec.backends.runtime); the
-imports and the script's constants below are for the linter, the type checker and the unit
-tests.
+"""The framework-neutral code of the generated scripts: loading the libraries, the
+command line, data sources, which examples a run sees, the run folder, weight files,
+MLflow and plots. Copied into both backends' scripts by name (see
+cnnspec.backends.runtime); the imports and the script's constants below are for the
+linter, the type checker and the unit tests.
 
 A script holds one `load_data` and one `class_weights`: here each data source's loader
-(load_cifar10, load_digits_splits, load_folders, load_without_source) and each kind of class
-weights (balanced_class_weights, spec_class_weights) has a name of its own, and
+(load_cifar10, load_digits_splits, load_folders, load_without_source) and each kind of
+class weights (balanced_class_weights, spec_class_weights) has a name of its own, and
 cnnspec.backends.common renames the one a spec needs as it copies it."""
 
 from __future__ import annotations
@@ -231,10 +231,10 @@ def load_without_source(data_dir):
     raise DataError("the spec has no data source; add `source ...` to its data section")
 
 
-# A folder of images, read the same way by both scripts: the file lists are split, subset and
-# checked before training starts (a missing folder, a class folder without images or a
-# damaged file is one line naming it), and every image is decoded, converted and resized by
-# Pillow, so the two scripts see the same pixels.
+# A folder of images, read the same way by both scripts: the file lists are split,
+# subset and checked before training starts (a missing folder, a class folder without
+# images or a damaged file is one line naming it), and every image is decoded, converted
+# and resized by Pillow, so the two scripts see the same pixels.
 
 
 def split_folders(data_dir):

@@ -1,10 +1,9 @@
 """Stand-ins for the constants a generated script defines at its top from the spec.
 
-The runtime modules import these so that ruff and mypy know every name their code uses; the
-emitter copies only the runtime modules' definitions, never these imports, and the script
-writes its own values (cnnspec.backends.common.Script.constants). The values here are
-placeholders of the right type, which the runtime modules' unit tests may patch.
-"""
+The runtime modules import these so that ruff and mypy know every name their code uses;
+the emitter copies only the runtime modules' definitions, never these imports, and the
+script writes its own values (cnnspec.backends.common.Script.constants). The values here
+are placeholders of the right type, which the runtime modules' unit tests may patch."""
 
 from __future__ import annotations
 
@@ -41,8 +40,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = ()
 DATA_PATH: str = "data"
 COLOR_MODE: str = "rgb"
 
-# Constants only the scripts of one backend define (each section is kept by that backend's
-# runtime module).
+# Constants only the scripts of one backend define (each section is kept by that
+# backend's runtime module).
 # --- common
 # What an MLflow run records of the spec (mlflow_run, MLflowLog).
 SPEC_FILE: str = "spec.cnn"
@@ -54,7 +53,8 @@ SPEC_TEXT: str = ""
 
 # --- keras
 # Layers fed by a flattened (H, W, C) map, with its shape: their weights over those
-# features are stored in (C, H, W) order (to_chw, from_chw).
+# features are stored in (C, H, W) order (rules.from_keras and to_keras). Both scripts
+# define it.
 FLATTENED_FROM: dict[str, tuple[int, int, int]] = {}
 
 # --- torch
