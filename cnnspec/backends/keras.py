@@ -30,7 +30,7 @@ from cnnspec.backends.common import (
     straight_line,
 )
 from cnnspec.backends.runtime import code, definitions
-from cnnspec.codegen import INDENT, Call, Code, literal, sequence, statement
+from cnnspec.codegen import INDENT, Call, Code, literal, mapping, sequence, statement
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
@@ -178,7 +178,7 @@ class _Script(Script):
         lines += [
             "# Layers fed by a flattened (H, W, C) map: their weights over those features",
             "# are stored in (C, H, W) order, as PyTorch and ONNX flatten.",
-            f"FLATTENED_FROM = {literal(flattened_inputs(self.graph))}",
+            *mapping("FLATTENED_FROM = ", dict(flattened_inputs(self.graph))),
         ]
         return lines
 

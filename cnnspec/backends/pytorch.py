@@ -292,7 +292,7 @@ class _Script(Script):
         }
         # Every backbone script has the table: from_keras reads it (empty, without a flatten).
         out.append("# Keras flattens (H, W, C): rows of these matrices are reordered.")
-        out.append(f"FLATTENED_FROM = {literal(flattened)}")
+        out += mapping("FLATTENED_FROM = ", dict(flattened))
         return out
 
     def backbone_weights(self) -> str:
