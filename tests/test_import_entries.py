@@ -20,7 +20,7 @@ import pytest
 from cnnspec.codegen import Call
 from cnnspec.emitters import tables
 from cnnspec.importing.keras_file import STRUCTURE, network_from_config
-from cnnspec.importing.network import ImportFailure, Spelled
+from cnnspec.importing.network import ImportFailure
 from cnnspec.importing.onnx_file import READER_OPS
 from cnnspec.registry import (
     REGISTRY,
@@ -32,6 +32,7 @@ from cnnspec.registry import (
     keras_readers,
     onnx_readers,
 )
+from cnnspec.spelling import Spelled
 from tests.test_completeness import SAMPLES
 
 MAP, VECTOR = (8, 8, 3), (12,)

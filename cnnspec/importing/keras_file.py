@@ -27,9 +27,9 @@ from cnnspec.importing.network import (
     Spelled,
     identifier,
 )
-from cnnspec.importing.render import value_text
 from cnnspec.registry import ImportGap, LayerArgs, keras_readers
 from cnnspec.runtime import rules
+from cnnspec.spelling import value_text
 
 # The Keras classes that are the model's structure, read here rather than by an entry (the
 # operation layers of keras.ops, such as Add of a tensor and a number, are told by their

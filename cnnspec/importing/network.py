@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnspec.registry import ACTIVATION_SUFFIX
-from cnnspec.spelling import Spelled, call_text  # the readers spell values with Spelled
+from cnnspec.spelling import Spelled, call_text
 
 INPUT = "input"
 
