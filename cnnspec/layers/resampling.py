@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from cnnspec import codes
 from cnnspec.codegen import Call, literal
 from cnnspec.layers.base import scalar_or_pair, spatial
+from cnnspec.layers.keras_config import channels_last
 from cnnspec.registry import (
     ImportGap,
     KerasLayer,
@@ -30,13 +31,6 @@ from cnnspec.registry import (
 # the source pixel floor(i / size), bilinear samples at half-pixel centres, clamped at the
 # edges (TensorFlow's resize, torch's align_corners=False, ONNX's half_pixel).
 _ONNX_MODE = {"nearest": "nearest", "bilinear": "linear"}
-
-
-def _channels_last(config: Mapping[str, Any]) -> None:
-    if config.get("data_format") not in (None, "channels_last"):
-        raise ImportGap(
-            f"data_format={config['data_format']}", "a Keras model in cnnspec is channels-last"
-        )
 
 
 @register
@@ -86,7 +80,7 @@ class Upsample(LayerArgs):
 
     @classmethod
     def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-        _channels_last(config)
+        channels_last(config)
         interpolation = config.get("interpolation", "nearest")
         if interpolation not in _ONNX_MODE:
             raise ImportGap(
