@@ -59,6 +59,7 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
         return []
     _monitors(lowered, diagnostics)
     _phase_callbacks(lowered.train, graph.span, diagnostics)
+    _schedules(lowered.train, graph.span, diagnostics)
     plans = plan_phases(graph, lowered.train.effective_phases(), diagnostics)
     _batch(lowered, graph, plans, diagnostics)
     return plans
@@ -81,6 +82,49 @@ def _phase_callbacks(train: TrainSection, model: Span, diagnostics: Diagnostics)
                 f"does not run in it",
                 phase.span_of("name") or phase.span or train.span or model,
                 "repeat it in the phase if it should, or leave the phase's callbacks out",
+            )
+
+
+def _schedules(train: TrainSection, model: Span, diagnostics: Diagnostics) -> None:
+    """Each phase's learning-rate schedule against the phase: not with reduce_lr (both would
+    set the rate), and a warmup that ends before the phase does. Reported once where the
+    schedule is written, which may be train's for several phases."""
+    said: set[tuple[str, int]] = set()
+    for phase in train.effective_phases():
+        schedule = phase.schedule
+        if schedule is None or schedule.kind == "constant" or phase.is_broken("schedule"):
+            continue
+        span = schedule.span or phase.span or model
+        reduce_lr = phase.callback("reduce_lr")
+        if reduce_lr is not None and (codes.SCHEDULE_CONFLICT, span.start) not in said:
+            said.add((codes.SCHEDULE_CONFLICT, span.start))
+            where = f" (line {reduce_lr.span.line})" if reduce_lr.span is not None else ""
+            diagnostics.error(
+                codes.SCHEDULE_CONFLICT,
+                f"phase '{phase.name}' has both schedule {schedule.kind} and reduce_lr{where}: "
+                "the schedule sets the rate at every step, undoing reduce_lr's cuts",
+                span,
+                "drop one of them; `schedule constant` (the default) keeps reduce_lr",
+            )
+        warmup = getattr(schedule, "warmup", 0)
+        epochs = phase.epochs
+        if (
+            warmup
+            and epochs is not None
+            and warmup >= epochs
+            and not phase.is_broken("epochs")
+            and (codes.WARMUP_TOO_LONG, span.start) not in said
+        ):
+            said.add((codes.WARMUP_TOO_LONG, span.start))
+            diagnostics.error(
+                codes.WARMUP_TOO_LONG,
+                f"the warmup of {warmup:g} epoch{'' if warmup == 1 else 's'} is not shorter "
+                f"than phase "
+                f"'{phase.name}' ({plural(epochs, 'epoch')}), so the {schedule.kind} decay "
+                "never starts",
+                schedule.span_of("warmup") or span,
+                f"use a warmup under {plural(epochs, 'epoch')} (fractions of an epoch are "
+                "fine: warmup=0.5), or train the phase for more epochs",
             )
 
 

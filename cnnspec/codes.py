@@ -122,6 +122,16 @@ FREEZE_MATCHES_NOTHING: Final = _code(
     "freeze pattern matches no layer (with a did-you-mean; a typo such as `freeze stemm` would "
     "train the wrong layers for hours)",
 )
+SCHEDULE_CONFLICT: Final = _code(
+    "E311",
+    "learning-rate schedule and reduce_lr in one phase",
+    "learning-rate schedule and `reduce_lr` in one phase (the schedule sets the rate at every "
+    "step, so the plateau's cuts would be undone)",
+)
+WARMUP_TOO_LONG: Final = _code(
+    "E312",
+    "schedule's warmup is not shorter than its phase",
+)
 
 # backends
 BACKEND_UNSUPPORTED: Final = _code(

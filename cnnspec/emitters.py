@@ -83,13 +83,14 @@ def tables(backend: str) -> dict[str, Emitters]:
     from cnnspec import layers  # noqa: F401  (registers the layer kinds)
     from cnnspec.backends import REGISTRY as BACKENDS
     from cnnspec.registry import REGISTRY
-    from cnnspec.sections import AUGMENTATIONS, CALLBACKS, LOSSES, OPTIMIZERS
+    from cnnspec.sections import AUGMENTATIONS, CALLBACKS, LOSSES, OPTIMIZERS, SCHEDULES
 
     method = BACKENDS[backend].entry_method
     found = {"layers": Emitters(backend, method, REGISTRY)}
     if BACKENDS[backend].script:  # the ONNX backend writes a model, not a training script
         found["augmentations"] = Emitters(backend, method, AUGMENTATIONS)
         found["optimizers"] = Emitters(backend, method, OPTIMIZERS)
+        found["schedules"] = Emitters(backend, method, SCHEDULES)
         found["losses"] = Emitters(backend, method, LOSSES)
         found["callbacks"] = Emitters(backend, method, CALLBACKS)
     return found

@@ -567,6 +567,107 @@ class RMSprop(Optimizer):
 OPTIMIZERS: dict[str, type[Bound]] = {c.kind: c for c in (Adam, AdamW, SGD, RMSprop)}
 
 
+class Schedule(Bound):
+    """A learning-rate schedule: `schedule cosine(warmup=1)` in train or a phase. Every
+    step's rate is cnnspec.runtime.rules.learning_rate's, from the phase's optimizer's
+    rate, its epochs and the training split's batches per epoch (known when the script
+    runs); both scripts copy that function. `keras` gives the optimizer's learning_rate,
+    `torch` the callback that steps a LambdaLR after every optimizer step."""
+
+    kind: ClassVar[str]
+
+    def options(self, lr: float) -> dict[str, object]:
+        """The keyword arguments of learning_rate() for this schedule."""
+        return self.model_dump()
+
+    def rate_at(self, step: int, steps_per_epoch: int, epochs: int, lr: float) -> float:
+        """The rate of optimizer step `step`, as the scripts compute it."""
+        from cnnspec.runtime.rules import learning_rate
+
+        options = self.options(lr)
+        rate: float = learning_rate(step, steps_per_epoch, epochs, self.kind, lr, **options)
+        return rate
+
+    def keras(self, lr: float, epochs: int) -> object:
+        """The Keras optimizer's learning_rate: a PhaseSchedule over the phase's steps."""
+        steps = Code('len(datasets["train"])')
+        return Call("PhaseSchedule", steps, epochs, self.kind, lr, **self.options(lr))
+
+    def torch(self, lr: float, epochs: int) -> Call | None:
+        """The PyTorch phase's PhaseSchedule callback (None: the optimizer's rate stays)."""
+        steps = Code('len(loaders["train"])')
+        options = self.options(lr)
+        return Call("PhaseSchedule", Code("optimizer"), steps, epochs, self.kind, lr, **options)
+
+
+class Constant(Schedule):
+    """The optimizer's rate throughout (reduce_lr may still lower it)."""
+
+    kind: ClassVar[str] = "constant"
+
+    def keras(self, lr: float, epochs: int) -> object:
+        return lr
+
+    def torch(self, lr: float, epochs: int) -> Call | None:
+        return None
+
+
+class Cosine(Schedule):
+    """A linear warmup to the optimizer's rate over `warmup` epochs, then a cosine decay
+    to `min_lr` at the phase's end; stepped per batch."""
+
+    kind: ClassVar[str] = "cosine"
+    warmup: Annotated[float, Field(ge=0)] = 0.0
+    min_lr: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Linear(Schedule):
+    """A linear warmup over `warmup` epochs, then a straight line from the optimizer's
+    rate to `end_lr` at the phase's end; stepped per batch."""
+
+    kind: ClassVar[str] = "linear"
+    warmup: Annotated[float, Field(ge=0)] = 0.0
+    end_lr: Annotated[float, Field(ge=0)] = 0.0
+
+
+class OneCycle(Schedule):
+    """torch.optim.lr_scheduler.OneCycleLR's: from max_lr / div_factor up to `max_lr` (the
+    optimizer's rate when not given) over `pct_start` of the steps, then down to the start
+    / final_div_factor, both along a cosine; stepped per batch."""
+
+    kind: ClassVar[str] = "one_cycle"
+    positional: ClassVar[tuple[str, ...]] = ("max_lr",)
+    max_lr: Positive | None = None
+    pct_start: float = Field(default=0.3, gt=0, lt=1)
+    div_factor: Positive = 25.0
+    final_div_factor: Positive = 1e4
+
+    def options(self, lr: float) -> dict[str, object]:
+        return {**self.model_dump(), "max_lr": self.max_lr or lr}
+
+
+class Step(Schedule):
+    """The optimizer's rate times `factor` after every `every` epochs; stepped per epoch."""
+
+    kind: ClassVar[str] = "step"
+    positional: ClassVar[tuple[str, ...]] = ("every", "factor")
+    every: Annotated[int, Field(gt=0)]
+    factor: float = Field(default=0.1, gt=0, lt=1)
+
+
+class Exponential(Schedule):
+    """The optimizer's rate times `rate` after each epoch; stepped per epoch."""
+
+    kind: ClassVar[str] = "exponential"
+    positional: ClassVar[tuple[str, ...]] = ("rate",)
+    rate: float = Field(gt=0, le=1)
+
+
+SCHEDULES: dict[str, type[Bound]] = {
+    c.kind: c for c in (Constant, Cosine, OneCycle, Step, Exponential, Linear)
+}
+
+
 class Loss(Bound):
     """A loss, with both backends' code: Keras's loss object, and the PyTorch statements that
     turn `logits` and `targets` into per-example `losses` (on logits, as Keras computes them
@@ -825,6 +926,7 @@ class Phase(Bound):
     name: str = "train"
     epochs: Annotated[int, Field(gt=0)] | None = None
     optimizer: Optimizer | None = None
+    schedule: Schedule | None = None
     callbacks: tuple[Callback, ...] = ()
     freezing: tuple[FreezeRule, ...] = ()
 
@@ -839,6 +941,7 @@ class TrainSection(Bound):
     batch: Annotated[int, Field(gt=0)] = 32
     epochs: Annotated[int, Field(gt=0)] = 10
     optimizer: Optimizer = Adam()
+    schedule: Schedule = Constant()
     loss: Loss | None = None
     metrics: Metrics = Metrics()
     callbacks: tuple[Callback, ...] = ()
@@ -850,11 +953,12 @@ class TrainSection(Bound):
         """Phases with the train-level settings filled in; one implicit phase when none is given.
         A phase that declares callbacks replaces the train-level callbacks; one that declares
         none inherits them."""
-        inherited = {"epochs", "optimizer", "callbacks", "freezing"}
+        inherited = {"epochs", "optimizer", "schedule", "callbacks", "freezing"}
         if not self.phases:
             phase = Phase(
                 epochs=self.epochs,
                 optimizer=self.optimizer,
+                schedule=self.schedule,
                 callbacks=self.callbacks,
                 freezing=self.freezing,
             )
@@ -866,6 +970,7 @@ class TrainSection(Bound):
                 update={
                     "epochs": declared.epochs or self.epochs,
                     "optimizer": declared.optimizer or self.optimizer,
+                    "schedule": declared.schedule or self.schedule,
                     "callbacks": declared.callbacks or self.callbacks,
                     # Train-level freeze statements set the state the first phase starts from.
                     "freezing": (self.freezing if index == 0 else ()) + declared.freezing,
@@ -1251,7 +1356,7 @@ def _unknown(
 
 PHASE_SCHEMA = SectionSchema(
     model=Phase,
-    choices={"optimizer": OPTIMIZERS},
+    choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES},
     calls={name: ("callbacks", model) for name, model in CALLBACKS.items()},
     repeated={"freeze": "freezing", "unfreeze": "freezing"},
 )
@@ -1268,7 +1373,7 @@ SCHEMAS: dict[str, SectionSchema] = {
     ),
     "train": SectionSchema(
         model=TrainSection,
-        choices={"optimizer": OPTIMIZERS, "loss": LOSSES},
+        choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES},
         calls={
             "metrics": ("metrics", Metrics),
             **{name: ("callbacks", model) for name, model in CALLBACKS.items()},

@@ -52,6 +52,46 @@ def frozen_with_weights(spec: Spec, plan: PhasePlan) -> list[str]:
     return [n.name for n in spec.model.nodes if n.name in plan.frozen and n.params.total]
 
 
+def schedule_rates(spec: Spec, plan: PhasePlan) -> dict[str, Any] | None:
+    """A phase's learning-rate schedule as written, with its first, peak and last rates (the
+    scripts' own formula, cnnspec.runtime.rules.learning_rate) over the phase's epochs at the
+    training split's batches per epoch, when the checker knows the split's size (else per
+    epoch: `steps_per_epoch` null). None for the default, the optimizer's constant rate."""
+    from cnnspec.check import training_split
+
+    phase, train = plan.phase, spec.train
+    schedule = phase.schedule
+    if schedule is None or schedule.kind == "constant" or phase.optimizer is None:
+        return None
+    epochs = phase.epochs or train.epochs
+    split = training_split(spec.data, train.batch)
+    per_epoch = -(-split[0] // train.batch) if split is not None else None
+    steps = per_epoch or 1
+    lr = phase.optimizer.lr
+    rates = [schedule.rate_at(step, steps, epochs, lr) for step in range(steps * epochs)]
+    span = schedule.span
+    written = " ".join(spec.source.text[span.start : span.end].split()) if span else schedule.kind
+    return {
+        "kind": schedule.kind,
+        "written": written,
+        "steps_per_epoch": per_epoch,
+        "first_lr": rates[0],
+        "peak_lr": max(rates),
+        "last_lr": rates[-1],
+    }
+
+
+def _schedule_text(rates: dict[str, Any] | None) -> str:
+    if rates is None:
+        return ""
+    per = rates["steps_per_epoch"]
+    steps = f"{per:,} steps an epoch" if per else "per epoch: the training split's size is unknown"
+    return (
+        f"; schedule {rates['written']}: learning rate {rates['first_lr']:.4g} first, "
+        f"{rates['peak_lr']:.4g} peak, {rates['last_lr']:.4g} last ({steps})"
+    )
+
+
 def _callbacks(plan: PhasePlan) -> list[str]:
     return [callback.kind for callback in plan.phase.callbacks]
 
@@ -100,6 +140,7 @@ def to_json(spec: Spec) -> dict[str, Any]:
                 "frozen_layers": frozen_with_weights(spec, plan),
                 "unfrozen_layers": list(plan.unfrozen),
                 "callbacks": _callbacks(plan),
+                **({"schedule": rates} if (rates := schedule_rates(spec, plan)) else {}),
             }
             for plan in spec.phases
         ],
@@ -173,6 +214,7 @@ def render_table(spec: Spec) -> Any:
                 if plan.unfrozen
                 else "",
                 f"; callbacks: {', '.join(callbacks)}" if callbacks else "",
+                _schedule_text(schedule_rates(spec, plan)),
             )
         )
     return Group(table, *lines)

@@ -1,4 +1,4 @@
-"""Every registry against every backend: a kind, augmentation, optimizer, loss or callback
+"""Every registry against every backend: a kind, augmentation, optimizer, schedule, loss or callback
 without a Keras, PyTorch or ONNX emitter fails here, not in a user's build. The walk reads the
 backends' emitter tables (cnnspec.emitters), which are what the backends themselves call, and
 calls each emitter on a sample of the entry. No framework is needed.
@@ -37,6 +37,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "adamw": {"lr": 0.001},
     "sgd": {"lr": 0.01},
     "rmsprop": {"lr": 0.001},
+    "step": {"every": 2},
+    "exponential": {"rate": 0.9},
 }
 MAP = (8, 8, 3)
 
@@ -52,7 +54,7 @@ def sample(kind: str, entry: type) -> Any:
 def test_every_entry_of_every_registry_has_an_emitter(backend_name: str) -> None:
     found = tables(backend_name)
     expected = {"layers"} | (
-        {"augmentations", "optimizers", "losses", "callbacks"}
+        {"augmentations", "optimizers", "schedules", "losses", "callbacks"}
         if BACKENDS[backend_name].script
         else set()
     )
@@ -92,7 +94,9 @@ def test_every_layer_emitter_writes_a_well_formed_layer(kind: str) -> None:
         assert value is None or isinstance(value, float), suffix
 
 
-@pytest.mark.parametrize("registry", ["augmentations", "optimizers", "losses", "callbacks"])
+@pytest.mark.parametrize(
+    "registry", ["augmentations", "optimizers", "schedules", "losses", "callbacks"]
+)
 def test_every_training_entry_writes_both_scripts_code(registry: str) -> None:
     for backend_name in ("keras", "pytorch"):
         table = tables(backend_name)[registry]
@@ -104,11 +108,16 @@ def test_every_training_entry_writes_both_scripts_code(registry: str) -> None:
                 )
             elif registry == "optimizers" and backend_name == "pytorch":
                 args = (Code("model.parameters()"),)
+            elif registry == "schedules":
+                args = (0.01, 10)  # the optimizer's rate and the phase's epochs
             else:
                 args = ()
             written = table.emit(instance, *args)
             if registry == "augmentations" and kind == "fill":
                 assert written is None  # an option of the geometric steps
+            elif registry == "schedules" and kind == "constant":
+                # The optimizer's own rate: Keras's learning_rate, no PyTorch callback.
+                assert written == (0.01 if backend_name == "keras" else None)
             elif registry == "losses" and backend_name == "pytorch":
                 assert isinstance(written, str) and "losses" in written, kind
             else:

@@ -473,6 +473,16 @@ class Script:
         return code("common", name, rename={name: "class_weights"})
 
 
+def scheduled(spec: Spec) -> bool:
+    """Whether a phase has a learning-rate schedule other than the optimizer's constant rate:
+    the scripts then hold learning_rate() and their PhaseSchedule (a spec without one is
+    written as it was before schedules)."""
+    return any(
+        plan.phase.schedule is not None and plan.phase.schedule.kind != "constant"
+        for plan in spec.phases
+    )
+
+
 def tracked_params(spec: Spec) -> dict[str, object]:
     """The spec's settings as an MLflow run's params: the model's size, the data, the loss and
     metrics, each augmentation as written, and each phase's optimizer, learning rate and
@@ -505,6 +515,8 @@ def tracked_params(spec: Spec) -> dict[str, object]:
         for key, value in optimizer.explicit().items():
             if key != "lr":
                 result[f"{prefix}optimizer.{key}"] = value
+        if phase.schedule is not None and phase.schedule.kind != "constant":
+            result[f"{prefix}schedule"] = written(spec, phase.schedule)
         result[f"{prefix}epochs"] = phase.epochs or train.epochs
         result[f"{prefix}trainable"] = plan.trainable_params
     return result

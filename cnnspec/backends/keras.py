@@ -26,6 +26,7 @@ from cnnspec.backends.common import (
     import_lines,
     load_backbone_call,
     name_text,
+    scheduled,
     step_output,
     straight_line,
 )
@@ -49,6 +50,7 @@ SUFFIX = "_keras.py"
 _TABLES = tables(NAME)
 LAYERS, LOSSES = _TABLES["layers"], _TABLES["losses"]
 OPTIMIZERS, CALLBACKS = _TABLES["optimizers"], _TABLES["callbacks"]
+SCHEDULES = _TABLES["schedules"]
 
 
 class _Helpers(Mapping[str, str]):
@@ -283,6 +285,9 @@ class _Script(Script):
         freezes = any(plan.frozen for plan in self.spec.phases)
         if freezes:
             parts.append(code("keras", "set_trainable"))
+        if scheduled(self.spec):
+            parts.append(code("rules", "learning_rate"))
+            parts.append(code("keras", "PhaseSchedule"))
         parts.append(self.train())
         parts.append(code("keras", "ResumePoint"))
         parts.append(code("keras", "fit_phase"))
@@ -308,9 +313,16 @@ class _Script(Script):
                 ]
                 lines += sequence("frozen = ", frozen, indent=1)
                 lines.append("    set_trainable(model, frozen)")
+            assert phase.optimizer is not None and phase.schedule is not None
+            epochs = phase.epochs or spec.train.epochs
+            optimizer = OPTIMIZERS.emit(phase.optimizer)
+            # The schedule's learning rate: the optimizer's own for a constant one.
+            rate = SCHEDULES.emit(phase.schedule, phase.optimizer.lr, epochs)
+            if isinstance(rate, Call):
+                lines += statement("schedule = ", rate)
+                optimizer.kwargs["learning_rate"] = Code("schedule")
             lines.append("    model.compile(")
-            assert phase.optimizer is not None
-            lines += statement("optimizer=", OPTIMIZERS.emit(phase.optimizer), ",", 2)
+            lines += statement("optimizer=", optimizer, ",", 2)
             lines += statement("loss=", LOSSES.emit(loss), ",", 2)
             lines += sequence("metrics=", metrics, ",", 2)
             lines.append("    )")
@@ -322,7 +334,6 @@ class _Script(Script):
                 lines.append("    ]")
             else:
                 lines.append("    callbacks = []")
-            epochs = phase.epochs or spec.train.epochs
             fit = Call(
                 "fit_phase",
                 Code("model"),

@@ -30,6 +30,7 @@ from cnnspec.backends.common import (
     import_lines,
     load_backbone_call,
     name_text,
+    scheduled,
     step_output,
     straight_line,
 )
@@ -52,6 +53,7 @@ SUFFIX = "_pytorch.py"
 _TABLES = tables(NAME)
 LAYERS, LOSSES = _TABLES["layers"], _TABLES["losses"]
 OPTIMIZERS, CALLBACKS = _TABLES["optimizers"], _TABLES["callbacks"]
+SCHEDULES = _TABLES["schedules"]
 
 
 def emit(spec: Spec, source_name: str) -> str:
@@ -177,6 +179,8 @@ class _Script(Script):
     def stdlib_imports(self) -> list[str]:
         stdlib = ["argparse", "contextlib", "copy", "itertools", "json", "os", "shutil", "sys"]
         stdlib += ["tempfile", "time", "types", "warnings"]
+        if scheduled(self.spec):
+            stdlib.append("functools")
         stdlib += self.source.stdlib if self.source else ()
         if self.graph.backbone is not None:
             stdlib.append("urllib.request")
@@ -459,6 +463,9 @@ class _Script(Script):
         if any(plan.frozen for plan in self.spec.phases):
             parts.append(code("torch", "set_trainable"))
         parts.append(code("torch", "run_epoch"))
+        if scheduled(self.spec):
+            parts.append(code("rules", "learning_rate"))
+            parts.append(code("torch", "PhaseSchedule"))
         parts.append(self.train())
         parts.append(code("torch", "ResumePoint"))
         parts.append(code("torch", "fit_phase"))
@@ -516,7 +523,13 @@ class _Script(Script):
                     phase.optimizer, Code("[p for p in model.parameters() if p.requires_grad]")
                 ),
             )
+            epochs = phase.epochs or spec.train.epochs
             callbacks = [CALLBACKS.emit(c) for c in phase.callbacks]
+            # A schedule is a callback here, so that the resume point keeps its position.
+            assert phase.schedule is not None
+            schedule = SCHEDULES.emit(phase.schedule, phase.optimizer.lr, epochs)
+            if schedule is not None:
+                callbacks.insert(0, schedule)
             if callbacks:
                 lines.append("    callbacks = [")
                 for call in callbacks:
@@ -524,7 +537,6 @@ class _Script(Script):
                 lines.append("    ]")
             else:
                 lines.append("    callbacks = []")
-            epochs = phase.epochs or spec.train.epochs
             fit = Call(
                 "fit_phase",
                 *map(Code, ("(model, logits_of)", "loaders", "optimizer", "callbacks")),

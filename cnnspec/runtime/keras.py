@@ -40,7 +40,7 @@ from cnnspec.runtime.common import (
     subset,
     weights_to_load,
 )
-from cnnspec.runtime.rules import from_keras, same_pads, to_keras
+from cnnspec.runtime.rules import from_keras, learning_rate, same_pads, to_keras
 from cnnspec.runtime.script import (
     BACKBONE,
     BACKBONE_TOP,
@@ -374,6 +374,32 @@ class ResumePoint(keras.callbacks.Callback):
         (partial / "state.json").write_text(json.dumps(self.state))
         for name in self.FILES:
             os.replace(partial / name, self.folder / name)
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class PhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A phase's learning-rate schedule, as its optimizer's learning rate: each
+    optimizer step's rate is learning_rate()'s (the PyTorch script's too), worked out
+    once for the phase's steps and looked up by the optimizer's iteration count, which
+    the resume point saves and restores with the optimizer's other variables."""
+
+    def __init__(self, steps_per_epoch, epochs, kind, lr, **options):
+        self.config = dict(
+            steps_per_epoch=steps_per_epoch, epochs=epochs, kind=kind, lr=lr, **options
+        )
+        steps = range(steps_per_epoch * epochs)
+        rates = [
+            learning_rate(step, steps_per_epoch, epochs, kind, lr, **options)
+            for step in steps
+        ]
+        self.rates = np.asarray(rates, dtype="float32")
+
+    def __call__(self, step):
+        index = keras.ops.minimum(keras.ops.cast(step, "int32"), len(self.rates) - 1)
+        return keras.ops.take(keras.ops.convert_to_tensor(self.rates), index)
+
+    def get_config(self):
+        return dict(self.config)
 
 
 def fit_phase(

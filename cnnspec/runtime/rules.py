@@ -1,13 +1,15 @@
 """Rules that cnnspec and the generated scripts share, written once: TensorFlow's `same`
-padding, the Keras <-> canonical weight layout, and the legacy Keras .h5 reader.
+padding, the Keras <-> canonical weight layout, the legacy Keras .h5 reader, and the
+learning-rate schedules' formula.
 
 cnnspec imports them (the checker sizes layers with same_pads; the importer reads Keras
-weights with keras_h5_arrays and from_keras), and the backends copy their source into
-the scripts (cnnspec.backends.runtime), which stay standalone. So this module imports
-nothing, not even numpy: the conversions use the methods of the arrays they are given,
-and the reader the h5py file it is given, and importing it costs `cnnspec check`
-nothing. Like the scripts' other runtime code, the functions are unannotated
-(cnnspec.layers.base gives same_pads its types)."""
+weights with keras_h5_arrays and from_keras; the summary prints learning_rate's rates),
+and the backends copy their source into the scripts (cnnspec.backends.runtime), which
+stay standalone. So this module imports nothing, not even numpy or math: the
+conversions use the methods of the arrays they are given, and the reader the h5py file
+it is given, and importing it costs `cnnspec check` nothing. Like the scripts' other
+runtime code, the functions are unannotated (cnnspec.layers.base gives same_pads its
+types)."""
 
 
 # --- TensorFlow's `same` padding
@@ -95,3 +97,53 @@ def keras_h5_arrays(file):
             layer = parts[-2] if len(parts) > 1 else name
             found.append((layer, parts[-1], index, group[name][weight][()]))
     return found
+
+
+# --- Learning-rate schedules
+
+
+def learning_rate(step, steps_per_epoch, epochs, kind, lr, **options):
+    """The learning rate of optimizer step `step` (0 the first) of a phase of `epochs`
+    epochs of `steps_per_epoch` steps each, under the spec's schedule `kind`, from the
+    optimizer's rate `lr` and the schedule's options (the Schedule entries of
+    cnnspec/sections.py say what each means). Both scripts' schedules take every
+    step's rate from here, and `cnnspec summary` the first, peak and last. Warmup,
+    cosine, linear and one-cycle change the rate at every step; step and exponential
+    at each epoch's first step."""
+
+    def cos_pi(x):
+        # cos(pi * x) without importing math (this module imports nothing): (-1) ** x
+        # is exp(i pi x), which Python computes as cos(pi * x) + i sin(pi * x).
+        return ((-1) ** x).real
+
+    total = steps_per_epoch * epochs
+    step = min(step, total - 1)
+    epoch = step // steps_per_epoch
+    if kind == "step":
+        return lr * options["factor"] ** (epoch // options["every"])
+    if kind == "exponential":
+        return lr * options["rate"] ** epoch
+    if kind == "one_cycle":
+        # torch.optim.lr_scheduler.OneCycleLR's two cosine phases, from max_lr /
+        # div_factor up to max_lr at pct_start of the steps, then down to that start
+        # rate / final_div_factor at the last step.
+        peak = options["max_lr"]
+        start = peak / options["div_factor"]
+        turn = options["pct_start"] * total - 1
+        if step <= turn:
+            high, low, fraction = peak, start, step / turn
+        else:
+            high, low = start / options["final_div_factor"], peak
+            fraction = (step - turn) / max(total - 1 - turn, 1)
+        return high + (low - high) / 2 * (cos_pi(fraction) + 1)
+    if kind in ("cosine", "linear"):
+        # A linear warmup to lr over the first `warmup` epochs' steps, then the decay.
+        warmup = int(options["warmup"] * steps_per_epoch)
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        fraction = (step - warmup) / max(total - warmup, 1)
+        if kind == "linear":
+            return lr + (options["end_lr"] - lr) * fraction
+        low = options["min_lr"]
+        return low + (lr - low) * (1 + cos_pi(fraction)) / 2
+    return lr  # constant

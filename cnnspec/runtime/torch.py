@@ -16,6 +16,7 @@ per-example loss, scores' metric, evaluate's prediction and make_loaders' datase
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import sys
@@ -55,7 +56,12 @@ from cnnspec.runtime.common import (
     subset,
     weights_to_load,
 )
-from cnnspec.runtime.rules import from_keras, keras_h5_arrays, same_pads
+from cnnspec.runtime.rules import (
+    from_keras,
+    keras_h5_arrays,
+    learning_rate,
+    same_pads,
+)
 from cnnspec.runtime.script import (
     BACKBONE_CLASSES,
     BATCH_SIZE,
@@ -527,6 +533,36 @@ class ReduceLROnPlateau:
             if is_main():
                 print(f"reducing the learning rate to {rate:.3g}")
             self.wait = 0
+        return False
+
+    def on_train_end(self, model):
+        pass
+
+
+class PhaseSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """A phase's learning-rate schedule, as one of its callbacks: a LambdaLR over base
+    rates of 1 whose factor is learning_rate()'s rate (the Keras script's too) for each
+    optimizer step, stepped after every optimizer step. Its position is saved and
+    restored with the callbacks' counters (see ResumePoint)."""
+
+    def __init__(self, optimizer, steps_per_epoch, epochs, kind, lr, **options):
+        for group in optimizer.param_groups:
+            group["lr"] = 1.0  # so that the factor is the rate
+        rate = functools.partial(
+            learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            kind=kind,
+            lr=lr,
+            **options,
+        )
+        super().__init__(optimizer, rate)
+        optimizer.register_step_post_hook(self.after_step)
+
+    def after_step(self, optimizer, args, kwargs):
+        self.step()
+
+    def on_epoch_end(self, model, logs):
         return False
 
     def on_train_end(self, model):
