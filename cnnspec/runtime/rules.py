@@ -110,11 +110,7 @@ def learning_rate(step, steps_per_epoch, epochs, kind, lr, **options):
     step's rate from here, and `cnnspec summary` the first, peak and last. Warmup,
     cosine, linear and one-cycle change the rate at every step; step and exponential
     at each epoch's first step."""
-
-    def cos_pi(x):
-        # cos(pi * x) without importing math (this module imports nothing): (-1) ** x
-        # is exp(i pi x), which Python computes as cos(pi * x) + i sin(pi * x).
-        return ((-1) ** x).real
+    import math  # here, not at the top: the module imports nothing when it is imported
 
     total = steps_per_epoch * epochs
     step = min(step, total - 1)
@@ -135,7 +131,7 @@ def learning_rate(step, steps_per_epoch, epochs, kind, lr, **options):
         else:
             high, low = start / options["final_div_factor"], peak
             fraction = (step - turn) / max(total - 1 - turn, 1)
-        return high + (low - high) / 2 * (cos_pi(fraction) + 1)
+        return high + (low - high) / 2 * (math.cos(math.pi * fraction) + 1)
     if kind in ("cosine", "linear"):
         # A linear warmup to lr over the first `warmup` epochs' steps, then the decay.
         warmup = int(options["warmup"] * steps_per_epoch)
@@ -145,5 +141,5 @@ def learning_rate(step, steps_per_epoch, epochs, kind, lr, **options):
         if kind == "linear":
             return lr + (options["end_lr"] - lr) * fraction
         low = options["min_lr"]
-        return low + (lr - low) * (1 + cos_pi(fraction)) / 2
+        return low + (lr - low) * (1 + math.cos(math.pi * fraction)) / 2
     return lr  # constant
