@@ -219,16 +219,19 @@ def test_a_cosine_run_with_warmup_trains_resumes_and_logs_the_same_rates_in_both
     """2 epochs of 3 on 200 digits: each epoch's end logs the rate of the next step; after the
     1-epoch warmup that is the optimizer's rate exactly, then the cosine's (the --epochs cap
     cuts the schedule short, it does not compress it). Keras and PyTorch log the same, and a
-    run stopped after epoch 1 and resumed logs what the whole run does."""
+    PyTorch run stopped after epoch 1 and resumed logs what the whole run does (Keras's
+    schedule follows its optimizer's iteration count, which its resume point restores: see
+    test_the_keras_optimizer_reads_the_schedule_at_its_iteration_count; a Keras run is
+    three times a PyTorch one's cost here)."""
     spec = checked_spec(spec_text("cosine(warmup=1, min_lr=1e-4)", epochs=3))
     logged = {}
     for backend in ("keras", "pytorch"):
         script = write_script(spec, tmp_path, backend)
         runs = {}
-        for how, calls in {
-            "whole": [["--epochs", "2"]],
-            "resumed": [["--epochs", "1"], ["--epochs", "2", "--resume"]],
-        }.items():
+        plans = {"whole": [["--epochs", "2"]]}
+        if backend == "pytorch":
+            plans["resumed"] = [["--epochs", "1"], ["--epochs", "2", "--resume"]]
+        for how, calls in plans.items():
             out = tmp_path / f"{backend}_{how}"
             for flags in calls:
                 result = run_script(
@@ -240,7 +243,8 @@ def test_a_cosine_run_with_warmup_trains_resumes_and_logs_the_same_rates_in_both
             assert [row["epoch"] for row in history] == [1, 2]
             assert all(np.isfinite(row["loss"]) for row in history)
             runs[how] = [row["learning_rate"] for row in history]
-        assert runs["resumed"] == pytest.approx(runs["whole"], rel=1e-12), backend
+        if "resumed" in runs:
+            assert runs["resumed"] == pytest.approx(runs["whole"], rel=1e-12), backend
         logged[backend] = runs["whole"]
     np.testing.assert_allclose(logged["keras"], logged["pytorch"], rtol=1e-6)
     after_warmup, after_two = logged["pytorch"]
