@@ -10,24 +10,16 @@ from math import ceil
 from pathlib import Path
 
 from cnnspec import codes
+from cnnspec.augment.classic import Rotation
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph, Node, PhasePlan
 from cnnspec.layers import format_shape
+from cnnspec.losses import LOSS_FOR_LABELS, Loss
 from cnnspec.lower import Lowered
+from cnnspec.metrics import METRIC_NAMES
 from cnnspec.preprocessing import DESCRIPTIONS, MODES, Mode, Pixels, describe
 from cnnspec.registry import LayerArgs, activation_name
-from cnnspec.sections import (
-    IMAGE_SUFFIXES,
-    LOSS_FOR_LABELS,
-    METRIC_NAMES,
-    DataSection,
-    Directory,
-    Loss,
-    Normalize,
-    Phase,
-    Rotation,
-    TrainSection,
-)
+from cnnspec.sections import IMAGE_SUFFIXES, DataSection, Directory, Normalize, Phase, TrainSection
 from cnnspec.source import Span
 from cnnspec.wording import plural
 

@@ -81,9 +81,13 @@ def tables(backend: str) -> dict[str, Emitters]:
     """Backend `backend`'s emitter table for each registry it writes, by registry name (one
     set per backend, so that what a backend registers stays)."""
     from cnnspec import layers  # noqa: F401  (registers the layer kinds)
+    from cnnspec.augment import AUGMENTATIONS
     from cnnspec.backends import REGISTRY as BACKENDS
+    from cnnspec.losses import LOSSES
+    from cnnspec.optimizers import OPTIMIZERS
     from cnnspec.registry import REGISTRY
-    from cnnspec.sections import AUGMENTATIONS, CALLBACKS, LOSSES, OPTIMIZERS, SCHEDULES
+    from cnnspec.schedules import SCHEDULES
+    from cnnspec.sections import CALLBACKS
 
     method = BACKENDS[backend].entry_method
     found = {"layers": Emitters(backend, method, REGISTRY)}

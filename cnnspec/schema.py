@@ -439,3 +439,8 @@ def _check_field(info: FieldInfo, value: Any) -> Any:
     value = _check(info.annotation, value)
     _check_bounds(_Bounds(info.default, info.gt, info.ge, info.lt, info.le), value)
     return value
+
+
+# The bounded numbers most settings take.
+Fraction01 = Annotated[float, Field(ge=0, lt=1)]
+Positive = Annotated[float, Field(gt=0)]

@@ -24,8 +24,8 @@ from cnnspec.backends import BACKENDS, backend
 from cnnspec.backends import keras as keras_backend
 from cnnspec.backends import pytorch as pytorch_backend
 from cnnspec.compiler import compile_file, compile_text
+from cnnspec.losses import LOSSES
 from cnnspec.registry import REGISTRY
-from cnnspec.sections import LOSSES
 from tests.conftest import ROOT, SPECS
 from tests.test_cli import no_traceback, run, write
 
@@ -88,7 +88,7 @@ def _test_inputs() -> str:
 
 def test_every_kind_has_a_test_case() -> None:
     """A layer, join or augmentation that no spec, fixture or test writes is untested."""
-    from cnnspec.sections import AUGMENTATIONS
+    from cnnspec.augment import AUGMENTATIONS
 
     corpus = _test_inputs()
     for kind, cls in REGISTRY.items():
@@ -101,7 +101,7 @@ def test_every_kind_has_a_test_case() -> None:
 def test_every_augmentation_has_an_emitter_per_backend() -> None:
     """Each step becomes a Keras preprocessing layer and a call of the PyTorch script's own
     function, in the spec's order; only `fill`, an option of the others, becomes neither."""
-    from cnnspec.sections import AUGMENTATIONS
+    from cnnspec.augment import AUGMENTATIONS
 
     required = {"degrees": 10.0, "factor": 0.1}
     for kind, cls in AUGMENTATIONS.items():
@@ -404,7 +404,7 @@ def test_every_loss_carries_both_backends_code(kind: str) -> None:
 def test_every_metric_is_an_entry_with_both_backends_code() -> None:
     from typing import get_args
 
-    from cnnspec.sections import METRICS, Metrics
+    from cnnspec.metrics import METRICS, Metrics
 
     # The names a spec may write are the entries'.
     literal, _ = get_args(Metrics.model_fields["names"].annotation)  # tuple[Literal[...], ...]

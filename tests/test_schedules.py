@@ -16,7 +16,7 @@ from cnnspec.backends import backend
 from cnnspec.compiler import compile_text
 from cnnspec.ir import Spec
 from cnnspec.runtime.rules import learning_rate
-from cnnspec.sections import SCHEDULES
+from cnnspec.schedules import SCHEDULES
 from cnnspec.summary import render_table, to_json
 
 LR = 0.1

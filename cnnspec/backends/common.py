@@ -18,8 +18,8 @@ from cnnspec.binding import Bound
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
+from cnnspec.losses import LOSS_FOR_LABELS
 from cnnspec.registry import Unsupported
-from cnnspec.sections import LOSS_FOR_LABELS
 
 
 def block(text: str) -> str:

@@ -30,16 +30,14 @@ from cnnspec.backends.common import (
     step_output,
     straight_line,
 )
-from cnnspec.backends.runtime import code, definitions
+from cnnspec.backends.runtime import code, definitions, runtime_definitions
 from cnnspec.codegen import INDENT, Call, Code, literal, mapping, sequence, statement
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
+from cnnspec.losses import LOSS_FOR_LABELS
+from cnnspec.metrics import METRICS
 from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
-from cnnspec.sections import (
-    LOSS_FOR_LABELS,
-    METRICS,
-)
 
 NAME = "keras"
 SUFFIX = "_keras.py"
@@ -96,6 +94,7 @@ class _Script(Script):
             self.preamble(FLAGS),
             *self.helpers(),
             self.build_model(),
+            *(runtime_definitions(name) for name in self.spec.augment.keras_helpers()),
             self.build_augmentation(),
             *self.data_loader(),
             self.make_datasets(),

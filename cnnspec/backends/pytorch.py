@@ -35,16 +35,14 @@ from cnnspec.backends.common import (
     straight_line,
 )
 from cnnspec.backends.keras import keras_class, weight_table
-from cnnspec.backends.runtime import code, definitions
+from cnnspec.backends.runtime import code, definitions, runtime_definitions
 from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, sequence, statement
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import Map, flattened_inputs, flattened_layout
+from cnnspec.losses import LOSS_FOR_LABELS
+from cnnspec.metrics import METRICS
 from cnnspec.registry import HOLE, LayerArgs, emitting
-from cnnspec.sections import (
-    LOSS_FOR_LABELS,
-    METRICS,
-)
 
 NAME = "pytorch"
 SUFFIX = "_pytorch.py"
@@ -222,7 +220,9 @@ class _Script(Script):
         """The augment section as code: its steps' functions, and `augment`, which calls them
         in the spec's order, as Keras's augmentation model does."""
         augment = self.spec.augment
-        parts = [code("torch", *AUGMENTATIONS[name]) for name in augment.torch_helpers()]
+        parts = [
+            runtime_definitions(name, "torch", AUGMENTATIONS) for name in augment.torch_helpers()
+        ]
         lines = ["def augment(images, generator):"]
         calls = augment.torch_calls()
         if not calls:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -96,6 +97,20 @@ def code(module: str, *names: str, rename: dict[str, str] | None = None, **slots
     if unfilled:
         raise KeyError(f"no slot named {', '.join(sorted(unfilled))} in {', '.join(names)}")
     return "\n\n".join(parts)
+
+
+def runtime_definitions(
+    ref: str, module: str = "", table: Mapping[str, tuple[str, ...]] | None = None
+) -> str:
+    """What an entry's helper reference names: `module:name`, that definition of
+    cnnspec/runtime/<module>.py; a bare name, the definitions of `module` that `table` lists
+    for it (or the one definition of that name)."""
+    if ":" in ref:
+        module, ref = ref.split(":", 1)
+        return code(module, ref)
+    if not module:
+        raise KeyError(f"{ref!r} names no runtime module (write module:name)")
+    return code(module, *(table or {}).get(ref, (ref,)))
 
 
 def _renamed(text: str, old: str, new: str) -> str:

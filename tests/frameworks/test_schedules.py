@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
-from cnnspec.sections import Schedule  # noqa: E402
+from cnnspec.schedules import Schedule  # noqa: E402
 from tests.frameworks.scripts import (  # noqa: E402
     checked_spec,
     load_script,
