@@ -295,11 +295,13 @@ def validate(
                 hint = hint or arg.word_hint
             span = arg.span if arg else call_span
             if arg is not None and problem.index is not None and arg.item_spans:
-                # One of several values, `f1` in metrics(accuracy, f1): point at it alone.
+                # One of several values, `f1s` in metrics(accuracy, f1s): point at it alone.
                 item = arg.value[problem.index]
                 diagnostics.error(
                     codes.INVALID_VALUE,
-                    f"{what} has no {describe(item)}: it takes {_choices(problem)}",
+                    f"{what} has no {describe(item)}: it takes {_choices(problem)}"
+                    if problem.kind == "choice"
+                    else f"{what}: {message}",
                     arg.item_spans[problem.index],
                     hint,
                 )
@@ -313,6 +315,13 @@ def validate(
         return None
     if not complete:
         return None
+    if model.varargs is not None and model.varargs in args:
+        # Values bound to models of their own (`top_k_accuracy(k=3)` in metrics(...)) know
+        # where each was written, for the checks that find one of them wrong.
+        spans = args[model.varargs].item_spans
+        for item, span in zip(getattr(bound, model.varargs), spans, strict=True):
+            if isinstance(item, Bound) and item.span is None:
+                item.located(span, {})
     return bound.located(call_span, {k: a.span for k, a in args.items()})
 
 

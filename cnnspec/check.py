@@ -11,12 +11,15 @@ from pathlib import Path
 
 from cnnspec import codes
 from cnnspec.augment.classic import Rotation
+from cnnspec.augment.color import ColorJitter, RandAugment, TrivialAugment
+from cnnspec.augment.crops import RandomCrop, RandomErasing
 from cnnspec.diagnostics import Diagnostics, did_you_mean
 from cnnspec.ir import Graph, Node, PhasePlan
 from cnnspec.layers import format_shape
-from cnnspec.losses import LOSS_FOR_LABELS, Loss
+from cnnspec.losses import LOSS_FOR_LABELS, Loss, training_loss
 from cnnspec.lower import Lowered
 from cnnspec.metrics import METRIC_NAMES
+from cnnspec.optimizers import check_optimizer
 from cnnspec.preprocessing import DESCRIPTIONS, MODES, Mode, Pixels, describe
 from cnnspec.registry import LayerArgs, activation_name
 from cnnspec.sections import IMAGE_SUFFIXES, DataSection, Directory, Normalize, Phase, TrainSection
@@ -35,7 +38,7 @@ def output_activation(node: Node) -> LayerArgs | None:
 def effective_loss(lowered: Lowered) -> Loss | None:
     if lowered.train is None or lowered.data is None:
         return None
-    return lowered.train.loss or LOSS_FOR_LABELS[lowered.data.labels]()
+    return training_loss(lowered.train.loss, lowered.data.labels)
 
 
 def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
@@ -47,11 +50,16 @@ def check(lowered: Lowered, diagnostics: Diagnostics) -> list[PhasePlan]:
     _data_fits_input(lowered, graph, diagnostics)
     _preprocessing(lowered, graph, diagnostics)
     _data_source(lowered, diagnostics)
+    _mixing(lowered, graph, diagnostics)
+    _crops(lowered, graph, diagnostics)
+    _colors(lowered, graph, diagnostics)
     if lowered.train is None:
         return []
     _monitors(lowered, diagnostics)
+    _metrics(lowered, graph, diagnostics)
     _phase_callbacks(lowered.train, graph.span, diagnostics)
     _schedules(lowered.train, graph.span, diagnostics)
+    _optimizers(lowered.train, graph.span, diagnostics)
     plans = plan_phases(graph, lowered.train.effective_phases(), diagnostics)
     _batch(lowered, graph, plans, diagnostics)
     return plans
@@ -75,6 +83,18 @@ def _phase_callbacks(train: TrainSection, model: Span, diagnostics: Diagnostics)
                 phase.span_of("name") or phase.span or train.span or model,
                 "repeat it in the phase if it should, or leave the phase's callbacks out",
             )
+
+
+def _optimizers(train: TrainSection, model: Span, diagnostics: Diagnostics) -> None:
+    """Each optimizer's options together (check_optimizer), once where it is written, which
+    may be train's for several phases."""
+    seen: set[int] = set()
+    for phase in train.effective_phases():
+        optimizer = phase.optimizer
+        if optimizer is None or phase.is_broken("optimizer") or id(optimizer) in seen:
+            continue
+        seen.add(id(optimizer))
+        check_optimizer(optimizer, optimizer.span or phase.span or model, diagnostics)
 
 
 def _schedules(train: TrainSection, model: Span, diagnostics: Diagnostics) -> None:
@@ -718,6 +738,135 @@ def _data_fits_input(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -
                 flip.span or graph.span,
                 "drop flip() for digits and text",
             )
+
+
+def _colors(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    """The colour ops against the images' channels, as torchvision takes them: gray or RGB,
+    and a grayscale image has no saturation or hue to change; a jitter of nothing."""
+    augment = lowered.augment
+    if augment is None:
+        return
+    shape = graph.input_shape
+    channels = shape[-1] if shape and len(shape) == 3 else None
+    for step in augment.steps:
+        if not isinstance(step, ColorJitter | RandAugment | TrivialAugment) or step.span is None:
+            continue
+        if isinstance(step, ColorJitter) and not any(step.amounts()):
+            diagnostics.error(
+                codes.JITTER_NOTHING,
+                "color_jitter() changes nothing: every amount is 0",
+                step.span,
+                "give brightness, contrast, saturation or hue, e.g. "
+                "color_jitter(brightness=0.4, contrast=0.4, saturation=0.4)",
+            )
+        elif channels is not None and channels not in (1, 3):
+            diagnostics.error(
+                codes.COLOR_CHANNELS,
+                f"{step.kind} works on grayscale or RGB images, not {channels} channels",
+                step.span,
+                "torchvision's colour ops take 1 or 3 channels; drop it, or give the "
+                "model 3 channels",
+            )
+        elif channels == 1 and isinstance(step, ColorJitter):
+            for name in ("saturation", "hue"):
+                if getattr(step, name) and not step.is_broken(name):
+                    diagnostics.error(
+                        codes.GRAY_COLOR_JITTER,
+                        f"color_jitter's {name} changes nothing on grayscale images",
+                        step.span_of(name) or step.span,
+                        f"drop {name}=...: a 1-channel image has no {name}",
+                    )
+
+
+def _crops(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    """The crops' settings against the images they get, at the model's input size and in
+    pixels as rescaled: a mirror image needs padding smaller than the image, and a fill value
+    outside the pixels' range makes pixels no image has."""
+    augment, data = lowered.augment, lowered.data
+    if augment is None:
+        return
+    for step in augment.steps:
+        if isinstance(step, RandomCrop) and step.fill == "reflect" and graph.input_shape:
+            side = min(graph.input_shape[:2])
+            if step.padding >= side and not step.is_broken("padding"):
+                height, width = graph.input_shape[:2]
+                diagnostics.error(
+                    codes.REFLECT_PADDING,
+                    f"random_crop pads {step.padding} pixels by reflection, but the images are "
+                    f"{height}x{width}: a mirror image has only {side - 1} pixels to reflect",
+                    step.span_of("padding") or step.span or graph.span,
+                    f"pad by at most {side - 1}, or fill the padding with fill=edge or "
+                    "fill=constant",
+                )
+        filled = isinstance(step, RandomErasing) or (
+            isinstance(step, RandomCrop) and step.fill == "constant"
+        )
+        span = step._arg_spans.get("value")  # the default, 0, is black in any range
+        if not filled or span is None or data is None or data.source is None:
+            continue
+        assert isinstance(step, RandomCrop | RandomErasing)
+        high = data.source.white * data.rescale
+        if not 0 <= step.value <= high and not data.is_broken("rescale"):
+            diagnostics.error(
+                codes.FILL_OUTSIDE_PIXELS,
+                f"{step.kind} fills with {step.value:g}, outside the pixels' range [0, {high:g}]",
+                span,
+                f"the value is a pixel as rescaled, before normalisation: 0 is black, "
+                f"{high:g} white",
+            )
+
+
+def _mixing(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    """Mixup and cutmix make each label a mix of two classes' probabilities, which only
+    one-hot labels (and their softmax losses) can hold."""
+    data, augment = lowered.data, lowered.augment
+    if data is None or augment is None or data.labels == "onehot":
+        return
+    for kind in ("mixup", "cutmix"):
+        step = augment.get(kind)
+        if step is None:
+            continue
+        what = "integer class" if data.labels == "sparse" else "0/1 binary"
+        diagnostics.error(
+            codes.MIXES_LABELS,
+            f"{kind} mixes the labels of two images, but `labels {data.labels}` gives one "
+            f"{what} label per image",
+            step.span or graph.span,
+            "write `labels onehot` in data (the loss becomes categorical_crossentropy)"
+            if data.labels == "sparse"
+            else "mixup and cutmix mix classes of a softmax output: `labels onehot` with "
+            "two output units",
+        )
+
+
+def _metrics(lowered: Lowered, graph: Graph, diagnostics: Diagnostics) -> None:
+    """Each metric listed once, and each one fit for the model's output."""
+    train = lowered.train
+    assert train is not None
+    if train.is_broken("metrics"):
+        return
+    entries = train.metrics.entries
+    seen: set[str] = set()
+    for entry in entries:
+        span = entry.span or train.span_of("metrics") or graph.span
+        if entry.kind in seen:
+            diagnostics.error(
+                codes.METRIC_TWICE,
+                f"{entry.kind} is listed twice in metrics(...)",
+                span,
+                "keep one of them: the scripts log one value per name",
+            )
+        seen.add(entry.kind)
+    node, shape = graph.output_node, graph.output_shape
+    if node is None or graph.ends_unbuilt or shape is None or len(shape) != 1:
+        return
+    activation = activation_name(output_activation(node))
+    for entry in entries:
+        misfit = entry.misfit(shape[0], activation)
+        if misfit is not None:
+            code, message, hint = misfit
+            span = entry.span or train.span_of("metrics") or graph.span
+            diagnostics.error(code, message, span, hint)
 
 
 def _monitors(lowered: Lowered, diagnostics: Diagnostics) -> None:

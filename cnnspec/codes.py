@@ -132,6 +132,67 @@ WARMUP_TOO_LONG: Final = _code(
     "E312",
     "schedule's warmup is not shorter than its phase",
 )
+REFLECT_PADDING: Final = _code(
+    "E316",
+    "random_crop's reflect padding is not smaller than the image",
+    "`random_crop`'s reflect padding is not smaller than the image (a mirror image needs "
+    "pixels beyond the edge to reflect)",
+)
+FILL_OUTSIDE_PIXELS: Final = _code(
+    "E317",
+    "augmentation fill value outside the pixel range",
+    "augmentation fill value outside the pixel range (`value` of `random_crop` or "
+    "`random_erasing` is in pixels as rescaled, before normalisation)",
+)
+NESTEROV_WITHOUT_MOMENTUM: Final = _code(
+    "E313",
+    "sgd(nesterov=true) without a momentum",
+    "`sgd(nesterov=true)` without a momentum (PyTorch's SGD refuses it; Nesterov looks ahead "
+    "along the momentum)",
+)
+TWO_CLIPS: Final = _code(
+    "E314",
+    "clip_norm and clip_value on one optimizer",
+    "`clip_norm` and `clip_value` on one optimizer (Keras clips one way)",
+)
+COLOR_CHANNELS: Final = _code(
+    "E320",
+    "colour augmentation on images that are neither grayscale nor RGB",
+    "colour augmentation (`color_jitter`, `rand_augment`, `trivial_augment`) on images that "
+    "are neither grayscale nor RGB (1 or 3 channels, as torchvision's colour ops)",
+)
+GRAY_COLOR_JITTER: Final = _code(
+    "E321",
+    "color_jitter's saturation or hue on grayscale images",
+    "`color_jitter`'s saturation or hue on grayscale images (they have neither: the amount "
+    "changes nothing)",
+)
+JITTER_NOTHING: Final = _code(
+    "E322",
+    "color_jitter changes nothing",
+    "`color_jitter` changes nothing (every amount is 0, its default)",
+)
+MIXES_LABELS: Final = _code(
+    "E323",
+    "mixup or cutmix on labels that cannot mix",
+    "`mixup` or `cutmix` on labels that cannot mix (they make class probabilities: one-hot "
+    "labels only)",
+)
+METRIC_OUTPUT: Final = _code(
+    "E326",
+    "metric does not fit the output",
+    "metric does not fit the output (`top_k_accuracy` on a single sigmoid unit)",
+)
+TOP_K_CLASSES: Final = _code(
+    "E327",
+    "top_k_accuracy's k is not smaller than the class count",
+    "`top_k_accuracy`'s k is not smaller than the class count (it would always be 1)",
+)
+METRIC_TWICE: Final = _code(
+    "E328",
+    "metric listed twice",
+    "metric listed twice in `metrics(...)` (the scripts log one value per name)",
+)
 
 # backends
 BACKEND_UNSUPPORTED: Final = _code(

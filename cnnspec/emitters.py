@@ -84,6 +84,7 @@ def tables(backend: str) -> dict[str, Emitters]:
     from cnnspec.augment import AUGMENTATIONS
     from cnnspec.backends import REGISTRY as BACKENDS
     from cnnspec.losses import LOSSES
+    from cnnspec.metrics import METRICS
     from cnnspec.optimizers import OPTIMIZERS
     from cnnspec.registry import REGISTRY
     from cnnspec.schedules import SCHEDULES
@@ -96,5 +97,6 @@ def tables(backend: str) -> dict[str, Emitters]:
         found["optimizers"] = Emitters(backend, method, OPTIMIZERS)
         found["schedules"] = Emitters(backend, method, SCHEDULES)
         found["losses"] = Emitters(backend, method, LOSSES)
+        found["metrics"] = Emitters(backend, method, METRICS)
         found["callbacks"] = Emitters(backend, method, CALLBACKS)
     return found

@@ -12,6 +12,7 @@ from cnnspec import codes
 from cnnspec import syntax as ast
 from cnnspec.augment import AUGMENTATIONS, Augmentation
 from cnnspec.augment.classic import Fill
+from cnnspec.augment.mixing import keras_mixing, torch_mixing
 from cnnspec.binding import Bound, bind_call, describe, phrase, problem_text, to_python
 from cnnspec.codegen import Call, Code, literal, sequence
 from cnnspec.diagnostics import Diagnostics, did_you_mean
@@ -280,7 +281,7 @@ class AugmentSection(Bound):
 
         options = self.fill().options()
         steps = tables("keras")["augmentations"]
-        calls = [steps.emit(step, options) for step in self.steps]
+        calls = [steps.emit(step, options) for step in self.steps if not step.batch_level]
         return [call for call in calls if call is not None]
 
     def torch_calls(self) -> list[Call]:
@@ -288,12 +289,20 @@ class AugmentSection(Bound):
         from cnnspec.emitters import tables
 
         steps = tables("pytorch")["augmentations"]
-        calls = [steps.emit(step) for step in self.steps]
+        calls = [steps.emit(step) for step in self.steps if not step.batch_level]
         return [call for call in calls if call is not None]
 
     def torch_helpers(self) -> list[str]:
         """The augmentation functions the PyTorch script needs, each once, dependencies first."""
         return list(dict.fromkeys(h for step in self.steps for h in step.torch_helpers()))
+
+    def keras_mixing(self) -> Call | None:
+        """The Keras pipeline's BatchMixing of training batches (None: nothing mixes)."""
+        return keras_mixing(self.steps)
+
+    def torch_mixing(self) -> Call | None:
+        """The PyTorch training loop's mix_batch call (None: nothing mixes)."""
+        return torch_mixing(self.steps)
 
     def keras_helpers(self) -> list[str]:
         """The runtime definitions the Keras script's augmentation needs, each once."""

@@ -102,6 +102,7 @@ def test_every_augmentation_has_an_emitter_per_backend() -> None:
     """Each step becomes a Keras preprocessing layer and a call of the PyTorch script's own
     function, in the spec's order; only `fill`, an option of the others, becomes neither."""
     from cnnspec.augment import AUGMENTATIONS
+    from cnnspec.backends.runtime import runtime_definitions
 
     required = {"degrees": 10.0, "factor": 0.1}
     for kind, cls in AUGMENTATIONS.items():
@@ -111,9 +112,12 @@ def test_every_augmentation_has_an_emitter_per_backend() -> None:
         torch_call = step.torch()
         assert (keras_call is None) == (torch_call is None) == (kind == "fill"), kind
         for helper in step.torch_helpers():
-            assert helper in pytorch_backend.AUGMENTATIONS, (kind, helper)
+            # A name of the backend's table, or a runtime module's `module:name`.
+            assert runtime_definitions(helper, "torch", pytorch_backend.AUGMENTATIONS), helper
+        for helper in step.keras_helpers():
+            assert runtime_definitions(helper), (kind, helper)
         if torch_call is not None:
-            assert torch_call.func == step.torch_helpers()[-1], kind
+            assert torch_call.func == step.torch_helpers()[-1].split(":")[-1], kind
 
 
 def test_pytorch_augments_in_the_spec_order() -> None:
@@ -402,16 +406,16 @@ def test_every_loss_carries_both_backends_code(kind: str) -> None:
 
 
 def test_every_metric_is_an_entry_with_both_backends_code() -> None:
-    from typing import get_args
+    from cnnspec.codegen import Call
+    from cnnspec.metrics import METRICS
 
-    from cnnspec.metrics import METRICS, Metrics
-
-    # The names a spec may write are the entries'.
-    literal, _ = get_args(Metrics.model_fields["names"].annotation)  # tuple[Literal[...], ...]
-    assert set(get_args(literal)) == set(METRICS)
-    for name, metric in METRICS.items():
-        assert metric.keras == name or metric.keras.func.startswith("keras.metrics.")  # type: ignore[union-attr]
-        body = metric.torch.replace("\n", "\n    ")
+    for name, entry in METRICS.items():
+        metric = entry.model_validate({})
+        assert metric.kind == name
+        for labels in ("onehot", "sparse", "binary"):
+            keras_code = metric.keras(labels)
+            assert keras_code == name or isinstance(keras_code, Call), (name, labels)
+        body = metric.torch().replace("\n", "\n    ")
         assert ast.parse(f"def f(probabilities, predicted, targets):\n    {body}").body
 
 

@@ -54,7 +54,7 @@ def sample(kind: str, entry: type) -> Any:
 def test_every_entry_of_every_registry_has_an_emitter(backend_name: str) -> None:
     found = tables(backend_name)
     expected = {"layers"} | (
-        {"augmentations", "optimizers", "schedules", "losses", "callbacks"}
+        {"augmentations", "optimizers", "schedules", "losses", "metrics", "callbacks"}
         if BACKENDS[backend_name].script
         else set()
     )
@@ -95,7 +95,7 @@ def test_every_layer_emitter_writes_a_well_formed_layer(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "registry", ["augmentations", "optimizers", "schedules", "losses", "callbacks"]
+    "registry", ["augmentations", "optimizers", "schedules", "losses", "metrics", "callbacks"]
 )
 def test_every_training_entry_writes_both_scripts_code(registry: str) -> None:
     for backend_name in ("keras", "pytorch"):
@@ -110,6 +110,8 @@ def test_every_training_entry_writes_both_scripts_code(registry: str) -> None:
                 args = (Code("model.parameters()"),)
             elif registry == "schedules":
                 args = (0.01, 10)  # the optimizer's rate and the phase's epochs
+            elif registry == "metrics" and backend_name == "keras":
+                args = ("onehot",)  # the labels' encoding
             else:
                 args = ()
             written = table.emit(instance, *args)
@@ -118,6 +120,10 @@ def test_every_training_entry_writes_both_scripts_code(registry: str) -> None:
             elif registry == "schedules" and kind == "constant":
                 # The optimizer's own rate: Keras's learning_rate, no PyTorch callback.
                 assert written == (0.01 if backend_name == "keras" else None)
+            elif registry == "metrics":
+                # Keras's object (or its own name for it); the PyTorch function's body.
+                assert isinstance(written, Call | str) and written, (backend_name, kind)
+                assert backend_name == "keras" or "return" in str(written), kind
             elif registry == "losses" and backend_name == "pytorch":
                 assert isinstance(written, str) and "losses" in written, kind
             else:

@@ -15,6 +15,9 @@ class Augmentation(Bound):
     doc: ClassVar[str] = ""
     # Geometric steps resample the image and take the `fill` step's mode.
     geometric: ClassVar[bool] = False
+    # Batch-level steps (mixup, cutmix) mix whole batches and their labels after the
+    # per-image steps: no layer of the Keras augmentation model, no call in `augment`.
+    batch_level: ClassVar[bool] = False
 
     @no_emitter
     def keras(self, fill: dict[str, object]) -> Call | None:

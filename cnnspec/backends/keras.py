@@ -35,8 +35,7 @@ from cnnspec.codegen import INDENT, Call, Code, literal, mapping, sequence, stat
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import flattened_inputs
-from cnnspec.losses import LOSS_FOR_LABELS
-from cnnspec.metrics import METRICS
+from cnnspec.losses import training_loss
 from cnnspec.registry import KERAS_INPUT, KerasWeight, emitting
 
 NAME = "keras"
@@ -46,7 +45,7 @@ SUFFIX = "_keras.py"
 # (LayerArgs.keras_helpers), from cnnspec/runtime/keras.py.
 # The registries' Keras emitters (cnnspec.emitters): an entry without one is Unsupported.
 _TABLES = tables(NAME)
-LAYERS, LOSSES = _TABLES["layers"], _TABLES["losses"]
+LAYERS, LOSSES, METRICS = _TABLES["layers"], _TABLES["losses"], _TABLES["metrics"]
 OPTIMIZERS, CALLBACKS = _TABLES["optimizers"], _TABLES["callbacks"]
 SCHEDULES = _TABLES["schedules"]
 
@@ -267,20 +266,34 @@ class _Script(Script):
         validation = ""
         if data.validation == "test":
             validation = 'if "test" in splits:\n    datasets["val"] = datasets["test"]'
+        mixing, mix = self.mixing()
         return code(
             "keras",
             "make_datasets",
             NORMALIZE="\n".join(normalize),
             ENCODE=ENCODE[data.labels],
+            MIXING=mixing,
+            MIX=mix,
             READ=READ_FILES if streams else "",
             VALIDATION=validation,
+        )
+
+    def mixing(self) -> tuple[str, str]:
+        """make_datasets's <MIXING> and <MIX>: the training batches' mixup or cutmix."""
+        mixing = self.spec.augment.keras_mixing()
+        if mixing is None:
+            return "", ""
+        lines = statement("mixing = ", mixing, "", 1)
+        return (
+            "\n".join(line.removeprefix(INDENT) for line in lines),
+            "if training:\n    images, labels = mixing(images, labels)",
         )
 
     # ---------------------------------------------------------------------------------------
     # training
 
     def training(self) -> list[str]:
-        parts: list[str] = []
+        parts: list[str] = self.metric_helpers()
         freezes = any(plan.frozen for plan in self.spec.phases)
         if freezes:
             parts.append(code("keras", "set_trainable"))
@@ -296,7 +309,7 @@ class _Script(Script):
 
     def train(self) -> str:
         spec = self.spec
-        loss = spec.train.loss or LOSS_FOR_LABELS[spec.data.labels]()
+        loss = training_loss(spec.train.loss, spec.data.labels)
         metrics = self.metrics()
         # Made at the body's indentation, so that calls wrap as they will stand there.
         lines: list[str] = []
@@ -347,7 +360,16 @@ class _Script(Script):
         return code("keras", "train", PHASES=phases)
 
     def metrics(self) -> list[object]:
-        return [METRICS[name].keras for name in self.spec.train.metrics.names]
+        labels = self.spec.data.labels
+        return [METRICS.emit(entry, labels) for entry in self.spec.train.metrics.entries]
+
+    def metric_helpers(self) -> list[str]:
+        """The definitions the loss and metric objects need (sparse labels one-hot)."""
+        labels = self.spec.data.labels
+        refs = list(training_loss(self.spec.train.loss, labels).keras_helpers())
+        for entry in self.spec.train.metrics.entries:
+            refs += [ref for ref in entry.keras_helpers(labels) if ref not in refs]
+        return [runtime_definitions(ref) for ref in refs]
 
     # ---------------------------------------------------------------------------------------
     # evaluation, weights, main

@@ -40,8 +40,7 @@ from cnnspec.codegen import INDENT, LINE_LENGTH, Call, Code, literal, mapping, s
 from cnnspec.emitters import tables
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layout import Map, flattened_inputs, flattened_layout
-from cnnspec.losses import LOSS_FOR_LABELS
-from cnnspec.metrics import METRICS
+from cnnspec.losses import training_loss
 from cnnspec.registry import HOLE, LayerArgs, emitting
 
 NAME = "pytorch"
@@ -49,7 +48,7 @@ SUFFIX = "_pytorch.py"
 
 # The registries' PyTorch emitters (cnnspec.emitters): an entry without one is Unsupported.
 _TABLES = tables(NAME)
-LAYERS, LOSSES = _TABLES["layers"], _TABLES["losses"]
+LAYERS, LOSSES, METRICS = _TABLES["layers"], _TABLES["losses"], _TABLES["metrics"]
 OPTIMIZERS, CALLBACKS = _TABLES["optimizers"], _TABLES["callbacks"]
 SCHEDULES = _TABLES["schedules"]
 
@@ -200,8 +199,8 @@ class _Script(Script):
             sklearn.append("confusion_matrix")
         if self.binary:
             sklearn.append("roc_auc_score")  # the test set's AUC
-        for name in self.spec.train.metrics.names:
-            sklearn += [i for i in METRICS[name].torch_imports if i not in sklearn]
+        for entry in self.spec.train.metrics.entries:
+            sklearn += [i for i in entry.torch_imports if i not in sklearn]
         if "roc.png" in self.artifacts():
             sklearn.append("roc_curve")
         lines += import_lines("sklearn.metrics", sklearn)
@@ -236,7 +235,7 @@ class _Script(Script):
 
     def extra_constants(self) -> list[str]:
         out = []
-        loss = self.spec.train.loss or LOSS_FOR_LABELS[self.spec.data.labels]()
+        loss = training_loss(self.spec.train.loss, self.spec.data.labels)
         smoothing = getattr(loss, "label_smoothing", 0.0)
         if smoothing:
             out.append(f"LABEL_SMOOTHING = {literal(smoothing)}")
@@ -457,12 +456,16 @@ class _Script(Script):
     # training
 
     def training(self) -> list[str]:
-        losses = code("torch", "data_loss", "l2_penalty")
+        losses = code("torch", "data_loss", "class_labels", "l2_penalty")
         loss = self.loss_code().split("\n")
         parts = [_replaced(losses, [DEFAULT_LOSS], loss), self.scores()]
         if any(plan.frozen for plan in self.spec.phases):
             parts.append(code("torch", "set_trainable"))
-        parts.append(code("torch", "run_epoch"))
+        optimizers = [plan.phase.optimizer for plan in self.spec.phases if plan.phase.optimizer]
+        helpers = dict.fromkeys(name for o in optimizers for name in o.torch_helpers())
+        if helpers:
+            parts.append(code("torch", *helpers))
+        parts.append(code("torch", "run_epoch", MIX=self.mixing()))
         if scheduled(self.spec):
             parts.append(code("rules", "learning_rate"))
             parts.append(code("torch", "PhaseSchedule"))
@@ -475,27 +478,40 @@ class _Script(Script):
             parts.append(block(SPLIT_VALIDATION))
         return parts
 
+    def mixing(self) -> str:
+        """run_epoch's <MIX>: a training batch's mixup or cutmix, when the spec has them."""
+        mixing = self.spec.augment.torch_mixing()
+        if mixing is None:
+            return ""
+        # Written at the statement's depth in run_epoch (three levels), to fit the line.
+        lines = statement("inputs, targets = ", mixing, "", 3)
+        return "\n".join(["if training:", *(line.removeprefix(INDENT * 2) for line in lines)])
+
     def scores(self) -> str:
         """`scores`, and one function per metric of the spec, from the metric entries."""
-        names = self.spec.train.metrics.names
+        entries = self.spec.train.metrics.entries
+        names = [entry.kind for entry in entries]
         lines = []
-        for name in names:
-            body = METRICS[name].torch.replace("\n", "\n    ")
+        for name, entry in zip(names, entries, strict=True):
+            body = METRICS.emit(entry).replace("\n", "\n    ")
             lines += [
-                f"def metric_{name}(probabilities, predicted, targets):",
+                f"def metric_{name}(probabilities, predicted, targets, mixed=None):",
                 f'    """{name}, as Keras computes it over the epoch."""',
                 f"    {body}",
                 "",
                 "",
             ]
+        arguments = [Code(a) for a in ("probabilities", "predicted", "targets", "mixed")]
         calls = [
-            f'result["{name}"] = metric_{name}(probabilities, predicted, targets)' for name in names
+            line.removeprefix(INDENT)
+            for name in names
+            for line in statement(f'result["{name}"] = ', Call(f"metric_{name}", *arguments))
         ]
         lines.append(_replaced(code("torch", "scores"), [DEFAULT_CALLS], calls))
         return "\n".join(lines)
 
     def loss_code(self) -> str:
-        loss = self.spec.train.loss or LOSS_FOR_LABELS[self.spec.data.labels]()
+        loss = training_loss(self.spec.train.loss, self.spec.data.labels)
         # Loss.torch() writes the statements at a function's indentation, after the first.
         return "\n".join(line.removeprefix(INDENT) for line in LOSSES.emit(loss).split("\n"))
 
@@ -523,6 +539,9 @@ class _Script(Script):
                     phase.optimizer, Code("[p for p in model.parameters() if p.requires_grad]")
                 ),
             )
+            options = phase.optimizer.torch_options(Code("optimizer"))
+            if options is not None:
+                lines += statement("", options)
             epochs = phase.epochs or spec.train.epochs
             callbacks = [CALLBACKS.emit(c) for c in phase.callbacks]
             # A schedule is a callback here, so that the resume point keeps its position.
@@ -530,6 +549,10 @@ class _Script(Script):
             schedule = SCHEDULES.emit(phase.schedule, phase.optimizer.lr, epochs)
             if schedule is not None:
                 callbacks.insert(0, schedule)
+            # First, as Keras's fit puts the averages in before any callback's on_train_end.
+            average = phase.optimizer.torch_average(Code("optimizer"))
+            if average is not None:
+                callbacks.insert(0, average)
             if callbacks:
                 lines.append("    callbacks = [")
                 for call in callbacks:
@@ -649,7 +672,7 @@ AUGMENTATIONS: dict[str, tuple[str, ...]] = {
 # Statements of the runtime module that are the common case of what a spec decides, which the
 # emitter replaces whole (_replaced): real code there, so that the module runs as it is.
 DEFAULT_LOSS = 'losses = F.cross_entropy(logits, targets, reduction="none")'
-DEFAULT_CALLS = 'result["accuracy"] = metric_accuracy(probabilities, predicted, targets)'
+DEFAULT_CALLS = 'result["accuracy"] = metric_accuracy(probabilities, predicted, targets, mixed)'
 DEFAULT_PREDICT = "y_pred = np.argmax(probabilities, axis=1)"
 ARRAY_DATASET = (
     "pixels = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())",

@@ -188,6 +188,7 @@ def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
     normalisation and label encoding follow the spec; augmentation runs on whole
     batches, in parallel with training."""
     augment = build_augmentation(seed)
+    # <MIXING>
     size = (image_size, image_size) if image_size else INPUT_SHAPE[:2]
 
     def prepare(images, labels, training):
@@ -198,6 +199,7 @@ def make_datasets(splits, batch_size=BATCH_SIZE, seed=SEED, image_size=None):
             images = augment(images, training=True)
         # <NORMALIZE>
         # <ENCODE>
+        # <MIX>
         return images, labels
 
     def pipeline(split, training):

@@ -95,7 +95,7 @@ if TYPE_CHECKING:
 
     def augment(images, generator): ...
 
-    def metric_accuracy(probabilities, predicted, targets): ...
+    def metric_accuracy(probabilities, predicted, targets, mixed=None): ...
 
     def load_data(data_dir): ...
 
@@ -569,6 +569,45 @@ class PhaseSchedule(torch.optim.lr_scheduler.LambdaLR):
         pass
 
 
+class WeightAverage:
+    """Keras's use_ema: a moving average of the phase's trainable weights, updated
+    after every optimizer step (a step post-hook) as momentum * average + (1 -
+    momentum) * weight, the first step's average being the weights themselves. When
+    the phase ends the averages replace the weights, before the other callbacks'
+    on_train_end (as Keras's fit does: EarlyStopping's restore_best then restores its
+    best epoch's weights). The averages are saved and restored with the callbacks'
+    counters (see ResumePoint)."""
+
+    def __init__(self, optimizer, momentum):
+        self.optimizer, self.momentum, self.averages = optimizer, momentum, None
+        optimizer.register_step_post_hook(self.after_step)
+
+    def weights(self):
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def after_step(self, optimizer, args, kwargs):
+        weights = self.weights()
+        if self.averages is None:
+            self.averages = [weight.detach().clone() for weight in weights]
+            return
+        if self.averages[0].device != weights[0].device:  # restored from resume.pt
+            self.averages = [
+                a.to(w.device) for a, w in zip(self.averages, weights, strict=True)
+            ]
+        for average, weight in zip(self.averages, weights, strict=True):
+            average.mul_(self.momentum).add_(weight, alpha=1 - self.momentum)
+
+    def on_epoch_end(self, model, logs):
+        return False
+
+    @torch.no_grad()
+    def on_train_end(self, model):
+        if self.averages is not None:
+            for weight, average in zip(self.weights(), self.averages, strict=True):
+                weight.copy_(average)
+
+
 class Checkpoint:
     """Keras's ModelCheckpoint: save the weights when the monitored value improves."""
 
@@ -599,8 +638,19 @@ def data_loss(logits, targets, class_weight=None):
     averaged over the batch."""
     losses = F.cross_entropy(logits, targets, reduction="none")
     if class_weight is not None:
-        losses = losses * class_weight[targets.view(-1).long()]
+        losses = losses * class_weight[class_labels(targets)]
     return losses.mean()
+
+
+def class_labels(targets):
+    """Each example's class: integer targets as they are; mixed ones (mixup, cutmix:
+    class probabilities) their most weighted class, as Keras's accuracy and class
+    weights read mixed labels."""
+    if targets.ndim == 2 and targets.shape[1] > 1:
+        return targets.argmax(1)
+    if isinstance(targets, np.ndarray):
+        return targets.reshape(-1)
+    return targets.view(-1).long()
 
 
 def l2_penalty(model):
@@ -614,14 +664,17 @@ def l2_penalty(model):
 
 
 def scores(probabilities, targets):
-    """The spec's metrics over an epoch, named as Keras names them."""
-    targets = targets.reshape(-1)
+    """The spec's metrics over an epoch, named as Keras names them. `targets` are
+    integers, or class probabilities where batches were mixed (mixup, cutmix): those
+    go to the metrics as `mixed`, with their most weighted classes as `targets`."""
+    mixed = targets if targets.ndim == 2 and targets.shape[1] > 1 else None
+    targets = class_labels(targets)
     if probabilities.shape[1] == 1:
         predicted = (probabilities[:, 0] >= 0.5).astype(int)
     else:
         predicted = probabilities.argmax(axis=1)
     result = {}
-    result["accuracy"] = metric_accuracy(probabilities, predicted, targets)
+    result["accuracy"] = metric_accuracy(probabilities, predicted, targets, mixed)
     return result
 
 
@@ -632,6 +685,47 @@ def set_trainable(model, frozen):
     for name, module in model.named_children():
         for parameter in module.parameters():
             parameter.requires_grad = name not in frozen
+
+
+def clip_by_global_norm(gradients, clip_norm):
+    """Keras's clip_by_global_norm, in place: each gradient times clip_norm *
+    min(1 / norm, 1 / clip_norm), where norm is all the gradients' together (NaN when
+    the norm is not finite, as in Keras; clip_grad_norm_ divides by norm + 1e-6)."""
+    norm = torch.stack([g.square().sum() for g in gradients]).sum().sqrt()
+    scale = clip_norm * torch.minimum(1.0 / norm, norm.new_tensor(1.0 / clip_norm))
+    scale = scale + (norm - norm)
+    for gradient in gradients:
+        gradient.mul_(scale)
+
+
+def keras_optimizer_options(
+    optimizer, weight_decay=0.0, clip_norm=None, clip_value=None
+):
+    """What Keras's optimizers do before their update, as a step pre-hook, in Keras's
+    order: clip the gradients, by their global norm (clip_norm) or each value
+    (clip_value), then decay the weights that have one, decoupled from the gradient:
+    w becomes w - w * weight_decay * lr at the step's rate. (The weight_decay of
+    PyTorch's SGD and RMSprop is L2, added to the gradient instead: the spec's l2=.)"""
+
+    @torch.no_grad()
+    def before_step(optimizer, args, kwargs):
+        weights = [
+            (p, group["lr"])
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        gradients = [p.grad for p, _ in weights]
+        if clip_norm is not None and gradients:
+            clip_by_global_norm(gradients, clip_norm)
+        if clip_value is not None:
+            for gradient in gradients:
+                gradient.clamp_(-clip_value, clip_value)
+        if weight_decay:
+            for weight, lr in weights:
+                weight.sub_(weight * weight_decay * lr)
+
+    optimizer.register_step_pre_hook(before_step)
 
 
 def run_epoch(
@@ -658,6 +752,7 @@ def run_epoch(
     for images, targets in progress:
         targets = targets.to(device, non_blocking=True)
         inputs = prepare(images, device, generator if training else None)
+        # <MIX>
         with torch.set_grad_enabled(training), autocast(device):
             logits = logits_of(inputs)
             loss = data_loss(logits.float(), targets, weights) + l2_penalty(net)
@@ -672,7 +767,7 @@ def run_epoch(
         targets_seen.append(targets.cpu().numpy())
         batch = outputs[-1]
         predicted = batch.argmax(1) if batch.shape[1] > 1 else batch[:, 0] >= 0.5
-        correct += int((predicted == targets_seen[-1].reshape(-1)).sum())
+        correct += int((predicted == class_labels(targets_seen[-1])).sum())
         rate = count / (time.perf_counter() - started)
         progress.set_postfix(
             loss=f"{total / count:.4f}",

@@ -29,6 +29,7 @@ from torch import nn  # noqa: E402
 from cnnspec.backends import pytorch as pytorch_backend  # noqa: E402
 from cnnspec.backends.runtime import code  # noqa: E402
 from cnnspec.layers.base import same_pads  # noqa: E402
+from cnnspec.metrics import METRICS  # noqa: E402
 from cnnspec.runtime import common  # noqa: E402
 from cnnspec.runtime import torch as rt  # noqa: E402
 
@@ -325,7 +326,7 @@ def test_l2_penalty_is_what_keras_adds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rt.l2_penalty(net) == 0.0
 
 
-def accuracy(probabilities, predicted, targets):
+def accuracy(probabilities, predicted, targets, mixed=None):
     return float((predicted == targets).mean())
 
 
@@ -339,7 +340,8 @@ def test_scores_predict_by_threshold_or_argmax(monkeypatch: pytest.MonkeyPatch) 
 
 def emitted_scores(*names: str) -> dict:
     """`scores` and the metric functions as cnnspec.backends.pytorch writes them."""
-    spec = SimpleNamespace(train=SimpleNamespace(metrics=SimpleNamespace(names=names)))
+    entries = tuple(METRICS[name]() for name in names)
+    spec = SimpleNamespace(train=SimpleNamespace(metrics=SimpleNamespace(entries=entries)))
     text = pytorch_backend._Script.scores(SimpleNamespace(spec=spec))
     namespace = {**vars(rt), "roc_auc_score": roc_auc_score}
     exec(text, namespace)
