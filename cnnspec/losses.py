@@ -44,8 +44,13 @@ class _SoftmaxCrossentropy(Loss):
     activation: ClassVar[str] = "softmax"
 
     def torch(self) -> str:
-        smoothing = ", label_smoothing=LABEL_SMOOTHING" if self.smoothing() else ""
-        return f'losses = F.cross_entropy(logits, targets, reduction="none"{smoothing})'
+        if not self.smoothing():
+            return 'losses = F.cross_entropy(logits, targets, reduction="none")'
+        return (  # wrapped as ruff formats it, the line being too long for the scripts
+            "losses = F.cross_entropy("
+            '\n        logits, targets, reduction="none", label_smoothing=LABEL_SMOOTHING'
+            "\n    )"
+        )
 
     def smoothing(self) -> float:
         return float(getattr(self, "label_smoothing", 0.0))

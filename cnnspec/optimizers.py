@@ -78,8 +78,8 @@ class Optimizer(Bound):
         return None if self.ema is None else Call("WeightAverage", optimizer, self.ema)
 
     def torch_helpers(self) -> tuple[str, ...]:
-        """The definitions of cnnspec/runtime/torch.py that torch_options and torch_average
-        call."""
+        """The definitions of cnnspec/runtime/torch.py that torch, torch_options and
+        torch_average call."""
         names: tuple[str, ...] = ()
         if self.torch_options(Code("optimizer")) is not None:
             names += ("clip_by_global_norm", "keras_optimizer_options")
@@ -141,10 +141,15 @@ class SGD(Optimizer):
     nesterov: bool = False
 
     def torch(self, parameters: Code) -> Call:
-        options: dict[str, object] = {"momentum": self.momentum} if self.momentum else {}
-        if self.nesterov:
-            options["nesterov"] = True
-        return Call("torch.optim.SGD", parameters, lr=self.lr, **options)
+        if not self.momentum:
+            return Call("torch.optim.SGD", parameters, lr=self.lr)
+        # Keras's velocity holds the learning rate, torch.optim.SGD's buffer does not: the
+        # two part as soon as the rate changes (a schedule, reduce_lr).
+        options = {"nesterov": True} if self.nesterov else {}
+        return Call("KerasSGD", parameters, lr=self.lr, momentum=self.momentum, **options)
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return (*(("KerasSGD",) if self.momentum else ()), *super().torch_helpers())
 
 
 class RMSprop(Optimizer):
@@ -156,15 +161,20 @@ class RMSprop(Optimizer):
     epsilon: Positive = 1e-7
 
     def torch(self, parameters: Code) -> Call:
+        # Keras's step divides by sqrt(v + epsilon), torch.optim.RMSprop's by
+        # sqrt(v) + eps, and its momentum holds the rate: KerasRMSprop is Keras's rule.
         options = {"momentum": self.momentum} if self.momentum else {}
         return Call(
-            "torch.optim.RMSprop",
+            "KerasRMSprop",
             parameters,
             lr=self.lr,
-            alpha=self.rho,
-            eps=self.epsilon,
+            rho=self.rho,
+            epsilon=self.epsilon,
             **options,
         )
+
+    def torch_helpers(self) -> tuple[str, ...]:
+        return ("KerasRMSprop", *super().torch_helpers())
 
 
 OPTIMIZERS: dict[str, type[Bound]] = {c.kind: c for c in (Adam, AdamW, SGD, RMSprop)}

@@ -21,6 +21,12 @@ class Schedule(Bound):
         """The keyword arguments of learning_rate() for this schedule."""
         return self.model_dump()
 
+    def turning_steps(self, steps_per_epoch: int, epochs: int) -> set[int]:
+        """Steps among which the rate is highest: the first, the last, and where the
+        schedule turns (every schedule rises or falls steadily between them), so that the
+        peak is known without computing every step of a long phase."""
+        return {0, steps_per_epoch * epochs - 1}
+
     def rate_at(self, step: int, steps_per_epoch: int, epochs: int, lr: float) -> float:
         """The rate of optimizer step `step`, as the scripts compute it."""
         from cnnspec.runtime.rules import learning_rate
@@ -61,6 +67,10 @@ class Cosine(Schedule):
     warmup: Annotated[float, Field(ge=0)] = 0.0
     min_lr: Annotated[float, Field(ge=0)] = 0.0
 
+    def turning_steps(self, steps_per_epoch: int, epochs: int) -> set[int]:
+        warmup = int(self.warmup * steps_per_epoch)
+        return super().turning_steps(steps_per_epoch, epochs) | {warmup - 1, warmup}
+
 
 class Linear(Schedule):
     """A linear warmup over `warmup` epochs, then a straight line from the optimizer's
@@ -69,6 +79,10 @@ class Linear(Schedule):
     kind: ClassVar[str] = "linear"
     warmup: Annotated[float, Field(ge=0)] = 0.0
     end_lr: Annotated[float, Field(ge=0)] = 0.0
+
+    def turning_steps(self, steps_per_epoch: int, epochs: int) -> set[int]:
+        warmup = int(self.warmup * steps_per_epoch)
+        return super().turning_steps(steps_per_epoch, epochs) | {warmup - 1, warmup}
 
 
 class OneCycle(Schedule):
@@ -85,6 +99,10 @@ class OneCycle(Schedule):
 
     def options(self, lr: float) -> dict[str, object]:
         return {**self.model_dump(), "max_lr": self.max_lr or lr}
+
+    def turning_steps(self, steps_per_epoch: int, epochs: int) -> set[int]:
+        turn = int(self.pct_start * steps_per_epoch * epochs - 1)
+        return super().turning_steps(steps_per_epoch, epochs) | {turn, turn + 1}
 
 
 class Step(Schedule):

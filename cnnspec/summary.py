@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from math import prod
 from typing import Any
 
@@ -68,9 +69,15 @@ def schedule_rates(spec: Spec, plan: PhasePlan) -> dict[str, Any] | None:
     per_epoch = -(-split[0] // train.batch) if split is not None else None
     steps = per_epoch or 1
     lr = phase.optimizer.lr
-    rates = [schedule.rate_at(step, steps, epochs, lr) for step in range(steps * epochs)]
+    total = steps * epochs
+    turns = sorted(s for s in schedule.turning_steps(steps, epochs) if 0 <= s < total)
+    rates = [schedule.rate_at(step, steps, epochs, lr) for step in turns]
     span = schedule.span
-    written = " ".join(spec.source.text[span.start : span.end].split()) if span else schedule.kind
+    written = schedule.kind
+    if span is not None:
+        # As written, in one layout however it was laid out: `cosine(warmup=1, min_lr=1e-4)`.
+        text = re.sub(r"\s*([(),=])\s*", r"\1", spec.source.text[span.start : span.end])
+        written = " ".join(text.replace(",", ", ").split())
     return {
         "kind": schedule.kind,
         "written": written,

@@ -113,9 +113,15 @@ def test_pytorch_clips_and_averages_through_the_runtime() -> None:
     plain = bound("sgd(0.1, momentum=0.9, nesterov=true)")
     assert plain.torch_options(Code("optimizer")) is None
     assert plain.torch_average(Code("optimizer")) is None
-    assert plain.torch_helpers() == ()
+    # Only Keras's SGD rule (the rate inside the velocity) is copied in.
+    assert plain.torch_helpers() == ("KerasSGD",)
+    assert render(plain.torch(Code("params"))) == (
+        "KerasSGD(params, lr=0.1, momentum=0.9, nesterov=True)"
+    )
+    assert bound("sgd(0.1)").torch_helpers() == ()
+    assert render(bound("sgd(0.1)").torch(Code("params"))) == "torch.optim.SGD(params, lr=0.1)"
     assert torch("sgd(0.1, momentum=0.9, nesterov=true)") == (
-        "torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True)"
+        "KerasSGD(params, lr=0.1, momentum=0.9, nesterov=True)"
     )
 
 

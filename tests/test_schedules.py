@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import random
 from math import cos, pi
 
 import pytest
@@ -173,3 +174,25 @@ def test_the_summary_prints_each_phases_first_peak_and_last_rate() -> None:
         "phase second: 650 trainable params, 3 epochs; schedule cosine(warmup=1, min_lr=1e-4): "
         "learning rate 0.002222 first, 0.1 peak, 0.0001304 last (45 steps an epoch)"
     ) in text
+
+
+def test_the_peak_is_found_without_computing_every_step() -> None:
+    """`cnnspec summary` reads the peak at the steps where a schedule turns (a phase of a
+    million epochs must not take a million times 352 rates); over many small phases, those
+    steps hold the same peak as all of them."""
+    rng = random.Random(0)
+    for _ in range(1500):
+        kind = rng.choice(["cosine", "linear", "one_cycle", "step", "exponential"])
+        steps, epochs, lr = rng.randint(1, 9), rng.randint(1, 7), rng.uniform(0.01, 1)
+        options: dict[str, object] = {
+            "cosine": {"warmup": rng.choice([0, 0.5, 1, 2.5]) % epochs, "min_lr": 0.01},
+            "linear": {"warmup": rng.choice([0, 0.5, 1]) % epochs, "end_lr": rng.uniform(0, 2)},
+            "one_cycle": {"pct_start": rng.uniform(0.05, 0.95)},
+            "step": {"every": rng.randint(1, 3), "factor": rng.uniform(0.1, 0.9)},
+            "exponential": {"rate": rng.uniform(0.1, 1)},
+        }[kind]
+        schedule = SCHEDULES[kind].model_validate(options)
+        total = steps * epochs
+        every = max(schedule.rate_at(s, steps, epochs, lr) for s in range(total))
+        turns = [s for s in schedule.turning_steps(steps, epochs) if 0 <= s < total]
+        assert max(schedule.rate_at(s, steps, epochs, lr) for s in turns) == every, schedule

@@ -687,6 +687,67 @@ def set_trainable(model, frozen):
             parameter.requires_grad = name not in frozen
 
 
+class KerasSGD(torch.optim.Optimizer):
+    """Keras's SGD with momentum, whose velocity holds the learning rate (m = momentum
+    * m - lr * g, then w += m, or with Nesterov w += momentum * m - lr * g).
+    torch.optim.SGD keeps the rate out of its buffer (b = momentum * b + g, then
+    w -= lr * b): the same step while the rate is constant, another under a schedule
+    or reduce_lr."""
+
+    def __init__(self, params, lr, momentum, nesterov=False):
+        defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, momentum = group["lr"], group["momentum"]
+            for weight in group["params"]:
+                if weight.grad is None:
+                    continue
+                gradient = weight.grad
+                state = self.state[weight]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(weight)
+                velocity = state["velocity"]
+                velocity.mul_(momentum).sub_(lr * gradient)
+                if group["nesterov"]:
+                    weight.add_(momentum * velocity - lr * gradient)
+                else:
+                    weight.add_(velocity)
+
+
+class KerasRMSprop(torch.optim.Optimizer):
+    """Keras's RMSprop: the step lr * g / sqrt(v + epsilon), and a momentum over those
+    steps. torch.optim.RMSprop divides by sqrt(v) + eps and keeps the rate out of its
+    momentum, a different step wherever gradients are small (BatchNorm's)."""
+
+    def __init__(self, params, lr, rho=0.9, momentum=0.0, epsilon=1e-7):
+        defaults = {"lr": lr, "rho": rho, "momentum": momentum, "epsilon": epsilon}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, rho, momentum = group["lr"], group["rho"], group["momentum"]
+            for weight in group["params"]:
+                if weight.grad is None:
+                    continue
+                gradient = weight.grad
+                state = self.state[weight]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(weight)
+                    state["momentum"] = torch.zeros_like(weight)
+                velocity = state["velocity"]
+                velocity.mul_(rho).add_((1 - rho) * gradient.square())
+                increment = lr * gradient / torch.sqrt(velocity + group["epsilon"])
+                if momentum:
+                    state["momentum"].mul_(momentum).add_(increment)
+                    weight.sub_(state["momentum"])
+                else:
+                    weight.sub_(increment)
+
+
 def clip_by_global_norm(gradients, clip_norm):
     """Keras's clip_by_global_norm, in place: each gradient times clip_norm *
     min(1 / norm, 1 / clip_norm), where norm is all the gradients' together (NaN when

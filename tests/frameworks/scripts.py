@@ -61,6 +61,9 @@ def load_script(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered as an import would, so that what the script pickles by reference (its
+    # schedule's function, in a resume point) can be found again, as under __main__.
+    sys.modules[path.stem] = module
     spec.loader.exec_module(module)
     return module
 

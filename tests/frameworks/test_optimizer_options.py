@@ -58,7 +58,12 @@ def scripts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, Modul
     """Both scripts of a spec whose optimizer needs every runtime piece, imported, and the
     Keras model's first weights in cnnspec's layout, which both load."""
     folder = tmp_path_factory.mktemp("optimizers")
-    spec = checked_spec(spec_text("sgd(0.1, weight_decay=0.01, clip_norm=1, ema=0.9)"))
+    # Two phases, so that the PyTorch script holds every runtime piece: the options, the
+    # average, and Keras's SGD (with momentum) and RMSprop rules.
+    text = spec_text("sgd(0.1, momentum=0.9, weight_decay=0.01, clip_norm=1, ema=0.9)")
+    end = text.rindex("}")  # the train section's
+    phases = "  phase first { epochs 1 }\n  phase second { epochs 1  optimizer rmsprop }\n"
+    spec = checked_spec(text[:end] + phases + text[end:])
     keras_script = load_script(write_script(spec, folder, "keras"))
     torch_script = load_script(write_script(spec, folder, "pytorch"))
     keras.utils.set_random_seed(0)
@@ -95,7 +100,7 @@ def torch_weights(scripts: tuple[ModuleType, ModuleType, Path], optimizer: str) 
     entry = bound(optimizer)
     net = torch_script.build_model()
     torch_script.load_weights(net, start)
-    names = {"torch": torch, "params": list(net.parameters())}
+    names = {**vars(torch_script), "params": list(net.parameters())}
     optimizer_ = eval(render(entry.torch(Code("params"))), names)
     names = {**vars(torch_script), "optimizer": optimizer_}
     options = entry.torch_options(Code("optimizer"))
@@ -118,13 +123,13 @@ def torch_weights(scripts: tuple[ModuleType, ModuleType, Path], optimizer: str) 
 
 
 # The optimizer without the option, and the option: with it, both scripts' weights agree after
-# 4 steps, and it changes them by far more than that. Adam and RMSprop get a tiny epsilon, which
-# Keras places a little differently (RMSprop: lr * g / sqrt(v + eps), PyTorch's / (sqrt(v) + eps);
-# Adam: eps against the uncorrected sqrt(v)): with the default 1e-7 the small gradients of the
-# BatchNorm shift make them differ by more than the options do.
+# 4 steps, and it changes them by far more than that. Adam gets a tiny epsilon, which Keras
+# places against the uncorrected sqrt(v) and torch.optim.Adam against the corrected one: with the
+# default 1e-7 the small gradients of the BatchNorm shift make them differ by more than the
+# options do. (RMSprop's differed more, which the script's KerasRMSprop, Keras's rule, ended.)
 CASES = {
     "sgd_weight_decay": ("sgd(0.1, momentum=0.9, nesterov=true", "weight_decay=0.2"),
-    "rmsprop_weight_decay": ("rmsprop(0.01, momentum=0.5, epsilon=1e-12", "weight_decay=0.5"),
+    "rmsprop_weight_decay": ("rmsprop(0.01, momentum=0.5", "weight_decay=0.5"),
     "adam_weight_decay": ("adam(0.01, epsilon=1e-12", "weight_decay=0.5"),
     "clip_norm": ("sgd(0.1", "clip_norm=0.05"),
     "clip_value": ("sgd(0.1", "clip_value=0.002"),
@@ -256,3 +261,72 @@ def test_a_resumed_pytorch_run_with_ema_ends_as_an_unbroken_one(
     resumed = load_file("resumed/weights.safetensors")
     for key, value in whole.items():
         np.testing.assert_allclose(resumed[key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+RULES = {
+    "sgd_momentum": ("keras.optimizers.SGD(momentum=0.9)", "KerasSGD(params, 0.1, 0.9)"),
+    "sgd_nesterov": (
+        "keras.optimizers.SGD(momentum=0.9, nesterov=True)",
+        "KerasSGD(params, 0.1, 0.9, nesterov=True)",
+    ),
+    "rmsprop": ("keras.optimizers.RMSprop()", "KerasRMSprop(params, 0.1)"),
+    "rmsprop_momentum": (
+        "keras.optimizers.RMSprop(rho=0.8, momentum=0.5)",
+        "KerasRMSprop(params, 0.1, rho=0.8, momentum=0.5)",
+    ),
+}
+# What PyTorch's own optimizers would do instead: the rate outside the momentum, or eps outside
+# the square root.
+TORCH_RULES = {
+    "sgd_momentum": "torch.optim.SGD(params, 0.1, momentum=0.9)",
+    "sgd_nesterov": "torch.optim.SGD(params, 0.1, momentum=0.9, nesterov=True)",
+    "rmsprop": "torch.optim.RMSprop(params, 0.1, alpha=0.9, eps=1e-7)",
+    "rmsprop_momentum": "torch.optim.RMSprop(params, 0.1, alpha=0.8, eps=1e-7, momentum=0.5)",
+}
+
+
+def _steps(make: Any, rates: list[float], start: np.ndarray, gradients: list) -> np.ndarray:
+    weight = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    optimizer = make([weight])
+    for rate, gradient in zip(rates, gradients, strict=True):
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        weight.grad = torch.from_numpy(gradient.copy())
+        optimizer.step()
+    return weight.detach().numpy()
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+def test_the_scripts_sgd_and_rmsprop_step_as_keras_while_the_rate_changes(
+    rule: str, scripts: tuple[ModuleType, ModuleType, Path]
+) -> None:
+    """The PyTorch script's KerasSGD and KerasRMSprop against Keras's own optimizers, over
+    steps whose rate changes (a schedule, reduce_lr) and whose gradients range from 1e-6 to
+    10: the same weights; PyTorch's SGD and RMSprop end elsewhere."""
+    _, torch_script, _ = scripts
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype("float32")
+    rates = [0.1, 0.05, 0.2, 0.01, 0.3, 0.02]
+    gradients = [
+        rng.normal(scale=scale, size=(3, 4)).astype("float32")
+        for scale in (1e-6, 1e-3, 10, 1e-6, 1, 0.1)
+    ]
+    keras_rule, torch_rule = RULES[rule]
+    optimizer = eval(keras_rule, {"keras": keras})
+    variable = keras.Variable(start)
+    for rate, gradient in zip(rates, gradients, strict=True):
+        optimizer.learning_rate = rate
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(gradient), variable)])
+    expected = np.asarray(variable)
+    names = vars(torch_script)
+    ours = _steps(
+        lambda params: eval(torch_rule, {**names, "params": params}), rates, start, gradients
+    )
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    theirs = _steps(
+        lambda params: eval(TORCH_RULES[rule], {"torch": torch, "params": params}),
+        rates,
+        start,
+        gradients,
+    )
+    assert np.abs(theirs - expected).max() > 1e-3, "the test cannot tell the rules apart"
