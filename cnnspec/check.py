@@ -311,6 +311,18 @@ def _data_source(lowered: Lowered, diagnostics: Diagnostics) -> None:
         return
     source = data.source
     validation = data.span_of("validation")
+    native = None if isinstance(source, Directory) else source.class_names()
+    if native is not None and data.classes is not None and len(data.classes) != len(native):
+        # `classes` renames a built-in source's classes; the labels stay the source's.
+        written = data.span_of("classes")
+        assert written is not None  # `classes` was written
+        diagnostics.error(
+            codes.CLASS_COUNT,
+            f"{source.kind} has {len(native)} classes, but `classes` names {len(data.classes)}",
+            written,
+            f"name all {len(native)} in label order ({', '.join(native[:3])}, ...): `classes` "
+            "renames them, it does not pick some",
+        )
     if data.validation == "val" and not isinstance(source, Directory):
         assert validation is not None  # `val` was written
         diagnostics.error(

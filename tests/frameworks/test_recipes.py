@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("keras")
@@ -55,7 +56,15 @@ def test_the_cifar10_recipe_trains(backend_name: str, tmp_path: Path) -> None:
     assert 0 <= metrics["test"]["accuracy"] <= 1
 
 
-@pytest.mark.parametrize("backend_name", ["keras", "pytorch"])
+@pytest.mark.parametrize(
+    "backend_name",
+    [
+        # Keras traces ResNet50's training twice (45 s of the 10 minutes `make test` may
+        # take): `make test-library` runs it; the pipeline test below covers its data here.
+        pytest.param("keras", marks=pytest.mark.library),
+        "pytorch",
+    ],
+)
 def test_the_finetune_recipe_trains_both_phases(backend_name: str, tmp_path: Path) -> None:
     data = write_tiny_image_folders(tmp_path / "flowers", FLOWERS, size=72, per_class=3)
     metrics = _train(
@@ -75,3 +84,23 @@ def test_the_finetune_recipe_trains_both_phases(backend_name: str, tmp_path: Pat
     assert history[0]["learning_rate"] == pytest.approx(1e-3, rel=1e-5)
     assert 0.5e-4 <= history[1]["learning_rate"] < 1e-4
     assert set(metrics["test"]["report"]) >= set(FLOWERS)
+
+
+def test_the_finetune_recipes_keras_pipeline_augments_and_mixes(tmp_path: Path) -> None:
+    """The Keras script's tf.data pipeline of the fine-tuning recipe, as its training runs
+    it: resized crops, RandAugment, flips and random erasing on the pixels, then mixup or
+    cutmix: batches of the model's size, in the pixel range (caffe preprocessing after),
+    whose labels are class probabilities, most of them of two classes."""
+    data = write_tiny_image_folders(tmp_path / "flowers", FLOWERS, size=72, per_class=3)
+    spec = shipped_spec(ROOT / "specs" / "finetune_recipe.cnn")
+    module = load_script(write_script(spec, tmp_path, "keras"))
+    splits = module.load_data(str(data))
+    datasets = module.make_datasets(splits, batch_size=16, image_size=BACKBONE_TEST_SIZE)
+    mixed = 0
+    for images, labels in datasets["train"].take(2):
+        assert tuple(images.shape[1:]) == (BACKBONE_TEST_SIZE, BACKBONE_TEST_SIZE, 3)
+        assert np.isfinite(np.asarray(images)).all()
+        rows = np.asarray(labels)
+        np.testing.assert_allclose(rows.sum(1), 1, atol=1e-5)
+        mixed += int(((rows > 1e-6).sum(1) == 2).sum())
+    assert mixed >= 8
