@@ -21,6 +21,7 @@ from cnnspec.compiler import Compilation
 from cnnspec.ir import Graph, Node
 from cnnspec.layers import format_shape
 from cnnspec.lower import MODEL_SECTIONS, MODEL_SETTINGS, TOP_SECTIONS
+from cnnspec.metrics import METRICS, Metrics
 from cnnspec.reference import default_text, signature
 from cnnspec.registry import (
     REGISTRY,
@@ -382,6 +383,12 @@ def _call_completions(sections: list[str], call: tuple[str, int], before: str) -
     if model is None:
         return []
     argument = before[start:].rsplit(",", 1)[-1]
+    if model is Metrics and "=" not in argument:
+        # Its arguments are the metrics themselves: metrics(accuracy, f1(average=micro)).
+        return [
+            Completion(kind, "value", signature(entry), _doc(entry))
+            for kind, entry in METRICS.items()
+        ]
     key = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*[A-Za-z0-9_.]*$", argument)
     if key:
         return _value_completions(model, key.group(1))
@@ -415,6 +422,8 @@ def _call_model(sections: list[str], name: str) -> type[Bound] | None:
         schema = schema.sections[sections[-1]][1]
     if name in schema.calls:
         return schema.calls[name][1]
+    if top == "train" and name in METRICS:  # an item of metrics(...)
+        return METRICS[name]
     for choices in schema.choices.values():
         if name in choices:
             return choices[name]

@@ -84,3 +84,19 @@ def test_every_offset_of_a_broken_spec_answers(path: Path) -> None:
         assert completions
         if cut is between:
             assert hovers and hints and editor.outline(compilation)
+
+
+def test_metrics_complete_with_the_metrics_and_their_arguments() -> None:
+    """metrics(...) takes metrics, bare or called, not keyword arguments: the names come first,
+    then each one's own arguments and their values (in a phase too)."""
+    head = "model m { input 8x8x1  flatten()  dense(10, activation=softmax) }\n"
+    assert labels(head + "train { metrics(acc") == [
+        "accuracy",
+        "auc",
+        "precision",
+        "recall",
+        "f1",
+        "top_k_accuracy",
+    ]
+    assert labels(head + "train { metrics(accuracy, top_k_accuracy(") == ["k="]
+    assert labels(head + "train { phase a { metrics(f1(average=") == ["macro", "micro", "weighted"]
