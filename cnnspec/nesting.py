@@ -112,10 +112,21 @@ def nest(vertices: Sequence[V], source: str, output: str) -> list[Item[V]]:
         for value in vertex.inputs:
             used.setdefault(value, []).append(vertex.name)
 
+    # Each layer is expanded once: a layer reached again (from another join's branch) is
+    # used past the join that ends its branch, a problem, and not followed a second time. A
+    # graph whose joins all read earlier values (torchvision's DenseNet: each concat reads
+    # every feature map of its block) would otherwise be walked once per path, 2^n times.
+    placed: set[str] = set()
+    twice: set[str] = set()
+
     def chain(start: str, end: str) -> list[Item[V]]:
         items: list[Item[V]] = []
         value = end
         while value != start:
+            if value in placed:
+                twice.add(value)
+                break
+            placed.add(value)
             vertex = producer[value]
             if len(vertex.inputs) > 1:
                 fork = dominator[vertex.name]
@@ -129,12 +140,10 @@ def nest(vertices: Sequence[V], source: str, output: str) -> list[Item[V]]:
         return items
 
     items = chain(source, output)
-    placements = [vertex.name for vertex in _layers(items)]
-    placed = set(placements)
     problems: list[Problem[V]] = []
     # A layer reached from two joins' branches would be written twice: its output is used
     # past the join that ends its branch.
-    for name in sorted({n for n in placements if placements.count(n) > 1}):
+    for name in sorted(twice):
         problems.append(
             Problem(producer[name], f"its output feeds {', '.join(used.get(name, []))}", _REUSED)
         )
