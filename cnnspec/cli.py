@@ -675,13 +675,10 @@ def import_command(args: argparse.Namespace) -> None:
     try:
         imported = import_model(source, args.input_size)
     except ImportFailure as failure:
-        if failure.gaps:
-            echo(f"cnnspec: error: cannot import {source}: {failure.message}", err=True)
-            for gap in failure.gaps:
-                echo(f"  {gap}", err=True)
-        else:
-            echo(f"cnnspec: error: {failure.message}", err=True)
-        echo("nothing written", err=True)
+        from cnnspec.importing.refusal import refusal
+
+        for line in refusal(source, failure):
+            echo(line, err=True)
         raise Exit(1) from None
     network, spec = imported.network, imported.spec
     for note in imported.notes:

@@ -16,8 +16,10 @@ the node and the layers read so far:
   by the input's shape, an amount, or a zero_pad layer of their own; a depthwise then a 1x1
   convolution named as cnnspec names a separable convolution's halves is that convolution.
 - BatchNormalization: its tensors, and whether it has a shift and a scale, by their names.
-- MaxPool, AveragePool: pads as `same` by the input's shape, or, for a maximum over values that
-  are not negative (after a ReLU, by the producer), a zero_pad before it.
+- MaxPool, AveragePool: pads as `same` by the input's shape, or a zero_pad before it for an
+  average that counts the padding in (count_include_pad) and for a maximum over values that are
+  not negative (after a ReLU, by the producer); ceil_mode where it gives floor's sizes, or,
+  for such a maximum, as a zero_pad of the last window's overhang.
 - Gemm, MatMul: dense, with its weights.
 - Add, Sum, Mul, Concat: a join of layers (a chain of Mul as one multiply), a scale or an
   offset by a constant (rescaling; layer_scale by a weight), or the Mul of swish's and
@@ -49,6 +51,9 @@ from cnnspec.registry import (
     onnx_step_readers,
 )
 from cnnspec.wording import plural
+
+# The graph names torch.onnx writes whatever the model (torch 2's, then older releases').
+_DEFAULT_GRAPH_NAMES = frozenset({"", "main_graph", "torch_jit", "torch-jit-export"})
 
 _JOINS = {"Add": "add", "Sum": "add", "Mul": "multiply", "Concat": "concat"}
 
@@ -119,7 +124,9 @@ def network_from_model(model: Any, source: str) -> Network:
         raise ImportFailure("the model uses what cnnspec cannot express", _by_module(reader.gaps))
     assert reader.input_shape is not None
     output = reader.value(graph.output[0].name)
-    name = identifier(graph.name or Path(source).stem) or "imported"
+    # torch's exporters name every graph alike: the file's name says which model it is.
+    named = graph.name not in _DEFAULT_GRAPH_NAMES
+    name = identifier(graph.name if named else Path(source).stem) or "imported"
     return Network(
         name=name,
         input_shape=reader.input_shape,
@@ -679,45 +686,136 @@ class _Reader:
         kernel = tuple(attrs["kernel_shape"])
         stride = tuple(attrs.get("strides", [1, 1]))
         kind = "maxpool" if node.op_type == "MaxPool" else "avgpool"
-        if attrs.get("ceil_mode", 0):
-            self.gap(node, "ceil_mode=1", "cnnspec pools as Keras does (floor)")
-            return
         pads = list(attrs.get("pads", [0, 0, 0, 0]))
+        dilations = list(attrs.get("dilations", [1, 1]))
+        if any(d != 1 for d in dilations):
+            self.gap(node, f"dilations {dilations}", "cnnspec pools without dilation")
+            return
+        if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
+            self.gap(node, f"auto_pad={attrs['auto_pad']}", "write the pads out")
+            return
+        if attrs.get("ceil_mode", 0):
+            ceiled = self.ceil_pads(node, kind, kernel, stride, pads, sources[0])
+            if ceiled is None:
+                return
+            if ceiled != pads:
+                self.padded_pool(node, kind, kernel, stride, ceiled, sources[0])
+                return
         padding: Any = "valid"
         if any(pads):
+            if kind == "avgpool" and attrs.get("count_include_pad", 0):
+                # Zeros averaged in, divided by the whole window (inception_v3's branch pool):
+                # exactly a zero_pad, then the valid pooling.
+                self.padded_pool(node, kind, kernel, stride, pads, sources[0])
+                return
             found = self.padding(node, attrs, sources[0], kernel, "pool")
             if found is None and kind == "maxpool" and self.non_negative(sources[0]):
                 # -inf padding and zero padding pick the same maximum over values >= 0 (after
                 # a ReLU, as ResNet's stem): a zero_pad, then the pooling, as Keras writes it.
-                name = self.name_for(node)
-                top, left, bottom, right = pads
-                layer = Layer(
-                    f"{name}_pad",
-                    "zero_pad",
-                    {"padding": ((top, bottom), (left, right))},
-                    (sources[0],),
-                    f"node '{node.name}' ({node.op_type})",
-                )
-                self.layers.append(layer)
-                self.by_name[layer.name] = layer
-                self.add(
-                    node,
-                    kind,
-                    {"pool": kernel, "stride": stride, "padding": "valid"},
-                    [layer.name],
-                    name,
-                )
+                self.padded_pool(node, kind, kernel, stride, pads, sources[0])
                 return
-            if found is None or (kind == "avgpool" and attrs.get("count_include_pad", 0)):
-                self.gap(
-                    node,
-                    f"{node.op_type} pads {pads}",
-                    "cnnspec pools with Keras's `same` padding or none",
+            if found is None:
+                shape = self.hwc(node.input[0])
+                size = (
+                    f"the {shape[0]}x{shape[1]} input" if shape and len(shape) == 3 else "its input"
                 )
+                if kind == "avgpool":
+                    self.gap(
+                        node,
+                        f"AveragePool pads {pads} with count_include_pad=0",
+                        "cnnspec's avgpool leaves only Keras's `same` padding out of the "
+                        f"average, and these pads are not `same` for {size}",
+                    )
+                else:
+                    self.gap(
+                        node,
+                        f"MaxPool pads {pads}",
+                        f"cnnspec pads a max pooling as Keras's `same` does for {size}, or "
+                        "with zeros after a layer whose outputs are not negative",
+                    )
                 return
             padding = found[0]
         stride_arg = None if stride == kernel else stride
         self.add(node, kind, {"pool": kernel, "stride": stride_arg, "padding": padding}, sources)
+
+    def padded_pool(
+        self,
+        node: Any,
+        kind: str,
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        pads: list[int],
+        source: str,
+    ) -> None:
+        """A zero_pad of the node's pads (`<name>_pad`), then the node's pooling, valid."""
+        name = self.name_for(node)
+        top, left, bottom, right = pads
+        layer = Layer(
+            f"{name}_pad",
+            "zero_pad",
+            {"padding": ((top, bottom), (left, right))},
+            (source,),
+            f"node '{node.name}' ({node.op_type})",
+        )
+        self.layers.append(layer)
+        self.by_name[layer.name] = layer
+        stride_arg = None if stride == kernel else stride
+        self.add(
+            node,
+            kind,
+            {"pool": kernel, "stride": stride_arg, "padding": "valid"},
+            [layer.name],
+            name,
+        )
+
+    def ceil_pads(
+        self,
+        node: Any,
+        kind: str,
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        pads: list[int],
+        source: str,
+    ) -> list[int] | None:
+        """The pads that make a ceil_mode=1 pooling a floor one: its own where ceil and floor
+        give the same sizes for the input (squeezenet's pools at 224; every window then lies
+        inside the padded input), or, for a maximum over values that are not negative
+        (googlenet's, after a ReLU), with the last window's overhang padded with zeros. A
+        gap, and None, otherwise."""
+        shape = self.hwc(node.input[0])
+        if shape is None or len(shape) != 3:
+            self.gap(
+                node,
+                "ceil_mode=1 on an input of unknown size",
+                "cnnspec pools as Keras does (floor), and without the size the import cannot "
+                "tell whether ceil gives other sizes",
+            )
+            return None
+        top, left, bottom, right = pads
+        axes = (
+            (shape[0], kernel[0], stride[0], top, bottom),
+            (shape[1], kernel[1], stride[1], left, right),
+        )
+        floor = [_pooled_size(*axis, ceil=False) for axis in axes]
+        ceil = [_pooled_size(*axis, ceil=True) for axis in axes]
+        if floor == ceil:
+            return pads
+        if kind == "maxpool" and self.non_negative(source):
+            # The rows and columns the last window reaches past the padded input: zeros there
+            # pick the same maximum as ceil_mode's nothing, over values >= 0.
+            extra = [
+                max(0, (count - 1) * s + k - (size + before + after))
+                for count, (size, k, s, before, after) in zip(ceil, axes, strict=True)
+            ]
+            return [top, left, bottom + extra[0], right + extra[1]]
+        self.gap(
+            node,
+            f"ceil_mode=1 pools the {shape[0]}x{shape[1]} input to {ceil[0]}x{ceil[1]}, "
+            f"floor to {floor[0]}x{floor[1]}",
+            "cnnspec pools as Keras does (floor): ceil_mode is a zero_pad of the extra rows "
+            "and columns only for a max pooling of values that are not negative (after a ReLU)",
+        )
+        return None
 
     def non_negative(self, value: str) -> bool:
         layer = self.by_name.get(value)
@@ -725,8 +823,8 @@ class _Reader:
             return False
         if layer.kind in ("relu", "relu6", "sigmoid", "hard_sigmoid", "softmax"):
             return True
-        if layer.kind in ("maxpool", "zero_pad", "dropout"):
-            return self.non_negative(layer.inputs[0])
+        if layer.kind in ("maxpool", "avgpool", "zero_pad", "dropout", "concat"):
+            return all(self.non_negative(value) for value in layer.inputs)
         return False
 
     def flatten(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
@@ -894,6 +992,16 @@ def _by_module(gaps: list[Gap]) -> list[Gap]:
             )
         result.append(chosen)
     return result
+
+
+def _pooled_size(size: int, kernel: int, stride: int, before: int, after: int, ceil: bool) -> int:
+    """A pooling's output size along one axis, as ONNX and PyTorch define it: with ceil_mode,
+    a last window that would start past the input and its leading padding is dropped."""
+    span = size + before + after - kernel
+    count = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (count - 1) * stride >= size + before:
+        count -= 1
+    return count
 
 
 def same_zero(value: Any) -> bool:
