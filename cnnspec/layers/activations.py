@@ -300,6 +300,16 @@ class GELU(_Activation):
     def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
         return {"approximate": "t" in steps}
 
+    # ONNX's own Gelu op (opset 20), which torch's exporter writes for nn.GELU from opset 20.
+    onnx_patterns: ClassVar[tuple[tuple[str, ...], ...]] = (("Gelu",),)
+
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        approximate = chain[0].attributes.get("approximate", "none")
+        if isinstance(approximate, bytes):
+            approximate = approximate.decode()
+        return {"approximate": approximate == "tanh"}
+
 
 @register
 class Swish(_Activation):
