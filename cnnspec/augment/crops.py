@@ -59,7 +59,17 @@ class RandomCrop(Augmentation):
         )
 
 
-class RandomResizedCrop(Augmentation):
+class _Box(Augmentation):
+    """A step that draws a box by its area fraction (`scale`) and aspect ratio (`ratio`),
+    each a (low, high) range that its subclass declares with its own defaults."""
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        return _increasing(value)
+
+
+class RandomResizedCrop(_Box):
     kind: ClassVar[str] = "random_resized_crop"
     doc: ClassVar[str] = (
         "Crop a random box (area fraction in `scale`, aspect ratio log-uniform in `ratio`) "
@@ -67,11 +77,6 @@ class RandomResizedCrop(Augmentation):
     )
     scale: tuple[AreaFraction, AreaFraction] = (0.08, 1.0)
     ratio: tuple[AspectRatio, AspectRatio] = (3 / 4, 4 / 3)
-
-    @field_validator("scale", "ratio")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _increasing(value)
 
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("ResizedRandomCrop", self.scale, self.ratio)
@@ -103,7 +108,7 @@ class RandomResizedCrop(Augmentation):
         )
 
 
-class RandomErasing(Augmentation):
+class RandomErasing(_Box):
     kind: ClassVar[str] = "random_erasing"
     doc: ClassVar[str] = (
         "With probability `p`, fill a random box (area fraction in `scale`, aspect ratio "
@@ -114,11 +119,6 @@ class RandomErasing(Augmentation):
     scale: tuple[AreaFraction, AreaFraction] = (0.02, 0.33)
     ratio: tuple[AspectRatio, AspectRatio] = (0.3, 3.3)
     value: float = 0.0
-
-    @field_validator("scale", "ratio")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        return _increasing(value)
 
     def keras(self, fill: dict[str, object]) -> Call | None:
         return Call("RandomRectangleErasing", self.p, self.scale, self.ratio, self.value)
