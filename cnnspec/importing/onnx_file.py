@@ -16,15 +16,26 @@ the node and the layers read so far:
   by the input's shape, an amount, or a zero_pad layer of their own; a depthwise then a 1x1
   convolution named as cnnspec names a separable convolution's halves is that convolution.
 - BatchNormalization: its tensors, and whether it has a shift and a scale, by their names.
+- LayerNormalization (torch's nn.LayerNorm, opset 17 on): layer_norm, its arguments read by
+  the entry's `from_onnx` (one normalized axis, the last), its Scale and B the layer's weight
+  and bias, named as a convolution's are; the last axis must be the channels: a vector's, or
+  a map's transposed channels-last (below); without a learnt scale and shift it is refused.
 - MaxPool, AveragePool: pads as `same` by the input's shape, or a zero_pad before it for an
   average that counts the padding in (count_include_pad) and for a maximum over values that are
   not negative (after a ReLU, by the producer); ceil_mode where it gives floor's sizes, or,
   for such a maximum, as a zero_pad of the last window's overhang.
-- Gemm, MatMul: dense, with its weights.
+- Gemm, MatMul: dense, with its weights (a MatMul on a vector or on a channels-last map,
+  as nn.Linear on a permuted map exports; the Add of its bias after it is the dense's bias).
 - Add, Sum, Mul, Concat: a join of layers (a chain of Mul as one multiply), a scale or an
-  offset by a constant (rescaling; layer_scale by a weight), or the Mul of swish's and
+  offset by a constant (rescaling; layer_scale by a weight: an initializer named `.weight`,
+  or one of the module's parameters, such as ConvNeXt's gamma), or the Mul of swish's and
   hard_swish's gate with the input (the Sigmoid or HardSigmoid, read before it, used nowhere
   else).
+- Transpose: a map to channels-last (perm 0, 2, 3, 1) and back (0, 3, 1, 2), as ConvNeXt's
+  `x.permute(0, 2, 3, 1)`, reads as nothing: a spec's maps are channels-last throughout. The
+  reader follows which values are channels-last and reads only ops of the last axis on them
+  (CHANNELS_LAST_OPS: layer_norm, dense, activations, per-channel scales, joins of two such
+  values); any other op on one, or a transpose of any other kind, is refused.
 - Pad, Slice: zero_pad, and crop by the input's shape.
 - Flatten, Reshape, Squeeze: flatten or reshape by the shapes around them; after a global
   pooling that feeds nothing else, that pooling without its kept dimensions.
@@ -43,6 +54,7 @@ from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network,
 from cnnspec.layers.base import same_pads
 from cnnspec.registry import (
     PADDING_SUFFIX,
+    REGISTRY,
     ImportGap,
     LayerArgs,
     OnnxNode,
@@ -62,6 +74,7 @@ READER_OPS = frozenset(
     {
         "Conv",
         "BatchNormalization",
+        "LayerNormalization",
         "MaxPool",
         "AveragePool",
         "Gemm",
@@ -76,8 +89,40 @@ READER_OPS = frozenset(
         "Identity",
         "Dropout",
         "Constant",
+        "Transpose",
     }
 )
+
+# The ops read on a channels-last map (between a Transpose to NHWC and the one back): those of
+# the last axis, the channels, as cnnspec's kinds compute them on an (H, W, C) map.
+CHANNELS_LAST_OPS = frozenset(
+    {
+        "LayerNormalization",
+        "MatMul",
+        "Add",
+        "Sum",
+        "Mul",
+        "Transpose",
+        "Identity",
+        "Dropout",
+        # element-wise activations, read by their entries
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "Elu",
+        "Sigmoid",
+        "Tanh",
+        "Gelu",
+        "HardSigmoid",
+        "HardSwish",
+    }
+)
+_CHANNELS_LAST = (
+    "cnnspec reads a map transposed to channels-last only through layers of its last axis, "
+    "the channels (layer_norm, dense, activations, a per-channel scale, a join of two such "
+    "maps), up to the transpose back"
+)
+_TO_NHWC, _TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 
 def read(path: Path) -> Network:
@@ -96,7 +141,12 @@ def read(path: Path) -> Network:
     return network_from_model(model, str(path))
 
 
-def network_from_model(model: Any, source: str) -> Network:
+def network_from_model(
+    model: Any, source: str, parameters: frozenset[str] = frozenset()
+) -> Network:
+    """The Network in ONNX `model`. `parameters` names the initializers that are learnt
+    (a PyTorch module's parameters, where the module is at hand): a per-channel multiply by
+    one is a layer_scale, an add of one after a MatMul the dense's bias."""
     import onnx
     from onnx import numpy_helper
 
@@ -115,10 +165,16 @@ def network_from_model(model: Any, source: str) -> Network:
         for v in [*graph.input, *graph.value_info, *graph.output]
     }
     reader = _Reader(constants, shapes, source)
+    reader.initializers = frozenset(constants)
+    reader.parameters = parameters
     reader.read(inputs[0].name, list(graph.node))
     if len(graph.output) != 1:
         reader.gaps.append(
             Gap("the graph", f"{len(graph.output)} outputs", "a cnnspec model has one output")
+        )
+    elif graph.output[0].name in reader.channels_last:
+        reader.gaps.append(
+            Gap("the graph", "a channels-last output", "transpose it back: " + _CHANNELS_LAST)
         )
     if reader.gaps:
         raise ImportFailure("the model uses what cnnspec cannot express", _by_module(reader.gaps))
@@ -153,6 +209,11 @@ class _Reader:
         self.declared: set[str] = set()
         # The initializer a folded constant came from (`stage1.gamma` through an Unsqueeze).
         self.origins: dict[str, str] = {}
+        # The file's initializers, and those of them that are learnt (see network_from_model).
+        self.initializers: frozenset[str] = frozenset()
+        self.parameters: frozenset[str] = frozenset()
+        # The ONNX values that hold a map transposed to channels-last (NHWC).
+        self.channels_last: set[str] = set()
 
     # ---- values
 
@@ -172,7 +233,19 @@ class _Reader:
         if not shape or any(d is None for d in shape[1:]):
             return None
         dims = shape[1:]
-        return (dims[1], dims[2], dims[0]) if len(dims) == 3 else tuple(dims)
+        if len(dims) == 3 and value not in self.channels_last:
+            return (dims[1], dims[2], dims[0])
+        return tuple(dims)
+
+    def origin(self, name: str) -> str:
+        """The initializer a constant input came from (itself, where it is one)."""
+        return self.origins.get(name, name)
+
+    def learnt(self, name: str) -> bool:
+        """Whether constant input `name` is a weight the file holds (an initializer, or made
+        of one), not a Constant node's value (such as the ones of a LayerNorm without
+        elementwise_affine)."""
+        return self.origin(name) in self.initializers
 
     # ---- naming
 
@@ -292,14 +365,40 @@ class _Reader:
                 continue
             if node.op_type == "Identity" and node.input[0] in self.constants:
                 self.constants[node.output[0]] = self.constants[node.input[0]]
+                self.origins[node.output[0]] = self.origin(node.input[0])
                 continue
+            last = self.layout(node)
+            if last is None:
+                continue  # refused
             chain = self.keras_order(node, consumers) or self.entry_chain(
                 node, readers.get(node.op_type, []), consumers, taken
             )
             if chain is not None:
                 taken.update(id(n) for n in chain)
+                if last:
+                    self.channels_last.add(chain[-1].output[0])
                 continue
             self.node(node, np)
+            if last and node.op_type != "Transpose":
+                self.channels_last.add(node.output[0])
+
+    def layout(self, node: Any) -> bool | None:
+        """Whether `node` reads a channels-last map (then its output is one too); None,
+        with a gap, where it reads one with an op that is not of the channels, or joins one
+        with a channels-first map."""
+        data = [i for i in node.input if i and i not in self.constants]
+        found = {i in self.channels_last for i in data}
+        if True not in found:
+            return False
+        if node.op_type not in CHANNELS_LAST_OPS:
+            self.gap(node, f"ONNX op {node.op_type} on a channels-last map", _CHANNELS_LAST)
+            return None
+        if len(found) > 1:
+            self.gap(
+                node, f"{node.op_type} of a channels-last and a channels-first map", _CHANNELS_LAST
+            )
+            return None
+        return True
 
     def keras_order(self, first: Any, consumers: dict[str, list[Any]]) -> list[Any] | None:
         """The reorder cnnspec's export writes where a vector flattened from a map is used in
@@ -443,6 +542,10 @@ class _Reader:
                 self.conv(node, attrs, sources, np)
             case "BatchNormalization":
                 self.batchnorm(node, attrs, sources)
+            case "LayerNormalization":
+                self.layer_norm(node, sources)
+            case "Transpose":
+                self.transpose(node, attrs, sources)
             case "Add" | "Sum" | "Mul" | "Concat":
                 self.join(node, attrs, sources, np)
             case "MaxPool" | "AveragePool":
@@ -590,6 +693,83 @@ class _Reader:
         self.tensors[f"{name}.running_mean"] = mean
         self.tensors[f"{name}.running_var"] = var
 
+    def layer_norm(self, node: Any, sources: list[str]) -> None:
+        """nn.LayerNorm(C) of a vector, or of a map permuted to channels-last (ConvNeXt's,
+        torchvision's LayerNorm2d): layer_norm, with Scale and B as its weight and bias."""
+        try:
+            args = REGISTRY["layer_norm"].from_onnx([self.view(node)])
+        except ImportGap as gap:
+            self.gap(node, gap.what, gap.why)
+            return
+        if args is None:  # pragma: no cover - the entry reads every one-axis LayerNormalization
+            self.gap(node, "LayerNormalization", "cnnspec's layer_norm is not this")
+            return
+        if any(self.users.get(extra) for extra in node.output[1:] if extra):
+            self.gap(
+                node,
+                "LayerNormalization's mean or inverse deviation used",
+                "cnnspec's layer_norm gives its normalized output alone",
+            )
+            return
+        rank = len(self.shapes.get(node.input[0]) or [])
+        if rank != 2 and not (rank == 4 and node.input[0] in self.channels_last):
+            what = (
+                "LayerNormalization of the width of a channels-first map"
+                if rank == 4
+                else f"LayerNormalization of a {f'rank-{rank}' if rank else 'shapeless'} tensor"
+            )
+            self.gap(
+                node,
+                what,
+                "cnnspec's layer_norm normalizes the channels: of a vector, or of a map "
+                "permuted to channels-last (x.permute(0, 2, 3, 1)) and back",
+            )
+            return
+        scale = node.input[1] if len(node.input) > 1 else ""
+        bias = node.input[2] if len(node.input) > 2 else ""
+        has_scale = bool(scale) and self.constant(scale) is not None and self.learnt(scale)
+        has_bias = bool(bias) and self.constant(bias) is not None and self.learnt(bias)
+        if not (has_scale and has_bias):
+            missing = (
+                "a learnt scale and shift (elementwise_affine=False)"
+                if not has_scale
+                else "a learnt shift (bias=False)"
+            )
+            self.gap(
+                node,
+                f"LayerNormalization without {missing}",
+                "cnnspec's layer_norm learns a scale and a shift per channel",
+            )
+            return
+        name = self.name_for(node, self.origin(scale))
+        self.add(node, "layer_norm", args, sources, name)
+        self.tensors[f"{name}.weight"] = self.constant(scale).reshape(-1)
+        self.tensors[f"{name}.bias"] = self.constant(bias).reshape(-1)
+
+    def transpose(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        """A map to channels-last and back reads as nothing (see CHANNELS_LAST_OPS)."""
+        perm = list(attrs.get("perm", []))
+        value = node.input[0]
+        last = value in self.channels_last
+        if sources[0] != INPUT and sources[0] not in self.by_name:
+            # Of a value whose node was refused: that refusal is the cause.
+            self.aliases[node.output[0]] = sources[0]
+            return
+        if perm == _TO_NHWC and not last and len(self.shapes.get(value) or []) == 4:
+            self.aliases[node.output[0]] = sources[0]
+            self.channels_last.add(node.output[0])
+            return
+        if perm == _TO_NCHW and last:
+            self.aliases[node.output[0]] = sources[0]
+            return
+        self.gap(
+            node,
+            f"Transpose {perm} of a {'channels-last' if last else 'channels-first'} "
+            f"{'map' if len(self.shapes.get(value) or []) == 4 else 'tensor'}",
+            "cnnspec's maps are channels-last throughout: it reads a map permuted to "
+            "channels-last (0, 2, 3, 1) and back (0, 3, 1, 2) around layers of the channels",
+        )
+
     def join(self, node: Any, attrs: dict[str, Any], sources: list[str], np: Any) -> None:
         op = node.op_type
         if op == "Concat" and attrs.get("axis") not in (1, -3):
@@ -640,14 +820,12 @@ class _Reader:
         rescaling (an offset after a scale joins it: cnnspec's `<name>_scaled`, then `<name>`)."""
         constant_name = next(i for i in node.input if i in self.constants)
         value = np.asarray(self.constants[constant_name], dtype=np.float32)
-        origin = self.origins.get(constant_name, constant_name)
-        channels = self.hwc(node.input[0] if node.input[0] not in self.constants else node.input[1])
+        origin = self.origin(constant_name)
+        data = next(i for i in node.input if i and i not in self.constants)
+        channels = self.hwc(data)
         per_channel = channels[-1] if channels else None
-        if value.size not in (1, per_channel) or (
-            value.size > 1
-            and value.ndim > 1
-            and any(d != 1 for d in value.shape[-2:])
-            and value.ndim >= 3
+        if value.size not in (1, per_channel) or not _broadcasts_per_channel(
+            value.shape, len(self.shapes.get(data) or []), data in self.channels_last
         ):
             self.gap(
                 node,
@@ -656,14 +834,17 @@ class _Reader:
             )
             return
         flat = value.reshape(-1)
-        if node.op_type == "Mul" and origin.endswith(".weight"):
+        previous = self.by_name.get(source)
+        if node.op_type == "Add" and self.dense_bias(node, previous, origin, flat):
+            return
+        learnt = origin in self.parameters and value.size == per_channel
+        if node.op_type == "Mul" and (origin.endswith(".weight") or learnt):
             name = self.unique(identifier(origin.removesuffix(".weight")))
             self.add(node, "layer_scale", {}, [source], name)
             self.tensors[f"{name}.weight"] = flat.reshape(-1)
             return
         numbers = tuple(float32(v) for v in flat)
         amount = numbers[0] if len(numbers) == 1 else numbers
-        previous = self.by_name.get(source)
         if node.op_type == "Add":
             name = self.name_for(node)
             if (
@@ -681,6 +862,27 @@ class _Reader:
             self.add(node, "rescaling", {"scale": 1.0, "offset": amount}, [source], name)
             return
         self.add(node, "rescaling", {"scale": amount, "offset": 0.0}, [source])
+
+    def dense_bias(self, node: Any, dense: Layer | None, origin: str, flat: Any) -> bool:
+        """An Add of a learnt vector (`<linear>.bias`, or a parameter) to a MatMul's dense,
+        which feeds nothing else: nn.Linear's bias, as torch writes it for inputs of more than
+        two axes. The dense gets it; True where it did."""
+        if (
+            dense is None
+            or dense.kind != "dense"
+            or dense.args.get("use_bias")
+            or not dense.origin.endswith("(MatMul)")
+            or dense.name in self.declared
+            or node.doc_string.startswith("cnnspec ")  # a layer of its own in a spec
+            or not (origin.endswith(".bias") or origin in self.parameters)
+            or flat.shape != (dense.args["units"],)
+            or self.users.get(_output_of(dense, self.aliases), 1) != 1
+        ):
+            return False
+        dense.args["use_bias"] = True
+        self.tensors[f"{dense.name}.bias"] = flat
+        self.aliases[node.output[0]] = dense.name
+        return True
 
     def pool(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         kernel = tuple(attrs["kernel_shape"])
@@ -892,12 +1094,28 @@ class _Reader:
             self.tensors[f"{name}.bias"] = bias.reshape(-1)
 
     def matmul(self, node: Any, sources: list[str]) -> None:
+        """A dense layer without its bias (an Add after it may be that: see `affine`), on a
+        vector or on a channels-last map (nn.Linear on a permuted map, as ConvNeXt's)."""
         weight = self.constant(node.input[1])
         shape = self.hwc(node.input[0])
-        if weight is None or weight.ndim != 2 or shape is None or len(shape) != 1:
-            self.gap(node, "MatMul", "cnnspec multiplies a feature vector by a weight matrix")
+        of_channels = shape is not None and (
+            len(shape) == 1 or (len(shape) == 3 and node.input[0] in self.channels_last)
+        )
+        if (
+            weight is None
+            or weight.ndim != 2
+            or shape is None
+            or not of_channels
+            or weight.shape[0] != shape[-1]
+        ):
+            self.gap(
+                node,
+                "MatMul",
+                "cnnspec multiplies a feature vector, or a map's channels (permuted "
+                "channels-last), by a weight matrix",
+            )
             return
-        name = self.name_for(node, node.input[1])
+        name = self.name_for(node, self.origin(node.input[1]))
         self.add(
             node,
             "dense",
@@ -1038,6 +1256,22 @@ def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | 
             # interpolate without constant folding).
             return np.concatenate([np.asarray(v) for v in values], axis=attrs.get("axis", 0))
     return None
+
+
+def _broadcasts_per_channel(shape: tuple[int, ...], rank: int, channels_last: bool) -> bool:
+    """Whether a constant of `shape` broadcasts over a value of `rank` axes along its
+    channels alone: (C, 1, 1) over an NCHW map, (C,) over a vector or a channels-last map
+    (leading ones aside); any shape of one value broadcasts over all."""
+    if not shape or all(d == 1 for d in shape):
+        return True
+    if len(shape) > rank:
+        return False
+    trailing = 3 if rank == 4 and not channels_last else 1
+    if len(shape) < trailing:
+        return False  # over an NCHW map, a (C,) vector would broadcast over the width
+    return all(d == 1 for d in shape[: len(shape) - trailing]) and all(
+        d == 1 for d in shape[len(shape) - trailing + 1 :]
+    )
 
 
 def _output_of(layer: Layer, aliases: dict[str, str]) -> str:

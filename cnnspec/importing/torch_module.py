@@ -94,7 +94,10 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
         ) from None
     from cnnspec.importing.onnx_file import network_from_model
 
-    network = network_from_model(onnx.load_from_string(buffer.getvalue()), target)
+    # The learnt initializers: a per-channel multiply by one (ConvNeXt's gamma) is a
+    # layer_scale, where a buffer's is a constant rescaling.
+    parameters = frozenset(name for name, _ in model.named_parameters())
+    network = network_from_model(onnx.load_from_string(buffer.getvalue()), target, parameters)
     network.name = factory_name
     trainable = sum(p.numel() for p in model.parameters())
     buffers = sum(

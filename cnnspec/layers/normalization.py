@@ -1,7 +1,7 @@
 """Normalisation layers: batchnorm, layer_norm, and normalization (fixed or adaptable
 per-channel statistics, as a model's own preprocessing)."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar
 
 from cnnspec import codes
@@ -9,6 +9,7 @@ from cnnspec.codegen import Call, Code
 from cnnspec.layers import keras_config
 from cnnspec.layers.base import format_shape
 from cnnspec.registry import (
+    ImportGap,
     KerasLayer,
     KerasReading,
     KerasWeight,
@@ -154,6 +155,7 @@ class BatchNorm(LayerArgs):
 @register
 class LayerNorm(LayerArgs):
     kind: ClassVar[str] = "layer_norm"
+    takes_tokens: ClassVar[bool] = True
     elementwise: ClassVar[bool] = True  # statistics over the last axis
     framework_names: ClassVar[tuple[str, ...]] = ("LayerNormalization", "LayerNorm")
     doc: ClassVar[str] = (
@@ -239,6 +241,30 @@ class LayerNorm(LayerArgs):
     def from_onnx_steps(cls, steps: Mapping[str, OnnxNode]) -> dict[str, Any] | None:
         epsilon = steps["shifted"].constants[1]  # variance + epsilon
         return {"epsilon": float32(epsilon.reshape(-1)[0])} if epsilon is not None else None
+
+    # torch.onnx.export writes nn.LayerNorm as ONNX's LayerNormalization op (opset 17 on). The
+    # ONNX reader reads that op itself (onnx_file.READER_OPS), since its Scale and B are the
+    # layer's tensors and its input must hold the channels last (a vector, or a map permuted
+    # channels-last), and asks this for the arguments: no `onnx_patterns`, so that no chain
+    # reads the op without its tensors.
+    @classmethod
+    def from_onnx(cls, chain: Sequence[OnnxNode]) -> dict[str, Any] | None:
+        """The arguments of one LayerNormalization node: its epsilon, where it normalizes
+        one axis, the last (nn.LayerNorm(C)); several (nn.LayerNorm((C, H, W))) are a gap."""
+        node = chain[-1]
+        if node.op_type != "LayerNormalization":
+            return None
+        axis = int(node.attributes.get("axis", -1))
+        rank = len(node.input_shape) if node.input_shape else None
+        last = axis == -1 or (rank is not None and axis % rank == rank - 1)
+        if not last:
+            count = f"{rank - axis % rank} axes" if rank else "the trailing axes"
+            raise ImportGap(
+                f"LayerNormalization over {count} (axis={axis})",
+                "cnnspec's layer_norm normalizes one axis, the last (the channels): "
+                "nn.LayerNorm(C) of a vector or of a map permuted channels-last",
+            )
+        return {"epsilon": float32(node.attributes.get("epsilon", 1e-5))}
 
 
 def _numbers(value: Any) -> Any:
