@@ -91,6 +91,12 @@ SETTINGS_CONFLICT: Final = _code(
     "layer settings conflict",
     "layer settings conflict (stride and dilation both above 1)",
 )
+NEEDS_TOKENS: Final = _code("E206", "layer needs tokens (N, D)")
+NO_TOKENS: Final = _code(
+    "E207",
+    "layer does not take tokens",
+    "layer does not take tokens (N, D): a map's or a vector's kind after patch_embed",
+)
 
 # data, training and evaluation
 UNKNOWN_METRIC: Final = _code("E301", "monitored metric does not exist")

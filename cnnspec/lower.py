@@ -847,6 +847,7 @@ class ModelLowering:
         if all(s is not None for s in shapes):
             known: list[Shape] = [s for s in shapes if s is not None]
             try:
+                refuse_tokens(layer, known)
                 node.output_shape = layer.output_shape(known)
             except ShapeError as error:
                 where = layer.span_of(error.field) if error.field else span
@@ -1047,7 +1048,10 @@ class ModelLowering:
                 f"residual cannot join its input {format_shape(x.shape)} "
                 f"with its body's output {format_shape(target)}",
                 item.key.span,
-                "a 1x1 projection needs (H, W, C) tensors on both paths",
+                f"on tokens the body must give back {format_shape(x.shape)}, as a ViT's "
+                f"blocks end in dense({x.shape[-1]})"
+                if len(x.shape) == 2
+                else "a 1x1 projection needs (H, W, C) tensors on both paths",
             )
             return Tensor(x.source, None, None)
         strides = [
@@ -1091,6 +1095,31 @@ def _projection_stride(size: int, out: int) -> int | None:
         return None
     stride = -(-size // out)
     return stride if (size - 1) // stride + 1 == out else None
+
+
+def refuse_tokens(layer: LayerArgs, inputs: list[Shape]) -> None:
+    """Tokens (N, D) go only into the kinds that take them (`LayerArgs.takes_tokens`): any
+    other kind reads a rank-2 shape as something it is not."""
+    if not any(len(shape) == 2 for shape in inputs):
+        return
+    shape = next(s for s in inputs if len(s) == 2)
+    activation = layer.fused_activation()
+    if layer.takes_tokens and activation is not None and not activation.takes_tokens:
+        raise ShapeError(
+            codes.NO_TOKENS,
+            f"{layer.kind}'s activation {activation.kind} does not take tokens "
+            f"{format_shape(shape)}: it would act across the tokens",
+            "pool the tokens first: token_pool(), then the dense layer with the activation",
+            field="activation",
+        )
+    if layer.takes_tokens:
+        return
+    takers = ", ".join(k for k, cls in sorted(REGISTRY.items()) if cls.takes_tokens and not cls.is_activation and not cls.internal)
+    raise ShapeError(
+        codes.NO_TOKENS,
+        f"{layer.kind} does not take tokens, but gets {format_shape(shape)}",
+        f"on tokens: {takers}, activations and residual {{ }}; token_pool() makes them a vector",
+    )
 
 
 def _receptive_field(

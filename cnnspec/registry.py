@@ -16,7 +16,8 @@ from cnnspec.diagnostics import ErrorCode, did_you_mean
 from cnnspec.schema import Before, Field, Problem
 
 Shape = tuple[int, ...]
-"""A tensor shape without the batch axis, in Keras order: (H, W, C) or (C,)."""
+"""A tensor shape without the batch axis, in Keras order: a map (H, W, C), tokens (N, D) or a
+vector (C,)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,9 @@ class LayerArgs(Bound):
     # map's order (HWC in Keras, CHW in the canonical weights) through such layers alone; a
     # kind that keeps the shape but moves values between positions (channel_shuffle) is not.
     elementwise: ClassVar[bool] = False
+    # Takes tokens (N, D) (cnnspec.layers.tokens): a kind that acts on the last axis alone, the
+    # same in every backend on (batch, N, D). The checker refuses tokens to any other (E207).
+    takes_tokens: ClassVar[bool] = False
 
     def output_shape(self, inputs: list[Shape]) -> Shape:
         return inputs[0]

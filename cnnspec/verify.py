@@ -21,7 +21,6 @@ import numpy as np
 
 from cnnspec.backends import REGISTRY
 from cnnspec.ir import Spec
-from cnnspec.registry import ACTIVATION_SUFFIX
 
 
 @dataclass
@@ -162,8 +161,11 @@ def _keras(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Repor
 
     model = script.build_model()
     report.counts["keras"] = (_size(model.trainable_weights), _size(model.non_trainable_weights))
+    from cnnspec.backends.keras import output_layer
+
+    outputs = {node.name: output_layer(node) for node in spec.model.nodes}
     for node in spec.model.nodes:
-        shape = tuple(model.get_layer(node.name).output.shape[1:])
+        shape = tuple(model.get_layer(outputs[node.name]).output.shape[1:])
         if shape != node.output_shape:
             report.shape_mismatches.append(
                 f"keras: {node.name} is {shape}, the checker says {node.output_shape}"
@@ -174,8 +176,7 @@ def _keras(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Repor
 
     def per_layer() -> dict[str, np.ndarray]:
         names = [n.name for n in spec.model.nodes]
-        known = {layer.name for layer in model.layers}
-        chosen = [n + ACTIVATION_SUFFIX if n + ACTIVATION_SUFFIX in known else n for n in names]
+        chosen = [outputs[n] for n in names]
         probe = keras.Model(model.input, [model.get_layer(n).output for n in chosen])
         values = probe(nhwc, training=False)
         return {n: np.asarray(v) for n, v in zip(names, values, strict=True)}

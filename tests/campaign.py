@@ -73,6 +73,10 @@ FORMS = {
     "named layer": r"name=",
     "defined block": r"^define d\d+\(k",
     "expression argument": r"k \* 2|k \+ 1",
+    "vision transformer": r"patch_embed\(",
+    "attention on tokens": r"patch_embed\(.*attention\(",
+    "class token, read out": r"class_token\(\).*token_pool\(class\)",
+    "mean of tokens": r"token_pool\(mean\)",
 }
 
 
@@ -254,6 +258,62 @@ class Writer:
 
     def dense(self) -> str:
         return self.call("dense", [str(self.rng.randint(1, 12))], self.conv_extras())
+
+    # ---- tokens (a ViT's kinds): shape-unaware here as everywhere; `vit` writes them in order.
+
+    def patch_embed(self, dim: int | None = None, patch: str | None = None) -> str:
+        size = str(dim or self.rng.randint(1, 12))
+        return self.call("patch_embed", [size], {"patch": patch or self.pair(1, 4)})
+
+    def class_token(self) -> str:
+        return "class_token()"
+
+    def position_embedding(self) -> str:
+        return "position_embedding()"
+
+    def attention(self, dim: int | None = None) -> str:
+        heads = [h for h in range(1, 5) if dim and dim % h == 0] or [self.rng.randint(1, 4)]
+        return self.call("attention", [str(self.rng.choice(heads))], {})
+
+    def token_pool(self) -> str:
+        return self.call("token_pool", [self.rng.choice(["class", "mean"])], {})
+
+    def vit(self, h: int, w: int) -> list[str]:
+        """A small Vision Transformer's body: patches of a size that divides the input, a class
+        token and position embeddings now and then, pre-norm residuals of attention and of a
+        dense MLP, and the tokens pooled (or flattened) at the end."""
+        dim = self.rng.randint(1, 6) * self.rng.choice([1, 2, 4])
+        patch = (
+            self.rng.choice([p for p in range(1, 5) if h % p == 0]),
+            self.rng.choice([p for p in range(1, 5) if w % p == 0]),
+        )
+        written = str(patch[0]) if patch[0] == patch[1] else f"({patch[0]}, {patch[1]})"
+        body = [self.patch_embed(dim, written)]
+        classed = self.chance(0.6)
+        if classed:
+            body.append(self.class_token())
+        if self.chance(0.7):
+            body.append(self.position_embedding())
+        for _ in range(self.rng.randint(1, 3)):
+            roll = self.rng.random()
+            norm = self.layer_norm() if self.chance(0.8) else ""
+            if roll < 0.4:
+                body.append(f"residual {{ {norm} {self.attention(dim)} }}")
+            elif roll < 0.7:
+                act = self.rng.choice(["gelu", "relu", "swish", "gelu(approximate=true)"])
+                hidden = self.rng.randint(1, 16)
+                mlp = f"dense({hidden}, activation={act}) {self.dropout()} dense({dim})"
+                body.append(f"residual {{ {norm} {mlp} }}")
+            else:
+                body.append(
+                    self.rng.choice(
+                        [self.dense(), self.dropout(), self.layer_norm(), self.attention(dim)]
+                    )
+                )
+                dim = int(re.findall(r"\d+", body[-1])[0]) if body[-1].startswith("dense") else dim
+        if self.chance(0.85):
+            body.append(f"token_pool({self.rng.choice(['class'] * classed + ['mean'])})")
+        return body
 
     def relu(self) -> str:
         return "relu()"
@@ -473,6 +533,8 @@ class Writer:
             lines.append(f"  backbone {name}(weights=none, pooling={pooling})")
             if pooling == "none" and self.chance(0.5):
                 lines.append("  " + self.layer(kinds))
+        elif self.chance(0.06):
+            lines += ["  " + item for item in self.vit(h, w)]
         else:
             lines += ["  " + item for item in self.items(kinds, 0, 1, 6)]
         head, data = self.head()

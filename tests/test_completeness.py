@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
+from cnnspec import codes
 from cnnspec.backends import REGISTRY as BACKENDS
 from cnnspec.backends import keras as keras_backend
 from cnnspec.backends import pytorch as pytorch_backend
 from cnnspec.codegen import Call, Code
 from cnnspec.emitters import Emitters, tables
-from cnnspec.registry import REGISTRY, LayerArgs, Unsupported, emitting
+from cnnspec.registry import REGISTRY, LayerArgs, ShapeError, Unsupported, emitting
 from tests.test_build import _RecordingBuilder
 
 # Samples of the entries whose arguments have no default.
@@ -32,6 +33,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "rescaling": {"scale": 0.5},
     "reshape": {"target": (-1,)},
     "channel_shuffle": {"groups": 3},
+    "patch_embed": {"dim": 4, "patch": 2},
+    "attention": {"heads": 1},
     "rotation": {"degrees": 10.0},
     "adam": {"lr": 0.001},
     "adamw": {"lr": 0.001},
@@ -41,6 +44,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "exponential": {"rate": 0.9},
 }
 MAP = (8, 8, 3)
+TOKENS = (16, 8)
+
+
+def sample_input(layer: Any, arity: int) -> tuple[int, ...]:
+    """An (8, 8, 3) map, or (16, 8) tokens for the kinds that take nothing else."""
+    try:
+        layer.output_shape([MAP] * arity)
+    except ShapeError as error:
+        if error.code == codes.NEEDS_TOKENS:
+            return TOKENS
+    return MAP
 
 
 def sample(kind: str, entry: type) -> Any:
@@ -66,7 +80,7 @@ def test_every_entry_of_every_registry_has_an_emitter(backend_name: str) -> None
 @pytest.mark.parametrize("kind", sorted(REGISTRY))
 def test_every_layer_emitter_writes_a_well_formed_layer(kind: str) -> None:
     """Each layer's emitters, called through the tables on the kind's defaults on an (8, 8, 3)
-    map: one Keras layer carries the node's name, the helpers they name exist, the ONNX
+    map (or (16, 8) tokens): one Keras layer carries the node's name, the helpers they name exist, the ONNX
     emitter reads exactly the canonical tensors the layer declares, and Keras's weights map
     onto exactly those tensors."""
     cls = REGISTRY[kind]
@@ -76,7 +90,8 @@ def test_every_layer_emitter_writes_a_well_formed_layer(kind: str) -> None:
     for helper in layer.keras_helpers():
         assert helper in keras_backend.HELPERS, helper
     arity = 2 if cls.arity is None else cls.arity
-    torch_layer = tables("pytorch")["layers"].emit(layer, [MAP] * arity)
+    shape = sample_input(layer, arity)
+    torch_layer = tables("pytorch")["layers"].emit(layer, [shape] * arity)
     assert torch_layer.module is not None or "{module}" not in torch_layer.apply
     for helper in torch_layer.helpers:
         assert helper in pytorch_backend.HELPERS, helper
@@ -84,9 +99,9 @@ def test_every_layer_emitter_writes_a_well_formed_layer(kind: str) -> None:
         assert "\0" in repr(layer.torch_function())
     recorder = _RecordingBuilder()
     inputs = [f"in{i}" for i in range(arity)]
-    output = tables("onnx")["layers"].emit(layer, recorder, "node", inputs, [MAP] * arity)
+    output = tables("onnx")["layers"].emit(layer, recorder, "node", inputs, [shape] * arity)
     assert output in {*recorder.outputs, *inputs}
-    shapes = layer.weight_shapes([MAP] * arity)
+    shapes = layer.weight_shapes([shape] * arity)
     assert recorder.weights == {f"node.{suffix}" for suffix in shapes}
     assert {w.suffix for w in layer.keras_weights()} == set(shapes)
     for suffix in shapes:

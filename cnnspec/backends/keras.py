@@ -506,6 +506,15 @@ def keras_class(node: Node) -> str:
     return named.call.func.rsplit(".", 1)[-1]
 
 
+def output_layer(node: Node) -> str:
+    """The name of the Keras layer that gives a node's output: the last of the layers it
+    becomes (`<node>_act` after a convolution's activation, `<node>_tokens` after
+    patch_embed's convolution)."""
+    with emitting("keras", node.span):
+        last = LAYERS.emit(node.layer)[-1]
+    return node.name + last.suffix
+
+
 def weight_table(graph: Graph, nodes: Iterable[Node]) -> list[tuple[str, tuple[KerasWeight, ...]]]:
     """Each Keras layer class that carries weights among `nodes`, with its weights (in Keras's
     order), merged over the nodes that use it."""

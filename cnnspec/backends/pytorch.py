@@ -652,6 +652,8 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "rescale_channels": ("rescale_channels",),
     "DropPath": ("DropPath",),
     "LayerScale": ("LayerScale",),
+    "ClassToken": ("ClassToken",),
+    "PositionEmbedding": ("PositionEmbedding",),
     "AvgPool2dSame": ("AvgPool2dSame",),
 }
 

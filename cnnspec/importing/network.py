@@ -130,7 +130,46 @@ def fold_activations(network: Network) -> None:
                 layer.inputs = pad.inputs
                 dropped.add(pad.name)
     network.layers = [layer for layer in network.layers if layer.name not in dropped]
+    _fold_patch_embeddings(network)
     _fold_hard_sigmoids(network)
+
+
+def _fold_patch_embeddings(network: Network) -> None:
+    """cnnspec's Keras patch_embed: a Conv2D with kernel and stride the patch, then a Reshape
+    of its positions into tokens named `<conv>_tokens`: one patch_embed, named as the conv."""
+    consumers = network.consumers()
+    producer = network.producer()
+    dropped: set[str] = set()
+    for layer in network.layers:
+        conv = producer.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+        target = layer.args.get("target", ())
+        if (
+            conv is None
+            or layer.kind != "reshape"
+            or layer.name != f"{conv.name}_tokens"
+            or conv.kind != "conv2d"
+            or len(target) != 2
+            or len(consumers.get(conv.name, [])) != 1
+        ):
+            continue
+        args = conv.args
+        kernel = args.get("kernel")
+        plain = (
+            args.get("stride") == kernel
+            and args.get("padding", "valid") == "valid"
+            and args.get("activation") is None
+            and args.get("dilation", (1, 1)) in (1, (1, 1))
+            and args.get("groups", 1) == 1
+            and args.get("use_bias", True)
+            and not args.get("l2")
+        )
+        if not plain or target[-1] not in (-1, args.get("filters")):
+            continue
+        conv.kind = "patch_embed"
+        conv.args = {"dim": args["filters"], "patch": kernel}
+        _rename(network, layer.name, conv.name)
+        dropped.add(layer.name)
+    network.layers = [layer for layer in network.layers if layer.name not in dropped]
 
 
 def _fold_hard_sigmoids(network: Network) -> None:

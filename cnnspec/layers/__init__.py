@@ -43,14 +43,17 @@ from cnnspec.layers.pooling import (
     ZeroPad,
 )
 from cnnspec.layers.resampling import ChannelShuffle, Upsample
+from cnnspec.layers.tokens import Attention, ClassToken, PatchEmbed, PositionEmbedding, TokenPool
 
 __all__ = [
     "ELU",
     "GELU",
     "Add",
+    "Attention",
     "AvgPool",
     "BatchNorm",
     "ChannelShuffle",
+    "ClassToken",
     "Concat",
     "Conv2D",
     "Crop",
@@ -68,6 +71,8 @@ __all__ = [
     "MaxPool",
     "Multiply",
     "Normalization",
+    "PatchEmbed",
+    "PositionEmbedding",
     "ReLU",
     "ReLU6",
     "Rescaling",
@@ -79,6 +84,7 @@ __all__ = [
     "StochasticDepth",
     "Swish",
     "Tanh",
+    "TokenPool",
     "Upsample",
     "ZeroPad",
     "format_shape",

@@ -25,6 +25,7 @@ from cnnspec.registry import (
 
 class _Activation(LayerArgs):
     is_activation: ClassVar[bool] = True
+    takes_tokens: ClassVar[bool] = True
     elementwise: ClassVar[bool] = True  # softmax: statistics over the last axis
     # Keras's name for this activation as an `activation=` string, when it means the same.
     keras_string: ClassVar[str | None] = None
@@ -225,6 +226,7 @@ class Tanh(_Activation):
 @register
 class Softmax(_Activation):
     kind: ClassVar[str] = "softmax"
+    takes_tokens: ClassVar[bool] = False  # over dim 1: the channels of NCHW
     framework_names: ClassVar[tuple[str, ...]] = ("Softmax",)
     torch_name: ClassVar[str] = "torch.softmax"
     doc: ClassVar[str] = "Normalised exponential over the last axis; a multi-class output."

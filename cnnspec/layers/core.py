@@ -49,6 +49,7 @@ from cnnspec.schema import Before, Problem
 class Dropout(LayerArgs):
     kind: ClassVar[str] = "dropout"
     elementwise: ClassVar[bool] = True
+    takes_tokens: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Dropout",)
     doc: ClassVar[str] = "Zeroes a fraction `rate` of the units during training."
     positional: ClassVar[tuple[str, ...]] = ("rate",)
@@ -110,6 +111,7 @@ class SpatialDropout(LayerArgs):
 @register
 class Flatten(LayerArgs):
     kind: ClassVar[str] = "flatten"
+    takes_tokens: ClassVar[bool] = True  # (N, D) to (N * D,), token by token everywhere
     framework_names: ClassVar[tuple[str, ...]] = ("Flatten",)
     doc: ClassVar[str] = "Flattens (H, W, C) to (H*W*C,), in Keras's channels-last order."
 
@@ -140,6 +142,7 @@ class Flatten(LayerArgs):
 @register
 class Dense(LayerArgs):
     kind: ClassVar[str] = "dense"
+    takes_tokens: ClassVar[bool] = True
     aliases: ClassVar[dict[str, str]] = {"kernel_regularizer": "l2", "bias": "use_bias"}
     framework_names: ClassVar[tuple[str, ...]] = ("Dense", "Linear")
     doc: ClassVar[str] = "Fully connected layer over the last axis."
@@ -200,6 +203,11 @@ class Dense(LayerArgs):
         bias = [graph.weight(f"{name}.bias")] if self.use_bias else []
         if len(shapes[0]) == 1:
             y = graph.op("Gemm", [inputs[0], weight, *bias], name, transB=1)
+        elif len(shapes[0]) == 2:
+            # Tokens (batch, N, D): the last axis already, as in every framework.
+            kernel = graph.op("Transpose", [weight], f"{name}_kernel", perm=[1, 0])
+            y = graph.op("MatMul", [inputs[0], kernel], f"{name}_matmul")
+            y = graph.op("Add" if bias else "Identity", [y, *bias], name)
         else:
             # On an (H, W, C) map Keras's Dense acts on the channels at every position.
             last = graph.op("Transpose", inputs, f"{name}_nhwc", perm=[0, 2, 3, 1])
@@ -212,7 +220,7 @@ class Dense(LayerArgs):
             self.activation.onnx_apply(graph, name + ACTIVATION_SUFFIX, y) if self.activation else y
         )
 
-    # On a map (on a vector, a Gemm, which the ONNX reader reads with its weights).
+    # On a map or tokens (on a vector, a Gemm, which the ONNX reader reads with its weights).
     onnx_steps: ClassVar[OnnxSteps | None] = OnnxSteps(
         every=("nhwc", "kernel", "matmul", "bias"),
         signatures=(("matmul",),),
@@ -225,7 +233,7 @@ class Dense(LayerArgs):
         weight = kernel.constants[0] if kernel is not None else None
         if weight is None:
             return None
-        return {"units": int(weight.shape[0]), "activation": None, "use_bias": "bias" in steps}
+        return {"units": int(weight.shape[0]), "activation": None, "use_bias": "bias" in steps or steps[""].op_type == "Add"}
 
     keras_classes: ClassVar[tuple[str, ...]] = ("Dense",)
 
@@ -377,8 +385,8 @@ class LayerScale(LayerArgs):
 
 
 def _target(value: Any) -> Any:
-    """`8`, `(1, 1, 8)` or `1x1x8`: a vector's length or a map's (H, W, C), -1 for one
-    axis to infer."""
+    """`8`, `(1, 1, 8)`, `(-1, 64)` or `1x1x8`: a vector's length, tokens' (N, D) or a
+    map's (H, W, C), -1 for one axis to infer."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value,)
     if not (
@@ -386,10 +394,10 @@ def _target(value: Any) -> Any:
         and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         raise Problem("must be a shape such as (1, 1, 64), 4x4x8 or 256")
-    if len(value) not in (1, 3):
+    if len(value) not in (1, 2, 3):
         raise Problem(
-            f"must have 1 or 3 axes, not {len(value)}",
-            hint="a vector (C,) or a map (H, W, C), without the batch axis",
+            f"must have 1, 2 or 3 axes, not {len(value)}",
+            hint="a vector (C,), tokens (N, D) or a map (H, W, C), without the batch axis",
         )
     if any(v < 1 and v != -1 for v in value) or list(value).count(-1) > 1:
         raise Problem(
@@ -402,12 +410,14 @@ def _target(value: Any) -> Any:
 @register
 class Reshape(LayerArgs):
     kind: ClassVar[str] = "reshape"
+    takes_tokens: ClassVar[bool] = True
     elementwise: ClassVar[bool] = True  # keeping the shape, it is the identity
     framework_names: ClassVar[tuple[str, ...]] = ("Reshape",)
     doc: ClassVar[str] = (
-        "Gives the elements (in Keras's channels-last order) a new shape: a vector (C,) or a "
-        "map (H, W, C), with -1 for one size to infer, as `reshape((1, 1, 64))` after global "
-        "pooling."
+        "Gives the elements (in Keras's channels-last order) a new shape: a vector (C,), "
+        "tokens (N, D) or a map (H, W, C), with -1 for one size to infer, as "
+        "`reshape((1, 1, 64))` after global pooling or `reshape((-1, 64))` for a map's "
+        "positions as tokens."
     )
     positional: ClassVar[tuple[str, ...]] = ("target",)
     aliases: ClassVar[dict[str, str]] = {"target_shape": "target"}
@@ -462,7 +472,7 @@ class Reshape(LayerArgs):
         target = graph.constant(
             f"{name}_shape", [0, *self.target], (len(self.target) + 1,), dtype="int64"
         )
-        if len(self.target) == 1:
+        if len(self.target) < 3:
             return graph.op("Reshape", [x, target], name)
         y = graph.op("Reshape", [x, target], f"{name}_nhwc_out")
         return graph.op("Transpose", [y], name, perm=[0, 3, 1, 2])

@@ -60,6 +60,7 @@ class _Merge(LayerArgs):
 @register
 class Add(_Merge):
     kind: ClassVar[str] = "add"
+    takes_tokens: ClassVar[bool] = True
     elementwise: ClassVar[bool] = True
     framework_names: ClassVar[tuple[str, ...]] = ("Add",)
     doc: ClassVar[str] = (

@@ -147,6 +147,96 @@ class ChannelShuffle(layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
+@keras.saving.register_keras_serializable(package="cnnspec")
+class ClassToken(layers.Layer):
+    """A ViT's class token: a learnt vector put before the tokens of each example."""
+
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            name="token", shape=(1, 1, input_shape[-1]), initializer="zeros"
+        )
+
+    def call(self, inputs):
+        shape = (keras.ops.shape(inputs)[0], 1, inputs.shape[-1])
+        token = keras.ops.broadcast_to(keras.ops.cast(self.token, inputs.dtype), shape)
+        return keras.ops.concatenate([token, inputs], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        count = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], count, input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class PositionEmbedding(layers.Layer):
+    """A ViT's learnt position embeddings, added to the tokens."""
+
+    def build(self, input_shape):
+        self.embedding = self.add_weight(
+            name="embedding",
+            shape=(1, *input_shape[1:]),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def call(self, inputs):
+        return inputs + keras.ops.cast(self.embedding, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class SelfAttention(layers.Layer):
+    """Multi-head self-attention over tokens, with torch.nn.MultiheadAttention's
+    weights: one projection to the queries, keys and values of every head (in_proj),
+    one out of the heads (out_proj)."""
+
+    def __init__(self, num_heads, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.in_proj_kernel = self.add_weight(
+            name="in_proj_kernel", shape=(dim, 3 * dim)
+        )
+        self.in_proj_bias = self.add_weight(
+            name="in_proj_bias", shape=(3 * dim,), initializer="zeros"
+        )
+        self.out_proj_kernel = self.add_weight(name="out_proj_kernel", shape=(dim, dim))
+        self.out_proj_bias = self.add_weight(
+            name="out_proj_bias", shape=(dim,), initializer="zeros"
+        )
+
+    def call(self, inputs):
+        count, dim = keras.ops.shape(inputs)[1], inputs.shape[-1]
+        qkv = keras.ops.matmul(inputs, self.in_proj_kernel) + self.in_proj_bias
+        # (batch, N, 3, heads, size): the layout dot_product_attention takes per part.
+        qkv = keras.ops.reshape(
+            qkv, (-1, count, 3, self.num_heads, dim // self.num_heads)
+        )
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        context = keras.ops.dot_product_attention(query, key, value)
+        context = keras.ops.reshape(context, (-1, count, dim))
+        return keras.ops.matmul(context, self.out_proj_kernel) + self.out_proj_bias
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads}
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class FirstToken(layers.Layer):
+    """The first token of each example: a ViT's class token, which its head reads."""
+
+    def call(self, inputs):
+        return inputs[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+
 def same_padding(x, kernel, stride):
     """The zeros TensorFlow's `same` padding adds around x for this window, as
     ((top, bottom), (left, right)): same_pads along each axis, the odd pixel after."""

@@ -251,6 +251,28 @@ class LayerScale(nn.Module):
         return x * self.weight.view((-1,) + (1,) * (x.dim() - 2))
 
 
+class ClassToken(nn.Module):
+    """A ViT's class token: a learnt vector put before the tokens of each example."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x):
+        return torch.cat([self.weight.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    """A ViT's learnt position embeddings, added to the tokens."""
+
+    def __init__(self, tokens, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, tokens, dim).normal_(std=0.02))
+
+    def forward(self, x):
+        return x + self.weight
+
+
 # --- The model.
 
 

@@ -118,6 +118,48 @@ class _Subsampled(layers.DepthwiseConv2D):
         return (batch, -(-height // self.step[0]), -(-width // self.step[1]), channels)
 
 
+class _ClassToken(layers.Layer):
+    """A learnt token before the others (random from the start, so that it shows)."""
+
+    def build(self, input_shape: Any) -> None:
+        self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="random_normal")
+
+    def call(self, inputs: Any) -> Any:
+        batch = keras.ops.shape(inputs)[0]
+        return keras.ops.concatenate([keras.ops.tile(self.token, (batch, 1, 1)), inputs], axis=1)
+
+
+class _PositionEmbedding(layers.Layer):
+    def build(self, input_shape: Any) -> None:
+        self.table = self.add_weight(shape=(1, *input_shape[1:]), initializer="random_normal")
+
+    def call(self, inputs: Any) -> Any:
+        return inputs + self.table
+
+
+class _SelfAttention(layers.Layer):
+    """Keras's own MultiHeadAttention, as self-attention (query, key and value the input),
+    its biases random from the start."""
+
+    def __init__(self, heads: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.heads = heads
+
+    def build(self, input_shape: Any) -> None:
+        self.attention = layers.MultiHeadAttention(
+            self.heads, input_shape[-1] // self.heads, bias_initializer="random_normal"
+        )
+        self.attention.build(input_shape, input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        return self.attention(inputs, inputs)
+
+
+class _FirstToken(layers.Layer):
+    def call(self, inputs: Any) -> Any:
+        return inputs[:, 0, :]
+
+
 def _layer(node: Node) -> layers.Layer:
     """The Keras layer of a single-input node other than a convolution."""
     a, name = node.layer, node.name
@@ -145,6 +187,18 @@ def _layer(node: Node) -> layers.Layer:
             kernel_regularizer=_regularizer(a.l2),
             name=name,
         )
+    if kind == "layer_norm":
+        return layers.LayerNormalization(epsilon=a.epsilon, name=name)
+    if kind == "class_token":
+        return _ClassToken(name=name)
+    if kind == "position_embedding":
+        return _PositionEmbedding(name=name)
+    if kind == "attention":
+        return _SelfAttention(a.heads, name=name)
+    if kind == "token_pool":
+        if a.mode == "mean":
+            return layers.GlobalAveragePooling1D(name=name)
+        return _FirstToken(name=name)
     if a.is_activation:
         return activation_layer(a, name)
     raise NotImplementedError(f"no Keras reference for layer kind {kind!r}")
@@ -170,6 +224,12 @@ def build_keras(graph: Graph) -> keras.Model:
         elif node.kind in ("conv2d", "depthwise_conv2d"):
             (x,) = args
             out = _conv(node, x)
+        elif node.kind == "patch_embed":
+            # The convolution as `<node>_conv`; the named layer is the reshape into tokens.
+            (x,) = args
+            a = node.layer
+            conv = layers.Conv2D(a.dim, a.patch, strides=a.patch, name=f"{node.name}_conv")(x)
+            out = layers.Reshape((-1, a.dim), name=node.name)(conv)
         else:
             (x,) = args
             out = _layer(node)(x)

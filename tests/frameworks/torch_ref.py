@@ -153,6 +153,77 @@ class Multiply(nn.Module):
         return out
 
 
+class PatchEmbed(nn.Module):
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)  # (B, D, H', W'), the positions row by row
+        return y.reshape(y.shape[0], y.shape[1], -1).permute(0, 2, 1)
+
+
+class ClassToken(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.repeat(x.shape[0], 1, 1), x], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    def __init__(self, count: int, dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(1, count, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written out: softmax(q k^T / sqrt(d)) v per head."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, count, dim = x.shape
+        size = dim // self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, count, self.heads, size).transpose(1, 2)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / size**0.5, dim=-1)
+        context = (weights @ v).transpose(1, 2).reshape(batch, count, dim)
+        return self.out(context)
+
+
+class TokenPool(nn.Module):
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0] if self.mode == "class" else x.mean(dim=1)
+
+
+class LayerNormLast(nn.Module):
+    """Layer norm over Keras's last axis: the channels of an NCHW map."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(x)
+
+
 def activation_module(act: LayerArgs | None) -> nn.Module | None:
     if act is None:
         return None
@@ -210,8 +281,22 @@ def make_module(node: Node, inputs: list[torch.Tensor]) -> nn.Module:
     if kind == "flatten":
         return FlattenNHWC()
     if kind == "dense":
-        linear = nn.Linear(x.shape[1], a.units, bias=a.use_bias)
+        linear = nn.Linear(x.shape[1] if x.dim() == 4 else x.shape[-1], a.units, bias=a.use_bias)
         return Dense(linear, activation_module(a.activation))
+    if kind == "patch_embed":
+        return PatchEmbed(nn.Conv2d(x.shape[1], a.dim, a.patch, stride=a.patch))
+    if kind == "class_token":
+        return ClassToken(x.shape[-1])
+    if kind == "position_embedding":
+        return PositionEmbedding(x.shape[1], x.shape[2])
+    if kind == "attention":
+        return SelfAttention(x.shape[-1], a.heads)
+    if kind == "layer_norm":
+        return LayerNormLast(
+            nn.LayerNorm(x.shape[1] if x.dim() == 4 else x.shape[-1], eps=a.epsilon)
+        )
+    if kind == "token_pool":
+        return TokenPool(a.mode)
     if a.is_activation:
         act = activation_module(a)
         assert act is not None
@@ -289,14 +374,17 @@ def copy_keras_weights(net: ReferenceNet, graph: Graph, model: object) -> None:
     convolution does; a Dense kernel is the transpose of a Linear weight.
     """
     for node in graph.nodes:
-        weights = [torch.from_numpy(w.numpy()) for w in model.get_layer(node.name).weights]
+        keras_name = f"{node.name}_conv" if node.kind == "patch_embed" else node.name
+        weights = [torch.from_numpy(w.numpy()) for w in model.get_layer(keras_name).weights]
         if not weights:
             continue
         module = net.nodes[node.name]
-        if node.kind in ("conv2d", "depthwise_conv2d"):
-            target = module.conv
+        if node.kind == "patch_embed":
+            module = module.conv
+        if node.kind in ("conv2d", "depthwise_conv2d", "patch_embed"):
+            target = module if node.kind == "patch_embed" else module.conv
             kernel = weights[0]
-            if node.kind == "conv2d":
+            if node.kind != "depthwise_conv2d":
                 kernel = kernel.permute(3, 2, 0, 1)
             else:
                 kh, kw = kernel.shape[:2]
@@ -310,6 +398,26 @@ def copy_keras_weights(net: ReferenceNet, graph: Graph, model: object) -> None:
         elif node.kind == "batchnorm":
             tensors = weights
             slots = [module.weight, module.bias, module.running_mean, module.running_var]
+        elif node.kind == "layer_norm":
+            tensors = weights
+            slots = [module.norm.weight, module.norm.bias]
+        elif node.kind in ("class_token", "position_embedding"):
+            tensors = weights
+            slots = [module.token if node.kind == "class_token" else module.table]
+        elif node.kind == "attention":
+            # Keras's (D, heads, size) and (heads, size, D) kernels are Linear weights
+            # transposed; its (heads, size) biases are (D,) vectors.
+            dim = weights[0].shape[0]
+            tensors = [
+                w.reshape(dim, dim).T if i % 2 == 0 and i < 6 else w.reshape(dim)
+                for i, w in enumerate(weights[:6])
+            ]
+            tensors += [weights[6].reshape(dim, dim).T, weights[7]]
+            slots = [
+                p
+                for linear in (module.query, module.key, module.value, module.out)
+                for p in (linear.weight, linear.bias)
+            ]
         else:
             raise NotImplementedError(f"no weight transfer for layer kind {node.kind!r}")
         present = [slot for slot in slots if slot is not None]
