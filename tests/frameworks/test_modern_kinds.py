@@ -232,7 +232,8 @@ def test_stochastic_depth_drops_whole_samples_in_training(tmp_path: Path) -> Non
     [
         ("conv2d(6, groups=4)", "E205", "needs filters divisible by 4"),
         ("conv2d(8, groups=2)", "E205", "needs input channels divisible by 2"),
-        ("reshape((5, -1))", "E113", "must have 1 or 3 axes"),
+        ("reshape((5, 2, 2, -1))", "E113", "must have 1, 2 or 3 axes"),
+        ("reshape((5, -1))", "E205", "192 is not a multiple of 5"),
         ("reshape((5, 5, 5))", "E205", "cannot make (8, 8, 3) (192 elements)"),
         ("crop((4, 0))", "E201", "leaves nothing of the 8x8 map"),
         ("separable_conv2d(4, stride=(1, 2))", "E205", "needs equal strides"),
