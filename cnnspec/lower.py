@@ -584,6 +584,16 @@ class ModelLowering:
                 "put the backbone first in the model",
             )
             return False
+        library = BACKBONES[name]
+        if args.pooling is not None and args.pooling not in library.poolings:
+            self.diagnostics.error(
+                codes.INVALID_VALUE,
+                f"{name} pools its tokens by their mean (pooling=avg), not pooling={args.pooling}",
+                args.span_of("pooling") or call.span,
+                "pooling=avg, or leave pooling out and read the class token: "
+                "head { token_pool(class) ... }",
+            )
+            return False
         if args.include_top and shape != native:
             self.diagnostics.error(
                 codes.INPUT_MISMATCH,

@@ -1,4 +1,5 @@
-"""Pretrained backbones: keras.applications networks written in cnnspec's own language.
+"""Pretrained backbones: keras.applications' networks, and torchvision's Vision Transformers,
+written in cnnspec's own language.
 
 Each backbone is a library spec in this folder (`vgg16.cnn`, ...) whose layer and block names are
 keras.applications', so the checker knows every shape and parameter of `backbone vgg16()`, a spec
@@ -6,7 +7,8 @@ can `unfreeze backbone.block5`, and ImageNet weights move between frameworks by 
 library spec's `head` is the ImageNet classifier, used only with `include_top=true`.
 
 This module holds what the language cannot say: which keras.applications class builds the same
-network, and where Keras keeps its ImageNet weight files.
+network, and where Keras keeps its ImageNet weight files; for a torchvision network, where its
+checkpoint is and how its state dict's keys name the spec's tensors.
 """
 
 from __future__ import annotations
@@ -48,7 +50,21 @@ class Backbone:
     top_url: str
     notop_url: str
 
+    # Whose ImageNet weights: keras.applications' (.h5 files, by layer name) or torchvision's
+    # (a state dict, by key: see `torchvision_keys`).
+    weights_from: Literal["keras", "torchvision"] = "keras"
+    # The `pooling` values it takes (a ViT pools tokens: their mean, or the class token).
+    poolings: tuple[str, ...] = ("avg", "max")
+
     ARGS: ClassVar[type[BackboneArgs]] = BackboneArgs
+
+    @property
+    def torchvision_keys(self) -> tuple[tuple[str, str], ...]:
+        """How a torchvision state dict names the spec's tensors: (pattern, replacement)
+        pairs of regular expressions, tried in order, that turn a canonical key
+        (`encoder_layer_3_mlp_0.weight`) into torchvision's
+        (`encoder.layers.encoder_layer_3.mlp.0.weight`)."""
+        return TORCHVISION_KEYS.get(self.family, ())
 
     @property
     def preprocessing(self) -> Mode:
@@ -92,6 +108,21 @@ PREPROCESSING: dict[str, Mode] = {
     "efficientnet": "raw",
     "efficientnet_v2": "raw",
     "convnext": "raw",
+    # torchvision's transforms: 0-1, then ImageNet's mean and standard deviation.
+    "vit": "torch",
+}
+
+# torchvision's module paths for the library's names (see Backbone.torchvision_keys); the
+# scripts apply them in this order, the first that matches.
+TORCHVISION_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "vit": (
+        (r"^class_token\.weight$", "class_token"),
+        (r"^encoder_pos_embedding\.weight$", "encoder.pos_embedding"),
+        (r"^encoder_layer_(\d+)_mlp_(\d+)\.", r"encoder.layers.encoder_layer_\1.mlp.\2."),
+        (r"^encoder_layer_(\d+)_", r"encoder.layers.encoder_layer_\1."),
+        (r"^encoder_ln\.", "encoder.ln."),
+        (r"^heads_head\.", "heads.head."),
+    ),
 }
 
 
@@ -191,6 +222,25 @@ def _catalog() -> list[Backbone]:
                 "efficientnet_v2",
                 f"{stem}.h5",
                 f"{stem}_notop.h5",
+            )
+        )
+    for size, patch, checkpoint in (
+        ("b", 16, "c867db91"),
+        ("b", 32, "d86f8d99"),
+        ("l", 16, "852ce7e3"),
+        ("l", 32, "c7638314"),
+    ):
+        # torchvision's IMAGENET1K_V1 checkpoints; the classifier is in the same file.
+        url = f"https://download.pytorch.org/models/vit_{size}_{patch}-{checkpoint}.pth"
+        found.append(
+            Backbone(
+                f"vit_{size}{patch}",
+                f"vit_{size}_{patch}",
+                "vit",
+                url,
+                url,
+                weights_from="torchvision",
+                poolings=("avg",),
             )
         )
     for size in ("tiny", "small", "base", "large", "xlarge"):

@@ -141,6 +141,20 @@ class Script:
         self.binary = spec.data.labels == "binary"
         self.classes = spec.data.class_names() or tuple(str(i) for i in range(self._output_units()))
 
+    @property
+    def keras_backbone(self) -> bool:
+        """Whether the backbone's weights are keras.applications' (by layer name)."""
+        return self.graph.backbone is not None and not torchvision_loader(self.graph)
+
+    @property
+    def backbone_loader(self) -> str:
+        """The script's function that loads the backbone's weights."""
+        return (
+            "load_torchvision_weights"
+            if torchvision_loader(self.graph)
+            else "load_backbone_weights"
+        )
+
     def _output_units(self) -> int:
         shape = self.graph.output_shape
         return shape[-1] if shape else 1
@@ -278,9 +292,12 @@ class Script:
         backbone = graph.backbone
         if backbone is not None:
             library = backbone.library
+            whose = (
+                "torchvision's" if library.weights_from == "torchvision" else "keras.applications'"
+            )
             out.append(
                 f"BACKBONE = {literal(library.keras_class)}  "
-                "# keras.applications' network, layer by layer in build_model"
+                f"# {whose} network, layer by layer in build_model"
             )
             out.append(
                 f"BACKBONE_TOP = {literal(backbone.args.include_top)}  # with its classifier"
@@ -289,6 +306,7 @@ class Script:
                 f"BACKBONE_WEIGHTS = {literal(backbone.args.weights or 'none')}  "
                 "# the default of --weights"
             )
+            out += backbone_constants(graph)
         track = spec.track
         mlflow = track.mlflow
         out += [
@@ -424,7 +442,9 @@ class Script:
             "parse_args",
             PARSER="\n".join(line.removeprefix(INDENT) for line in parser),
             DATA_DIR=f"default={data_dir},\nhelp={literal(data_help)},",
-            WEIGHTS=WEIGHTS_FLAG if self.graph.backbone else "",
+            WEIGHTS=(TORCHVISION_WEIGHTS_FLAG if torchvision_loader(self.graph) else WEIGHTS_FLAG)
+            if self.graph.backbone
+            else "",
             EXTRA_FLAGS=dedent(extra_flags).strip(),
         )
 
@@ -573,13 +593,83 @@ WRITE_CONFUSION = """plot_confusion_matrix(
     )"""
 
 
-def load_backbone_call(model: str, indent: int) -> str:
-    """main()'s call of the script's load_backbone_weights on `model` (a variable name of the
-    backend's), at `indent` levels; a missing or foreign weight file is one line of error."""
+def names_text(head: str, names: list[str], tail: str, indent: str = "") -> list[str]:
+    """`head "a b c"tail`, as implicitly joined strings in parentheses when it is long, at
+    `indent` (a dict entry's, or none for a constant)."""
+    one = f"{head}{literal(' '.join(names))}{tail}"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    lines, current = [f"{head}("], ""
+    margin = len(indent) + len(INDENT) + 3  # the indent, the quotes and a space
+    for name in names:
+        if current and len(current) + len(name) + margin > LINE_LENGTH:
+            lines.append(f"{indent}{INDENT}{literal(current)}")
+            current = ""
+        current += f"{name} "
+    lines.append(f"{indent}{INDENT}{literal(current.rstrip())}")
+    lines.append(f"{indent}){tail}")
+    return lines
+
+
+def backbone_constants(graph: Graph) -> list[str]:
+    """The constants of a backbone with torchvision's weights: its checkpoint, how its state
+    dict names the spec's tensors, the backbone's layers, and a ViT's grid of patches (to
+    which the checkpoint's position embeddings are fitted)."""
+    backbone = graph.backbone
+    if backbone is None or backbone.library.weights_from != "torchvision":
+        return []
+    library = backbone.library
+    layers = [n.name for n in graph.nodes if n.name in set(backbone.nodes) and n.params.total]
+    out = [
+        "# torchvision's ImageNet checkpoint, and the keys its state dict names the",
+        "# backbone's tensors by: (pattern, replacement) on the spec's names, the first match.",
+        f"TORCHVISION_URL = {literal(library.weights_url(backbone.args.include_top, 224))}",
+        "TORCHVISION_KEYS = [",
+        *(line for rule in library.torchvision_keys for line in _pair_lines(rule)),
+        "]",
+        *names_text("BACKBONE_LAYERS = ", layers, ""),
+    ]
+    shapes = graph.value_shapes()
+    for node in graph.nodes:
+        if node.kind == "patch_embed" and node.name in backbone.nodes:
+            h, w, _ = shapes[node.inputs[0]]
+            ph, pw = node.layer.patch  # type: ignore[attr-defined]
+            out.append("# The input's grid of patches, which the position embeddings fit.")
+            out.append(f"PATCH_GRID = {literal((h // ph, w // pw))}")
+    return out
+
+
+def _pair_lines(pair: tuple[str, str]) -> list[str]:
+    """A list's (a, b) entry on one line, or split as ruff formats a long one."""
+    one = f"{INDENT}({literal(pair[0])}, {literal(pair[1])}),"
+    if len(one) <= LINE_LENGTH:
+        return [one]
+    return [f"{INDENT}(", *(f"{INDENT * 2}{literal(p)}," for p in pair), f"{INDENT}),"]
+
+
+def torchvision_loader(graph: Graph) -> bool:
+    """Whether the backbone's weights are torchvision's (load_torchvision_weights)."""
+    return graph.backbone is not None and graph.backbone.library.weights_from == "torchvision"
+
+
+# The functions of cnnspec/runtime/common.py that read a torchvision checkpoint's tensors.
+TORCHVISION_TENSORS = (
+    "torchvision_key",
+    "cubic_weights",
+    "resize_bicubic",
+    "fit_positions",
+    "torchvision_tensors",
+)
+
+
+def load_backbone_call(model: str, indent: int, function: str = "load_backbone_weights") -> str:
+    """main()'s call of the script's loader of the backbone's weights (`function`) on
+    `model` (a variable name of the backend's), at `indent` levels; a missing or foreign
+    weight file is one line of error."""
     pad = INDENT * indent
     lines = [
         "try:",
-        f"{INDENT}load_backbone_weights({model}, args.weights)",
+        f"{INDENT}{function}({model}, args.weights)",
         "except DataError as error:",
         f'{INDENT}sys.exit(f"error: {{error}}")',
     ]
@@ -593,6 +683,14 @@ WEIGHTS_FLAG = """parser.add_argument(
     help="the backbone's weights: imagenet, none, or a Keras .h5 weight file",
 )"""
 
+
+# The same, for a backbone with torchvision's weights.
+TORCHVISION_WEIGHTS_FLAG = """parser.add_argument(
+    "--weights",
+    default=BACKBONE_WEIGHTS,
+    help="the backbone's weights: imagenet (torchvision's), none, or a torchvision "
+    "checkpoint (a torch.save state dict, or .safetensors)",
+)"""
 
 # Both backends' main() splits the training data this way (see their VALIDATION slots).
 SPLIT_VALIDATION = code("common", "split_validation")

@@ -21,6 +21,7 @@ from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
     COMMON_LOADERS,
     SPLIT_VALIDATION,
+    TORCHVISION_TENSORS,
     Script,
     generated_by,
     import_lines,
@@ -29,6 +30,7 @@ from cnnspec.backends.common import (
     scheduled,
     step_output,
     straight_line,
+    torchvision_loader,
 )
 from cnnspec.backends.runtime import code, definitions, runtime_definitions
 from cnnspec.codegen import INDENT, Call, Code, literal, mapping, sequence, statement
@@ -120,6 +122,8 @@ class _Script(Script):
         stdlib = ["argparse", "contextlib", "itertools", "json", "os", "shutil", "sys"]
         stdlib.append("tempfile")
         stdlib += self.source.stdlib if self.source else ()
+        if torchvision_loader(self.graph):
+            stdlib += ["collections", "pickle", "re", "zipfile"]
         return stdlib
 
     def library_imports(self) -> list[str]:
@@ -421,6 +425,13 @@ class _Script(Script):
     def backbone_weights(self) -> str:
         if self.graph.backbone is None:
             return ""
+        if torchvision_loader(self.graph):
+            parts = [
+                code("common", *TORCHVISION_TENSORS),
+                code("keras", "read_torch_checkpoint", "torchvision_state"),
+                code("keras", "load_torchvision_weights"),
+            ]
+            return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
         return code("keras", "load_backbone_weights")
 
     def main(self) -> str:
@@ -449,7 +460,7 @@ class _Script(Script):
                 "PRIVATE_API_TESTED",
                 "UntestedVersion",
                 "check_private_api",
-                *(["reset_layer_names"] if self.graph.backbone else []),
+                *(["reset_layer_names"] if self.keras_backbone else []),
                 "across_workers",
             ),
             code(
@@ -460,7 +471,9 @@ class _Script(Script):
                 READ_ERROR=READ_ERROR if streams else "",
                 CHECK_IMAGES="check_images(splits)" if streams else "",
                 SPLIT=split,
-                BACKBONE=load_backbone_call("model", 0) if self.graph.backbone else "",
+                BACKBONE=load_backbone_call("model", 0, self.backbone_loader)
+                if self.graph.backbone
+                else "",
                 CLASS_WEIGHTS=f"weights = {weights}",
                 CURVES=curves,
                 PREPROCESSING=f'metrics["preprocessing"] = {self.preprocessing_code()}',

@@ -24,15 +24,18 @@ from cnnspec.artifact import stamp
 from cnnspec.backends.common import (
     COMMON_LOADERS,
     SPLIT_VALIDATION,
+    TORCHVISION_TENSORS,
     Script,
     block,
     generated_by,
     import_lines,
     load_backbone_call,
     name_text,
+    names_text,
     scheduled,
     step_output,
     straight_line,
+    torchvision_loader,
 )
 from cnnspec.backends.keras import keras_class, weight_table
 from cnnspec.backends.runtime import code, definitions, runtime_definitions
@@ -179,8 +182,10 @@ class _Script(Script):
         if scheduled(self.spec):
             stdlib.append("functools")
         stdlib += self.source.stdlib if self.source else ()
-        if self.graph.backbone is not None:
+        if self.keras_backbone:
             stdlib.append("urllib.request")
+        elif self.graph.backbone is not None:
+            stdlib += ["pickle", "re"]
         return stdlib
 
     def library_imports(self) -> list[str]:
@@ -247,7 +252,7 @@ class _Script(Script):
         out += mapping("L2 = ", self.graph.l2_factors())
         out.append(f"METRICS = {literal(list(self.spec.train.metrics.names))}")
         backbone = self.graph.backbone
-        if backbone is not None:
+        if backbone is not None and self.keras_backbone:
             size = self.graph.input_shape[0] if self.graph.input_shape else 224
             library, top = backbone.library, backbone.args.include_top
             out.append(
@@ -303,6 +308,12 @@ class _Script(Script):
         layout conversion are the importer's (cnnspec/runtime/rules.py)."""
         if self.graph.backbone is None:
             return ""
+        if torchvision_loader(self.graph):
+            parts = [
+                code("common", *TORCHVISION_TENSORS),
+                code("torch", "torchvision_state", "load_torchvision_weights"),
+            ]
+            return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)
         parts = [
             code("torch", "keras_weights_file"),
             code("rules", "keras_h5_arrays"),
@@ -609,7 +620,9 @@ class _Script(Script):
             *("is_main", "output_probabilities", "autocast", "make_deterministic", "main", "run"),
             SPLIT=split,
             CHECK_IMAGES="check_images(splits)" if files else "",
-            BACKBONE=load_backbone_call("network", 0) if self.graph.backbone else "",
+            BACKBONE=load_backbone_call("network", 0, self.backbone_loader)
+            if self.graph.backbone
+            else "",
             CURVES=curves,
             PREPROCESSING=f'metrics["preprocessing"] = {self.preprocessing_code()}',
             CLASS_WEIGHT=f"class_weight={weighting},",
@@ -618,19 +631,8 @@ class _Script(Script):
 
 
 def _names_text(head: str, names: list[str], tail: str) -> list[str]:
-    """`head "a b c"tail`, as implicitly joined strings in parentheses when it is long."""
-    one = f"{head}{literal(' '.join(names))}{tail}"
-    if len(one) <= LINE_LENGTH:
-        return [one]
-    lines, current = [f"{head}("], ""
-    for name in names:
-        if current and len(current) + len(name) + 11 > LINE_LENGTH:
-            lines.append(f"        {literal(current)}")
-            current = ""
-        current += f"{name} "
-    lines.append(f"        {literal(current.rstrip())}")
-    lines.append(f"    ){tail}")
-    return lines
+    """A dict entry `head "a b c"tail` (see names_text), inside the dict's braces."""
+    return names_text(head, names, tail, INDENT)
 
 
 # -------------------------------------------------------------------------------------------

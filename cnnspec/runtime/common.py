@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import pickle
+import re
 import shutil
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from cnnspec.runtime.script import (
     INPUT_SHAPE,
     MLFLOW,
     MLFLOW_EXPERIMENT,
+    PATCH_GRID,
     PHASES,
     RESUME,
     RUN_FILES,
@@ -59,6 +61,7 @@ from cnnspec.runtime.script import (
     TENSORBOARD,
     TEST_FRACTION,
     THRESHOLD,
+    TORCHVISION_KEYS,
 )
 
 # --- Loading the libraries
@@ -542,6 +545,85 @@ def weights_to_load(path, needed):
     if unused:
         print(f"--init-weights: {some(unused)} of {path} fit no layer: left out")
     return shared
+
+
+# --- torchvision's checkpoints: a ViT backbone's ImageNet weights, by key
+
+
+def torchvision_key(key):
+    """The key of torchvision's state dict that holds canonical tensor `key`: the
+    library's layer names are torchvision's module paths (TORCHVISION_KEYS)."""
+    for pattern, replacement in TORCHVISION_KEYS:
+        renamed, count = re.subn(pattern, replacement, key)
+        if count:
+            return renamed
+    return key
+
+
+def cubic_weights(t):
+    """PyTorch's bicubic convolution weights (A = -0.75) of the four neighbours of
+    points at fractions `t` between the second and the third."""
+    a = -0.75
+
+    def near(x):
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+def resize_bicubic(grid, size):
+    """An (H, W, D) grid resized to `size` (rows, columns) as torch's
+    interpolate(mode="bicubic", align_corners=True): the corners stay where they are,
+    and a neighbour beyond an edge is the edge."""
+    for axis, new in enumerate(size):
+        old = grid.shape[axis]
+        step = (old - 1) / (new - 1) if new > 1 else 0.0
+        positions = np.arange(new) * step
+        base = np.floor(positions).astype(int)
+        weights = cubic_weights(positions - base)
+        picks = np.clip(base[:, None] + np.arange(-1, 3), 0, old - 1)
+        gathered = np.moveaxis(grid, axis, 0)[picks]
+        grid = np.moveaxis(np.einsum("nk,nk...->n...", weights, gathered), 0, axis)
+    return grid
+
+
+def fit_positions(table, grid):
+    """A ViT's position embeddings (1, 1 + G, D) for a `grid` (rows, columns) of
+    patches: the class token's as it is, the patches' resized from the checkpoint's
+    square grid, as torchvision's interpolate_embeddings does."""
+    token, patches = table[:, :1], table[0, 1:].astype("float64")
+    side = round(len(patches) ** 0.5)
+    resized = resize_bicubic(patches.reshape(side, side, -1), grid)
+    resized = resized.reshape(1, -1, table.shape[-1]).astype(table.dtype)
+    return np.concatenate([token, resized], axis=1)
+
+
+def torchvision_tensors(state, needed):
+    """The canonical tensors `needed` ({key: shape}) from a torchvision state dict (its
+    arrays by torchvision's keys), the position embeddings fitted to the input's grid
+    of patches; a tensor missing or of another shape is one line of error."""
+    # torchvision's older checkpoints name the MLP's layers linear_1 and linear_2.
+    older = {".mlp.linear_1.": ".mlp.0.", ".mlp.linear_2.": ".mlp.3."}
+    for old, new in older.items():
+        state = {key.replace(old, new): value for key, value in state.items()}
+    tensors = {}
+    for key, shape in needed.items():
+        source = torchvision_key(key)
+        if source not in state:
+            raise DataError(f"the checkpoint has no {source} (the model's {key})")
+        value = np.asarray(state[source], dtype="float32")
+        if value.shape != tuple(shape) and source.endswith("pos_embedding"):
+            value = fit_positions(value, PATCH_GRID)
+        if value.shape != tuple(shape):
+            raise DataError(
+                f"the checkpoint's {source} is {value.shape}, "
+                f"the model's {key} {tuple(shape)}"
+            )
+        tensors[key] = value
+    return tensors
 
 
 def saved_readable(save, path):

@@ -12,10 +12,13 @@ part only, "Private API" below, behind a check of the installed versions."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import pickle
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +41,13 @@ from cnnspec.runtime.common import (
     run_folder,
     saved_readable,
     subset,
+    torchvision_tensors,
     weights_to_load,
 )
 from cnnspec.runtime.rules import from_keras, learning_rate, same_pads, to_keras
 from cnnspec.runtime.script import (
     BACKBONE,
+    BACKBONE_LAYERS,
     BACKBONE_TOP,
     BATCH_SIZE,
     CLASS_NAMES,
@@ -55,6 +60,7 @@ from cnnspec.runtime.script import (
     RESUME,
     SEED,
     SPEC_NAME,
+    TORCHVISION_URL,
     WEIGHT_LAYOUT,
 )
 
@@ -676,6 +682,94 @@ def load_backbone_weights(model, weights):
                 model.get_layer(layer.name).set_weights(layer.get_weights())
             except ValueError as error:  # e.g. the classifier at another image size
                 raise DataError(f"{layer.name}: {error}") from error
+    print(f"{BACKBONE} weights from {weights}")
+
+
+def read_torch_checkpoint(path):
+    """The tensors of a file torch.save wrote (a zip of a pickle and one file per
+    storage), as numpy arrays by key, without torch. Only tensors are rebuilt: any
+    other object in the pickle is refused rather than run."""
+    dtypes = {
+        "FloatStorage": "<f4",
+        "DoubleStorage": "<f8",
+        "HalfStorage": "<f2",
+        "BFloat16Storage": "<u2",
+        "LongStorage": "<i8",
+        "IntStorage": "<i4",
+    }
+    with zipfile.ZipFile(path) as archive:
+        folder = archive.namelist()[0].split("/")[0]
+
+        def rebuild(storage, offset, size, stride, *_):
+            kind, values = storage
+            item = values.itemsize
+            array = np.lib.stride_tricks.as_strided(
+                values[offset:], size, tuple(item * s for s in stride)
+            ).copy()
+            if kind == "BFloat16Storage":
+                array = (array.astype("<u4") << 16).view("<f4")
+            return array
+
+        class Tensors(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if module == "torch" and name in dtypes:
+                    return name
+                raise pickle.UnpicklingError(f"{module}.{name} is not a tensor")
+
+            def persistent_load(self, pid):
+                kind, key = pid[1], pid[2]
+                data = archive.read(f"{folder}/data/{key}")
+                return kind, np.frombuffer(data, dtype=dtypes[kind])
+
+        with archive.open(f"{folder}/data.pkl") as stream:
+            state = Tensors(stream).load()
+    return {key: value for key, value in state.items() if isinstance(value, np.ndarray)}
+
+
+def torchvision_state(weights):
+    """torchvision's state dict behind --weights as numpy arrays: `imagenet` is its
+    ImageNet checkpoint (downloaded once, into Keras's cache), a path a torch.save file
+    or a .safetensors file."""
+    if weights == "imagenet":
+        try:
+            path = keras.utils.get_file(origin=TORCHVISION_URL, cache_subdir="models")
+        except Exception as error:  # no network, a refused download
+            raise DataError(
+                f"cannot download {TORCHVISION_URL} ({error}): "
+                "pass --weights none, or the path of the file"
+            ) from error
+    else:
+        path = weights
+    try:
+        if str(path).endswith(".safetensors"):
+            return load_file(str(path))
+        return read_torch_checkpoint(path)
+    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError) as error:
+        raise DataError(f"{path} is not a torchvision checkpoint: {error}") from error
+
+
+def load_torchvision_weights(model, weights):
+    """Copy a torchvision checkpoint into the backbone's layers (BACKBONE_LAYERS), each
+    canonical tensor from the key torchvision names it by. `none` keeps the random
+    initialisation."""
+    if weights == "none":
+        return
+    layers_ = set(BACKBONE_LAYERS.split())
+    places = {}
+    for layer in model.layers:
+        if layer.name in layers_:
+            for weight in layer.weights:
+                key, layout = weight_place(layer, weight)
+                empty = np.empty(tuple(weight.shape), dtype="uint8")
+                places[key] = (weight, layout, from_keras(empty, layout).shape)
+    needed = {key: shape for key, (_, _, shape) in places.items()}
+    tensors = torchvision_tensors(torchvision_state(weights), needed)
+    for key, (weight, layout, _) in places.items():
+        weight.assign(to_keras(tensors[key], layout, tuple(weight.shape)))
     print(f"{BACKBONE} weights from {weights}")
 
 

@@ -19,6 +19,7 @@ import copy
 import functools
 import json
 import os
+import pickle
 import sys
 import time
 import types
@@ -54,6 +55,7 @@ from cnnspec.runtime.common import (
     run_folder,
     saved_readable,
     subset,
+    torchvision_tensors,
     weights_to_load,
 )
 from cnnspec.runtime.rules import (
@@ -63,7 +65,9 @@ from cnnspec.runtime.rules import (
     same_pads,
 )
 from cnnspec.runtime.script import (
+    BACKBONE,
     BACKBONE_CLASSES,
+    BACKBONE_LAYERS,
     BATCH_SIZE,
     CLASS_NAMES,
     DEFAULT_OUTPUT_DIR,
@@ -83,6 +87,7 @@ from cnnspec.runtime.script import (
     SEED,
     SPEC_NAME,
     STD,
+    TORCHVISION_URL,
     WEIGHT_LAYOUT,
 )
 
@@ -1212,6 +1217,40 @@ def load_backbone_weights(net, weights):
         raise DataError(f"{path} has no weights for {len(missing)} backbone layers")
     net.load_state_dict(loaded, strict=False)
     print(f"backbone weights from {path}")
+
+
+def torchvision_state(weights):
+    """torchvision's state dict behind --weights: `imagenet` is its ImageNet checkpoint
+    (downloaded once, into torch.hub's cache), a path a torch.save file or a
+    .safetensors file."""
+    try:
+        if weights == "imagenet":
+            return torch.hub.load_state_dict_from_url(
+                TORCHVISION_URL, map_location="cpu"
+            )
+        if str(weights).endswith(".safetensors"):
+            return load_file(str(weights))
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, pickle.UnpicklingError) as error:
+        raise DataError(
+            f"cannot read {weights} as a torchvision checkpoint: {error}"
+        ) from error
+
+
+def load_torchvision_weights(net, weights):
+    """Copy a torchvision checkpoint into the backbone's layers (BACKBONE_LAYERS), each
+    tensor from the key torchvision names it by. `none` keeps the initialisation."""
+    if weights == "none":
+        return
+    layers = set(BACKBONE_LAYERS.split())
+    state = net.state_dict()
+    needed = {k: tuple(v.shape) for k, v in state.items() if k.split(".")[0] in layers}
+    source = {k: v.numpy() for k, v in torchvision_state(weights).items()}
+    tensors = torchvision_tensors(source, needed)
+    net.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in tensors.items()}, strict=False
+    )
+    print(f"{BACKBONE} weights from {weights}")
 
 
 # --- Where the run is reported.

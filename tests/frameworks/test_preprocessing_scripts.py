@@ -37,6 +37,9 @@ MODULES = {
     "efficientnet": "efficientnet",
     "efficientnet_v2": "efficientnet_v2",
     "convnext": "convnext",
+    # torchvision's ImageNet normalisation is keras.applications' `torch` mode, DenseNet's
+    # (test_backbones_vit checks torchvision's own constants against it).
+    "vit": "densenet",
 }
 
 
