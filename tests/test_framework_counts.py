@@ -96,9 +96,7 @@ def keras_mismatches(graph: Graph, model: keras.Model) -> list[str]:
     if keras_counts != (total.total, total.trainable, total.non_trainable):
         found.append(f"totals: keras {keras_counts}, checker {total}")
     for node in graph.nodes:
-        # The reference's patch_embed is a convolution (`<node>_conv`) and a reshape.
-        weighted = f"{node.name}_conv" if node.kind == "patch_embed" else node.name
-        layer = model.get_layer(weighted)
+        layer = model.get_layer(node.name)
         shape = node_shape(model, node.name)
         if shape != node.output_shape:
             found.append(f"{node.name}: keras shape {shape}, checker {node.output_shape}")

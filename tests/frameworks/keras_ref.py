@@ -225,11 +225,12 @@ def build_keras(graph: Graph) -> keras.Model:
             (x,) = args
             out = _conv(node, x)
         elif node.kind == "patch_embed":
-            # The convolution as `<node>_conv`; the named layer is the reshape into tokens.
+            # As the Keras script writes it: the convolution carries the node's name and its
+            # weights, and `<node>_tokens` gives its output (see output_name).
             (x,) = args
             a = node.layer
-            conv = layers.Conv2D(a.dim, a.patch, strides=a.patch, name=f"{node.name}_conv")(x)
-            out = layers.Reshape((-1, a.dim), name=node.name)(conv)
+            conv = layers.Conv2D(a.dim, a.patch, strides=a.patch, name=node.name)(x)
+            out = layers.Reshape((-1, a.dim), name=f"{node.name}_tokens")(conv)
         else:
             (x,) = args
             out = _layer(node)(x)
@@ -248,14 +249,37 @@ def weight_counts(weights: list[Any]) -> int:
     return total
 
 
+def multi_head_weights(fused: list[Any], heads: int) -> list[Any]:
+    """The Keras script's SelfAttention weights (nn.MultiheadAttention's: a (D, 3D) kernel
+    to queries, keys and values, its bias, a (D, D) kernel out of the heads, its bias) as
+    keras.layers.MultiHeadAttention holds the same function: (D, heads, size) kernels and
+    (heads, size) biases for the query, the key and the value, then (heads, size, D)."""
+    in_kernel, in_bias, out_kernel, out_bias = fused
+    dim = out_bias.shape[0]
+    size = dim // heads
+    weights = []
+    for part in range(3):
+        columns = slice(part * dim, (part + 1) * dim)
+        weights.append(in_kernel[:, columns].reshape(dim, heads, size))
+        weights.append(in_bias[columns].reshape(heads, size))
+    return [*weights, out_kernel.reshape(heads, size, dim), out_bias]
+
+
+def output_name(model: keras.Model, name: str) -> str:
+    """The layer that gives node `name`'s output: the node's own, or `<node>_tokens` after
+    patch_embed's convolution (in the reference and in the Keras script alike)."""
+    known = {layer.name for layer in model.layers}
+    return f"{name}_tokens" if f"{name}_tokens" in known else name
+
+
 def node_shape(model: keras.Model, name: str) -> tuple[int, ...]:
-    """Keras's symbolic output shape of layer `name`, without the batch axis."""
-    return tuple(int(d) for d in model.get_layer(name).output.shape[1:])
+    """Keras's symbolic output shape of node `name`, without the batch axis."""
+    return tuple(int(d) for d in model.get_layer(output_name(model, name)).output.shape[1:])
 
 
 def node_outputs(model: keras.Model, graph: Graph, x: Any) -> dict[str, Any]:
     """Every node's output (numpy, inference mode) for the NHWC batch `x`, keyed by name."""
     names = [node.name for node in graph.nodes]
-    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    probe = keras.Model(model.input, [model.get_layer(output_name(model, n)).output for n in names])
     outputs = probe(x, training=False)
     return {n: keras.ops.convert_to_numpy(out) for n, out in zip(names, outputs, strict=True)}

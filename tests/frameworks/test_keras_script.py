@@ -34,7 +34,7 @@ from torch import nn
 
 from cnnspec.ir import Graph
 from tests.conftest import ROOT, SPECS
-from tests.frameworks.keras_ref import build_keras
+from tests.frameworks.keras_ref import build_keras, multi_head_weights
 from tests.frameworks.scripts import (
     checked_spec,
     load_script,
@@ -79,6 +79,8 @@ def output_differences(graph: Graph, generated: keras.Model, seed: int = 0) -> l
     randomise_batchnorm(generated, seed)
     for node in graph.nodes:
         weights = generated.get_layer(node.name).get_weights()
+        if node.kind == "attention":  # the reference is keras.layers.MultiHeadAttention
+            weights = multi_head_weights(weights, node.layer.heads)  # type: ignore[attr-defined]
         if weights:
             reference.get_layer(node.name).set_weights(weights)
     if onednn_blind_spots(graph, reference):

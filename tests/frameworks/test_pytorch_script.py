@@ -83,7 +83,10 @@ def shape_mismatches(graph: Graph, net: torch.nn.Module) -> list[str]:
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [
         module.register_forward_hook(
-            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+            # nn.MultiheadAttention returns (output, weights)
+            lambda _m, _i, out, name=name: shapes.__setitem__(
+                name, tuple((out[0] if isinstance(out, tuple) else out).shape[1:])
+            )
         )
         for name, module in net.named_children()
     ]
@@ -101,6 +104,8 @@ def shape_mismatches(graph: Graph, net: torch.nn.Module) -> list[str]:
             # A Linear on a map runs channels-last (see Dense.torch), so its output is HWC.
             channels_last = isinstance(modules[node.name], torch.nn.Linear)
             hwc = (got[1], got[2], got[0]) if len(got) == 3 and not channels_last else got
+            if node.kind == "patch_embed":  # the convolution; the forward makes it tokens
+                hwc = (got[1] * got[2], got[0])
             if hwc != node.output_shape:
                 found.append(f"{node.name}: torch {hwc}, checker {node.output_shape}")
     if tuple(output.shape[1:]) != tuple(graph.output_shape or ())[-1:] and len(output.shape) == 2:

@@ -374,8 +374,7 @@ def copy_keras_weights(net: ReferenceNet, graph: Graph, model: object) -> None:
     convolution does; a Dense kernel is the transpose of a Linear weight.
     """
     for node in graph.nodes:
-        keras_name = f"{node.name}_conv" if node.kind == "patch_embed" else node.name
-        weights = [torch.from_numpy(w.numpy()) for w in model.get_layer(keras_name).weights]
+        weights = [torch.from_numpy(w.numpy()) for w in model.get_layer(node.name).weights]
         if not weights:
             continue
         module = net.nodes[node.name]
