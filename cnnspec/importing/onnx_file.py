@@ -4,6 +4,11 @@ Each node, or short chain of nodes, maps to a cnnspec kind. Layers are named aft
 weights (`layer1.0.conv1.weight` is layer1_0_conv1) or the node's module path; in a model
 cnnspec exported, after the layers they were.
 
+First, every value computed from constants alone is computed (cnnspec.importing.onnx_fold):
+the shape arithmetic torch.onnx writes (Shape, Gather, Concat, Expand, Where...) folds to
+constants for the file's input size, and what it feeds (a Reshape's target, an attention's
+scale, the class token expanded to the batch) is read with them.
+
 Most kinds are read by their registry entries (see cnnspec.registry), the other side of each
 entry's `onnx` emitter: a chain of ops in the entry's `onnx_patterns` by its `from_onnx` (Relu,
 Clip(0, 6) as relu6, GlobalAveragePool or ReduceMean over H and W, Resize, ...), and the nodes
@@ -41,16 +46,35 @@ the node and the layers read so far:
   pooling that feeds nothing else, that pooling without its kept dimensions.
 - Unsqueeze, Identity, Dropout: nothing a spec writes (a vector joined with maps, inference);
   Constant: a value.
+
+Tokens (a Vision Transformer's): an ONNX value of rank 3 is tokens (batch, N, D), which every
+framework holds alike. A map's positions become tokens as x.flatten(2).transpose(1, 2) writes
+it (a Reshape to (batch, C, H * W), then Transpose (0, 2, 1)): after a convolution with kernel
+and stride equal, that convolution is a patch_embed; otherwise a reshape((-1, C)). On tokens:
+- Concat on axis 1 of a constant (1, 1, D) before them (torch.cat([token.expand(B, -1, -1),
+  x], dim=1), the Expand folded for the export's batch): class_token, the token its weight;
+- Add of a constant (1, N, D): position_embedding; of a (D,) after a MatMul: the dense's bias;
+- LayerNormalization, MatMul (dense), activations, residual adds: as on a vector;
+- multi-head self-attention, from its qkv projection to its output projection, whatever moves
+  the exporter writes between: attention, read by cnnspec.importing.onnx_attention;
+- Gather of index 0 on axis 1 (x[:, 0]): token_pool(class); ReduceMean over axis 1 (x.mean(1)):
+  token_pool(mean);
+- any other kind (a softmax, a scale, a Slice, another Concat) is refused, naming the kinds
+  that take tokens.
+
+What reads the output of a refused node is not read: the refusal is its cause (but for shape
+plumbing, such as a Transpose before an LSTM, where the telling cause comes after).
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 from typing import Any
 
+from cnnspec.importing import onnx_attention
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
+from cnnspec.importing.onnx_fold import fold
 from cnnspec.layers.base import same_pads
 from cnnspec.registry import (
     PADDING_SUFFIX,
@@ -90,6 +114,8 @@ READER_OPS = frozenset(
         "Dropout",
         "Constant",
         "Transpose",
+        "Gather",
+        "ReduceMean",
     }
 )
 
@@ -123,6 +149,21 @@ _CHANNELS_LAST = (
     "maps), up to the transpose back"
 )
 _TO_NHWC, _TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+_TOKENS = (
+    "cnnspec makes a map's positions tokens (N, D) as x.flatten(2).transpose(1, 2) does "
+    "(patch_embed after a patch convolution, otherwise reshape((-1, C))), and keeps them "
+    "(batch, N, D) throughout"
+)
+
+
+def _tokens_kinds() -> str:
+    """What takes tokens, for a refusal of a kind that does not."""
+    kinds = sorted(
+        kind
+        for kind, entry in REGISTRY.items()
+        if entry.takes_tokens and not entry.is_activation and (entry.is_join or not entry.internal)
+    )
+    return f"cnnspec's tokens (N, D) go into {', '.join(kinds)} and the activations but softmax"
 
 
 def read(path: Path) -> Network:
@@ -147,25 +188,30 @@ def network_from_model(
     """The Network in ONNX `model`. `parameters` names the initializers that are learnt
     (a PyTorch module's parameters, where the module is at hand): a per-channel multiply by
     one is a layer_scale, an add of one after a MatMul the dense's bias."""
-    import onnx
     from onnx import numpy_helper
 
-    # Shapes help recognise patterns; a model they cannot be inferred for is read without.
-    with contextlib.suppress(onnx.shape_inference.InferenceError, ValueError):
-        model = onnx.shape_inference.infer_shapes(model)
     graph = model.graph
     constants: dict[str, Any] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in constants]
     if len(inputs) != 1:
         raise ImportFailure(f"{source} has {len(inputs)} inputs; a cnnspec model has one image")
-    shapes = {
-        v.name: [
-            d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim
-        ]
-        for v in [*graph.input, *graph.value_info, *graph.output]
-    }
+    initializers = set(constants)
+    # Shapes help recognise patterns (a model they cannot be inferred for is read without);
+    # the shape arithmetic around them folds to constants for the file's input size.
+    shapes, constants, origins = fold(model, constants)
+    for v in [*graph.input, *graph.value_info, *graph.output]:
+        if v.name not in shapes and v.type.tensor_type.HasField("shape"):
+            dims = v.type.tensor_type.shape.dim
+            shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    for node in graph.node:
+        # torch.onnx shares one initializer among parameters of equal values (a fresh
+        # module's ones and zeros), naming each parameter by an Identity of it: a weight.
+        if node.op_type == "Identity" and origins.get(node.output[0]) in initializers:
+            origins[node.output[0]] = node.output[0]
+            initializers.add(node.output[0])
     reader = _Reader(constants, shapes, source)
-    reader.initializers = frozenset(constants)
+    reader.origins = origins
+    reader.initializers = frozenset(initializers)
     reader.parameters = parameters
     reader.read(inputs[0].name, list(graph.node))
     if len(graph.output) != 1:
@@ -214,6 +260,13 @@ class _Reader:
         self.parameters: frozenset[str] = frozenset()
         # The ONNX values that hold a map transposed to channels-last (NHWC).
         self.channels_last: set[str] = set()
+        # The ONNX values that hold a map's positions flattened, (batch, C, H * W): tokens once
+        # transposed (x.flatten(2).transpose(1, 2)).
+        self.positions_first: set[str] = set()
+        # The layers whose output is tokens (batch, N, D).
+        self.token_layers: set[str] = set()
+        # The ONNX values of refused nodes, other than shape plumbing: see `after_refusal`.
+        self.refused: set[str] = set()
 
     # ---- values
 
@@ -299,10 +352,18 @@ class _Reader:
         self.aliases[node.output[0]] = name
         if node.doc_string.startswith("cnnspec "):
             self.declared.add(name)
+        entry = REGISTRY.get(kind)
+        if entry is not None and not entry.takes_tokens and self.token_layers & set(sources):
+            self.gap(node, f"{kind} of tokens (N, D)", _tokens_kinds())
+        if self.is_tokens(node.output[0]):
+            self.token_layers.add(name)
         return layer
 
     def gap(self, node: Any, what: str, why: str) -> None:
         self.gaps.append(Gap(f"node '{node.name or node.output[0]}' ({node.op_type})", what, why))
+        if node.op_type not in _PLUMBING:
+            # What reads its output is not read (see `after_refusal`): this is the cause.
+            self.refused.update(o for o in node.output if o)
 
     # ---- nodes
 
@@ -333,19 +394,27 @@ class _Reader:
             )
             return
         self.aliases[input_name] = INPUT
+        # cnnspec's own layers by their nodes' names (a weight's Transpose among them), then
+        # the others; the nodes folded to constants (shape arithmetic) compute nothing more.
+        composites, members = self.composites(nodes)
+        nodes = [n for n in nodes if not all(o in self.constants for o in n.output if o)]
         for node in nodes:
             for value in node.input:
                 self.users[value] = self.users.get(value, 0) + 1
-        composites, members = self.composites(nodes)
+        attentions = self.attentions(nodes, members)
         readers = onnx_readers()
         consumers: dict[str, list[Any]] = {}
         for node in nodes:
             for value in node.input:
                 consumers.setdefault(value, []).append(node)
         taken: set[int] = set()
-        self.fold_ahead(nodes)
         for node in nodes:
             if node.name in members or id(node) in taken:
+                continue
+            if id(node) in attentions:
+                found = attentions[id(node)]
+                if found is not None:
+                    self.attention(found)
                 continue
             if node.name in composites:
                 kind, args, source = composites[node.name]
@@ -356,20 +425,16 @@ class _Reader:
                     {key: v for key, v in self.constants.items() if key.startswith(prefix)}
                 )
                 continue
-            if node.op_type == "Constant":
-                from onnx import numpy_helper
-
-                tensor = _attributes(node).get("value")
-                if tensor is not None:
-                    self.constants[node.output[0]] = numpy_helper.to_array(tensor)
-                continue
-            if node.op_type == "Identity" and node.input[0] in self.constants:
-                self.constants[node.output[0]] = self.constants[node.input[0]]
-                self.origins[node.output[0]] = self.origin(node.input[0])
+            refused = self.after_refusal(node)
+            if refused is not None:
+                # Of a value whose node was refused: that refusal is the cause.
+                self.aliases.update(dict.fromkeys((o for o in node.output if o), refused))
                 continue
             last = self.layout(node)
             if last is None:
                 continue  # refused
+            if self.of_tokens(node):
+                continue
             chain = self.keras_order(node, consumers) or self.entry_chain(
                 node, readers.get(node.op_type, []), consumers, taken
             )
@@ -382,11 +447,27 @@ class _Reader:
             if last and node.op_type != "Transpose":
                 self.channels_last.add(node.output[0])
 
+    def after_refusal(self, node: Any) -> str | None:
+        """The first of `node`'s data inputs that a refused node gives (or an attention
+        refused), or None. A refusal of shape plumbing (a Transpose) is not one: what reads it
+        is read on, since it is the telling cause (an LSTM after a Transpose)."""
+        for value in node.input:
+            if value and value not in self.constants:
+                source = self.value(value)
+                if source in self.refused:
+                    return source
+        return None
+
     def layout(self, node: Any) -> bool | None:
         """Whether `node` reads a channels-last map (then its output is one too); None,
         with a gap, where it reads one with an op that is not of the channels, or joins one
         with a channels-first map."""
         data = [i for i in node.input if i and i not in self.constants]
+        if any(i in self.positions_first for i in data) and not (
+            node.op_type == "Transpose" and _attributes(node).get("perm") == [0, 2, 1]
+        ):
+            self.gap(node, f"ONNX op {node.op_type} on a map's positions as (C, H*W)", _TOKENS)
+            return None
         found = {i in self.channels_last for i in data}
         if True not in found:
             return False
@@ -499,23 +580,89 @@ class _Reader:
                 break
         return found, members
 
-    def fold_ahead(self, nodes: list[Any]) -> None:
-        """Compute every value made of constants alone, including those a chain's later
-        nodes read (torch.onnx writes the shape of a view's second reshape after the
-        transpose before it)."""
-        from onnx import numpy_helper
+    def is_tokens(self, value: str) -> bool:
+        """Whether ONNX value `value` holds tokens (batch, N, D): of rank 3, and not a map's
+        positions before their transpose."""
+        shape = self.shapes.get(value)
+        return shape is not None and len(shape) == 3 and value not in self.positions_first
 
-        for node in nodes:
-            if node.output[0] in self.constants:
+    # ---- tokens (a Vision Transformer's)
+
+    def attentions(
+        self, nodes: list[Any], members: set[str]
+    ) -> dict[int, onnx_attention.Attention | None]:
+        """The attentions in the graph (see cnnspec.importing.onnx_attention): the node that
+        gives each one's output -> it; each of their other nodes -> None. One refused is a gap
+        at its Softmax, and its nodes are read no further."""
+        found: dict[int, onnx_attention.Attention | None] = {}
+        for item in onnx_attention.find(nodes, self.constants, self.shapes, self.origins, members):
+            found.update(dict.fromkeys(item.members))
+            if isinstance(item, onnx_attention.Refused):
+                self.gap(item.node, item.what, item.why)
+                self.refused.update(
+                    o for n in nodes if id(n) in item.members for o in n.output if o
+                )
                 continue
-            if node.op_type == "Constant":
-                tensor = _attributes(node).get("value")
-                if tensor is not None:
-                    self.constants[node.output[0]] = numpy_helper.to_array(tensor)
-            elif node.input and all(not i or i in self.constants for i in node.input):
-                folded = _fold(node, _attributes(node), self.constants)
-                if folded is not None:
-                    self.constants[node.output[0]] = folded
+            found[id(item.last)] = item
+        return found
+
+    def attention(self, found: onnx_attention.Attention) -> None:
+        source = self.value(found.source)
+        module = identifier(found.module)
+        name = self.unique(module) if module else self.name_for(found.softmax)
+        self.add(found.last, "attention", {"heads": found.heads}, [source], name)
+        for key, value in found.tensors.items():
+            self.tensors[f"{name}.{key}"] = value
+
+    def of_tokens(self, node: Any) -> bool:
+        """The reductions of tokens (batch, N, D) to a vector: x[:, 0] (Gather) is
+        token_pool(class), x.mean(1) (ReduceMean) token_pool(mean). True where `node` is one
+        (read, or refused)."""
+        if node.op_type not in ("Gather", "ReduceMean", "Slice") or not self.is_tokens(
+            node.input[0]
+        ):
+            return False
+        if node.input[0] in self.constants:
+            return False
+        attrs = _attributes(node)
+        source = self.value(node.input[0])
+        if source != INPUT and source not in self.by_name:
+            # Of a value whose node was refused: that refusal is the cause.
+            self.aliases[node.output[0]] = source
+            return True
+        if node.op_type == "Slice":
+            self.gap(
+                node,
+                "Slice of tokens",
+                "cnnspec reads tokens whole: token_pool(class) the first, token_pool(mean) "
+                "the mean of all of them",
+            )
+            return True
+        if node.op_type == "Gather":
+            index = self.constant(node.input[1])
+            first = index is not None and index.ndim == 0 and int(index) == 0
+            if attrs.get("axis", 0) in (1, -2) and first:
+                self.add(node, "token_pool", {"mode": "class"}, [source])
+                return True
+            self.gap(
+                node,
+                f"Gather of index {index.tolist() if index is not None else '?'} on axis "
+                f"{attrs.get('axis', 0)} of tokens",
+                "cnnspec reads one token, the first (x[:, 0]): token_pool(class)",
+            )
+            return True
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and self.constant(node.input[1]) is not None:
+            axes = [int(a) for a in self.constant(node.input[1]).reshape(-1)]
+        if axes is not None and [a % 3 for a in axes] == [1] and not attrs.get("keepdims", 1):
+            self.add(node, "token_pool", {"mode": "mean"}, [source])
+            return True
+        self.gap(
+            node,
+            f"ReduceMean over axes {axes} of tokens, keepdims={attrs.get('keepdims', 1)}",
+            "cnnspec averages the tokens to a vector (x.mean(1)): token_pool(mean)",
+        )
+        return True
 
     def nchw(self, value: str) -> tuple[int | None, ...] | None:
         """The NCHW shape of ONNX value `value`, where the file or shape inference says it."""
@@ -527,13 +674,8 @@ class _Reader:
         attrs = _attributes(node)
         data = [i for i in node.input if i and i not in self.constants]
         sources = [self.value(i) for i in data]
-        if not sources:
-            folded = _fold(node, attrs, self.constants)
-            if folded is None:
-                self.gap(node, f"ONNX op {op} on constants", "cnnspec computes on the image only")
-                return
-            self.constants[node.output[0]] = folded
-            self.origins[node.output[0]] = self.origins.get(node.input[0], node.input[0])
+        if not sources:  # on constants, and not one the folding computes
+            self.gap(node, f"ONNX op {op} on constants", "cnnspec computes on the image only")
             return
         match op:
             case "Identity" | "Dropout":
@@ -712,7 +854,8 @@ class _Reader:
             )
             return
         rank = len(self.shapes.get(node.input[0]) or [])
-        if rank != 2 and not (rank == 4 and node.input[0] in self.channels_last):
+        tokens = self.is_tokens(node.input[0])
+        if rank != 2 and not tokens and not (rank == 4 and node.input[0] in self.channels_last):
             what = (
                 "LayerNormalization of the width of a channels-first map"
                 if rank == 4
@@ -755,6 +898,12 @@ class _Reader:
             # Of a value whose node was refused: that refusal is the cause.
             self.aliases[node.output[0]] = sources[0]
             return
+        if value in self.positions_first and perm == [0, 2, 1]:
+            self.to_tokens(node, sources[0])
+            return
+        if self.is_tokens(value):
+            self.gap(node, f"Transpose {perm} of tokens", _TOKENS)
+            return
         if perm == _TO_NHWC and not last and len(self.shapes.get(value) or []) == 4:
             self.aliases[node.output[0]] = sources[0]
             self.channels_last.add(node.output[0])
@@ -770,8 +919,50 @@ class _Reader:
             "channels-last (0, 2, 3, 1) and back (0, 3, 1, 2) around layers of the channels",
         )
 
+    def to_tokens(self, node: Any, source: str) -> None:
+        """A map's positions as tokens, x.flatten(2).transpose(1, 2): after a convolution with
+        kernel and stride equal (that feeds nothing else), a ViT's patch embedding, which
+        patch_embed is; after anything else reshape((-1, C)), which gives the same order."""
+        shape = self.hwc(node.input[0])  # (C, H * W), as the reshape gave it
+        conv = self.by_name.get(source)
+        args = conv.args if conv is not None else {}
+        if (
+            conv is not None
+            and conv.kind == "conv2d"
+            and conv.name not in self.declared
+            and args.get("stride") == args.get("kernel")
+            and args.get("padding") == "valid"
+            and args.get("dilation", (1, 1)) == (1, 1)
+            and args.get("groups", 1) == 1
+            and args.get("use_bias")
+            and self.users.get(_output_of(conv, self.aliases), 1) == 1
+        ):
+            conv.kind = "patch_embed"
+            conv.args = {"dim": args["filters"], "patch": args["kernel"]}
+            self.aliases[node.output[0]] = conv.name
+            self.token_layers.add(conv.name)
+            return
+        assert shape is not None
+        self.add(node, "reshape", {"target": (shape[1], shape[0])}, [source])
+
     def join(self, node: Any, attrs: dict[str, Any], sources: list[str], np: Any) -> None:
         op = node.op_type
+        if op == "Concat" and self.is_tokens(node.output[0]):
+            self.class_token(node, attrs, sources)
+            return
+        data = [i for i in node.input if i and i not in self.constants]
+        shapes = {tuple(self.shapes.get(i) or ()) for i in data}
+        if len(data) > 1 and any(self.is_tokens(i) for i in data) and len(shapes) > 1:
+            self.gap(
+                node,
+                f"{op} of tokens and another shape: "
+                + " and ".join(str(tuple(s[1:])) for s in sorted(shapes)),
+                "cnnspec joins tokens with tokens of their shape",
+            )
+            return
+        if op == "Concat" and len(sources) < len([i for i in node.input if i]):
+            self.gap(node, "Concat of a constant", "cnnspec joins layers' outputs")
+            return
         if op == "Concat" and attrs.get("axis") not in (1, -3):
             self.gap(node, f"Concat on axis {attrs.get('axis')}", "cnnspec joins channels")
             return
@@ -815,13 +1006,42 @@ class _Reader:
             sources = [*first.inputs, *sources[1:]]
         self.add(node, _JOINS[op], {}, sources, name)
 
+    def class_token(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
+        """torch.cat([token.expand(B, -1, -1), x], dim=1) of tokens x: class_token, the token
+        (1, 1, D) its weight."""
+        inputs = [i for i in node.input if i]
+        shape = self.shapes.get(node.output[0]) or []
+        token = self.constant(inputs[0]) if len(inputs) == 2 else None
+        if (
+            attrs.get("axis") in (1, -2)
+            and token is not None
+            and len(sources) == 1
+            and self.is_tokens(inputs[1])
+            and tuple(token.shape) == (1, 1, shape[-1])
+        ):
+            origin = self.origin(inputs[0])
+            name = self.unique(identifier(origin)) if self.learnt(inputs[0]) else None
+            self.add(node, "class_token", {}, sources, name)
+            self.tensors[f"{self.value(node.output[0])}.weight"] = token.astype("float32")
+            return
+        self.gap(
+            node,
+            f"Concat of tokens on axis {attrs.get('axis')}",
+            "cnnspec puts one learnt token before the tokens (class_token: "
+            "torch.cat([token.expand(B, -1, -1), x], dim=1)), and joins no others",
+        )
+
     def affine(self, node: Any, source: str, np: Any) -> None:
         """x * c or x + c with a constant c: a layer_scale when c is a weight, otherwise a
-        rescaling (an offset after a scale joins it: cnnspec's `<name>_scaled`, then `<name>`)."""
+        rescaling (an offset after a scale joins it: cnnspec's `<name>_scaled`, then `<name>`);
+        tokens plus a constant (N, D) are a position_embedding."""
         constant_name = next(i for i in node.input if i in self.constants)
         value = np.asarray(self.constants[constant_name], dtype=np.float32)
         origin = self.origin(constant_name)
         data = next(i for i in node.input if i and i not in self.constants)
+        if self.is_tokens(data):
+            self.token_affine(node, data, source, value, constant_name)
+            return
         channels = self.hwc(data)
         per_channel = channels[-1] if channels else None
         if value.size not in (1, per_channel) or not _broadcasts_per_channel(
@@ -863,10 +1083,42 @@ class _Reader:
             return
         self.add(node, "rescaling", {"scale": amount, "offset": 0.0}, [source])
 
-    def dense_bias(self, node: Any, dense: Layer | None, origin: str, flat: Any) -> bool:
-        """An Add of a learnt vector (`<linear>.bias`, or a parameter) to a MatMul's dense,
-        which feeds nothing else: nn.Linear's bias, as torch writes it for inputs of more than
-        two axes. The dense gets it; True where it did."""
+    def token_affine(self, node: Any, data: str, source: str, value: Any, constant: str) -> None:
+        """Tokens (batch, N, D) plus a constant: a position embedding where it is (N, D) (a
+        learnt one, named as its tensor), a linear layer's bias where it is (D,) after the
+        MatMul; anything else is refused."""
+        shape = self.shapes.get(data) or []
+        flat = value.reshape(-1)
+        previous = self.by_name.get(source)
+        if (
+            node.op_type == "Add"
+            and value.shape[-2:] == tuple(shape[1:])
+            and (all(d == 1 for d in value.shape[:-2]))
+        ):
+            name = self.unique(identifier(self.origin(constant))) if self.learnt(constant) else None
+            self.add(node, "position_embedding", {}, [source], name)
+            self.tensors[f"{self.value(node.output[0])}.weight"] = value.reshape(1, *shape[1:])
+            return
+        if (
+            node.op_type == "Add"
+            and value.size == shape[-1]
+            and self.dense_bias(node, previous, self.origin(constant), flat, any_vector=True)
+        ):
+            return
+        self.gap(
+            node,
+            f"{node.op_type} of tokens {tuple(shape[1:])} by a constant of shape {value.shape}",
+            "cnnspec adds a learnt vector per position to tokens (position_embedding) and a "
+            "bias to a dense layer's; it scales tokens by no constant",
+        )
+
+    def dense_bias(
+        self, node: Any, dense: Layer | None, origin: str, flat: Any, any_vector: bool = False
+    ) -> bool:
+        """An Add of a learnt vector (`<linear>.bias`, or a parameter; on tokens, where no
+        rescaling could read it, `any_vector`) to a MatMul's dense, which feeds nothing else:
+        nn.Linear's bias, as torch writes it for inputs of more than two axes. The dense gets
+        it; True where it did."""
         if (
             dense is None
             or dense.kind != "dense"
@@ -874,7 +1126,7 @@ class _Reader:
             or not dense.origin.endswith("(MatMul)")
             or dense.name in self.declared
             or node.doc_string.startswith("cnnspec ")  # a layer of its own in a spec
-            or not (origin.endswith(".bias") or origin in self.parameters)
+            or not (any_vector or origin.endswith(".bias") or origin in self.parameters)
             or flat.shape != (dense.args["units"],)
             or self.users.get(_output_of(dense, self.aliases), 1) != 1
         ):
@@ -1032,6 +1284,21 @@ class _Reader:
     def flatten(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         shape = self.hwc(node.input[0])
         out = self.shapes.get(node.output[0])
+        given = self.shapes.get(node.input[0])
+        if (
+            node.op_type == "Reshape"
+            and given is not None
+            and len(given) == 4
+            and node.input[0] not in self.channels_last
+            and out is not None
+            and len(out) == 3
+            and None not in given
+            and out == [given[0], given[1], given[2] * given[3]]
+        ):
+            # x.flatten(2): the map's positions as columns, tokens once transposed (below).
+            self.aliases[node.output[0]] = sources[0]
+            self.positions_first.add(node.output[0])
+            return
         if node.op_type == "Flatten" and attrs.get("axis", 1) != 1:
             self.gap(node, f"Flatten axis={attrs.get('axis')}", "cnnspec flattens after the batch")
             return
@@ -1099,7 +1366,9 @@ class _Reader:
         weight = self.constant(node.input[1])
         shape = self.hwc(node.input[0])
         of_channels = shape is not None and (
-            len(shape) == 1 or (len(shape) == 3 and node.input[0] in self.channels_last)
+            len(shape) == 1
+            or (len(shape) == 3 and node.input[0] in self.channels_last)
+            or self.is_tokens(node.input[0])
         )
         if (
             weight is None
@@ -1111,8 +1380,8 @@ class _Reader:
             self.gap(
                 node,
                 "MatMul",
-                "cnnspec multiplies a feature vector, or a map's channels (permuted "
-                "channels-last), by a weight matrix",
+                "cnnspec multiplies a feature vector, a map's channels (permuted "
+                "channels-last) or tokens' features by a weight matrix",
             )
             return
         name = self.name_for(node, self.origin(node.input[1]))
@@ -1225,37 +1494,6 @@ def _pooled_size(size: int, kernel: int, stride: int, before: int, after: int, c
 def same_zero(value: Any) -> bool:
     values = value if isinstance(value, tuple) else (value,)
     return all(v == 0.0 for v in values)
-
-
-def _fold(node: Any, attrs: dict[str, Any], constants: dict[str, Any]) -> Any | None:
-    """An op on constants only, computed (exporters write Unsqueeze and Transpose of weights)."""
-    import numpy as np
-
-    values: list[Any] = [constants.get(i) for i in node.input if i]
-    if any(v is None for v in values) or not values:
-        return None
-    x = values[0]
-    match node.op_type:
-        case "Unsqueeze":
-            axes = attrs.get("axes")
-            if axes is None and len(values) > 1:
-                axes = [int(a) for a in np.asarray(values[1]).reshape(-1)]
-            if axes is None:
-                return None
-            for axis in sorted(a % (x.ndim + len(axes)) for a in axes):
-                x = np.expand_dims(x, axis)
-            return x
-        case "Transpose":
-            return np.transpose(x, attrs.get("perm"))
-        case "Sqrt":
-            return np.sqrt(x)
-        case "Identity":
-            return x
-        case "Concat":
-            # A shape or a list of scales built from constants (torch.onnx's view and
-            # interpolate without constant folding).
-            return np.concatenate([np.asarray(v) for v in values], axis=attrs.get("axis", 0))
-    return None
 
 
 def _broadcasts_per_channel(shape: tuple[int, ...], rank: int, channels_last: bool) -> bool:

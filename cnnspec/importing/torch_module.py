@@ -1,7 +1,9 @@
 """`cnnspec import package.module:factory --input-size 224x224x3` (or `path/to/file.py:factory`):
 the module the factory returns, exported to ONNX inside the command (in eval mode, batch
 normalization kept as it is rather than folded into the convolutions, so that the counts stay
-PyTorch's), then read as any ONNX file.
+PyTorch's), then read as any ONNX file. The export is of one example of the given size: the
+shape arithmetic the exporter writes (x.shape, a class token expanded to the batch) folds to
+constants for it (cnnspec.importing.onnx_fold), and the reader reads a batch axis as the batch.
 
 A boundary: the user's own code runs here (their module's top level, their factory, their
 model's forward under the exporter), and it may raise anything at all. Those three calls, and

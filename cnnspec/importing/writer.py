@@ -225,8 +225,15 @@ class _Writer:
                 groups.append(_Nested(item, self._group(item.body)))
             elif key and isinstance(last, _Group) and _nested(key, last.key):
                 last.items.append(item)
-            elif key and isinstance(last, _Group) and _nested(last.key, key):
-                last.items.append(item)  # `block_1_expand` then `block_1`: one block, block_1
+            elif (
+                key
+                and isinstance(last, _Group)
+                and _nested(last.key, key)
+                and not _NUMBER_SUFFIX.match(last.key[len(key) :])
+            ):
+                # `block_1_expand` then `block_1`: one block, block_1; but a numbered block
+                # then its parent's layer (`encoder_layers_1` then `encoder_ln`) stay apart.
+                last.items.append(item)
                 last.key = key
             elif key:
                 groups.append(_Group(key, [item]))
