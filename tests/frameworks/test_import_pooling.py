@@ -152,3 +152,34 @@ def test_an_onnx_file_torch_wrote_is_named_after_the_file(tmp_path):
     imported = import_model(str(renamed))
     assert imported.network.name == "m_3_stage_net"
     assert "main_graph" not in imported.text
+
+
+class _ShapePad(nn.Module):
+    """Pads height and width to multiples of 4 by amounts computed from the shape, as Swin
+    pads its windows (the zoo survey's traceback: the Pad's amounts were not constants)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.conv(x)
+        pad = (4 - x.shape[-1] % 4) % 4
+        x = torch.nn.functional.pad(x, (0, pad, 0, pad))
+        return self.fc(x.mean((2, 3)))
+
+
+def shape_pad():
+    torch.manual_seed(0)
+    return _ShapePad().eval()
+
+
+def test_padding_computed_from_the_shape_folds_to_its_amount():
+    imported = import_model(f"{HERE}:shape_pad", (9, 9, 3))
+    assert "zero_pad" in [node.kind for node in imported.spec.model.nodes]
+    x = np.random.default_rng(1).standard_normal((2, 3, 9, 9), dtype=np.float32)
+    with torch.no_grad():
+        expected = torch.softmax(shape_pad()(torch.from_numpy(x)), 1).numpy()
+    outputs = run_onnx(export(imported.spec, imported.tensors), x)
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
