@@ -137,8 +137,13 @@ def _classifier_or_fail(compilation: Any) -> None:
 def _probabilities(network: Network) -> list[str]:
     """A cnnspec classifier outputs probabilities, and its scripts train and evaluate on them:
     a model that ends in logits (as PyTorch classifiers do) gets the softmax (or, for one
-    unit, the sigmoid) that turns them into probabilities, on its last layer, and says so."""
+    unit, the sigmoid) that turns them into probabilities, on its last layer, and says so; one
+    whose scores are a convolution's channels globally pooled (SqueezeNet's) gets a softmax
+    layer after the pooling."""
     last = network.producer().get(network.output)
+    scores = _pooled_scores(network)
+    if scores is not None:
+        return _softmax_after(network, scores)
     if last is None or last.kind not in ("dense", "conv2d") or last.args.get("activation"):
         return []
     units = last.args.get("units", last.args.get("filters"))
@@ -147,6 +152,58 @@ def _probabilities(network: Network) -> list[str]:
     return [
         f"{last.name} outputs logits in the source; here it applies {activation}, as a cnnspec "
         f"classifier outputs probabilities: this model computes {activation}(source(x))."
+    ]
+
+
+_GLOBAL_POOLS = ("global_avg_pool", "global_max_pool")
+
+
+def _pooled_scores(network: Network) -> Any:
+    """The convolution whose channels are the class scores of a model that ends in its global
+    pooling (SqueezeNet's classifier: a 1x1 convolution to one channel a class, ReLU, global
+    average pooling, flatten), or None: a global pooling (or a flatten of one) of a
+    convolution's output (or of activations of it), read by nothing else."""
+    producer = network.producer()
+    consumers = network.consumers()
+    last = producer.get(network.output)
+    if last is not None and last.kind == "flatten" and len(last.inputs) == 1:
+        last = producer.get(last.inputs[0])
+    if last is None or last.kind not in _GLOBAL_POOLS or len(last.inputs) != 1:
+        return None
+    from cnnspec.registry import activation_kinds
+
+    elementwise = set(activation_kinds()) - {"softmax"}
+    conv = producer.get(last.inputs[0])
+    # Through the activations after the convolution (SqueezeNet's ReLU), each read once.
+    while (
+        conv is not None
+        and conv.kind in elementwise
+        and len(conv.inputs) == 1
+        and len(consumers.get(conv.name, [])) == 1
+    ):
+        conv = producer.get(conv.inputs[0])
+    if conv is None or conv.kind != "conv2d" or len(consumers.get(conv.name, [])) != 1:
+        return None
+    return conv
+
+
+def _softmax_after(network: Network, conv: Any) -> list[str]:
+    from cnnspec.importing.network import Layer
+
+    filters = conv.args.get("filters")
+    activation = "sigmoid" if filters == 1 else "softmax"
+    taken = {layer.name for layer in network.layers}
+    name, number = activation, 1
+    while name in taken:
+        number += 1
+        name = f"{activation}_{number}"
+    last = network.output
+    network.layers.append(Layer(name, activation, {}, (last,), origin=f"the {activation} added"))
+    network.output = name
+    return [
+        f"{last} outputs the class scores of {conv.name}'s channels in the source; here a "
+        f"{activation} follows, as a cnnspec classifier outputs probabilities: this model "
+        f"computes {activation}(source(x))."
     ]
 
 

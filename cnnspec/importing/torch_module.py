@@ -4,6 +4,9 @@ normalization kept as it is rather than folded into the convolutions, so that th
 PyTorch's), then read as any ONNX file. The export is of one example of the given size: the
 shape arithmetic the exporter writes (x.shape, a class token expanded to the batch) folds to
 constants for it (cnnspec.importing.onnx_fold), and the reader reads a batch axis as the batch.
+The export goes to a buffer, or, for a model whose weights near protobuf's 2 GiB limit on one
+message (over 1 GiB; regnet_y_128gf's are 2.6 GB), to a temporary file with its weights as
+external data.
 
 A boundary: the user's own code runs here (their module's top level, their factory, their
 model's forward under the exporter), and it may raise anything at all. Those three calls, and
@@ -17,9 +20,11 @@ import importlib
 import importlib.util
 import io
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from cnnspec.importing.network import ImportFailure, Network
 
@@ -76,19 +81,8 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
     model.eval()
     height, width, channels = input_size
     example = torch.zeros(1, channels, height, width)
-    buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (example,),
-                buffer,  # a file object, which the exporter writes to
-                dynamo=False,
-                do_constant_folding=False,
-                input_names=["image"],
-                opset_version=20,  # nn.GELU as ONNX's Gelu op, which the reader knows
-            )
+        exported = _export(torch, onnx, model, example)
     except Exception as error:  # the boundary: the user's forward, traced by the exporter
         raise ImportFailure(
             f"PyTorch cannot export {target} to ONNX: {type(error).__name__}: "
@@ -99,7 +93,7 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
     # The learnt initializers: a per-channel multiply by one (ConvNeXt's gamma) is a
     # layer_scale, where a buffer's is a constant rescaling.
     parameters = frozenset(name for name, _ in model.named_parameters())
-    network = network_from_model(onnx.load_from_string(buffer.getvalue()), target, parameters)
+    network = network_from_model(exported, target, parameters)
     network.name = factory_name
     trainable = sum(p.numel() for p in model.parameters())
     buffers = sum(
@@ -107,6 +101,35 @@ def read(target: str, input_size: tuple[int, int, int] | None) -> Network:
     )
     network.trainable, network.non_trainable = trainable, buffers
     return network
+
+
+# A model whose weights take more bytes than this is exported to a file: protobuf serializes
+# no message over 2 GiB, and the exporter then writes the weights beside the file (ONNX's
+# external data), which it can only do for a file, not a buffer.
+IN_MEMORY_BYTES = 1 << 30
+
+
+def _export(torch: Any, onnx: Any, model: Any, example: Any) -> Any:
+    """The ONNX model of `model` on `example`: exported to a buffer, or, for a model too large
+    for one (regnet_y_128gf's 2.6 GB), to a file in a temporary folder with its weights as
+    external data, loaded back with them."""
+    size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    options: dict[str, Any] = {
+        "dynamo": False,
+        "do_constant_folding": False,
+        "input_names": ["image"],
+        "opset_version": 20,  # nn.GELU as ONNX's Gelu op, which the reader knows
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if size <= IN_MEMORY_BYTES:
+            buffer = io.BytesIO()  # a file object, which the exporter writes to
+            torch.onnx.export(model, (example,), buffer, **options)
+            return onnx.load_from_string(buffer.getvalue())
+        with tempfile.TemporaryDirectory(prefix="cnnspec-import-") as folder:
+            path = Path(folder) / "model.onnx"
+            torch.onnx.export(model, (example,), str(path), **options)
+            return onnx.load(str(path), load_external_data=True)
 
 
 def _import(module_name: str) -> ModuleType:

@@ -381,8 +381,10 @@ class _Writer:
         stem = ""
         for token in reversed(tokens):
             stem = re.sub(r"\d+$", "", token)
-            if stem:
+            # A name's word, never a token a name cannot start with (inception's `3x3`).
+            if stem.isidentifier():
                 break
+            stem = ""
         stem = (stem or "unit").lower()
         from cnnspec.registry import REGISTRY
 
