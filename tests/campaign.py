@@ -207,6 +207,13 @@ class Writer:
         # Often a divisor of the channels, sometimes not (E205).
         return self.call("channel_shuffle", [str(self.rng.choice([1, 2, 2, 3, 4, 8]))], {})
 
+    def channel_slice(self) -> str:
+        # Channels [start, stop): often within the input's, sometimes beyond them or empty
+        # (E205 at stop).
+        start = self.rng.randint(0, 3)
+        stop = start + self.rng.randint(0 if self.bad() else 1, 4)
+        return self.call("channel_slice", [str(start), str(stop)], {})
+
     def global_avg_pool(self) -> str:
         return self.call("global_avg_pool", [], {"keepdims": self.maybe(0.2, lambda: "true")})
 
@@ -476,6 +483,7 @@ class Writer:
                 f"conv2d({filters}, kernel={self.pair(1, 5)}, padding=same)",
                 f"avgpool(3, stride=1, padding=same) conv2d({filters}, kernel=1)",
                 f"conv2d({filters}, kernel=1) relu() depthwise_conv2d(3, padding=same)",
+                f"channel_slice(0, 1) conv2d({filters}, kernel=1)",  # a channel split's part
             ]
         )
 

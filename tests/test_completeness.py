@@ -33,6 +33,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "rescaling": {"scale": 0.5},
     "reshape": {"target": (-1,)},
     "channel_shuffle": {"groups": 3},
+    "channel_slice": {"start": 1, "stop": 3},
     "patch_embed": {"dim": 4, "patch": 2},
     "attention": {"heads": 1},
     "rotation": {"degrees": 10.0},

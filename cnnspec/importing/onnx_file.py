@@ -705,6 +705,10 @@ class _Reader:
                 self.pad(node, attrs, sources)
             case "Slice":
                 self.crop(node, sources)
+            case "Split":  # of the channels: a channel_slice per part (onnx_slices)
+                from cnnspec.importing.onnx_slices import read_split
+
+                read_split(self, node, attrs, sources[0])
             case _:
                 self.gap(node, f"ONNX op {op}", "cnnspec has no layer for it")
 
@@ -1105,11 +1109,22 @@ class _Reader:
             and self.dense_bias(node, previous, self.origin(constant), flat, any_vector=True)
         ):
             return
+        origin = self.origin(constant)
+        if (
+            node.op_type == "Mul"
+            and value.size == shape[-1]
+            and (origin.endswith(".weight") or origin in self.parameters)
+        ):
+            # A learnt scale of each feature (DeiT III's and CaiT's layer scale).
+            name = self.unique(identifier(origin.removesuffix(".weight")))
+            self.add(node, "layer_scale", {}, [source], name)
+            self.tensors[f"{name}.weight"] = flat
+            return
         self.gap(
             node,
             f"{node.op_type} of tokens {tuple(shape[1:])} by a constant of shape {value.shape}",
             "cnnspec adds a learnt vector per position to tokens (position_embedding) and a "
-            "bias to a dense layer's; it scales tokens by no constant",
+            "bias to a dense layer's, and scales each feature by a learnt vector (layer_scale)",
         )
 
     def dense_bias(

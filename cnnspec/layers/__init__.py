@@ -43,6 +43,7 @@ from cnnspec.layers.pooling import (
     ZeroPad,
 )
 from cnnspec.layers.resampling import ChannelShuffle, Upsample
+from cnnspec.layers.slicing import ChannelSlice
 from cnnspec.layers.tokens import Attention, ClassToken, PatchEmbed, PositionEmbedding, TokenPool
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "AvgPool",
     "BatchNorm",
     "ChannelShuffle",
+    "ChannelSlice",
     "ClassToken",
     "Concat",
     "Conv2D",

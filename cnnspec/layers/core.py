@@ -341,6 +341,7 @@ class StochasticDepth(LayerArgs):
 class LayerScale(LayerArgs):
     kind: ClassVar[str] = "layer_scale"
     elementwise: ClassVar[bool] = True
+    takes_tokens: ClassVar[bool] = True  # DeiT III's and CaiT's, on each token's features
     aliases: ClassVar[dict[str, str]] = {"init_values": "init"}
     framework_names: ClassVar[tuple[str, ...]] = ("LayerScale",)
     doc: ClassVar[str] = (
@@ -368,7 +369,10 @@ class LayerScale(LayerArgs):
         return {"init": float(config.get("init_values", 1e-6))}
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
-        return TorchLayer(Call("LayerScale", inputs[0][-1], self.init), helpers=("LayerScale",))
+        call = Call("LayerScale", inputs[0][-1], self.init)
+        if len(inputs[0]) == 2:  # tokens (batch, N, D): the features are the last axis
+            return TorchLayer(call, "{x} * {module}.weight", helpers=("LayerScale",))
+        return TorchLayer(call, helpers=("LayerScale",))
 
     def weight_shapes(self, inputs: list[Shape]) -> dict[str, tuple[int, ...]]:
         return {"weight": (inputs[0][-1],)}

@@ -154,6 +154,26 @@ class ChannelShuffle(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cnnspec")
+class ChannelSlice(layers.Layer):
+    """Channels [start, stop) of a map, or features [start, stop) of a vector: one part
+    of a channel split (ShuffleNetV2's, GhostNet's)."""
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+        self.stop = stop
+
+    def call(self, inputs):
+        return inputs[..., self.start : self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
 class ClassToken(layers.Layer):
     """A ViT's class token: a learnt vector put before the tokens of each example."""
 

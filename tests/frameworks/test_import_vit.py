@@ -491,7 +491,7 @@ REFUSED = [
         "softmax_of_tokens",
         "node '/body/Softmax' (Softmax): softmax of tokens (N, D): cnnspec's tokens (N, D) go "
         "into add, attention, class_token, dense, dropout, flatten, layer_norm, "
-        "position_embedding, reshape, token_pool and the activations but softmax",
+        "layer_scale, position_embedding, reshape, token_pool and the activations but softmax",
     ),
     (
         "tokens_twice",

@@ -47,7 +47,8 @@ CASES = {
           head { dense(3, activation=softmax) }
         }
     """,
-    # Unequal patches after a convolution (a hybrid ViT), three heads, a dense layer without
+    # Unequal patches after a convolution (a hybrid ViT), three heads with DeiT III's layer
+    # scale, a dense layer without
     # bias and with an activation on tokens, tanh GELU, and the tokens' mean read out.
     "hybrid_mean": """
         model vit_b {
@@ -55,7 +56,7 @@ CASES = {
           conv2d(8, 3, padding=same, activation=relu)
           patch_embed(12, patch=(2, 4))
           position_embedding()
-          residual { layer_norm() attention(3) }
+          residual { layer_norm() attention(3) layer_scale(0.1) }
           dense(12, use_bias=false, activation=swish)
           residual { dense(24, activation=gelu(approximate=true)) dense(12) }
           token_pool(mean)
@@ -96,6 +97,7 @@ EXPECTED_PARAMS = {
         "position_embedding_1": (12 * 12, 0),
         "attention_1": (4 * 12 * 12 + 4 * 12, 0),
         "dense_1": (12 * 12, 0),
+        "layer_scale_1": (12, 0),
     },
     "vit_c": {"class_token_1": (6, 0), "head_dense_1": (65 * 6 * 3 + 3, 0)},
 }
