@@ -1001,10 +1001,10 @@ class _Reader:
             op == "Mul"
             and first is not None
             and first.kind == "multiply"
-            and re.fullmatch(re.escape(name) + r"_\d+", first.name)
+            and re.fullmatch(re.escape(name) + r"_mul\d+", first.name)
             and self.users.get(_output_of(first, self.aliases), 1) == 1
         ):
-            # cnnspec multiplies three or more branches as a chain `<name>_1`, ..., `<name>`.
+            # cnnspec multiplies three or more branches as a chain `<name>_mul1`, ..., `<name>`.
             self.layers.remove(first)
             del self.by_name[first.name]
             sources = [*first.inputs, *sources[1:]]

@@ -182,5 +182,6 @@ class Multiply(_Merge):
         out = values[0]
         for index, value in enumerate(values[1:], 1):
             last = index == len(values) - 1
-            out = graph.op("Mul", [out, value], name if last else f"{name}_{index}")
+            # `<name>_mul<i>`: never another layer's name (a nested multiply is `<name>_1`).
+            out = graph.op("Mul", [out, value], name if last else f"{name}_mul{index}")
         return out
