@@ -74,8 +74,8 @@ FORMS = {
     "defined block": r"^define d\d+\(k",
     "expression argument": r"k \* 2|k \+ 1",
     "vision transformer": r"patch_embed\(",
-    "attention on tokens": r"patch_embed\(.*attention\(",
-    "class token, read out": r"class_token\(\).*token_pool\(class\)",
+    "attention on tokens": r"patch_embed\([\s\S]*attention\(",
+    "class token, read out": r"class_token\(\)[\s\S]*token_pool\(class\)",
     "mean of tokens": r"token_pool\(mean\)",
 }
 
