@@ -85,11 +85,9 @@ _REUSED = (
 )
 
 
-def nest(vertices: Sequence[V], source: str, output: str) -> list[Item[V]]:
-    """The chain from `source` (the graph's input value) to `output` (the value the graph
-    ends with), `vertices` in topological order. Unnestable when some layer cannot be placed
-    exactly once, or some value feeds a layer the nesting does not read it into."""
-    producer = {vertex.name: vertex for vertex in vertices}
+def dominators(vertices: Sequence[V], source: str) -> dict[str, str]:
+    """Each vertex's nearest value that every path from `source` to it passes through: the
+    fork of a join, a single-input vertex's input (`vertices` in topological order)."""
     order = {source: -1, **{vertex.name: i for i, vertex in enumerate(vertices)}}
     dominator: dict[str, str] = {}
 
@@ -106,6 +104,15 @@ def nest(vertices: Sequence[V], source: str, output: str) -> list[Item[V]]:
         for value in vertex.inputs[1:]:
             fork = common(fork, value)
         dominator[vertex.name] = fork
+    return dominator
+
+
+def nest(vertices: Sequence[V], source: str, output: str) -> list[Item[V]]:
+    """The chain from `source` (the graph's input value) to `output` (the value the graph
+    ends with), `vertices` in topological order. Unnestable when some layer cannot be placed
+    exactly once, or some value feeds a layer the nesting does not read it into."""
+    producer = {vertex.name: vertex for vertex in vertices}
+    dominator = dominators(vertices, source)
 
     used: dict[str, list[str]] = {}
     for vertex in vertices:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from cnnspec import nesting
 from cnnspec.importing.network import INPUT, Layer, Network
 
 
@@ -76,7 +77,7 @@ def _regroup(layers: list[Layer]) -> bool:
     while index < len(layers):
         layer = layers[index]
         if layer.kind == "concat" and len(layer.inputs) > 2:
-            dominator = _dominators(layers)
+            dominator = nesting.dominators(layers, INPUT)
             groups = _groups(layer.inputs, dominator)
             if any(len(group) > 1 for group in groups) and len(groups) > 1:
                 inner: list[Layer] = []
@@ -95,28 +96,6 @@ def _regroup(layers: list[Layer]) -> bool:
                 continue
         index += 1
     return changed
-
-
-def _dominators(layers: list[Layer]) -> dict[str, str]:
-    """Each layer's nearest value every path from the input to it passes through (the fork of
-    a join; a single-input layer's input), as the nesting pass computes it."""
-    order = {INPUT: -1, **{layer.name: i for i, layer in enumerate(layers)}}
-    dominator: dict[str, str] = {}
-
-    def common(a: str, b: str) -> str:
-        while a != b:
-            if order[a] > order[b]:
-                a = dominator[a]
-            else:
-                b = dominator[b]
-        return a
-
-    for layer in layers:
-        fork = layer.inputs[0]
-        for value in layer.inputs[1:]:
-            fork = common(fork, value)
-        dominator[layer.name] = fork
-    return dominator
 
 
 def _groups(inputs: tuple[str, ...], dominator: dict[str, str]) -> list[list[str]]:

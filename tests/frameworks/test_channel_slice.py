@@ -28,7 +28,11 @@ from cnnspec.compiler import compile_text
 from cnnspec.export import export
 from cnnspec.importing import import_model
 from tests.campaign import import_round_trip, random_weights
-from tests.frameworks.import_models.cases import assert_same_layers, run_onnx
+from tests.frameworks.import_models.cases import (
+    assert_computes_what_torch_does,
+    assert_same_layers,
+    run_onnx,
+)
 from tests.frameworks.scripts import checked_spec, load_script, write_script
 
 keras = pytest.importorskip("keras")
@@ -188,19 +192,4 @@ def test_zoo_models_that_split_channels_import(factory: str, slices: int, shuffl
     x = x.astype(np.float32)
     with torch.no_grad():
         logits = model(torch.from_numpy(x))
-    exported = export(imported.spec, imported.tensors)
-    np.testing.assert_allclose(run_onnx(exported, x), torch.softmax(logits, 1).numpy(), atol=1e-4)
-    # The softmax's input, against the logits: what near-uniform probabilities hide.
-    import onnx
-
-    producers = {name: node for node in exported.graph.node for name in node.output}
-    softmax = producers[exported.graph.output[0].name]
-    while softmax.op_type == "Identity":
-        softmax = producers[softmax.input[0]]
-    assert softmax.op_type == "Softmax"
-    del exported.graph.output[:]
-    exported.graph.output.append(
-        onnx.helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None)
-    )
-    scale = max(1.0, float(logits.abs().max()))
-    np.testing.assert_allclose(run_onnx(exported, x), logits.numpy(), atol=1e-4 * scale)
+    assert_computes_what_torch_does(imported, logits, x)

@@ -23,10 +23,9 @@ import warnings
 import numpy as np
 import pytest
 
-from cnnspec.export import export
 from cnnspec.importing import ImportFailure, import_model
 from cnnspec.importing.refusal import refusal
-from tests.frameworks.import_models.cases import run_onnx
+from tests.frameworks.import_models.cases import assert_computes_what_torch_does
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -272,19 +271,7 @@ def _assert_computes_the_same(imported, module, x, atol=1e-4):
     near-uniform probabilities would hide), within `atol` of their scale."""
     with torch.no_grad():
         logits = module(torch.from_numpy(x))
-    exported = export(imported.spec, imported.tensors)
-    np.testing.assert_allclose(run_onnx(exported, x), torch.softmax(logits, 1).numpy(), atol=atol)
-    producers = {name: node for node in exported.graph.node for name in node.output}
-    softmax = producers[exported.graph.output[0].name]
-    while softmax.op_type == "Identity":
-        softmax = producers[softmax.input[0]]
-    assert softmax.op_type == "Softmax"
-    del exported.graph.output[:]
-    exported.graph.output.append(
-        onnx.helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None)
-    )
-    scale = max(1.0, float(logits.abs().max()))
-    np.testing.assert_allclose(run_onnx(exported, x), logits.numpy(), atol=atol * scale)
+    assert_computes_what_torch_does(imported, logits, x, atol)
 
 
 def _export(module, path, size=SIZE):

@@ -17,7 +17,14 @@ SMALL = {
     "mobilenet_v2_transfer": 48,
 }
 
-__all__ = ["SPECS", "assert_same_layers", "image_size", "run_onnx", "trained_like"]
+__all__ = [
+    "SPECS",
+    "assert_computes_what_torch_does",
+    "assert_same_layers",
+    "image_size",
+    "run_onnx",
+    "trained_like",
+]
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -46,3 +53,31 @@ def assert_same_layers(original: Any, imported: Any) -> None:
     for node, other in zip(mine, imported.nodes, strict=True):
         found = (other.kind, other.output_shape, other.params)
         assert found == (node.kind, node.output_shape, node.params), node.name
+
+
+def assert_computes_what_torch_does(
+    imported: Any, logits: Any, x: np.ndarray, atol: float = 1e-4
+) -> None:
+    """An imported PyTorch classifier's probabilities within `atol` of the softmax of the
+    original's `logits` (a torch tensor) on the NCHW batch `x`; and, since near-uniform or
+    saturated probabilities hide a wrong layer, the softmax's input in the exported graph
+    against those logits, within `atol` of their scale."""
+    import onnx
+    import torch
+
+    from cnnspec.export import export
+
+    exported = export(imported.spec, imported.tensors)
+    expected = torch.softmax(logits, 1).numpy()
+    np.testing.assert_allclose(run_onnx(exported, x), expected, atol=atol)
+    producers = {name: node for node in exported.graph.node for name in node.output}
+    softmax = producers[exported.graph.output[0].name]
+    while softmax.op_type == "Identity":
+        softmax = producers[softmax.input[0]]
+    assert softmax.op_type == "Softmax"
+    del exported.graph.output[:]
+    exported.graph.output.append(
+        onnx.helper.make_tensor_value_info(softmax.input[0], onnx.TensorProto.FLOAT, None)
+    )
+    scale = max(1.0, float(logits.abs().max()))
+    np.testing.assert_allclose(run_onnx(exported, x), logits.numpy(), atol=atol * scale)
