@@ -31,6 +31,7 @@ from cnnspec.registry import (
     ShapeError,
     join_kinds,
     kind_named_by_framework,
+    token_kinds,
     user_kinds,
 )
 from cnnspec.sections import (
@@ -1124,11 +1125,12 @@ def refuse_tokens(layer: LayerArgs, inputs: list[Shape]) -> None:
         )
     if layer.takes_tokens:
         return
-    takers = ", ".join(k for k, cls in sorted(REGISTRY.items()) if cls.takes_tokens and not cls.is_activation and not cls.internal)
+    takers = ", ".join(token_kinds())
     raise ShapeError(
         codes.NO_TOKENS,
         f"{layer.kind} does not take tokens, but gets {format_shape(shape)}",
-        f"on tokens: {takers}, activations and residual {{ }}; token_pool() makes them a vector",
+        f"on tokens: {takers} (residual {{ }}), activations but softmax; token_pool() makes "
+        "them a vector",
     )
 
 

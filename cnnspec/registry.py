@@ -412,6 +412,15 @@ def join_kinds() -> list[str]:
     return sorted(k for k, cls in REGISTRY.items() if cls.is_join)
 
 
+def token_kinds() -> list[str]:
+    """The kinds other than activations that take tokens (N, D), joins among them."""
+    return sorted(
+        kind
+        for kind, cls in REGISTRY.items()
+        if cls.takes_tokens and not cls.is_activation and (cls.is_join or not cls.internal)
+    )
+
+
 def activation_kinds() -> list[str]:
     return sorted(k for k, cls in REGISTRY.items() if cls.is_activation)
 

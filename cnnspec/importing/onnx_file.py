@@ -85,6 +85,7 @@ from cnnspec.registry import (
     float32,
     onnx_readers,
     onnx_step_readers,
+    token_kinds,
 )
 from cnnspec.wording import plural
 
@@ -158,12 +159,8 @@ _TOKENS = (
 
 def _tokens_kinds() -> str:
     """What takes tokens, for a refusal of a kind that does not."""
-    kinds = sorted(
-        kind
-        for kind, entry in REGISTRY.items()
-        if entry.takes_tokens and not entry.is_activation and (entry.is_join or not entry.internal)
-    )
-    return f"cnnspec's tokens (N, D) go into {', '.join(kinds)} and the activations but softmax"
+    kinds = ", ".join(token_kinds())
+    return f"cnnspec's tokens (N, D) go into {kinds} and the activations but softmax"
 
 
 def read(path: Path) -> Network:

@@ -84,7 +84,7 @@ class ChannelSlice(LayerArgs):
 
     def torch(self, inputs: list[Shape]) -> TorchLayer:
         # Channels are axis 1 in NCHW, and so are a vector's features.
-        return TorchLayer(None, f"{{x}}[:, {self.start}:{self.stop}]")
+        return TorchLayer(None, f"{{x}}[:, {self.start!r}:{self.stop!r}]")
 
     def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
         starts = graph.constant(f"{name}_starts", [self.start], (1,), dtype="int64")

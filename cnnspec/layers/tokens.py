@@ -19,6 +19,7 @@ from cnnspec import codes
 from cnnspec.codegen import Call
 from cnnspec.layers.base import format_shape, scalar_or_pair, spatial
 from cnnspec.registry import (
+    ImportGap,
     KerasLayer,
     KerasReading,
     KerasWeight,
@@ -450,8 +451,6 @@ class TokenPool(LayerArgs):
         if class_name == "FirstToken":
             return {"mode": "class"}
         if config.get("keepdims"):
-            from cnnspec.registry import ImportGap
-
             raise ImportGap("keepdims=True", "token_pool gives a vector (D,)")
         return {"mode": "mean"}
 
