@@ -76,6 +76,17 @@ TOO_MANY_POSITIONAL: Final = _code("E114", "too many positional arguments")
 ARGUMENT_TWICE: Final = _code("E115", "argument given twice")
 DUPLICATE_NAME: Final = _code("E116", "duplicate name", "duplicate block or layer name")
 NOT_USABLE_HERE: Final = _code("E117", "not usable here")
+UNKNOWN_VALUE: Final = _code(
+    "E118",
+    "from names no earlier value",
+    "`from` names no value computed before it (with a did-you-mean; a value computed later "
+    "would make a cycle)",
+)
+UNUSED_VALUE: Final = _code(
+    "E119",
+    "output never read",
+    "a layer's output that nothing reads: a `from` moved the chain on without it",
+)
 
 # shapes
 SHRINKS_BELOW_ONE: Final = _code("E201", "spatial size shrinks below 1")

@@ -478,8 +478,8 @@ def _doc(model: type[Bound]) -> str:
 
 
 def definition(compilation: Compilation, offset: int) -> list[Span]:
-    """Where the thing at `offset` is declared: the block a freeze statement names, or the
-    `defaults` that give a layer call its arguments."""
+    """Where the thing at `offset` is declared: the block a freeze statement names, the value
+    a `from` reads, or the `defaults` that give a layer call its arguments."""
     document = compilation.document
     if document is None:
         return []
@@ -497,6 +497,14 @@ def definition(compilation: Compilation, offset: int) -> list[Span]:
         if name in graph.blocks:
             return [graph.blocks[name]]
         return [n.span for n in graph.nodes if n.name == name][:1]
+    if isinstance(item, ast.Setting) and item.key.text == "from" and spec:
+        graph = spec.model
+        read = graph.references.get(item.value.span)
+        if read is None or read == graph.INPUT:
+            return [graph.input_span] if read == graph.INPUT and graph.input_span else []
+        if read in graph.blocks:
+            return [graph.blocks[read]]
+        return [n.span for n in graph.nodes if n.name == read][:1]
     if (
         isinstance(item, ast.Call)
         and item.name.span.contains(offset)

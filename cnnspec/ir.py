@@ -99,6 +99,9 @@ class Graph:
     # before it.
     ends_unbuilt: bool = False
     backbone: BackboneUse | None = None
+    # What each `from NAME` read, by where NAME is written: a layer's name or a block's dotted
+    # path (the last instance wins for a `from` inside a define).
+    references: dict[Span, str] = field(default_factory=dict)
 
     INPUT: ClassVar[str] = "input"
 

@@ -47,7 +47,7 @@ from cnnspec.sections import (
 )
 from cnnspec.source import Span
 
-MODEL_SETTINGS = ("input", "defaults", "backbone", "let", "name")
+MODEL_SETTINGS = ("input", "defaults", "backbone", "let", "name", "from")
 MODEL_SECTIONS = ("block", "head", "residual", "repeat", "if", "else", "define", *join_kinds())
 TOP_SECTIONS = ("model", "data", "augment", "train", "evaluate", "track", "sweep", "define")
 # Bounds that keep a typo such as `repeat 100000` from hanging an editor.
@@ -113,6 +113,14 @@ class ModelLowering:
         self.unbuilt = False
         # The blocks defined with parameters that this model can call (see cnnspec.definitions).
         self.definitions: dict[str, Definition] = {}
+        # The values `from` can name: every layer's output by the layer's name, every named
+        # block's output by its dotted path, and the input.
+        self.values: dict[str, Tensor] = {}
+        self.block_values: dict[str, Tensor] = {}
+        # `from`s that named nothing computed before them, told apart once the walk is over:
+        # a value that comes later (a cycle) or none at all.
+        self.unresolved: list[tuple[tuple[str, ...], Span]] = []
+        self.references: dict[Span, str] = {}
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -145,13 +153,22 @@ class ModelLowering:
         )
         self.image = (input_shape[0], input_shape[1]) if input_shape else None
         start_field = ReceptiveField(size=(1, 1), jump=(1, 1)) if input_shape else None
-        out = self._walk(section.items, Scope(()), Tensor(Graph.INPUT, input_shape, start_field))
+        start = Tensor(Graph.INPUT, input_shape, start_field)
+        self.values[Graph.INPUT] = start
+        errors = len(self.diagnostics.errors)
+        out = self._walk(section.items, Scope(()), start)
+        self._report_unresolved()
+        # A layer left unread is only worth reporting in a model that is otherwise right: after
+        # an error, a `from` that failed or a layer that was not built leaves such layers too.
+        if len(self.diagnostics.errors) == errors:
+            self._report_unused(out.source)
         graph.nodes = self.nodes
         graph.output = out.source
         graph.blocks = self.blocks
         graph.definitions = {name: d.span for name, d in self.definitions.items()}
         graph.ends_unbuilt = self.unbuilt
         graph.backbone = self.backbone
+        graph.references = self.references
         return graph
 
     def _input(self, section: ast.Section) -> tuple[tuple[int, int, int] | None, Span | None]:
@@ -200,6 +217,8 @@ class ModelLowering:
                 x = self._layer(item, scope, x)
             elif isinstance(item, ast.Setting) and item.key.text == "backbone":
                 x = self._backbone(item, scope, x)
+            elif isinstance(item, ast.Setting) and item.key.text == "from":
+                x = self._from(item, scope, x)
             elif isinstance(item, ast.Setting):
                 self._setting(item, scope, x)
             elif item.key.text == "if":
@@ -265,6 +284,8 @@ class ModelLowering:
             inner.expanding = (*scope.expanding, definition.name)
             first = len(self.nodes)
             out = self._walk(definition.body, inner, x)
+            if instance.name is not None:
+                self._closed(inner, out)
         for node in self.nodes[first:]:
             node.site = call.span  # the outermost call wins: it is the one in the model's text
         return out
@@ -642,11 +663,13 @@ class ModelLowering:
                     codes.WRONG_KIND, "a block needs a name: `block conv1 { ... }`", item.key.span
                 )
                 return self._walk(item.items, scope.child(None), x)
-            return self._walk(item.items, self._open_block(label.text, label.span, scope), x)
+            inner = self._open_block(label.text, label.span, scope)
+            return self._closed(inner, self._walk(item.items, inner, x))
         if key == "head":
             if label is not None:
                 self.diagnostics.error(codes.WRONG_KIND, "head takes no name", label.span)
-            return self._walk(item.items, self._open_block("head", item.key.span, scope), x)
+            inner = self._open_block("head", item.key.span, scope)
+            return self._closed(inner, self._walk(item.items, inner, x))
         if key == "residual":
             if label is not None and not isinstance(label, ast.Name):
                 self.diagnostics.error(
@@ -658,7 +681,7 @@ class ModelLowering:
                 if isinstance(label, ast.Name)
                 else scope.child(None)
             )
-            return self._residual(item, inner, x)
+            return self._closed(inner, self._residual(item, inner, x))
         if key in REGISTRY and REGISTRY[key].is_join:
             return self._join(item, scope, x)
         hint = did_you_mean(key, [*MODEL_SECTIONS, *MODEL_SETTINGS])
@@ -726,6 +749,111 @@ class ModelLowering:
             inner.context = scope.context.bind(index=ast.Number(index, str(index), label.span))
             x = self._walk(item.items, inner, x)
         return x
+
+    def _closed(self, scope: Scope, out: Tensor) -> Tensor:
+        """`out`, the output of the named block `scope` has just walked, which `from` may now
+        read by the block's name."""
+        if scope.parent is not None and scope.path != scope.parent.path:
+            self.block_values[".".join(scope.path)] = out
+        return out
+
+    # ---- named values --------------------------------------------------------------------------
+
+    def _from(self, item: ast.Setting, scope: Scope, x: Tensor) -> Tensor:
+        """`from NAME`: the chain goes on from an earlier value (a layer's output, a named
+        block's, or the input) rather than from the item before, which is how a join reads
+        values of different places (NASNet's cells read the two cells before them)."""
+        unknown = Tensor(x.source, None, None)
+        if item.target is not None:
+            self.diagnostics.error(
+                codes.WRONG_KIND,
+                "from names a value; only let takes `name = value`",
+                item.target.span,
+                "from conv1",
+            )
+            return unknown
+        value = item.value
+        variable = isinstance(value, ast.Name) and value.text in scope.context.variables
+        if variable or not isinstance(value, ast.Name | ast.String):
+            try:
+                value = resolve(value, self._context(scope, x))
+            except ExpressionError as error:
+                self.diagnostics.error(error.code, error.message, error.span, error.hint)
+                return unknown
+        text = value.text if isinstance(value, ast.Name) else getattr(value, "value", None)
+        if not isinstance(text, str) or not text:
+            self.diagnostics.error(
+                codes.WRONG_KIND,
+                "from takes the name of a layer, a block or the input",
+                item.value.span,
+                "from input, from conv1, from stage2",
+            )
+            return unknown
+        candidates = self._candidates(text, scope)
+        for candidate in candidates:
+            found = self.values.get(candidate) or self.block_values.get(candidate)
+            if found is not None:
+                self.references[item.value.span] = candidate
+                return found
+        self.unresolved.append((candidates, item.value.span))
+        return unknown
+
+    @staticmethod
+    def _candidates(text: str, scope: Scope) -> tuple[str, ...]:
+        """Where `from text` looks, nearest first: the innermost define instance's layers (whose
+        names are relative to it) and blocks, then each enclosing scope's, then the model's."""
+        found: list[str] = []
+        at: Scope | None = scope
+        while at is not None:
+            if at.instance:
+                found.append(f"{at.instance}_{text}")
+            if at.path:
+                found.append(".".join((*at.path, text)))
+            at = at.parent
+        found.append(text)
+        return tuple(dict.fromkeys(found))
+
+    def _report_unresolved(self) -> None:
+        for candidates, span in self.unresolved:
+            text = candidates[-1]
+            later = next(
+                (c for c in candidates if c in self.values or c in self.block_values), None
+            )
+            if later is not None:
+                where = self.names.get(later) or self.blocks.get(later)
+                line = f", at line {where.line}" if where is not None else ""
+                self.diagnostics.error(
+                    codes.UNKNOWN_VALUE,
+                    f"'{text}' is computed later{line}",
+                    span,
+                    "from reads a value computed before it; reading a later one would make a cycle",
+                )
+                continue
+            # Suggest names as they would be written here: relative to the instance or block.
+            names = [*self.values, *self.block_values]
+            prefixes = [c[: -len(text)] for c in candidates[:-1]]
+            visible = [n[len(p) :] for p in prefixes for n in names if n.startswith(p)]
+            self.diagnostics.error(
+                codes.UNKNOWN_VALUE,
+                f"no layer or block named '{text}' comes before this",
+                span,
+                did_you_mean(text, [*visible, *names])
+                or "from takes `input`, a layer's name or a named block's",
+            )
+
+    def _report_unused(self, output: str) -> None:
+        """A layer whose output nothing reads would be dropped by Keras and still computed by
+        PyTorch: the backends would disagree, so it is an error."""
+        read = {value for node in self.nodes for value in node.inputs} | {output}
+        for node in self.nodes:
+            if node.name not in read:
+                self.diagnostics.error(
+                    codes.UNUSED_VALUE,
+                    f"the output of {node.name} is never read",
+                    node.site or node.span,
+                    f"a `from` moved the chain on without it; read it with `from {node.name}` "
+                    "in a branch, or remove the layer",
+                )
 
     def _open_block(self, name: str, span: Span, scope: Scope) -> Scope:
         inner = scope.child(name)
@@ -870,7 +998,9 @@ class ModelLowering:
                 node.macs = layer.macs(known, node.output_shape)
                 node.receptive_field = _receptive_field(layer, inputs, self.image)
         self.nodes.append(node)
-        return Tensor(name, node.output_shape, node.receptive_field)
+        out = Tensor(name, node.output_shape, node.receptive_field)
+        self.values[name] = out
+        return out
 
     def _join_name(
         self, items: tuple[ast.Item, ...], scope: Scope, x: Tensor
@@ -940,6 +1070,8 @@ class ModelLowering:
             return Tensor(body.source, None, None)
         # A named residual's join is named after it, as keras.applications names its adds.
         label = item.label.text if isinstance(item.label, ast.Name) else None
+        if label and scope.instance:  # relative to the call, as its layers' names are
+            label = f"{scope.instance}_{label}"
         name = f"{label}_add" if label and f"{label}_add" not in self.names else None
         return self._add(
             explicit or name or self._auto_join_name(scope, "add"),
@@ -995,9 +1127,11 @@ class ModelLowering:
         ]
         spans = [branch.key.span for branch in branches]
         name = f"{label.text}_{kind}" if isinstance(label, ast.Name) else None
+        if name is not None and scope.instance:  # relative to the call, as its layers' are
+            name = f"{scope.instance}_{name}"
         if name is not None and name in self.names:
             name = None
-        return self._add(
+        out = self._add(
             explicit or name or self._auto_join_name(scope, kind),
             REGISTRY[kind]().located(item.key.span, {}),
             outputs,
@@ -1006,6 +1140,7 @@ class ModelLowering:
             role="join",
             input_spans=spans,
         )
+        return self._closed(inner, out)
 
     def _branch(self, branch: ast.Section, index: int, scope: Scope, x: Tensor) -> Tensor:
         label = branch.label
@@ -1024,7 +1159,8 @@ class ModelLowering:
         if keyword.iskeyword(lane) or lane in ("x", "inputs") or lane.startswith("shortcut"):
             lane = f"branch{index}" if scope.lane == "x" else f"{scope.lane}_branch{index}"
         inner.lane = lane
-        return self._walk(branch.items, inner, x)
+        out = self._walk(branch.items, inner, x)
+        return self._closed(inner, out) if isinstance(label, ast.Name) else out
 
     def _explicit_shortcut(
         self, section: ast.Section, scope: Scope, x: Tensor, body: Tensor

@@ -77,6 +77,7 @@ FORMS = {
     "attention on tokens": r"patch_embed\([\s\S]*attention\(",
     "class token, read out": r"class_token\(\)[\s\S]*token_pool\(class\)",
     "mean of tokens": r"token_pool\(mean\)",
+    "value read past its join (from)": r"branch \{ from v\d+",
 }
 
 
@@ -402,6 +403,8 @@ class Writer:
                 result.append(self.join(kinds, depth + 1))
             elif depth < 2 and roll < 0.37:
                 result.append(self.defined(kinds, depth + 1))
+            elif depth < 2 and roll < 0.41:
+                result.append(self.named_value(kinds, depth + 1))
             else:
                 result.append(self.layer(kinds))
         return result
@@ -421,6 +424,25 @@ class Writer:
             self.names += 1
             calls.append(f"{name}({self.rng.randint(1, 8)}, name=i{self.names})")
         return " ".join(calls)
+
+    def named_value(self, kinds: list[str], depth: int) -> str:
+        """A value read again past the join that ends its branch, with `from`: a named layer
+        (or block), some layers, then a join of the chain and a branch from that value (often
+        a refused E203 when the layers between changed the size). Now and then a `from` that
+        leaves the layer before it unread (a refused E119)."""
+        self.names += 1
+        value = f"v{self.names}"
+        if self.chance(0.3):
+            first = f"block {value} {{ {self.concat_branch()} }}"
+        else:
+            first = f"conv2d({self.rng.randint(1, 6)}, kernel=1, name={value})"
+        between = " ".join(self.items(kinds, depth, 0, 2))
+        if self.chance(0.05):
+            return f"{first} {between} relu() from {value}"
+        kind = self.rng.choice(["concat", "concat", "add"])
+        other = self.concat_branch() if kind == "concat" else self.add_branch()
+        reader = f"branch {{ from {value} {other if self.chance(0.6) else ''} }}"
+        return f"{first} {between} {kind} {{ branch {{ }} {reader} }}"
 
     def residual(self, kinds: list[str], depth: int) -> str:
         label = ""

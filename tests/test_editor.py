@@ -100,3 +100,31 @@ def test_metrics_complete_with_the_metrics_and_their_arguments() -> None:
     ]
     assert labels(head + "train { metrics(accuracy, top_k_accuracy(") == ["k="]
     assert labels(head + "train { phase a { metrics(f1(average=") == ["macro", "micro", "weighted"]
+
+
+def test_from_goes_to_the_value_it_reads() -> None:
+    """Go to definition on `from NAME` lands on what it reads: a layer (relative to the call
+    it is written in), a named block, or the model's input."""
+    text = (
+        "define cell(p) {\n"
+        "  conv2d(8, 1, name=h)\n"
+        "  concat { branch { from p } branch { from h } }\n"
+        "}\n"
+        "model m {\n"
+        "  input 8x8x1\n"
+        "  block stem { conv2d(8, 3, padding=same) }\n"
+        "  cell(input, name=c1)\n"
+        "  concat { branch { from stem } branch { } }\n"
+        "  head { flatten()  dense(10, activation=softmax) }\n"
+        "}\n"
+    )
+    compilation = compile_text(text)
+    assert not compilation.diagnostics.has_errors, list(compilation.diagnostics)
+
+    def target(marker: str) -> str:
+        (span,) = editor.definition(compilation, text.index(marker) + len("from "))
+        return text[span.start : span.end]
+
+    assert target("from h") == "conv2d(8, 1, name=h)"
+    assert target("from stem") == "stem"
+    assert target("from p") == "8x8x1"
