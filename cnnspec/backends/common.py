@@ -105,7 +105,8 @@ def straight_line(graph: Graph, inputs: str) -> Iterator[Step]:
         else:
             target = node.lane
             if not free(target):
-                spare = next(v for v in variants("shortcut") if free(v))
+                # Not a variable this node reads: the copy is made before the node runs.
+                spare = next(v for v in variants("shortcut") if free(v) and v not in reads)
                 save = (spare, target)
                 where[holds[target]], holds[spare] = spare, holds[target]
         where[node.name], holds[target] = target, node.name

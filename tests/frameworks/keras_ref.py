@@ -78,6 +78,8 @@ def _conv(node: Node, x: Any) -> Any:
     }
     if node.kind == "conv2d":
         return layers.Conv2D(a.filters, kernel_regularizer=_regularizer(a.l2), **common)(x)
+    if node.kind == "separable_conv2d":
+        return layers.SeparableConv2D(a.filters, depth_multiplier=a.depth_multiplier, **common)(x)
     if a.stride[0] != a.stride[1]:
         # TensorFlow's CPU kernel (without oneDNN) refuses unequal depthwise strides: pad for
         # the strided window, convolve with stride 1, keep every stride-th row and column.
@@ -221,7 +223,7 @@ def build_keras(graph: Graph) -> keras.Model:
             (x,) = args
             pads = node.layer.pads(tuple(x.shape[1:]))
             out = layers.ZeroPadding2D(pads, name=node.name)(x)
-        elif node.kind in ("conv2d", "depthwise_conv2d"):
+        elif node.kind in ("conv2d", "depthwise_conv2d", "separable_conv2d"):
             (x,) = args
             out = _conv(node, x)
         elif node.kind == "patch_embed":

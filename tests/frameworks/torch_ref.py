@@ -267,6 +267,18 @@ def make_module(node: Node, inputs: list[torch.Tensor]) -> nn.Module:
             bias=a.use_bias,
         )
         return Conv(conv, a.padding, activation_module(a.activation))
+    if kind == "separable_conv2d":
+        # Keras's SeparableConv2D: a depthwise convolution (padded as Keras pads), no bias,
+        # then a 1x1 convolution with the bias and the activation.
+        c_in = x.shape[1]
+        middle = c_in * a.depth_multiplier
+        depthwise = nn.Conv2d(
+            c_in, middle, a.kernel, a.stride, dilation=a.dilation, groups=c_in, bias=False
+        )
+        pointwise = nn.Conv2d(middle, a.filters, 1, bias=a.use_bias)
+        return nn.Sequential(
+            Conv(depthwise, a.padding, None), Conv(pointwise, 0, activation_module(a.activation))
+        )
     if kind in ("maxpool", "avgpool"):
         return Pool(kind, a.pool, a.strides, a.padding)
     if kind in ("global_avg_pool", "global_max_pool"):
@@ -390,6 +402,15 @@ def copy_keras_weights(net: ReferenceNet, graph: Graph, model: object) -> None:
                 kernel = kernel.reshape(kh, kw, -1).permute(2, 0, 1).unsqueeze(1)
             tensors = [kernel, *weights[1:]]
             slots = [target.weight, target.bias]
+        elif node.kind == "separable_conv2d":
+            depthwise, pointwise = module[0].conv, module[1].conv
+            kh, kw = weights[0].shape[:2]
+            tensors = [
+                weights[0].reshape(kh, kw, -1).permute(2, 0, 1).unsqueeze(1),
+                weights[1].permute(3, 2, 0, 1),
+                *weights[2:],
+            ]
+            slots = [depthwise.weight, pointwise.weight, pointwise.bias]
         elif node.kind == "dense":
             linear = module.linear
             tensors = [weights[0].T, *weights[1:]]
