@@ -78,6 +78,7 @@ FORMS = {
     "class token, read out": r"class_token\(\)[\s\S]*token_pool\(class\)",
     "mean of tokens": r"token_pool\(mean\)",
     "value read past its join (from)": r"branch \{ from v\d+",
+    "max pooling padded with -inf": r"maxpool\([^)]*padding=(1|\(\()",
 }
 
 
@@ -162,9 +163,11 @@ class Writer:
         return self.call("depthwise_conv2d", [], options)
 
     def _pool(self, kind: str) -> str:
+        # A max pooling also takes amounts padded with -inf (PyTorch's padding, ceil_mode's).
+        paddings = ["same", "valid", *(["1", "((0, 1), (1, 0))"] if kind == "maxpool" else [])]
         options = {
             "stride": self.maybe(0.4, lambda: self.pair(1, 3)),
-            "padding": self.maybe(0.6, lambda: self.rng.choice(["same", "valid"])),
+            "padding": self.maybe(0.6, lambda: self.rng.choice(paddings)),
         }
         return self.call(kind, [self.pair(1, 4)] if self.chance(0.8) else [], options)
 

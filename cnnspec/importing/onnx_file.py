@@ -1164,6 +1164,9 @@ class _Reader:
             ceiled = self.ceil_pads(node, kind, kernel, stride, pads, sources[0])
             if ceiled is None:
                 return
+            if ceiled != pads and kind == "maxpool" and not self.non_negative(sources[0]):
+                self.max_padded(node, kernel, stride, ceiled, sources)
+                return
             if ceiled != pads:
                 self.padded_pool(node, kind, kernel, stride, ceiled, sources[0])
                 return
@@ -1180,29 +1183,48 @@ class _Reader:
                 # a ReLU, as ResNet's stem): a zero_pad, then the pooling, as Keras writes it.
                 self.padded_pool(node, kind, kernel, stride, pads, sources[0])
                 return
+            if found is None and kind == "maxpool":
+                self.max_padded(node, kernel, stride, pads, sources)
+                return
             if found is None:
                 shape = self.hwc(node.input[0])
                 size = (
                     f"the {shape[0]}x{shape[1]} input" if shape and len(shape) == 3 else "its input"
                 )
-                if kind == "avgpool":
-                    self.gap(
-                        node,
-                        f"AveragePool pads {pads} with count_include_pad=0",
-                        "cnnspec's avgpool leaves only Keras's `same` padding out of the "
-                        f"average, and these pads are not `same` for {size}",
-                    )
-                else:
-                    self.gap(
-                        node,
-                        f"MaxPool pads {pads}",
-                        f"cnnspec pads a max pooling as Keras's `same` does for {size}, or "
-                        "with zeros after a layer whose outputs are not negative",
-                    )
+                self.gap(
+                    node,
+                    f"AveragePool pads {pads} with count_include_pad=0",
+                    "cnnspec's avgpool leaves only Keras's `same` padding out of the "
+                    f"average, and these pads are not `same` for {size}",
+                )
                 return
             padding = found[0]
         stride_arg = None if stride == kernel else stride
         self.add(node, kind, {"pool": kernel, "stride": stride_arg, "padding": padding}, sources)
+
+    def max_padded(
+        self,
+        node: Any,
+        kernel: tuple[int, ...],
+        stride: tuple[int, ...],
+        pads: list[int],
+        sources: list[str],
+    ) -> None:
+        """A max pooling padded with -inf by amounts of its own: PyTorch's padding=, or the
+        overhang of its ceil_mode (cspresnet50's stem after a leaky ReLU)."""
+        top, left, bottom, right = pads
+        if max(top, bottom) >= kernel[0] or max(left, right) >= kernel[1]:
+            self.gap(
+                node,
+                f"MaxPool pads {pads} with a {kernel[0]}x{kernel[1]} kernel",
+                "a window would hold only padding",
+            )
+            return
+        stride_arg = None if stride == kernel else stride
+        padding = ((top, bottom), (left, right))
+        self.add(
+            node, "maxpool", {"pool": kernel, "stride": stride_arg, "padding": padding}, sources
+        )
 
     def padded_pool(
         self,
@@ -1266,9 +1288,9 @@ class _Reader:
         ceil = [_pooled_size(*axis, ceil=True) for axis in axes]
         if floor == ceil:
             return pads
-        if kind == "maxpool" and self.non_negative(source):
-            # The rows and columns the last window reaches past the padded input: zeros there
-            # pick the same maximum as ceil_mode's nothing, over values >= 0.
+        if kind == "maxpool":
+            # The rows and columns the last window reaches past the padded input: -inf there
+            # (or zeros, over values >= 0) picks the same maximum as ceil_mode's nothing.
             extra = [
                 max(0, (count - 1) * s + k - (size + before + after))
                 for count, (size, k, s, before, after) in zip(ceil, axes, strict=True)

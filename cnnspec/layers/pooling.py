@@ -31,6 +31,41 @@ from cnnspec.registry import (
 )
 from cnnspec.schema import Before, Problem, model_validator
 
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _zero_padding(value: Any) -> Any:
+    """`1`, `(1, 2)` (height, width) or `((0, 1), (0, 1))` ((top, bottom), (left, right)),
+    normalised to the last form; or `same`."""
+    if value == "same":
+        return value
+
+    def amount(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if amount(value):
+        value = (value, value)
+    if isinstance(value, tuple) and len(value) == 2 and all(amount(v) for v in value):
+        value = ((value[0], value[0]), (value[1], value[1]))
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, tuple) and len(v) == 2 and all(map(amount, v)) for v in value)
+    ):
+        return value
+    raise Problem(
+        "must be an amount, (height, width), ((top, bottom), (left, right)) or same",
+        hint="for example 3, (1, 2) or ((0, 1), (0, 1))",
+    )
+
+
+def _max_padding(value: Any) -> Any:
+    """maxpool's padding: Keras's `same` or `valid`, or amounts padded with -inf."""
+    return value if value in ("same", "valid") else _zero_padding(value)
+
+
+MaxPadding = Annotated[Pads | Literal["same", "valid"], Before(_max_padding)]
+
 
 class _Pool(LayerArgs):
     positional: ClassVar[tuple[str, ...]] = ("pool",)
@@ -111,10 +146,83 @@ class MaxPool(_Pool):
     kind: ClassVar[str] = "maxpool"
     framework_names: ClassVar[tuple[str, ...]] = ("MaxPooling2D", "MaxPool2D", "MaxPool2d")
     keras_class: ClassVar[str] = "layers.MaxPooling2D"
-    keras_classes: ClassVar[tuple[str, ...]] = ("MaxPooling2D",)
+    keras_classes: ClassVar[tuple[str, ...]] = ("MaxPooling2D", "PaddedMaxPooling2D")
     torch_class: ClassVar[str] = "MaxPool2d"
     onnx_op: ClassVar[str] = "MaxPool"
-    doc: ClassVar[str] = "Max pooling; the stride defaults to the pool size."
+    doc: ClassVar[str] = (
+        "Max pooling; the stride defaults to the pool size. `padding` is same, valid, or "
+        "amounts (1, (h, w) or ((top, bottom), (left, right))) padded with -inf, which never "
+        "win the max: PyTorch's max_pool2d(padding=...) and ceil_mode, ONNX's MaxPool pads."
+    )
+    # Explicit amounts are PyTorch's and ONNX's padding, which Keras's pooling cannot express.
+    padding: MaxPadding = "valid"  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _padding_inside_the_window(self) -> "MaxPool":
+        if isinstance(self.padding, tuple):
+            for (before, after), pool in zip(self.padding, self.pool, strict=True):
+                if max(before, after) >= pool:
+                    raise ValueError(
+                        f"padding {self.padding} reaches past the {self.pool} pool: a window "
+                        "would hold only padding"
+                    )
+        return self
+
+    def output_shape(self, inputs: list[Shape]) -> Shape:
+        if not isinstance(self.padding, tuple):
+            return super().output_shape(inputs)
+        h, w, c = spatial(inputs[0], self.kind)
+        (top, bottom), (left, right) = self.padding
+        padded = (h + top + bottom, w + left + right, c)
+        return slide(self.kind, padded, self.pool, self.strides, (1, 1), "valid", c)
+
+    def torch(self, inputs: list[Shape]) -> TorchLayer:
+        if not isinstance(self.padding, tuple):
+            return super().torch(inputs)
+        (top, bottom), (left, right) = self.padding
+        options: dict[str, object] = {}
+        if self.strides != self.pool:
+            options["stride"] = scalar_or_pair(self.strides)
+        if top == bottom and left == right and 2 * top <= self.pool[0] and 2 * left <= self.pool[1]:
+            options["padding"] = scalar_or_pair((top, left))
+            return TorchLayer(Call("nn.MaxPool2d", scalar_or_pair(self.pool), **options))
+        # Uneven amounts (PyTorch's ceil_mode): pad with -inf, then the valid pooling.
+        pads = literal((left, right, top, bottom))
+        window = f"{literal(scalar_or_pair(self.pool))}, {literal(scalar_or_pair(self.strides))}"
+        return TorchLayer(None, f"F.max_pool2d(F.pad({{x}}, {pads}, value=-torch.inf), {window})")
+
+    def onnx(self, graph: OnnxBuilder, name: str, inputs: list[str], shapes: list[Shape]) -> str:
+        if not isinstance(self.padding, tuple):
+            return super().onnx(graph, name, inputs, shapes)
+        (top, bottom), (left, right) = self.padding
+        return graph.op(
+            "MaxPool",
+            inputs,
+            name,
+            kernel_shape=list(self.pool),
+            strides=list(self.strides),
+            pads=[top, left, bottom, right],
+        )
+
+    def keras(self) -> list[KerasLayer]:
+        if not isinstance(self.padding, tuple):
+            return super().keras()
+        options: dict[str, object] = {}
+        if self.strides != self.pool:
+            options["strides"] = scalar_or_pair(self.strides)
+        call = Call("PaddedMaxPooling2D", scalar_or_pair(self.pool), pads=self.padding, **options)
+        return [KerasLayer("", call)]
+
+    def keras_helpers(self) -> tuple[str, ...]:
+        return ("PaddedMaxPooling2D",) if isinstance(self.padding, tuple) else ()
+
+    @classmethod
+    def from_keras(cls, class_name: str, config: Mapping[str, Any]) -> KerasReading:
+        reading = super().from_keras(class_name, config)
+        if class_name == "PaddedMaxPooling2D":
+            assert isinstance(reading, dict)
+            return {**reading, "padding": keras_config.pads(config["pads"])}
+        return reading
 
 
 @register
@@ -126,34 +234,6 @@ class AvgPool(_Pool):
     torch_class: ClassVar[str] = "AvgPool2d"
     onnx_op: ClassVar[str] = "AveragePool"
     doc: ClassVar[str] = "Average pooling; with padding=same the padding is not averaged in."
-
-
-Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _zero_padding(value: Any) -> Any:
-    """`1`, `(1, 2)` (height, width) or `((0, 1), (0, 1))` ((top, bottom), (left, right)),
-    normalised to the last form; or `same`."""
-    if value == "same":
-        return value
-
-    def amount(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    if amount(value):
-        value = (value, value)
-    if isinstance(value, tuple) and len(value) == 2 and all(amount(v) for v in value):
-        value = ((value[0], value[0]), (value[1], value[1]))
-    if (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and all(isinstance(v, tuple) and len(v) == 2 and all(map(amount, v)) for v in value)
-    ):
-        return value
-    raise Problem(
-        "must be an amount, (height, width), ((top, bottom), (left, right)) or same",
-        hint="for example 3, (1, 2) or ((0, 1), (0, 1))",
-    )
 
 
 ZeroPadding = Annotated[Pads | Literal["same"], Before(_zero_padding)]

@@ -105,6 +105,36 @@ class StridedDepthwiseConv2D(layers.DepthwiseConv2D):
 
 
 @keras.saving.register_keras_serializable(package="cnnspec")
+class PaddedMaxPooling2D(layers.MaxPooling2D):
+    """Max pooling over the input padded with -inf by `pads`, ((top, bottom), (left,
+    right)): PyTorch's max_pool2d padding and ceil_mode, which Keras's `same` and
+    `valid` cannot express. The padding never wins the max."""
+
+    def __init__(self, pool_size, pads=((0, 0), (0, 0)), **kwargs):
+        super().__init__(pool_size, **kwargs)
+        self.pads = tuple(tuple(int(p) for p in pair) for pair in pads)
+
+    def call(self, inputs):
+        (top, bottom), (left, right) = self.pads
+        padded = keras.ops.pad(
+            inputs,
+            ((0, 0), (top, bottom), (left, right), (0, 0)),
+            constant_values=float("-inf"),
+        )
+        return super().call(padded)
+
+    def compute_output_shape(self, input_shape):
+        (top, bottom), (left, right) = self.pads
+        batch, height, width, channels = input_shape
+        height = None if height is None else height + top + bottom
+        width = None if width is None else width + left + right
+        return super().compute_output_shape((batch, height, width, channels))
+
+    def get_config(self):
+        return {**super().get_config(), "pads": self.pads}
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
 class LayerScale(layers.Layer):
     """ConvNeXt's layer scale: the input times a learnt scale per channel (`gamma`),
     which starts at `init_values`."""

@@ -1,7 +1,9 @@
 """`cnnspec import` of PyTorch's pooling options, through the module route and through an ONNX
 file torch.onnx.export wrote: ceil_mode where it gives floor's sizes (squeezenet, googlenet),
-an average that counts its padding in (inception_v3) as zero_pad then a valid avgpool, and the
-options cnnspec cannot express refused by node, with why."""
+a max pooling padded with -inf (padding=, or ceil_mode's overhang: cspresnet50's stem after a
+leaky ReLU) as maxpool(padding=...), an average that counts its padding in (inception_v3) as
+zero_pad then a valid avgpool, and the options cnnspec cannot express refused by node, with
+why."""
 
 import warnings
 
@@ -38,6 +40,10 @@ def ceil_changes():  # 14 -> conv 12 -> ceil 6, floor 5
     return _classifier(nn.MaxPool2d(3, 2, ceil_mode=True))
 
 
+def max_padded():  # torch's padding=1, of values that may be negative: -inf, not zeros
+    return _classifier(nn.MaxPool2d(3, 2, padding=1))  # 14 -> conv 12 -> 6; `same` pads (0, 1)
+
+
 def ceil_changes_after_relu():  # googlenet's: as ceil_changes, of values >= 0
     return _classifier(nn.MaxPool2d(3, 2, ceil_mode=True), relu=True)
 
@@ -61,6 +67,7 @@ def avg_excluding_pads():  # stride 2 on 8x8: `same` would pad (0, 1), these pad
 SIZES = {
     "ceil_unchanged": (15, 15, 3),
     "ceil_changes": (14, 14, 3),
+    "max_padded": (14, 14, 3),
     "ceil_changes_after_relu": (14, 14, 3),
     "avg_counting_pads": (6, 6, 3),
     "avg_same_pads": (6, 6, 3),
@@ -95,6 +102,8 @@ def _routes(factory: str, folder) -> dict[str, object]:
     ("factory", "kinds"),
     [
         ("ceil_unchanged", ["conv2d", "maxpool", "flatten", "dense"]),
+        ("ceil_changes", ["conv2d", "maxpool", "flatten", "dense"]),
+        ("max_padded", ["conv2d", "maxpool", "flatten", "dense"]),
         ("ceil_changes_after_relu", ["conv2d", "relu", "zero_pad", "maxpool", "flatten", "dense"]),
         ("avg_counting_pads", ["conv2d", "zero_pad", "avgpool", "flatten", "dense"]),
         ("avg_same_pads", ["conv2d", "avgpool", "flatten", "dense"]),
@@ -109,7 +118,11 @@ def test_pooling_imports_exactly_through_both_routes(factory, kinds, tmp_path):
         nodes = imported.spec.model.nodes
         assert [node.kind for node in nodes] == kinds, route
         pools = [node for node in nodes if node.kind in ("maxpool", "avgpool")]
-        padding = "same" if factory == "avg_same_pads" else "valid"
+        padding = {
+            "avg_same_pads": "same",
+            "ceil_changes": ((0, 1), (0, 1)),  # the last window's overhang, with -inf
+            "max_padded": ((1, 1), (1, 1)),
+        }.get(factory, "valid")
         assert pools[0].layer.padding == padding, (route, imported.text)
         pads = [node.layer.padding for node in nodes if node.kind == "zero_pad"]
         if factory == "ceil_changes_after_relu":  # the last window's overhang: 1 row, 1 column
@@ -121,11 +134,6 @@ def test_pooling_imports_exactly_through_both_routes(factory, kinds, tmp_path):
 @pytest.mark.parametrize(
     ("factory", "what", "why"),
     [
-        (
-            "ceil_changes",
-            "(MaxPool): ceil_mode=1 pools the 12x12 input to 6x6, floor to 5x5",
-            "only for a max pooling of values that are not negative",
-        ),
         (
             "avg_excluding_pads",
             "(AveragePool): AveragePool pads [1, 1, 1, 1] with count_include_pad=0",
