@@ -54,6 +54,8 @@ NOTOP = {
     "xception": 20_861_480,
     "inception_v3": 21_802_784,
     "inception_resnet_v2": 54_336_736,
+    "nasnet_mobile": 4_269_716,
+    "nasnet_large": 84_916_818,
     "mobilenet_v2": 2_257_984,
 }
 

@@ -55,6 +55,9 @@ class Backbone:
     weights_from: Literal["keras", "torchvision"] = "keras"
     # The `pooling` values it takes (a ViT pools tokens: their mean, or the class token).
     poolings: tuple[str, ...] = ("avg", "max")
+    # The names keras.applications saves its weight files under in ~/.keras/models, with and
+    # without the classifier, where they are not the URL's last part (NASNet's).
+    keras_files: tuple[str, str] | None = None
 
     ARGS: ClassVar[type[BackboneArgs]] = BackboneArgs
 
@@ -73,6 +76,8 @@ class Backbone:
 
     def weights_file(self, include_top: bool, size: int) -> str:
         """The file keras.applications downloads to ~/.keras/models for ImageNet weights."""
+        if self.keras_files is not None:
+            return self.keras_files[0 if include_top else 1]
         return self.weights_url(include_top, size).rsplit("/", 1)[-1]
 
     def weights_url(self, include_top: bool, size: int) -> str:
@@ -103,6 +108,7 @@ PREPROCESSING: dict[str, Mode] = {
     "xception": "tf",
     "inception_v3": "tf",
     "inception_resnet_v2": "tf",
+    "nasnet": "tf",
     "densenet": "torch",
     "mobilenet_v3": "raw",
     "efficientnet": "raw",
@@ -163,8 +169,22 @@ def _catalog() -> list[Backbone]:
             "inception_resnet_v2",
             *_tf_kernels("inception_resnet_v2", "inception_resnet_v2"),
         ),
-        # NASNetMobile and NASNetLarge are not here: a NASNet cell takes the outputs of the two
-        # cells before it, and the language's joins combine branches of one input.
+        Backbone(
+            "nasnet_mobile",
+            "NASNetMobile",
+            "nasnet",
+            f"{KERAS}nasnet/NASNet-mobile.h5",
+            f"{KERAS}nasnet/NASNet-mobile-no-top.h5",
+            keras_files=("nasnet_mobile.h5", "nasnet_mobile_no_top.h5"),
+        ),
+        Backbone(
+            "nasnet_large",
+            "NASNetLarge",
+            "nasnet",
+            f"{KERAS}nasnet/NASNet-large.h5",
+            f"{KERAS}nasnet/NASNet-large-no-top.h5",
+            keras_files=("nasnet_large.h5", "nasnet_large_no_top.h5"),
+        ),
     ]
     for depth in (50, 101, 152):
         found.append(

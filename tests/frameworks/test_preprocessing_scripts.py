@@ -34,6 +34,7 @@ MODULES = {
     "xception": "xception",
     "inception_v3": "inception_v3",
     "inception_resnet_v2": "inception_resnet_v2",
+    "nasnet": "nasnet",
     "efficientnet": "efficientnet",
     "efficientnet_v2": "efficientnet_v2",
     "convnext": "convnext",
