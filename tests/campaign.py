@@ -78,7 +78,7 @@ FORMS = {
     "class token, read out": r"class_token\(\)[\s\S]*token_pool\(class\)",
     "mean of tokens": r"token_pool\(mean\)",
     "value read past its join (from)": r"branch \{ from v\d+",
-    "max pooling padded with -inf": r"maxpool\([^)]*padding=(1|\(\()",
+    "max pooling padded with -inf": r"maxpool\([^()]*(\([^()]*\)[^()]*)*padding=(1|\(\()",
 }
 
 
