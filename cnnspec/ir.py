@@ -102,6 +102,8 @@ class Graph:
     # What each `from NAME` read, by where NAME is written: a layer's name or a block's dotted
     # path (the last instance wins for a `from` inside a define).
     references: dict[Span, str] = field(default_factory=dict)
+    # Every value some `from` reads (the input or a node's name), in any instance.
+    read_by_name: frozenset[str] = frozenset()
 
     INPUT: ClassVar[str] = "input"
 

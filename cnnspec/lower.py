@@ -121,6 +121,7 @@ class ModelLowering:
         # a value that comes later (a cycle) or none at all.
         self.unresolved: list[tuple[tuple[str, ...], Span]] = []
         self.references: dict[Span, str] = {}
+        self.read_by_name: set[str] = set()
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -169,6 +170,7 @@ class ModelLowering:
         graph.ends_unbuilt = self.unbuilt
         graph.backbone = self.backbone
         graph.references = self.references
+        graph.read_by_name = frozenset(self.read_by_name)
         return graph
 
     def _input(self, section: ast.Section) -> tuple[tuple[int, int, int] | None, Span | None]:
@@ -794,6 +796,7 @@ class ModelLowering:
             found = self.values.get(candidate) or self.block_values.get(candidate)
             if found is not None:
                 self.references[item.value.span] = candidate
+                self.read_by_name.add(found.source)
                 return found
         self.unresolved.append((candidates, item.value.span))
         return unknown

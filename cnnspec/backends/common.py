@@ -5,6 +5,8 @@ what stays here as text are a few statements that are no definition of their own
 
 from __future__ import annotations
 
+import builtins
+import keyword
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,7 +88,10 @@ def straight_line(graph: Graph, inputs: str) -> Iterator[Step]:
     chain lives in `x`, a branch of a join in `branch2` (or its name) and a residual's skip path
     in `shortcut`. A node about to overwrite a value that is still needed first copies it to a
     free `shortcut` variable (`shortcut = x` before a residual's body), except on a skip path,
-    which moves on to `shortcut2` instead. `inputs` names the input, never overwritten."""
+    which moves on to `shortcut2` instead. A value a `from` reads later is copied to a
+    variable of its own name where that is a plain name (`stem = x`), so the code says what
+    it reads. `inputs` names the input, never overwritten."""
+    named = {v for v in graph.read_by_name if _plain_variable(v)}
     pending = Counter(v for node in graph.nodes for v in node.inputs)
     pending[graph.output or graph.INPUT] += 1  # the return statement
     where = {graph.INPUT: inputs}  # value -> the variable it is read from
@@ -106,11 +111,31 @@ def straight_line(graph: Graph, inputs: str) -> Iterator[Step]:
             target = node.lane
             if not free(target):
                 # Not a variable this node reads: the copy is made before the node runs.
-                spare = next(v for v in variants("shortcut") if free(v) and v not in reads)
+                base = holds[target] if holds[target] in named else "shortcut"
+                spare = next(v for v in variants(base) if free(v) and v not in reads)
                 save = (spare, target)
                 where[holds[target]], holds[spare] = spare, holds[target]
         where[node.name], holds[target] = target, node.name
         yield Step(node, reads, target, save)
+
+
+# Names a copied value's variable must not take: what the scripts' code names besides values.
+_TAKEN = frozenset(
+    {"x", "inputs", "self", "torch", "nn", "F", "np", "keras", "layers", "ops", "tf", "math"}
+)
+
+
+def _plain_variable(name: str) -> bool:
+    """Whether a value's name can be its variable: a lower-case identifier that shadows
+    nothing the generated code uses (a module, a builtin, a lane's variable)."""
+    return (
+        name.isidentifier()
+        and name.islower()
+        and not keyword.iskeyword(name)
+        and name not in _TAKEN
+        and not hasattr(builtins, name)
+        and not name.startswith(("branch", "shortcut"))
+    )
 
 
 def step_output(graph: Graph, inputs: str) -> str:

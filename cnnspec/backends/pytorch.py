@@ -423,7 +423,7 @@ class _Script(Script):
             if activation is not None:
                 expression = literal(activation.torch_function()).replace(HOLE.text, expression)
             if expression != step.target:
-                body.append(f"        {step.target} = {expression}")
+                body += _assignment(step.target, expression)
         output = step_output(graph, "inputs")
         if layout.output is not None and graph.output is not None:
             body += _keras_order("return ", output, graph.output, layout.output)
@@ -732,3 +732,30 @@ MAIN_GUARD = """
 
 
 _Script.LOADERS = {**COMMON_LOADERS, "DIRECTORY_LOADER": code("torch", "ImageFiles")}
+
+
+def _assignment(target: str, expression: str) -> list[str]:
+    """`target = expression` in forward, split as ruff format splits a line too long (a join
+    of many named values): a call's arguments on a line of their own, else a list argument one
+    item per line, else a sum in parentheses."""
+    pad = INDENT * 2
+    line = f"{pad}{target} = {expression}"
+    if len(line) <= LINE_LENGTH:
+        return [line]
+    call = re.fullmatch(r"([\w.]+)\((\[[^\[\]]*\])(, [^()\[\]]*)?\)", expression)
+    if call is not None:
+        func, items, rest = call.group(1), call.group(2), call.group(3) or ""
+        inner = f"{pad}{INDENT}{items}{rest}"
+        if len(inner) <= LINE_LENGTH:
+            return [f"{pad}{target} = {func}(", inner, f"{pad})"]
+        listed = [f"{pad}{INDENT * 2}{item}," for item in items[1:-1].split(", ")]
+        extra = [f"{pad}{INDENT}{part}," for part in rest[2:].split(", ")] if rest else []
+        return [
+            f"{pad}{target} = {func}(",
+            f"{pad}{INDENT}[",
+            *listed,
+            f"{pad}{INDENT}],",
+            *extra,
+            f"{pad})",
+        ]
+    return [f"{pad}{target} = (", f"{pad}{INDENT}{expression}", f"{pad})"]
