@@ -54,6 +54,9 @@ def hover(compilation: Compilation, offset: int) -> str | None:
             path = tuple(block.split("."))
             nodes = [n for n in graph.nodes if n.scope[: len(path)] == path]
             return _group_text(f"block {block}", nodes)
+    for span, read in graph.references.items():
+        if span.contains(offset):
+            return _read_text(graph, read)
     made = _instance_at(graph, compilation.source.text, offset)
     if made:
         return _group_text(made[0], made[1])
@@ -65,6 +68,22 @@ def hover(compilation: Compilation, offset: int) -> str | None:
     if word in ("model", graph.name) and offset < _section_body_start(compilation, graph):
         return model_text(compilation)
     return None
+
+
+def _read_text(graph: Graph, read: str) -> str:
+    """What a `from NAME` reads: the value's producer and shape."""
+    if read == graph.INPUT:
+        return f"**from input**: the model's input, {_shape(graph.input_shape)}"
+    if read in graph.blocks:
+        path = tuple(read.split("."))
+        nodes = [n for n in graph.nodes if n.scope[: len(path)] == path]
+        last = nodes[-1] if nodes else None
+        shape = _shape(last.output_shape) if last else "?"
+        return f"**from {read}**: the output of block {read}, {shape}"
+    node = next((n for n in graph.nodes if n.name == read), None)
+    shape = _shape(node.output_shape) if node else "?"
+    kind = f" ({node.kind})" if node else ""
+    return f"**from {read}**: the output of {read}{kind}, {shape}"
 
 
 def model_text(compilation: Compilation) -> str:

@@ -126,5 +126,10 @@ def test_from_goes_to_the_value_it_reads() -> None:
         return text[span.start : span.end]
 
     assert target("from h") == "conv2d(8, 1, name=h)"
+    # Hover says what it reads, as written in the last call of the define.
+    hover = editor.hover(compilation, text.index("from stem") + len("from s"))
+    assert hover == "**from stem**: the output of block stem, (8, 8, 8)"
+    hover = editor.hover(compilation, text.index("from h") + len("from "))
+    assert hover == "**from c1_h**: the output of c1_h (conv2d), (8, 8, 8)"
     assert target("from stem") == "stem"
     assert target("from p") == "8x8x1"
