@@ -233,7 +233,11 @@ class Dense(LayerArgs):
         weight = kernel.constants[0] if kernel is not None else None
         if weight is None:
             return None
-        return {"units": int(weight.shape[0]), "activation": None, "use_bias": "bias" in steps or steps[""].op_type == "Add"}
+        return {
+            "units": int(weight.shape[0]),
+            "activation": None,
+            "use_bias": "bias" in steps or steps[""].op_type == "Add",
+        }
 
     keras_classes: ClassVar[tuple[str, ...]] = ("Dense",)
 

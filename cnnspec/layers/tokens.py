@@ -351,9 +351,7 @@ class Attention(LayerArgs):
                 perm=[1, 0],
             )
             y = graph.op("MatMul", [x, kernel], f"{name}_{step}")
-            return graph.op(
-                "Add", [y, graph.weight(f"{name}.{tensor}_bias")], f"{name}_{step}bias"
-            )
+            return graph.op("Add", [y, graph.weight(f"{name}.{tensor}_bias")], f"{name}_{step}bias")
 
         qkv = project(inputs[0], "in_proj", "qkv")
         split = graph.constant(
