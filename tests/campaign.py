@@ -286,6 +286,19 @@ class Writer:
         heads = [h for h in range(1, 5) if dim and dim % h == 0] or [self.rng.randint(1, 4)]
         return self.call("attention", [str(self.rng.choice(heads))], {})
 
+    def window_attention(self) -> str:
+        # Heads that often divide the channels (E205 where not), small windows, and a shift
+        # now and then (E205 where it reaches a whole window).
+        heads = self.rng.choice(["1", "1", "2", "3"])
+        options = {
+            "size": self.maybe(0.8, lambda: self.pair(1, 4)),
+            "shift": self.maybe(0.5, lambda: self.pair(0, 2)),
+        }
+        return self.call("window_attention", [heads], options)
+
+    def patch_merge(self) -> str:
+        return "patch_merge()"
+
     def token_pool(self) -> str:
         return self.call("token_pool", [self.rng.choice(["class", "mean"])], {})
 
@@ -379,6 +392,8 @@ class Writer:
         "dropout": 1,
         "spatial_dropout": 1,
         "dense": 1,
+        "window_attention": 1,
+        "patch_merge": 1,
     }
 
     def layer(self, kinds: list[str]) -> str:

@@ -36,6 +36,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "channel_slice": {"start": 1, "stop": 3},
     "patch_embed": {"dim": 4, "patch": 2},
     "attention": {"heads": 1},
+    "window_attention": {"heads": 1, "size": 4, "shift": 2},
     "rotation": {"degrees": 10.0},
     "adam": {"lr": 0.001},
     "adamw": {"lr": 0.001},

@@ -70,7 +70,10 @@ class _Helpers(Mapping[str, str]):
 HELPERS = _Helpers()
 
 # The rules of cnnspec/runtime/rules.py that a helper calls, copied before it.
-HELPER_RULES = {"same_padding": ("same_pads",)}
+HELPER_RULES = {
+    "same_padding": ("same_pads",),
+    "WindowAttention": ("window_shift", "window_index", "window_mask"),
+}
 
 
 def emit(spec: Spec, source_name: str) -> str:

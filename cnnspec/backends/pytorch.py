@@ -333,6 +333,7 @@ class _Script(Script):
             return []
         parts = [code("rules", "same_pads"), code("torch", *SAME_PADDING)]
         for name in sorted(names):
+            parts += [code("rules", *HELPER_RULES[name])] if name in HELPER_RULES else []
             if HELPERS[name]:
                 parts.append(code("torch", *HELPERS[name]))
         return parts
@@ -657,7 +658,12 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "ClassToken": ("ClassToken",),
     "PositionEmbedding": ("PositionEmbedding",),
     "AvgPool2dSame": ("AvgPool2dSame",),
+    "WindowAttention": ("WindowAttention",),
+    "patch_merge": ("patch_merge",),
 }
+
+# The rules of cnnspec/runtime/rules.py that a helper calls, copied before it.
+HELPER_RULES = {"WindowAttention": ("window_shift", "window_index", "window_mask")}
 
 # The augmentation functions, by the names the steps ask for (AugmentSection.torch_helpers):
 # each transforms a batch (N, C, H, W) on its device, drawing from the training generator.

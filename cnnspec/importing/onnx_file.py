@@ -72,7 +72,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnspec.importing import onnx_attention
+from cnnspec.importing import onnx_attention, onnx_windows
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.importing.onnx_fold import fold
 from cnnspec.layers.base import same_pads
@@ -398,7 +398,9 @@ class _Reader:
         for node in nodes:
             for value in node.input:
                 self.users[value] = self.users.get(value, 0) + 1
-        attentions = self.attentions(nodes, members)
+        # Swin's windows first: their Softmaxes are no ViT attention's.
+        windows, softmaxes = onnx_windows.take(self, nodes, members)
+        attentions = self.attentions(nodes, members | softmaxes)
         readers = onnx_readers()
         consumers: dict[str, list[Any]] = {}
         for node in nodes:
@@ -407,6 +409,11 @@ class _Reader:
         taken: set[int] = set()
         for node in nodes:
             if node.name in members or id(node) in taken:
+                continue
+            if id(node) in windows:
+                window = windows[id(node)]
+                if window is not None:
+                    onnx_windows.add(self, window)
                 continue
             if id(node) in attentions:
                 found = attentions[id(node)]

@@ -45,6 +45,7 @@ from cnnspec.layers.pooling import (
 from cnnspec.layers.resampling import ChannelShuffle, Upsample
 from cnnspec.layers.slicing import ChannelSlice
 from cnnspec.layers.tokens import Attention, ClassToken, PatchEmbed, PositionEmbedding, TokenPool
+from cnnspec.layers.windows import PatchMerge, WindowAttention
 
 __all__ = [
     "ELU",
@@ -74,6 +75,7 @@ __all__ = [
     "Multiply",
     "Normalization",
     "PatchEmbed",
+    "PatchMerge",
     "PositionEmbedding",
     "ReLU",
     "ReLU6",
@@ -88,6 +90,7 @@ __all__ = [
     "Tanh",
     "TokenPool",
     "Upsample",
+    "WindowAttention",
     "ZeroPad",
     "format_shape",
     "same_pads",

@@ -44,7 +44,15 @@ from cnnspec.runtime.common import (
     torchvision_tensors,
     weights_to_load,
 )
-from cnnspec.runtime.rules import from_keras, learning_rate, same_pads, to_keras
+from cnnspec.runtime.rules import (
+    from_keras,
+    learning_rate,
+    same_pads,
+    to_keras,
+    window_index,
+    window_mask,
+    window_shift,
+)
 from cnnspec.runtime.script import (
     BACKBONE,
     BACKBONE_LAYERS,
@@ -291,6 +299,109 @@ class FirstToken(layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[2])
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class WindowAttention(layers.Layer):
+    """A Swin Transformer's shifted-window attention on an (H, W, C) map, with
+    torchvision's ShiftedWindowAttention's tensors (qkv, proj, the relative-position
+    bias table) and computation: the map padded to whole windows and rolled by the
+    shift, attention within each window with a learnt bias per relative position
+    (masked across the roll's seams), rolled back. The relative-position index and
+    the mask are fixed tables (cnnspec.runtime.rules), built for the input's size."""
+
+    def __init__(self, num_heads, size, shift, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.size, self.shift = num_heads, tuple(size), tuple(shift)
+
+    def build(self, input_shape):
+        height, width, dim = input_shape[1:]
+        (wh, ww), count = self.size, self.size[0] * self.size[1]
+        self.padded = (-(-height // wh) * wh, -(-width // ww) * ww)
+        self.applied = window_shift((height, width), self.size, self.shift)
+        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(dim, 3 * dim))
+        self.qkv_bias = self.add_weight(
+            name="qkv_bias", shape=(3 * dim,), initializer="zeros"
+        )
+        self.proj_kernel = self.add_weight(name="proj_kernel", shape=(dim, dim))
+        self.proj_bias = self.add_weight(
+            name="proj_bias", shape=(dim,), initializer="zeros"
+        )
+        self.relative_position_bias_table = self.add_weight(
+            name="relative_position_bias_table",
+            shape=((2 * wh - 1) * (2 * ww - 1), self.num_heads),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        # Constant tensors, not arrays: Keras converts an array again at every call.
+        self.bias_index = keras.ops.convert_to_tensor(window_index(self.size), "int32")
+        self.shift_mask = None
+        if any(self.applied):
+            mask = window_mask(self.padded, self.size, self.applied)
+            mask = np.array(mask, "float32").reshape(1, -1, 1, count, count)
+            self.shift_mask = keras.ops.convert_to_tensor(mask)
+
+    def call(self, inputs):
+        ops = keras.ops
+        height, width, dim = inputs.shape[1:]
+        (wh, ww), (ph, pw), (sh, sw) = self.size, self.padded, self.applied
+        count, head, heads = wh * ww, dim // self.num_heads, self.num_heads
+        x = ops.pad(inputs, ((0, 0), (0, ph - height), (0, pw - width), (0, 0)))
+        if sh:
+            x = ops.roll(x, -sh, axis=1)
+        if sw:
+            x = ops.roll(x, -sw, axis=2)
+        x = ops.reshape(x, (-1, ph // wh, wh, pw // ww, ww, dim))
+        x = ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, count, dim))
+        qkv = ops.matmul(x, self.qkv_kernel) + self.qkv_bias
+        qkv = ops.transpose(
+            ops.reshape(qkv, (-1, count, 3, heads, head)), (2, 0, 3, 1, 4)
+        )
+        query, key, value = qkv[0] * head**-0.5, qkv[1], qkv[2]
+        bias = ops.take(self.relative_position_bias_table, self.bias_index, axis=0)
+        bias = ops.transpose(ops.reshape(bias, (count, count, heads)), (2, 0, 1))
+        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) + bias
+        if self.shift_mask is not None:
+            windows = self.shift_mask.shape[1]
+            scores = ops.reshape(scores, (-1, windows, heads, count, count))
+            scores = ops.reshape(scores + self.shift_mask, (-1, heads, count, count))
+        x = ops.matmul(ops.softmax(scores, axis=-1), value)
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, count, dim))
+        x = ops.matmul(x, self.proj_kernel) + self.proj_bias
+        x = ops.reshape(x, (-1, ph // wh, pw // ww, wh, ww, dim))
+        x = ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, ph, pw, dim))
+        if sh:
+            x = ops.roll(x, sh, axis=1)
+        if sw:
+            x = ops.roll(x, sw, axis=2)
+        return x[:, :height, :width]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "size": self.size,
+            "shift": self.shift,
+        }
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class PatchMerge(layers.Layer):
+    """torchvision's patch merging before its norm and reduction: each 2x2 square of
+    positions one position of 4C channels, in torchvision's order; an odd height or
+    width padded with zeros first."""
+
+    def call(self, inputs):
+        height, width = inputs.shape[1:3]
+        x = keras.ops.pad(inputs, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)))
+        parts = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
+        return keras.ops.concatenate(parts, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        return (batch, -(-height // 2), -(-width // 2), 4 * channels)
 
 
 def same_padding(x, kernel, stride):

@@ -71,6 +71,55 @@ def to_keras(tensor, layout, shape, flattened=None):
     return tensor
 
 
+# --- Swin's shifted windows (torchvision's ShiftedWindowAttention): the fixed tables of
+# the window_attention kind, which the checker, the ONNX export, the importer and both
+# scripts build alike. Plain lists, since this module imports nothing.
+
+
+def window_shift(size, window, shift):
+    """The shift a window_attention applies to a map of `size` (H, W): torchvision's
+    rule, none along an axis where one window covers the map padded to whole windows."""
+    return tuple(
+        0 if step >= -(-extent // step) * step else moved
+        for extent, step, moved in zip(size, window, shift, strict=True)
+    )
+
+
+def window_index(window):
+    """torchvision's relative_position_index, flat: for tokens i and j of a window (row
+    by row), the row of the bias table that holds their offset, at i * N + j."""
+    height, width = window
+    cells = [(row, column) for row in range(height) for column in range(width)]
+    return [
+        (r1 - r2 + height - 1) * (2 * width - 1) + (c1 - c2 + width - 1)
+        for r1, c1 in cells
+        for r2, c2 in cells
+    ]
+
+
+def window_mask(size, window, shift):
+    """torchvision's mask for shifted windows, flat (windows, N, N): -100 between two
+    tokens of a window that the cyclic shift brought from different parts of the map,
+    0 elsewhere. `size` is the map padded to whole windows, `shift` the one applied."""
+    (height, width), (wh, ww), (sh, sw) = size, window, shift
+    label = [[0] * width for _ in range(height)]
+    count = 0
+    # torchvision's three slices per axis, Python's negative bounds included (a shift
+    # of 0 makes the last one the whole axis).
+    for top, bottom in ((0, -wh), (-wh, -sh), (-sh, None)):
+        for left, right in ((0, -ww), (-ww, -sw), (-sw, None)):
+            for row in range(height)[top:bottom]:
+                for column in range(width)[left:right]:
+                    label[row][column] = count
+            count += 1
+    mask = []
+    for row in range(0, height, wh):
+        for column in range(0, width, ww):
+            cells = [label[row + r][column + c] for r in range(wh) for c in range(ww)]
+            mask += [0.0 if a == b else -100.0 for a in cells for b in cells]
+    return mask
+
+
 # --- The legacy Keras .h5 file
 
 

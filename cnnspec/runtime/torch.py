@@ -63,6 +63,9 @@ from cnnspec.runtime.rules import (
     keras_h5_arrays,
     learning_rate,
     same_pads,
+    window_index,
+    window_mask,
+    window_shift,
 )
 from cnnspec.runtime.script import (
     BACKBONE,
@@ -276,6 +279,75 @@ class PositionEmbedding(nn.Module):
 
     def forward(self, x):
         return x + self.weight
+
+
+def patch_merge(x):
+    """torchvision's patch merging before its norm and reduction, on NCHW: each 2x2
+    square of positions one position of 4C channels, in torchvision's order; an odd
+    height or width padded with zeros first."""
+    x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+    parts = [
+        x[..., 0::2, 0::2],
+        x[..., 1::2, 0::2],
+        x[..., 0::2, 1::2],
+        x[..., 1::2, 1::2],
+    ]
+    return torch.cat(parts, 1)
+
+
+class WindowAttention(nn.Module):
+    """A Swin Transformer's shifted-window attention on a channels-last map (B, H, W,
+    C), torchvision's ShiftedWindowAttention with its tensors' names: the map padded to
+    whole windows and rolled by the shift, attention within each window with a learnt
+    bias per relative position (masked across the roll's seams), rolled back. The
+    relative-position index and the mask are fixed tables, plain attributes: neither is
+    a weight nor part of the state."""
+
+    def __init__(self, dim, heads, size, shift, map_size):
+        super().__init__()
+        self.heads, self.size, self.map_size = heads, size, map_size
+        self.padded = tuple(-(-n // w) * w for n, w in zip(map_size, size, strict=True))
+        self.shift = window_shift(map_size, size, shift)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        rows = (2 * size[0] - 1) * (2 * size[1] - 1)
+        table = torch.empty(rows, heads)
+        self.relative_position_bias_table = nn.Parameter(
+            nn.init.trunc_normal_(table, std=0.02)
+        )
+        self.index = torch.tensor(window_index(size))
+        count = size[0] * size[1]
+        self.mask = None
+        if any(self.shift):
+            mask = window_mask(self.padded, size, self.shift)
+            self.mask = torch.tensor(mask).view(1, -1, 1, count, count)
+
+    def forward(self, x):
+        batch, height, width, dim = x.shape
+        (wh, ww), (ph, pw) = self.size, self.padded
+        count, head = wh * ww, dim // self.heads
+        x = F.pad(x, (0, 0, 0, pw - width, 0, ph - height))
+        if any(self.shift):
+            x = torch.roll(x, (-self.shift[0], -self.shift[1]), (1, 2))
+        x = x.view(batch, ph // wh, wh, pw // ww, ww, dim).permute(0, 1, 3, 2, 4, 5)
+        qkv = self.qkv(x.reshape(-1, count, dim))
+        qkv = qkv.reshape(-1, count, 3, self.heads, head).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv[0] * head**-0.5, qkv[1], qkv[2]
+        bias = self.relative_position_bias_table[self.index.to(x.device)]
+        scores = query @ key.transpose(-2, -1) + bias.view(count, count, -1).permute(
+            2, 0, 1
+        )
+        if self.mask is not None:
+            windows = self.mask.shape[1]
+            scores = scores.view(batch, windows, self.heads, count, count)
+            scores = scores + self.mask.to(scores)
+            scores = scores.view(-1, self.heads, count, count)
+        x = (scores.softmax(-1) @ value).transpose(1, 2).reshape(-1, count, dim)
+        x = self.proj(x).view(batch, ph // wh, pw // ww, wh, ww, dim)
+        x = x.permute(0, 1, 3, 2, 4, 5).reshape(batch, ph, pw, dim)
+        if any(self.shift):
+            x = torch.roll(x, self.shift, (1, 2))
+        return x[:, :height, :width]
 
 
 # --- The model.
