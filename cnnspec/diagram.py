@@ -3,9 +3,11 @@
 The layout follows the language's own nesting (cnnspec.nesting, the pass the importer's writer
 reads too): a chain of layers runs top to bottom; the branches of a join stand side by side
 above it; a residual's body and shortcut are two columns (an identity shortcut is an edge down
-the side). Nested joins never cross, so no general graph-layout search is needed. Each box
-shows the layer's name, kind and main arguments, its output shape and parameter count; each
-edge carries the shape it moves; blocks are labelled frames around their layers."""
+the side). Nested joins never cross, so no general graph-layout search is needed. A chain that
+starts from an earlier value (`from NAME`) starts at a small `from NAME` tag rather than at an
+edge from that value's box, which would cross the boxes between them. Each box shows the
+layer's name, kind and main arguments, its output shape and parameter count; each edge carries
+the shape it moves; blocks are labelled frames around their layers."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from cnnspec.ir import Graph, Node, Spec
 from cnnspec.layers import format_shape
-from cnnspec.nesting import Item, Join, Residual, end_of, nest
+from cnnspec.nesting import From, Item, Join, Residual, end_of, nest
 from cnnspec.registry import Params, Shape
 from cnnspec.spelling import Spelled, call_text
 from cnnspec.wording import plural
@@ -25,6 +27,7 @@ from cnnspec.wording import plural
 BOX_W, BOX_H = 280, 56  # a layer's box: its name; kind and arguments; shape and parameters
 GAP_Y, GAP_X = 40, 28  # between boxes down a chain, and between side-by-side branches
 SKIP = 22  # the lane an identity shortcut takes beside its body
+READ_H = 24  # a `from NAME` tag at the top of a chain
 PAD = 10  # a block's frame around its layers
 STYLE = (
     "text{font-family:ui-sans-serif,system-ui,sans-serif;font-size:12px;fill:#1d2433}"
@@ -63,6 +66,10 @@ class Layout:
     boxes: dict[str, Box] = field(default_factory=dict)
     # Identity shortcuts: (from value, to join) drawn down a side lane at x.
     skips: list[tuple[str, str, float]] = field(default_factory=list)
+    # `from NAME` tags: key (`from 1`, `from 2`, ... in placement order) -> (value, x, y).
+    reads: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+    # Where an edge is drawn from other than its value's box: (reader, value) -> a tag's key.
+    redirect: dict[tuple[str, str], str] = field(default_factory=dict)
     width: float = 0.0
     height: float = 0.0
 
@@ -214,14 +221,23 @@ class Fork:
     skip: str | None = None
 
 
+@dataclass(frozen=True)
+class Read:
+    """A chain that starts from an earlier value (`from NAME`), drawn as a tag at its top."""
+
+    value: str
+
+
 def tree_of(graph: Graph) -> list[Any]:
-    """Every layer nested as the language nests them (cnnspec.nesting): a chain of names and
-    Forks."""
+    """Every layer nested as the language nests them (cnnspec.nesting): a chain of names,
+    Forks and Reads."""
 
     def converted(items: list[Item[Node]]) -> list[Any]:
         result: list[Any] = []
         for item in items:
-            if isinstance(item, Join):
+            if isinstance(item, From):
+                result.append(Read(item.value))
+            elif isinstance(item, Join):
                 empty = [i for i, branch in enumerate(item.branches) if not branch]
                 skip = item.layer.inputs[empty[0]] if empty else None
                 result.append(Fork(item.layer.name, [converted(b) for b in item.branches], skip))
@@ -256,10 +272,16 @@ def collapsed(items: list[Any], owner: dict[str, str]) -> list[Any]:
 
     def owner_of(item: Any) -> str | None:
         if isinstance(item, Fork):
+            # A tag belongs to the block whose layers are around it.
             owners = {owner.get(item.layer)} | {
-                owner_of(inner) for column in item.columns for inner in column
+                owner_of(inner)
+                for column in item.columns
+                for inner in column
+                if not isinstance(inner, Read)
             }
             return owners.pop() if len(owners) == 1 else None
+        if isinstance(item, Read):
+            return None
         return owner.get(item)
 
     def walk(chain: list[Any]) -> list[Any]:
@@ -277,6 +299,8 @@ def collapsed(items: list[Any], owner: dict[str, str]) -> list[Any]:
                 if item.layer in owner:
                     raise NotOneRun(owner[item.layer], "splits a join")
                 result.append(Fork(item.layer, [walk(c) for c in item.columns], item.skip))
+            elif isinstance(item, Read):
+                result.append(item)
             elif item in owner:
                 raise NotOneRun(owner[item], "is not one run of layers")
             else:
@@ -307,27 +331,46 @@ def _place(
     nodes: dict[str, Shown],
     out: Layout,
     visible: Callable[[str], str],
+    incoming: tuple[str, str] | None = None,
 ) -> tuple[float, float]:
-    """Place a chain from (x, y) down; returns its (width, bottom). The page's script places
-    the same way (`place` in _DRAW_SCRIPT)."""
+    """Place a chain from (x, y) down; returns its (width, bottom). `incoming`: the value the
+    chain starts from and the tag it is drawn from, where an enclosing chain started from a
+    `from`. The page's script places the same way (`place` in _DRAW_SCRIPT)."""
     width: float = BOX_W
     for item in items:
+        if isinstance(item, Read):
+            key = f"from {len(out.reads) + 1}"
+            out.reads[key] = (item.value, x, y)
+            incoming = (visible(item.value), key)
+            y += READ_H + GAP_Y
+            continue
         if isinstance(item, Fork):
             left, bottom = x, y
             for column in item.columns:
                 if column:
-                    w, b = _place(column, left, y, nodes, out, visible)
+                    w, b = _place(column, left, y, nodes, out, visible, incoming)
                     left += w + GAP_X
                     bottom = max(bottom, b)
+                    if len(column) == 1 and isinstance(column[0], Read):
+                        # A branch that is a value itself: the join reads it from the tag.
+                        read = (item.layer, visible(column[0].value))
+                        out.redirect[read] = f"from {len(out.reads)}"
             if item.skip is not None:
                 # The identity path runs down a lane of its own, right of the branches.
-                out.skips.append((visible(item.skip), item.layer, left - GAP_X + SKIP))
+                source = visible(item.skip)
+                if incoming is not None and incoming[0] == source:
+                    out.redirect[(item.layer, source)] = incoming[1]
+                    source = incoming[1]
+                out.skips.append((source, item.layer, left - GAP_X + SKIP))
                 left += SKIP
             width = max(width, left - x - GAP_X)
             y = bottom
             name = item.layer
         else:
             name = item
+            if incoming is not None:
+                out.redirect[(name, incoming[0])] = incoming[1]
+        incoming = None
         out.boxes[name] = Box(nodes[name], x, y)
         y += BOX_H + GAP_Y
     return width, y
@@ -395,6 +438,9 @@ def svg(
     def center(name: str) -> tuple[float, float, float]:
         if name == graph.INPUT:
             return offset + BOX_W / 2, offset + BOX_H / 2, offset + BOX_H
+        if name in placed.reads:
+            _, x, y = placed.reads[name]
+            return offset + x + BOX_W / 2, offset + y, offset + y + READ_H
         box = placed.boxes[name]
         return offset + box.x + BOX_W / 2, offset + box.y, offset + box.y + BOX_H
 
@@ -431,7 +477,8 @@ def svg(
     # value's shape is written once, under the box that makes it.
     labelled: set[str] = set()
     for box in placed.boxes.values():
-        for source in box.node.inputs:
+        for value in box.node.inputs:
+            source = placed.redirect.get((box.node.name, value), value)
             if any(source == s and box.node.name == j for s, j, _ in placed.skips):
                 continue
             x1, _, y1 = center(source)
@@ -459,6 +506,8 @@ def svg(
     # Boxes: the input, then every layer.
     h, w, c = graph.input_shape or (0, 0, 0)
     parts.append(_box(offset, offset, "input", f"{h}x{w}x{c}", "", "input"))
+    for value, x, y in placed.reads.values():
+        parts.append(_read(offset + x, offset + y, value))
     for box in placed.boxes.values():
         node = box.node
         parts.append(
@@ -511,6 +560,15 @@ def _box(
     )
 
 
+def _read(x: float, y: float, value: str) -> str:
+    return (
+        f'<g class="read" data-from="{escape(value)}"><rect x="{x:.0f}" y="{y:.0f}" '
+        f'width="{BOX_W}" height="{READ_H}" rx="12" fill="#f4f6fb" stroke="#9aa7c7" '
+        f'stroke-dasharray="4 3"/><text class="detail" x="{x + 12:.0f}" y="{y + 16:.0f}">'
+        f"from {escape(value)}</text></g>"
+    )
+
+
 def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
     """One self-contained page that works offline: the network's layers, blocks and nesting as
     data, drawn by the page's script exactly as `svg` draws (_DRAW_SCRIPT, the placement
@@ -553,6 +611,7 @@ def html(spec: Spec, phase: str | None = None, depth: int | None = None) -> str:
             "GAP_X": GAP_X,
             "GAP_Y": GAP_Y,
             "SKIP": SKIP,
+            "READ_H": READ_H,
             "PAD": PAD,
         },
     }
@@ -596,6 +655,8 @@ def _tree_data(items: list[Any]) -> list[Any]:
             "skip": item.skip,
         }
         if isinstance(item, Fork)
+        else {"from": item.value}
+        if isinstance(item, Read)
         else item
         for item in items
     ]
@@ -623,12 +684,16 @@ const cnnspecDrawing = (data, wanted) => {
   const f = (value) => value.toFixed(0);
 
   // As diagram.collapsed: each collapsed block's run of items becomes the block's name.
+  const isRead = (item) => typeof item !== "string" && "from" in item;
   const collapse = (items, owner) => {
     const placed = new Set();
     const itemOwner = (item) => {
       if (typeof item === "string") return owner[item] ?? null;
+      if (isRead(item)) return null;
       const owners = new Set([owner[item.fork] ?? null]);
-      for (const column of item.columns) for (const inner of column) owners.add(itemOwner(inner));
+      for (const column of item.columns) {
+        for (const inner of column) if (!isRead(inner)) owners.add(itemOwner(inner));
+      }
       return owners.size === 1 ? [...owners][0] : null;
     };
     const walk = (chain) => {
@@ -640,6 +705,8 @@ const cnnspecDrawing = (data, wanted) => {
           if (placed.has(block)) throw new NotOneRun(block);
           placed.add(block);
           result.push(block);
+        } else if (isRead(item)) {
+          result.push(item);
         } else if (typeof item !== "string") {
           if (item.fork in owner) throw new NotOneRun(owner[item.fork]);
           result.push({fork: item.fork, columns: item.columns.map(walk), skip: item.skip});
@@ -654,28 +721,50 @@ const cnnspecDrawing = (data, wanted) => {
     return walk(items);
   };
 
+  // Keys of (reader, value) pairs, joined by a character no name holds, written as an
+  // escape: a NUL byte in the file would make it binary to grep and to editors.
+  const pair = (a, b) => `${a}\\u0000${b}`;
+
   // As diagram._place: a chain from (x, y) down; returns its [width, bottom].
-  const place = (items, x, y, out, visible) => {
+  const place = (items, x, y, out, visible, incoming = null) => {
     let width = S.BOX_W;
     for (const item of items) {
+      if (isRead(item)) {
+        const key = `from ${out.reads.size + 1}`;
+        out.reads.set(key, {value: item.from, x, y});
+        incoming = [visible(item.from), key];
+        y += S.READ_H + S.GAP_Y;
+        continue;
+      }
       let name = item;
       if (typeof item !== "string") {
         let left = x, bottom = y;
         for (const column of item.columns) {
           if (column.length) {
-            const [w, b] = place(column, left, y, out, visible);
+            const [w, b] = place(column, left, y, out, visible, incoming);
             left += w + S.GAP_X;
             bottom = Math.max(bottom, b);
+            if (column.length === 1 && isRead(column[0])) {
+              out.redirect.set(pair(item.fork, visible(column[0].from)), `from ${out.reads.size}`);
+            }
           }
         }
         if (item.skip !== null) {
-          out.skips.push([visible(item.skip), item.fork, left - S.GAP_X + S.SKIP]);
+          let source = visible(item.skip);
+          if (incoming !== null && incoming[0] === source) {
+            out.redirect.set(pair(item.fork, source), incoming[1]);
+            source = incoming[1];
+          }
+          out.skips.push([source, item.fork, left - S.GAP_X + S.SKIP]);
           left += S.SKIP;
         }
         width = Math.max(width, left - x - S.GAP_X);
         y = bottom;
         name = item.fork;
+      } else if (incoming !== null) {
+        out.redirect.set(pair(name, incoming[0]), incoming[1]);
       }
+      incoming = null;
       out.boxes.set(name, {x, y});
       y += S.BOX_H + S.GAP_Y;
     }
@@ -714,13 +803,17 @@ const cnnspecDrawing = (data, wanted) => {
       : data.blocks[name]);
     const first = visible(data.order[0]);
     const depth = info(first).scope.length;
-    const placed = {boxes: new Map(), skips: []};
+    const placed = {boxes: new Map(), skips: [], reads: new Map(), redirect: new Map()};
     const [w, h] = place(tree, 0, S.BOX_H + S.GAP_Y + 14 * depth, placed, visible);
     const width = Math.max(w, S.BOX_W) + 2 * S.PAD + 40;
     const height = h + 2 * S.PAD + S.BOX_H;
     const offset = S.PAD;
     const center = (name) => {
       if (name === "input") return [offset + S.BOX_W / 2, offset + S.BOX_H / 2, offset + S.BOX_H];
+      const read = placed.reads.get(name);
+      if (read !== undefined) {
+        return [offset + read.x + S.BOX_W / 2, offset + read.y, offset + read.y + S.READ_H];
+      }
       const b = placed.boxes.get(name);
       return [offset + b.x + S.BOX_W / 2, offset + b.y, offset + b.y + S.BOX_H];
     };
@@ -759,19 +852,19 @@ const cnnspecDrawing = (data, wanted) => {
     }
     parts.push(...labels);
     const labelled = new Set();
-    // Keys joined by a character no name holds, written as an escape: a NUL byte in the file
-    // would make it binary to grep and to editors.
-    const skipped = new Set(placed.skips.map(([source, join]) => `${source}\\u0000${join}`));
+    const skipped = new Set(placed.skips.map(([source, join]) => pair(source, join)));
     for (const name of placed.boxes.keys()) {
       for (const input of info(name).inputs) {
-        const source = visible(input);
-        if (skipped.has(`${source}\\u0000${name}`)) continue;
+        const value = visible(input);
+        const source = placed.redirect.get(pair(name, value)) ?? value;
+        if (skipped.has(pair(source, name))) continue;
         const [x1, , y1] = center(source);
         const [x2, y2] = center(name);
         const turn = y2 - S.GAP_Y / 2;
         parts.push(`<path class="edge" d="M${f(x1)},${f(y1)} L${f(x1)},${f(turn)} ` +
           `L${f(x2)},${f(turn)} L${f(x2)},${f(y2)}"/>`);
-        const shape = source === "input" ? data.inputShape : info(source).shape;
+        const shape = source === "input" ? data.inputShape
+          : placed.reads.has(source) ? null : info(source).shape;
         if (shape !== null && !labelled.has(source)) {
           labelled.add(source);
           parts.push(`<text class="shape" x="${f(x1 + 6)}" y="${f(y1 + 12)}">${esc(shape)}</text>`);
@@ -787,6 +880,12 @@ const cnnspecDrawing = (data, wanted) => {
     }
     parts.push(box(offset, offset, "input",
       {kind: "input", label: data.input, summary: "", frozen: false, details: ""}));
+    for (const {value, x, y} of placed.reads.values()) {
+      parts.push(`<g class="read" data-from="${esc(value)}"><rect x="${f(offset + x)}" ` +
+        `y="${f(offset + y)}" width="${S.BOX_W}" height="${S.READ_H}" rx="12" fill="#f4f6fb" ` +
+        `stroke="#9aa7c7" stroke-dasharray="4 3"/><text class="detail" x="${f(offset + x + 12)}" ` +
+        `y="${f(offset + y + 16)}">from ${esc(value)}</text></g>`);
+    }
     for (const [name, at] of placed.boxes) parts.push(box(offset + at.x, offset + at.y, name, info(name)));
     return {width, height, svg: `<svg xmlns="http://www.w3.org/2000/svg" data-width="${f(width)}" ` +
       `data-height="${f(height)}" viewBox="0 0 ${f(width)} ${f(height)}" ` +

@@ -1,15 +1,18 @@
 """`cnnspec graph`: the SVG diagram of every shipped spec and backbone-using spec holds every
-layer and block, with no two layer boxes overlapping; errors draw nothing; an edited diagram
-is not overwritten."""
+layer and block, with no two layer boxes overlapping; a chain that starts `from NAME` starts at
+a tag of its own, on NASNet-like cells and on random DAGs, no edge crossing a box; errors draw
+nothing; an edited diagram is not overwritten."""
 
+import itertools
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from cnnspec.cli import main
-from cnnspec.compiler import compile_file
-from cnnspec.diagram import BOX_H, BOX_W, svg
+from cnnspec.compiler import compile_file, compile_text
+from cnnspec.diagram import BOX_H, BOX_W, READ_H, html, svg
 from tests.conftest import ROOT
 
 SPECS = sorted((ROOT / "specs").glob("*.cnn"))
@@ -43,6 +46,158 @@ def test_every_layer_and_block_is_drawn_and_no_boxes_overlap(path: Path) -> None
     width = float(document.get("width"))
     height = float(document.get("height"))
     assert all(x + BOX_W <= width and y + BOX_H <= height for x, y in corners)
+
+
+# NASNet-like cells, each reading the two before it with `from`: in a define's instances, in
+# a block (of one input and one output, which collapses), in a branch that is a value itself,
+# and in a residual's body.
+CELLS = """
+define cell(prev) {
+  conv2d(8, 3, padding=same, name=left)
+  add {
+    branch {}
+    branch {
+      from prev
+      relu()
+      conv2d(8, 3, padding=same, name=right)
+    }
+  }
+  concat {
+    branch {}
+    branch { from prev }
+  }
+  conv2d(8, 1, name=proj)
+}
+
+model cells {
+  input 16x16x3
+  conv2d(8, 3, padding=same, name=stem)
+  block pair {
+    conv2d(8, 3, padding=same, name=c1)
+    residual { conv2d(8, 3, padding=same) }
+  }
+  cell(stem, name=cell1)
+  cell(pair, name=cell2)
+  cell(cell1_proj, name=cell3)
+  block inner {
+    conv2d(8, 3, padding=same, name=i1)
+    conv2d(8, 3, padding=same, name=i2)
+    add {
+      branch {}
+      branch { from i1 }
+    }
+  }
+  residual {
+    from cell2_proj
+    conv2d(8, 1)
+  }
+  concat {
+    name both
+    branch { from cell2_proj }
+    branch {}
+  }
+  global_avg_pool()
+  dense(4, activation=softmax)
+}
+"""
+
+
+def rectangles(document: ET.Element) -> list[tuple[str, float, float, float, float]]:
+    """Every layer's box and every `from` tag: (what, x, y, width, height)."""
+    found = []
+    for group in document.iter(f"{NS}g"):
+        if group.get("class") in ("layer", "read"):
+            rect = group.find(f"{NS}rect")
+            assert rect is not None
+            what = group.get("data-layer") or f"from {group.get('data-from')}"
+            sizes = [float(rect.get(key)) for key in ("x", "y", "width", "height")]
+            found.append((what, *sizes))
+    return found
+
+
+def crossings(document: ET.Element) -> list[tuple[str, str]]:
+    """The edges that run through a box or a tag (not merely into or out of one)."""
+    found = []
+    shapes = rectangles(document)
+    for path in document.iter(f"{NS}path"):
+        points = [
+            (float(x), float(y)) for x, y in re.findall(r"[ML](-?[\d.]+),(-?[\d.]+)", path.get("d"))
+        ]
+        for (x1, y1), (x2, y2) in itertools.pairwise(points):
+            for what, x, y, w, h in shapes:
+                if x1 == x2 and x + 1 < x1 < x + w - 1:
+                    through = max(min(y1, y2), y + 1) < min(max(y1, y2), y + h - 1)
+                elif y1 == y2 and y + 1 < y1 < y + h - 1:
+                    through = max(min(x1, x2), x + 1) < min(max(x1, x2), x + w - 1)
+                else:
+                    through = False
+                if through:
+                    found.append((what, path.get("d")))
+    return found
+
+
+def assert_drawn_apart(document: ET.Element) -> None:
+    shapes = rectangles(document)
+    for index, (a, x, y, w, h) in enumerate(shapes):
+        for b, other_x, other_y, other_w, other_h in shapes[index + 1 :]:
+            apart = (
+                other_x >= x + w
+                or x >= other_x + other_w
+                or other_y >= y + h
+                or y >= other_y + other_h
+            )
+            assert apart, (a, b)
+    assert crossings(document) == []
+
+
+def test_a_chain_from_an_earlier_value_starts_at_a_tag() -> None:
+    spec = compile_text(CELLS, "cells.cnn").spec
+    assert spec is not None
+    for collapsed in ([], ["pair"], ["inner"], ["pair", "inner", "cell1"]):
+        document = ET.fromstring(svg(spec, collapsed=collapsed))
+        tags = [g for g in document.iter(f"{NS}g") if g.get("class") == "read"]
+        assert {g.get("data-from") for g in tags} >= {"pair_add_1", "cell1_proj", "cell2_proj"}
+        assert all(g.find(f"{NS}text").text == f"from {g.get('data-from')}" for g in tags)
+        assert all(float(g.find(f"{NS}rect").get("height")) == READ_H for g in tags)
+        assert_drawn_apart(document)
+    drawn = boxes(ET.fromstring(svg(spec)))
+    assert set(drawn) == {"input", *(node.name for node in spec.model.nodes)}
+    # The layer after a tag is joined to the tag, not to the value's box further up.
+    document = ET.fromstring(svg(spec))
+    tag = next(
+        g.find(f"{NS}rect")
+        for g in document.iter(f"{NS}g")
+        if g.get("class") == "read" and g.get("data-from") == "cell1_proj"
+    )
+    bottom = float(tag.get("y")) + READ_H
+    starts = {p.get("d").split(" ")[0] for p in document.iter(f"{NS}path")}
+    assert f"M{float(tag.get('x')) + BOX_W / 2:.0f},{bottom:.0f}" in starts
+    html(spec)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_random_dags_draw_without_crossings(seed: int) -> None:
+    spec = random_spec(seed)
+    document = ET.fromstring(svg(spec))
+    assert set(boxes(document)) == {"input", *(node.name for node in spec.model.nodes)}
+    assert_drawn_apart(document)
+    html(spec)
+    for depth in range(2):
+        assert_drawn_apart(ET.fromstring(svg(spec, depth=depth)))
+
+
+def random_spec(seed: int):
+    """The spec the importer's writer writes for tests/test_import.py's random network."""
+    from cnnspec.fmt import format_text
+    from cnnspec.importing import structure, writer
+    from tests.test_import import random_network
+
+    network = random_network(seed)
+    text = format_text(writer.write(network, structure.nest(network)))
+    assert text is not None
+    spec = compile_text(text, f"random{seed}.cnn").spec
+    assert spec is not None
+    return spec
 
 
 def test_a_spec_with_errors_draws_nothing(tmp_path: Path, capsys) -> None:

@@ -8,7 +8,8 @@ same blocks, to the character: each box, frame, edge, label and the size. On eve
 (specs/ and examples/): for every set of collapsed blocks where a spec has at most
 MAX_EXHAUSTIVE collapsible blocks, and otherwise for none, each block alone, each `--depth`
 preset and random sets (nested blocks included); with each training phase (which shades and
-counts, and places nothing), for a smaller choice of sets.
+counts, and places nothing), for a smaller choice of sets. And on chains that start `from` an
+earlier value: NASNet-like cells and the specs the importer writes for random DAGs.
 
 Node.js is part of the machine image this project is tested on; where it is missing the tests
 skip, saying so (tests/test_diagram.py's Chromium tests check the page in a browser)."""
@@ -204,3 +205,21 @@ def test_both_keep_open_a_block_that_is_not_one_run(
         assert body(page["svg"]) == body(svg(spec, collapsed=state)), state
         assert page["collapsed"] == sorted(placement(spec.model, frozenset(), set(state))[2])
     assert [page["collapsed"] for page in drawn] == [[], ["c5"], ["c5"]]
+
+
+@needs_node
+@pytest.mark.parametrize("seed", [None, *range(12)])
+def test_the_page_draws_the_tags_of_from_as_svg_does(seed: int | None, tmp_path: Path) -> None:
+    from cnnspec.compiler import compile_text
+    from tests.test_diagram import CELLS, random_spec
+
+    spec = compile_text(CELLS, "cells.cnn").spec if seed is None else random_spec(seed)
+    assert spec is not None
+    data = page_data(spec, None)
+    wanted = states(spec, data)
+    drawn = node_drawings(data, wanted, tmp_path)
+    assert any('class="read"' in page["svg"] for page in drawn)
+    for state, page in zip(wanted, drawn, strict=True):
+        drawing = svg(spec, collapsed=state)
+        assert body(page["svg"]) == body(drawing), state
+        assert (round(page["width"]), round(page["height"])) == python_size(drawing), state

@@ -3,6 +3,8 @@ writer's blocks, defines, repeats and defaults on a network built here, the comp
 guard, and the command's one-line errors. (Reading real Keras, ONNX and PyTorch models:
 tests/frameworks/test_import_*.py.)"""
 
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +143,7 @@ def test_three_branches_are_a_join():
     assert [len(branch) for branch in items[0].branches] == [1, 2, 0]
 
 
-def test_a_value_used_past_its_join_is_reported_not_guessed():
+def test_a_value_used_past_its_join_is_read_again_with_from():
     # NASNet-like: `b`, inside the first residual's body, is used again after its add.
     layers = [
         conv("a", 4, INPUT),
@@ -149,10 +151,129 @@ def test_a_value_used_past_its_join_is_reported_not_guessed():
         conv("c", 4, "b"),
         Layer("j1", "add", {}, ("a", "c")),
         Layer("j2", "add", {}, ("j1", "b")),
+        Layer("pool", "global_avg_pool", {"keepdims": False}, ("j2",)),
+        Layer("fc", "dense", {"units": 3, "activation": "softmax", "use_bias": True}, ("pool",)),
     ]
-    with pytest.raises(ImportFailure) as failure:
-        nest(Network("n", (8, 8, 3), layers, "j2"))
-    assert str(failure.value.gaps[0]).startswith("b: its output feeds c, j2: ")
+    network = Network("n", (8, 8, 3), layers, "fc")
+    network.tensors = weights_for(network)
+    text = import_network(network).text
+    assert "add {\n    name j2\n    branch {}\n    branch {\n      from b\n    }\n  }" in text, text
+
+
+def nasnet_like(cells: int) -> Network:
+    """Cells that each read the two cells before them: a convolution of the one before added
+    to a convolution of the one before that, concatenated with the one before."""
+    layers = [conv("stem", 4, INPUT), conv("c1", 4, "stem")]
+    before, last = "stem", "c1"
+    for k in range(2, cells + 2):
+        p = f"cell{k}"
+        layers += [
+            conv(f"{p}_left", 4, last),
+            relu(f"{p}_relu", before),
+            conv(f"{p}_right", 4, f"{p}_relu"),
+            Layer(f"{p}_add", "add", {}, (f"{p}_left", f"{p}_right")),
+            Layer(f"{p}_cat", "concat", {}, (f"{p}_add", last)),
+            conv(f"{p}_proj", 4, f"{p}_cat", kernel=(1, 1)),
+        ]
+        before, last = last, f"{p}_proj"
+    layers += [
+        Layer("pool", "global_avg_pool", {"keepdims": False}, (last,)),
+        Layer("fc", "dense", {"units": 3, "activation": "softmax", "use_bias": True}, ("pool",)),
+    ]
+    network = Network("nasnet_like", (8, 8, 3), layers, "fc")
+    network.tensors = weights_for(network)
+    return network
+
+
+def test_cells_reading_the_cells_before_them_are_calls_naming_what_they_read():
+    imported = import_network(nasnet_like(4))
+    text = imported.text
+    # The cells follow one another; each reads the two before it by a define's parameters.
+    assert "define cell(source, source2) {" in text, text
+    assert "  from source\n" in text and "  from source2\n" in text
+    assert "cell(cell2_proj, cell3_proj, name=cell4)" in text
+    assert max(len(line) - len(line.lstrip()) for line in text.splitlines()) <= 8
+
+
+def test_a_value_before_a_block_named_inside_it_too_is_not_read_by_a_define():
+    """In an instance, `from NAME` reads the instance's own NAME first: where a cell holds a
+    layer whose relative name is the name of the value it reads from before it, the cells are
+    not folded into a define, and the spec still computes the graph."""
+    network = nasnet_like(3)
+    network.layers = [
+        replace(layer, name="cell3_c1") if layer.name == "cell3_left" else layer
+        for layer in network.layers
+    ]
+    for index, layer in enumerate(network.layers):
+        inputs = tuple("cell3_c1" if i == "cell3_left" else i for i in layer.inputs)
+        network.layers[index] = replace(layer, inputs=inputs)
+    network.tensors = weights_for(network)
+    text = import_network(network).text
+    assert "define" not in text and "block cell3 {" in text, text
+    assert (
+        "    conv2d(4, name=cell3_c1)\n    residual {\n      name cell3_add\n      from c1\n"
+        in text
+    )
+
+
+def random_network(seed: int) -> Network:
+    """A random DAG (tests/test_nesting.py's) of shape-keeping layers and joins, blocks of
+    four numbered layers each, pooled into a classifier."""
+    from tests.test_nesting import IN, random_dag
+
+    generator = random.Random(seed)
+    vertices = random_dag(generator, generator.randint(2, 30))
+    named = {IN: INPUT, **{v.name: f"blk{i // 4}_l{i}" for i, v in enumerate(vertices)}}
+    layers = []
+    for vertex in vertices:
+        inputs = tuple(named[i] for i in vertex.inputs)
+        name = named[vertex.name]
+        if len(inputs) > 1:
+            layers.append(
+                Layer(name, "multiply" if vertex.kind == "multiply" else "add", {}, inputs)
+            )
+        elif vertex.kind == "conv2d":
+            layers.append(conv(name, 3, inputs[0]))
+        else:
+            layers.append(relu(name, inputs[0]))
+    last = layers[-1].name
+    layers += [
+        Layer("pool", "global_avg_pool", {"keepdims": False}, (last,)),
+        Layer("fc", "dense", {"units": 2, "activation": "softmax", "use_bias": True}, ("pool",)),
+    ]
+    return Network(f"random{seed}", (8, 8, 3), layers, "fc")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_dags_are_written_as_specs_of_the_same_graph(seed):
+    from cnnspec.importing import writer
+
+    network = random_network(seed)
+    text = format_text(writer.write(network, nest(network)))
+    assert text is not None
+    compilation = compile_text(text, "random.cnn")
+    assert compilation.ok, [d.message for d in compilation.diagnostics.errors]
+    nodes = {node.name: node for node in compilation.spec.model.nodes}
+    assert {name: set(node.inputs) for name, node in nodes.items()} == {
+        layer.name: set(layer.inputs) for layer in network.layers
+    }
+
+
+def test_a_classifier_convolving_pooled_features_gets_a_softmax_after_its_flatten():
+    """DPN's classifier: global pooling kept as a 1x1 map, a 1x1 convolution with a bias, and
+    a flatten; its logits become probabilities by a softmax after the flatten."""
+    layers = [
+        conv("stem", 4, INPUT),
+        Layer("pool", "global_avg_pool", {"keepdims": True}, ("stem",)),
+        conv("classifier", 3, "pool", kernel=(1, 1)),
+        Layer("flatten", "flatten", {}, ("classifier",)),
+    ]
+    network = Network("dpn_head", (8, 8, 3), layers, "flatten")
+    network.tensors = weights_for(network)
+    imported = import_network(network)
+    last = imported.spec.model.nodes[-1]
+    assert last.kind == "softmax" and last.inputs == ("flatten",)
+    assert imported.notes and "classifier's channels" in imported.notes[0]
 
 
 def test_missing_weights_are_one_line_each():

@@ -2,8 +2,8 @@
 
 A reader (keras_file, onnx_file, torch_module) turns the file into a Network: layers in
 cnnspec's kinds, with the file's weights. `structure` nests its DAG the way the language does
-(residuals, joins); `writer` writes it as a person would (blocks, defined blocks, repeat,
-defaults); the text is then compiled, and the import stands only if the compiled model has the
+(residuals, joins, `from` for a value read past its join); `writer` writes it as a person would
+(blocks, defined blocks, repeat, defaults); the text is then compiled, and the import stands only if the compiled model has the
 same layers, connections and weights as the file: anything else is an error, never a guess."""
 
 from __future__ import annotations
@@ -138,10 +138,11 @@ def _probabilities(network: Network) -> list[str]:
     """A cnnspec classifier outputs probabilities, and its scripts train and evaluate on them:
     a model that ends in logits (as PyTorch classifiers do) gets the softmax (or, for one
     unit, the sigmoid) that turns them into probabilities, on its last layer, and says so; one
-    whose scores are a convolution's channels globally pooled (SqueezeNet's) gets a softmax
-    layer after the pooling."""
+    whose scores are a convolution's channels globally pooled (SqueezeNet's), or a
+    convolution of a globally pooled map flattened (DPN's), gets a softmax layer after the
+    pooling or the flatten."""
     last = network.producer().get(network.output)
-    scores = _pooled_scores(network)
+    scores = _pooled_scores(network) or _flattened_scores(network)
     if scores is not None:
         return _softmax_after(network, scores)
     if last is None or last.kind not in ("dense", "conv2d") or last.args.get("activation"):
@@ -183,6 +184,30 @@ def _pooled_scores(network: Network) -> Any:
     ):
         conv = producer.get(conv.inputs[0])
     if conv is None or conv.kind != "conv2d" or len(consumers.get(conv.name, [])) != 1:
+        return None
+    return conv
+
+
+def _flattened_scores(network: Network) -> Any:
+    """The convolution whose channels are the class scores of a model that ends in its
+    flatten (DPN's classifier: global pooling, a 1x1 convolution, flatten), or None: a
+    flatten of a convolution without an activation, read by nothing else, on a globally
+    pooled map."""
+    producer = network.producer()
+    consumers = network.consumers()
+    last = producer.get(network.output)
+    if last is None or last.kind != "flatten" or len(last.inputs) != 1:
+        return None
+    conv = producer.get(last.inputs[0])
+    if (
+        conv is None
+        or conv.kind != "conv2d"
+        or conv.args.get("activation")
+        or len(consumers.get(conv.name, [])) != 1
+    ):
+        return None
+    pool = producer.get(conv.inputs[0])
+    if pool is None or pool.kind not in _GLOBAL_POOLS:
         return None
     return conv
 

@@ -13,11 +13,11 @@ from cnnspec.wording import plural
 # The most lines a refusal takes, its header and `nothing written` included.
 LIMIT = 10
 
-# A `what` that names other layers or tensors (cnnspec.nesting's "its output feeds c, j2",
+# A `what` that names other layers or tensors (cnnspec.nesting's "its output also feeds c, j2",
 # cnnspec.importing.weights' "no tensor for stem.weight") differs at every place for one cause:
 # such gaps group by their `why` alone. Any other `what` is itself the cause ("ONNX op Gelu",
 # "a LSTM layer"), and different ones stay apart even where their `why` is the same.
-_NAMES_PLACES = re.compile(r"^(its output (also )?feeds|no tensor for) ")
+_NAMES_PLACES = re.compile(r"^(its output also feeds|no tensor for) ")
 
 # The ONNX reader reports one gap per PyTorch module and counts the module's other nodes in
 # its `why`; the count is summed over a cause rather than keeping causes apart.
@@ -40,8 +40,8 @@ class Cause:
 
     @property
     def places(self) -> list[str]:
-        """Where the cause is, each place once: the nesting reports a layer whose output is
-        used past its join once per way it is used."""
+        """Where the cause is, each place once: a reader may report one place once per way
+        it meets the cause."""
         return list(dict.fromkeys(gap.where for gap in self.gaps))
 
     def line(self) -> str:

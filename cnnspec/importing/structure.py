@@ -1,11 +1,13 @@
 """The importer's side of the nesting pass (cnnspec.nesting): a Network's layers nested the way
-the language nests them, and a graph that is not nested so reported as an ImportFailure, one
-Gap per place, each naming the layer where the source names it.
+the language nests them, a value used past its join read again with `from`, and a graph that
+cannot be written (a layer off the path to the output) reported as an ImportFailure, one Gap
+per place, each naming the layer where the source names it.
 
-A graph that does not nest as read may nest once its concats are (cnnspec.importing.concats:
-DenseNet's concats of all the features so far as a chain, InceptionE's flattened nested concats
-as nested ones again, the same function either way): then the Network takes those layers, and
-the spec is written from them. Otherwise the failure names the graph as read."""
+A graph whose concats were flattened by the exporter reads better with them nested again
+(cnnspec.importing.concats: DenseNet's concats of all the features so far as a chain,
+InceptionE's flattened nested concats as nested ones, the same function either way): where
+the graph as read needs `from`s, the rewritten one is taken if it needs fewer, and the spec is
+written from its layers."""
 
 from __future__ import annotations
 
@@ -20,19 +22,28 @@ Item: TypeAlias = nesting.Item[Layer]
 
 def nest(network: Network) -> list[Item]:
     try:
-        return nesting.nest(network.layers, INPUT, network.output)
+        items = nesting.nest(network.layers, INPUT, network.output)
     except nesting.Unnestable as error:
-        rewritten = concats.rewritten(network)
-        if rewritten is not None:
-            try:
-                items = nesting.nest(rewritten.layers, INPUT, rewritten.output)
-            except nesting.Unnestable:
-                pass
-            else:
+        failure: nesting.Unnestable[Layer] | None = error
+        items = []
+    else:
+        failure = None
+        if not nesting.froms_of(items):
+            return items
+    rewritten = concats.rewritten(network)
+    if rewritten is not None:
+        try:
+            better = nesting.nest(rewritten.layers, INPUT, rewritten.output)
+        except nesting.Unnestable:
+            pass
+        else:
+            if failure is not None or len(nesting.froms_of(better)) < len(nesting.froms_of(items)):
                 network.layers = rewritten.layers
-                return items
-        gaps = [_gap(problem) for problem in error.problems]
+                return better
+    if failure is not None:
+        gaps = [_gap(problem) for problem in failure.problems]
         raise ImportFailure("the model's graph cannot be written in cnnspec", gaps) from None
+    return items
 
 
 def _gap(problem: nesting.Problem[Layer]) -> Gap:

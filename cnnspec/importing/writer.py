@@ -4,7 +4,10 @@
 - consecutive layers whose names share a prefix (`conv2_block1_*`) are one block, and blocks of
   the same structure are calls of one `define` whose parameters are the arguments that differ
   between them (one a multiple of another is written so: `4 * filters`);
-- consecutive calls with the same arguments, numbered names, are one `repeat`.
+- consecutive calls with the same arguments, numbered names, are one `repeat`;
+- a value used past its join is read again by its name, `from NAME` (cnnspec.nesting's
+  `From`): by the name relative to a define's instance inside one, and by a parameter of the
+  define where its instances read values before them (NASNet's cells, the two cells before).
 
 Whatever it writes is compiled and compared with the source afterwards (cnnspec.importing)."""
 
@@ -18,7 +21,7 @@ from typing import Any
 
 from cnnspec.importing.network import Layer, Network
 from cnnspec.importing.structure import Item
-from cnnspec.nesting import Join, Residual, layers_of
+from cnnspec.nesting import From, Join, Residual, froms_of, layers_of
 from cnnspec.spelling import Spelled, call_text, field_default, same_value, simplest, value_text
 from cnnspec.syntax import IDENTIFIER
 
@@ -102,18 +105,36 @@ class _Call:
 
 
 @dataclass
+class _Read:
+    """A `from` in a block: of a value of the block, by its name relative to the block; or of
+    a value before the block, by the slot holding its name (a parameter where they differ)."""
+
+    relative: str | None
+    slot: int | None = None
+
+
+# The argument a define's `from` parameter stands for (named after it: `source`, `source2`).
+_FROM_KEY = "source"
+
+
+@dataclass
 class _Template:
-    lines: list[str | tuple[int, _Call]]  # structure lines, or (indent, call)
+    # structure lines, or (indent, call), or (indent, from)
+    lines: list[str | tuple[int, _Call] | tuple[int, _Read]]
     values: list[Any] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
     def skeleton(self) -> str:
-        return "\n".join(
-            line
-            if isinstance(line, str)
-            else f"{line[0]} {line[1].kind} {line[1].name} " + ",".join(sorted(line[1].slots))
-            for line in self.lines
-        )
+        return "\n".join(_skeleton_line(line) for line in self.lines)
+
+
+def _skeleton_line(line: str | tuple[int, _Call] | tuple[int, _Read]) -> str:
+    if isinstance(line, str):
+        return line
+    depth, what = line
+    if isinstance(what, _Read):
+        return f"{depth} from {what.relative}" if what.relative is not None else f"{depth} from"
+    return f"{depth} {what.kind} {what.name} " + ",".join(sorted(what.slots))
 
 
 @dataclass
@@ -127,8 +148,11 @@ _NUMBER_SUFFIX = re.compile(r"^(.*?)_?(\d+)$")
 
 
 def _key(item: Item) -> str:
-    """The block an item belongs to: its names' common prefix (`conv2_block1`)."""
+    """The block an item belongs to: its names' common prefix (`conv2_block1`); none for a
+    `from`, which names no layer of its own."""
     names = [layer.name for layer in layers_of([item])]
+    if not names:
+        return ""
     tokens = [name.split("_") for name in names]
     if len(names) == 1:
         parts = tokens[0]
@@ -160,7 +184,9 @@ class _Writer:
         pad = "  " * depth
         lines: list[str] = []
         for item in items:
-            if isinstance(item, Layer):
+            if isinstance(item, From):
+                lines.append(pad + f"from {value_text(_relative(item.value, prefix))}")
+            elif isinstance(item, Layer):
                 name = _relative(item.name, prefix)
                 lines.append(
                     pad + call_text(item.kind, item.args, name, self.defaults.get(item.kind))
@@ -211,9 +237,14 @@ class _Writer:
     def _group(self, items: list[Item]) -> list[Any]:
         """Consecutive items of one name prefix as groups; a residual whose add is named apart
         from its body (ConvNeXt's `add_3` around stage_1_block_0) keeps the add here and
-        groups its body inside."""
+        groups its body inside. A `from` goes with the item after it, which reads it: DPN's
+        block reads its two paths by name, in one block."""
         groups: list[Any] = []
+        read: list[Item] = []  # the `from` before the item
         for item in items:
+            if isinstance(item, From):
+                read = [item]
+                continue
             key = _key(item)
             last = groups[-1] if groups else None
             if (
@@ -222,9 +253,10 @@ class _Writer:
                 and item.shortcut is None
                 and len(layers_of(item.body)) > 1
             ):
+                groups += read
                 groups.append(_Nested(item, self._group(item.body)))
             elif key and isinstance(last, _Group) and _nested(key, last.key):
-                last.items.append(item)
+                last.items += [*read, item]
             elif (
                 key
                 and isinstance(last, _Group)
@@ -233,13 +265,14 @@ class _Writer:
             ):
                 # `block_1_expand` then `block_1`: one block, block_1; but a numbered block
                 # then its parent's layer (`encoder_layers_1` then `encoder_ln`) stay apart.
-                last.items.append(item)
+                last.items += [*read, item]
                 last.key = key
             elif key:
-                groups.append(_Group(key, [item]))
+                groups.append(_Group(key, [*read, item]))
             else:
-                groups.append(item)
-        return groups
+                groups += [*read, item]
+            read = []
+        return groups + read
 
     def _resolve(self, entries: list[Any], shared: dict[str, list[_Group]]) -> list[Any]:
         """Groups that share their structure with another as calls of one define."""
@@ -257,12 +290,27 @@ class _Writer:
     def _template(self, group: _Group) -> _Template | None:
         template = _Template([])
         prefix = group.key + "_"
-        if not all(layer.name.startswith(prefix) for layer in layers_of(group.items)):
+        inside = {layer.name for layer in layers_of(group.items)}
+        if not all(name.startswith(prefix) for name in inside):
+            return None
+        # A `from` in an instance looks for the name relative to the instance first: a value
+        # before the block is read by its own name only where no layer is named so in it.
+        if any(
+            prefix + value in self.names for value in froms_of(group.items) if value not in inside
+        ):
             return None
 
         def walk(items: list[Item], depth: int) -> None:
             for item in items:
-                if isinstance(item, Layer):
+                if isinstance(item, From):
+                    if item.value in inside:
+                        read = _Read(_relative(item.value, group.key))
+                    else:
+                        read = _Read(None, len(template.values))
+                        template.values.append(item.value)
+                        template.keys.append(_FROM_KEY)
+                    template.lines.append((depth, read))
+                elif isinstance(item, Layer):
                     call = _Call(item.kind, _relative(item.name, group.key), {})
                     from cnnspec.registry import REGISTRY
 
@@ -327,6 +375,8 @@ class _Writer:
                 continue
             found = None
             for param, slot in zip(params, param_slots, strict=True):
+                if (first.keys[slot] == _FROM_KEY) != (first.keys[index] == _FROM_KEY):
+                    continue  # a name read by `from` is no layer's argument
                 base = columns[slot]
                 if [repr(v) for v in base] == [repr(v) for v in column]:
                     found = param
@@ -352,6 +402,14 @@ class _Writer:
                 lines.append(line)
                 continue
             _depth, call = line
+            if isinstance(call, _Read):
+                if call.slot is not None and call.slot in expressions:
+                    lines.append(f"from {expressions[call.slot]}")
+                else:
+                    read = call.relative if call.slot is None else first.values[call.slot]
+                    assert isinstance(read, str)
+                    lines.append(f"from {_name_text(read, params)}")
+                continue
             args = {}
             for key, slot in call.slots.items():
                 args[key] = (
@@ -559,6 +617,13 @@ def _fresh(key: str, taken: list[str]) -> str:
         number += 1
         candidate = f"{key}{number}"
     return candidate
+
+
+def _name_text(name: str, params: list[str]) -> str:
+    """A name `from` reads, in quotes where a bare word would be a variable of the define."""
+    if name in params or name == "index":
+        return '"' + name + '"'
+    return value_text(name)
 
 
 def _relative(name: str, prefix: str) -> str:

@@ -19,7 +19,8 @@ compiled spec, the weights and the outputs.
   gating, separable and depthwise convolutions, odd input sizes with strided 'same' padding,
   Flatten into Dense after a non-square map (the HWC/CHW trap, shown to matter), Dropout,
   Rescaling, Normalization (adapted and constant), layer norm, activations, a Sequential model,
-  blocks split by an auto-named layer; Keras ops on a constant (MobileNetV3's hard_sigmoid),
+  blocks split by an auto-named layer, values used past their joins (NASNet's cells reading
+  the two cells before them, DPN's dual path), which the spec reads with `from`; Keras ops on a constant (MobileNetV3's hard_sigmoid),
   frozen layers (train { freeze ... }); and the legacy .h5 format.
 - Honest refusals: unsupported layers (one line each, naming the layer), corrupt, foreign and
   missing files: exit status 1, one line, no traceback, nothing written.
@@ -544,6 +545,52 @@ def split_blocks() -> keras.Model:
     return keras.Model(inputs, outputs, name="split_blocks")
 
 
+def nasnet_cells() -> keras.Model:
+    """NASNet's cells: each reads the two cells before it, the one before that past the join
+    that ends its branch (written with `from`)."""
+    inputs = keras.Input((16, 16, 3))
+    before = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    last = layers.Conv2D(8, 3, padding="same", name="stem2")(before)
+    for index in range(3):
+        p = f"cell{index}"
+        a = layers.ReLU(name=f"{p}_relu_a")(last)
+        a = layers.SeparableConv2D(8, 3, padding="same", name=f"{p}_sep_a")(a)
+        b = layers.ReLU(name=f"{p}_relu_b")(before)
+        b = layers.SeparableConv2D(8, 5, padding="same", name=f"{p}_sep_b")(b)
+        first = layers.Add(name=f"{p}_add_1")([a, b])
+        c = layers.AveragePooling2D(3, strides=1, padding="same", name=f"{p}_avg")(before)
+        second = layers.Add(name=f"{p}_add_2")([c, last])
+        x = layers.Concatenate(name=f"{p}_concat")([first, second, last])
+        x = layers.Conv2D(8, 1, name=f"{p}_proj")(x)
+        x = layers.BatchNormalization(name=f"{p}_bn")(x)
+        before, last = last, x
+    x = layers.GlobalAveragePooling2D(name="gap")(last)
+    outputs = layers.Dense(4, activation="softmax", name="classes")(x)
+    return keras.Model(inputs, outputs, name="nasnet_cells")
+
+
+def dual_path() -> keras.Model:
+    """DPN's dual path: each block reads both paths, adds to the residual one and
+    concatenates to the dense one, which the next block reads past that add's join."""
+    inputs = keras.Input((12, 12, 3))
+    residual = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    dense = layers.Conv2D(4, 1, name="stem_dense")(residual)
+    for index in range(3):
+        p = f"dp{index}"
+        x = layers.Concatenate(name=f"{p}_in")([residual, dense])
+        x = layers.BatchNormalization(name=f"{p}_bn")(x)
+        x = layers.ReLU(name=f"{p}_relu")(x)
+        x = layers.Conv2D(8, 3, padding="same", name=f"{p}_conv")(x)
+        r = layers.Conv2D(8, 1, name=f"{p}_res")(x)
+        d = layers.Conv2D(4, 1, name=f"{p}_dense")(x)
+        residual = layers.Add(name=f"{p}_add")([residual, r])
+        dense = layers.Concatenate(name=f"{p}_cat")([dense, d])
+    x = layers.Concatenate(name="both")([residual, dense])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(3, activation="softmax", name="classes")(x)
+    return keras.Model(inputs, outputs, name="dual_path")
+
+
 HAND_WRITTEN: dict[str, Callable[[], keras.Model]] = {
     "inception_like": inception_like,
     "squeeze_excite": squeeze_excite,
@@ -554,6 +601,8 @@ HAND_WRITTEN: dict[str, Callable[[], keras.Model]] = {
     "sequential": sequential,
     "preprocessing_and_norms": preprocessing_and_norms,
     "split_blocks": split_blocks,
+    "nasnet_cells": nasnet_cells,
+    "dual_path": dual_path,
 }
 
 

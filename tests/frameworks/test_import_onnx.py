@@ -32,7 +32,12 @@ def _imported_outputs(imported, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("factory", "size"),
-    [("resnet18", (64, 64, 3)), ("mobilenet_v2ish", (48, 48, 3)), ("pool_flatten", (29, 31, 3))],
+    [
+        ("resnet18", (64, 64, 3)),
+        ("mobilenet_v2ish", (48, 48, 3)),
+        ("pool_flatten", (29, 31, 3)),
+        ("cells", (16, 16, 3)),  # values used past their joins: read with `from`
+    ],
 )
 def test_pytorch_module_imports_with_its_counts_and_outputs(factory, size):
     imported = import_model(f"{NETS}:{factory}", size)

@@ -123,6 +123,30 @@ class PoolFlatten(nn.Module):
         return torch.sigmoid(self.head(self.gap(x).flatten(1)))
 
 
+class Cells(nn.Module):
+    """NASNet-like cells, each reading the two cells before it: the one before that is used
+    past the join that ends its branch, which the spec reads with `from`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.stem2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.left = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+        self.right = nn.ModuleList(nn.Conv2d(8, 8, 1) for _ in range(3))
+        self.project = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8)) for _ in range(3)
+        )
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        before = self.stem(x)
+        last = self.stem2(before)
+        for left, right, project in zip(self.left, self.right, self.project, strict=True):
+            total = left(torch.relu(last)) + right(torch.relu(before))
+            before, last = last, project(torch.cat([total, last], 1))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(last, 1), 1))
+
+
 class WithLSTM(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -147,6 +171,11 @@ def mobilenet_v2ish() -> nn.Module:
 def pool_flatten() -> nn.Module:
     torch.manual_seed(2)
     return PoolFlatten().eval()
+
+
+def cells() -> nn.Module:
+    torch.manual_seed(3)
+    return _trained_statistics(Cells())
 
 
 def with_lstm() -> nn.Module:
