@@ -287,12 +287,14 @@ class Writer:
         return self.call("attention", [str(self.rng.choice(heads))], {})
 
     def window_attention(self) -> str:
-        # Heads that often divide the channels (E205 where not), small windows, and a shift
-        # now and then (E205 where it reaches a whole window).
+        # Heads that often divide the channels (E205 where not), small windows, a shift now
+        # and then (E205 where it reaches a whole window), and Swin V2's form now and then
+        # (E205 where a window is one position along an axis).
         heads = self.rng.choice(["1", "1", "2", "3"])
         options = {
             "size": self.maybe(0.8, lambda: self.pair(1, 4)),
             "shift": self.maybe(0.5, lambda: self.pair(0, 2)),
+            "version": self.maybe(0.3, lambda: "2"),
         }
         return self.call("window_attention", [heads], options)
 

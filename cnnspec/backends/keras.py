@@ -72,7 +72,7 @@ HELPERS = _Helpers()
 # The rules of cnnspec/runtime/rules.py that a helper calls, copied before it.
 HELPER_RULES = {
     "same_padding": ("same_pads",),
-    "WindowAttention": ("window_shift", "window_index", "window_mask"),
+    "WindowAttention": ("window_shift", "window_index", "window_mask", "window_coords"),
 }
 
 

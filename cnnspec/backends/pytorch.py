@@ -663,7 +663,7 @@ HELPERS: dict[str, tuple[str, ...]] = {
 }
 
 # The rules of cnnspec/runtime/rules.py that a helper calls, copied before it.
-HELPER_RULES = {"WindowAttention": ("window_shift", "window_index", "window_mask")}
+HELPER_RULES = {"WindowAttention": ("window_shift", "window_index", "window_mask", "window_coords")}
 
 # The augmentation functions, by the names the steps ask for (AugmentSection.torch_helpers):
 # each transforms a batch (N, C, H, W) on its device, drawing from the training generator.

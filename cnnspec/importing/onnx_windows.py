@@ -22,6 +22,16 @@ added, and checks what it computes:
   N positions the bias has, and a shift (the half-window shift first): within 1e-4 of its
   scale.
 
+Swin V2's attention (torchvision's ShiftedWindowAttentionV2) is read the same way: its bias,
+16 * sigmoid of the cpb_mlp on the fixed coordinates table gathered by the index, and its
+scale, exp of the clamped logit_scale, are computed from the region's initializers by ops the
+folding leaves (MatMul, Relu, Sigmoid, Clip; the key bias zeroed by a ScatterND), which the
+reader evaluates (onnx's reference evaluator again). The cpb_mlp's tensors are the
+initializers the bias is computed from ((512, 2), (512,), (heads, 512)), the logit_scale
+the (heads, 1, 1) one the scale is; qkv.bias is torchvision's whole tensor (its key third
+unused) where the zeroed one is computed from it. window_attention(heads, size, shift,
+version=2) with those tensors must then compute what the region computes, as above.
+
 A patch merging is a Concat of four Slices (or Slices of Slices) of one map, padded or not,
 which, run on the map's positions numbered, puts them where patch_merge does.
 
@@ -33,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnspec.runtime.rules import window_index, window_mask, window_shift
+from cnnspec.runtime.rules import window_coords, window_index, window_mask, window_shift
 
 # The ops that move values along the way (and the cyclic shift's joins, the pad).
 _MOVES = frozenset(
@@ -59,8 +69,13 @@ _OPSET = 20
 _WHAT_IT_IS = (
     "cnnspec's window_attention is torchvision's ShiftedWindowAttention: the map padded to "
     "whole windows and rolled by the shift, softmax(q k^T / sqrt(head size) + relative "
-    "position bias + shift mask) v within each window, projected, rolled back"
+    "position bias + shift mask) v within each window, projected, rolled back; version=2 is "
+    "torchvision's ShiftedWindowAttentionV2 (cosine attention, the bias from cpb_mlp)"
 )
+# Swin V2's bias MLP's hidden width (cnnspec.layers.windows.CPB_HIDDEN, not imported: that
+# module is the registry's, and this one the importer's) and its logit_scale's clamp.
+_CPB_HIDDEN = 512
+_LOGIT_MAX = 4.605170185988092  # log(100)
 
 
 @dataclass
@@ -145,6 +160,10 @@ class _Graph:
         self.seen: set[int] = set()
         # Values by whether they are computed from constants alone (see `of_constants`).
         self.computed: dict[str, bool] = {}
+        # Those values, evaluated (see `evaluate`).
+        self.evaluated: dict[str, Any] = {}
+        # The value `position_bias` found last.
+        self.bias_name = ""
 
     def data(self, node: Any) -> list[str]:
         return [i for i in node.input if i and i not in self.constants]
@@ -178,7 +197,12 @@ class _Graph:
             raise _NotWindows
         region = self.region(output, softmax)
         self.seen = {id(n) for n in region}
-        projections = [self.projection(n) for n in region if n.op_type in ("MatMul", "Gemm")]
+        # The projections of the map's values, not the bias MLP's of constants (Swin V2's).
+        projections = [
+            self.projection(n)
+            for n in region
+            if n.op_type in ("MatMul", "Gemm") and not self.of_constants(n.output[0])
+        ]
         weighed = [p for p in projections if p is not None]
         if len(weighed) != 2:
             raise _Refusal(f"windowed attention with {len(weighed)} projections, not 2")
@@ -208,19 +232,26 @@ class _Graph:
             "proj.weight": np.ascontiguousarray(proj[1].T, dtype=np.float32),
             "proj.bias": np.asarray(proj[2], dtype=np.float32).reshape(-1),
         }
+        v2 = self.version_2(region, qkv, heads, tensors["qkv.bias"])
+        if v2 is not None:
+            tensors.update(v2)
         scale = max(1.0, float(np.abs(expected).max()))
         for size, shift in _candidates(count, (height, width)):
-            table = _table(bias, size)
-            if table is None:
+            if v2 is None:
+                table = _table(bias, size)
+                if table is None:
+                    continue
+                tensors["relative_position_bias_table"] = table
+            elif 1 in size or not _same(cpb_bias(tensors, size), bias):
                 continue
-            tensors["relative_position_bias_table"] = table
-            actual = window_attention(x, tensors, heads, size, shift)
+            version = 1 if v2 is None else 2
+            actual = window_attention(x, tensors, heads, size, shift, version)
             if float(np.abs(actual - expected).max()) <= 1e-4 * scale:
                 module = _common_module([qkv[3], proj[3]])
                 args = {"heads": heads, "size": size, "shift": shift}
                 return Found(
                     "window_attention",
-                    args,
+                    {**args, "version": 2} if version == 2 else args,
                     source,
                     self.producer[output],
                     dict(tensors),
@@ -243,13 +274,17 @@ class _Graph:
                 break
             if node.op_type == "Add":
                 for i in node.input:
+                    # A folded bias (V1's table gathered), or one the folding left (V2's MLP).
                     constant = self.constants.get(i)
+                    if constant is None and i and self.of_constants(i):
+                        constant = self.evaluate(i)
                     if constant is None:
                         continue
                     array = np.asarray(constant)
                     while array.ndim > 3 and array.shape[0] == 1:
                         array = array[0]
                     if array.ndim == 3 and array.shape[1] == array.shape[2]:
+                        self.bias_name = i
                         return array
             # The shift mask's Add: of a value computed from constants that the folding
             # left (torchvision's masked_fill), which the region computes.
@@ -376,14 +411,141 @@ class _Graph:
         users = self.consumers.get(node.output[0], [])
         if len(users) == 1 and users[0].op_type == "Add":
             others = [i for i in users[0].input if i != node.output[0]]
-            if others and others[0] in self.constants:
-                candidate = np.asarray(self.constants[others[0]])
-                if candidate.size == np.asarray(weight).shape[1]:
-                    bias = candidate
+            known = others and (others[0] in self.constants or self.of_constants(others[0]))
+            value = self.evaluate(others[0]) if known else None
+            if value is not None and np.asarray(value).size == np.asarray(weight).shape[1]:
+                bias = np.asarray(value)
         name = self.origins.get(node.input[1], node.input[1])
         return node, np.asarray(weight), bias, name
 
-    def run(self, region: list[Any], source: str, output: str, x: Any) -> Any:
+    def evaluate(self, value: str) -> Any:
+        """The value of `value`, a constant or computed from constants alone by ops the
+        folding left (onnx's reference evaluator); None where that fails."""
+        if value in self.constants:
+            return self.constants[value]
+        if value not in self.evaluated:
+            nodes = self.behind(value)
+            try:
+                self.evaluated[value] = self.run(nodes, None, value, None)
+            except _Refusal:
+                self.evaluated[value] = None
+        return self.evaluated[value]
+
+    def behind(self, value: str) -> list[Any]:
+        """The computed nodes `value` is computed by, in the graph's order."""
+        order = {id(n): index for index, n in enumerate(self.nodes)}
+        members: dict[int, Any] = {}
+        stack = [value]
+        while stack:
+            node = self.producer.get(stack.pop())
+            if node is not None and id(node) not in members:
+                members[id(node)] = node
+                stack.extend(self.data(node))
+        return sorted(members.values(), key=lambda n: order[id(n)])
+
+    def leaves(self, value: str) -> list[Any]:
+        """The constants `value` is computed from: each as the file holds it and, where the
+        folding computed it from an initializer (a Transpose of a weight), that initializer."""
+        import numpy as np
+
+        found = []
+        for node in self.behind(value):
+            for name in node.input:
+                if name in self.constants:
+                    found.append(np.asarray(self.constants[name]))
+                    origin = self.origins.get(name)
+                    if origin is not None and origin != name and origin in self.constants:
+                        found.append(np.asarray(self.constants[origin]))
+        return found
+
+    def version_2(
+        self, region: list[Any], qkv: tuple[Any, ...], heads: int, bias: Any
+    ) -> dict[str, Any] | None:
+        """Swin V2's tensors, where the region is V2's attention: the logit_scale (from the
+        (heads, 1, 1) scale the cosine scores are multiplied by), the cpb_mlp (from the
+        initializers the position bias is computed from) and torchvision's whole qkv.bias
+        (where the computed one zeroes the key's third of it); None for V1's."""
+        import numpy as np
+
+        scale = None
+        for node in region:
+            # The scores (q k^T) times a per-head scale computed from constants.
+            inputs = [self.producer.get(name) for name in node.input]
+            if node.op_type != "Mul" or not any(n and n.op_type == "MatMul" for n in inputs):
+                continue
+            for name in self.data(node):
+                value = self.evaluate(name) if self.of_constants(name) else None
+                if value is not None and np.asarray(value).size == heads:
+                    scale = (name, np.asarray(value, dtype=np.float32).reshape(heads, 1, 1))
+        added = self.bias_name
+        cosine = any(node.op_type in ("ReduceL2", "LpNormalization") for node in region)
+        if cosine and (scale is None or added in self.constants):
+            raise _Refusal(
+                "windowed cosine attention whose scale or position bias the file holds as a "
+                "constant: Swin V2's window_attention computes them from its logit_scale and "
+                "cpb_mlp, which the export folded away (export with do_constant_folding=False)"
+            )
+        if scale is None or added in self.constants:
+            return None
+        mlp = self.cpb_mlp(added, heads)
+        if mlp is None:
+            raise _Refusal(
+                "windowed cosine attention whose position bias is no cpb_mlp of "
+                f"Linear(2, {_CPB_HIDDEN}), ReLU, Linear({_CPB_HIDDEN}, {heads})"
+            )
+        # The clamped logit_scale's initializer; else the log of the scale, the same numbers.
+        logit = np.log(scale[1])
+        for leaf in self.leaves(scale[0]):
+            candidate = np.asarray(leaf, dtype=np.float32).reshape(-1)
+            if candidate.size == heads and _same(
+                np.exp(np.minimum(candidate, _LOGIT_MAX)), scale[1].reshape(-1)
+            ):
+                logit = candidate.reshape(heads, 1, 1)
+        tensors = {**mlp, "logit_scale": np.asarray(logit, dtype=np.float32)}
+        # torchvision's qkv.bias, its key third kept: what the zeroed one is computed from.
+        users = self.consumers.get(qkv[0].output[0], [])
+        computed = [i for i in users[0].input if i != qkv[0].output[0]] if users else []
+        third = bias.size // 3
+        if computed and computed[0] not in self.constants:
+            for leaf in self.leaves(computed[0]):
+                whole = np.asarray(leaf, dtype=np.float32).reshape(-1)
+                if whole.size == bias.size and np.array_equal(
+                    np.delete(whole, np.s_[third : 2 * third]),
+                    np.delete(bias, np.s_[third : 2 * third]),
+                ):
+                    tensors["qkv.bias"] = whole
+                    break
+        return tensors
+
+    def cpb_mlp(self, added: str, heads: int) -> dict[str, Any] | None:
+        """The cpb_mlp's tensors in PyTorch's layout, read from the two MatMuls (by constant
+        matrices, (2, 512) then (512, heads)) and the Add of a (512,) bias between them that
+        compute the bias `added`; None where it is computed otherwise."""
+        import numpy as np
+
+        matmuls = [n for n in self.behind(added) if n.op_type == "MatMul"]
+        if len(matmuls) != 2:
+            return None
+        first, second = (self.constants.get(n.input[1]) for n in matmuls)
+        if first is None or second is None:
+            return None
+        first, second = np.asarray(first), np.asarray(second)
+        if first.shape != (2, _CPB_HIDDEN) or second.shape != (_CPB_HIDDEN, heads):
+            return None
+        users = self.consumers.get(matmuls[0].output[0], [])
+        if len(users) != 1 or users[0].op_type != "Add":
+            return None
+        bias = [self.constants.get(i) for i in users[0].input if i != matmuls[0].output[0]]
+        if len(bias) != 1 or bias[0] is None or np.asarray(bias[0]).size != _CPB_HIDDEN:
+            return None
+        found = {
+            "cpb_mlp.0.weight": first.T,
+            "cpb_mlp.0.bias": np.asarray(bias[0]).reshape(-1),
+            "cpb_mlp.2.weight": second.T,
+        }
+        return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in found.items()}
+
+    def run(self, region: list[Any], source: str | None, output: str, x: Any) -> Any:
         """What the region computes from `x` at `source` (onnx's reference evaluator)."""
         import numpy as np
         from onnx import TensorProto, helper, numpy_helper
@@ -393,16 +555,18 @@ class _Graph:
         initializers = [
             numpy_helper.from_array(np.asarray(self.constants[name]), name) for name in needed
         ]
+        inputs = [] if source is None else [source]
         graph = helper.make_graph(
             list(region),
             "region",
-            [helper.make_tensor_value_info(source, TensorProto.FLOAT, list(x.shape))],
+            [helper.make_tensor_value_info(i, TensorProto.FLOAT, list(x.shape)) for i in inputs],
             [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
             initializers,
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
+        feeds = {} if source is None else {source: x}
         try:
-            result = ReferenceEvaluator(model).run(None, {source: x})[0]  # type: ignore[index]
+            result = ReferenceEvaluator(model).run(None, feeds)[0]  # type: ignore[index]
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:
             # An op the reference evaluator cannot run as written (an older opset's form).
             raise _Refusal(f"windowed attention the reader cannot run: {error}") from None
@@ -540,10 +704,15 @@ def _table(bias: Any, size: tuple[int, int]) -> Any:
 
 
 def window_attention(
-    x: Any, tensors: dict[str, Any], heads: int, size: tuple[int, int], shift: tuple[int, int]
+    x: Any,
+    tensors: dict[str, Any],
+    heads: int,
+    size: tuple[int, int],
+    shift: tuple[int, int],
+    version: int = 1,
 ) -> Any:
     """window_attention on a channels-last map `x` (B, H, W, C), in numpy: torchvision's
-    shifted_window_attention, `shift` the one applied."""
+    shifted_window_attention, `shift` the one applied (V2's with version 2)."""
     import numpy as np
 
     batch, height, width, dim = x.shape
@@ -554,12 +723,21 @@ def window_attention(
     x = np.roll(x, (-sh, -sw), (1, 2))
     x = x.reshape(batch, ph // wh, wh, pw // ww, ww, dim).transpose(0, 1, 3, 2, 4, 5)
     x = x.reshape(-1, count, dim)
-    qkv = x @ tensors["qkv.weight"].T + tensors["qkv.bias"]
+    qkv_bias = np.array(tensors["qkv.bias"], dtype=np.float32)
+    if version == 2:
+        qkv_bias[dim : 2 * dim] = 0  # V2 has no key bias
+    qkv = x @ tensors["qkv.weight"].T + qkv_bias
     qkv = qkv.reshape(-1, count, 3, heads, head).transpose(2, 0, 3, 1, 4)
-    query, key, value = qkv[0] * head**-0.5, qkv[1], qkv[2]
-    index = np.asarray(window_index(size))
-    bias = tensors["relative_position_bias_table"][index].reshape(count, count, heads)
-    scores = query @ key.transpose(0, 1, 3, 2) + bias.transpose(2, 0, 1)
+    query, key, value = qkv[0], qkv[1], qkv[2]
+    if version == 2:
+        query = query / np.maximum(np.linalg.norm(query, axis=-1, keepdims=True), 1e-12)
+        key = key / np.maximum(np.linalg.norm(key, axis=-1, keepdims=True), 1e-12)
+        logit = np.exp(np.minimum(tensors["logit_scale"], _LOGIT_MAX))
+        scores = (query @ key.transpose(0, 1, 3, 2)) * logit + cpb_bias(tensors, size)
+    else:
+        index = np.asarray(window_index(size))
+        bias = tensors["relative_position_bias_table"][index].reshape(count, count, heads)
+        scores = (query * head**-0.5) @ key.transpose(0, 1, 3, 2) + bias.transpose(2, 0, 1)
     if sh or sw:
         mask = np.asarray(window_mask((ph, pw), size, (sh, sw)), np.float32)
         mask = mask.reshape(1, -1, 1, count, count)
@@ -572,6 +750,31 @@ def window_attention(
     y = y.reshape(batch, ph // wh, pw // ww, wh, ww, dim).transpose(0, 1, 3, 2, 4, 5)
     y = np.roll(y.reshape(batch, ph, pw, dim), (sh, sw), (1, 2))
     return y[:, :height, :width]
+
+
+def cpb_bias(tensors: dict[str, Any], size: tuple[int, int]) -> Any:
+    """Swin V2's position bias (heads, N, N) for windows of `size`: 16 * sigmoid of the
+    cpb_mlp on window_coords, gathered by window_index."""
+    import numpy as np
+
+    rows = (2 * size[0] - 1) * (2 * size[1] - 1)
+    coords = np.asarray(window_coords(size), dtype=np.float32).reshape(rows, 2)
+    hidden = np.maximum(coords @ tensors["cpb_mlp.0.weight"].T + tensors["cpb_mlp.0.bias"], 0)
+    table = hidden @ tensors["cpb_mlp.2.weight"].T
+    count = size[0] * size[1]
+    bias = table[np.asarray(window_index(size))].reshape(count, count, -1).transpose(2, 0, 1)
+    return 16 / (1 + np.exp(-bias))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two arrays of one shape hold the same numbers, within float32's rounding."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
+    if a.size != b.size:
+        return False
+    a, b = a.reshape(-1), b.reshape(-1)
+    return bool(np.abs(a - b).max() <= 1e-4 * max(1.0, float(np.abs(b).max())))
 
 
 def patch_merge(x: Any) -> Any:

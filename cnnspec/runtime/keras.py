@@ -49,6 +49,7 @@ from cnnspec.runtime.rules import (
     learning_rate,
     same_pads,
     to_keras,
+    window_coords,
     window_index,
     window_mask,
     window_shift,
@@ -308,15 +309,21 @@ class WindowAttention(layers.Layer):
     bias table) and computation: the map padded to whole windows and rolled by the
     shift, attention within each window with a learnt bias per relative position
     (masked across the roll's seams), rolled back. The relative-position index and
-    the mask are fixed tables (cnnspec.runtime.rules), built for the input's size."""
+    the mask are fixed tables (cnnspec.runtime.rules), built for the input's size.
+    Version 2 is ShiftedWindowAttentionV2: cosine attention scaled by
+    exp(logit_scale) (clamped at 100), the bias 16 * sigmoid of an MLP (cpb_mlp) on
+    each offset's log-spaced coordinates (window_coords), and the key's third of
+    qkv_bias zeroed as it computes."""
 
-    def __init__(self, num_heads, size, shift, **kwargs):
+    def __init__(self, num_heads, size, shift, version=1, **kwargs):
         super().__init__(**kwargs)
         self.num_heads, self.size, self.shift = num_heads, tuple(size), tuple(shift)
+        self.version = version
 
     def build(self, input_shape):
         height, width, dim = input_shape[1:]
         (wh, ww), count = self.size, self.size[0] * self.size[1]
+        rows = (2 * wh - 1) * (2 * ww - 1)
         self.padded = (-(-height // wh) * wh, -(-width // ww) * ww)
         self.applied = window_shift((height, width), self.size, self.shift)
         self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(dim, 3 * dim))
@@ -327,11 +334,33 @@ class WindowAttention(layers.Layer):
         self.proj_bias = self.add_weight(
             name="proj_bias", shape=(dim,), initializer="zeros"
         )
-        self.relative_position_bias_table = self.add_weight(
-            name="relative_position_bias_table",
-            shape=((2 * wh - 1) * (2 * ww - 1), self.num_heads),
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-        )
+        if self.version == 2:
+            self.logit_scale = self.add_weight(
+                name="logit_scale",
+                shape=(self.num_heads, 1, 1),
+                initializer=keras.initializers.Constant(np.log(10.0)),
+            )
+            self.cpb_mlp_0_kernel = self.add_weight(
+                name="cpb_mlp_0_kernel", shape=(2, 512)
+            )
+            self.cpb_mlp_0_bias = self.add_weight(
+                name="cpb_mlp_0_bias", shape=(512,), initializer="zeros"
+            )
+            self.cpb_mlp_2_kernel = self.add_weight(
+                name="cpb_mlp_2_kernel", shape=(512, self.num_heads)
+            )
+            coords = np.array(window_coords(self.size), "float32").reshape(rows, 2)
+            self.coords = keras.ops.convert_to_tensor(coords)
+            # The key's third of qkv_bias is never used.
+            keep = np.ones(3 * dim, "float32")
+            keep[dim : 2 * dim] = 0
+            self.keep = keras.ops.convert_to_tensor(keep)
+        else:
+            self.relative_position_bias_table = self.add_weight(
+                name="relative_position_bias_table",
+                shape=(rows, self.num_heads),
+                initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            )
         # Constant tensors, not arrays: Keras converts an array again at every call.
         self.bias_index = keras.ops.convert_to_tensor(window_index(self.size), "int32")
         self.shift_mask = None
@@ -352,14 +381,29 @@ class WindowAttention(layers.Layer):
             x = ops.roll(x, -sw, axis=2)
         x = ops.reshape(x, (-1, ph // wh, wh, pw // ww, ww, dim))
         x = ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, count, dim))
-        qkv = ops.matmul(x, self.qkv_kernel) + self.qkv_bias
+        qkv_bias = self.qkv_bias * self.keep if self.version == 2 else self.qkv_bias
+        qkv = ops.matmul(x, self.qkv_kernel) + qkv_bias
         qkv = ops.transpose(
             ops.reshape(qkv, (-1, count, 3, heads, head)), (2, 0, 3, 1, 4)
         )
-        query, key, value = qkv[0] * head**-0.5, qkv[1], qkv[2]
-        bias = ops.take(self.relative_position_bias_table, self.bias_index, axis=0)
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        if self.version == 2:
+            query, key = self.unit_length(query), self.unit_length(key)
+            scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
+            scale = ops.exp(ops.minimum(self.logit_scale, float(np.log(100.0))))
+            scores = scores * scale
+            hidden = ops.matmul(self.coords, self.cpb_mlp_0_kernel)
+            hidden = ops.relu(hidden + self.cpb_mlp_0_bias)
+            table = ops.matmul(hidden, self.cpb_mlp_2_kernel)
+        else:
+            query = query * head**-0.5
+            scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
+            table = self.relative_position_bias_table
+        bias = ops.take(table, self.bias_index, axis=0)
         bias = ops.transpose(ops.reshape(bias, (count, count, heads)), (2, 0, 1))
-        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2))) + bias
+        if self.version == 2:
+            bias = 16 * ops.sigmoid(bias)
+        scores = scores + bias
         if self.shift_mask is not None:
             windows = self.shift_mask.shape[1]
             scores = ops.reshape(scores, (-1, windows, heads, count, count))
@@ -378,12 +422,19 @@ class WindowAttention(layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    @staticmethod
+    def unit_length(x):
+        """x over its length along the last axis (at least 1e-12): F.normalize."""
+        length = keras.ops.sqrt(keras.ops.sum(x * x, axis=-1, keepdims=True))
+        return x / keras.ops.maximum(length, 1e-12)
+
     def get_config(self):
         return {
             **super().get_config(),
             "num_heads": self.num_heads,
             "size": self.size,
             "shift": self.shift,
+            "version": self.version,
         }
 
 

@@ -97,6 +97,23 @@ def window_index(window):
     ]
 
 
+def window_coords(window):
+    """Swin V2's relative_coords_table, flat ((2h - 1) * (2w - 1) rows of two): each
+    offset (dh, dw) of two tokens of a window, in window_index's row order, divided by
+    the window's size - 1 (torchvision's, the pretrained window size 0 of the paper),
+    times 8, then log-spaced as sign(x) * log2(|x| + 1) / 3."""
+    import math  # here, not at the top: the module imports nothing when it is imported
+
+    height, width = window
+    found = []
+    for dh in range(-(height - 1), height):
+        for dw in range(-(width - 1), width):
+            for offset, extent in ((dh, height), (dw, width)):
+                x = offset / (extent - 1) * 8
+                found.append(math.copysign(math.log2(abs(x) + 1), x) / 3 if x else 0.0)
+    return found
+
+
 def window_mask(size, window, shift):
     """torchvision's mask for shifted windows, flat (windows, N, N): -100 between two
     tokens of a window that the cyclic shift brought from different parts of the map,

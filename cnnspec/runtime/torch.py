@@ -63,6 +63,7 @@ from cnnspec.runtime.rules import (
     keras_h5_arrays,
     learning_rate,
     same_pads,
+    window_coords,
     window_index,
     window_mask,
     window_shift,
@@ -301,20 +302,35 @@ class WindowAttention(nn.Module):
     whole windows and rolled by the shift, attention within each window with a learnt
     bias per relative position (masked across the roll's seams), rolled back. The
     relative-position index and the mask are fixed tables, plain attributes: neither is
-    a weight nor part of the state."""
+    a weight nor part of the state. Version 2 is ShiftedWindowAttentionV2: cosine
+    attention scaled by exp(logit_scale) (clamped at 100), the bias 16 * sigmoid of an
+    MLP (cpb_mlp) on each offset's log-spaced coordinates (window_coords, another fixed
+    table), and the key's third of qkv.bias zeroed as it computes."""
 
-    def __init__(self, dim, heads, size, shift, map_size):
+    def __init__(self, dim, heads, size, shift, map_size, version=1):
         super().__init__()
         self.heads, self.size, self.map_size = heads, size, map_size
+        self.version = version
         self.padded = tuple(-(-n // w) * w for n, w in zip(map_size, size, strict=True))
         self.shift = window_shift(map_size, size, shift)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         rows = (2 * size[0] - 1) * (2 * size[1] - 1)
-        table = torch.empty(rows, heads)
-        self.relative_position_bias_table = nn.Parameter(
-            nn.init.trunc_normal_(table, std=0.02)
-        )
+        if version == 2:
+            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(heads, 1, 1)))
+            self.cpb_mlp = nn.Sequential(
+                nn.Linear(2, 512), nn.ReLU(), nn.Linear(512, heads, bias=False)
+            )
+            self.coords = torch.tensor(window_coords(size)).view(rows, 2)
+            # The key's third of qkv.bias is never used: zero where the query's and the
+            # value's are one.
+            self.keep = torch.ones(3 * dim)
+            self.keep[dim : 2 * dim] = 0
+        else:
+            table = torch.empty(rows, heads)
+            self.relative_position_bias_table = nn.Parameter(
+                nn.init.trunc_normal_(table, std=0.02)
+            )
         self.index = torch.tensor(window_index(size))
         count = size[0] * size[1]
         self.mask = None
@@ -330,13 +346,27 @@ class WindowAttention(nn.Module):
         if any(self.shift):
             x = torch.roll(x, (-self.shift[0], -self.shift[1]), (1, 2))
         x = x.view(batch, ph // wh, wh, pw // ww, ww, dim).permute(0, 1, 3, 2, 4, 5)
-        qkv = self.qkv(x.reshape(-1, count, dim))
+        x = x.reshape(-1, count, dim)
+        if self.version == 2:
+            bias = self.qkv.bias * self.keep.to(x)
+            qkv = F.linear(x, self.qkv.weight, bias)
+        else:
+            qkv = self.qkv(x)
         qkv = qkv.reshape(-1, count, 3, self.heads, head).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv[0] * head**-0.5, qkv[1], qkv[2]
-        bias = self.relative_position_bias_table[self.index.to(x.device)]
-        scores = query @ key.transpose(-2, -1) + bias.view(count, count, -1).permute(
-            2, 0, 1
-        )
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        if self.version == 2:
+            query, key = F.normalize(query, dim=-1), F.normalize(key, dim=-1)
+            scores = query @ key.transpose(-2, -1)
+            scale = torch.clamp(self.logit_scale, max=float(np.log(100.0))).exp()
+            scores = scores * scale
+            table = self.cpb_mlp(self.coords.to(x))
+        else:
+            scores = (query * head**-0.5) @ key.transpose(-2, -1)
+            table = self.relative_position_bias_table
+        bias = table[self.index.to(x.device)].view(count, count, -1).permute(2, 0, 1)
+        if self.version == 2:
+            bias = 16 * torch.sigmoid(bias)
+        scores = scores + bias
         if self.mask is not None:
             windows = self.mask.shape[1]
             scores = scores.view(batch, windows, self.heads, count, count)
