@@ -301,6 +301,16 @@ class Writer:
     def patch_merge(self) -> str:
         return "patch_merge()"
 
+    def partition_attention(self) -> str:
+        # MaxViT's attention: heads that often divide the channels (E205 where not), small
+        # partitions (E205 where they do not divide the map), windows or a grid.
+        heads = self.rng.choice(["1", "1", "2", "3"])
+        options = {
+            "size": self.maybe(0.8, lambda: self.pair(1, 3)),
+            "grid": self.maybe(0.5, lambda: "true"),
+        }
+        return self.call("partition_attention", [heads], options)
+
     def token_pool(self) -> str:
         return self.call("token_pool", [self.rng.choice(["class", "mean"])], {})
 
@@ -396,6 +406,7 @@ class Writer:
         "dense": 1,
         "window_attention": 1,
         "patch_merge": 1,
+        "partition_attention": 1,
     }
 
     def layer(self, kinds: list[str]) -> str:

@@ -37,6 +37,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "patch_embed": {"dim": 4, "patch": 2},
     "attention": {"heads": 1},
     "window_attention": {"heads": 1, "size": 4, "shift": 2},
+    "partition_attention": {"heads": 1, "size": 4},
     "rotation": {"degrees": 10.0},
     "adam": {"lr": 0.001},
     "adamw": {"lr": 0.001},

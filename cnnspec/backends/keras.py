@@ -73,6 +73,7 @@ HELPERS = _Helpers()
 HELPER_RULES = {
     "same_padding": ("same_pads",),
     "WindowAttention": ("window_shift", "window_index", "window_mask", "window_coords"),
+    "PartitionAttention": ("window_index",),
 }
 
 

@@ -660,10 +660,14 @@ HELPERS: dict[str, tuple[str, ...]] = {
     "AvgPool2dSame": ("AvgPool2dSame",),
     "WindowAttention": ("WindowAttention",),
     "patch_merge": ("patch_merge",),
+    "PartitionAttention": ("PartitionAttention",),
 }
 
 # The rules of cnnspec/runtime/rules.py that a helper calls, copied before it.
-HELPER_RULES = {"WindowAttention": ("window_shift", "window_index", "window_mask", "window_coords")}
+HELPER_RULES = {
+    "WindowAttention": ("window_shift", "window_index", "window_mask", "window_coords"),
+    "PartitionAttention": ("window_index",),
+}
 
 # The augmentation functions, by the names the steps ask for (AugmentSection.torch_helpers):
 # each transforms a batch (N, C, H, W) on its device, drawing from the training generator.

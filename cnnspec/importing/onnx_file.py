@@ -72,7 +72,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cnnspec.importing import onnx_attention, onnx_windows
+from cnnspec.importing import onnx_attention, onnx_partitions, onnx_windows
 from cnnspec.importing.network import INPUT, Gap, ImportFailure, Layer, Network, identifier
 from cnnspec.importing.onnx_fold import fold
 from cnnspec.layers.base import same_pads
@@ -399,7 +399,11 @@ class _Reader:
             for value in node.input:
                 self.users[value] = self.users.get(value, 0) + 1
         # Swin's windows first: their Softmaxes are no ViT attention's.
-        windows, softmaxes = onnx_windows.take(self, nodes, members)
+        # MaxViT's partitions before them: their Softmaxes are no Swin window's.
+        partitions, held = onnx_partitions.take(self, nodes, members)
+        windows, softmaxes = onnx_windows.take(self, nodes, members | held)
+        windows.update(partitions)
+        softmaxes |= held
         attentions = self.attentions(nodes, members | softmaxes)
         readers = onnx_readers()
         consumers: dict[str, list[Any]] = {}
@@ -412,7 +416,9 @@ class _Reader:
                 continue
             if id(node) in windows:
                 window = windows[id(node)]
-                if window is not None:
+                if isinstance(window, onnx_partitions.Found):
+                    onnx_partitions.add(self, window)
+                elif window is not None:
                     onnx_windows.add(self, window)
                 continue
             if id(node) in attentions:

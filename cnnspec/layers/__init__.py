@@ -34,6 +34,7 @@ from cnnspec.layers.core import (
 )
 from cnnspec.layers.joins import Add, Concat, Multiply
 from cnnspec.layers.normalization import BatchNorm, LayerNorm, Normalization
+from cnnspec.layers.partitions import PartitionAttention
 from cnnspec.layers.pooling import (
     AvgPool,
     Crop,
@@ -74,6 +75,7 @@ __all__ = [
     "MaxPool",
     "Multiply",
     "Normalization",
+    "PartitionAttention",
     "PatchEmbed",
     "PatchMerge",
     "PositionEmbedding",

@@ -439,6 +439,79 @@ class WindowAttention(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="cnnspec")
+class PartitionAttention(layers.Layer):
+    """MaxViT's partitioned attention on an (H, W, C) map, with torchvision's
+    RelativePositionalMultiHeadAttention's tensors (to_qkv, merge, the
+    relative-position bias table) and computation: the map cut into windows of
+    `size` (or, as a grid, into size[0] x size[1] positions at a stride of H/size),
+    attention within each with a learnt bias per relative position, the scores
+    scaled by C^-0.5 (the whole channel count, as torchvision scales them), put back
+    in place. The relative-position index is a fixed table (cnnspec.runtime.rules)."""
+
+    def __init__(self, num_heads, size, grid=False, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.size, self.grid = num_heads, tuple(size), grid
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        rows = (2 * self.size[0] - 1) * (2 * self.size[1] - 1)
+        self.to_qkv_kernel = self.add_weight(name="to_qkv_kernel", shape=(dim, 3 * dim))
+        self.to_qkv_bias = self.add_weight(
+            name="to_qkv_bias", shape=(3 * dim,), initializer="zeros"
+        )
+        self.merge_kernel = self.add_weight(name="merge_kernel", shape=(dim, dim))
+        self.merge_bias = self.add_weight(
+            name="merge_bias", shape=(dim,), initializer="zeros"
+        )
+        self.relative_position_bias_table = self.add_weight(
+            name="relative_position_bias_table",
+            shape=(rows, self.num_heads),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        # A constant tensor, not an array: Keras converts an array again at every call.
+        self.bias_index = keras.ops.convert_to_tensor(window_index(self.size), "int32")
+
+    def call(self, inputs):
+        ops = keras.ops
+        height, width, dim = inputs.shape[1:]
+        (ph, pw), count, heads = self.size, self.size[0] * self.size[1], self.num_heads
+        head, (gh, gw) = dim // heads, (height // ph, width // pw)
+        # Windows split each axis into (groups, P), a grid into (P, groups); either way
+        # the partitions come out as (B, groups, groups, P, P, C).
+        if self.grid:
+            split, perm, back = (ph, gh, pw, gw), (0, 2, 4, 1, 3, 5), (0, 3, 1, 4, 2, 5)
+        else:
+            split, perm, back = (gh, ph, gw, pw), (0, 1, 3, 2, 4, 5), (0, 1, 3, 2, 4, 5)
+        x = ops.transpose(ops.reshape(inputs, (-1, *split, dim)), perm)
+        x = ops.reshape(x, (-1, count, dim))
+        qkv = ops.matmul(x, self.to_qkv_kernel) + self.to_qkv_bias
+        qkv = ops.transpose(
+            ops.reshape(qkv, (-1, count, 3, heads, head)), (2, 0, 3, 1, 4)
+        )
+        query, key, value = qkv[0], qkv[1], qkv[2]
+        key = key * dim**-0.5
+        scores = ops.matmul(query, ops.transpose(key, (0, 1, 3, 2)))
+        bias = ops.take(self.relative_position_bias_table, self.bias_index, axis=0)
+        bias = ops.transpose(ops.reshape(bias, (count, count, heads)), (2, 0, 1))
+        x = ops.matmul(ops.softmax(scores + bias, axis=-1), value)
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3)), (-1, count, dim))
+        x = ops.matmul(x, self.merge_kernel) + self.merge_bias
+        x = ops.reshape(x, (-1, gh, gw, ph, pw, dim))
+        return ops.reshape(ops.transpose(x, back), (-1, height, width, dim))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "size": self.size,
+            "grid": self.grid,
+        }
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
 class PatchMerge(layers.Layer):
     """torchvision's patch merging before its norm and reduction: each 2x2 square of
     positions one position of 4C channels, in torchvision's order; an odd height or

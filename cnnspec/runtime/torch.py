@@ -380,6 +380,51 @@ class WindowAttention(nn.Module):
         return x[:, :height, :width]
 
 
+class PartitionAttention(nn.Module):
+    """MaxViT's partitioned attention on an NCHW map, torchvision's
+    RelativePositionalMultiHeadAttention with its tensors' names and the
+    partitioning of its PartitionAttentionLayer: the map cut into windows of `size`
+    (or, as a grid, into size[0] x size[1] positions at a stride of H/size),
+    attention within each with a learnt bias per relative position, the scores
+    scaled by C^-0.5 (torchvision's scale_factor, of the whole channel count), put
+    back in place. The relative-position index is a fixed table, a plain attribute:
+    neither a weight nor part of the state."""
+
+    def __init__(self, dim, heads, size, grid=False):
+        super().__init__()
+        self.heads, self.size, self.grid = heads, size, grid
+        self.to_qkv = nn.Linear(dim, 3 * dim)
+        self.merge = nn.Linear(dim, dim)
+        rows = (2 * size[0] - 1) * (2 * size[1] - 1)
+        table = torch.empty(rows, heads)
+        self.relative_position_bias_table = nn.Parameter(
+            nn.init.trunc_normal_(table, std=0.02)
+        )
+        self.index = torch.tensor(window_index(size))
+
+    def forward(self, x):
+        batch, dim, height, width = x.shape
+        (ph, pw), count = self.size, self.size[0] * self.size[1]
+        head, (gh, gw) = dim // self.heads, (height // ph, width // pw)
+        # Windows split each axis into (groups, P), a grid into (P, groups); either way
+        # the partitions come out as (B, groups, groups, P, P, C).
+        if self.grid:
+            split, perm, back = (ph, gh, pw, gw), (0, 3, 5, 2, 4, 1), (0, 5, 3, 1, 4, 2)
+        else:
+            split, perm, back = (gh, ph, gw, pw), (0, 2, 4, 3, 5, 1), (0, 5, 1, 3, 2, 4)
+        x = x.view(batch, dim, *split).permute(perm).reshape(-1, count, dim)
+        qkv = self.to_qkv(x).reshape(-1, count, 3, self.heads, head)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)
+        scores = query @ (key * dim**-0.5).transpose(-2, -1)
+        index = self.index.to(x.device)
+        bias = self.relative_position_bias_table[index].view(count, count, -1)
+        bias = bias.permute(2, 0, 1)
+        x = ((scores + bias).softmax(-1) @ value).transpose(1, 2)
+        x = self.merge(x.reshape(-1, count, dim)).view(batch, gh, gw, ph, pw, dim)
+        x = x.permute(back)
+        return x.reshape(batch, dim, height, width)
+
+
 # --- The model.
 
 
