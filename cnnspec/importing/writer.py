@@ -142,6 +142,133 @@ class _Group:
     key: str
     items: list[Item]
     template: _Template | None = None
+    # Found by its structure inside a larger group (_Writer._split): its define is named
+    # after what it is, since its module path names only where it is (`features_2_0`).
+    structural: bool = False
+
+
+@dataclass
+class _Block:
+    """A group split into its repeated units (_Writer._split): calls and the items left,
+    written in `block KEY { ... }` where the group was a block."""
+
+    key: str
+    entries: list[Any]
+    block: bool
+
+
+@dataclass
+class _Unit:
+    """A candidate unit: items[start:end] of `group`, as a group of its own."""
+
+    group: _Group
+    start: int
+    end: int
+    unit: _Group
+
+    def lines(self) -> int:
+        assert self.unit.template is not None
+        return len(self.unit.template.lines)
+
+
+def _chosen(candidates: list[_Unit]) -> list[_Unit]:
+    """Of the candidate units, those written as calls: greedily, the skeleton whose calls
+    save the most lines over writing its units out, with the units no chosen unit overlaps,
+    until no skeleton shared by two units or more saves a line."""
+    classes: dict[str, list[_Unit]] = {}
+    for unit in candidates:
+        assert unit.unit.template is not None
+        classes.setdefault(unit.unit.template.skeleton(), []).append(unit)
+    chosen: list[_Unit] = []
+
+    def free(unit: _Unit, taken: list[_Unit]) -> bool:
+        return not any(
+            other.group is unit.group and other.start < unit.end and unit.start < other.end
+            for other in taken
+        )
+
+    while True:
+        best: tuple[int, int, list[_Unit]] | None = None
+        for members in classes.values():
+            available: list[_Unit] = []
+            for unit in sorted(members, key=lambda u: u.start):
+                if free(unit, chosen) and free(unit, available):
+                    available.append(unit)
+            count = len(available)
+            if count < 2:
+                continue
+            # Written out: count units of their lines each; as calls: the define (its
+            # lines, its braces, a blank line) and one line a call.
+            saved = (count - 1) * available[0].lines() - count - 3
+            # Of two that save as much, the larger unit: the module that holds the other
+            # (MobileNetV3's block, rather than the squeeze-and-excitation gate in it).
+            score = (saved, available[0].lines(), available)
+            if saved > 0 and (best is None or score[:2] > best[:2]):
+                best = score
+        if best is None:
+            return chosen
+        chosen += best[2]
+
+
+def _what(items: list[Item]) -> str:
+    """A define's name from what its body is: a squeeze-and-excitation gate, an inverted
+    residual (a depthwise convolution between 1x1 ones; with a squeeze-and-excitation gate,
+    EfficientNet's MBConv), its fused form (a full convolution, then a 1x1 one), a residual
+    unit or a unit."""
+    layers = layers_of(items)
+    kinds = {layer.kind for layer in layers}
+    first = items[0]
+    if (
+        len(items) == 1
+        and isinstance(first, Join)
+        and first.layer.kind == "multiply"
+        and any(
+            isinstance(branch[0], Layer)
+            and branch[0].kind in ("global_avg_pool", "global_max_pool")
+            for branch in first.branches
+            if branch
+        )
+    ):
+        return "squeeze_excite"  # a gate of the input by its pooled channels
+    if "depthwise_conv2d" in kinds:
+        return "mbconv" if "multiply" in kinds else "inverted_residual"
+    convs = [layer for layer in layers if layer.kind == "conv2d"]
+    if len(convs) >= 2 and _square(convs[-1]) == 1 and _square(convs[0]) not in (None, 1):
+        return "fused_mbconv"
+    return "residual_unit" if len(items) == 1 and isinstance(items[0], Residual) else "unit"
+
+
+def _square(layer: Layer) -> int | None:
+    kernel = layer.args.get("kernel")
+    if isinstance(kernel, tuple) and len(set(kernel)) == 1:
+        kernel = kernel[0]
+    return kernel if isinstance(kernel, int) else None
+
+
+def _path(item: Item) -> tuple[str, ...]:
+    """The module path an item is under: its names' common tokens, less the last for a
+    layer's own name (`features_2_conv_3` is under features_2_conv)."""
+    names = [layer.name for layer in layers_of([item])]
+    tokens = [name.split("_") for name in names]
+    common: list[str] = []
+    for column in zip(*tokens, strict=False):
+        if len(set(column)) != 1:
+            break
+        common.append(column[0])
+    if len(common) == min(len(t) for t in tokens):
+        common = common[:-1]
+    return tuple(common)
+
+
+def _relative_names(template: _Template) -> bool:
+    """Whether every name a template writes is one a call can make relative: a name, not a
+    module's number (`0_1`, the stem's `features_0_1` under features_0)."""
+    for line in template.lines:
+        if isinstance(line, tuple) and isinstance(line[1], _Call):
+            name = line[1].name
+            if name is None or IDENTIFIER.match(name) is None:
+                return False
+    return True
 
 
 _NUMBER_SUFFIX = re.compile(r"^(.*?)_?(\d+)$")
@@ -232,7 +359,84 @@ class _Writer:
         for group in groups:
             if group.template is not None:
                 shared.setdefault(group.template.skeleton(), []).append(group)
+        entries = self._split(entries, shared)
+        shared = {}
+        for group in _groups_in(entries):
+            if group.template is not None:
+                shared.setdefault(group.template.skeleton(), []).append(group)
         return self._calls(self._resolve(entries, shared), 1)
+
+    # ---- repeated units inside a block: from the structure, not the name prefix alone
+
+    def _split(self, entries: list[Any], shared: dict[str, list[_Group]]) -> list[Any]:
+        """Each group that the name prefixes leave whole and unshared (torchvision's `features`:
+        every layer of `features.N.M` shares the prefix `features`) split into the units
+        inside it whose structure repeats, the calls of a define: a unit is the layers under
+        one module path (`features_2_0`), and of all the module paths those whose skeletons
+        (kinds, nesting, names relative to the unit, which arguments are given) are equal
+        save the most lines, chosen greedily (torchvision's MBConv, not the stages of one to
+        four MBConvs that hold them: more of them are alike). What is left of the group stays
+        as it was, around the calls."""
+        flat = [
+            entry
+            for entry in _groups_in(entries)
+            if entry.template is None or len(shared[entry.template.skeleton()]) == 1
+        ]
+        candidates = [unit for group in flat for unit in self._units(group)]
+        chosen = _chosen(candidates)
+        if not chosen:
+            return entries
+        by_group: dict[int, list[_Unit]] = {}
+        for unit in chosen:
+            by_group.setdefault(id(unit.group), []).append(unit)
+
+        def rebuilt(entry: Any) -> Any:
+            if isinstance(entry, _Nested):
+                return _Nested(entry.residual, [rebuilt(e) for e in entry.entries])
+            if not isinstance(entry, _Group) or id(entry) not in by_group:
+                return entry
+            units = sorted(by_group[id(entry)], key=lambda unit: unit.start)
+            inside: list[Any] = []
+            position = 0
+            for unit in units:
+                inside += entry.items[position : unit.start]
+                inside.append(unit.unit)
+                position = unit.end
+            inside += entry.items[position:]
+            return _Block(entry.key, inside, self._is_block(entry))
+
+        return [rebuilt(entry) for entry in entries]
+
+    def _units(self, group: _Group) -> list[_Unit]:
+        """The candidate units of a group: each module path below the group's prefix whose
+        items are consecutive and hold two layers or more, with its template; of the paths
+        with the same items (`features_1` holds only `features_1_0`), the longest."""
+        if any(isinstance(item, From) for item in group.items):
+            return []  # a `from` reads by name: the units stay as the prefixes make them
+        base = len(group.key.split("_")) if group.key else 0
+        paths = [_path(item) for item in group.items]
+        spans: dict[tuple[int, int], set[tuple[str, ...]]] = {}
+        for path in paths:
+            for length in range(base + 1, len(path) + 1):
+                node = path[:length]
+                members = [i for i, p in enumerate(paths) if p[:length] == node]
+                span = (members[0], members[-1] + 1)
+                if len(members) == span[1] - span[0]:  # else split by other layers
+                    spans.setdefault(span, set()).add(node)
+        units: list[_Unit] = []
+        for (start, end), nodes in spans.items():
+            items = group.items[start:end]
+            if len(layers_of(items)) < 2:
+                continue
+            # The longest path whose names below it are names: features_2 rather than
+            # features_2_conv, whose layers would be `0_0`, `0_1`.
+            for node in sorted(nodes, key=len, reverse=True):
+                unit = _Group("_".join(node), items, structural=True)
+                unit.template = self._template(unit)
+                if unit.template is not None and _relative_names(unit.template):
+                    units.append(_Unit(group, start, end, unit))
+                    break
+        return units
 
     def _group(self, items: list[Item]) -> list[Any]:
         """Consecutive items of one name prefix as groups; a residual whose add is named apart
@@ -280,6 +484,9 @@ class _Writer:
         for entry in entries:
             if isinstance(entry, _Nested):
                 resolved.append(_Nested(entry.residual, self._resolve(entry.entries, shared)))
+            elif isinstance(entry, _Block):
+                entries = self._resolve(entry.entries, shared)
+                resolved.append(_Block(entry.key, entries, entry.block))
             elif isinstance(entry, _Group) and entry.template is not None:
                 members = shared[entry.template.skeleton()]
                 resolved.append(self._call(entry, members) if len(members) > 1 else entry)
@@ -395,7 +602,17 @@ class _Writer:
                 params.append(found)
                 param_slots.append(index)
             expressions[index] = found
-        name = self._define_name(members[0].key)
+        if not members[0].structural:
+            name = self._define_name(members[0].key)
+        else:
+            # What the body is (`mbconv`), or else the module's own word where its path ends
+            # in one (DenseNet's `features_transition1`), never the word of the group it is
+            # in (`features` of `features_2_0`).
+            what = _what(members[0].items)
+            last = re.sub(r"\d+$", "", members[0].key.split("_")[-1])
+            if what in ("unit", "residual_unit") and last.isidentifier():
+                what = last.lower()
+            name = self._define_name(what, words=True)
         lines = [f"define {name}({', '.join(params)}) {{"]
         for line in first.lines:
             if isinstance(line, str):
@@ -434,16 +651,17 @@ class _Writer:
             and not keyword.iskeyword(group.key)
         )
 
-    def _define_name(self, key: str) -> str:
-        tokens = [t for t in key.split("_") if t]
+    def _define_name(self, key: str, words: bool = False) -> str:
+        """A define's name: `key`'s last word (`conv2_block1` is `block`), or `key` itself
+        where it is already the name's words (`mbconv`); with a letter where it is taken."""
         stem = ""
-        for token in reversed(tokens):
+        for token in reversed([t for t in key.split("_") if t]):
             stem = re.sub(r"\d+$", "", token)
             # A name's word, never a token a name cannot start with (inception's `3x3`).
             if stem.isidentifier():
                 break
             stem = ""
-        stem = (stem or "unit").lower()
+        stem = key if words else (stem or "unit").lower()
         from cnnspec.registry import REGISTRY
 
         taken = {name for name, _, _ in self.defined.values()} | set(REGISTRY) | self.names
@@ -487,6 +705,12 @@ class _Writer:
                 lines.append(pad + f"  name {value_text(entry.residual.layer.name)}")
                 lines += self._calls(entry.entries, depth + 1)
                 lines.append(pad + "}")
+            elif isinstance(entry, _Block) and entry.block:
+                lines.append(pad + f"block {entry.key} {{")
+                lines += self._calls(entry.entries, depth + 1)
+                lines.append(pad + "}")
+            elif isinstance(entry, _Block):
+                lines += self._calls(entry.entries, depth)
             elif isinstance(entry, _Group) and self._is_block(entry):
                 # A prefix used once is a block of that name, as conv1 { conv1_conv ... }.
                 lines.append(pad + f"block {entry.key} {{")
@@ -512,7 +736,7 @@ def _groups_in(entries: list[Any]) -> Any:
     for entry in entries:
         if isinstance(entry, _Group):
             yield entry
-        elif isinstance(entry, _Nested):
+        elif isinstance(entry, _Nested | _Block):
             yield from _groups_in(entry.entries)
 
 
