@@ -199,3 +199,35 @@ def write_generated(
         Path(temporary).unlink(missing_ok=True)
         raise
     return Outcome.written
+
+
+def replace_together(moves: list[tuple[Path, Path]]) -> None:
+    """Rename each written file (source, in a folder beside its target) over its target, in
+    order, each with the mode a plain write would give it: files that belong together (a model
+    and its data file) are replaced together. If a rename fails, the targets already replaced
+    get their earlier files back (kept as hard links until the end), so that nothing is left
+    half replaced."""
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for source, target in moves:
+            os.chmod(source, _mode_for(target))
+            backup = source.with_name(f"{source.name}.old")
+            if target.exists():
+                try:
+                    os.link(target, backup)
+                except OSError:  # no hard links here: the earlier file is moved aside instead
+                    os.replace(target, backup)
+                done.append((target, backup))
+            else:
+                done.append((target, None))
+            os.replace(source, target)
+    except BaseException:
+        for target, earlier in reversed(done):
+            if earlier is None:
+                target.unlink(missing_ok=True)
+            else:
+                os.replace(earlier, target)
+        raise
+    finally:
+        for source, _ in moves:
+            source.with_name(f"{source.name}.old").unlink(missing_ok=True)

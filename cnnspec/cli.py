@@ -322,14 +322,14 @@ def build(args: argparse.Namespace) -> None:
 
 def export(args: argparse.Namespace) -> None:
     """Export the spec's network to ONNX, with trained or seeded weights."""
-    from cnnspec.artifact import State, binary_state
+    from cnnspec.artifact import Refused
 
     spec, weights, output, force = args.spec, args.weights, args.output, args.force
     opset, fp16, int8, calibration_data = args.opset, args.fp16, args.int8, args.calibration_data
     compilation = _checked_or_exit(spec, "; nothing written", args.image_size)
     checked = compilation.checked
     try:
-        import onnx
+        import onnx  # noqa: F401  (missing, it is said here, before any work)
 
         from cnnspec import export as onnx_export
         from cnnspec.quantize import QuantizeError
@@ -376,25 +376,31 @@ def export(args: argparse.Namespace) -> None:
                 weights_source=source,
                 keep_batchnorms=args.keep_batchnorms,
             )
-        onnx.checker.check_model(model, full_check=True)
     except onnx_export.WeightError as error:
         echo(f"cnnspec: error: {weights} does not fit {checked.name}: {error}", err=True)
         raise Exit(1) from None
     except (QuantizeError, onnx_export.ExportError) as error:
         echo(f"cnnspec: error: {error}", err=True)
         raise Exit(1) from None
-
-    def state(path: Path) -> State:
-        return binary_state(path, lambda data: State(onnx_export.model_state(data)))
-
-    outcome = _write_or_exit(target, model.SerializeToString(), force, state)
-    params = checked.model.params.total
     shape = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    try:
+        outcome, data_file = onnx_export.save(model, target, force)
+    except Refused as refused:
+        echo(f"cnnspec: error: {refused}", err=True)
+        echo("  = hint: pass --force to overwrite it, or -o to write elsewhere", err=True)
+        raise Exit(1) from None
+    except OSError as error:
+        echo(f"cnnspec: error: cannot write {target}: {error.strerror or error}", err=True)
+        raise Exit(1) from None
+    params = checked.model.params.total
+    # Too large for one protobuf message: the weights are in a second file, which must travel
+    # with the model.
+    beside = f", weights in {data_file}" if data_file is not None else ""
     echo(
         f"{outcome} {target} (ONNX opset {opset}{', float16' if fp16 else ''}"
         f"{', int8' if int8 else ''}, "
         f"{plural(params, 'parameter')}, "
-        f"input {onnx_export.INPUT} {shape})"
+        f"input {onnx_export.INPUT} {shape}){beside}"
     )
 
 

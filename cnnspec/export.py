@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -31,6 +34,18 @@ DEFAULT_OPSET = 18
 INPUT = "image"
 OUTPUT = "probabilities"
 HASH_KEY = "cnnspec.graph_sha256"
+
+# Protobuf cannot serialise a message over 2 GiB, so a model whose weights total more than this
+# keeps them in one data file beside the .onnx (ONNX's external data); the margin leaves room for
+# the graph and the metadata. Smaller models stay one self-contained file, as they always were.
+EXTERNAL_DATA_THRESHOLD = 3 * 2**29  # 1.5 GiB
+# Lowers the threshold (in bytes) so that tests exercise external data on small models.
+THRESHOLD_VARIABLE = "CNNSPEC_EXTERNAL_DATA_THRESHOLD"
+# Tensors smaller than this stay in the model file (onnx's own default): the scalars and shapes
+# that Pad and Reshape take are not worth a seek.
+EXTERNAL_MIN_BYTES = 1024
+# Each tensor in the data file starts on a page boundary, where onnxruntime can map it.
+EXTERNAL_ALIGNMENT = 4096
 
 
 class WeightError(Exception):
@@ -393,9 +408,134 @@ def export(
     props["cnnspec.precision"] = (
         "int8" if int8_calibration is not None else "float16" if fp16 else "float32"
     )
-    props[HASH_KEY] = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+    props[HASH_KEY] = graph_digest(model, split=needs_external_data(model))
     onnx.helper.set_model_props(model, props)
     return model
+
+
+def external_data_threshold() -> int:
+    """The weight bytes above which a model is written with external data."""
+    value = os.environ.get(THRESHOLD_VARIABLE, "")
+    return int(value) if value.strip().isdigit() else EXTERNAL_DATA_THRESHOLD
+
+
+def _movable(tensor: Any) -> bool:
+    """An initializer that goes to the data file of an external-data model."""
+    return bool(tensor.HasField("raw_data")) and tensor.ByteSize() >= EXTERNAL_MIN_BYTES
+
+
+def needs_external_data(model: Any) -> bool:
+    """Whether the model's weights are too large for one protobuf message (see
+    EXTERNAL_DATA_THRESHOLD). Only tensors that would move count, so an external-data model
+    always has at least one tensor in its data file: that is how its hash scheme is told."""
+    total = sum(t.ByteSize() for t in model.graph.initializer if _movable(t))
+    return total > external_data_threshold()
+
+
+def _is_external(tensor: Any) -> bool:
+    from onnx import TensorProto
+
+    return bool(tensor.data_location == TensorProto.EXTERNAL)
+
+
+def _without(message: Any, names: set[str]) -> Any:
+    """A copy of a protobuf message without the fields `names`; the others are copied, so the
+    large ones left out are never duplicated."""
+    copy = type(message)()
+    for field, value in message.ListFields():
+        if field.name in names:
+            continue
+        if hasattr(value, "extend"):  # a repeated field, of messages or scalars
+            getattr(copy, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):
+            getattr(copy, field.name).CopyFrom(value)
+        else:
+            setattr(copy, field.name, value)
+    return copy
+
+
+TENSOR_DATA_FIELDS = {"raw_data", "external_data", "data_location"}
+
+
+def graph_digest(model: Any, split: bool, folder: Path | None = None) -> str:
+    """The sha256 stored under HASH_KEY. A self-contained model's is that of its serialised
+    graph (what every export before external data stored). An external-data model's cannot be:
+    its graph in memory may exceed protobuf's 2 GiB, and in its file the weights live elsewhere.
+    So `split` hashes the graph without initializers, then each initializer without its bytes
+    and where they are, then a digest of those bytes, wherever they are: in memory at export,
+    in the data file in `folder` afterwards. Raises ValueError for bytes that cannot be read."""
+    if not split:
+        return hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+    graph = model.graph
+    digest = hashlib.sha256(_without(graph, {"initializer"}).SerializeToString())
+    for tensor in graph.initializer:
+        if not (tensor.HasField("raw_data") or _is_external(tensor)):
+            # Typed fields (float_data...) are small and stay in the message itself.
+            part = tensor.SerializeToString()
+            digest.update(len(part).to_bytes(8, "little") + part + b"\0" * 32)
+            continue
+        part = _without(tensor, TENSOR_DATA_FIELDS).SerializeToString()
+        digest.update(len(part).to_bytes(8, "little") + part)
+        if _is_external(tensor):
+            digest.update(_external_digest(tensor, folder))
+        else:
+            digest.update(hashlib.sha256(tensor.raw_data).digest())
+    return digest.hexdigest()
+
+
+def _external_digest(tensor: Any, folder: Path | None) -> bytes:
+    """The sha256 of an external tensor's bytes, read from its data file in `folder`."""
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    location = entries.get("location", "")
+    # Only a file beside the model: a location elsewhere is no file cnnspec wrote.
+    if folder is None or Path(location).name != location or location in ("", ".", ".."):
+        raise ValueError(f"{tensor.name}: its data is not in a file beside the model")
+    try:
+        offset, length = int(entries.get("offset", "0")), int(entries["length"])
+    except (KeyError, ValueError):
+        raise ValueError(f"{tensor.name}: damaged external data entries") from None
+    digest = hashlib.sha256()
+    try:
+        with open(folder / location, "rb") as stream:
+            stream.seek(offset)
+            left = length
+            while left > 0:
+                chunk = stream.read(min(left, 2**24))
+                if not chunk:
+                    raise ValueError(f"{tensor.name}: {location} is shorter than the model says")
+                digest.update(chunk)
+                left -= len(chunk)
+    except OSError as error:
+        raise ValueError(f"{tensor.name}: cannot read {location}: {error}") from None
+    return digest.digest()
+
+
+def data_file_for(target: Path) -> Path:
+    """Where the weights of an external-data export to `target` go."""
+    return target.with_name(f"{target.name}.data")
+
+
+def move_weights_out(model: Any, location: str, stream: BinaryIO) -> None:
+    """Write the model's large initializers' bytes to `stream` (the data file named `location`,
+    beside the model file) and leave in the model only where they are. Mutates `model`."""
+    from onnx import TensorProto
+
+    offset = 0
+    for tensor in model.graph.initializer:
+        if not _movable(tensor):
+            continue
+        data = tensor.raw_data
+        padding = -offset % EXTERNAL_ALIGNMENT
+        stream.write(b"\0" * padding)
+        offset += padding
+        stream.write(data)
+        del tensor.external_data[:]
+        for key, value in (("location", location), ("offset", offset), ("length", len(data))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+        tensor.data_location = TensorProto.EXTERNAL
+        tensor.ClearField("raw_data")
+        offset += len(data)
 
 
 def _existing(data: bytes) -> Any:
@@ -410,6 +550,21 @@ def _existing(data: bytes) -> Any:
         return None
 
 
+def external_locations(data: bytes) -> set[str]:
+    """The data files an existing model file names (none for a self-contained model, or for
+    bytes that are no model)."""
+    model = _existing(data)
+    if model is None:
+        return set()
+    return {
+        entry.value
+        for tensor in model.graph.initializer
+        if _is_external(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+
+
 def weights_source(data: bytes) -> str:
     """Where an exported model's weights came from (a file, or `seed N`), from its metadata;
     "" when the bytes are no ONNX model."""
@@ -420,13 +575,88 @@ def weights_source(data: bytes) -> str:
     return props.get("cnnspec.weights", "")
 
 
-def model_state(data: bytes) -> str:
-    """'generated', 'edited' or 'foreign' for the bytes of an existing .onnx file."""
+def model_state(data: bytes, folder: Path | None = None) -> str:
+    """'generated', 'edited' or 'foreign' for the bytes of an existing .onnx file in `folder`,
+    where an external-data model's data file is read (its bytes are part of its hash: a data
+    file that was changed, cut short or removed makes the model read as edited)."""
     model = _existing(data)
     if model is None:  # not an ONNX file at all
         return "foreign"
     props = {p.key: p.value for p in model.metadata_props}
     if HASH_KEY not in props:
         return "foreign"
-    digest = hashlib.sha256(model.graph.SerializeToString()).hexdigest()
+    split = any(_is_external(tensor) for tensor in model.graph.initializer)
+    try:
+        digest = graph_digest(model, split, folder)
+    except ValueError:
+        return "edited"
     return "generated" if props[HASH_KEY] == digest else "edited"
+
+
+def save(model: Any, target: Path, force: bool = False) -> tuple[str, Path | None]:
+    """Check the model and write it to `target` (see cnnspec.artifact): one file, or, for a
+    model that needs external data, the model file and its data file beside it, both or
+    neither. Returns the outcome ('wrote' or 'unchanged') and the data file, if any. A file
+    cnnspec did not write, or that was edited since (its data file included), is refused
+    (artifact.Refused) unless `force`; an external-data model's weights are moved out of
+    `model` in memory."""
+    import onnx
+
+    from cnnspec.artifact import (
+        Outcome,
+        Refused,
+        State,
+        binary_state,
+        replace_together,
+        write_generated,
+    )
+
+    def state(path: Path) -> State:
+        return binary_state(path, lambda data: State(model_state(data, path.parent)))
+
+    data_path = data_file_for(target)
+    try:
+        earlier = external_locations(target.read_bytes()) if target.is_file() else set()
+    except OSError:
+        earlier = set()
+    if not needs_external_data(model):
+        onnx.checker.check_model(model, full_check=True)
+        outcome = write_generated(target, model.SerializeToString(), force, state)
+        if data_path.name in earlier:
+            # The data file of the external-data model this one replaced: cnnspec's own (the
+            # model naming it was generated, or --force said to replace it), and now unused.
+            data_path.unlink(missing_ok=True)
+        return str(outcome), None
+    current = state(target)
+    if current in (State.foreign, State.edited) and not force:
+        raise Refused(target, current)
+    if data_path.exists() and data_path.name not in earlier and not force:
+        # A file of that name that no cnnspec model names is someone else's.
+        raise Refused(data_path, State.foreign)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Both files are written into a folder beside their targets under their own names (the
+    # model names its data file, and the checker looks for it beside the model), then renamed
+    # into place, the data file first.
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        staged_data, staged_model = folder / data_path.name, folder / target.name
+        with open(staged_data, "wb") as stream:
+            move_weights_out(model, data_path.name, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        content = model.SerializeToString()
+        if current is State.generated and target.read_bytes() == content:
+            # The same bytes name the same hash, and the state check read the data file
+            # against it: the pair on disk is this export already.
+            return str(Outcome.unchanged), data_path
+        with open(staged_model, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        # The checker cannot take a model over 2 GiB in memory; from its file, it reads it
+        # with its data file beside it.
+        onnx.checker.check_model(str(staged_model), full_check=True)
+        replace_together([(staged_data, data_path), (staged_model, target)])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return str(Outcome.written), data_path

@@ -222,12 +222,35 @@ def _onnx(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report
     import onnxruntime
     from onnx import helper
 
-    from cnnspec.export import export, load_weights
+    from cnnspec.export import (
+        data_file_for,
+        export,
+        load_weights,
+        move_weights_out,
+        needs_external_data,
+    )
 
     model = export(spec, load_weights(path))
-    session = onnxruntime.InferenceSession(
-        model.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
+    # A model over protobuf's 2 GiB cannot be handed over as bytes: it is written to a file with
+    # its weights beside it, as `cnnspec export` writes it, and the sessions load that file
+    # (the probe model below names the same data file).
+    folder = directory / "onnx"
+    external = needs_external_data(model)
+    if external:
+        folder.mkdir(parents=True, exist_ok=True)
+        data_file = data_file_for(folder / "model.onnx")
+        with open(data_file, "wb") as stream:
+            move_weights_out(model, data_file.name, stream)
+
+    def start(proto: Any, name: str) -> Any:
+        content: bytes = proto.SerializeToString()
+        source: str | bytes = content
+        if external:
+            (folder / name).write_bytes(content)
+            source = str(folder / name)
+        return onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+
+    session = start(model, "model.onnx")
     (output,) = session.run(None, {"image": x})
 
     def per_layer() -> dict[str, np.ndarray]:
@@ -238,9 +261,7 @@ def _onnx(spec: Spec, path: Path, directory: Path, x: np.ndarray, report: Report
         probe.CopyFrom(model)
         for name in names:
             probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-        probe_session = onnxruntime.InferenceSession(
-            probe.SerializeToString(), providers=["CPUExecutionProvider"]
-        )
+        probe_session = start(probe, "probe.onnx")
         values = probe_session.run(names, {"image": x})
         return {
             name: _nhwc(value)
