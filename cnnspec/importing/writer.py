@@ -13,6 +13,8 @@ Whatever it writes is compiled and compared with the source afterwards (cnnspec.
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import keyword
 import re
 from collections import Counter
@@ -118,23 +120,61 @@ _FROM_KEY = "source"
 
 
 @dataclass
+class _Choice:
+    """Where the members of a merged define differ in what they hold (_merged): the lines of
+    the option whose value the slot holds, a layer kind (`relu` or `hard_swish` at one place)
+    or true or false (a squeeze-and-excitation gate some have and others not)."""
+
+    slot: int
+    options: list[tuple[Any, list[_Line]]]
+    key: str  # what it aligns with: the activation's place, or nothing (a unique key)
+
+
+_Line = str | tuple[int, _Call] | tuple[int, _Read] | tuple[int, _Choice]
+
+# A value a merged define's member does not have: one only an option it leaves out uses.
+_ABSENT: Any = type("_Absent", (), {"__repr__": lambda self: "<absent>"})()
+
+
+@dataclass
 class _Template:
-    # structure lines, or (indent, call), or (indent, from)
-    lines: list[str | tuple[int, _Call] | tuple[int, _Read]]
+    # structure lines, or (indent, call), or (indent, from), or (indent, choice)
+    lines: list[_Line]
     values: list[Any] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
     def skeleton(self) -> str:
         return "\n".join(_skeleton_line(line) for line in self.lines)
 
+    def size(self) -> int:
+        return _size(self.lines)
 
-def _skeleton_line(line: str | tuple[int, _Call] | tuple[int, _Read]) -> str:
+
+def _skeleton_line(line: _Line) -> str:
     if isinstance(line, str):
         return line
     depth, what = line
     if isinstance(what, _Read):
         return f"{depth} from {what.relative}" if what.relative is not None else f"{depth} from"
+    if isinstance(what, _Choice):
+        options = " | ".join(
+            f"{value!r}: " + "; ".join(_skeleton_line(x) for x in lines)
+            for value, lines in what.options
+        )
+        return f"{depth} choice {what.slot} [{options}]"
     return f"{depth} {what.kind} {what.name} " + ",".join(sorted(what.slots))
+
+
+def _size(lines: list[_Line]) -> int:
+    """The lines a template's text takes (a choice of one-line options is one line)."""
+    total = 0
+    for line in lines:
+        if isinstance(line, tuple) and isinstance(line[1], _Choice):
+            sizes = [_size(option) for _, option in line[1].options]
+            total += 1 if all(n == 1 for n in sizes) else sum(sizes) + len(sizes) + 1
+        else:
+            total += 1
+    return total
 
 
 @dataclass
@@ -168,7 +208,7 @@ class _Unit:
 
     def lines(self) -> int:
         assert self.unit.template is not None
-        return len(self.unit.template.lines)
+        return self.unit.template.size()
 
 
 def _chosen(candidates: list[_Unit]) -> list[_Unit]:
@@ -179,6 +219,7 @@ def _chosen(candidates: list[_Unit]) -> list[_Unit]:
     for unit in candidates:
         assert unit.unit.template is not None
         classes.setdefault(unit.unit.template.skeleton(), []).append(unit)
+    merged = _merged_classes(classes)
     chosen: list[_Unit] = []
 
     def free(unit: _Unit, taken: list[_Unit]) -> bool:
@@ -189,7 +230,7 @@ def _chosen(candidates: list[_Unit]) -> list[_Unit]:
 
     while True:
         best: tuple[int, int, list[_Unit]] | None = None
-        for members in classes.values():
+        for members in merged:
             available: list[_Unit] = []
             for unit in sorted(members, key=lambda u: u.start):
                 if free(unit, chosen) and free(unit, available):
@@ -208,6 +249,267 @@ def _chosen(candidates: list[_Unit]) -> list[_Unit]:
         if best is None:
             return chosen
         chosen += best[2]
+
+
+# ---- merging the templates of units that differ a little ---------------------------------------
+
+_Source = tuple[str, Any] | None  # ("slot", i) of a member's values, ("value", v), or absent
+_CHOICES = itertools.count()
+
+
+class _Merge:
+    """Two templates as one (_Choice): lines aligned by what they are (kind and name; an
+    activation by its place alone); a layer's arguments the union of both sides' (a missing
+    one its default); a run of lines that only one side has, or that differs, an option
+    picked by a true/false parameter; parameterless layers of different kinds at one place
+    a kind picked by a word parameter. `sources` says where each slot's value comes from."""
+
+    def __init__(self, keys: tuple[list[str], list[str]]) -> None:
+        self.sources: list[tuple[_Source, _Source, str]] = []
+        self.keys = keys  # each side's slots' keys
+        self.shared = 0  # lines both sides have
+        self.fitting = False  # inside an option: no options inside options
+
+    def slot(self, a: _Source, b: _Source, key: str) -> int:
+        self.sources.append((a, b, key))
+        return len(self.sources) - 1
+
+    def lines(self, a: list[_Line], b: list[_Line]) -> list[_Line] | None:
+        out: list[_Line] = []
+        matcher = difflib.SequenceMatcher(None, _align_keys(a), _align_keys(b), autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                self.shared += i2 - i1
+                for x, y in zip(a[i1:i2], b[j1:j2], strict=True):
+                    line = self.pair(x, y)
+                    if line is None:
+                        return None
+                    out.append(line)
+                continue
+            ha, hb = a[i1:i2], b[j1:j2]
+            if not (_balanced(ha) and _balanced(hb)):
+                return None
+            fitted = self.fit(ha, hb)
+            if fitted is not None:
+                out.append(fitted)
+                continue
+            if self.fitting or any(
+                isinstance(x, tuple) and isinstance(x[1], _Choice) for x in ha + hb
+            ):
+                return None  # options inside options: not what a person writes
+            # The longer run is what some have (the gate), true where they have it.
+            side = 0 if _size(ha) >= _size(hb) else 1
+            longer, shorter = (ha, hb) if side == 0 else (hb, ha)
+            kinds = [x[1].kind for x in longer if isinstance(x, tuple) and isinstance(x[1], _Call)]
+            pooled = any(kind in ("global_avg_pool", "global_max_pool") for kind in kinds)
+            key = "se" if pooled else "has_" + (kinds[0] if kinds else "option")
+            slot = self.slot(("value", side == 0), ("value", side == 1), key)
+            options: list[tuple[Any, list[_Line]]] = [(True, self.only(longer, side))]
+            if shorter:
+                options.append((False, self.only(shorter, 1 - side)))
+            out.append((0, _Choice(slot, options, f"choice{next(_CHOICES)}")))
+        return out
+
+    def fit(self, ha: list[_Line], hb: list[_Line]) -> _Line | None:
+        """A's true/false choice with B's run as one of its options."""
+        if len(ha) != 1 or not isinstance(ha[0], tuple) or not isinstance(ha[0][1], _Choice):
+            return None
+        choice = ha[0][1]
+        if not isinstance(choice.options[0][0], bool):
+            return None
+        for value, option in choice.options:
+            mark, shared = len(self.sources), self.shared
+            self.fitting = True
+            merged = self.lines(option, hb)
+            self.fitting = False
+            if merged is not None:
+                slot = self.slot(("slot", choice.slot), ("value", value), self.keys[0][choice.slot])
+                options = [
+                    (v, merged if v == value else self.only(lines, 0))
+                    for v, lines in choice.options
+                ]
+                return (0, _Choice(slot, options, choice.key))
+            del self.sources[mark:]
+            self.shared = shared
+        if not hb and len(choice.options) == 1:
+            slot = self.slot(("slot", choice.slot), ("value", False), self.keys[0][choice.slot])
+            return (0, _Choice(slot, [(True, self.only(choice.options[0][1], 0))], choice.key))
+        return None
+
+    def pair(self, x: _Line, y: _Line) -> _Line | None:
+        if isinstance(x, str) or isinstance(y, str):
+            return x if x == y else None
+        (depth, a), (_, b) = x, y
+        if isinstance(a, _Read) or isinstance(b, _Read):
+            if not (isinstance(a, _Read) and isinstance(b, _Read)):
+                return None
+            if a.slot is None or b.slot is None:
+                return x if a.slot is None and b.slot is None else None
+            return (depth, _Read(None, self.slot(("slot", a.slot), ("slot", b.slot), _FROM_KEY)))
+        if isinstance(a, _Call) and isinstance(b, _Call) and a.kind == b.kind:
+            from cnnspec.registry import REGISTRY
+
+            fields = REGISTRY[a.kind].model_fields
+            slots: dict[str, int] = {}
+            for key, info in sorted(fields.items(), key=lambda f: not f[1].is_required()):
+                if key not in a.slots and key not in b.slots:
+                    continue
+                default = ("value", info.default)
+                sa = ("slot", a.slots[key]) if key in a.slots else default
+                sb = ("slot", b.slots[key]) if key in b.slots else default
+                slots[key] = self.slot(sa, sb, key)
+            return (depth, _Call(a.kind, a.name, slots))
+        # Parameterless layers of different kinds at one place: a kind to pick.
+        options: list[tuple[Any, list[_Line]]] = []
+        sources: list[_Source] = []
+        for line in (x, y):
+            what = line[1]
+            if isinstance(what, _Call):
+                if what.slots:
+                    return None
+                sources.append(("value", what.kind))
+                options.append((what.kind, [line]))
+            elif isinstance(what, _Choice) and not isinstance(what.options[0][0], bool):
+                sources.append(("slot", what.slot))
+                options += what.options
+            else:
+                return None
+        kept: dict[Any, list[_Line]] = {}
+        for value, lines in options:
+            kept.setdefault(value, lines)
+        slot = self.slot(sources[0], sources[1], "act")
+        key = a.key if isinstance(a, _Choice) else f"{depth} ~ {getattr(a, 'name', '')}"
+        return (depth, _Choice(slot, list(kept.items()), key))
+
+    def only(self, lines: list[_Line], side: int) -> list[_Line]:
+        """Lines of one side, their slots this template's (absent for the other side)."""
+
+        def source(slot: int) -> tuple[_Source, _Source]:
+            return (("slot", slot), None) if side == 0 else (None, ("slot", slot))
+
+        out: list[_Line] = []
+        for line in lines:
+            if isinstance(line, str):
+                out.append(line)
+                continue
+            depth, what = line
+            if isinstance(what, _Read):
+                if what.slot is None:
+                    out.append(line)
+                else:
+                    out.append((depth, _Read(None, self.slot(*source(what.slot), _FROM_KEY))))
+            elif isinstance(what, _Call):
+                slots = {key: self.slot(*source(i), key) for key, i in what.slots.items()}
+                out.append((depth, _Call(what.kind, what.name, slots)))
+            else:
+                slot = self.slot(*source(what.slot), self.keys[side][what.slot])
+                options = [(v, self.only(option, side)) for v, option in what.options]
+                out.append((depth, _Choice(slot, options, what.key)))
+        return out
+
+
+def _align_keys(lines: list[_Line]) -> list[str]:
+    """What aligns two templates' lines: a structure line at its nesting, a layer by its kind
+    and name (a parameterless one by its place alone: its kind may differ), a `from`."""
+    keys: list[str] = []
+    depth = 0
+    for line in lines:
+        if isinstance(line, str):
+            depth -= line.count("}")
+            keys.append(f"{depth}:{line}")
+            depth += line.count("{")
+            continue
+        place, what = line
+        if isinstance(what, _Choice):
+            keys.append(f"{depth}:{what.key}")
+        elif isinstance(what, _Call) and not what.slots:
+            keys.append(f"{depth}:{place} ~ {what.name}")
+        elif isinstance(what, _Call):
+            keys.append(f"{depth}:{place} {what.kind} {what.name}")
+        else:
+            keys.append(f"{depth}:{_skeleton_line(line)}")
+    return keys
+
+
+def _balanced(lines: list[_Line]) -> bool:
+    depth = 0
+    for line in lines:
+        if isinstance(line, str):
+            depth += line.count("{") - line.count("}")
+            if depth < 0:
+                return False
+    return depth == 0
+
+
+def _merge_templates(a: _Template, b: _Template) -> tuple[list[_Line], list[str], Any] | None:
+    """The merged lines, their slots' keys, and how to make a member's values of either side."""
+    merge = _Merge((a.keys, b.keys))
+    lines = merge.lines(a.lines, b.lines)
+    # Two units that share less than half the smaller one are two things, not one with options.
+    if lines is None or merge.shared * 2 < min(len(a.lines), len(b.lines)):
+        return None
+    sources = merge.sources
+
+    def values(row: list[Any], side: int) -> list[Any]:
+        out: list[Any] = []
+        for source in sources:
+            where = source[side]
+            if where is None:
+                out.append(_ABSENT)
+            elif where[0] == "slot":
+                out.append(row[int(where[1])])
+            else:
+                out.append(where[1])
+        return out
+
+    return lines, [key for _, _, key in sources], values
+
+
+def _merged_classes(classes: dict[str, list[_Unit]]) -> list[list[_Unit]]:
+    """Classes of alike units merged, two at a time, while a merge saves lines: each unit's
+    template becomes the merged one, with its own values."""
+    groups = [list(members) for members in classes.values()]
+
+    def saved(count: int, size: int) -> int:
+        return max(0, (count - 1) * size - count - 3)
+
+    while True:
+        best: tuple[int, int, int, Any] | None = None
+        for i, a in enumerate(groups):
+            for j in range(i + 1, len(groups)):
+                b = groups[j]
+                if any(
+                    x.group is y.group and x.start < y.end and y.start < x.end for x in a for y in b
+                ):
+                    continue  # one holds the other (the gate in its block): never one define
+                ta, tb = a[0].unit.template, b[0].unit.template
+                assert ta is not None and tb is not None
+                # B's run may fit an option of A's, or A's of B's: either way round.
+                flip = False
+                merged = _merge_templates(ta, tb)
+                if merged is None:
+                    flip, merged = True, _merge_templates(tb, ta)
+                if merged is None:
+                    continue
+                size = _size(merged[0])
+                gain = (
+                    saved(len(a) + len(b), size)
+                    - saved(len(a), ta.size())
+                    - saved(len(b), tb.size())
+                )
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, i, j, (merged, flip))
+        if best is None:
+            return groups
+        _, i, j, ((lines, keys, values), flip) = best
+        a, b = groups[i], groups[j]
+        for side, members in ((0, a), (1, b)):
+            for unit in members:
+                template = unit.unit.template
+                assert template is not None
+                own = values(template.values, side if not flip else 1 - side)
+                unit.unit.template = _Template(lines, own, keys)
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [a + b]
 
 
 def _what(items: list[Item]) -> str:
@@ -577,24 +879,55 @@ class _Writer:
         params: list[str] = []
         param_slots: list[int] = []
         expressions: dict[int, str] = {}
+        # A member without the option a value is in (_ABSENT) agrees with any value there.
+        constants = [next((v for v in column if v is not _ABSENT), None) for column in columns]
         for index, column in enumerate(columns):
-            if all(repr(v) == repr(column[0]) for v in column):
+            present = [v for v in column if v is not _ABSENT]
+            if all(repr(v) == repr(present[0]) for v in present):
                 continue
             found = None
             for param, slot in zip(params, param_slots, strict=True):
                 if (first.keys[slot] == _FROM_KEY) != (first.keys[index] == _FROM_KEY):
                     continue  # a name read by `from` is no layer's argument
-                base = columns[slot]
-                if [repr(v) for v in base] == [repr(v) for v in column]:
+                # What the parameter holds in each call so far: the first of the slots it
+                # stands for that the call's options use.
+                held = [
+                    next(
+                        (
+                            columns[i][row]
+                            for i, text in expressions.items()
+                            if text == param and columns[i][row] is not _ABSENT
+                        ),
+                        _ABSENT,
+                    )
+                    for row in range(len(column))
+                ]
+                pairs = [
+                    (b, c)
+                    for b, c in zip(held, column, strict=True)
+                    if b is not _ABSENT and c is not _ABSENT
+                ]
+                # Where one is absent, the same argument only (the projection's filters in
+                # either option): a call passes what its option uses.
+                partial = any(c is _ABSENT for c in (*held, *column))
+                if all(repr(b) == repr(c) for b, c in pairs) and (
+                    not partial or first.keys[slot] == first.keys[index]
+                ):
                     found = param
                     break
                 if (
-                    all(isinstance(v, int) and not isinstance(v, bool) for v in (*base, *column))
-                    and all(b != 0 for b in base)
-                    and len({c / b for b, c in zip(base, column, strict=True)}) == 1
-                    and (column[0] / base[0]).is_integer()
+                    pairs
+                    and all(c is not _ABSENT for c in columns[slot])
+                    and all(
+                        isinstance(v, int) and not isinstance(v, bool)
+                        for pair in pairs
+                        for v in pair
+                    )
+                    and all(b != 0 for b, _ in pairs)
+                    and len({c / b for b, c in pairs}) == 1
+                    and (pairs[0][1] / pairs[0][0]).is_integer()
                 ):
-                    found = f"{int(column[0] / base[0])} * {param}"
+                    found = f"{int(pairs[0][1] / pairs[0][0])} * {param}"
                     break
             if found is None:
                 key = first.keys[index]
@@ -602,6 +935,16 @@ class _Writer:
                 params.append(found)
                 param_slots.append(index)
             expressions[index] = found
+        # A call passes the value of its option's slot for the parameter, else (no option of
+        # its uses it) the first value.
+        for param, slot in zip(params, param_slots, strict=True):
+            uses = [index for index, text in expressions.items() if text == param]
+            for member in members:
+                assert member.template is not None
+                values = member.template.values
+                if values[slot] is _ABSENT:
+                    given = [values[i] for i in uses if values[i] is not _ABSENT]
+                    values[slot] = given[0] if given else constants[slot]
         if not members[0].structural:
             name = self._define_name(members[0].key)
         else:
@@ -614,29 +957,52 @@ class _Writer:
                 what = last.lower()
             name = self._define_name(what, words=True)
         lines = [f"define {name}({', '.join(params)}) {{"]
-        for line in first.lines:
+        lines += self._body(first.lines, first, params, expressions, constants, columns)
+        lines.append("}")
+        skeleton = first.skeleton()
+        self.param_slots[skeleton] = param_slots
+        return name, params, lines
+
+    def _body(
+        self,
+        template_lines: list[_Line],
+        first: _Template,
+        params: list[str],
+        expressions: dict[int, str],
+        constants: list[Any],
+        columns: list[list[Any]],
+    ) -> list[str]:
+        lines: list[str] = []
+        for line in template_lines:
             if isinstance(line, str):
                 lines.append(line)
                 continue
             _depth, call = line
+            if isinstance(call, _Choice):
+                taken = {repr(v) for v in columns[call.slot]}
+                options = [
+                    (value, self._body(option, first, params, expressions, constants, columns))
+                    for value, option in call.options
+                    if repr(value) in taken  # an option no call takes is left out
+                ]
+                if call.slot not in expressions:  # every member has the same option
+                    lines += next((o for v, o in options if v == constants[call.slot]), [])
+                    continue
+                lines += _if_text(expressions[call.slot], options)
+                continue
             if isinstance(call, _Read):
                 if call.slot is not None and call.slot in expressions:
                     lines.append(f"from {expressions[call.slot]}")
                 else:
-                    read = call.relative if call.slot is None else first.values[call.slot]
+                    read = call.relative if call.slot is None else constants[call.slot]
                     assert isinstance(read, str)
                     lines.append(f"from {_name_text(read, params)}")
                 continue
             args = {}
             for key, slot in call.slots.items():
-                args[key] = (
-                    Spelled(expressions[slot]) if slot in expressions else first.values[slot]
-                )
+                args[key] = Spelled(expressions[slot]) if slot in expressions else constants[slot]
             lines.append(call_text(call.kind, args, call.name, self.defaults.get(call.kind)))
-        lines.append("}")
-        skeleton = first.skeleton()
-        self.param_slots[skeleton] = param_slots
-        return name, params, lines
+        return lines
 
     def _is_block(self, group: _Group) -> bool:
         from cnnspec.registry import REGISTRY
@@ -829,6 +1195,22 @@ _KEYWORDS = {
     "false",
     "none",
 }
+
+
+def _if_text(param: str, options: list[tuple[Any, list[str]]]) -> list[str]:
+    """`if` on a parameter: true or false (`if se { ... }`), or the kind it names, one
+    option after another (`if act == relu { relu() } else { hard_swish() }`)."""
+    value, body = options[0]
+    condition = param if value is True else f"{param} == {value_text(value)}"
+    if value is False:
+        condition = f"not({param})"
+    rest = options[1:]
+    if not rest:
+        return [f"if {condition} {{", *body, "}"]
+    otherwise = rest[0][1] if len(rest) == 1 else _if_text(param, rest)
+    if len(body) == 1 and len(otherwise) == 1:
+        return [f"if {condition} {{ {body[0]} }} else {{ {otherwise[0]} }}"]
+    return [f"if {condition} {{", *body, "} else {", *otherwise, "}"]
 
 
 def _nested(key: str, block: str) -> bool:
