@@ -1177,7 +1177,7 @@ class _Reader:
             ceiled = self.ceil_pads(node, kind, kernel, stride, pads, sources[0])
             if ceiled is None:
                 return
-            if ceiled != pads and kind == "maxpool" and not self.non_negative(sources[0]):
+            if ceiled != pads and kind == "maxpool":
                 self.max_padded(node, kernel, stride, ceiled, sources)
                 return
             if ceiled != pads:
@@ -1191,12 +1191,9 @@ class _Reader:
                 self.padded_pool(node, kind, kernel, stride, pads, sources[0])
                 return
             found = self.padding(node, attrs, sources[0], kernel, "pool")
-            if found is None and kind == "maxpool" and self.non_negative(sources[0]):
-                # -inf padding and zero padding pick the same maximum over values >= 0 (after
-                # a ReLU, as ResNet's stem): a zero_pad, then the pooling, as Keras writes it.
-                self.padded_pool(node, kind, kernel, stride, pads, sources[0])
-                return
             if found is None and kind == "maxpool":
+                # PyTorch's padding (ResNet's stem), -inf as cnnspec's maxpool pads: one layer,
+                # as the source has it, whatever the values before it.
                 self.max_padded(node, kernel, stride, pads, sources)
                 return
             if found is None:
@@ -1280,9 +1277,8 @@ class _Reader:
     ) -> list[int] | None:
         """The pads that make a ceil_mode=1 pooling a floor one: its own where ceil and floor
         give the same sizes for the input (squeezenet's pools at 224; every window then lies
-        inside the padded input), or, for a maximum over values that are not negative
-        (googlenet's, after a ReLU), with the last window's overhang padded with zeros. A
-        gap, and None, otherwise."""
+        inside the padded input), or, for a maximum, with the last window's overhang padded
+        too (with -inf, as maxpool pads: googlenet's). A gap, and None, otherwise."""
         shape = self.hwc(node.input[0])
         if shape is None or len(shape) != 3:
             self.gap(
@@ -1303,7 +1299,7 @@ class _Reader:
             return pads
         if kind == "maxpool":
             # The rows and columns the last window reaches past the padded input: -inf there
-            # (or zeros, over values >= 0) picks the same maximum as ceil_mode's nothing.
+            # picks the same maximum as ceil_mode's nothing.
             extra = [
                 max(0, (count - 1) * s + k - (size + before + after))
                 for count, (size, k, s, before, after) in zip(ceil, axes, strict=True)
@@ -1313,20 +1309,10 @@ class _Reader:
             node,
             f"ceil_mode=1 pools the {shape[0]}x{shape[1]} input to {ceil[0]}x{ceil[1]}, "
             f"floor to {floor[0]}x{floor[1]}",
-            "cnnspec pools as Keras does (floor): ceil_mode is a zero_pad of the extra rows "
-            "and columns only for a max pooling of values that are not negative (after a ReLU)",
+            "cnnspec pools as Keras does (floor): a max pooling takes ceil_mode's overhang as "
+            "padding, but an average would count it, which ceil_mode does not",
         )
         return None
-
-    def non_negative(self, value: str) -> bool:
-        layer = self.by_name.get(value)
-        if layer is None:
-            return False
-        if layer.kind in ("relu", "relu6", "sigmoid", "hard_sigmoid", "softmax"):
-            return True
-        if layer.kind in ("maxpool", "avgpool", "zero_pad", "dropout", "concat"):
-            return all(self.non_negative(value) for value in layer.inputs)
-        return False
 
     def flatten(self, node: Any, attrs: dict[str, Any], sources: list[str]) -> None:
         shape = self.hwc(node.input[0])
