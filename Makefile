@@ -51,9 +51,11 @@ test: setup
 # ConvNeXt Small-XLarge, DenseNet 169/201, ResNetV2 101/152, ...) against keras.applications:
 # the definitions `make test` checks through the required sizes, at every size; every
 # keras.applications family through `cnnspec import` and every backbone through export and
-# import; backbone weights loaded under a mirrored strategy (minutes).
+# import; backbone weights loaded under a mirrored strategy; and the slowest end-to-end runs
+# (distributed training, torch.compile, a sweep, int8, Keras's recipe, the mutant searches),
+# which keep `make test` within its 10 minutes (minutes).
 test-library: setup
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m library tests/frameworks
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m library tests
 
 # The long random campaigns, kept out of CI: the property and fuzz tests with random seeds
 # and 20x the examples (tests/fuzzing.py), then the semantic campaign, which builds 2,000

@@ -487,6 +487,7 @@ def test_guaranteed_invalid_classes_are_not_vacuous(mutation: str) -> None:
     assert len(guaranteed) >= 50, len(guaranteed)
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_fuzzing_finds_valid_mutants_too() -> None:
     """Not every mutation breaks a spec: the fuzzer also exercises the checks of valid specs."""
     valid = [

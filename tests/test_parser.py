@@ -184,6 +184,7 @@ def test_files(path: Path) -> None:
     agree(path.read_text(encoding="utf-8"))
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_mutants_of_the_shipped_specs() -> None:
     from tests import test_fuzz
 

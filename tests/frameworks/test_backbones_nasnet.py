@@ -74,6 +74,7 @@ def test_backbone_freezes_by_cell(name: str, block: str) -> None:
     assert_freezes_by_block(name, 32, block)
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_weight_files_load_by_layer_name_and_reproduce_keras_applications(tmp_path: Path) -> None:
     """A weight file in keras.applications' layout (what weights=imagenet downloads for
     include_top=false: random weights and batchnorm statistics here) loads by layer name into

@@ -242,6 +242,7 @@ def test_digits_reaches_95_percent(tmp_path: Path) -> None:
     assert tensorflow_noise(result.stderr) == [], result.stderr[-3000:]
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_mirrored_strategy_on_two_cpu_devices(tmp_path: Path) -> None:
     script = script_for("digits", tmp_path)
     out = tmp_path / "run"
@@ -262,6 +263,7 @@ evaluate { curves() }
 """
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_two_workers_train_under_a_multiworker_strategy(tmp_path: Path) -> None:
     """Two processes on localhost, each with its own TF_CONFIG, finish an epoch on the digits
     under MultiWorkerMirroredStrategy: each takes half of every batch of 64 (4 steps of 256

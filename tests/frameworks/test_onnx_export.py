@@ -232,6 +232,7 @@ def test_fp16_export_is_within_1e_2(path: Path, tmp_path: Path) -> None:
     assert onnx_export.model_state(half.SerializeToString()) == "generated"
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_int8_digits_within_one_point_of_fp32(tmp_path: Path) -> None:
     """Train the digits model with the generated PyTorch script, export it in float32 and in
     int8 calibrated on the bundled digits, and score both on the script's own test split."""

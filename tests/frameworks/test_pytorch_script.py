@@ -313,6 +313,7 @@ train {
 """
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_two_nodes_reduce_their_metrics_and_stop_together(tmp_path: Path) -> None:
     """Two torchrun nodes of one process each on localhost (c10d rendezvous): the batch of 64
     is split 32 + 32, every rank's early stopping decides on the metrics all-reduced over
@@ -321,23 +322,36 @@ def test_two_nodes_reduce_their_metrics_and_stop_together(tmp_path: Path) -> Non
     spec = checked_spec(EARLY_STOPPED)
     script = write_script(spec, tmp_path, "pytorch")
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=2",
-        "--nproc_per_node=1",
-        "--rdzv_backend=c10d",
-        f"--rdzv_endpoint=localhost:{free_port()}",
-        "--rdzv_id=cnnspec-test",
-        str(script),
-        *("--output-dir", str(out), "--device", "cpu", "--no-tensorboard"),
-    ]
+    port = free_port()
+
+    def command(host: bool) -> list[str]:
+        # One node hosts the rendezvous store and the other connects: left to torchrun's
+        # guess, both may try to host it on one machine, and one run in a few hung.
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=localhost:{port}",
+            "--rdzv_id=cnnspec-test",
+            f"--rdzv_conf=is_host={int(host)}",
+            str(script),
+            *("--output-dir", str(out), "--device", "cpu", "--no-tensorboard"),
+        ]
+
     nodes = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
+        subprocess.Popen(command(host), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for host in (True, False)
     ]
-    results = [node.communicate(timeout=300) for node in nodes]
+    try:
+        results = [node.communicate(timeout=240) for node in nodes]
+    except subprocess.TimeoutExpired:
+        for node in nodes:
+            node.kill()
+        tails = [node.communicate()[1][-2000:] for node in nodes]
+        raise AssertionError(f"the two nodes did not finish in 240 s: {tails}") from None
     for node, (_, stderr) in zip(nodes, results, strict=True):
         assert node.returncode == 0, stderr[-3000:]
     stdout = "".join(output for output, _ in results)
@@ -397,6 +411,7 @@ def test_staged_finetune_runs_both_phases_on_image_folders(tmp_path: Path) -> No
     not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
     reason="torch.compile on CPU needs a C++ compiler",
 )
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_compile_flag_trains(tmp_path: Path) -> None:
     """`--compile` wraps the logits in torch.compile (about 40 s of compiling on 2 cores)."""
     out = tmp_path / "run"

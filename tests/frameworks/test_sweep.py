@@ -33,6 +33,7 @@ def sweep(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.library  # slow: `make test-library` runs it
 def test_a_sweep_trains_two_at_a_time_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     first = sweep(out, "--trials", "3", "--workers", "2")
