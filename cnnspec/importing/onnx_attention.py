@@ -282,7 +282,7 @@ class _Graph:
             "in_proj_bias": np.concatenate(biases).astype(np.float32),
         }
         tensors.update(out.tensors)
-        module = _common_module(names)
+        module = common_module(names)
         return Attention(last, tokens, groups, tensors, module, softmax, set(self.seen))
 
     def region(self, softmax: Any) -> set[int]:
@@ -676,7 +676,7 @@ class _Output:
     tensors: dict[str, Any]
 
 
-def _common_module(names: list[str]) -> str:
+def common_module(names: list[str]) -> str:
     """The dotted prefix the weights' names share: `blocks.0.attn` of `blocks.0.attn.qkv.weight`
     and `blocks.0.attn.proj.weight`."""
     parts = [name.split(".")[:-1] for name in names]

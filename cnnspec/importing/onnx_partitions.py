@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnspec.importing.onnx_attention import common_module
 from cnnspec.importing.onnx_windows import _Graph, _NotWindows, _table
 from cnnspec.runtime.rules import window_index
 
@@ -238,7 +239,7 @@ def add(reader: Any, found: Found) -> None:
     name = named(norm1, norm1.input[1])
     reader.add(norm1, "layer_norm", {"epsilon": eps1}, [source], name)
     reader.tensors.update({f"{name}.weight": _float32(w1), f"{name}.bias": _float32(b1)})
-    module = _common_module(weights[:2])
+    module = common_module(weights[:2])
     attention = reader.unique(identifier(module)) if module else reader.name_for(merge[0])
     reader.add(merge[0], "partition_attention", found.args, [name], attention)
     tensors = {
@@ -286,17 +287,6 @@ def _float32(value: Any) -> Any:
     import numpy as np
 
     return np.ascontiguousarray(value, dtype=np.float32)
-
-
-def _common_module(names: list[str]) -> str:
-    """The dotted prefix the weights' names share, less torchvision's `attn_layer.1`."""
-    parts = [name.split(".")[:-1] for name in names]
-    common: list[str] = []
-    for pieces in zip(*parts, strict=False):
-        if len(set(pieces)) != 1:
-            break
-        common.append(pieces[0])
-    return ".".join(common)
 
 
 def partition_layer(

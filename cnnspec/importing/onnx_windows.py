@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnspec.importing.onnx_attention import common_module
 from cnnspec.runtime.rules import window_coords, window_index, window_mask, window_shift
 
 # The ops that move values along the way (and the cyclic shift's joins, the pad).
@@ -247,7 +248,7 @@ class _Graph:
             version = 1 if v2 is None else 2
             actual = window_attention(x, tensors, heads, size, shift, version)
             if float(np.abs(actual - expected).max()) <= 1e-4 * scale:
-                module = _common_module([qkv[3], proj[3]])
+                module = common_module([qkv[3], proj[3]])
                 args = {"heads": heads, "size": size, "shift": shift}
                 return Found(
                     "window_attention",
@@ -784,14 +785,3 @@ def patch_merge(x: Any) -> Any:
     x = np.pad(x, ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0)))
     parts = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
     return np.concatenate(parts, -1)
-
-
-def _common_module(names: list[str]) -> str:
-    """The dotted prefix the weights' names share (`features.1.0.attn`)."""
-    parts = [name.split(".")[:-1] for name in names]
-    common: list[str] = []
-    for pieces in zip(*parts, strict=False):
-        if len(set(pieces)) != 1:
-            break
-        common.append(pieces[0])
-    return ".".join(common)
